@@ -1,0 +1,81 @@
+//! Actions on infrastructure: the closed [`Action`] enum and the [`Executor`]
+//! trait each backend implements. Only this module talks to clusters.
+//!
+//! An executor reports milestones through a [`Progress`] channel; the engine
+//! writes each to the audit trail before showing it to anyone.
+
+pub mod simulated;
+
+use crate::audit::BoxFuture;
+use crate::config::Service;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// What can be done to a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Deploy { version: String },
+    Rollback { revision: Option<u32> },
+    Restart,
+    Scale { replicas: u32 },
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Deploy { .. } => "deploy",
+            Action::Rollback { .. } => "rollback",
+            Action::Restart => "restart",
+            Action::Scale { .. } => "scale",
+        }
+    }
+}
+
+/// Where an executor sends milestones.
+#[derive(Clone)]
+pub struct Progress(mpsc::Sender<String>);
+
+impl Progress {
+    pub fn channel(capacity: usize) -> (Progress, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Progress(tx), rx)
+    }
+    /// Sends a milestone; waits while the engine records the previous ones, so
+    /// a fast executor cannot outrun the audit trail.
+    pub async fn report(&self, milestone: impl Into<String>) {
+        let _ = self.0.send(milestone.into()).await;
+    }
+}
+
+/// How an action ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{service} is not known to its backend")]
+    NotFound { service: String },
+    #[error("{what} is outside what the configuration allows: {why}")]
+    OutOfBounds { what: String, why: String },
+    #[error("timed out after {0}")]
+    Timeout(String),
+}
+
+/// A backend that can carry out actions and report status.
+pub trait Executor: Send + Sync {
+    /// Carries out `action` on `service`, reporting milestones, until it
+    /// completes or fails.
+    fn execute<'a>(
+        &'a self,
+        service: &'a Service,
+        action: &'a Action,
+        progress: Progress,
+    ) -> BoxFuture<'a, Result<Outcome, ActionError>>;
+    /// A readable status report.
+    fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>>;
+}

@@ -1,0 +1,228 @@
+//! Pending requests and votes. The rules here are pure functions over a
+//! [`PendingRequest`]; the engine stores requests (in sled, so they survive a
+//! restart) and calls these under one lock.
+//!
+//! Invariants, each enforced in [`cast_vote`] or [`valid_approvals`]:
+//! - the requester never approves their own request;
+//! - votes from outside the approver groups are refused with a reason;
+//! - one deny from an eligible approver rejects the request;
+//! - nothing is approved after `expires_at`;
+//! - an approval counts only for the action digest it was given for.
+
+use crate::command::Request;
+use crate::event::{Actor, ReplyTarget};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    /// Enough approvals; handed to the executor.
+    Approved,
+    Denied,
+    /// The requester withdrew it.
+    Withdrawn,
+    Expired,
+    /// Approved, but the re-check before running refused it (config or policy changed).
+    Invalidated,
+}
+
+impl RequestState {
+    pub fn is_open(self) -> bool {
+        self == RequestState::Pending
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub voter: Actor,
+    pub approve: bool,
+    pub at: DateTime<Utc>,
+    /// The action digest this vote was cast on.
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A request waiting for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    pub id: String,
+    pub requester: Actor,
+    pub command: String,
+    pub policy: String,
+    pub request: Request,
+    pub service: String,
+    pub environment: String,
+    /// Digest of the exact action; see [`action_digest`].
+    pub digest: String,
+    pub approvals_needed: u32,
+    pub approver_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub reply: ReplyTarget,
+    pub votes: Vec<Vote>,
+    pub state: RequestState,
+    /// Who closed it (denied, withdrew) and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// SHA-256 over the exact action: request id, requester, service, environment,
+/// the typed request (version, replicas …) and the backend target from config.
+/// If any of it changes, approvals given for the old digest stop counting.
+pub fn action_digest(
+    id: &str,
+    requester: &Actor,
+    service: &str,
+    environment: &str,
+    request: &Request,
+    target: &serde_json::Value,
+) -> String {
+    let canonical = serde_json::json!({
+        "id": id,
+        "requester": requester,
+        "service": service,
+        "environment": environment,
+        "request": request,
+        "target": target,
+    });
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(&canonical).expect("digest input serialises"),
+    ))
+}
+
+/// Why a vote was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoteRefusal {
+    #[error("you cannot approve your own request; ask someone in {groups}")]
+    OwnRequest { groups: String },
+    #[error("only {groups} can vote on {id}")]
+    NotApprover { id: String, groups: String },
+    #[error("{id} expired at {at}; nothing ran. Request it again if it is still needed")]
+    Expired { id: String, at: String },
+    #[error("{id} is already {state}")]
+    Closed { id: String, state: String },
+    #[error("you already voted on {id}")]
+    AlreadyVoted { id: String },
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteEffect {
+    /// Counted; still waiting for `remaining` approvals.
+    Counted { remaining: u32 },
+    /// Counted, and enough approvals are in.
+    Approved,
+    /// An eligible approver denied: the request is rejected.
+    Denied,
+    /// The requester withdrew their own request.
+    Withdrawn,
+}
+
+/// Applies one vote to `request` (mutating it) or refuses it.
+/// `is_approver` says whether an identity is in the request's approver groups
+/// under the *current* configuration.
+pub fn cast_vote(
+    request: &mut PendingRequest,
+    voter: &Actor,
+    approve: bool,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+    is_approver: impl Fn(&Actor) -> bool,
+) -> Result<VoteEffect, VoteRefusal> {
+    let groups = request.approver_groups.join(", ");
+    if !request.state.is_open() {
+        return Err(VoteRefusal::Closed {
+            id: request.id.clone(),
+            state: format!("{:?}", request.state).to_lowercase(),
+        });
+    }
+    if now >= request.expires_at {
+        return Err(VoteRefusal::Expired {
+            id: request.id.clone(),
+            at: request.expires_at.format("%H:%M:%S UTC").to_string(),
+        });
+    }
+    if *voter == request.requester {
+        if approve {
+            return Err(VoteRefusal::OwnRequest { groups });
+        }
+        request.state = RequestState::Withdrawn;
+        request.closed_by = Some(voter.clone());
+        request.closed_at = Some(now);
+        return Ok(VoteEffect::Withdrawn);
+    }
+    if !is_approver(voter) {
+        return Err(VoteRefusal::NotApprover {
+            id: request.id.clone(),
+            groups,
+        });
+    }
+    if request
+        .votes
+        .iter()
+        .any(|v| v.voter == *voter && v.digest == request.digest)
+    {
+        return Err(VoteRefusal::AlreadyVoted {
+            id: request.id.clone(),
+        });
+    }
+    request.votes.push(Vote {
+        voter: voter.clone(),
+        approve,
+        at: now,
+        digest: request.digest.clone(),
+        reason,
+    });
+    if !approve {
+        request.state = RequestState::Denied;
+        request.closed_by = Some(voter.clone());
+        request.closed_at = Some(now);
+        return Ok(VoteEffect::Denied);
+    }
+    let have = valid_approvals(request, &is_approver);
+    if have >= request.approvals_needed {
+        Ok(VoteEffect::Approved)
+    } else {
+        Ok(VoteEffect::Counted {
+            remaining: request.approvals_needed - have,
+        })
+    }
+}
+
+/// Approvals that count: distinct eligible non-requesters, cast on the current digest.
+pub fn valid_approvals(request: &PendingRequest, is_approver: impl Fn(&Actor) -> bool) -> u32 {
+    let mut voters: Vec<&Actor> = request
+        .votes
+        .iter()
+        .filter(|v| {
+            v.approve
+                && v.digest == request.digest
+                && v.voter != request.requester
+                && is_approver(&v.voter)
+        })
+        .map(|v| &v.voter)
+        .collect();
+    voters.sort();
+    voters.dedup();
+    voters.len() as u32
+}
+
+/// Whether the request may run now: open, not expired, enough valid approvals.
+pub fn may_execute(
+    request: &PendingRequest,
+    needed: u32,
+    now: DateTime<Utc>,
+    is_approver: impl Fn(&Actor) -> bool,
+) -> bool {
+    request.state.is_open()
+        && now < request.expires_at
+        && valid_approvals(request, is_approver) >= needed
+}

@@ -1,0 +1,68 @@
+//! The audit contract in memory, for tests of the core that need no disk.
+
+use super::chain::{self, GENESIS};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture};
+use chrono::Utc;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+pub struct MemoryAuditLog {
+    records: Mutex<Vec<(AuditRecord, Vec<u8>)>>,
+    committed: broadcast::Sender<AuditRecord>,
+}
+
+impl Default for MemoryAuditLog {
+    fn default() -> Self {
+        Self {
+            records: Mutex::new(Vec::new()),
+            committed: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl MemoryAuditLog {
+    pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
+        let records = self.records.lock().expect("audit lock");
+        chain::verify(records.iter().map(|(r, b)| (r.seq, b.clone())), None)
+    }
+}
+
+impl AuditLog for MemoryAuditLog {
+    fn append_all(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+        let mut records = self.records.lock().expect("audit lock");
+        let mut out = Vec::new();
+        for entry in entries {
+            let (seq, prev) = match records.last() {
+                Some((r, _)) => (r.seq + 1, r.hash.clone()),
+                None => (1, GENESIS.to_string()),
+            };
+            let (record, stored) = chain::seal(seq, Utc::now(), entry, &prev);
+            let _ = self.committed.send(record.clone());
+            records.push((record.clone(), stored));
+            out.push(record);
+        }
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let records = self.records.lock().expect("audit lock");
+        let mut out: Vec<AuditRecord> = records
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| query.matches(r))
+            .cloned()
+            .collect();
+        if let Some(limit) = query.limit {
+            let skip = out.len().saturating_sub(limit);
+            out.drain(..skip);
+        }
+        Ok(out)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
+        self.committed.subscribe()
+    }
+}

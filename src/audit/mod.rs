@@ -1,0 +1,167 @@
+//! The audit trail: append-only, hash-chained records of every request,
+//! decision, vote, intent, progress milestone and outcome.
+//!
+//! - `chain`: how a record is sealed (SHA-256 over its exact bytes, chained to
+//!   the previous record's hash) and how a sequence of stored records is verified.
+//! - `sled_log`: the durable log. One writer thread takes appends from any number
+//!   of tasks, writes them as one batch and fsyncs once (group commit); an append
+//!   returns only when its record is on disk.
+//! - `memory`: the same contract in memory, for tests.
+//!
+//! Callers write the intent record and await it *before* an action starts, and
+//! tell users something happened only after its record is durable.
+
+pub mod chain;
+pub mod memory;
+pub mod sled_log;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+
+pub use chain::{verify, VerifyFailure, VerifySummary};
+pub use memory::MemoryAuditLog;
+pub use sled_log::SledAuditLog;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// A command was received and parsed.
+    #[default]
+    Request,
+    /// The policy decided (allow, deny, pending, break-glass).
+    Decision,
+    /// Somebody voted on a pending request (accepted or refused).
+    Vote,
+    /// An action is about to run. Durable before the executor starts.
+    Intent,
+    /// A milestone while an action runs.
+    Progress,
+    /// How an action ended.
+    Outcome,
+    /// A pending request expired; nothing ran.
+    Expired,
+    /// A `/lock` or `/unlock`.
+    Lock,
+    /// Process lifecycle: start, stop.
+    System,
+}
+
+/// What a caller appends; the log adds sequence number, time and hashes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub kind: RecordKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Platform-qualified identity of who did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Platform-qualified channel where it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The parsed arguments (typed request), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// `allowed`, `denied`, `pending`, `approved`, `refused`, `succeeded`, `failed` …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl AuditEntry {
+    pub fn new(kind: RecordKind) -> Self {
+        Self {
+            kind,
+            ..Default::default()
+        }
+    }
+    pub fn outcome(mut self, outcome: &str) -> Self {
+        self.outcome = Some(outcome.to_string());
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// A sealed record as stored and exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// Hash of the previous record (all zeros for the first).
+    pub prev: String,
+    /// SHA-256 of this record's stored body; filled in on read and export.
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// Which records to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub service: Option<String>,
+    pub request_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only records with a greater sequence number.
+    pub after_seq: Option<u64>,
+    /// Keep only the newest `limit` matches (still returned oldest first).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    pub fn matches(&self, record: &AuditRecord) -> bool {
+        self.service
+            .as_ref()
+            .is_none_or(|s| record.entry.service.as_ref() == Some(s))
+            && self
+                .request_id
+                .as_ref()
+                .is_none_or(|r| record.entry.request_id.as_ref() == Some(r))
+            && self.since.is_none_or(|t| record.ts >= t)
+            && self.after_seq.is_none_or(|n| record.seq > n)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit store failed: {0}")]
+    Store(String),
+    #[error("the audit writer has stopped")]
+    Closed,
+    #[error("audit record {seq} cannot be read: {problem}")]
+    Corrupt { seq: u64, problem: String },
+}
+
+/// The seam the core writes the trail through.
+pub trait AuditLog: Send + Sync {
+    /// Appends records in order; resolves once they are durable.
+    fn append_all(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
+    /// Reads matching records, oldest first.
+    fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
+    /// Follow new records as they are committed.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditRecord>;
+}
+
+impl dyn AuditLog {
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        let mut records = self.append_all(vec![entry]).await?;
+        records.pop().ok_or(AuditError::Closed)
+    }
+}

@@ -1,0 +1,189 @@
+//! The console adapter: a chat in the terminal. Interactive with a prompt when
+//! stdin is a terminal; otherwise one command per line, so scripts and tests
+//! can drive the whole bot. Console identities are `console:NAME`; `/as` only
+//! switches between console identities, so the terminal can never act as a
+//! Slack or Discord user.
+
+use super::{ApprovalView, ChatError, ChatSink, Reply};
+use crate::audit::BoxFuture;
+use crate::engine::Engine;
+use crate::event::{Actor, Event, ReplyTarget};
+use std::io::Write;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Prints replies as terminal lines.
+pub struct ConsoleSink;
+
+fn card(view: &ApprovalView, updated: bool) -> String {
+    let mut out = String::new();
+    let title = if updated {
+        "approval update"
+    } else {
+        "approval needed"
+    };
+    out.push_str(&format!(
+        "┌ {title} · {} · {}\n",
+        view.id,
+        view.state.to_uppercase()
+    ));
+    out.push_str(&format!(
+        "│ {} ({}) requested by {}\n",
+        view.action, view.environment, view.requester
+    ));
+    let freeze = view
+        .freeze
+        .as_ref()
+        .map(|f| format!(" — freeze `{f}` in force"))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "│ approvals {}/{} from {}{freeze}; expires {}\n",
+        view.approvals_have,
+        view.approvals_needed,
+        view.approver_groups.join(", "),
+        view.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+    ));
+    match (&view.decided_by, view.state.as_str()) {
+        (Some(by), state) => out.push_str(&format!("└ {state} by {by}")),
+        (None, "pending") => out.push_str(&format!(
+            "└ /approve {id} or /deny {id} (reacting +1 {id} / -1 {id} counts too)",
+            id = view.id
+        )),
+        (None, state) => out.push_str(&format!("└ {state}")),
+    }
+    out
+}
+
+/// Renders one reply as the console shows it.
+pub fn render(reply: &Reply) -> String {
+    match reply {
+        Reply::Text(text) => format!("opsbot: {text}"),
+        Reply::Private { to, text } => format!("opsbot (only {to} sees this): {text}"),
+        Reply::Approval(view) => card(view, false),
+        Reply::ApprovalUpdate(view) => card(view, true),
+        Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
+        Reply::Outcome {
+            request_id,
+            success: true,
+            text,
+        } => format!("✅ {request_id}: {text}"),
+        Reply::Outcome {
+            request_id,
+            success: false,
+            text,
+        } => format!("❌ {request_id}: {text}"),
+    }
+}
+
+impl ChatSink for ConsoleSink {
+    fn send<'a>(
+        &'a self,
+        _target: &'a ReplyTarget,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        let line = render(&reply);
+        let mut out = std::io::stdout().lock();
+        let result = writeln!(out, "{line}")
+            .and_then(|_| out.flush())
+            .map_err(|e| ChatError::Delivery(e.to_string()));
+        Box::pin(async move { result })
+    }
+}
+
+/// What one input line means.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Nothing,
+    Quit,
+    SwitchIdentity(Actor),
+    Event(Event),
+    Problem(String),
+}
+
+/// Interprets one typed line for `actor` in `channel`.
+pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
+    let line = line.trim();
+    let reply = ReplyTarget::channel(channel);
+    if line.is_empty() || line.starts_with('#') {
+        return Line::Nothing;
+    }
+    if line == "/quit" || line == "/exit" {
+        return Line::Quit;
+    }
+    if let Some(who) = line.strip_prefix("/as ") {
+        let who = who.trim();
+        let who = if who.contains(':') {
+            who.to_string()
+        } else {
+            format!("console:{who}")
+        };
+        return match Actor::parse(&who) {
+            Ok(a) if a.platform() == "console" => Line::SwitchIdentity(a),
+            Ok(_) => Line::Problem("the console can only act as console: identities".into()),
+            Err(e) => Line::Problem(e),
+        };
+    }
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let approve = match first {
+        "+1" | "✅" | ":white_check_mark:" | "👍" => Some(true),
+        "-1" | "❌" | ":x:" | "👎" => Some(false),
+        _ => None,
+    };
+    if let Some(approve) = approve {
+        let (Some(id), None) = (words.next(), words.next()) else {
+            return Line::Problem(format!(
+                "react with `{first} <request id>`, like `{first} r-3`"
+            ));
+        };
+        return match crate::command::parse::normalize_request_id(id) {
+            Some(request_id) => Line::Event(Event::Vote {
+                actor: actor.clone(),
+                request_id,
+                approve,
+                reply,
+                dedup_key: None,
+            }),
+            None => Line::Problem(format!("`{id}` is not a request id; they look like r-3")),
+        };
+    }
+    Line::Event(Event::Command {
+        actor: actor.clone(),
+        text: line.to_string(),
+        reply,
+        dedup_key: None,
+    })
+}
+
+/// Reads stdin until EOF or `/quit`, handing each line to the engine.
+pub async fn run(
+    engine: Arc<Engine>,
+    mut actor: Actor,
+    channel: String,
+    interactive: bool,
+) -> std::io::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    if interactive {
+        println!("opsbot console — you are {actor} in {channel}. Type /help, `/as console:NAME` to switch identity, /quit to leave.");
+    }
+    loop {
+        if interactive {
+            print!("{actor}> ");
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        match interpret(&line, &actor, &channel) {
+            Line::Nothing => {}
+            Line::Quit => break,
+            Line::SwitchIdentity(who) => {
+                actor = who;
+                println!("opsbot: you are now {actor}");
+            }
+            Line::Problem(text) => println!("opsbot: {text}"),
+            Line::Event(event) => engine.handle(event).await,
+        }
+    }
+    Ok(())
+}

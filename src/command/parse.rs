@@ -1,0 +1,681 @@
+//! Text → typed [`ParsedCommand`]. Pure: no I/O, no clock. Every value is checked
+//! against its declared type here; what comes out is data the executors can trust.
+
+use super::registry::Registry;
+use super::spec::{ActionKind, ArgKind, CommandSpec};
+use crate::clock::parse_duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A command after parsing: which command, its policy key, and the typed request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParsedCommand {
+    /// Canonical command name (aliases resolved).
+    pub command: String,
+    pub policy: String,
+    pub mutates: bool,
+    pub request: Request,
+    /// `--emergency "reason"`: a break-glass request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<String>,
+}
+
+impl ParsedCommand {
+    pub fn service(&self) -> Option<&str> {
+        self.request.service()
+    }
+}
+
+/// The typed request, one variant per action kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Request {
+    Deploy {
+        service: String,
+        version: String,
+    },
+    Rollback {
+        service: String,
+        revision: Option<u32>,
+    },
+    Restart {
+        service: String,
+    },
+    Scale {
+        service: String,
+        replicas: u32,
+    },
+    Status {
+        service: String,
+    },
+    Lock {
+        service: String,
+        reason: String,
+        #[serde(with = "opt_secs")]
+        ttl: Option<Duration>,
+    },
+    Unlock {
+        service: String,
+    },
+    Approve {
+        request: String,
+    },
+    Deny {
+        request: String,
+        reason: Option<String>,
+    },
+    Audit {
+        service: Option<String>,
+        limit: Option<u32>,
+    },
+    Help {
+        command: Option<String>,
+    },
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => crate::clock::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&crate::clock::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl Request {
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Request::Deploy { service, .. }
+            | Request::Rollback { service, .. }
+            | Request::Restart { service }
+            | Request::Scale { service, .. }
+            | Request::Status { service }
+            | Request::Lock { service, .. }
+            | Request::Unlock { service } => Some(service),
+            Request::Audit { service, .. } => service.as_deref(),
+            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => None,
+        }
+    }
+
+    /// One line a human reads in approval cards and replies.
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Deploy { service, version } => format!("deploy {service} {version}"),
+            Request::Rollback {
+                service,
+                revision: Some(r),
+            } => format!("rollback {service} to revision {r}"),
+            Request::Rollback {
+                service,
+                revision: None,
+            } => format!("rollback {service} to the previous revision"),
+            Request::Restart { service } => format!("restart {service}"),
+            Request::Scale { service, replicas } => {
+                format!("scale {service} to {replicas} replicas")
+            }
+            Request::Status { service } => format!("status of {service}"),
+            Request::Lock { service, .. } => format!("lock {service}"),
+            Request::Unlock { service } => format!("unlock {service}"),
+            Request::Approve { request } => format!("approve {request}"),
+            Request::Deny { request, .. } => format!("deny {request}"),
+            Request::Audit { .. } => "audit".into(),
+            Request::Help { .. } => "help".into(),
+        }
+    }
+}
+
+/// Why a line did not parse; rendered with usage and a suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Empty,
+    UnbalancedQuote,
+    UnknownCommand {
+        typed: String,
+        suggestion: Option<String>,
+    },
+    MissingArgument {
+        command: String,
+        usage: String,
+        argument: String,
+        expected: String,
+    },
+    BadValue {
+        command: String,
+        usage: String,
+        argument: String,
+        value: String,
+        problem: String,
+        suggestion: Option<String>,
+    },
+    TooManyArguments {
+        command: String,
+        usage: String,
+        extra: String,
+    },
+    UnknownFlag {
+        command: String,
+        usage: String,
+        flag: String,
+        suggestion: Option<String>,
+    },
+    FlagNeedsValue {
+        command: String,
+        usage: String,
+        flag: String,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hint = |f: &mut fmt::Formatter<'_>, s: &Option<String>| match s {
+            Some(s) => write!(f, " Did you mean `{s}`?"),
+            None => Ok(()),
+        };
+        match self {
+            ParseError::Empty => write!(f, "Type a command, for example `/help`."),
+            ParseError::UnbalancedQuote => write!(f, "A quote is not closed; close it or drop it."),
+            ParseError::UnknownCommand { typed, suggestion } => {
+                write!(f, "Unknown command `/{}`.", shorten(typed))?;
+                hint(f, &suggestion.as_ref().map(|s| format!("/{s}")))?;
+                write!(f, " Type `/help` to list commands.")
+            }
+            ParseError::MissingArgument {
+                usage,
+                argument,
+                expected,
+                ..
+            } => {
+                write!(f, "Missing <{argument}> ({expected}). Usage: `{usage}`")
+            }
+            ParseError::BadValue {
+                usage,
+                argument,
+                value,
+                problem,
+                suggestion,
+                ..
+            } => {
+                write!(
+                    f,
+                    "`{}` is not a valid <{argument}>: {problem}.",
+                    shorten(value)
+                )?;
+                hint(f, suggestion)?;
+                write!(f, " Usage: `{usage}`")
+            }
+            ParseError::TooManyArguments { usage, extra, .. } => {
+                write!(
+                    f,
+                    "Unexpected `{}`. Usage: `{usage}` (quote text that has spaces)",
+                    shorten(extra)
+                )
+            }
+            ParseError::UnknownFlag {
+                usage,
+                flag,
+                suggestion,
+                ..
+            } => {
+                write!(f, "Unknown option `--{}`.", shorten(flag))?;
+                hint(f, &suggestion.as_ref().map(|s| format!("--{s}")))?;
+                write!(f, " Usage: `{usage}`")
+            }
+            ParseError::FlagNeedsValue { usage, flag, .. } => {
+                write!(f, "`--{flag}` needs a value. Usage: `{usage}`")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Echoing user text back: cut it short and strip backticks so it cannot break
+/// out of the code span it is shown in.
+fn shorten(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| *c != '`' && !c.is_control())
+        .collect();
+    if clean.chars().count() > 40 {
+        format!("{}…", clean.chars().take(40).collect::<String>())
+    } else {
+        clean
+    }
+}
+
+/// Splits on whitespace, honouring "double", 'single' and Slack's “curly” quotes.
+pub fn tokenize(text: &str) -> Result<Vec<String>, ParseError> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut in_token = false;
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match quote {
+            Some(close) if c == close => quote = None,
+            Some(_) => current.push(c),
+            None if c.is_whitespace() => {
+                if in_token {
+                    tokens.push(std::mem::take(&mut current));
+                    in_token = false;
+                }
+            }
+            None => {
+                in_token = true;
+                match c {
+                    '"' => quote = Some('"'),
+                    '\'' => quote = Some('\''),
+                    '“' => quote = Some('”'),
+                    '‘' => quote = Some('’'),
+                    _ => current.push(c),
+                }
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(ParseError::UnbalancedQuote);
+    }
+    if in_token {
+        tokens.push(current);
+    }
+    Ok(tokens)
+}
+
+/// A parsed value before it is fitted into a [`Request`].
+#[derive(Debug, Clone)]
+enum Value {
+    Str(String),
+    Int(i64),
+    Duration(Duration),
+}
+
+/// Parses one line: `/deploy api-service v1.4.2` (the slash is optional, so
+/// mentions like `@opsbot status api-service` use the same grammar).
+pub fn parse(
+    registry: &Registry,
+    services: &[String],
+    text: &str,
+) -> Result<ParsedCommand, ParseError> {
+    let tokens = tokenize(text)?;
+    let Some((first, rest)) = tokens.split_first() else {
+        return Err(ParseError::Empty);
+    };
+    let typed = first.strip_prefix('/').unwrap_or(first).to_lowercase();
+    let spec = registry
+        .find(&typed)
+        .ok_or_else(|| ParseError::UnknownCommand {
+            suggestion: registry.suggest(&typed),
+            typed: typed.clone(),
+        })?;
+    let (positional, flags) = split_flags(spec, rest)?;
+    let values = bind_positional(spec, services, registry, &positional)?;
+    build(spec, values, flags)
+}
+
+fn split_flags(
+    spec: &CommandSpec,
+    tokens: &[String],
+) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
+    let mut positional = Vec::new();
+    let mut flags = BTreeMap::new();
+    let mut iter = tokens.iter();
+    while let Some(token) = iter.next() {
+        let Some(body) = token
+            .strip_prefix("--")
+            .filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()))
+        else {
+            positional.push(token.clone());
+            continue;
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let Some(flag) = spec.flags.iter().find(|f| f.name == name) else {
+            let names: Vec<&str> = spec.flags.iter().map(|f| f.name.as_str()).collect();
+            return Err(ParseError::UnknownFlag {
+                command: spec.name.clone(),
+                usage: spec.usage.clone(),
+                flag: name.to_string(),
+                suggestion: super::registry::closest(name, names.iter().copied()),
+            });
+        };
+        let value = if flag.kind == ArgKind::Switch {
+            "true".to_string()
+        } else {
+            match inline.or_else(|| iter.next().cloned()) {
+                Some(v) if !v.trim().is_empty() => v,
+                _ => {
+                    return Err(ParseError::FlagNeedsValue {
+                        command: spec.name.clone(),
+                        usage: spec.usage.clone(),
+                        flag: flag.name.clone(),
+                    })
+                }
+            }
+        };
+        flags.insert(flag.name.clone(), value);
+    }
+    Ok((positional, flags))
+}
+
+/// Fits tokens to the declared positional arguments. A `text` argument takes the
+/// words left over once the arguments after it have taken theirs from the end
+/// (`/lock api-service db migration running 2h`).
+fn bind_positional(
+    spec: &CommandSpec,
+    services: &[String],
+    registry: &Registry,
+    tokens: &[String],
+) -> Result<BTreeMap<String, Value>, ParseError> {
+    let mut values = BTreeMap::new();
+    let mut index = 0;
+    for (position, arg) in spec.args.iter().enumerate() {
+        if let ArgKind::Text { max_len } = &arg.kind {
+            let after = &spec.args[position + 1..];
+            let mut end = tokens.len();
+            let mut trailing = Vec::new();
+            for later in after.iter().rev() {
+                let can_take = end > index + 1 || (end > index && !arg.required);
+                if can_take {
+                    if let Ok(v) = check_value(
+                        spec,
+                        &later.name,
+                        &later.kind,
+                        &tokens[end - 1],
+                        services,
+                        registry,
+                    ) {
+                        trailing.push((later.name.clone(), v));
+                        end -= 1;
+                        continue;
+                    }
+                }
+                if later.required {
+                    return Err(missing(spec, later));
+                }
+            }
+            let text = tokens[index..end].join(" ");
+            if text.is_empty() {
+                if arg.required {
+                    return Err(missing(spec, arg));
+                }
+            } else {
+                if text.chars().count() > *max_len {
+                    return Err(bad(
+                        spec,
+                        &arg.name,
+                        &text,
+                        format!("longer than {max_len} characters"),
+                        None,
+                    ));
+                }
+                values.insert(arg.name.clone(), Value::Str(text));
+            }
+            values.extend(trailing);
+            return Ok(values);
+        }
+        match tokens.get(index) {
+            Some(token) => {
+                match check_value(spec, &arg.name, &arg.kind, token, services, registry) {
+                    Ok(value) => {
+                        values.insert(arg.name.clone(), value);
+                        index += 1;
+                    }
+                    // An optional argument may be left out: `/audit 20` skips the
+                    // service when a later argument accepts the word.
+                    Err(_)
+                        if !arg.required
+                            && spec.args[position + 1..].iter().any(|later| {
+                                check_value(
+                                    spec,
+                                    &later.name,
+                                    &later.kind,
+                                    token,
+                                    services,
+                                    registry,
+                                )
+                                .is_ok()
+                            }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            None if arg.required => return Err(missing(spec, arg)),
+            None => {}
+        }
+    }
+    if let Some(extra) = tokens.get(index) {
+        return Err(ParseError::TooManyArguments {
+            command: spec.name.clone(),
+            usage: spec.usage.clone(),
+            extra: extra.clone(),
+        });
+    }
+    Ok(values)
+}
+
+fn missing(spec: &CommandSpec, arg: &super::spec::ArgSpec) -> ParseError {
+    ParseError::MissingArgument {
+        command: spec.name.clone(),
+        usage: spec.usage.clone(),
+        argument: arg.name.clone(),
+        expected: arg.kind.describe(),
+    }
+}
+
+fn bad(
+    spec: &CommandSpec,
+    argument: &str,
+    value: &str,
+    problem: String,
+    suggestion: Option<String>,
+) -> ParseError {
+    ParseError::BadValue {
+        command: spec.name.clone(),
+        usage: spec.usage.clone(),
+        argument: argument.to_string(),
+        value: value.to_string(),
+        problem,
+        suggestion,
+    }
+}
+
+/// Whether `text` is a valid image tag (the OCI tag grammar).
+pub fn is_valid_version(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && text.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_value(
+    spec: &CommandSpec,
+    name: &str,
+    kind: &ArgKind,
+    token: &str,
+    services: &[String],
+    registry: &Registry,
+) -> Result<Value, ParseError> {
+    let fail = |problem: String, suggestion: Option<String>| {
+        Err(bad(spec, name, token, problem, suggestion))
+    };
+    match kind {
+        ArgKind::Service => {
+            if services.iter().any(|s| s == token) {
+                Ok(Value::Str(token.to_string()))
+            } else {
+                fail(
+                    "no such service in the configuration".into(),
+                    super::registry::closest(token, services.iter().map(String::as_str)),
+                )
+            }
+        }
+        ArgKind::Version => {
+            if is_valid_version(token) {
+                Ok(Value::Str(token.to_string()))
+            } else {
+                fail("a version is a tag of letters, digits, `.`, `_` and `-` (at most 128), like v1.4.2".into(), None)
+            }
+        }
+        ArgKind::Integer { min, max } => {
+            let Ok(n) = token.parse::<i64>() else {
+                return fail(format!("expected {}", kind.describe()), None);
+            };
+            if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+                return fail(format!("expected {}", kind.describe()), None);
+            }
+            Ok(Value::Int(n))
+        }
+        ArgKind::Duration { max } => {
+            let d = match parse_duration(token) {
+                Ok(d) => d,
+                Err(e) => return fail(e, None),
+            };
+            if let Some(limit) = max.as_deref().and_then(|m| parse_duration(m).ok()) {
+                if d > limit {
+                    return fail(
+                        format!("at most {}", crate::clock::format_duration(limit)),
+                        None,
+                    );
+                }
+            }
+            Ok(Value::Duration(d))
+        }
+        ArgKind::Text { max_len } => {
+            if token.chars().count() > *max_len {
+                return fail(format!("longer than {max_len} characters"), None);
+            }
+            Ok(Value::Str(token.to_string()))
+        }
+        ArgKind::Choice { values } => {
+            if values.iter().any(|v| v == token) {
+                Ok(Value::Str(token.to_string()))
+            } else {
+                fail(
+                    format!("expected {}", kind.describe()),
+                    super::registry::closest(token, values.iter().map(String::as_str)),
+                )
+            }
+        }
+        ArgKind::RequestId => match normalize_request_id(token) {
+            Some(id) => Ok(Value::Str(id)),
+            None => fail("a request id looks like r-12".into(), None),
+        },
+        ArgKind::Command => {
+            let name = token.strip_prefix('/').unwrap_or(token).to_lowercase();
+            match registry.find(&name) {
+                Some(found) => Ok(Value::Str(found.name.clone())),
+                None => fail("no such command".into(), registry.suggest(&name)),
+            }
+        }
+        ArgKind::Switch => Ok(Value::Str("true".into())),
+    }
+}
+
+/// `r-12`, `R-12` and `12` all name request `r-12`.
+pub fn normalize_request_id(token: &str) -> Option<String> {
+    let digits = token
+        .strip_prefix("r-")
+        .or_else(|| token.strip_prefix("R-"))
+        .unwrap_or(token);
+    let n: u64 = digits.parse().ok()?;
+    (n > 0 && digits.len() <= 18).then(|| format!("r-{n}"))
+}
+
+fn build(
+    spec: &CommandSpec,
+    mut values: BTreeMap<String, Value>,
+    flags: BTreeMap<String, String>,
+) -> Result<ParsedCommand, ParseError> {
+    let mut take_str = |name: &str| match values.remove(name) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    };
+    // The registry guarantees each action's required arguments exist with the
+    // right kind, so a missing required value here is unreachable; fall back to
+    // an empty string rather than panic.
+    let service = take_str("service");
+    let version = take_str("version");
+    let reason = take_str("reason");
+    let request_id = take_str("request");
+    let command = take_str("command");
+    let int = |name: &str| match values.get(name) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let to_u32 = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok());
+    let ttl = match values.get("ttl") {
+        Some(Value::Duration(d)) => Some(*d),
+        _ => None,
+    };
+    let need = |v: Option<String>| v.unwrap_or_default();
+    let request = match spec.action {
+        ActionKind::Deploy => Request::Deploy {
+            service: need(service),
+            version: need(version),
+        },
+        ActionKind::Rollback => Request::Rollback {
+            service: need(service),
+            revision: to_u32(int("revision")),
+        },
+        ActionKind::Restart => Request::Restart {
+            service: need(service),
+        },
+        ActionKind::Scale => {
+            let Some(replicas) = to_u32(int("replicas")) else {
+                return Err(bad(
+                    spec,
+                    "replicas",
+                    &int("replicas").unwrap_or_default().to_string(),
+                    "expected a whole number of at least 0".into(),
+                    None,
+                ));
+            };
+            Request::Scale {
+                service: need(service),
+                replicas,
+            }
+        }
+        ActionKind::Status => Request::Status {
+            service: need(service),
+        },
+        ActionKind::Lock => Request::Lock {
+            service: need(service),
+            reason: need(reason),
+            ttl,
+        },
+        ActionKind::Unlock => Request::Unlock {
+            service: need(service),
+        },
+        ActionKind::Approve => Request::Approve {
+            request: need(request_id),
+        },
+        ActionKind::Deny => Request::Deny {
+            request: need(request_id),
+            reason,
+        },
+        ActionKind::Audit => Request::Audit {
+            service,
+            limit: to_u32(int("limit")),
+        },
+        ActionKind::Help => Request::Help { command },
+    };
+    Ok(ParsedCommand {
+        command: spec.name.clone(),
+        policy: spec.policy_key().to_string(),
+        mutates: spec.mutates,
+        request,
+        emergency: flags.get("emergency").cloned(),
+    })
+}

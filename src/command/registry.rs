@@ -1,0 +1,413 @@
+//! Loads `commands/*.toml`, checks every file against the actions the bot knows,
+//! resolves names and aliases, suggests near misses, and renders `/help`.
+//! Changing a command file needs a restart, never a recompile.
+
+use super::spec::{ArgKind, CommandSpec};
+use crate::config::Problem;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every loaded command, by canonical name, plus an alias index.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    commands: BTreeMap<String, Arc<CommandSpec>>,
+    aliases: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// Reads every `*.toml` in `dir` (sorted, so errors come in a stable order)
+    /// and reports every problem found, not just the first.
+    pub fn load_dir(dir: &Path) -> Result<Registry, Vec<Problem>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return Err(vec![Problem::new(
+                    dir,
+                    "",
+                    format!("cannot read the commands directory: {e}"),
+                    "set bot.commands_dir to the folder holding deploy.toml, status.toml, …",
+                )]);
+            }
+        };
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((path, text)),
+                Err(e) => problems.push(Problem::new(
+                    &path,
+                    "",
+                    format!("cannot read: {e}"),
+                    "check the file's permissions",
+                )),
+            }
+        }
+        match Registry::from_sources(files.iter().map(|(p, t)| (p.as_path(), t.as_str()))) {
+            Ok(registry) if problems.is_empty() => Ok(registry),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Builds a registry from (file name, TOML text) pairs.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> Result<Registry, Vec<Problem>> {
+        let mut registry = Registry::default();
+        let mut problems = Vec::new();
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for (path, text) in sources {
+            let spec: CommandSpec = match toml::from_str(text) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    problems.push(Problem::new(
+                        path,
+                        "",
+                        e.message().to_string(),
+                        toml_hint(&e, text),
+                    ));
+                    continue;
+                }
+            };
+            let before = problems.len();
+            validate_spec(path, &spec, &mut problems);
+            for name in std::iter::once(&spec.name).chain(&spec.aliases) {
+                if let Some(other) = owner.get(name) {
+                    problems.push(Problem::new(
+                        path,
+                        "name",
+                        format!("`{name}` is already used by command `{other}`"),
+                        "pick another name or alias",
+                    ));
+                } else {
+                    owner.insert(name.clone(), spec.name.clone());
+                }
+            }
+            if problems.len() == before {
+                for alias in &spec.aliases {
+                    registry.aliases.insert(alias.clone(), spec.name.clone());
+                }
+                registry.commands.insert(spec.name.clone(), Arc::new(spec));
+            }
+        }
+        if registry.commands.is_empty() && problems.is_empty() {
+            problems.push(Problem::new(
+                Path::new("commands/"),
+                "",
+                "no command files found".into(),
+                "ship at least help.toml; see the README's command-file reference",
+            ));
+        }
+        if problems.is_empty() {
+            Ok(registry)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Arc<CommandSpec>> {
+        let canonical = self.aliases.get(name).map(String::as_str).unwrap_or(name);
+        self.commands.get(canonical)
+    }
+
+    pub fn suggest(&self, typed: &str) -> Option<String> {
+        let names = self
+            .commands
+            .keys()
+            .chain(self.aliases.keys())
+            .map(String::as_str);
+        closest(typed, names).map(|n| self.find(&n).map(|s| s.name.clone()).unwrap_or(n))
+    }
+
+    pub fn commands(&self) -> impl Iterator<Item = &Arc<CommandSpec>> {
+        self.commands.values()
+    }
+
+    /// Every policy key some command uses; config rules are checked against it.
+    pub fn policy_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .commands
+            .values()
+            .map(|c| c.policy_key().to_string())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// `/help` with no argument: one line per command.
+    pub fn render_overview(&self) -> String {
+        let mut out = String::from("Commands:\n");
+        for spec in self.commands.values() {
+            out.push_str(&format!("  {:<44} {}\n", spec.usage, spec.summary));
+        }
+        out.push_str("Type `/help <command>` for details.");
+        out
+    }
+
+    /// `/help deploy`.
+    pub fn render_command(&self, spec: &CommandSpec) -> String {
+        let mut out = format!("/{} — {}\nUsage: {}\n", spec.name, spec.summary, spec.usage);
+        if let Some(description) = &spec.description {
+            out.push_str(description.trim_end());
+            out.push('\n');
+        }
+        for arg in &spec.args {
+            let optional = if arg.required { "" } else { " (optional)" };
+            let help = arg.help.as_deref().unwrap_or("");
+            out.push_str(&format!(
+                "  <{}>{optional}: {}. {help}\n",
+                arg.name,
+                arg.kind.describe()
+            ));
+        }
+        for flag in &spec.flags {
+            out.push_str(&format!(
+                "  --{}: {}. {}\n",
+                flag.name,
+                flag.kind.describe(),
+                flag.help.as_deref().unwrap_or("")
+            ));
+        }
+        if !spec.aliases.is_empty() {
+            out.push_str(&format!(
+                "Aliases: {}\n",
+                spec.aliases
+                    .iter()
+                    .map(|a| format!("/{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !spec.examples.is_empty() {
+            out.push_str("Examples:\n");
+            for example in &spec.examples {
+                out.push_str(&format!("  {example}\n"));
+            }
+        }
+        out.trim_end().to_string()
+    }
+}
+
+fn toml_hint(error: &toml::de::Error, text: &str) -> String {
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            format!("fix the TOML near line {line}")
+        }
+        None => "fix the TOML syntax".into(),
+    }
+}
+
+fn is_word(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
+    let mut report = |key: &str, message: String, hint: &str| {
+        problems.push(Problem::new(path, key, message, hint))
+    };
+    for (key, name) in
+        std::iter::once(("name", &spec.name)).chain(spec.aliases.iter().map(|a| ("aliases", a)))
+    {
+        if !is_word(name) {
+            report(
+                key,
+                format!("`{name}` is not a command name"),
+                "use lowercase letters, digits and `-`, starting with a letter, at most 32",
+            );
+        }
+    }
+    if !is_word(spec.policy_key()) {
+        report(
+            "policy",
+            format!("`{}` is not a policy key", spec.policy_key()),
+            "use lowercase letters, digits and `-`",
+        );
+    }
+    if spec.mutates != spec.action.mutates_infrastructure() {
+        report(
+            "mutates",
+            format!(
+                "action `{:?}` {} infrastructure",
+                spec.action,
+                if spec.action.mutates_infrastructure() {
+                    "changes"
+                } else {
+                    "does not change"
+                }
+            ),
+            &format!("set mutates = {}", spec.action.mutates_infrastructure()),
+        );
+    }
+    let mut seen_optional = false;
+    let mut text_args = 0;
+    for (i, arg) in spec.args.iter().enumerate() {
+        let key = format!("args[{i}]");
+        if spec.args[..i].iter().any(|a| a.name == arg.name) {
+            report(
+                &key,
+                format!("argument `{}` is declared twice", arg.name),
+                "give each argument one entry",
+            );
+        }
+        if arg.required && seen_optional && !matches!(arg.kind, ArgKind::Text { .. }) {
+            report(
+                &key,
+                format!("required argument `{}` follows an optional one", arg.name),
+                "put optional arguments last",
+            );
+        }
+        seen_optional |= !arg.required;
+        if matches!(arg.kind, ArgKind::Text { .. }) {
+            text_args += 1;
+        }
+        if arg.kind == ArgKind::Switch {
+            report(
+                &key,
+                "a switch is only valid as a flag".into(),
+                "move it to [[flags]]",
+            );
+        }
+        check_kind(&arg.kind, &key, &mut report);
+        if !spec
+            .action
+            .needed_args()
+            .iter()
+            .any(|(name, _, _)| *name == arg.name)
+        {
+            let names: Vec<&str> = spec
+                .action
+                .needed_args()
+                .iter()
+                .map(|(n, _, _)| *n)
+                .collect();
+            report(
+                &key,
+                format!(
+                    "action `{:?}` does not read an argument named `{}`",
+                    spec.action, arg.name
+                ),
+                &format!("use the names it reads: {}", names.join(", ")),
+            );
+        }
+    }
+    if text_args > 1 {
+        report(
+            "args",
+            "more than one text argument".into(),
+            "a command can have one free-text argument",
+        );
+    }
+    for (name, kind_ok, required) in spec.action.needed_args() {
+        match spec.args.iter().find(|a| a.name == *name) {
+            None if *required => report(
+                "args",
+                format!(
+                    "action `{:?}` needs an argument named `{name}`",
+                    spec.action
+                ),
+                "add it under [[args]]",
+            ),
+            Some(arg) if !kind_ok(&arg.kind) => report(
+                "args",
+                format!(
+                    "argument `{name}` has the wrong type for action `{:?}`",
+                    spec.action
+                ),
+                "see the README's command-file reference",
+            ),
+            Some(arg) if *required && !arg.required => report(
+                "args",
+                format!("argument `{name}` must be required"),
+                "drop `required = false`",
+            ),
+            _ => {}
+        }
+    }
+    for (i, flag) in spec.flags.iter().enumerate() {
+        let key = format!("flags[{i}]");
+        if flag.name != "emergency" {
+            report(
+                &key,
+                format!("unknown flag `{}`", flag.name),
+                "the only flag opsbot understands is `emergency` (type text)",
+            );
+        } else if !matches!(flag.kind, ArgKind::Text { .. }) {
+            report(
+                &key,
+                "`emergency` must be of type text (its value is the reason)".into(),
+                "set type = \"text\"",
+            );
+        } else if !spec.mutates {
+            report(
+                &key,
+                "`emergency` only makes sense on a mutating command".into(),
+                "remove the flag",
+            );
+        }
+    }
+}
+
+fn check_kind(kind: &ArgKind, key: &str, report: &mut impl FnMut(&str, String, &str)) {
+    match kind {
+        ArgKind::Integer {
+            min: Some(a),
+            max: Some(b),
+        } if a > b => report(key, format!("min {a} is above max {b}"), "swap them"),
+        ArgKind::Choice { values } if values.is_empty() => report(
+            key,
+            "a choice needs values".into(),
+            "list the allowed words in values = [..]",
+        ),
+        ArgKind::Duration { max: Some(m) } => {
+            if let Err(e) = crate::clock::parse_duration(m) {
+                report(key, e, "write max like 24h");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The candidate nearest to `typed` by edit distance, if near enough to be a typo.
+pub fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = (typed.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(typed, c), c))
+        .filter(|(d, c)| *d <= limit || (typed.len() >= 3 && c.starts_with(typed)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+/// Levenshtein distance with adjacent transpositions counted as one edit.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev2 = vec![0usize; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(prev2[j - 2] + 1);
+            }
+        }
+        prev2 = std::mem::replace(&mut prev, row);
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,287 @@
+//! The serde shape of `commands/*.toml`: one file per command. These types are
+//! data only; `registry` checks them against the actions the bot knows.
+
+use serde::Deserialize;
+
+/// One command file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// What users type after the slash: `deploy` for `/deploy`.
+    pub name: String,
+    /// Other names for the same command (`ship` for `deploy`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// One line for `/help`.
+    pub summary: String,
+    /// The usage line shown on errors, e.g. `/deploy <service> <version>`.
+    pub usage: String,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Longer help text for `/help <command>`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Which built-in action this command runs.
+    pub action: ActionKind,
+    /// Whether it changes infrastructure (and so needs locks and the audit intent).
+    #[serde(default)]
+    pub mutates: bool,
+    /// The key `[[rules]]` and `[[freeze]]` in config refer to. Defaults to `name`.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Positional arguments, in order.
+    #[serde(default)]
+    pub args: Vec<ArgSpec>,
+    /// `--name value` options.
+    #[serde(default)]
+    pub flags: Vec<FlagSpec>,
+}
+
+impl CommandSpec {
+    pub fn policy_key(&self) -> &str {
+        self.policy.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A positional argument.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawArg")]
+pub struct ArgSpec {
+    pub name: String,
+    pub kind: ArgKind,
+    pub required: bool,
+    pub help: Option<String>,
+}
+
+/// A `--flag`. A flag of type `switch` takes no value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawArg")]
+pub struct FlagSpec {
+    pub name: String,
+    pub kind: ArgKind,
+    pub help: Option<String>,
+}
+
+/// The file shape of an argument or flag: `type` plus the options that type
+/// takes. Unknown keys and options that do not fit the type are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArg {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    required: Option<bool>,
+    help: Option<String>,
+    min: Option<i64>,
+    max: Option<toml::Value>,
+    values: Option<Vec<String>>,
+    max_len: Option<usize>,
+}
+
+impl TryFrom<RawArg> for ArgSpec {
+    type Error = String;
+    fn try_from(raw: RawArg) -> Result<Self, String> {
+        let required = raw.required.unwrap_or(true);
+        let (name, help) = (raw.name.clone(), raw.help.clone());
+        Ok(ArgSpec {
+            name,
+            help,
+            required,
+            kind: raw.into_kind()?,
+        })
+    }
+}
+
+impl TryFrom<RawArg> for FlagSpec {
+    type Error = String;
+    fn try_from(raw: RawArg) -> Result<Self, String> {
+        if raw.required.is_some() {
+            return Err(format!(
+                "flag `{}`: flags are always optional; drop `required`",
+                raw.name
+            ));
+        }
+        let (name, help) = (raw.name.clone(), raw.help.clone());
+        Ok(FlagSpec {
+            name,
+            help,
+            kind: raw.into_kind()?,
+        })
+    }
+}
+
+impl RawArg {
+    fn into_kind(self) -> Result<ArgKind, String> {
+        let name = &self.name;
+        let refuse = |option: &str| {
+            Err(format!(
+                "argument `{name}`: `{option}` does not apply to type `{}`",
+                self.kind
+            ))
+        };
+        let kind = match self.kind.as_str() {
+            "service" => ArgKind::Service,
+            "version" => ArgKind::Version,
+            "request_id" => ArgKind::RequestId,
+            "command" => ArgKind::Command,
+            "switch" => ArgKind::Switch,
+            "integer" => {
+                let max = match &self.max {
+                    None => None,
+                    Some(toml::Value::Integer(n)) => Some(*n),
+                    Some(_) => return Err(format!("argument `{name}`: `max` of an integer is a whole number")),
+                };
+                ArgKind::Integer { min: self.min, max }
+            }
+            "duration" => {
+                let max = match &self.max {
+                    None => None,
+                    Some(toml::Value::String(s)) => Some(s.clone()),
+                    Some(_) => return Err(format!("argument `{name}`: `max` of a duration is text like \"7d\"")),
+                };
+                ArgKind::Duration { max }
+            }
+            "text" => ArgKind::Text { max_len: self.max_len.unwrap_or_else(default_text_max) },
+            "choice" => ArgKind::Choice { values: self.values.clone().unwrap_or_default() },
+            other => {
+                return Err(format!(
+                    "argument `{name}`: unknown type `{other}`; use service, version, integer, duration, text, choice, request_id, command or switch"
+                ))
+            }
+        };
+        if self.min.is_some() && !matches!(kind, ArgKind::Integer { .. }) {
+            return refuse("min");
+        }
+        if self.max.is_some() && !matches!(kind, ArgKind::Integer { .. } | ArgKind::Duration { .. })
+        {
+            return refuse("max");
+        }
+        if self.values.is_some() && !matches!(kind, ArgKind::Choice { .. }) {
+            return refuse("values");
+        }
+        if self.max_len.is_some() && !matches!(kind, ArgKind::Text { .. }) {
+            return refuse("max_len");
+        }
+        Ok(kind)
+    }
+}
+
+/// The value types arguments can have. Every value is checked here, so nothing a
+/// user types reaches an executor unvalidated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgKind {
+    /// A service named in config.
+    Service,
+    /// An image tag / version: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+    Version,
+    /// A whole number within bounds.
+    Integer { min: Option<i64>, max: Option<i64> },
+    /// A duration such as `30m` or `2h`, optionally bounded.
+    Duration { max: Option<String> },
+    /// Free text (a reason). Kept as data; never interpreted.
+    Text { max_len: usize },
+    /// One of a fixed list of words.
+    Choice { values: Vec<String> },
+    /// An approval request id such as `r-12` (or just `12`).
+    RequestId,
+    /// The name of another command (for `/help deploy`).
+    Command,
+    /// A flag with no value.
+    Switch,
+}
+
+fn default_text_max() -> usize {
+    500
+}
+
+impl ArgKind {
+    pub fn describe(&self) -> String {
+        match self {
+            ArgKind::Service => "a service name".into(),
+            ArgKind::Version => "a version tag like v1.4.2".into(),
+            ArgKind::Integer { min, max } => match (min, max) {
+                (Some(a), Some(b)) => format!("a whole number from {a} to {b}"),
+                (Some(a), None) => format!("a whole number of at least {a}"),
+                (None, Some(b)) => format!("a whole number up to {b}"),
+                (None, None) => "a whole number".into(),
+            },
+            ArgKind::Duration { .. } => "a duration like 30m or 2h".into(),
+            ArgKind::Text { .. } => "text".into(),
+            ArgKind::Choice { values } => format!("one of {}", values.join(", ")),
+            ArgKind::RequestId => "a request id like r-12".into(),
+            ArgKind::Command => "a command name".into(),
+            ArgKind::Switch => "nothing (a switch)".into(),
+        }
+    }
+}
+
+/// The closed set of things a command can do. Command files pick one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Deploy,
+    Rollback,
+    Restart,
+    Scale,
+    Status,
+    Lock,
+    Unlock,
+    Approve,
+    Deny,
+    Audit,
+    Help,
+}
+
+impl ActionKind {
+    /// The arguments (name, kind check, required) each action reads. The registry
+    /// refuses a command file that does not provide them.
+    pub fn needed_args(self) -> &'static [(&'static str, fn(&ArgKind) -> bool, bool)] {
+        fn service(k: &ArgKind) -> bool {
+            *k == ArgKind::Service
+        }
+        fn version(k: &ArgKind) -> bool {
+            *k == ArgKind::Version
+        }
+        fn integer(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Integer { .. })
+        }
+        fn text(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Text { .. })
+        }
+        fn duration(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Duration { .. })
+        }
+        fn request(k: &ArgKind) -> bool {
+            *k == ArgKind::RequestId
+        }
+        fn command(k: &ArgKind) -> bool {
+            *k == ArgKind::Command
+        }
+        match self {
+            ActionKind::Deploy => &[("service", service, true), ("version", version, true)],
+            ActionKind::Rollback => &[("service", service, true), ("revision", integer, false)],
+            ActionKind::Restart | ActionKind::Status | ActionKind::Unlock => {
+                &[("service", service, true)]
+            }
+            ActionKind::Scale => &[("service", service, true), ("replicas", integer, true)],
+            ActionKind::Lock => &[
+                ("service", service, true),
+                ("reason", text, true),
+                ("ttl", duration, false),
+            ],
+            ActionKind::Approve => &[("request", request, true)],
+            ActionKind::Deny => &[("request", request, true), ("reason", text, false)],
+            ActionKind::Audit => &[("service", service, false), ("limit", integer, false)],
+            ActionKind::Help => &[("command", command, false)],
+        }
+    }
+
+    /// Whether this action changes infrastructure. A command file cannot make a
+    /// mutating action look read-only (the registry checks `mutates` against this).
+    pub fn mutates_infrastructure(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale
+        )
+    }
+}

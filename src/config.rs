@@ -1,0 +1,803 @@
+//! Configuration: `config/*.toml` → a validated [`Config`]. Every field is parsed,
+//! every problem is collected with its file, key and a hint, and the caller exits
+//! 64 before opening any connection. Secrets never live here (see the README).
+
+use crate::clock::parse_duration;
+use crate::command::Registry;
+use crate::event::{qualified_id, Actor};
+use crate::policy::freeze::{FreezeWindow, WindowSpec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One thing wrong with a configuration or command file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Problem {
+    pub fn new(file: &Path, key: &str, message: String, hint: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message,
+            hint: hint.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = if self.key.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", self.key)
+        };
+        write!(f, "{}{key}: {}", self.file.display(), self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " — hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, for `opsbot check` and start-up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub data_dir: PathBuf,
+    pub commands_dir: PathBuf,
+    /// How long a `/lock` lasts when no TTL is given.
+    pub lock_ttl: Duration,
+    /// How long one action may run; also the TTL of the per-service run lock, so a
+    /// crash cannot wedge a service for longer than this.
+    pub action_timeout: Duration,
+    pub environments: BTreeMap<String, Environment>,
+    pub groups: BTreeMap<String, BTreeSet<Actor>>,
+    pub services: BTreeMap<String, Service>,
+    pub rules: Vec<Rule>,
+    pub freezes: Vec<FreezeWindow>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub environment: String,
+    /// Platform-qualified channels allowed to change it; empty means any channel.
+    pub channels: Vec<String>,
+    pub health_url: Option<String>,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub backend: Backend,
+}
+
+/// Where a service runs. Closed set; more variants arrive with their backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Backend {
+    /// The in-memory cluster for the demo and tests.
+    Simulated {
+        /// Version running at start.
+        version: String,
+        /// Replicas at start.
+        replicas: u32,
+        /// Time per rollout step (one replica).
+        #[serde(default = "default_step", with = "duration_text")]
+        step: Duration,
+        /// Versions whose pods crash on start, to rehearse a failed rollout.
+        #[serde(default)]
+        crashing_versions: Vec<String>,
+    },
+}
+
+fn default_step() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// A policy rule: who may run which commands in which environments, and who
+/// must approve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub commands: Vec<String>,
+    pub environments: Vec<String>,
+    pub requesters: Vec<String>,
+    pub approvers: Vec<String>,
+    pub approvals: u32,
+    pub ttl: Duration,
+    pub break_glass: Vec<String>,
+}
+
+impl Rule {
+    pub fn matches(&self, policy: &str, environment: &str) -> bool {
+        self.commands.iter().any(|c| c == policy)
+            && self
+                .environments
+                .iter()
+                .any(|e| e == "*" || e == environment)
+    }
+}
+
+/// Durations written as text (`500ms`, `30m`) in TOML.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::format_duration(*d))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::clock::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    pub fn is_known(&self, actor: &Actor) -> bool {
+        self.groups.values().any(|members| members.contains(actor))
+    }
+
+    /// Whether `actor` belongs to any of `groups` (`*` means any known user).
+    pub fn in_any(&self, actor: &Actor, groups: &[String]) -> bool {
+        groups.iter().any(|g| {
+            if g == "*" {
+                self.is_known(actor)
+            } else {
+                self.groups.get(g).is_some_and(|m| m.contains(actor))
+            }
+        })
+    }
+
+    /// Everyone in `groups`.
+    pub fn members(&self, groups: &[String]) -> BTreeSet<Actor> {
+        groups
+            .iter()
+            .flat_map(|g| {
+                if g == "*" {
+                    self.groups.values().flatten().cloned().collect::<Vec<_>>()
+                } else {
+                    self.groups
+                        .get(g)
+                        .map(|m| m.iter().cloned().collect())
+                        .unwrap_or_default()
+                }
+            })
+            .collect()
+    }
+
+    pub fn rule_for(&self, policy: &str, environment: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(policy, environment))
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+}
+
+/// The configuration and the commands it is checked against.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub registry: Registry,
+}
+
+/// Reads and checks a config file and the command files it points at.
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::new(
+            path,
+            "",
+            format!("cannot read: {e}"),
+            "pass --config with the path of a TOML file such as config/demo.toml",
+        )])
+    })?;
+    let mut problems = Vec::new();
+    let config = from_str(path, &text, &mut problems);
+    let registry = match &config {
+        Some(config) => match Registry::load_dir(&config.commands_dir) {
+            Ok(registry) => Some(registry),
+            Err(more) => {
+                problems.extend(more);
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(config), Some(registry)) = (&config, &registry) {
+        cross_check(path, config, registry, &mut problems);
+    }
+    match (config, registry) {
+        (Some(config), Some(registry)) if problems.is_empty() => Ok(Loaded { config, registry }),
+        _ => Err(Problems(problems)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBot {
+    data_dir: Option<String>,
+    commands_dir: Option<String>,
+    lock_ttl: Option<String>,
+    action_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    environment: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    health_url: Option<String>,
+    min_replicas: Option<u32>,
+    max_replicas: Option<u32>,
+    backend: Backend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    commands: Vec<String>,
+    environments: Vec<String>,
+    requesters: Vec<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    #[serde(default)]
+    approvals: u32,
+    ttl: Option<String>,
+    #[serde(default)]
+    break_glass: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeze {
+    name: String,
+    environments: Vec<String>,
+    commands: Vec<String>,
+    from: String,
+    to: String,
+    /// Raise the approvals needed to this many; leave out to deny outright.
+    approvals: Option<u32>,
+}
+
+const TOP_LEVEL: [&str; 6] = [
+    "bot",
+    "environments",
+    "groups",
+    "services",
+    "rules",
+    "freeze",
+];
+
+/// Parses and validates one config text. Each section and each entry is
+/// deserialised on its own, so one typo does not hide the problems after it.
+pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Config> {
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(
+                path,
+                "",
+                e.message().to_string(),
+                "fix the TOML syntax",
+            ));
+            return None;
+        }
+    };
+    let start = problems.len();
+    for key in table.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            problems.push(Problem::new(
+                path,
+                key,
+                format!("unknown section `{key}`"),
+                format!("known sections: {}", TOP_LEVEL.join(", ")),
+            ));
+        }
+    }
+    let section = |key: &str| table.get(key).cloned();
+    let bot: RawBot = decode(path, "bot", section("bot"), problems).unwrap_or_default();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let data_dir = base.join(bot.data_dir.as_deref().unwrap_or("../data"));
+    let commands_dir = base.join(bot.commands_dir.as_deref().unwrap_or("../commands"));
+    let mut duration = |key: &str,
+                        value: Option<&str>,
+                        default: Duration,
+                        problems: &mut Vec<Problem>| match value {
+        None => default,
+        Some(text) => parse_duration(text).unwrap_or_else(|e| {
+            problems.push(Problem::new(
+                path,
+                key,
+                e,
+                "write durations like 30m, 2h or 1h30m",
+            ));
+            default
+        }),
+    };
+    let lock_ttl = duration(
+        "bot.lock_ttl",
+        bot.lock_ttl.as_deref(),
+        Duration::from_secs(3600),
+        problems,
+    );
+    let action_timeout = duration(
+        "bot.action_timeout",
+        bot.action_timeout.as_deref(),
+        Duration::from_secs(900),
+        problems,
+    );
+
+    let environments: BTreeMap<String, Environment> =
+        entries(path, "environments", section("environments"), problems);
+    if environments.is_empty() {
+        problems.push(Problem::new(
+            path,
+            "environments",
+            "no environments defined".into(),
+            "add [environments.staging] and [environments.production]",
+        ));
+    }
+    for name in environments.keys() {
+        check_name(path, &format!("environments.{name}"), name, problems);
+    }
+
+    let raw_groups: BTreeMap<String, Vec<String>> =
+        entries(path, "groups", section("groups"), problems);
+    let mut groups = BTreeMap::new();
+    for (name, members) in raw_groups {
+        check_name(path, &format!("groups.{name}"), &name, problems);
+        let mut set = BTreeSet::new();
+        for (i, member) in members.iter().enumerate() {
+            match Actor::parse(member) {
+                Ok(actor) => {
+                    set.insert(actor);
+                }
+                Err(e) => problems.push(Problem::new(
+                    path,
+                    &format!("groups.{name}[{i}]"),
+                    e,
+                    "identities are platform:id",
+                )),
+            }
+        }
+        groups.insert(name, set);
+    }
+
+    let raw_services: BTreeMap<String, RawService> =
+        entries(path, "services", section("services"), problems);
+    let mut services = BTreeMap::new();
+    for (name, raw) in raw_services {
+        let key = format!("services.{name}");
+        check_name(path, &key, &name, problems);
+        if let Some(service) = check_service(path, &key, name.clone(), raw, &environments, problems)
+        {
+            services.insert(name, service);
+        }
+    }
+
+    let raw_rules: Vec<RawRule> = list(path, "rules", section("rules"), problems);
+    let rules: Vec<Rule> = raw_rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            check_rule(
+                path,
+                &format!("rules[{i}]"),
+                raw,
+                &environments,
+                &groups,
+                &mut duration,
+                problems,
+            )
+        })
+        .collect();
+    if rules.is_empty() {
+        problems.push(Problem::new(
+            path,
+            "rules",
+            "no rules: every command would be denied".into(),
+            "add [[rules]]; see config/demo.toml",
+        ));
+    }
+
+    let raw_freezes: Vec<RawFreeze> = list(path, "freeze", section("freeze"), problems);
+    let mut freezes = Vec::new();
+    for (i, raw) in raw_freezes.into_iter().enumerate() {
+        let key = format!("freeze[{i}]");
+        for env in &raw.environments {
+            check_environment(
+                path,
+                &format!("{key}.environments"),
+                env,
+                &environments,
+                problems,
+            );
+        }
+        let from = WindowSpec::parse(&raw.from).map_err(|e| {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.from"),
+                e,
+                "write `Fri 15:00` (weekly, UTC) or an RFC 3339 time like 2026-12-24T00:00:00Z",
+            ))
+        });
+        let to = WindowSpec::parse(&raw.to).map_err(|e| {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.to"),
+                e,
+                "write `Mon 06:00` (weekly, UTC) or an RFC 3339 time",
+            ))
+        });
+        if let (Ok(from), Ok(to)) = (from, to) {
+            match FreezeWindow::new(
+                raw.name,
+                raw.environments,
+                raw.commands,
+                from,
+                to,
+                raw.approvals,
+            ) {
+                Ok(window) => freezes.push(window),
+                Err(e) => problems.push(Problem::new(
+                    path,
+                    &key,
+                    e,
+                    "use two weekly times or two absolute times, the end after the start",
+                )),
+            }
+        }
+    }
+
+    if problems.len() > start {
+        return None;
+    }
+    Some(Config {
+        source: path.to_path_buf(),
+        data_dir,
+        commands_dir,
+        lock_ttl,
+        action_timeout,
+        environments,
+        groups,
+        services,
+        rules,
+        freezes,
+    })
+}
+
+fn decode<T: DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    value: Option<toml::Value>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let value = value?;
+    match value.try_into() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let e: toml::de::Error = e;
+            problems.push(Problem::new(
+                path,
+                key,
+                e.message().trim().to_string(),
+                "see the configuration reference in the README",
+            ));
+            None
+        }
+    }
+}
+
+/// A table of named entries, each decoded on its own.
+fn entries<T: DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    value: Option<toml::Value>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    match value {
+        None => {}
+        Some(toml::Value::Table(table)) => {
+            for (name, v) in table {
+                if let Some(decoded) = decode(path, &format!("{key}.{name}"), Some(v), problems) {
+                    out.insert(name, decoded);
+                }
+            }
+        }
+        Some(_) => problems.push(Problem::new(
+            path,
+            key,
+            format!("`{key}` must be a table"),
+            format!("write [{key}.NAME] sections"),
+        )),
+    }
+    out
+}
+
+/// An array of tables, each decoded on its own.
+fn list<T: DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    value: Option<toml::Value>,
+    problems: &mut Vec<Problem>,
+) -> Vec<T> {
+    match value {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| decode(path, &format!("{key}[{i}]"), Some(v), problems))
+            .collect(),
+        Some(_) => {
+            problems.push(Problem::new(
+                path,
+                key,
+                format!("`{key}` must be a list"),
+                format!("write [[{key}]] entries"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn check_name(path: &Path, key: &str, name: &str, problems: &mut Vec<Problem>) {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        problems.push(Problem::new(
+            path,
+            key,
+            format!("`{name}` is not a valid name"),
+            "use lowercase letters, digits and `-`, starting with a letter (at most 63)",
+        ));
+    }
+}
+
+fn check_environment(
+    path: &Path,
+    key: &str,
+    env: &str,
+    environments: &BTreeMap<String, Environment>,
+    problems: &mut Vec<Problem>,
+) {
+    if env != "*" && !environments.contains_key(env) {
+        let known: Vec<&str> = environments.keys().map(String::as_str).collect();
+        problems.push(Problem::new(
+            path,
+            key,
+            format!("unknown environment `{env}`"),
+            format!("known: {} (or `*` for all)", known.join(", ")),
+        ));
+    }
+}
+
+fn check_service(
+    path: &Path,
+    key: &str,
+    name: String,
+    raw: RawService,
+    environments: &BTreeMap<String, Environment>,
+    problems: &mut Vec<Problem>,
+) -> Option<Service> {
+    let before = problems.len();
+    if !environments.contains_key(&raw.environment) {
+        check_environment(
+            path,
+            &format!("{key}.environment"),
+            &raw.environment,
+            environments,
+            problems,
+        );
+    }
+    for (i, channel) in raw.channels.iter().enumerate() {
+        if let Err(e) = qualified_id(channel, "channel") {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.channels[{i}]"),
+                e,
+                "channels are platform:id, like slack:C0123456",
+            ));
+        }
+    }
+    if let Some(url) = &raw.health_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.health_url"),
+                format!("`{url}` is not an http(s) URL"),
+                "write http://host:port/path",
+            ));
+        }
+    }
+    let min = raw.min_replicas.unwrap_or(0);
+    let max = raw.max_replicas.unwrap_or(50);
+    if min > max {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.min_replicas"),
+            format!("min_replicas {min} is above max_replicas {max}"),
+            "swap them",
+        ));
+    }
+    match &raw.backend {
+        Backend::Simulated {
+            version, replicas, ..
+        } => {
+            if !crate::command::parse::is_valid_version(version) {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.version"),
+                    format!("`{version}` is not a version tag"),
+                    "write it like v1.4.1",
+                ));
+            }
+            if *replicas < min || *replicas > max {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.replicas"),
+                    format!("{replicas} is outside min_replicas..max_replicas ({min}..{max})"),
+                    "start within the bounds",
+                ));
+            }
+        }
+    }
+    (problems.len() == before).then(|| Service {
+        name,
+        environment: raw.environment,
+        channels: raw.channels,
+        health_url: raw.health_url,
+        min_replicas: min,
+        max_replicas: max,
+        backend: raw.backend,
+    })
+}
+
+fn check_rule(
+    path: &Path,
+    key: &str,
+    raw: RawRule,
+    environments: &BTreeMap<String, Environment>,
+    groups: &BTreeMap<String, BTreeSet<Actor>>,
+    duration: &mut impl FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration,
+    problems: &mut Vec<Problem>,
+) -> Rule {
+    for env in &raw.environments {
+        check_environment(
+            path,
+            &format!("{key}.environments"),
+            env,
+            environments,
+            problems,
+        );
+    }
+    for (field, list) in [
+        ("requesters", &raw.requesters),
+        ("approvers", &raw.approvers),
+        ("break_glass", &raw.break_glass),
+    ] {
+        for group in list {
+            if group != "*" && !groups.contains_key(group) {
+                let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.{field}"),
+                    format!("unknown group `{group}`"),
+                    format!("known groups: {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+    if raw.commands.is_empty() {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.commands"),
+            "a rule needs at least one command".into(),
+            "list policy keys like \"deploy\"",
+        ));
+    }
+    if raw.requesters.is_empty() {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.requesters"),
+            "a rule needs requesters".into(),
+            "name groups, or \"*\" for every known user",
+        ));
+    }
+    if raw.approvals > 0 {
+        let approvers: BTreeSet<&Actor> = raw
+            .approvers
+            .iter()
+            .flat_map(|g| groups.get(g).into_iter().flatten())
+            .collect();
+        if raw.approvers.is_empty() || raw.approvers.iter().any(|g| g == "*") {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.approvers"),
+                "approvals need a named approver group".into(),
+                "set approvers = [\"sre\"]",
+            ));
+        } else if (approvers.len() as u32) < raw.approvals {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.approvals"),
+                format!(
+                    "{} approvals needed but the approver groups hold {} people",
+                    raw.approvals,
+                    approvers.len()
+                ),
+                "add approvers or lower approvals",
+            ));
+        }
+    }
+    let ttl = duration(
+        &format!("{key}.ttl"),
+        raw.ttl.as_deref(),
+        Duration::from_secs(1800),
+        problems,
+    );
+    Rule {
+        commands: raw.commands,
+        environments: raw.environments,
+        requesters: raw.requesters,
+        approvers: raw.approvers,
+        approvals: raw.approvals,
+        ttl,
+        break_glass: raw.break_glass,
+    }
+}
+
+/// Policy keys named in rules and freezes must exist in the command files, or a
+/// typo would silently leave a command unconfigured (and so denied).
+fn cross_check(path: &Path, config: &Config, registry: &Registry, problems: &mut Vec<Problem>) {
+    let keys = registry.policy_keys();
+    let mut check = |key: String, policy: &str| {
+        if !keys.iter().any(|k| k == policy) {
+            problems.push(Problem::new(
+                path,
+                &key,
+                format!("no command uses the policy key `{policy}`"),
+                format!("known keys: {}", keys.join(", ")),
+            ));
+        }
+    };
+    for (i, rule) in config.rules.iter().enumerate() {
+        for policy in &rule.commands {
+            check(format!("rules[{i}].commands"), policy);
+        }
+    }
+    for (i, freeze) in config.freezes.iter().enumerate() {
+        for policy in &freeze.commands {
+            check(format!("freeze[{i}].commands"), policy);
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The core: takes platform-neutral [`Event`]s, parses, asks the policy, opens
+//! approval requests, runs actions and replies through the [`ChatSink`].
+//!
+//! - `mod.rs`: construction, event dispatch, commands that run at once;
+//! - `votes.rs`: approvals, denials, expiry;
+//! - `run.rs`: executing a mutating action (run lock, intent, progress, outcome);
+//! - `render.rs`: status and audit text.
+//!
+//! Ordering rule everywhere: state is written, then its audit record is
+//! appended and awaited (durable, and the flush covers the state), and only
+//! then is anyone told.
+
+mod render;
+mod run;
+mod votes;
+
+use crate::action::simulated::Simulated;
+use crate::action::Executor;
+use crate::audit::{AuditEntry, AuditLog, RecordKind};
+use crate::chat::{ChatSink, Reply};
+use crate::clock::Clock;
+use crate::command::{self, ParsedCommand, Registry, Request};
+use crate::config::{Backend, Config, Service};
+use crate::error::{Error, Result};
+use crate::event::{Actor, Event, ReplyTarget};
+use crate::policy::{self, Decision, Hold, Subject};
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// How long dedup keys are kept: longer than Slack's retry schedule.
+pub const DEDUP_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The backends, by kind.
+pub struct Executors {
+    pub simulated: Arc<Simulated>,
+}
+
+impl Executors {
+    pub fn from_config(config: &Config) -> Executors {
+        Executors {
+            simulated: Arc::new(Simulated::new(config.services.values())),
+        }
+    }
+    pub fn for_service(&self, service: &Service) -> &dyn Executor {
+        match service.backend {
+            Backend::Simulated { .. } => self.simulated.as_ref(),
+        }
+    }
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    service_names: Vec<String>,
+    store: Store,
+    audit: Arc<dyn AuditLog>,
+    executors: Executors,
+    chat: Arc<dyn ChatSink>,
+    clock: Arc<dyn Clock>,
+    tracker: TaskTracker,
+    /// Serialises read-modify-write of pending requests (votes, expiry).
+    votes: tokio::sync::Mutex<()>,
+}
+
+/// Everything [`Engine::new`] needs.
+pub struct Parts {
+    pub config: Config,
+    pub registry: Registry,
+    pub store: Store,
+    pub audit: Arc<dyn AuditLog>,
+    pub executors: Executors,
+    pub chat: Arc<dyn ChatSink>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(parts: Parts) -> Arc<Engine> {
+        Arc::new(Engine {
+            service_names: parts.config.service_names(),
+            config: Arc::new(parts.config),
+            registry: Arc::new(parts.registry),
+            store: parts.store,
+            audit: parts.audit,
+            executors: parts.executors,
+            chat: parts.chat,
+            clock: parts.clock,
+            tracker: TaskTracker::new(),
+            votes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn audit(&self) -> &Arc<dyn AuditLog> {
+        &self.audit
+    }
+
+    pub fn executors(&self) -> &Executors {
+        &self.executors
+    }
+
+    /// Handles one event to the point where its reply is sent; actions keep
+    /// running in tracked background tasks.
+    pub async fn handle(self: &Arc<Self>, event: Event) {
+        let actor = event.actor().clone();
+        let reply = match &event {
+            Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
+        };
+        if let Some(key) = event.dedup_key() {
+            let now = self.clock.now();
+            let until = now + chrono::Duration::from_std(DEDUP_TTL).expect("dedup ttl fits");
+            match self.store.first_delivery(key, now, until) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(key, "duplicate delivery ignored");
+                    return;
+                }
+                Err(e) => return self.reply_error(&actor, &reply, e.into()).await,
+            }
+        }
+        let result = match event {
+            Event::Command {
+                actor, text, reply, ..
+            } => self.on_command(&actor, &text, &reply).await,
+            Event::Vote {
+                actor,
+                request_id,
+                approve,
+                reply,
+                ..
+            } => self.vote(&actor, &request_id, approve, None, &reply).await,
+        };
+        if let Err(error) = result {
+            self.reply_error(&actor, &reply, error).await;
+        }
+    }
+
+    /// The one place errors become replies.
+    async fn reply_error(&self, actor: &Actor, reply: &ReplyTarget, error: Error) {
+        if error.is_internal() {
+            tracing::error!(error = %error, actor = %actor, "request failed");
+        } else {
+            tracing::debug!(error = %error, actor = %actor, "request refused");
+        }
+        self.say(
+            reply,
+            Reply::Private {
+                to: actor.clone(),
+                text: error.user_message(),
+            },
+        )
+        .await;
+    }
+
+    /// Sends a reply; a delivery failure is logged, never fatal to the action.
+    async fn say(&self, target: &ReplyTarget, reply: Reply) {
+        if let Err(e) = self.chat.send(target, reply).await {
+            tracing::warn!(error = %e, channel = %target.channel, "reply not delivered");
+        }
+    }
+
+    async fn on_command(
+        self: &Arc<Self>,
+        actor: &Actor,
+        text: &str,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        let parsed = command::parse(&self.registry, &self.service_names, text)?;
+        match &parsed.request {
+            Request::Approve { request } => self.vote(actor, request, true, None, reply).await,
+            Request::Deny { request, reason } => {
+                self.vote(actor, request, false, reason.clone(), reply)
+                    .await
+            }
+            _ => self.on_request(actor, parsed, reply).await,
+        }
+    }
+
+    fn service(&self, name: Option<&str>) -> Option<&Service> {
+        name.and_then(|n| self.config.services.get(n))
+    }
+
+    /// The policy's answer for `actor` asking for `parsed` now.
+    fn decide(
+        &self,
+        actor: &Actor,
+        parsed: &ParsedCommand,
+        channel: &str,
+        emergency: Option<&str>,
+    ) -> Result<Decision> {
+        let now = self.clock.now();
+        let service = self.service(parsed.service());
+        let hold: Option<Hold> = match (service, parsed.mutates) {
+            (Some(s), true) => self.store.active_hold(&s.name, now)?,
+            _ => None,
+        };
+        Ok(policy::evaluate(
+            &self.config,
+            &Subject {
+                actor,
+                policy: &parsed.policy,
+                mutates: parsed.mutates,
+                service,
+                channel,
+                emergency,
+                hold: hold.as_ref(),
+                now,
+            },
+        ))
+    }
+
+    /// An audit entry describing `parsed`, by `actor`, in `reply`'s channel.
+    fn entry(
+        &self,
+        kind: RecordKind,
+        id: Option<&str>,
+        actor: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+    ) -> AuditEntry {
+        let service = self.service(parsed.service());
+        AuditEntry {
+            kind,
+            request_id: id.map(str::to_string),
+            actor: Some(actor.to_string()),
+            channel: Some(reply.channel.clone()),
+            command: Some(parsed.command.clone()),
+            args: serde_json::to_value(&parsed.request).ok(),
+            service: service.map(|s| s.name.clone()),
+            environment: service.map(|s| s.environment.clone()),
+            outcome: None,
+            detail: String::new(),
+        }
+    }
+
+    async fn on_request(
+        self: &Arc<Self>,
+        actor: &Actor,
+        parsed: ParsedCommand,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        if let Request::Help { command } = &parsed.request {
+            // Help reveals nothing but the command files; still deny unknown users.
+            if let Decision::Deny(reason) = self.decide(actor, &parsed, &reply.channel, None)? {
+                return Err(Error::Denied(reason));
+            }
+            let text = match command.as_deref().and_then(|c| self.registry.find(c)) {
+                Some(spec) => self.registry.render_command(spec),
+                None => self.registry.render_overview(),
+            };
+            self.say(reply, Reply::Text(text)).await;
+            return Ok(());
+        }
+        let decision = self.decide(actor, &parsed, &reply.channel, parsed.emergency.as_deref())?;
+        let needs_id = parsed.mutates
+            || matches!(
+                parsed.request,
+                Request::Lock { .. } | Request::Unlock { .. }
+            );
+        let id = if needs_id {
+            Some(self.store.next_request_id()?)
+        } else {
+            None
+        };
+        let (outcome, detail) = match &decision {
+            Decision::Deny(reason) => ("denied", reason.clone()),
+            Decision::Allow => ("allowed", String::new()),
+            Decision::BreakGlass { reason } => {
+                ("break_glass", format!("BREAK-GLASS by {actor}: {reason}"))
+            }
+            Decision::NeedsApproval(need) => (
+                "pending",
+                format!(
+                    "needs {} approval(s) from {}",
+                    need.approvals,
+                    need.approver_groups.join(", ")
+                ),
+            ),
+        };
+        let request_record = self.entry(RecordKind::Request, id.as_deref(), actor, &parsed, reply);
+        let decision_record = AuditEntry {
+            args: None,
+            ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply)
+        }
+        .outcome(outcome)
+        .detail(detail);
+        match decision {
+            Decision::Deny(reason) => {
+                self.audit
+                    .append_all(vec![request_record, decision_record])
+                    .await?;
+                Err(Error::Denied(reason))
+            }
+            Decision::NeedsApproval(need) => {
+                let id = id.expect("mutating requests have ids");
+                let pending = self.open_request(&id, actor, &parsed, reply, need)?;
+                self.store.put_pending(&pending)?;
+                self.audit
+                    .append_all(vec![request_record, decision_record])
+                    .await?;
+                let view = votes::view(&pending, 0);
+                let groups = pending.approver_groups.join(", ");
+                self.say(
+                    reply,
+                    Reply::Text(format!(
+                        "{} requested by {actor} — {id} is waiting for {} approval(s) from {groups}",
+                        parsed.request.describe(),
+                        pending.approvals_needed
+                    )),
+                )
+                .await;
+                self.say(reply, Reply::Approval(view)).await;
+                Ok(())
+            }
+            Decision::Allow | Decision::BreakGlass { .. } => {
+                self.audit
+                    .append_all(vec![request_record, decision_record])
+                    .await?;
+                self.run_allowed(actor, parsed, id, reply).await
+            }
+        }
+    }
+
+    /// Commands the policy allowed to run now.
+    async fn run_allowed(
+        self: &Arc<Self>,
+        actor: &Actor,
+        parsed: ParsedCommand,
+        id: Option<String>,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        match &parsed.request {
+            Request::Status { service } => {
+                let service = &self.config.services[service];
+                let text = self.status_text(service).await?;
+                self.say(reply, Reply::Text(text)).await;
+            }
+            Request::Audit { service, limit } => {
+                let text = self.audit_text(service.as_deref(), limit.unwrap_or(10) as usize)?;
+                self.say(reply, Reply::Text(text)).await;
+            }
+            Request::Lock {
+                service,
+                reason,
+                ttl,
+            } => {
+                let ttl = ttl.unwrap_or(self.config.lock_ttl);
+                let until =
+                    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+                self.store.set_hold(
+                    service,
+                    &Hold {
+                        by: actor.clone(),
+                        reason: reason.clone(),
+                        until,
+                    },
+                )?;
+                let text = format!(
+                    "🔒 {service} locked by {actor} until {}: {reason}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                );
+                let record = self
+                    .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
+                    .outcome("locked")
+                    .detail(text.clone());
+                self.audit.append(record).await?;
+                self.say(reply, Reply::Text(text)).await;
+            }
+            Request::Unlock { service } => {
+                let text = match self.store.remove_hold(service)? {
+                    Some(hold) => format!(
+                        "🔓 {service} unlocked by {actor} (was locked by {}: {})",
+                        hold.by, hold.reason
+                    ),
+                    None => format!("{service} was not locked"),
+                };
+                let record = self
+                    .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
+                    .outcome("unlocked")
+                    .detail(text.clone());
+                self.audit.append(record).await?;
+                self.say(reply, Reply::Text(text)).await;
+            }
+            Request::Deploy { .. }
+            | Request::Rollback { .. }
+            | Request::Restart { .. }
+            | Request::Scale { .. } => {
+                let id = id.expect("mutating requests have ids");
+                let approved_by = Vec::new();
+                self.start_action(
+                    &id,
+                    actor,
+                    &parsed,
+                    reply,
+                    approved_by,
+                    parsed.emergency.clone(),
+                )
+                .await?;
+            }
+            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Expires due requests; called periodically by the app and before votes.
+    pub async fn tick(self: &Arc<Self>) {
+        if let Err(e) = self.expire_due().await {
+            tracing::error!(error = %e, "expiring requests failed");
+        }
+        if let Err(e) = self.store.sweep_dedup(self.clock.now()) {
+            tracing::warn!(error = %e, "sweeping dedup keys failed");
+        }
+    }
+
+    /// Stops taking work and waits up to `grace` for running actions; whatever
+    /// is still running then is recorded as interrupted. Flushes the store.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "actions still running after the grace period; recording them as interrupted"
+            );
+            self.record_interrupted("opsbot shut down before it finished")
+                .await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    /// At start: a run lock left behind means an action was running when the
+    /// process died. Record that, and free the service.
+    pub async fn recover(self: &Arc<Self>) {
+        self.record_interrupted(
+            "opsbot stopped while this was running (crash or kill); check the service",
+        )
+        .await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Text for `/status` and `/audit`.
+
+use super::Engine;
+use crate::audit::{AuditQuery, AuditRecord, RecordKind};
+use crate::config::Service;
+use crate::error::Result;
+
+/// One audit record as a chat line.
+pub fn audit_line(record: &AuditRecord) -> String {
+    let e = &record.entry;
+    let mut line = format!(
+        "#{} {} {:?}",
+        record.seq,
+        record.ts.format("%Y-%m-%d %H:%M:%S"),
+        e.kind
+    )
+    .to_lowercase();
+    for part in [&e.request_id, &e.actor, &e.command, &e.service, &e.outcome]
+        .into_iter()
+        .flatten()
+    {
+        line.push(' ');
+        line.push_str(part);
+    }
+    if !e.detail.is_empty() {
+        let detail: String = e.detail.chars().take(120).collect();
+        line.push_str(" — ");
+        line.push_str(&detail);
+    }
+    line
+}
+
+impl Engine {
+    pub(super) async fn status_text(&self, service: &Service) -> Result<String> {
+        let now = self.clock.now();
+        let mut text = self.executors.for_service(service).status(service).await?;
+        if let Some(hold) = self.store.active_hold(&service.name, now)? {
+            text.push_str(&format!(
+                "\n  🔒 locked by {} until {}: {}",
+                hold.by,
+                hold.until.format("%Y-%m-%d %H:%M UTC"),
+                hold.reason
+            ));
+        }
+        for request in self
+            .store
+            .open_requests()?
+            .into_iter()
+            .filter(|r| r.service == service.name)
+        {
+            text.push_str(&format!(
+                "\n  waiting: {} {} by {} (expires {})",
+                request.id,
+                request.request.describe(),
+                request.requester,
+                request.expires_at.format("%H:%M UTC")
+            ));
+        }
+        let recent = self.audit.read(&AuditQuery {
+            service: Some(service.name.clone()),
+            ..Default::default()
+        })?;
+        let changes: Vec<&AuditRecord> = recent
+            .iter()
+            .filter(|r| r.entry.kind == RecordKind::Outcome)
+            .rev()
+            .take(3)
+            .collect();
+        if !changes.is_empty() {
+            text.push_str("\n  last changes:");
+            for record in changes {
+                text.push_str(&format!("\n    {}", audit_line(record)));
+            }
+        }
+        Ok(text)
+    }
+
+    pub(super) fn audit_text(&self, service: Option<&str>, limit: usize) -> Result<String> {
+        let records = self.audit.read(&AuditQuery {
+            service: service.map(str::to_string),
+            limit: Some(limit),
+            ..Default::default()
+        })?;
+        if records.is_empty() {
+            return Ok("No audit records yet.".into());
+        }
+        let mut text = format!("Last {} audit record(s):", records.len());
+        for record in &records {
+            text.push_str("\n  ");
+            text.push_str(&audit_line(record));
+        }
+        Ok(text)
+    }
+}

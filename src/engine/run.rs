@@ -1,0 +1,254 @@
+//! Running a mutating action: run lock → durable intent → tracked task that
+//! records every milestone before showing it → durable outcome → lock released.
+
+use super::Engine;
+use crate::action::{Action, Progress};
+use crate::audit::{AuditEntry, RecordKind};
+use crate::chat::Reply;
+use crate::command::{ParsedCommand, Request};
+use crate::error::{Error, Result};
+use crate::event::{Actor, ReplyTarget};
+use crate::store::RunLock;
+use std::sync::Arc;
+
+/// The executor's action for a mutating request.
+pub fn action_for(request: &Request) -> Option<Action> {
+    match request {
+        Request::Deploy { version, .. } => Some(Action::Deploy {
+            version: version.clone(),
+        }),
+        Request::Rollback { revision, .. } => Some(Action::Rollback {
+            revision: *revision,
+        }),
+        Request::Restart { .. } => Some(Action::Restart),
+        Request::Scale { replicas, .. } => Some(Action::Scale {
+            replicas: *replicas,
+        }),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Starts an allowed (or approved, or break-glass) action. Returns once the
+    /// intent is durable and the start announced; the action runs on.
+    pub(super) async fn start_action(
+        self: &Arc<Self>,
+        id: &str,
+        requester: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+        approved_by: Vec<Actor>,
+        break_glass: Option<String>,
+    ) -> Result<()> {
+        let service_name = parsed
+            .service()
+            .expect("mutating requests name a service")
+            .to_string();
+        let service = self.config.services[&service_name].clone();
+        let action = action_for(&parsed.request).expect("mutating request maps to an action");
+        let now = self.clock.now();
+        let until = now
+            + chrono::Duration::from_std(self.config.action_timeout)
+                .unwrap_or(chrono::Duration::minutes(15))
+            + chrono::Duration::minutes(1);
+        let lock = RunLock {
+            request_id: id.to_string(),
+            holder: requester.to_string(),
+            until,
+        };
+        if let Err(held) = self.store.acquire_run_lock(&service_name, lock, now)? {
+            let busy = Error::Busy {
+                service: service_name.clone(),
+                request_id: held.request_id.clone(),
+                holder: held.holder.clone(),
+            };
+            let record = self
+                .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
+                .outcome("refused")
+                .detail(busy.to_string());
+            self.audit
+                .append(AuditEntry {
+                    args: None,
+                    ..record
+                })
+                .await?;
+            return Err(busy);
+        }
+        let approvals = if approved_by.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", approved by {}",
+                approved_by
+                    .iter()
+                    .map(Actor::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let loud = break_glass
+            .as_ref()
+            .map(|reason| {
+                format!("🚨 BREAK-GLASS by {requester}: {reason} — no approval was waited for. ")
+            })
+            .unwrap_or_default();
+        let started = format!(
+            "{loud}▶ {id}: {} started (requested by {requester}{approvals})",
+            parsed.request.describe()
+        );
+        let intent = self
+            .entry(RecordKind::Intent, Some(id), requester, parsed, reply)
+            .outcome(if break_glass.is_some() {
+                "break_glass"
+            } else {
+                "started"
+            })
+            .detail(started.clone());
+        if let Err(e) = self.audit.append(intent).await {
+            // No intent record, no action.
+            let _ = self.store.release_run_lock(&service_name, id);
+            return Err(e.into());
+        }
+        self.say(reply, Reply::Text(started)).await;
+
+        let engine = self.clone();
+        let id = id.to_string();
+        let requester = requester.clone();
+        let parsed = parsed.clone();
+        let reply = reply.clone();
+        self.tracker.spawn(async move {
+            engine
+                .run_to_completion(id, requester, parsed, reply, service, action)
+                .await;
+        });
+        Ok(())
+    }
+
+    async fn run_to_completion(
+        self: Arc<Self>,
+        id: String,
+        requester: Actor,
+        parsed: ParsedCommand,
+        reply: ReplyTarget,
+        service: crate::config::Service,
+        action: Action,
+    ) {
+        let (progress, mut milestones) = Progress::channel(8);
+        let recorder = {
+            let engine = self.clone();
+            let (id, requester, parsed, reply) =
+                (id.clone(), requester.clone(), parsed.clone(), reply.clone());
+            tokio::spawn(async move {
+                while let Some(text) = milestones.recv().await {
+                    let record = AuditEntry {
+                        args: None,
+                        ..engine.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
+                    }
+                    .detail(text.clone());
+                    match engine.audit.append(record).await {
+                        Ok(_) => {
+                            engine
+                                .say(
+                                    &reply,
+                                    Reply::Progress {
+                                        request_id: id.clone(),
+                                        text,
+                                    },
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, request = %id, "progress not recorded; not shown")
+                        }
+                    }
+                }
+            })
+        };
+        let executor = self.executors.for_service(&service);
+        let timeout = self.config.action_timeout;
+        let result = match tokio::time::timeout(
+            timeout,
+            executor.execute(&service, &action, progress),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(crate::action::ActionError::Timeout(
+                crate::clock::format_duration(timeout),
+            )),
+        };
+        let _ = recorder.await;
+        let (success, text) = match result {
+            Ok(outcome) => (true, outcome.summary),
+            Err(e) => (false, e.to_string()),
+        };
+        let record = AuditEntry {
+            args: None,
+            ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply)
+        }
+        .outcome(if success { "succeeded" } else { "failed" })
+        .detail(text.clone());
+        let recorded = self.audit.append(record).await;
+        if let Err(e) = self.store.release_run_lock(&service.name, &id) {
+            tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");
+        }
+        match recorded {
+            Ok(_) => {
+                self.say(
+                    &reply,
+                    Reply::Outcome {
+                        request_id: id,
+                        success,
+                        text,
+                    },
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, request = %id, "outcome not recorded");
+                self.say(
+                    &reply,
+                    Reply::Outcome {
+                        request_id: id,
+                        success,
+                        text:
+                            "finished, but opsbot could not record the outcome; check the service"
+                                .into(),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Writes an `interrupted` outcome for every action whose run lock is still
+    /// held, and frees those services.
+    pub(super) async fn record_interrupted(self: &Arc<Self>, why: &str) {
+        let locks = match self.store.run_locks() {
+            Ok(locks) => locks,
+            Err(e) => return tracing::error!(error = %e, "cannot list run locks"),
+        };
+        for (service, lock) in locks {
+            let record = AuditEntry {
+                request_id: Some(lock.request_id.clone()),
+                actor: Some(lock.holder.clone()),
+                service: Some(service.clone()),
+                environment: self
+                    .config
+                    .services
+                    .get(&service)
+                    .map(|s| s.environment.clone()),
+                ..AuditEntry::new(RecordKind::Outcome)
+            }
+            .outcome("interrupted")
+            .detail(why);
+            match self.audit.append(record).await {
+                Ok(_) => {
+                    let _ = self.store.release_run_lock(&service, &lock.request_id);
+                    tracing::warn!(request = %lock.request_id, %service, "{why}");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record an interrupted action"),
+            }
+        }
+    }
+}

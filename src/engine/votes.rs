@@ -1,0 +1,379 @@
+//! Approval requests: opening them, votes, the re-check before running, expiry.
+
+use super::Engine;
+use crate::approval::{self, PendingRequest, RequestState, VoteEffect};
+use crate::audit::{AuditEntry, RecordKind};
+use crate::chat::{ApprovalView, Reply};
+use crate::command::ParsedCommand;
+use crate::error::{Error, Result};
+use crate::event::{Actor, ReplyTarget};
+use crate::policy::{ApprovalNeed, Decision};
+use std::sync::Arc;
+
+/// The card people see for `request`.
+pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
+    ApprovalView {
+        id: request.id.clone(),
+        action: request.request.describe(),
+        service: request.service.clone(),
+        environment: request.environment.clone(),
+        requester: request.requester.clone(),
+        approvals_needed: request.approvals_needed,
+        approvals_have,
+        approver_groups: request.approver_groups.clone(),
+        expires_at: request.expires_at,
+        freeze: request.freeze.clone(),
+        state: format!("{:?}", request.state).to_lowercase(),
+        decided_by: request.closed_by.clone(),
+    }
+}
+
+impl Engine {
+    /// The digest of the action as the configuration describes it now.
+    fn current_digest(
+        &self,
+        id: &str,
+        requester: &Actor,
+        parsed_service: &str,
+        request: &crate::command::Request,
+    ) -> Option<String> {
+        let service = self.config.services.get(parsed_service)?;
+        let target = serde_json::to_value(&service.backend).ok()?;
+        Some(approval::action_digest(
+            id,
+            requester,
+            &service.name,
+            &service.environment,
+            request,
+            &target,
+        ))
+    }
+
+    pub(super) fn open_request(
+        &self,
+        id: &str,
+        actor: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+        need: ApprovalNeed,
+    ) -> Result<PendingRequest> {
+        let now = self.clock.now();
+        let service = parsed
+            .service()
+            .expect("approvals are for service actions")
+            .to_string();
+        let digest = self
+            .current_digest(id, actor, &service, &parsed.request)
+            .expect("service exists");
+        Ok(PendingRequest {
+            id: id.to_string(),
+            requester: actor.clone(),
+            command: parsed.command.clone(),
+            policy: parsed.policy.clone(),
+            request: parsed.request.clone(),
+            environment: self.config.services[&service].environment.clone(),
+            service,
+            digest,
+            approvals_needed: need.approvals,
+            approver_groups: need.approver_groups,
+            freeze: need.freeze,
+            created_at: now,
+            expires_at: now
+                + chrono::Duration::from_std(need.ttl).unwrap_or(chrono::Duration::minutes(30)),
+            reply: reply.clone(),
+            votes: Vec::new(),
+            state: RequestState::Pending,
+            closed_by: None,
+            closed_at: None,
+        })
+    }
+
+    fn parsed_of(request: &PendingRequest) -> ParsedCommand {
+        ParsedCommand {
+            command: request.command.clone(),
+            policy: request.policy.clone(),
+            mutates: true,
+            request: request.request.clone(),
+            emergency: None,
+        }
+    }
+
+    fn vote_entry(
+        &self,
+        request: &PendingRequest,
+        voter: &Actor,
+        reply: &ReplyTarget,
+        outcome: &str,
+        detail: String,
+    ) -> AuditEntry {
+        AuditEntry {
+            request_id: Some(request.id.clone()),
+            actor: Some(voter.to_string()),
+            channel: Some(reply.channel.clone()),
+            command: Some(request.command.clone()),
+            service: Some(request.service.clone()),
+            environment: Some(request.environment.clone()),
+            ..AuditEntry::new(RecordKind::Vote)
+        }
+        .outcome(outcome)
+        .detail(detail)
+    }
+
+    /// A vote from `/approve`, `/deny`, a button or a reaction.
+    pub(super) async fn vote(
+        self: &Arc<Self>,
+        voter: &Actor,
+        id: &str,
+        approve: bool,
+        reason: Option<String>,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        let _guard = self.votes.lock().await;
+        let mut request = self
+            .store
+            .get_pending(id)?
+            .ok_or_else(|| Error::UnknownRequest(id.to_string()))?;
+        let now = self.clock.now();
+        if request.state.is_open() && now >= request.expires_at {
+            self.expire(&mut request).await?;
+        }
+        let config = self.config.clone();
+        let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
+        let mut updated = request.clone();
+        let effect = match approval::cast_vote(
+            &mut updated,
+            voter,
+            approve,
+            reason.clone(),
+            now,
+            is_approver,
+        ) {
+            Ok(effect) => effect,
+            Err(refusal) => {
+                let record = self.vote_entry(
+                    &request,
+                    voter,
+                    reply,
+                    "refused",
+                    format!(
+                        "{} vote refused: {refusal}",
+                        if approve { "approve" } else { "deny" }
+                    ),
+                );
+                self.audit.append(record).await?;
+                return Err(refusal.into());
+            }
+        };
+        let request = updated;
+        let have =
+            approval::valid_approvals(&request, |a| config.in_any(a, &request.approver_groups));
+        let detail = match (&effect, &reason) {
+            (VoteEffect::Denied, Some(r)) => format!("denied: {r}"),
+            (VoteEffect::Withdrawn, _) => "withdrawn by the requester".into(),
+            _ => format!(
+                "{} ({have}/{})",
+                if approve { "approved" } else { "denied" },
+                request.approvals_needed
+            ),
+        };
+        let outcome = match effect {
+            VoteEffect::Counted { .. } | VoteEffect::Approved => "approve",
+            VoteEffect::Denied => "deny",
+            VoteEffect::Withdrawn => "withdraw",
+        };
+        self.store.put_pending(&request)?;
+        self.audit
+            .append(self.vote_entry(&request, voter, reply, outcome, detail))
+            .await?;
+        let target = request.reply.clone();
+        match effect {
+            VoteEffect::Counted { remaining } => {
+                self.say(
+                    &target,
+                    Reply::Text(format!(
+                        "{voter} approved {id}; {remaining} more approval(s) needed"
+                    )),
+                )
+                .await;
+                self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+                    .await;
+                Ok(())
+            }
+            VoteEffect::Denied | VoteEffect::Withdrawn => {
+                let what = if effect == VoteEffect::Denied {
+                    "denied"
+                } else {
+                    "withdrawn"
+                };
+                let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                self.say(
+                    &target,
+                    Reply::Text(format!("{id} {what} by {voter}{why}; nothing will run")),
+                )
+                .await;
+                self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+                    .await;
+                Ok(())
+            }
+            VoteEffect::Approved => self.run_approved(request, voter).await,
+        }
+    }
+
+    /// Enough votes are in. Check everything again — digest, policy, expiry —
+    /// and only then run.
+    async fn run_approved(
+        self: &Arc<Self>,
+        mut request: PendingRequest,
+        last_voter: &Actor,
+    ) -> Result<()> {
+        let parsed = Self::parsed_of(&request);
+        let target = request.reply.clone();
+        let now = self.clock.now();
+        let config = self.config.clone();
+        let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
+        let digest_now = self.current_digest(
+            &request.id,
+            &request.requester,
+            &request.service,
+            &request.request,
+        );
+        let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
+            Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
+        } else {
+            match self.decide(&request.requester, &parsed, &request.reply.channel, None)? {
+                Decision::Deny(reason) => Some(reason),
+                Decision::NeedsApproval(need) if need.approvals > request.approvals_needed => {
+                    // A freeze began while it waited: it needs more approvals now.
+                    request.approvals_needed = need.approvals;
+                    request.freeze = need.freeze;
+                    self.store.put_pending(&request)?;
+                    let have = approval::valid_approvals(&request, is_approver);
+                    let text = format!(
+                        "{} now needs {} approvals ({} in force); {have} so far",
+                        request.id,
+                        request.approvals_needed,
+                        request.freeze.as_deref().unwrap_or("policy changed")
+                    );
+                    self.audit
+                        .append(self.vote_entry(
+                            &request,
+                            last_voter,
+                            &target,
+                            "pending",
+                            text.clone(),
+                        ))
+                        .await?;
+                    self.say(&target, Reply::Text(text)).await;
+                    self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+                        .await;
+                    return Ok(());
+                }
+                _ => None,
+            }
+        };
+        let have = approval::valid_approvals(&request, is_approver);
+        if refusal.is_none()
+            && !approval::may_execute(&request, request.approvals_needed, now, is_approver)
+        {
+            return Err(Error::Denied(format!(
+                "{} cannot run: it is not open with enough valid approvals",
+                request.id
+            )));
+        }
+        request.state = if refusal.is_some() {
+            RequestState::Invalidated
+        } else {
+            RequestState::Approved
+        };
+        request.closed_at = Some(now);
+        request.closed_by = Some(last_voter.clone());
+        self.store.put_pending(&request)?;
+        let decision = AuditEntry {
+            request_id: Some(request.id.clone()),
+            actor: Some(last_voter.to_string()),
+            channel: Some(target.channel.clone()),
+            command: Some(request.command.clone()),
+            service: Some(request.service.clone()),
+            environment: Some(request.environment.clone()),
+            ..AuditEntry::new(RecordKind::Decision)
+        };
+        if let Some(reason) = refusal {
+            self.audit
+                .append(decision.outcome("invalidated").detail(reason.clone()))
+                .await?;
+            self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+                .await;
+            return Err(Error::Denied(format!(
+                "{} will not run: {reason}",
+                request.id
+            )));
+        }
+        self.audit
+            .append(decision.outcome("approved").detail(format!(
+                "{have}/{} approvals; policy re-checked",
+                request.approvals_needed
+            )))
+            .await?;
+        self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+            .await;
+        let approvers: Vec<Actor> = request
+            .votes
+            .iter()
+            .filter(|v| v.approve)
+            .map(|v| v.voter.clone())
+            .collect();
+        self.start_action(
+            &request.id,
+            &request.requester,
+            &parsed,
+            &target,
+            approvers,
+            None,
+        )
+        .await
+    }
+
+    /// Marks one open request expired, records it and says so.
+    async fn expire(&self, request: &mut PendingRequest) -> Result<()> {
+        request.state = RequestState::Expired;
+        request.closed_at = Some(request.expires_at);
+        self.store.put_pending(request)?;
+        let record = AuditEntry {
+            request_id: Some(request.id.clone()),
+            actor: Some(request.requester.to_string()),
+            command: Some(request.command.clone()),
+            service: Some(request.service.clone()),
+            environment: Some(request.environment.clone()),
+            ..AuditEntry::new(RecordKind::Expired)
+        }
+        .outcome("expired")
+        .detail("no decision before the deadline; nothing ran");
+        self.audit.append(record).await?;
+        let config = self.config.clone();
+        let have =
+            approval::valid_approvals(request, |a| config.in_any(a, &request.approver_groups));
+        self.say(
+            &request.reply,
+            Reply::Text(format!(
+                "⌛ {} expired without enough approvals; nothing ran",
+                request.id
+            )),
+        )
+        .await;
+        self.say(&request.reply, Reply::ApprovalUpdate(view(request, have)))
+            .await;
+        Ok(())
+    }
+
+    /// Expires every open request past its deadline.
+    pub(super) async fn expire_due(&self) -> Result<()> {
+        let _guard = self.votes.lock().await;
+        let now = self.clock.now();
+        for mut request in self.store.open_requests()? {
+            if now >= request.expires_at {
+                self.expire(&mut request).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! The crate's error type, and the one place that turns any error into the
+//! text a user reads. Internal details (paths, store errors) are logged, not
+//! shown; the user gets what to do next.
+
+use crate::action::ActionError;
+use crate::approval::VoteRefusal;
+use crate::audit::AuditError;
+use crate::chat::ChatError;
+use crate::command::ParseError;
+use crate::config::Problems;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error(transparent)]
+    Vote(#[from] VoteRefusal),
+    #[error("no request {0}")]
+    UnknownRequest(String),
+    #[error("{service} is busy with {request_id} (by {holder}); try again when it finishes")]
+    Busy {
+        service: String,
+        request_id: String,
+        holder: String,
+    },
+    #[error(transparent)]
+    Action(#[from] ActionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Config(#[from] Problems),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+impl Error {
+    /// What the user is told.
+    pub fn user_message(&self) -> String {
+        match self {
+            Error::Parse(e) => e.to_string(),
+            Error::Denied(reason) => format!("⛔ Denied: {reason}."),
+            Error::Vote(refusal) => format!("Vote not counted: {refusal}."),
+            Error::UnknownRequest(id) => format!("There is no request {id}. `/audit` lists recent ones."),
+            Error::Busy { .. } => format!("⏳ {self}."),
+            Error::Action(e) => format!("The action failed: {e}."),
+            // Storage problems are never detailed in chat: they may name paths.
+            Error::Store(_) | Error::Audit(_) => {
+                "opsbot could not record this in its audit trail, so nothing was done. An operator has been alerted in the logs.".into()
+            }
+            Error::Chat(_) => "opsbot could not deliver a message.".into(),
+            Error::Config(_) => "opsbot's configuration is invalid; run `opsbot check`.".into(),
+            Error::Io(_) => "opsbot hit an internal error; see its logs.".into(),
+        }
+    }
+
+    /// Whether this is the user's doing (logged at debug) or the bot's (error).
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,156 @@
+//! Platform-neutral events: what every chat adapter turns its wire format into
+//! before the core sees it. Nothing here knows Slack, Discord or a terminal.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The platforms an identity or a channel can belong to.
+pub const PLATFORMS: [&str; 3] = ["slack", "discord", "console"];
+
+/// A platform-qualified identity: `slack:U024BE7LH`, `discord:80351110224678912`,
+/// `console:alice`. Policy, approvals and the audit trail only ever see these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Actor(String);
+
+impl Actor {
+    /// Checks the `platform:id` shape; the id is limited to characters platforms
+    /// actually use, so an identity can never smuggle spaces or markup.
+    pub fn parse(text: &str) -> Result<Actor, String> {
+        qualified_id(text, "identity").map(|s| Actor(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn platform(&self) -> &str {
+        self.0.split_once(':').map(|(p, _)| p).unwrap_or("")
+    }
+}
+
+impl TryFrom<String> for Actor {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Actor::parse(&value)
+    }
+}
+impl From<Actor> for String {
+    fn from(actor: Actor) -> String {
+        actor.0
+    }
+}
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates `platform:id` for identities and channels.
+pub fn qualified_id<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
+    let Some((platform, id)) = text.split_once(':') else {
+        return Err(format!(
+            "`{text}` is not a platform-qualified {what}; write it like slack:U024BE7LH, discord:80351110224678912 or console:alice"
+        ));
+    };
+    if !PLATFORMS.contains(&platform) {
+        return Err(format!(
+            "`{platform}` in `{text}` is not a platform; use one of {}",
+            PLATFORMS.join(", ")
+        ));
+    }
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(format!(
+            "`{text}`: the {what} after `{platform}:` must be 1-64 letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    Ok(text)
+}
+
+/// Where a reply goes: a channel on a platform, optionally inside a thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTarget {
+    /// Platform-qualified channel id, e.g. `slack:C0123456` or `console:ops`.
+    pub channel: String,
+    /// Platform thread handle (Slack `thread_ts`), when the reply belongs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+impl ReplyTarget {
+    pub fn channel(channel: impl Into<String>) -> Self {
+        Self {
+            channel: channel.into(),
+            thread: None,
+        }
+    }
+    pub fn platform(&self) -> &str {
+        self.channel.split_once(':').map(|(p, _)| p).unwrap_or("")
+    }
+}
+
+/// What an adapter hands the core. Owned data only.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A slash command or a mention, as the text after the bot's trigger
+    /// (`/deploy api-service v1.4.2` or `deploy api-service v1.4.2`).
+    Command {
+        actor: Actor,
+        text: String,
+        reply: ReplyTarget,
+        dedup_key: Option<String>,
+    },
+    /// A vote from a button or a reaction on an approval request.
+    Vote {
+        actor: Actor,
+        request_id: String,
+        approve: bool,
+        reply: ReplyTarget,
+        dedup_key: Option<String>,
+    },
+}
+
+impl Event {
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Event::Command { actor, .. } | Event::Vote { actor, .. } => actor,
+        }
+    }
+    pub fn dedup_key(&self) -> Option<&str> {
+        match self {
+            Event::Command { dedup_key, .. } | Event::Vote { dedup_key, .. } => {
+                dedup_key.as_deref()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_must_be_platform_qualified() {
+        for good in [
+            "slack:U024BE7LH",
+            "discord:80351110224678912",
+            "console:alice",
+        ] {
+            assert!(Actor::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "alice",
+            "irc:bob",
+            "slack:",
+            "slack:U 1",
+            "console:al<ice>",
+            "slack:U1;rm",
+        ] {
+            assert!(Actor::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Actor::parse("slack:U1").unwrap().platform(), "slack");
+    }
+}

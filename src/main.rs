@@ -1,0 +1,187 @@
+//! `opsbot` binary: parse the command line, load and check the configuration
+//! (exit 64 on any problem, before opening anything), then hand over to `app`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use opsbot::config::{self, Loaded};
+use opsbot::event::Actor;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// sysexits' EX_CONFIG: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "opsbot",
+    version,
+    about = "Chat-ops: slash commands to deploys, behind approvals, with a hash-chained audit trail"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "OPSBOT_CONFIG",
+        default_value = "config/demo.toml"
+    )]
+    config: PathBuf,
+    /// Use this data directory instead of the configured one.
+    #[arg(long, global = true, env = "OPSBOT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat with the bot in the terminal (reads one command per line when stdin is not a terminal).
+    Console {
+        /// Who you are: a console identity from the config's groups.
+        #[arg(long = "as", default_value = "console:alice")]
+        actor: String,
+        /// The console channel name (the channel is `console:<name>`).
+        #[arg(long, default_value = "ops")]
+        channel: String,
+    },
+    /// Check the configuration and command files; print every problem.
+    Check,
+    /// Read and check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; name the first bad record. Exit 1 if broken.
+    Verify,
+    /// Write records as JSON lines.
+    Export {
+        /// Only records at or after this time (RFC 3339) or this long ago (e.g. 24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        request: Option<String>,
+    },
+    /// Show the latest records; with --follow, keep showing new ones.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
+    match config::load(&cli.config) {
+        Ok(mut loaded) => {
+            if let Some(dir) = &cli.data_dir {
+                loaded.config.data_dir = dir.clone();
+            }
+            Ok(loaded)
+        }
+        Err(problems) => {
+            eprint!("{problems}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let ago = opsbot::clock::parse_duration(text)
+        .map_err(|e| anyhow::anyhow!("--since: {e}; or give an RFC 3339 time"))?;
+    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Console { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("opsbot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let loaded = match load(&cli) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let data_dir = loaded.config.data_dir.clone();
+    match cli.command {
+        Command::Check => {
+            let c = &loaded.config;
+            println!(
+                "configuration OK: {} service(s), {} environment(s), {} group(s), {} rule(s), {} freeze window(s), {} command(s)",
+                c.services.len(),
+                c.environments.len(),
+                c.groups.len(),
+                c.rules.len(),
+                c.freezes.len(),
+                loaded.registry.commands().count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Console { actor, channel } => {
+            let actor = Actor::parse(&actor).map_err(|e| anyhow::anyhow!("--as: {e}"))?;
+            if actor.platform() != "console" {
+                anyhow::bail!("--as: the console can only act as console: identities");
+            }
+            if opsbot::event::qualified_id(&format!("console:{channel}"), "channel").is_err() {
+                anyhow::bail!("--channel: use letters, digits, `-`, `_` or `.`");
+            }
+            runtime.block_on(opsbot::app::console(
+                loaded,
+                opsbot::app::ConsoleOptions { actor, channel },
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command } => match command {
+            AuditCommand::Verify => {
+                let intact = runtime.block_on(opsbot::admin::verify(&data_dir))?;
+                Ok(if intact {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            AuditCommand::Export {
+                since,
+                service,
+                request,
+            } => {
+                let since = since.as_deref().map(parse_since).transpose()?;
+                let request =
+                    request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
+                runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Tail { lines, follow } => {
+                runtime.block_on(opsbot::admin::tail(&data_dir, lines, follow))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}

@@ -1,0 +1,286 @@
+//! The embedded store: one sled database in the data directory holding the audit
+//! trail (`audit` tree) and the state that must survive a restart — pending
+//! approvals, service locks, dedup keys and counters. Only this module and
+//! `audit` import sled.
+//!
+//! State writes are not flushed here: the caller follows each with an audit
+//! append, whose group-commit flush makes the state durable too.
+
+use crate::approval::PendingRequest;
+use crate::audit::{AuditError, SledAuditLog};
+use crate::policy::Hold;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data directory {path} is in use by another opsbot process (sled holds an exclusive lock); stop it first, or point --data-dir at a copy")]
+    Locked { path: String },
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("store error: {0}")]
+    Io(String),
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// The per-service run lock: one mutating action at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLock {
+    pub request_id: String,
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    pending: sled::Tree,
+    locks: sled::Tree,
+    dedup: sled::Tree,
+    meta: sled::Tree,
+    audit: Arc<SledAuditLog>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
+            }
+            _ => StoreError::Open {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            },
+        })?;
+        Store::from_db(db)
+    }
+
+    /// A throw-away store (deleted on drop), for tests and benchmarks.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Store::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        Ok(Store {
+            pending: db.open_tree("pending")?,
+            locks: db.open_tree("locks")?,
+            dedup: db.open_tree("dedup")?,
+            meta: db.open_tree("meta")?,
+            audit: Arc::new(SledAuditLog::open(&db)?),
+            db,
+        })
+    }
+
+    pub fn audit(&self) -> Arc<SledAuditLog> {
+        self.audit.clone()
+    }
+
+    /// Verifies the audit chain.
+    pub fn verify_audit(&self) -> Result<crate::audit::VerifySummary, crate::audit::VerifyFailure> {
+        self.audit.verify()
+    }
+
+    /// Next request id, `r-1`, `r-2` … (never reused, also across restarts).
+    pub fn next_request_id(&self) -> Result<String, StoreError> {
+        let next = self.meta.update_and_fetch("request_counter", |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let n = next
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(1);
+        Ok(format!("r-{n}"))
+    }
+
+    pub fn put_pending(&self, request: &PendingRequest) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.pending.insert(request.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    pub fn get_pending(&self, id: &str) -> Result<Option<PendingRequest>, StoreError> {
+        match self.pending.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("request {id}: {e}"))),
+        }
+    }
+
+    /// Requests still open (state pending).
+    pub fn open_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.pending.iter() {
+            let (_, bytes) = item?;
+            let request: PendingRequest =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if request.state.is_open() {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the run lock on `service` unless someone else holds an unexpired one.
+    pub fn acquire_run_lock(
+        &self,
+        service: &str,
+        lock: RunLock,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), RunLock>, StoreError> {
+        let key = format!("run:{service}");
+        loop {
+            let current = self.locks.get(&key)?;
+            if let Some(bytes) = &current {
+                let held: RunLock = serde_json::from_slice(bytes)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if held.until > now && held.request_id != lock.request_id {
+                    return Ok(Err(held));
+                }
+            }
+            let new = serde_json::to_vec(&lock).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match self.locks.compare_and_swap(&key, current, Some(new))? {
+                Ok(()) => return Ok(Ok(())),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Releases the run lock if `request_id` still holds it.
+    pub fn release_run_lock(&self, service: &str, request_id: &str) -> Result<(), StoreError> {
+        let key = format!("run:{service}");
+        if let Some(bytes) = self.locks.get(&key)? {
+            let held: RunLock =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if held.request_id == request_id {
+                let _ = self
+                    .locks
+                    .compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every run lock currently stored, as (service, lock).
+    pub fn run_locks(&self) -> Result<Vec<(String, RunLock)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.locks.scan_prefix("run:") {
+            let (key, bytes) = item?;
+            let service = String::from_utf8_lossy(&key[4..]).to_string();
+            let lock: RunLock =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((service, lock));
+        }
+        Ok(out)
+    }
+
+    pub fn set_hold(&self, service: &str, hold: &Hold) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(hold).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.locks.insert(format!("hold:{service}"), bytes)?;
+        Ok(())
+    }
+
+    /// The `/lock` on `service`, if one is in force at `now`.
+    pub fn active_hold(
+        &self,
+        service: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Hold>, StoreError> {
+        match self.locks.get(format!("hold:{service}"))? {
+            None => Ok(None),
+            Some(bytes) => {
+                let hold: Hold = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((hold.until > now).then_some(hold))
+            }
+        }
+    }
+
+    pub fn remove_hold(&self, service: &str) -> Result<Option<Hold>, StoreError> {
+        match self.locks.remove(format!("hold:{service}"))? {
+            None => Ok(None),
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        }
+    }
+
+    /// Records `key` as seen until `until`; false if it was already seen and
+    /// has not expired (a duplicate delivery).
+    pub fn first_delivery(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let value = until.timestamp_millis().to_be_bytes();
+        loop {
+            let current = self.dedup.get(key)?;
+            if let Some(bytes) = &current {
+                let expiry = bytes
+                    .as_ref()
+                    .try_into()
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(i64::MAX);
+                if expiry > now.timestamp_millis() {
+                    return Ok(false);
+                }
+            }
+            if self
+                .dedup
+                .compare_and_swap(key, current, Some(&value[..]))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Drops dedup keys that expired before `now`.
+    pub fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.dedup.iter() {
+            let (key, bytes) = item?;
+            let expiry = bytes
+                .as_ref()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(i64::MAX);
+            if expiry <= now.timestamp_millis() {
+                self.dedup.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flushes everything (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
