@@ -62,8 +62,8 @@ impl AdminServer {
 pub fn serve(data_dir: &Path, store: Store) -> Result<AdminServer> {
     let path = data_dir.join(SOCKET);
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", path.display())))?;
+    let listener =
+        UnixListener::bind(&path).map_err(|e| Error::Io(format!("cannot listen on {}: {e}", path.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -88,8 +88,8 @@ async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
     let Some(line) = lines.next_line().await? else {
         return Ok(());
     };
-    let request: AdminRequest = serde_json::from_str(&line)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let request: AdminRequest =
+        serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let audit = store.audit();
     let send = |record: &AuditRecord| {
         let mut line = serde_json::to_vec(record).expect("record serialises");
@@ -103,19 +103,8 @@ async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
             line.push(b'\n');
             write.write_all(&line).await?;
         }
-        AdminRequest::Export {
-            service,
-            request_id,
-            since,
-            limit,
-        } => {
-            let query = AuditQuery {
-                service,
-                request_id,
-                since,
-                limit,
-                ..Default::default()
-            };
+        AdminRequest::Export { service, request_id, since, limit } => {
+            let query = AuditQuery { service, request_id, since, limit, ..Default::default() };
             for record in audit.read(&query).map_err(std::io::Error::other)? {
                 write.write_all(&send(&record)).await?;
             }
@@ -125,14 +114,8 @@ async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
             let mut live = audit.subscribe();
             let mut seen = 0;
             let backlog = match after_seq {
-                Some(after) => AuditQuery {
-                    after_seq: Some(after),
-                    ..Default::default()
-                },
-                None => AuditQuery {
-                    limit: Some(last),
-                    ..Default::default()
-                },
+                Some(after) => AuditQuery { after_seq: Some(after), ..Default::default() },
+                None => AuditQuery { limit: Some(last), ..Default::default() },
             };
             for record in audit.read(&backlog).map_err(std::io::Error::other)? {
                 seen = record.seq;
@@ -147,10 +130,7 @@ async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         for record in audit
-                            .read(&AuditQuery {
-                                after_seq: Some(seen),
-                                ..Default::default()
-                            })
+                            .read(&AuditQuery { after_seq: Some(seen), ..Default::default() })
                             .map_err(std::io::Error::other)?
                         {
                             seen = record.seq;
@@ -239,10 +219,7 @@ pub async fn verify(data_dir: &Path) -> Result<bool> {
         }
     };
     if answer.ok {
-        println!(
-            "audit trail intact: {} record(s), head hash {}",
-            answer.records, answer.head
-        );
+        println!("audit trail intact: {} record(s), head hash {}", answer.records, answer.head);
     } else {
         println!(
             "audit trail BROKEN at record {}: {}",
@@ -263,12 +240,7 @@ pub async fn export(
     let mut out = std::io::stdout().lock();
     match source(data_dir)? {
         Source::Direct(store) => {
-            let query = AuditQuery {
-                service,
-                request_id,
-                since,
-                ..Default::default()
-            };
+            let query = AuditQuery { service, request_id, since, ..Default::default() };
             for record in store.audit().read(&query)? {
                 serde_json::to_writer(&mut out, &record).map_err(|e| Error::Io(e.to_string()))?;
                 out.write_all(b"\n")?;
@@ -276,16 +248,7 @@ pub async fn export(
             store.audit().close();
         }
         Source::Running(socket) => {
-            let mut lines = ask(
-                &socket,
-                &AdminRequest::Export {
-                    service,
-                    request_id,
-                    since,
-                    limit: None,
-                },
-            )
-            .await?;
+            let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
             while let Some(line) = lines.next_line().await? {
                 writeln!(out, "{line}")?;
             }
@@ -303,10 +266,7 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
     let mut after_seq = None;
     match source(data_dir)? {
         Source::Direct(store) => {
-            let records = store.audit().read(&AuditQuery {
-                limit: Some(last),
-                ..Default::default()
-            })?;
+            let records = store.audit().read(&AuditQuery { limit: Some(last), ..Default::default() })?;
             for record in &records {
                 print(&serde_json::to_string(record).map_err(|e| Error::Io(e.to_string()))?);
             }
@@ -316,22 +276,12 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
             if !follow {
                 return Ok(());
             }
-            eprintln!(
-                "opsbot audit tail: no opsbot is running on {}; waiting for one to start",
-                data_dir.display()
-            );
+            eprintln!("opsbot audit tail: no opsbot is running on {}; waiting for one to start", data_dir.display());
         }
         Source::Running(socket) if !follow => {
-            let mut lines = ask(
-                &socket,
-                &AdminRequest::Export {
-                    service: None,
-                    request_id: None,
-                    since: None,
-                    limit: Some(last),
-                },
-            )
-            .await?;
+            let mut lines =
+                ask(&socket, &AdminRequest::Export { service: None, request_id: None, since: None, limit: Some(last) })
+                    .await?;
             while let Some(line) = lines.next_line().await? {
                 print(&line);
             }

@@ -43,9 +43,7 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
         chat: Arc::new(ConsoleSink),
         clock: Arc::new(SystemClock),
     });
-    audit
-        .append(system_record("opsbot console started"))
-        .await?;
+    audit.append(system_record("opsbot console started")).await?;
     engine.recover().await;
     engine.tick().await;
     let admin = admin::serve(&data_dir, store.clone())?;
@@ -67,9 +65,7 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     }
     ticker.abort();
     engine.shutdown(SHUTDOWN_GRACE).await;
-    audit
-        .append(system_record("opsbot console stopped"))
-        .await?;
+    audit.append(system_record("opsbot console stopped")).await?;
     admin.stop();
     store.audit().close();
     Ok(())

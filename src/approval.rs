@@ -93,9 +93,7 @@ pub fn action_digest(
         "request": request,
         "target": target,
     });
-    hex::encode(Sha256::digest(
-        serde_json::to_vec(&canonical).expect("digest input serialises"),
-    ))
+    hex::encode(Sha256::digest(serde_json::to_vec(&canonical).expect("digest input serialises")))
 }
 
 /// Why a vote was not taken.
@@ -160,27 +158,12 @@ pub fn cast_vote(
         return Ok(VoteEffect::Withdrawn);
     }
     if !is_approver(voter) {
-        return Err(VoteRefusal::NotApprover {
-            id: request.id.clone(),
-            groups,
-        });
+        return Err(VoteRefusal::NotApprover { id: request.id.clone(), groups });
     }
-    if request
-        .votes
-        .iter()
-        .any(|v| v.voter == *voter && v.digest == request.digest)
-    {
-        return Err(VoteRefusal::AlreadyVoted {
-            id: request.id.clone(),
-        });
+    if request.votes.iter().any(|v| v.voter == *voter && v.digest == request.digest) {
+        return Err(VoteRefusal::AlreadyVoted { id: request.id.clone() });
     }
-    request.votes.push(Vote {
-        voter: voter.clone(),
-        approve,
-        at: now,
-        digest: request.digest.clone(),
-        reason,
-    });
+    request.votes.push(Vote { voter: voter.clone(), approve, at: now, digest: request.digest.clone(), reason });
     if !approve {
         request.state = RequestState::Denied;
         request.closed_by = Some(voter.clone());
@@ -191,9 +174,7 @@ pub fn cast_vote(
     if have >= request.approvals_needed {
         Ok(VoteEffect::Approved)
     } else {
-        Ok(VoteEffect::Counted {
-            remaining: request.approvals_needed - have,
-        })
+        Ok(VoteEffect::Counted { remaining: request.approvals_needed - have })
     }
 }
 
@@ -202,12 +183,7 @@ pub fn valid_approvals(request: &PendingRequest, is_approver: impl Fn(&Actor) ->
     let mut voters: Vec<&Actor> = request
         .votes
         .iter()
-        .filter(|v| {
-            v.approve
-                && v.digest == request.digest
-                && v.voter != request.requester
-                && is_approver(&v.voter)
-        })
+        .filter(|v| v.approve && v.digest == request.digest && v.voter != request.requester && is_approver(&v.voter))
         .map(|v| &v.voter)
         .collect();
     voters.sort();
@@ -222,7 +198,5 @@ pub fn may_execute(
     now: DateTime<Utc>,
     is_approver: impl Fn(&Actor) -> bool,
 ) -> bool {
-    request.state.is_open()
-        && now < request.expires_at
-        && valid_approvals(request, is_approver) >= needed
+    request.state.is_open() && now < request.expires_at && valid_approvals(request, is_approver) >= needed
 }

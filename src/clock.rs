@@ -56,21 +56,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "`{text}` is not a duration; write it like 30m, 2h or 1h30m"
-            ));
+            return Err(format!("`{text}` is not a duration; write it like 30m, 2h or 1h30m"));
         }
-        let number: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` has a number too large"))?;
+        let number: u128 = rest[..digits].parse().map_err(|_| format!("`{text}` has a number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let millis_per_unit: u128 = match unit {
             "ms" => 1,
@@ -78,20 +70,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" | "min" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => {
-                return Err(format!(
-                    "`{text}` needs a unit: ms, s, m, h or d (for example 30m)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "`{other}` in `{text}` is not a unit; use ms, s, m, h or d"
-                ))
-            }
+            "" => return Err(format!("`{text}` needs a unit: ms, s, m, h or d (for example 30m)")),
+            other => return Err(format!("`{other}` in `{text}` is not a unit; use ms, s, m, h or d")),
         };
-        total = total
-            .checked_add(number.saturating_mul(millis_per_unit))
-            .ok_or_else(|| format!("`{text}` is too long"))?;
+        total =
+            total.checked_add(number.saturating_mul(millis_per_unit)).ok_or_else(|| format!("`{text}` is too long"))?;
         rest = &rest[unit_len..];
     }
     // A year is far beyond any sensible TTL or timeout; refusing keeps arithmetic safe.
@@ -108,13 +91,7 @@ pub fn format_duration(duration: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ] {
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
         if millis >= size {
             out.push_str(&format!("{}{unit}", millis / size));
             millis %= size;

@@ -24,22 +24,13 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(file: &Path, key: &str, message: String, hint: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            key: key.to_string(),
-            message,
-            hint: hint.into(),
-        }
+        Self { file: file.to_path_buf(), key: key.to_string(), message, hint: hint.into() }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = if self.key.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", self.key)
-        };
+        let key = if self.key.is_empty() { String::new() } else { format!(" [{}]", self.key) };
         write!(f, "{}{key}: {}", self.file.display(), self.message)?;
         if !self.hint.is_empty() {
             write!(f, " — hint: {}", self.hint)?;
@@ -137,11 +128,7 @@ pub struct Rule {
 
 impl Rule {
     pub fn matches(&self, policy: &str, environment: &str) -> bool {
-        self.commands.iter().any(|c| c == policy)
-            && self
-                .environments
-                .iter()
-                .any(|e| e == "*" || e == environment)
+        self.commands.iter().any(|c| c == policy) && self.environments.iter().any(|e| e == "*" || e == environment)
     }
 }
 
@@ -182,10 +169,7 @@ impl Config {
                 if g == "*" {
                     self.groups.values().flatten().cloned().collect::<Vec<_>>()
                 } else {
-                    self.groups
-                        .get(g)
-                        .map(|m| m.iter().cloned().collect())
-                        .unwrap_or_default()
+                    self.groups.get(g).map(|m| m.iter().cloned().collect()).unwrap_or_default()
                 }
             })
             .collect()
@@ -286,14 +270,7 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 6] = [
-    "bot",
-    "environments",
-    "groups",
-    "services",
-    "rules",
-    "freeze",
-];
+const TOP_LEVEL: [&str; 6] = ["bot", "environments", "groups", "services", "rules", "freeze"];
 
 /// Parses and validates one config text. Each section and each entry is
 /// deserialised on its own, so one typo does not hide the problems after it.
@@ -301,12 +278,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(Problem::new(
-                path,
-                "",
-                e.message().to_string(),
-                "fix the TOML syntax",
-            ));
+            problems.push(Problem::new(path, "", e.message().to_string(), "fix the TOML syntax"));
             return None;
         }
     };
@@ -326,36 +298,18 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = base.join(bot.data_dir.as_deref().unwrap_or("../data"));
     let commands_dir = base.join(bot.commands_dir.as_deref().unwrap_or("../commands"));
-    let mut duration = |key: &str,
-                        value: Option<&str>,
-                        default: Duration,
-                        problems: &mut Vec<Problem>| match value {
+    let mut duration = |key: &str, value: Option<&str>, default: Duration, problems: &mut Vec<Problem>| match value {
         None => default,
         Some(text) => parse_duration(text).unwrap_or_else(|e| {
-            problems.push(Problem::new(
-                path,
-                key,
-                e,
-                "write durations like 30m, 2h or 1h30m",
-            ));
+            problems.push(Problem::new(path, key, e, "write durations like 30m, 2h or 1h30m"));
             default
         }),
     };
-    let lock_ttl = duration(
-        "bot.lock_ttl",
-        bot.lock_ttl.as_deref(),
-        Duration::from_secs(3600),
-        problems,
-    );
-    let action_timeout = duration(
-        "bot.action_timeout",
-        bot.action_timeout.as_deref(),
-        Duration::from_secs(900),
-        problems,
-    );
+    let lock_ttl = duration("bot.lock_ttl", bot.lock_ttl.as_deref(), Duration::from_secs(3600), problems);
+    let action_timeout =
+        duration("bot.action_timeout", bot.action_timeout.as_deref(), Duration::from_secs(900), problems);
 
-    let environments: BTreeMap<String, Environment> =
-        entries(path, "environments", section("environments"), problems);
+    let environments: BTreeMap<String, Environment> = entries(path, "environments", section("environments"), problems);
     if environments.is_empty() {
         problems.push(Problem::new(
             path,
@@ -368,8 +322,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         check_name(path, &format!("environments.{name}"), name, problems);
     }
 
-    let raw_groups: BTreeMap<String, Vec<String>> =
-        entries(path, "groups", section("groups"), problems);
+    let raw_groups: BTreeMap<String, Vec<String>> = entries(path, "groups", section("groups"), problems);
     let mut groups = BTreeMap::new();
     for (name, members) in raw_groups {
         check_name(path, &format!("groups.{name}"), &name, problems);
@@ -379,25 +332,20 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                 Ok(actor) => {
                     set.insert(actor);
                 }
-                Err(e) => problems.push(Problem::new(
-                    path,
-                    &format!("groups.{name}[{i}]"),
-                    e,
-                    "identities are platform:id",
-                )),
+                Err(e) => {
+                    problems.push(Problem::new(path, &format!("groups.{name}[{i}]"), e, "identities are platform:id"))
+                }
             }
         }
         groups.insert(name, set);
     }
 
-    let raw_services: BTreeMap<String, RawService> =
-        entries(path, "services", section("services"), problems);
+    let raw_services: BTreeMap<String, RawService> = entries(path, "services", section("services"), problems);
     let mut services = BTreeMap::new();
     for (name, raw) in raw_services {
         let key = format!("services.{name}");
         check_name(path, &key, &name, problems);
-        if let Some(service) = check_service(path, &key, name.clone(), raw, &environments, problems)
-        {
+        if let Some(service) = check_service(path, &key, name.clone(), raw, &environments, problems) {
             services.insert(name, service);
         }
     }
@@ -406,17 +354,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let rules: Vec<Rule> = raw_rules
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| {
-            check_rule(
-                path,
-                &format!("rules[{i}]"),
-                raw,
-                &environments,
-                &groups,
-                &mut duration,
-                problems,
-            )
-        })
+        .map(|(i, raw)| check_rule(path, &format!("rules[{i}]"), raw, &environments, &groups, &mut duration, problems))
         .collect();
     if rules.is_empty() {
         problems.push(Problem::new(
@@ -432,13 +370,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     for (i, raw) in raw_freezes.into_iter().enumerate() {
         let key = format!("freeze[{i}]");
         for env in &raw.environments {
-            check_environment(
-                path,
-                &format!("{key}.environments"),
-                env,
-                &environments,
-                problems,
-            );
+            check_environment(path, &format!("{key}.environments"), env, &environments, problems);
         }
         let from = WindowSpec::parse(&raw.from).map_err(|e| {
             problems.push(Problem::new(
@@ -457,14 +389,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
             ))
         });
         if let (Ok(from), Ok(to)) = (from, to) {
-            match FreezeWindow::new(
-                raw.name,
-                raw.environments,
-                raw.commands,
-                from,
-                to,
-                raw.approvals,
-            ) {
+            match FreezeWindow::new(raw.name, raw.environments, raw.commands, from, to, raw.approvals) {
                 Ok(window) => freezes.push(window),
                 Err(e) => problems.push(Problem::new(
                     path,
@@ -611,13 +536,7 @@ fn check_service(
 ) -> Option<Service> {
     let before = problems.len();
     if !environments.contains_key(&raw.environment) {
-        check_environment(
-            path,
-            &format!("{key}.environment"),
-            &raw.environment,
-            environments,
-            problems,
-        );
+        check_environment(path, &format!("{key}.environment"), &raw.environment, environments, problems);
     }
     for (i, channel) in raw.channels.iter().enumerate() {
         if let Err(e) = qualified_id(channel, "channel") {
@@ -650,9 +569,7 @@ fn check_service(
         ));
     }
     match &raw.backend {
-        Backend::Simulated {
-            version, replicas, ..
-        } => {
+        Backend::Simulated { version, replicas, .. } => {
             if !crate::command::parse::is_valid_version(version) {
                 problems.push(Problem::new(
                     path,
@@ -692,19 +609,11 @@ fn check_rule(
     problems: &mut Vec<Problem>,
 ) -> Rule {
     for env in &raw.environments {
-        check_environment(
-            path,
-            &format!("{key}.environments"),
-            env,
-            environments,
-            problems,
-        );
+        check_environment(path, &format!("{key}.environments"), env, environments, problems);
     }
-    for (field, list) in [
-        ("requesters", &raw.requesters),
-        ("approvers", &raw.approvers),
-        ("break_glass", &raw.break_glass),
-    ] {
+    for (field, list) in
+        [("requesters", &raw.requesters), ("approvers", &raw.approvers), ("break_glass", &raw.break_glass)]
+    {
         for group in list {
             if group != "*" && !groups.contains_key(group) {
                 let known: Vec<&str> = groups.keys().map(String::as_str).collect();
@@ -734,11 +643,8 @@ fn check_rule(
         ));
     }
     if raw.approvals > 0 {
-        let approvers: BTreeSet<&Actor> = raw
-            .approvers
-            .iter()
-            .flat_map(|g| groups.get(g).into_iter().flatten())
-            .collect();
+        let approvers: BTreeSet<&Actor> =
+            raw.approvers.iter().flat_map(|g| groups.get(g).into_iter().flatten()).collect();
         if raw.approvers.is_empty() || raw.approvers.iter().any(|g| g == "*") {
             problems.push(Problem::new(
                 path,
@@ -750,21 +656,12 @@ fn check_rule(
             problems.push(Problem::new(
                 path,
                 &format!("{key}.approvals"),
-                format!(
-                    "{} approvals needed but the approver groups hold {} people",
-                    raw.approvals,
-                    approvers.len()
-                ),
+                format!("{} approvals needed but the approver groups hold {} people", raw.approvals, approvers.len()),
                 "add approvers or lower approvals",
             ));
         }
     }
-    let ttl = duration(
-        &format!("{key}.ttl"),
-        raw.ttl.as_deref(),
-        Duration::from_secs(1800),
-        problems,
-    );
+    let ttl = duration(&format!("{key}.ttl"), raw.ttl.as_deref(), Duration::from_secs(1800), problems);
     Rule {
         commands: raw.commands,
         environments: raw.environments,

@@ -16,16 +16,15 @@ pub enum Error {
     Parse(#[from] ParseError),
     #[error("denied: {0}")]
     Denied(String),
+    /// Well-formed but not possible for this service (e.g. replicas out of bounds).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Vote(#[from] VoteRefusal),
     #[error("no request {0}")]
     UnknownRequest(String),
     #[error("{service} is busy with {request_id} (by {holder}); try again when it finishes")]
-    Busy {
-        service: String,
-        request_id: String,
-        holder: String,
-    },
+    Busy { service: String, request_id: String, holder: String },
     #[error(transparent)]
     Action(#[from] ActionError),
     #[error(transparent)]
@@ -52,6 +51,7 @@ impl Error {
         match self {
             Error::Parse(e) => e.to_string(),
             Error::Denied(reason) => format!("⛔ Denied: {reason}."),
+            Error::Invalid(problem) => format!("{problem}."),
             Error::Vote(refusal) => format!("Vote not counted: {refusal}."),
             Error::UnknownRequest(id) => format!("There is no request {id}. `/audit` lists recent ones."),
             Error::Busy { .. } => format!("⏳ {self}."),
@@ -68,10 +68,7 @@ impl Error {
 
     /// Whether this is the user's doing (logged at debug) or the bot's (error).
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
-            Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_)
-        )
+        matches!(self, Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_))
     }
 }
 

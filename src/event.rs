@@ -52,20 +52,13 @@ pub fn qualified_id<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
         ));
     };
     if !PLATFORMS.contains(&platform) {
-        return Err(format!(
-            "`{platform}` in `{text}` is not a platform; use one of {}",
-            PLATFORMS.join(", ")
-        ));
+        return Err(format!("`{platform}` in `{text}` is not a platform; use one of {}", PLATFORMS.join(", ")));
     }
     let id_ok = !id.is_empty()
         && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !id_ok {
-        return Err(format!(
-            "`{text}`: the {what} after `{platform}:` must be 1-64 letters, digits, `-`, `_` or `.`"
-        ));
+        return Err(format!("`{text}`: the {what} after `{platform}:` must be 1-64 letters, digits, `-`, `_` or `.`"));
     }
     Ok(text)
 }
@@ -82,10 +75,7 @@ pub struct ReplyTarget {
 
 impl ReplyTarget {
     pub fn channel(channel: impl Into<String>) -> Self {
-        Self {
-            channel: channel.into(),
-            thread: None,
-        }
+        Self { channel: channel.into(), thread: None }
     }
     pub fn platform(&self) -> &str {
         self.channel.split_once(':').map(|(p, _)| p).unwrap_or("")
@@ -97,20 +87,9 @@ impl ReplyTarget {
 pub enum Event {
     /// A slash command or a mention, as the text after the bot's trigger
     /// (`/deploy api-service v1.4.2` or `deploy api-service v1.4.2`).
-    Command {
-        actor: Actor,
-        text: String,
-        reply: ReplyTarget,
-        dedup_key: Option<String>,
-    },
+    Command { actor: Actor, text: String, reply: ReplyTarget, dedup_key: Option<String> },
     /// A vote from a button or a reaction on an approval request.
-    Vote {
-        actor: Actor,
-        request_id: String,
-        approve: bool,
-        reply: ReplyTarget,
-        dedup_key: Option<String>,
-    },
+    Vote { actor: Actor, request_id: String, approve: bool, reply: ReplyTarget, dedup_key: Option<String> },
 }
 
 impl Event {
@@ -121,9 +100,7 @@ impl Event {
     }
     pub fn dedup_key(&self) -> Option<&str> {
         match self {
-            Event::Command { dedup_key, .. } | Event::Vote { dedup_key, .. } => {
-                dedup_key.as_deref()
-            }
+            Event::Command { dedup_key, .. } | Event::Vote { dedup_key, .. } => dedup_key.as_deref(),
         }
     }
 }
@@ -134,21 +111,10 @@ mod tests {
 
     #[test]
     fn identities_must_be_platform_qualified() {
-        for good in [
-            "slack:U024BE7LH",
-            "discord:80351110224678912",
-            "console:alice",
-        ] {
+        for good in ["slack:U024BE7LH", "discord:80351110224678912", "console:alice"] {
             assert!(Actor::parse(good).is_ok(), "{good}");
         }
-        for bad in [
-            "alice",
-            "irc:bob",
-            "slack:",
-            "slack:U 1",
-            "console:al<ice>",
-            "slack:U1;rm",
-        ] {
+        for bad in ["alice", "irc:bob", "slack:", "slack:U 1", "console:al<ice>", "slack:U1;rm"] {
             assert!(Actor::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Actor::parse("slack:U1").unwrap().platform(), "slack");

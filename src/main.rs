@@ -19,12 +19,7 @@ const EXIT_CONFIG: u8 = 64;
 )]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(
-        long,
-        global = true,
-        env = "OPSBOT_CONFIG",
-        default_value = "config/demo.toml"
-    )]
+    #[arg(long, global = true, env = "OPSBOT_CONFIG", default_value = "config/demo.toml")]
     config: PathBuf,
     /// Use this data directory instead of the configured one.
     #[arg(long, global = true, env = "OPSBOT_DATA_DIR")]
@@ -95,22 +90,17 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
-    let ago = opsbot::clock::parse_duration(text)
-        .map_err(|e| anyhow::anyhow!("--since: {e}; or give an RFC 3339 time"))?;
+    let ago =
+        opsbot::clock::parse_duration(text).map_err(|e| anyhow::anyhow!("--since: {e}; or give an RFC 3339 time"))?;
     Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Console { .. }) {
-        "warn"
-    } else {
-        "info"
-    };
+    let default_level = if matches!(cli.command, Command::Console { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG")
-                .unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG").unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -152,29 +142,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if opsbot::event::qualified_id(&format!("console:{channel}"), "channel").is_err() {
                 anyhow::bail!("--channel: use letters, digits, `-`, `_` or `.`");
             }
-            runtime.block_on(opsbot::app::console(
-                loaded,
-                opsbot::app::ConsoleOptions { actor, channel },
-            ))?;
+            runtime.block_on(opsbot::app::console(loaded, opsbot::app::ConsoleOptions { actor, channel }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => match command {
             AuditCommand::Verify => {
                 let intact = runtime.block_on(opsbot::admin::verify(&data_dir))?;
-                Ok(if intact {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
+                Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
-            AuditCommand::Export {
-                since,
-                service,
-                request,
-            } => {
+            AuditCommand::Export { since, service, request } => {
                 let since = since.as_deref().map(parse_since).transpose()?;
-                let request =
-                    request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
+                let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
                 runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
                 Ok(ExitCode::SUCCESS)
             }

@@ -55,23 +55,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
         let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StoreError::Locked {
-                    path: dir.display().to_string(),
-                }
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked { path: dir.display().to_string() }
             }
-            _ => StoreError::Open {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            },
+            _ => StoreError::Open { path: dir.display().to_string(), reason: e.to_string() },
         })?;
         Store::from_db(db)
     }
@@ -105,16 +95,10 @@ impl Store {
     /// Next request id, `r-1`, `r-2` … (never reused, also across restarts).
     pub fn next_request_id(&self) -> Result<String, StoreError> {
         let next = self.meta.update_and_fetch("request_counter", |old| {
-            let n = old
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
+            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             Some((n + 1).to_be_bytes().to_vec())
         })?;
-        let n = next
-            .and_then(|b| b.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(1);
+        let n = next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1);
         Ok(format!("r-{n}"))
     }
 
@@ -127,9 +111,9 @@ impl Store {
     pub fn get_pending(&self, id: &str) -> Result<Option<PendingRequest>, StoreError> {
         match self.pending.get(id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("request {id}: {e}"))),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt(format!("request {id}: {e}")))
+            }
         }
     }
 
@@ -158,8 +142,7 @@ impl Store {
         loop {
             let current = self.locks.get(&key)?;
             if let Some(bytes) = &current {
-                let held: RunLock = serde_json::from_slice(bytes)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let held: RunLock = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 if held.until > now && held.request_id != lock.request_id {
                     return Ok(Err(held));
                 }
@@ -176,12 +159,9 @@ impl Store {
     pub fn release_run_lock(&self, service: &str, request_id: &str) -> Result<(), StoreError> {
         let key = format!("run:{service}");
         if let Some(bytes) = self.locks.get(&key)? {
-            let held: RunLock =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let held: RunLock = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if held.request_id == request_id {
-                let _ = self
-                    .locks
-                    .compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
+                let _ = self.locks.compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
             }
         }
         Ok(())
@@ -193,8 +173,7 @@ impl Store {
         for item in self.locks.scan_prefix("run:") {
             let (key, bytes) = item?;
             let service = String::from_utf8_lossy(&key[4..]).to_string();
-            let lock: RunLock =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let lock: RunLock = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             out.push((service, lock));
         }
         Ok(out)
@@ -207,16 +186,11 @@ impl Store {
     }
 
     /// The `/lock` on `service`, if one is in force at `now`.
-    pub fn active_hold(
-        &self,
-        service: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Hold>, StoreError> {
+    pub fn active_hold(&self, service: &str, now: DateTime<Utc>) -> Result<Option<Hold>, StoreError> {
         match self.locks.get(format!("hold:{service}"))? {
             None => Ok(None),
             Some(bytes) => {
-                let hold: Hold = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let hold: Hold = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 Ok((hold.until > now).then_some(hold))
             }
         }
@@ -231,30 +205,17 @@ impl Store {
 
     /// Records `key` as seen until `until`; false if it was already seen and
     /// has not expired (a duplicate delivery).
-    pub fn first_delivery(
-        &self,
-        key: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    pub fn first_delivery(&self, key: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, StoreError> {
         let value = until.timestamp_millis().to_be_bytes();
         loop {
             let current = self.dedup.get(key)?;
             if let Some(bytes) = &current {
-                let expiry = bytes
-                    .as_ref()
-                    .try_into()
-                    .map(i64::from_be_bytes)
-                    .unwrap_or(i64::MAX);
+                let expiry = bytes.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
                 if expiry > now.timestamp_millis() {
                     return Ok(false);
                 }
             }
-            if self
-                .dedup
-                .compare_and_swap(key, current, Some(&value[..]))?
-                .is_ok()
-            {
+            if self.dedup.compare_and_swap(key, current, Some(&value[..]))?.is_ok() {
                 return Ok(true);
             }
         }
@@ -265,11 +226,7 @@ impl Store {
         let mut removed = 0;
         for item in self.dedup.iter() {
             let (key, bytes) = item?;
-            let expiry = bytes
-                .as_ref()
-                .try_into()
-                .map(i64::from_be_bytes)
-                .unwrap_or(i64::MAX);
+            let expiry = bytes.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
             if expiry <= now.timestamp_millis() {
                 self.dedup.remove(key)?;
                 removed += 1;

@@ -29,11 +29,7 @@ struct SimService {
 
 impl SimService {
     fn version(&self) -> &str {
-        self.revisions
-            .iter()
-            .find(|r| r.number == self.current)
-            .map(|r| r.version.as_str())
-            .unwrap_or("?")
+        self.revisions.iter().find(|r| r.number == self.current).map(|r| r.version.as_str()).unwrap_or("?")
     }
     fn next_revision(&self) -> u32 {
         self.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1
@@ -53,16 +49,11 @@ impl Simulated {
     pub fn new<'a>(services: impl IntoIterator<Item = &'a Service>) -> Simulated {
         let mut map = HashMap::new();
         for service in services {
-            let Backend::Simulated {
-                version, replicas, ..
-            } = &service.backend;
+            let Backend::Simulated { version, replicas, .. } = &service.backend;
             map.insert(
                 service.name.clone(),
                 SimService {
-                    revisions: vec![Revision {
-                        number: 1,
-                        version: version.clone(),
-                    }],
+                    revisions: vec![Revision { number: 1, version: version.clone() }],
                     current: 1,
                     replicas: *replicas,
                     ready: *replicas,
@@ -71,18 +62,12 @@ impl Simulated {
                 },
             );
         }
-        Simulated {
-            services: Mutex::new(map),
-        }
+        Simulated { services: Mutex::new(map) }
     }
 
     fn with<T>(&self, name: &str, f: impl FnOnce(&mut SimService) -> T) -> Result<T, ActionError> {
         let mut services = self.services.lock().expect("simulated cluster lock");
-        let service = services
-            .get_mut(name)
-            .ok_or_else(|| ActionError::NotFound {
-                service: name.to_string(),
-            })?;
+        let service = services.get_mut(name).ok_or_else(|| ActionError::NotFound { service: name.to_string() })?;
         Ok(f(service))
     }
 
@@ -98,15 +83,10 @@ impl Simulated {
         verb: &str,
         progress: &Progress,
     ) -> Result<u32, ActionError> {
-        let Backend::Simulated {
-            step,
-            crashing_versions,
-            ..
-        } = &service.backend;
+        let Backend::Simulated { step, crashing_versions, .. } = &service.backend;
         let name = &service.name;
-        let (total, from_version, new_revision) = self.with(name, |s| {
-            (s.replicas, s.version().to_string(), s.next_revision())
-        })?;
+        let (total, from_version, new_revision) =
+            self.with(name, |s| (s.replicas, s.version().to_string(), s.next_revision()))?;
         progress.report(format!("{TAG} {verb} of {name}: rolling {total} replica(s) from {from_version} to {to_version} (revision {new_revision})")).await;
         let crashes = crashing_versions.iter().any(|v| *v == to_version);
         for done in 1..=total.max(1) {
@@ -114,23 +94,14 @@ impl Simulated {
             if crashes {
                 let reason = format!("new pod on {to_version} is in CrashLoopBackOff (exit code 1, 3 restarts); {from_version} keeps serving");
                 self.with(name, |s| s.last_failure = Some(reason.clone()))?;
-                return Err(ActionError::Failed(format!(
-                    "{TAG} rollout of {name} to {to_version} failed: {reason}"
-                )));
+                return Err(ActionError::Failed(format!("{TAG} rollout of {name} to {to_version} failed: {reason}")));
             }
             if total > 0 {
-                progress
-                    .report(format!(
-                        "{TAG} {name}: {done}/{total} replicas updated to {to_version}"
-                    ))
-                    .await;
+                progress.report(format!("{TAG} {name}: {done}/{total} replicas updated to {to_version}")).await;
             }
         }
         self.with(name, |s| {
-            s.revisions.push(Revision {
-                number: new_revision,
-                version: to_version.clone(),
-            });
+            s.revisions.push(Revision { number: new_revision, version: to_version.clone() });
             s.current = new_revision;
             s.ready = s.replicas;
             s.last_failure = None;
@@ -150,34 +121,22 @@ impl Executor for Simulated {
             let name = &service.name;
             match action {
                 Action::Deploy { version } => {
-                    let revision = self
-                        .roll(service, version.clone(), "deploy", &progress)
-                        .await?;
-                    Ok(Outcome {
-                        summary: format!("{TAG} {name} now runs {version} (revision {revision})"),
-                    })
+                    let revision = self.roll(service, version.clone(), "deploy", &progress).await?;
+                    Ok(Outcome { summary: format!("{TAG} {name} now runs {version} (revision {revision})") })
                 }
                 Action::Rollback { revision } => {
                     let target = self.with(name, |s| match revision {
                         Some(n) => s.revisions.iter().find(|r| r.number == *n).cloned(),
-                        None => s
-                            .revisions
-                            .iter()
-                            .rev()
-                            .find(|r| r.number < s.current && r.version != s.version())
-                            .cloned(),
+                        None => {
+                            s.revisions.iter().rev().find(|r| r.number < s.current && r.version != s.version()).cloned()
+                        }
                     })?;
                     let Some(target) = target else {
-                        let what = revision
-                            .map(|n| format!("revision {n}"))
-                            .unwrap_or_else(|| "an earlier revision".into());
-                        return Err(ActionError::Failed(format!(
-                            "{TAG} {name} has no {what} to roll back to"
-                        )));
+                        let what =
+                            revision.map(|n| format!("revision {n}")).unwrap_or_else(|| "an earlier revision".into());
+                        return Err(ActionError::Failed(format!("{TAG} {name} has no {what} to roll back to")));
                     };
-                    let new = self
-                        .roll(service, target.version.clone(), "rollback", &progress)
-                        .await?;
+                    let new = self.roll(service, target.version.clone(), "rollback", &progress).await?;
                     Ok(Outcome {
                         summary: format!(
                             "{TAG} {name} rolled back to {} (revision {} restored as {new})",
@@ -189,46 +148,31 @@ impl Executor for Simulated {
                     let Backend::Simulated { step, .. } = &service.backend;
                     let total = self.with(name, |s| s.replicas)?;
                     progress
-                        .report(format!(
-                            "{TAG} restart of {name}: replacing {total} replica(s) one at a time"
-                        ))
+                        .report(format!("{TAG} restart of {name}: replacing {total} replica(s) one at a time"))
                         .await;
                     for done in 1..=total {
                         tokio::time::sleep(*step).await;
-                        progress
-                            .report(format!("{TAG} {name}: {done}/{total} replicas restarted"))
-                            .await;
+                        progress.report(format!("{TAG} {name}: {done}/{total} replicas restarted")).await;
                     }
                     self.with(name, |s| s.restarts += 1)?;
-                    Ok(Outcome {
-                        summary: format!("{TAG} {name} restarted ({total} replicas)"),
-                    })
+                    Ok(Outcome { summary: format!("{TAG} {name} restarted ({total} replicas)") })
                 }
                 Action::Scale { replicas } => {
                     if *replicas < service.min_replicas || *replicas > service.max_replicas {
                         return Err(ActionError::OutOfBounds {
                             what: format!("{replicas} replicas"),
-                            why: format!(
-                                "{name} allows {}..={}",
-                                service.min_replicas, service.max_replicas
-                            ),
+                            why: format!("{name} allows {}..={}", service.min_replicas, service.max_replicas),
                         });
                     }
                     let Backend::Simulated { step, .. } = &service.backend;
                     let from = self.with(name, |s| s.replicas)?;
-                    progress
-                        .report(format!(
-                            "{TAG} scaling {name} from {from} to {replicas} replicas"
-                        ))
-                        .await;
+                    progress.report(format!("{TAG} scaling {name} from {from} to {replicas} replicas")).await;
                     tokio::time::sleep(*step).await;
                     self.with(name, |s| {
                         s.replicas = *replicas;
                         s.ready = *replicas;
                     })?;
-                    Ok(Outcome {
-                        summary: format!("{TAG} {name} runs {replicas} replicas (was {from})"),
-                    })
+                    Ok(Outcome { summary: format!("{TAG} {name} runs {replicas} replicas (was {from})") })
                 }
             }
         })
@@ -252,11 +196,7 @@ impl Executor for Simulated {
                 }
                 out.push_str("\n  revisions:");
                 for r in s.revisions.iter().rev().take(5) {
-                    let mark = if r.number == s.current {
-                        " (current)"
-                    } else {
-                        ""
-                    };
+                    let mark = if r.number == s.current { " (current)" } else { "" };
                     out.push_str(&format!(" {} {}{mark};", r.number, r.version));
                 }
                 out

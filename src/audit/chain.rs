@@ -24,27 +24,12 @@ struct Body<'a> {
 
 /// Seals an entry: returns the record and the exact bytes to store.
 pub fn seal(seq: u64, ts: DateTime<Utc>, entry: AuditEntry, prev: &str) -> (AuditRecord, Vec<u8>) {
-    let body = serde_json::to_vec(&Body {
-        seq,
-        ts,
-        entry: &entry,
-        prev,
-    })
-    .expect("audit body serialises");
+    let body = serde_json::to_vec(&Body { seq, ts, entry: &entry, prev }).expect("audit body serialises");
     let hash = hex::encode(Sha256::digest(&body));
     let mut stored = Vec::with_capacity(64 + body.len());
     stored.extend_from_slice(hash.as_bytes());
     stored.extend_from_slice(&body);
-    (
-        AuditRecord {
-            seq,
-            ts,
-            entry,
-            prev: prev.to_string(),
-            hash,
-        },
-        stored,
-    )
+    (AuditRecord { seq, ts, entry, prev: prev.to_string(), hash }, stored)
 }
 
 /// Reads a stored value back, checking its own hash.
@@ -100,25 +85,22 @@ pub fn verify(
         if key != expected_seq {
             return Err(VerifyFailure {
                 seq: expected_seq,
-                problem: format!(
-                    "record {expected_seq} is missing (the next stored record is {key})"
-                ),
+                problem: format!("record {expected_seq} is missing (the next stored record is {key})"),
             });
         }
         let record = open(&value).map_err(|problem| VerifyFailure { seq: key, problem })?;
         if record.seq != key {
             return Err(VerifyFailure {
                 seq: key,
-                problem: format!(
-                    "slot {key} holds record {} (records were moved or swapped)",
-                    record.seq
-                ),
+                problem: format!("slot {key} holds record {} (records were moved or swapped)", record.seq),
             });
         }
         if record.prev != prev {
             return Err(VerifyFailure {
                 seq: key,
-                problem: "its `prev` hash does not match the record before it (a record before it was changed or removed)".into(),
+                problem:
+                    "its `prev` hash does not match the record before it (a record before it was changed or removed)"
+                        .into(),
             });
         }
         prev = record.hash;
@@ -129,14 +111,14 @@ pub fn verify(
         if head.seq != count || head.hash != prev {
             return Err(VerifyFailure {
                 seq: head.seq.max(count),
-                problem: format!("the chain ends at record {count} but the store's head says {} (records were removed from the end)", head.seq),
+                problem: format!(
+                    "the chain ends at record {count} but the store's head says {} (records were removed from the end)",
+                    head.seq
+                ),
             });
         }
     }
-    Ok(VerifySummary {
-        records: count,
-        head_hash: prev,
-    })
+    Ok(VerifySummary { records: count, head_hash: prev })
 }
 
 #[cfg(test)]

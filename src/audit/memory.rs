@@ -13,10 +13,7 @@ pub struct MemoryAuditLog {
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
-        Self {
-            records: Mutex::new(Vec::new()),
-            committed: broadcast::channel(1024).0,
-        }
+        Self { records: Mutex::new(Vec::new()), committed: broadcast::channel(1024).0 }
     }
 }
 
@@ -28,10 +25,7 @@ impl MemoryAuditLog {
 }
 
 impl AuditLog for MemoryAuditLog {
-    fn append_all(
-        &self,
-        entries: Vec<AuditEntry>,
-    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         let mut records = self.records.lock().expect("audit lock");
         let mut out = Vec::new();
         for entry in entries {
@@ -49,12 +43,7 @@ impl AuditLog for MemoryAuditLog {
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         let records = self.records.lock().expect("audit lock");
-        let mut out: Vec<AuditRecord> = records
-            .iter()
-            .map(|(r, _)| r)
-            .filter(|r| query.matches(r))
-            .cloned()
-            .collect();
+        let mut out: Vec<AuditRecord> = records.iter().map(|(r, _)| r).filter(|r| query.matches(r)).cloned().collect();
         if let Some(limit) = query.limit {
             let skip = out.len().saturating_sub(limit);
             out.drain(..skip);

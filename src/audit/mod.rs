@@ -81,10 +81,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn new(kind: RecordKind) -> Self {
-        Self {
-            kind,
-            ..Default::default()
-        }
+        Self { kind, ..Default::default() }
     }
     pub fn outcome(mut self, outcome: &str) -> Self {
         self.outcome = Some(outcome.to_string());
@@ -124,13 +121,8 @@ pub struct AuditQuery {
 
 impl AuditQuery {
     pub fn matches(&self, record: &AuditRecord) -> bool {
-        self.service
-            .as_ref()
-            .is_none_or(|s| record.entry.service.as_ref() == Some(s))
-            && self
-                .request_id
-                .as_ref()
-                .is_none_or(|r| record.entry.request_id.as_ref() == Some(r))
+        self.service.as_ref().is_none_or(|s| record.entry.service.as_ref() == Some(s))
+            && self.request_id.as_ref().is_none_or(|r| record.entry.request_id.as_ref() == Some(r))
             && self.since.is_none_or(|t| record.ts >= t)
             && self.after_seq.is_none_or(|n| record.seq > n)
     }
@@ -149,10 +141,7 @@ pub enum AuditError {
 /// The seam the core writes the trail through.
 pub trait AuditLog: Send + Sync {
     /// Appends records in order; resolves once they are durable.
-    fn append_all(
-        &self,
-        entries: Vec<AuditEntry>,
-    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
+    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
     /// Reads matching records, oldest first.
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
     /// Follow new records as they are committed.

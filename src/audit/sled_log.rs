@@ -46,31 +46,19 @@ fn record_key(seq: u64) -> [u8; 9] {
 
 /// Reads the head the writer last committed.
 pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
-    match tree
-        .get(HEAD_KEY)
-        .map_err(|e| AuditError::Store(e.to_string()))?
-    {
+    match tree.get(HEAD_KEY).map_err(|e| AuditError::Store(e.to_string()))? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| AuditError::Corrupt {
-                seq: 0,
-                problem: format!("the chain head is unreadable: {e}"),
-            }),
+            .map_err(|e| AuditError::Corrupt { seq: 0, problem: format!("the chain head is unreadable: {e}") }),
     }
 }
 
 /// Every stored record as (sequence number, stored bytes), in order.
-pub fn stored_records(
-    tree: &sled::Tree,
-) -> impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>> + '_ {
+pub fn stored_records(tree: &sled::Tree) -> impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>> + '_ {
     tree.scan_prefix([RECORD_PREFIX]).map(|item| {
         let (key, value) = item.map_err(|e| AuditError::Store(e.to_string()))?;
-        let seq = key
-            .get(1..9)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
+        let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
         Ok((seq, value.to_vec()))
     })
 }
@@ -78,15 +66,10 @@ pub fn stored_records(
 impl SledAuditLog {
     /// Opens the log in `db`'s `audit` tree and starts its writer thread.
     pub fn open(db: &sled::Db) -> Result<SledAuditLog, AuditError> {
-        let tree = db
-            .open_tree("audit")
-            .map_err(|e| AuditError::Store(e.to_string()))?;
+        let tree = db.open_tree("audit").map_err(|e| AuditError::Store(e.to_string()))?;
         let head = match read_head(&tree)? {
             Some(head) => head,
-            None => Head {
-                seq: 0,
-                hash: GENESIS.to_string(),
-            },
+            None => Head { seq: 0, hash: GENESIS.to_string() },
         };
         let (committed, _) = broadcast::channel(1024);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -97,12 +80,7 @@ impl SledAuditLog {
             .name("audit-writer".into())
             .spawn(move || run_writer(writer_db, writer_tree, head, rx, notify))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
-        Ok(SledAuditLog {
-            tree,
-            jobs: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-            committed,
-        })
+        Ok(SledAuditLog { tree, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), committed })
     }
 
     /// Stops taking appends and waits for everything queued to be committed.
@@ -121,10 +99,7 @@ impl SledAuditLog {
 
 /// Verifies the records in `tree`.
 pub fn verify_tree(tree: &sled::Tree) -> Result<chain::VerifySummary, chain::VerifyFailure> {
-    let head = read_head(tree).map_err(|e| chain::VerifyFailure {
-        seq: 0,
-        problem: e.to_string(),
-    })?;
+    let head = read_head(tree).map_err(|e| chain::VerifyFailure { seq: 0, problem: e.to_string() })?;
     let mut failure = None;
     let records = stored_records(tree).map_while(|r| match r {
         Ok(pair) => Some(pair),
@@ -135,10 +110,7 @@ pub fn verify_tree(tree: &sled::Tree) -> Result<chain::VerifySummary, chain::Ver
     });
     let result = chain::verify(records, head);
     if let Some(e) = failure {
-        return Err(chain::VerifyFailure {
-            seq: 0,
-            problem: e.to_string(),
-        });
+        return Err(chain::VerifyFailure { seq: 0, problem: e.to_string() });
     }
     result
 }
@@ -180,18 +152,12 @@ fn run_writer(
                 let seq = head.seq + 1;
                 let (record, stored) = chain::seal(seq, last_ts, entry.clone(), &head.hash);
                 batch.insert(&record_key(seq), stored);
-                head = Head {
-                    seq,
-                    hash: record.hash.clone(),
-                };
+                head = Head { seq, hash: record.hash.clone() };
                 records.push(record);
             }
             sealed.push(records);
         }
-        batch.insert(
-            HEAD_KEY,
-            serde_json::to_vec(&head).expect("head serialises"),
-        );
+        batch.insert(HEAD_KEY, serde_json::to_vec(&head).expect("head serialises"));
         let written = tree.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
         match written {
             Ok(()) => {
@@ -216,10 +182,7 @@ fn run_writer(
 }
 
 impl AuditLog for SledAuditLog {
-    fn append_all(
-        &self,
-        entries: Vec<AuditEntry>,
-    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         let (reply, done) = oneshot::channel();
         let sent = match self.jobs.lock().expect("audit lock").as_ref() {
             Some(jobs) => jobs.send(Job { entries, reply }).is_ok(),
@@ -241,13 +204,8 @@ impl AuditLog for SledAuditLog {
             if key.first() != Some(&RECORD_PREFIX) {
                 break;
             }
-            let seq = key
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let record =
-                chain::open(&value).map_err(|problem| AuditError::Corrupt { seq, problem })?;
+            let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let record = chain::open(&value).map_err(|problem| AuditError::Corrupt { seq, problem })?;
             if query.matches(&record) {
                 out.push(record);
             }

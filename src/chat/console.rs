@@ -17,25 +17,10 @@ pub struct ConsoleSink;
 
 fn card(view: &ApprovalView, updated: bool) -> String {
     let mut out = String::new();
-    let title = if updated {
-        "approval update"
-    } else {
-        "approval needed"
-    };
-    out.push_str(&format!(
-        "┌ {title} · {} · {}\n",
-        view.id,
-        view.state.to_uppercase()
-    ));
-    out.push_str(&format!(
-        "│ {} ({}) requested by {}\n",
-        view.action, view.environment, view.requester
-    ));
-    let freeze = view
-        .freeze
-        .as_ref()
-        .map(|f| format!(" — freeze `{f}` in force"))
-        .unwrap_or_default();
+    let title = if updated { "approval update" } else { "approval needed" };
+    out.push_str(&format!("┌ {title} · {} · {}\n", view.id, view.state.to_uppercase()));
+    out.push_str(&format!("│ {} ({}) requested by {}\n", view.action, view.environment, view.requester));
+    let freeze = view.freeze.as_ref().map(|f| format!(" — freeze `{f}` in force")).unwrap_or_default();
     out.push_str(&format!(
         "│ approvals {}/{} from {}{freeze}; expires {}\n",
         view.approvals_have,
@@ -45,10 +30,8 @@ fn card(view: &ApprovalView, updated: bool) -> String {
     ));
     match (&view.decided_by, view.state.as_str()) {
         (Some(by), state) => out.push_str(&format!("└ {state} by {by}")),
-        (None, "pending") => out.push_str(&format!(
-            "└ /approve {id} or /deny {id} (reacting +1 {id} / -1 {id} counts too)",
-            id = view.id
-        )),
+        (None, "pending") => out
+            .push_str(&format!("└ /approve {id} or /deny {id} (reacting +1 {id} / -1 {id} counts too)", id = view.id)),
         (None, state) => out.push_str(&format!("└ {state}")),
     }
     out
@@ -62,30 +45,16 @@ pub fn render(reply: &Reply) -> String {
         Reply::Approval(view) => card(view, false),
         Reply::ApprovalUpdate(view) => card(view, true),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
-        Reply::Outcome {
-            request_id,
-            success: true,
-            text,
-        } => format!("✅ {request_id}: {text}"),
-        Reply::Outcome {
-            request_id,
-            success: false,
-            text,
-        } => format!("❌ {request_id}: {text}"),
+        Reply::Outcome { request_id, success: true, text } => format!("✅ {request_id}: {text}"),
+        Reply::Outcome { request_id, success: false, text } => format!("❌ {request_id}: {text}"),
     }
 }
 
 impl ChatSink for ConsoleSink {
-    fn send<'a>(
-        &'a self,
-        _target: &'a ReplyTarget,
-        reply: Reply,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
+    fn send<'a>(&'a self, _target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         let line = render(&reply);
         let mut out = std::io::stdout().lock();
-        let result = writeln!(out, "{line}")
-            .and_then(|_| out.flush())
-            .map_err(|e| ChatError::Delivery(e.to_string()));
+        let result = writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| ChatError::Delivery(e.to_string()));
         Box::pin(async move { result })
     }
 }
@@ -95,6 +64,8 @@ impl ChatSink for ConsoleSink {
 pub enum Line {
     Nothing,
     Quit,
+    /// `/wait`: let running actions finish before reading on (for scripts).
+    Wait,
     SwitchIdentity(Actor),
     Event(Event),
     Problem(String),
@@ -110,13 +81,12 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
     if line == "/quit" || line == "/exit" {
         return Line::Quit;
     }
+    if line == "/wait" {
+        return Line::Wait;
+    }
     if let Some(who) = line.strip_prefix("/as ") {
         let who = who.trim();
-        let who = if who.contains(':') {
-            who.to_string()
-        } else {
-            format!("console:{who}")
-        };
+        let who = if who.contains(':') { who.to_string() } else { format!("console:{who}") };
         return match Actor::parse(&who) {
             Ok(a) if a.platform() == "console" => Line::SwitchIdentity(a),
             Ok(_) => Line::Problem("the console can only act as console: identities".into()),
@@ -132,39 +102,23 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
     };
     if let Some(approve) = approve {
         let (Some(id), None) = (words.next(), words.next()) else {
-            return Line::Problem(format!(
-                "react with `{first} <request id>`, like `{first} r-3`"
-            ));
+            return Line::Problem(format!("react with `{first} <request id>`, like `{first} r-3`"));
         };
         return match crate::command::parse::normalize_request_id(id) {
-            Some(request_id) => Line::Event(Event::Vote {
-                actor: actor.clone(),
-                request_id,
-                approve,
-                reply,
-                dedup_key: None,
-            }),
+            Some(request_id) => {
+                Line::Event(Event::Vote { actor: actor.clone(), request_id, approve, reply, dedup_key: None })
+            }
             None => Line::Problem(format!("`{id}` is not a request id; they look like r-3")),
         };
     }
-    Line::Event(Event::Command {
-        actor: actor.clone(),
-        text: line.to_string(),
-        reply,
-        dedup_key: None,
-    })
+    Line::Event(Event::Command { actor: actor.clone(), text: line.to_string(), reply, dedup_key: None })
 }
 
 /// Reads stdin until EOF or `/quit`, handing each line to the engine.
-pub async fn run(
-    engine: Arc<Engine>,
-    mut actor: Actor,
-    channel: String,
-    interactive: bool,
-) -> std::io::Result<()> {
+pub async fn run(engine: Arc<Engine>, mut actor: Actor, channel: String, interactive: bool) -> std::io::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     if interactive {
-        println!("opsbot console — you are {actor} in {channel}. Type /help, `/as console:NAME` to switch identity, /quit to leave.");
+        println!("opsbot console — you are {actor} in {channel}. Type /help; `/as console:NAME` switches identity, `+1 r-3` reacts, /wait waits for running actions, /quit leaves.");
     }
     loop {
         if interactive {
@@ -177,6 +131,7 @@ pub async fn run(
         match interpret(&line, &actor, &channel) {
             Line::Nothing => {}
             Line::Quit => break,
+            Line::Wait => engine.wait_idle().await,
             Line::SwitchIdentity(who) => {
                 actor = who;
                 println!("opsbot: you are now {actor}");

@@ -42,11 +42,7 @@ pub enum Reply {
     /// A milestone of a running action (platforms update one threaded message).
     Progress { request_id: String, text: String },
     /// How an action ended.
-    Outcome {
-        request_id: String,
-        success: bool,
-        text: String,
-    },
+    Outcome { request_id: String, success: bool, text: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +53,7 @@ pub enum ChatError {
 
 /// The seam the core replies through.
 pub trait ChatSink: Send + Sync {
-    fn send<'a>(
-        &'a self,
-        target: &'a ReplyTarget,
-        reply: Reply,
-    ) -> BoxFuture<'a, Result<(), ChatError>>;
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>>;
 }
 
 /// Keeps every reply, for tests.
@@ -72,25 +64,13 @@ pub struct RecordingSink {
 
 impl RecordingSink {
     pub fn replies(&self) -> Vec<Reply> {
-        self.sent
-            .lock()
-            .expect("sink lock")
-            .iter()
-            .map(|(_, r)| r.clone())
-            .collect()
+        self.sent.lock().expect("sink lock").iter().map(|(_, r)| r.clone()).collect()
     }
 }
 
 impl ChatSink for RecordingSink {
-    fn send<'a>(
-        &'a self,
-        target: &'a ReplyTarget,
-        reply: Reply,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
-        self.sent
-            .lock()
-            .expect("sink lock")
-            .push((target.clone(), reply));
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
+        self.sent.lock().expect("sink lock").push((target.clone(), reply));
         Box::pin(async { Ok(()) })
     }
 }

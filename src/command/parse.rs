@@ -80,9 +80,7 @@ mod opt_secs {
     use std::time::Duration;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(text) => crate::clock::parse_duration(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
+            Some(text) => crate::clock::parse_duration(&text).map(Some).map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }
@@ -113,14 +111,8 @@ impl Request {
     pub fn describe(&self) -> String {
         match self {
             Request::Deploy { service, version } => format!("deploy {service} {version}"),
-            Request::Rollback {
-                service,
-                revision: Some(r),
-            } => format!("rollback {service} to revision {r}"),
-            Request::Rollback {
-                service,
-                revision: None,
-            } => format!("rollback {service} to the previous revision"),
+            Request::Rollback { service, revision: Some(r) } => format!("rollback {service} to revision {r}"),
+            Request::Rollback { service, revision: None } => format!("rollback {service} to the previous revision"),
             Request::Restart { service } => format!("restart {service}"),
             Request::Scale { service, replicas } => {
                 format!("scale {service} to {replicas} replicas")
@@ -191,43 +183,18 @@ impl fmt::Display for ParseError {
                 hint(f, &suggestion.as_ref().map(|s| format!("/{s}")))?;
                 write!(f, " Type `/help` to list commands.")
             }
-            ParseError::MissingArgument {
-                usage,
-                argument,
-                expected,
-                ..
-            } => {
+            ParseError::MissingArgument { usage, argument, expected, .. } => {
                 write!(f, "Missing <{argument}> ({expected}). Usage: `{usage}`")
             }
-            ParseError::BadValue {
-                usage,
-                argument,
-                value,
-                problem,
-                suggestion,
-                ..
-            } => {
-                write!(
-                    f,
-                    "`{}` is not a valid <{argument}>: {problem}.",
-                    shorten(value)
-                )?;
+            ParseError::BadValue { usage, argument, value, problem, suggestion, .. } => {
+                write!(f, "`{}` is not a valid <{argument}>: {problem}.", shorten(value))?;
                 hint(f, suggestion)?;
                 write!(f, " Usage: `{usage}`")
             }
             ParseError::TooManyArguments { usage, extra, .. } => {
-                write!(
-                    f,
-                    "Unexpected `{}`. Usage: `{usage}` (quote text that has spaces)",
-                    shorten(extra)
-                )
+                write!(f, "Unexpected `{}`. Usage: `{usage}` (quote text that has spaces)", shorten(extra))
             }
-            ParseError::UnknownFlag {
-                usage,
-                flag,
-                suggestion,
-                ..
-            } => {
+            ParseError::UnknownFlag { usage, flag, suggestion, .. } => {
                 write!(f, "Unknown option `--{}`.", shorten(flag))?;
                 hint(f, &suggestion.as_ref().map(|s| format!("--{s}")))?;
                 write!(f, " Usage: `{usage}`")
@@ -244,10 +211,7 @@ impl std::error::Error for ParseError {}
 /// Echoing user text back: cut it short and strip backticks so it cannot break
 /// out of the code span it is shown in.
 fn shorten(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|c| *c != '`' && !c.is_control())
-        .collect();
+    let clean: String = text.chars().filter(|c| *c != '`' && !c.is_control()).collect();
     if clean.chars().count() > 40 {
         format!("{}…", clean.chars().take(40).collect::<String>())
     } else {
@@ -302,11 +266,7 @@ enum Value {
 
 /// Parses one line: `/deploy api-service v1.4.2` (the slash is optional, so
 /// mentions like `@opsbot status api-service` use the same grammar).
-pub fn parse(
-    registry: &Registry,
-    services: &[String],
-    text: &str,
-) -> Result<ParsedCommand, ParseError> {
+pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<ParsedCommand, ParseError> {
     let tokens = tokenize(text)?;
     let Some((first, rest)) = tokens.split_first() else {
         return Err(ParseError::Empty);
@@ -314,27 +274,18 @@ pub fn parse(
     let typed = first.strip_prefix('/').unwrap_or(first).to_lowercase();
     let spec = registry
         .find(&typed)
-        .ok_or_else(|| ParseError::UnknownCommand {
-            suggestion: registry.suggest(&typed),
-            typed: typed.clone(),
-        })?;
+        .ok_or_else(|| ParseError::UnknownCommand { suggestion: registry.suggest(&typed), typed: typed.clone() })?;
     let (positional, flags) = split_flags(spec, rest)?;
     let values = bind_positional(spec, services, registry, &positional)?;
     build(spec, values, flags)
 }
 
-fn split_flags(
-    spec: &CommandSpec,
-    tokens: &[String],
-) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
+fn split_flags(spec: &CommandSpec, tokens: &[String]) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
     let mut positional = Vec::new();
     let mut flags = BTreeMap::new();
     let mut iter = tokens.iter();
     while let Some(token) = iter.next() {
-        let Some(body) = token
-            .strip_prefix("--")
-            .filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()))
-        else {
+        let Some(body) = token.strip_prefix("--").filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic())) else {
             positional.push(token.clone());
             continue;
         };
@@ -389,17 +340,17 @@ fn bind_positional(
             for later in after.iter().rev() {
                 let can_take = end > index + 1 || (end > index && !arg.required);
                 if can_take {
-                    if let Ok(v) = check_value(
-                        spec,
-                        &later.name,
-                        &later.kind,
-                        &tokens[end - 1],
-                        services,
-                        registry,
-                    ) {
-                        trailing.push((later.name.clone(), v));
-                        end -= 1;
-                        continue;
+                    let token = &tokens[end - 1];
+                    match check_value(spec, &later.name, &later.kind, token, services, registry) {
+                        Ok(v) => {
+                            trailing.push((later.name.clone(), v));
+                            end -= 1;
+                            continue;
+                        }
+                        // `/lock svc reason 400d`: clearly meant as the TTL, so
+                        // say what is wrong rather than fold it into the text.
+                        Err(e) if looks_like(&later.kind, token) => return Err(e),
+                        Err(_) => {}
                     }
                 }
                 if later.required {
@@ -413,13 +364,7 @@ fn bind_positional(
                 }
             } else {
                 if text.chars().count() > *max_len {
-                    return Err(bad(
-                        spec,
-                        &arg.name,
-                        &text,
-                        format!("longer than {max_len} characters"),
-                        None,
-                    ));
+                    return Err(bad(spec, &arg.name, &text, format!("longer than {max_len} characters"), None));
                 }
                 values.insert(arg.name.clone(), Value::Str(text));
             }
@@ -438,15 +383,7 @@ fn bind_positional(
                     Err(_)
                         if !arg.required
                             && spec.args[position + 1..].iter().any(|later| {
-                                check_value(
-                                    spec,
-                                    &later.name,
-                                    &later.kind,
-                                    token,
-                                    services,
-                                    registry,
-                                )
-                                .is_ok()
+                                check_value(spec, &later.name, &later.kind, token, services, registry).is_ok()
                             }) => {}
                     Err(e) => return Err(e),
                 }
@@ -465,6 +402,21 @@ fn bind_positional(
     Ok(values)
 }
 
+/// Whether `token` has the shape of `kind` even if its value is refused.
+fn looks_like(kind: &ArgKind, token: &str) -> bool {
+    let digits = token.trim_start_matches('-');
+    let starts_numeric = digits.starts_with(|c: char| c.is_ascii_digit());
+    match kind {
+        ArgKind::Integer { .. } => starts_numeric && digits.chars().all(|c| c.is_ascii_digit()),
+        ArgKind::Duration { .. } => {
+            starts_numeric
+                && token.chars().all(|c| c.is_ascii_alphanumeric())
+                && token.ends_with(|c: char| c.is_ascii_alphabetic())
+        }
+        _ => false,
+    }
+}
+
 fn missing(spec: &CommandSpec, arg: &super::spec::ArgSpec) -> ParseError {
     ParseError::MissingArgument {
         command: spec.name.clone(),
@@ -474,13 +426,7 @@ fn missing(spec: &CommandSpec, arg: &super::spec::ArgSpec) -> ParseError {
     }
 }
 
-fn bad(
-    spec: &CommandSpec,
-    argument: &str,
-    value: &str,
-    problem: String,
-    suggestion: Option<String>,
-) -> ParseError {
+fn bad(spec: &CommandSpec, argument: &str, value: &str, problem: String, suggestion: Option<String>) -> ParseError {
     ParseError::BadValue {
         command: spec.name.clone(),
         usage: spec.usage.clone(),
@@ -507,9 +453,7 @@ fn check_value(
     services: &[String],
     registry: &Registry,
 ) -> Result<Value, ParseError> {
-    let fail = |problem: String, suggestion: Option<String>| {
-        Err(bad(spec, name, token, problem, suggestion))
-    };
+    let fail = |problem: String, suggestion: Option<String>| Err(bad(spec, name, token, problem, suggestion));
     match kind {
         ArgKind::Service => {
             if services.iter().any(|s| s == token) {
@@ -544,10 +488,7 @@ fn check_value(
             };
             if let Some(limit) = max.as_deref().and_then(|m| parse_duration(m).ok()) {
                 if d > limit {
-                    return fail(
-                        format!("at most {}", crate::clock::format_duration(limit)),
-                        None,
-                    );
+                    return fail(format!("at most {}", crate::clock::format_duration(limit)), None);
                 }
             }
             Ok(Value::Duration(d))
@@ -585,10 +526,7 @@ fn check_value(
 
 /// `r-12`, `R-12` and `12` all name request `r-12`.
 pub fn normalize_request_id(token: &str) -> Option<String> {
-    let digits = token
-        .strip_prefix("r-")
-        .or_else(|| token.strip_prefix("R-"))
-        .unwrap_or(token);
+    let digits = token.strip_prefix("r-").or_else(|| token.strip_prefix("R-")).unwrap_or(token);
     let n: u64 = digits.parse().ok()?;
     (n > 0 && digits.len() <= 18).then(|| format!("r-{n}"))
 }
@@ -621,17 +559,9 @@ fn build(
     };
     let need = |v: Option<String>| v.unwrap_or_default();
     let request = match spec.action {
-        ActionKind::Deploy => Request::Deploy {
-            service: need(service),
-            version: need(version),
-        },
-        ActionKind::Rollback => Request::Rollback {
-            service: need(service),
-            revision: to_u32(int("revision")),
-        },
-        ActionKind::Restart => Request::Restart {
-            service: need(service),
-        },
+        ActionKind::Deploy => Request::Deploy { service: need(service), version: need(version) },
+        ActionKind::Rollback => Request::Rollback { service: need(service), revision: to_u32(int("revision")) },
+        ActionKind::Restart => Request::Restart { service: need(service) },
         ActionKind::Scale => {
             let Some(replicas) = to_u32(int("replicas")) else {
                 return Err(bad(
@@ -642,33 +572,14 @@ fn build(
                     None,
                 ));
             };
-            Request::Scale {
-                service: need(service),
-                replicas,
-            }
+            Request::Scale { service: need(service), replicas }
         }
-        ActionKind::Status => Request::Status {
-            service: need(service),
-        },
-        ActionKind::Lock => Request::Lock {
-            service: need(service),
-            reason: need(reason),
-            ttl,
-        },
-        ActionKind::Unlock => Request::Unlock {
-            service: need(service),
-        },
-        ActionKind::Approve => Request::Approve {
-            request: need(request_id),
-        },
-        ActionKind::Deny => Request::Deny {
-            request: need(request_id),
-            reason,
-        },
-        ActionKind::Audit => Request::Audit {
-            service,
-            limit: to_u32(int("limit")),
-        },
+        ActionKind::Status => Request::Status { service: need(service) },
+        ActionKind::Lock => Request::Lock { service: need(service), reason: need(reason), ttl },
+        ActionKind::Unlock => Request::Unlock { service: need(service) },
+        ActionKind::Approve => Request::Approve { request: need(request_id) },
+        ActionKind::Deny => Request::Deny { request: need(request_id), reason },
+        ActionKind::Audit => Request::Audit { service, limit: to_u32(int("limit")) },
         ActionKind::Help => Request::Help { command },
     };
     Ok(ParsedCommand {

@@ -40,12 +40,9 @@ impl Registry {
         for path in paths {
             match std::fs::read_to_string(&path) {
                 Ok(text) => files.push((path, text)),
-                Err(e) => problems.push(Problem::new(
-                    &path,
-                    "",
-                    format!("cannot read: {e}"),
-                    "check the file's permissions",
-                )),
+                Err(e) => {
+                    problems.push(Problem::new(&path, "", format!("cannot read: {e}"), "check the file's permissions"))
+                }
             }
         }
         match Registry::from_sources(files.iter().map(|(p, t)| (p.as_path(), t.as_str()))) {
@@ -59,9 +56,7 @@ impl Registry {
     }
 
     /// Builds a registry from (file name, TOML text) pairs.
-    pub fn from_sources<'a>(
-        sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
-    ) -> Result<Registry, Vec<Problem>> {
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Registry, Vec<Problem>> {
         let mut registry = Registry::default();
         let mut problems = Vec::new();
         let mut owner: BTreeMap<String, String> = BTreeMap::new();
@@ -69,12 +64,7 @@ impl Registry {
             let spec: CommandSpec = match toml::from_str(text) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    problems.push(Problem::new(
-                        path,
-                        "",
-                        e.message().to_string(),
-                        toml_hint(&e, text),
-                    ));
+                    problems.push(Problem::new(path, "", e.message().to_string(), toml_hint(&e, text)));
                     continue;
                 }
             };
@@ -120,11 +110,7 @@ impl Registry {
     }
 
     pub fn suggest(&self, typed: &str) -> Option<String> {
-        let names = self
-            .commands
-            .keys()
-            .chain(self.aliases.keys())
-            .map(String::as_str);
+        let names = self.commands.keys().chain(self.aliases.keys()).map(String::as_str);
         closest(typed, names).map(|n| self.find(&n).map(|s| s.name.clone()).unwrap_or(n))
     }
 
@@ -134,11 +120,7 @@ impl Registry {
 
     /// Every policy key some command uses; config rules are checked against it.
     pub fn policy_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .commands
-            .values()
-            .map(|c| c.policy_key().to_string())
-            .collect();
+        let mut keys: Vec<String> = self.commands.values().map(|c| c.policy_key().to_string()).collect();
         keys.sort();
         keys.dedup();
         keys
@@ -164,11 +146,7 @@ impl Registry {
         for arg in &spec.args {
             let optional = if arg.required { "" } else { " (optional)" };
             let help = arg.help.as_deref().unwrap_or("");
-            out.push_str(&format!(
-                "  <{}>{optional}: {}. {help}\n",
-                arg.name,
-                arg.kind.describe()
-            ));
+            out.push_str(&format!("  <{}>{optional}: {}. {help}\n", arg.name, arg.kind.describe()));
         }
         for flag in &spec.flags {
             out.push_str(&format!(
@@ -181,11 +159,7 @@ impl Registry {
         if !spec.aliases.is_empty() {
             out.push_str(&format!(
                 "Aliases: {}\n",
-                spec.aliases
-                    .iter()
-                    .map(|a| format!("/{a}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                spec.aliases.iter().map(|a| format!("/{a}")).collect::<Vec<_>>().join(", ")
             ));
         }
         if !spec.examples.is_empty() {
@@ -216,12 +190,8 @@ fn is_word(name: &str) -> bool {
 }
 
 fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
-    let mut report = |key: &str, message: String, hint: &str| {
-        problems.push(Problem::new(path, key, message, hint))
-    };
-    for (key, name) in
-        std::iter::once(("name", &spec.name)).chain(spec.aliases.iter().map(|a| ("aliases", a)))
-    {
+    let mut report = |key: &str, message: String, hint: &str| problems.push(Problem::new(path, key, message, hint));
+    for (key, name) in std::iter::once(("name", &spec.name)).chain(spec.aliases.iter().map(|a| ("aliases", a))) {
         if !is_word(name) {
             report(
                 key,
@@ -243,11 +213,7 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
             format!(
                 "action `{:?}` {} infrastructure",
                 spec.action,
-                if spec.action.mutates_infrastructure() {
-                    "changes"
-                } else {
-                    "does not change"
-                }
+                if spec.action.mutates_infrastructure() { "changes" } else { "does not change" }
             ),
             &format!("set mutates = {}", spec.action.mutates_infrastructure()),
         );
@@ -257,11 +223,7 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
     for (i, arg) in spec.args.iter().enumerate() {
         let key = format!("args[{i}]");
         if spec.args[..i].iter().any(|a| a.name == arg.name) {
-            report(
-                &key,
-                format!("argument `{}` is declared twice", arg.name),
-                "give each argument one entry",
-            );
+            report(&key, format!("argument `{}` is declared twice", arg.name), "give each argument one entry");
         }
         if arg.required && seen_optional && !matches!(arg.kind, ArgKind::Text { .. }) {
             report(
@@ -275,65 +237,36 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
             text_args += 1;
         }
         if arg.kind == ArgKind::Switch {
-            report(
-                &key,
-                "a switch is only valid as a flag".into(),
-                "move it to [[flags]]",
-            );
+            report(&key, "a switch is only valid as a flag".into(), "move it to [[flags]]");
         }
         check_kind(&arg.kind, &key, &mut report);
-        if !spec
-            .action
-            .needed_args()
-            .iter()
-            .any(|(name, _, _)| *name == arg.name)
-        {
-            let names: Vec<&str> = spec
-                .action
-                .needed_args()
-                .iter()
-                .map(|(n, _, _)| *n)
-                .collect();
+        if !spec.action.needed_args().iter().any(|(name, _, _)| *name == arg.name) {
+            let names: Vec<&str> = spec.action.needed_args().iter().map(|(n, _, _)| *n).collect();
             report(
                 &key,
-                format!(
-                    "action `{:?}` does not read an argument named `{}`",
-                    spec.action, arg.name
-                ),
+                format!("action `{:?}` does not read an argument named `{}`", spec.action, arg.name),
                 &format!("use the names it reads: {}", names.join(", ")),
             );
         }
     }
     if text_args > 1 {
-        report(
-            "args",
-            "more than one text argument".into(),
-            "a command can have one free-text argument",
-        );
+        report("args", "more than one text argument".into(), "a command can have one free-text argument");
     }
     for (name, kind_ok, required) in spec.action.needed_args() {
         match spec.args.iter().find(|a| a.name == *name) {
             None if *required => report(
                 "args",
-                format!(
-                    "action `{:?}` needs an argument named `{name}`",
-                    spec.action
-                ),
+                format!("action `{:?}` needs an argument named `{name}`", spec.action),
                 "add it under [[args]]",
             ),
             Some(arg) if !kind_ok(&arg.kind) => report(
                 "args",
-                format!(
-                    "argument `{name}` has the wrong type for action `{:?}`",
-                    spec.action
-                ),
+                format!("argument `{name}` has the wrong type for action `{:?}`", spec.action),
                 "see the README's command-file reference",
             ),
-            Some(arg) if *required && !arg.required => report(
-                "args",
-                format!("argument `{name}` must be required"),
-                "drop `required = false`",
-            ),
+            Some(arg) if *required && !arg.required => {
+                report("args", format!("argument `{name}` must be required"), "drop `required = false`")
+            }
             _ => {}
         }
     }
@@ -346,32 +279,21 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
                 "the only flag opsbot understands is `emergency` (type text)",
             );
         } else if !matches!(flag.kind, ArgKind::Text { .. }) {
-            report(
-                &key,
-                "`emergency` must be of type text (its value is the reason)".into(),
-                "set type = \"text\"",
-            );
+            report(&key, "`emergency` must be of type text (its value is the reason)".into(), "set type = \"text\"");
         } else if !spec.mutates {
-            report(
-                &key,
-                "`emergency` only makes sense on a mutating command".into(),
-                "remove the flag",
-            );
+            report(&key, "`emergency` only makes sense on a mutating command".into(), "remove the flag");
         }
     }
 }
 
 fn check_kind(kind: &ArgKind, key: &str, report: &mut impl FnMut(&str, String, &str)) {
     match kind {
-        ArgKind::Integer {
-            min: Some(a),
-            max: Some(b),
-        } if a > b => report(key, format!("min {a} is above max {b}"), "swap them"),
-        ArgKind::Choice { values } if values.is_empty() => report(
-            key,
-            "a choice needs values".into(),
-            "list the allowed words in values = [..]",
-        ),
+        ArgKind::Integer { min: Some(a), max: Some(b) } if a > b => {
+            report(key, format!("min {a} is above max {b}"), "swap them")
+        }
+        ArgKind::Choice { values } if values.is_empty() => {
+            report(key, "a choice needs values".into(), "list the allowed words in values = [..]")
+        }
         ArgKind::Duration { max: Some(m) } => {
             if let Err(e) = crate::clock::parse_duration(m) {
                 report(key, e, "write max like 24h");

@@ -83,12 +83,7 @@ impl TryFrom<RawArg> for ArgSpec {
     fn try_from(raw: RawArg) -> Result<Self, String> {
         let required = raw.required.unwrap_or(true);
         let (name, help) = (raw.name.clone(), raw.help.clone());
-        Ok(ArgSpec {
-            name,
-            help,
-            required,
-            kind: raw.into_kind()?,
-        })
+        Ok(ArgSpec { name, help, required, kind: raw.into_kind()? })
     }
 }
 
@@ -96,29 +91,18 @@ impl TryFrom<RawArg> for FlagSpec {
     type Error = String;
     fn try_from(raw: RawArg) -> Result<Self, String> {
         if raw.required.is_some() {
-            return Err(format!(
-                "flag `{}`: flags are always optional; drop `required`",
-                raw.name
-            ));
+            return Err(format!("flag `{}`: flags are always optional; drop `required`", raw.name));
         }
         let (name, help) = (raw.name.clone(), raw.help.clone());
-        Ok(FlagSpec {
-            name,
-            help,
-            kind: raw.into_kind()?,
-        })
+        Ok(FlagSpec { name, help, kind: raw.into_kind()? })
     }
 }
 
 impl RawArg {
     fn into_kind(self) -> Result<ArgKind, String> {
         let name = &self.name;
-        let refuse = |option: &str| {
-            Err(format!(
-                "argument `{name}`: `{option}` does not apply to type `{}`",
-                self.kind
-            ))
-        };
+        let refuse =
+            |option: &str| Err(format!("argument `{name}`: `{option}` does not apply to type `{}`", self.kind));
         let kind = match self.kind.as_str() {
             "service" => ArgKind::Service,
             "version" => ArgKind::Version,
@@ -152,8 +136,7 @@ impl RawArg {
         if self.min.is_some() && !matches!(kind, ArgKind::Integer { .. }) {
             return refuse("min");
         }
-        if self.max.is_some() && !matches!(kind, ArgKind::Integer { .. } | ArgKind::Duration { .. })
-        {
+        if self.max.is_some() && !matches!(kind, ArgKind::Integer { .. } | ArgKind::Duration { .. }) {
             return refuse("max");
         }
         if self.values.is_some() && !matches!(kind, ArgKind::Choice { .. }) {
@@ -260,15 +243,9 @@ impl ActionKind {
         match self {
             ActionKind::Deploy => &[("service", service, true), ("version", version, true)],
             ActionKind::Rollback => &[("service", service, true), ("revision", integer, false)],
-            ActionKind::Restart | ActionKind::Status | ActionKind::Unlock => {
-                &[("service", service, true)]
-            }
+            ActionKind::Restart | ActionKind::Status | ActionKind::Unlock => &[("service", service, true)],
             ActionKind::Scale => &[("service", service, true), ("replicas", integer, true)],
-            ActionKind::Lock => &[
-                ("service", service, true),
-                ("reason", text, true),
-                ("ttl", duration, false),
-            ],
+            ActionKind::Lock => &[("service", service, true), ("reason", text, true), ("ttl", duration, false)],
             ActionKind::Approve => &[("request", request, true)],
             ActionKind::Deny => &[("request", request, true), ("reason", text, false)],
             ActionKind::Audit => &[("service", service, false), ("limit", integer, false)],
@@ -279,9 +256,6 @@ impl ActionKind {
     /// Whether this action changes infrastructure. A command file cannot make a
     /// mutating action look read-only (the registry checks `mutates` against this).
     pub fn mutates_infrastructure(self) -> bool {
-        matches!(
-            self,
-            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale
-        )
+        matches!(self, ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale)
     }
 }

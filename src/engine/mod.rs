@@ -39,9 +39,7 @@ pub struct Executors {
 
 impl Executors {
     pub fn from_config(config: &Config) -> Executors {
-        Executors {
-            simulated: Arc::new(Simulated::new(config.services.values())),
-        }
+        Executors { simulated: Arc::new(Simulated::new(config.services.values())) }
     }
     pub fn for_service(&self, service: &Service) -> &dyn Executor {
         match service.backend {
@@ -127,16 +125,10 @@ impl Engine {
             }
         }
         let result = match event {
-            Event::Command {
-                actor, text, reply, ..
-            } => self.on_command(&actor, &text, &reply).await,
-            Event::Vote {
-                actor,
-                request_id,
-                approve,
-                reply,
-                ..
-            } => self.vote(&actor, &request_id, approve, None, &reply).await,
+            Event::Command { actor, text, reply, .. } => self.on_command(&actor, &text, &reply).await,
+            Event::Vote { actor, request_id, approve, reply, .. } => {
+                self.vote(&actor, &request_id, approve, None, &reply).await
+            }
         };
         if let Err(error) = result {
             self.reply_error(&actor, &reply, error).await;
@@ -150,14 +142,7 @@ impl Engine {
         } else {
             tracing::debug!(error = %error, actor = %actor, "request refused");
         }
-        self.say(
-            reply,
-            Reply::Private {
-                to: actor.clone(),
-                text: error.user_message(),
-            },
-        )
-        .await;
+        self.say(reply, Reply::Private { to: actor.clone(), text: error.user_message() }).await;
     }
 
     /// Sends a reply; a delivery failure is logged, never fatal to the action.
@@ -167,19 +152,11 @@ impl Engine {
         }
     }
 
-    async fn on_command(
-        self: &Arc<Self>,
-        actor: &Actor,
-        text: &str,
-        reply: &ReplyTarget,
-    ) -> Result<()> {
+    async fn on_command(self: &Arc<Self>, actor: &Actor, text: &str, reply: &ReplyTarget) -> Result<()> {
         let parsed = command::parse(&self.registry, &self.service_names, text)?;
         match &parsed.request {
             Request::Approve { request } => self.vote(actor, request, true, None, reply).await,
-            Request::Deny { request, reason } => {
-                self.vote(actor, request, false, reason.clone(), reply)
-                    .await
-            }
+            Request::Deny { request, reason } => self.vote(actor, request, false, reason.clone(), reply).await,
             _ => self.on_request(actor, parsed, reply).await,
         }
     }
@@ -241,12 +218,7 @@ impl Engine {
         }
     }
 
-    async fn on_request(
-        self: &Arc<Self>,
-        actor: &Actor,
-        parsed: ParsedCommand,
-        reply: &ReplyTarget,
-    ) -> Result<()> {
+    async fn on_request(self: &Arc<Self>, actor: &Actor, parsed: ParsedCommand, reply: &ReplyTarget) -> Result<()> {
         if let Request::Help { command } = &parsed.request {
             // Help reveals nothing but the command files; still deny unknown users.
             if let Decision::Deny(reason) = self.decide(actor, &parsed, &reply.channel, None)? {
@@ -259,53 +231,33 @@ impl Engine {
             self.say(reply, Reply::Text(text)).await;
             return Ok(());
         }
+        self.check_bounds(&parsed)?;
         let decision = self.decide(actor, &parsed, &reply.channel, parsed.emergency.as_deref())?;
-        let needs_id = parsed.mutates
-            || matches!(
-                parsed.request,
-                Request::Lock { .. } | Request::Unlock { .. }
-            );
-        let id = if needs_id {
-            Some(self.store.next_request_id()?)
-        } else {
-            None
-        };
+        let needs_id = parsed.mutates || matches!(parsed.request, Request::Lock { .. } | Request::Unlock { .. });
+        let id = if needs_id { Some(self.store.next_request_id()?) } else { None };
         let (outcome, detail) = match &decision {
             Decision::Deny(reason) => ("denied", reason.clone()),
             Decision::Allow => ("allowed", String::new()),
-            Decision::BreakGlass { reason } => {
-                ("break_glass", format!("BREAK-GLASS by {actor}: {reason}"))
+            Decision::BreakGlass { reason } => ("break_glass", format!("BREAK-GLASS by {actor}: {reason}")),
+            Decision::NeedsApproval(need) => {
+                ("pending", format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", ")))
             }
-            Decision::NeedsApproval(need) => (
-                "pending",
-                format!(
-                    "needs {} approval(s) from {}",
-                    need.approvals,
-                    need.approver_groups.join(", ")
-                ),
-            ),
         };
         let request_record = self.entry(RecordKind::Request, id.as_deref(), actor, &parsed, reply);
-        let decision_record = AuditEntry {
-            args: None,
-            ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply)
-        }
-        .outcome(outcome)
-        .detail(detail);
+        let decision_record =
+            AuditEntry { args: None, ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply) }
+                .outcome(outcome)
+                .detail(detail);
         match decision {
             Decision::Deny(reason) => {
-                self.audit
-                    .append_all(vec![request_record, decision_record])
-                    .await?;
+                self.audit.append_all(vec![request_record, decision_record]).await?;
                 Err(Error::Denied(reason))
             }
             Decision::NeedsApproval(need) => {
                 let id = id.expect("mutating requests have ids");
                 let pending = self.open_request(&id, actor, &parsed, reply, need)?;
                 self.store.put_pending(&pending)?;
-                self.audit
-                    .append_all(vec![request_record, decision_record])
-                    .await?;
+                self.audit.append_all(vec![request_record, decision_record]).await?;
                 let view = votes::view(&pending, 0);
                 let groups = pending.approver_groups.join(", ");
                 self.say(
@@ -321,12 +273,25 @@ impl Engine {
                 Ok(())
             }
             Decision::Allow | Decision::BreakGlass { .. } => {
-                self.audit
-                    .append_all(vec![request_record, decision_record])
-                    .await?;
+                self.audit.append_all(vec![request_record, decision_record]).await?;
                 self.run_allowed(actor, parsed, id, reply).await
             }
         }
+    }
+
+    /// Limits the configuration sets per service, checked before anything is
+    /// asked or recorded.
+    fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
+        if let Request::Scale { service, replicas } = &parsed.request {
+            let s = &self.config.services[service];
+            if *replicas < s.min_replicas || *replicas > s.max_replicas {
+                return Err(Error::Invalid(format!(
+                    "{service} allows {} to {} replicas; {replicas} is outside that",
+                    s.min_replicas, s.max_replicas
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Commands the policy allowed to run now.
@@ -348,26 +313,12 @@ impl Engine {
                 let text = self.audit_text(service.as_deref(), limit.unwrap_or(10) as usize)?;
                 self.say(reply, Reply::Text(text)).await;
             }
-            Request::Lock {
-                service,
-                reason,
-                ttl,
-            } => {
+            Request::Lock { service, reason, ttl } => {
                 let ttl = ttl.unwrap_or(self.config.lock_ttl);
-                let until =
-                    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-                self.store.set_hold(
-                    service,
-                    &Hold {
-                        by: actor.clone(),
-                        reason: reason.clone(),
-                        until,
-                    },
-                )?;
-                let text = format!(
-                    "🔒 {service} locked by {actor} until {}: {reason}",
-                    until.format("%Y-%m-%d %H:%M UTC")
-                );
+                let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+                self.store.set_hold(service, &Hold { by: actor.clone(), reason: reason.clone(), until })?;
+                let text =
+                    format!("🔒 {service} locked by {actor} until {}: {reason}", until.format("%Y-%m-%d %H:%M UTC"));
                 let record = self
                     .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
                     .outcome("locked")
@@ -377,10 +328,9 @@ impl Engine {
             }
             Request::Unlock { service } => {
                 let text = match self.store.remove_hold(service)? {
-                    Some(hold) => format!(
-                        "🔓 {service} unlocked by {actor} (was locked by {}: {})",
-                        hold.by, hold.reason
-                    ),
+                    Some(hold) => {
+                        format!("🔓 {service} unlocked by {actor} (was locked by {}: {})", hold.by, hold.reason)
+                    }
                     None => format!("{service} was not locked"),
                 };
                 let record = self
@@ -390,21 +340,10 @@ impl Engine {
                 self.audit.append(record).await?;
                 self.say(reply, Reply::Text(text)).await;
             }
-            Request::Deploy { .. }
-            | Request::Rollback { .. }
-            | Request::Restart { .. }
-            | Request::Scale { .. } => {
+            Request::Deploy { .. } | Request::Rollback { .. } | Request::Restart { .. } | Request::Scale { .. } => {
                 let id = id.expect("mutating requests have ids");
                 let approved_by = Vec::new();
-                self.start_action(
-                    &id,
-                    actor,
-                    &parsed,
-                    reply,
-                    approved_by,
-                    parsed.emergency.clone(),
-                )
-                .await?;
+                self.start_action(&id, actor, &parsed, reply, approved_by, parsed.emergency.clone()).await?;
             }
             Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => {}
         }
@@ -425,27 +364,25 @@ impl Engine {
     /// is still running then is recorded as interrupted. Flushes the store.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "actions still running after the grace period; recording them as interrupted"
-            );
-            self.record_interrupted("opsbot shut down before it finished")
-                .await;
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("actions still running after the grace period; recording them as interrupted");
+            self.record_interrupted("opsbot shut down before it finished").await;
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
     }
 
+    /// Waits until no action is running (the console's `/wait`).
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+
     /// At start: a run lock left behind means an action was running when the
     /// process died. Record that, and free the service.
     pub async fn recover(self: &Arc<Self>) {
-        self.record_interrupted(
-            "opsbot stopped while this was running (crash or kill); check the service",
-        )
-        .await;
+        self.record_interrupted("opsbot stopped while this was running (crash or kill); check the service").await;
     }
 }

@@ -8,17 +8,8 @@ use crate::error::Result;
 /// One audit record as a chat line.
 pub fn audit_line(record: &AuditRecord) -> String {
     let e = &record.entry;
-    let mut line = format!(
-        "#{} {} {:?}",
-        record.seq,
-        record.ts.format("%Y-%m-%d %H:%M:%S"),
-        e.kind
-    )
-    .to_lowercase();
-    for part in [&e.request_id, &e.actor, &e.command, &e.service, &e.outcome]
-        .into_iter()
-        .flatten()
-    {
+    let mut line = format!("#{} {} {:?}", record.seq, record.ts.format("%Y-%m-%d %H:%M:%S"), e.kind).to_lowercase();
+    for part in [&e.request_id, &e.actor, &e.command, &e.service, &e.outcome].into_iter().flatten() {
         line.push(' ');
         line.push_str(part);
     }
@@ -42,12 +33,7 @@ impl Engine {
                 hold.reason
             ));
         }
-        for request in self
-            .store
-            .open_requests()?
-            .into_iter()
-            .filter(|r| r.service == service.name)
-        {
+        for request in self.store.open_requests()?.into_iter().filter(|r| r.service == service.name) {
             text.push_str(&format!(
                 "\n  waiting: {} {} by {} (expires {})",
                 request.id,
@@ -56,16 +42,9 @@ impl Engine {
                 request.expires_at.format("%H:%M UTC")
             ));
         }
-        let recent = self.audit.read(&AuditQuery {
-            service: Some(service.name.clone()),
-            ..Default::default()
-        })?;
-        let changes: Vec<&AuditRecord> = recent
-            .iter()
-            .filter(|r| r.entry.kind == RecordKind::Outcome)
-            .rev()
-            .take(3)
-            .collect();
+        let recent = self.audit.read(&AuditQuery { service: Some(service.name.clone()), ..Default::default() })?;
+        let changes: Vec<&AuditRecord> =
+            recent.iter().filter(|r| r.entry.kind == RecordKind::Outcome).rev().take(3).collect();
         if !changes.is_empty() {
             text.push_str("\n  last changes:");
             for record in changes {

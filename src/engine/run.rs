@@ -14,16 +14,10 @@ use std::sync::Arc;
 /// The executor's action for a mutating request.
 pub fn action_for(request: &Request) -> Option<Action> {
     match request {
-        Request::Deploy { version, .. } => Some(Action::Deploy {
-            version: version.clone(),
-        }),
-        Request::Rollback { revision, .. } => Some(Action::Rollback {
-            revision: *revision,
-        }),
+        Request::Deploy { version, .. } => Some(Action::Deploy { version: version.clone() }),
+        Request::Rollback { revision, .. } => Some(Action::Rollback { revision: *revision }),
         Request::Restart { .. } => Some(Action::Restart),
-        Request::Scale { replicas, .. } => Some(Action::Scale {
-            replicas: *replicas,
-        }),
+        Request::Scale { replicas, .. } => Some(Action::Scale { replicas: *replicas }),
         _ => None,
     }
 }
@@ -40,22 +34,14 @@ impl Engine {
         approved_by: Vec<Actor>,
         break_glass: Option<String>,
     ) -> Result<()> {
-        let service_name = parsed
-            .service()
-            .expect("mutating requests name a service")
-            .to_string();
+        let service_name = parsed.service().expect("mutating requests name a service").to_string();
         let service = self.config.services[&service_name].clone();
         let action = action_for(&parsed.request).expect("mutating request maps to an action");
         let now = self.clock.now();
         let until = now
-            + chrono::Duration::from_std(self.config.action_timeout)
-                .unwrap_or(chrono::Duration::minutes(15))
+            + chrono::Duration::from_std(self.config.action_timeout).unwrap_or(chrono::Duration::minutes(15))
             + chrono::Duration::minutes(1);
-        let lock = RunLock {
-            request_id: id.to_string(),
-            holder: requester.to_string(),
-            until,
-        };
+        let lock = RunLock { request_id: id.to_string(), holder: requester.to_string(), until };
         if let Err(held) = self.store.acquire_run_lock(&service_name, lock, now)? {
             let busy = Error::Busy {
                 service: service_name.clone(),
@@ -66,43 +52,23 @@ impl Engine {
                 .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
                 .outcome("refused")
                 .detail(busy.to_string());
-            self.audit
-                .append(AuditEntry {
-                    args: None,
-                    ..record
-                })
-                .await?;
+            self.audit.append(AuditEntry { args: None, ..record }).await?;
             return Err(busy);
         }
         let approvals = if approved_by.is_empty() {
             String::new()
         } else {
-            format!(
-                ", approved by {}",
-                approved_by
-                    .iter()
-                    .map(Actor::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(", approved by {}", approved_by.iter().map(Actor::to_string).collect::<Vec<_>>().join(", "))
         };
         let loud = break_glass
             .as_ref()
-            .map(|reason| {
-                format!("🚨 BREAK-GLASS by {requester}: {reason} — no approval was waited for. ")
-            })
+            .map(|reason| format!("🚨 BREAK-GLASS by {requester}: {reason} — no approval was waited for. "))
             .unwrap_or_default();
-        let started = format!(
-            "{loud}▶ {id}: {} started (requested by {requester}{approvals})",
-            parsed.request.describe()
-        );
+        let started =
+            format!("{loud}▶ {id}: {} started (requested by {requester}{approvals})", parsed.request.describe());
         let intent = self
             .entry(RecordKind::Intent, Some(id), requester, parsed, reply)
-            .outcome(if break_glass.is_some() {
-                "break_glass"
-            } else {
-                "started"
-            })
+            .outcome(if break_glass.is_some() { "break_glass" } else { "started" })
             .detail(started.clone());
         if let Err(e) = self.audit.append(intent).await {
             // No intent record, no action.
@@ -117,9 +83,7 @@ impl Engine {
         let parsed = parsed.clone();
         let reply = reply.clone();
         self.tracker.spawn(async move {
-            engine
-                .run_to_completion(id, requester, parsed, reply, service, action)
-                .await;
+            engine.run_to_completion(id, requester, parsed, reply, service, action).await;
         });
         Ok(())
     }
@@ -136,8 +100,7 @@ impl Engine {
         let (progress, mut milestones) = Progress::channel(8);
         let recorder = {
             let engine = self.clone();
-            let (id, requester, parsed, reply) =
-                (id.clone(), requester.clone(), parsed.clone(), reply.clone());
+            let (id, requester, parsed, reply) = (id.clone(), requester.clone(), parsed.clone(), reply.clone());
             tokio::spawn(async move {
                 while let Some(text) = milestones.recv().await {
                     let record = AuditEntry {
@@ -146,17 +109,7 @@ impl Engine {
                     }
                     .detail(text.clone());
                     match engine.audit.append(record).await {
-                        Ok(_) => {
-                            engine
-                                .say(
-                                    &reply,
-                                    Reply::Progress {
-                                        request_id: id.clone(),
-                                        text,
-                                    },
-                                )
-                                .await
-                        }
+                        Ok(_) => engine.say(&reply, Reply::Progress { request_id: id.clone(), text }).await,
                         Err(e) => {
                             tracing::error!(error = %e, request = %id, "progress not recorded; not shown")
                         }
@@ -166,44 +119,25 @@ impl Engine {
         };
         let executor = self.executors.for_service(&service);
         let timeout = self.config.action_timeout;
-        let result = match tokio::time::timeout(
-            timeout,
-            executor.execute(&service, &action, progress),
-        )
-        .await
-        {
+        let result = match tokio::time::timeout(timeout, executor.execute(&service, &action, progress)).await {
             Ok(result) => result,
-            Err(_) => Err(crate::action::ActionError::Timeout(
-                crate::clock::format_duration(timeout),
-            )),
+            Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
         };
         let _ = recorder.await;
         let (success, text) = match result {
             Ok(outcome) => (true, outcome.summary),
             Err(e) => (false, e.to_string()),
         };
-        let record = AuditEntry {
-            args: None,
-            ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply)
-        }
-        .outcome(if success { "succeeded" } else { "failed" })
-        .detail(text.clone());
+        let record =
+            AuditEntry { args: None, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
+                .outcome(if success { "succeeded" } else { "failed" })
+                .detail(text.clone());
         let recorded = self.audit.append(record).await;
         if let Err(e) = self.store.release_run_lock(&service.name, &id) {
             tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");
         }
         match recorded {
-            Ok(_) => {
-                self.say(
-                    &reply,
-                    Reply::Outcome {
-                        request_id: id,
-                        success,
-                        text,
-                    },
-                )
-                .await
-            }
+            Ok(_) => self.say(&reply, Reply::Outcome { request_id: id, success, text }).await,
             Err(e) => {
                 tracing::error!(error = %e, request = %id, "outcome not recorded");
                 self.say(
@@ -211,9 +145,7 @@ impl Engine {
                     Reply::Outcome {
                         request_id: id,
                         success,
-                        text:
-                            "finished, but opsbot could not record the outcome; check the service"
-                                .into(),
+                        text: "finished, but opsbot could not record the outcome; check the service".into(),
                     },
                 )
                 .await;
@@ -233,11 +165,7 @@ impl Engine {
                 request_id: Some(lock.request_id.clone()),
                 actor: Some(lock.holder.clone()),
                 service: Some(service.clone()),
-                environment: self
-                    .config
-                    .services
-                    .get(&service)
-                    .map(|s| s.environment.clone()),
+                environment: self.config.services.get(&service).map(|s| s.environment.clone()),
                 ..AuditEntry::new(RecordKind::Outcome)
             }
             .outcome("interrupted")

@@ -39,14 +39,7 @@ impl Engine {
     ) -> Option<String> {
         let service = self.config.services.get(parsed_service)?;
         let target = serde_json::to_value(&service.backend).ok()?;
-        Some(approval::action_digest(
-            id,
-            requester,
-            &service.name,
-            &service.environment,
-            request,
-            &target,
-        ))
+        Some(approval::action_digest(id, requester, &service.name, &service.environment, request, &target))
     }
 
     pub(super) fn open_request(
@@ -58,13 +51,8 @@ impl Engine {
         need: ApprovalNeed,
     ) -> Result<PendingRequest> {
         let now = self.clock.now();
-        let service = parsed
-            .service()
-            .expect("approvals are for service actions")
-            .to_string();
-        let digest = self
-            .current_digest(id, actor, &service, &parsed.request)
-            .expect("service exists");
+        let service = parsed.service().expect("approvals are for service actions").to_string();
+        let digest = self.current_digest(id, actor, &service, &parsed.request).expect("service exists");
         Ok(PendingRequest {
             id: id.to_string(),
             requester: actor.clone(),
@@ -78,8 +66,7 @@ impl Engine {
             approver_groups: need.approver_groups,
             freeze: need.freeze,
             created_at: now,
-            expires_at: now
-                + chrono::Duration::from_std(need.ttl).unwrap_or(chrono::Duration::minutes(30)),
+            expires_at: now + chrono::Duration::from_std(need.ttl).unwrap_or(chrono::Duration::minutes(30)),
             reply: reply.clone(),
             votes: Vec::new(),
             state: RequestState::Pending,
@@ -129,10 +116,7 @@ impl Engine {
         reply: &ReplyTarget,
     ) -> Result<()> {
         let _guard = self.votes.lock().await;
-        let mut request = self
-            .store
-            .get_pending(id)?
-            .ok_or_else(|| Error::UnknownRequest(id.to_string()))?;
+        let mut request = self.store.get_pending(id)?.ok_or_else(|| Error::UnknownRequest(id.to_string()))?;
         let now = self.clock.now();
         if request.state.is_open() && now >= request.expires_at {
             self.expire(&mut request).await?;
@@ -140,14 +124,7 @@ impl Engine {
         let config = self.config.clone();
         let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
         let mut updated = request.clone();
-        let effect = match approval::cast_vote(
-            &mut updated,
-            voter,
-            approve,
-            reason.clone(),
-            now,
-            is_approver,
-        ) {
+        let effect = match approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, is_approver) {
             Ok(effect) => effect,
             Err(refusal) => {
                 let record = self.vote_entry(
@@ -155,26 +132,18 @@ impl Engine {
                     voter,
                     reply,
                     "refused",
-                    format!(
-                        "{} vote refused: {refusal}",
-                        if approve { "approve" } else { "deny" }
-                    ),
+                    format!("{} vote refused: {refusal}", if approve { "approve" } else { "deny" }),
                 );
                 self.audit.append(record).await?;
                 return Err(refusal.into());
             }
         };
         let request = updated;
-        let have =
-            approval::valid_approvals(&request, |a| config.in_any(a, &request.approver_groups));
+        let have = approval::valid_approvals(&request, |a| config.in_any(a, &request.approver_groups));
         let detail = match (&effect, &reason) {
             (VoteEffect::Denied, Some(r)) => format!("denied: {r}"),
             (VoteEffect::Withdrawn, _) => "withdrawn by the requester".into(),
-            _ => format!(
-                "{} ({have}/{})",
-                if approve { "approved" } else { "denied" },
-                request.approvals_needed
-            ),
+            _ => format!("{} ({have}/{})", if approve { "approved" } else { "denied" }, request.approvals_needed),
         };
         let outcome = match effect {
             VoteEffect::Counted { .. } | VoteEffect::Approved => "approve",
@@ -182,37 +151,20 @@ impl Engine {
             VoteEffect::Withdrawn => "withdraw",
         };
         self.store.put_pending(&request)?;
-        self.audit
-            .append(self.vote_entry(&request, voter, reply, outcome, detail))
-            .await?;
+        self.audit.append(self.vote_entry(&request, voter, reply, outcome, detail)).await?;
         let target = request.reply.clone();
         match effect {
             VoteEffect::Counted { remaining } => {
-                self.say(
-                    &target,
-                    Reply::Text(format!(
-                        "{voter} approved {id}; {remaining} more approval(s) needed"
-                    )),
-                )
-                .await;
-                self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
+                self.say(&target, Reply::Text(format!("{voter} approved {id}; {remaining} more approval(s) needed")))
                     .await;
+                self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                 Ok(())
             }
             VoteEffect::Denied | VoteEffect::Withdrawn => {
-                let what = if effect == VoteEffect::Denied {
-                    "denied"
-                } else {
-                    "withdrawn"
-                };
+                let what = if effect == VoteEffect::Denied { "denied" } else { "withdrawn" };
                 let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-                self.say(
-                    &target,
-                    Reply::Text(format!("{id} {what} by {voter}{why}; nothing will run")),
-                )
-                .await;
-                self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
-                    .await;
+                self.say(&target, Reply::Text(format!("{id} {what} by {voter}{why}; nothing will run"))).await;
+                self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                 Ok(())
             }
             VoteEffect::Approved => self.run_approved(request, voter).await,
@@ -221,22 +173,13 @@ impl Engine {
 
     /// Enough votes are in. Check everything again — digest, policy, expiry —
     /// and only then run.
-    async fn run_approved(
-        self: &Arc<Self>,
-        mut request: PendingRequest,
-        last_voter: &Actor,
-    ) -> Result<()> {
+    async fn run_approved(self: &Arc<Self>, mut request: PendingRequest, last_voter: &Actor) -> Result<()> {
         let parsed = Self::parsed_of(&request);
         let target = request.reply.clone();
         let now = self.clock.now();
         let config = self.config.clone();
         let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
-        let digest_now = self.current_digest(
-            &request.id,
-            &request.requester,
-            &request.service,
-            &request.request,
-        );
+        let digest_now = self.current_digest(&request.id, &request.requester, &request.service, &request.request);
         let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
             Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
         } else {
@@ -254,37 +197,22 @@ impl Engine {
                         request.approvals_needed,
                         request.freeze.as_deref().unwrap_or("policy changed")
                     );
-                    self.audit
-                        .append(self.vote_entry(
-                            &request,
-                            last_voter,
-                            &target,
-                            "pending",
-                            text.clone(),
-                        ))
-                        .await?;
+                    self.audit.append(self.vote_entry(&request, last_voter, &target, "pending", text.clone())).await?;
                     self.say(&target, Reply::Text(text)).await;
-                    self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
-                        .await;
+                    self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                     return Ok(());
                 }
                 _ => None,
             }
         };
         let have = approval::valid_approvals(&request, is_approver);
-        if refusal.is_none()
-            && !approval::may_execute(&request, request.approvals_needed, now, is_approver)
-        {
+        if refusal.is_none() && !approval::may_execute(&request, request.approvals_needed, now, is_approver) {
             return Err(Error::Denied(format!(
                 "{} cannot run: it is not open with enough valid approvals",
                 request.id
             )));
         }
-        request.state = if refusal.is_some() {
-            RequestState::Invalidated
-        } else {
-            RequestState::Approved
-        };
+        request.state = if refusal.is_some() { RequestState::Invalidated } else { RequestState::Approved };
         request.closed_at = Some(now);
         request.closed_by = Some(last_voter.clone());
         self.store.put_pending(&request)?;
@@ -298,39 +226,20 @@ impl Engine {
             ..AuditEntry::new(RecordKind::Decision)
         };
         if let Some(reason) = refusal {
-            self.audit
-                .append(decision.outcome("invalidated").detail(reason.clone()))
-                .await?;
-            self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
-                .await;
-            return Err(Error::Denied(format!(
-                "{} will not run: {reason}",
-                request.id
-            )));
+            self.audit.append(decision.outcome("invalidated").detail(reason.clone())).await?;
+            self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
+            return Err(Error::Denied(format!("{} will not run: {reason}", request.id)));
         }
         self.audit
-            .append(decision.outcome("approved").detail(format!(
-                "{have}/{} approvals; policy re-checked",
-                request.approvals_needed
-            )))
+            .append(
+                decision
+                    .outcome("approved")
+                    .detail(format!("{have}/{} approvals; policy re-checked", request.approvals_needed)),
+            )
             .await?;
-        self.say(&target, Reply::ApprovalUpdate(view(&request, have)))
-            .await;
-        let approvers: Vec<Actor> = request
-            .votes
-            .iter()
-            .filter(|v| v.approve)
-            .map(|v| v.voter.clone())
-            .collect();
-        self.start_action(
-            &request.id,
-            &request.requester,
-            &parsed,
-            &target,
-            approvers,
-            None,
-        )
-        .await
+        self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
+        let approvers: Vec<Actor> = request.votes.iter().filter(|v| v.approve).map(|v| v.voter.clone()).collect();
+        self.start_action(&request.id, &request.requester, &parsed, &target, approvers, None).await
     }
 
     /// Marks one open request expired, records it and says so.
@@ -350,18 +259,13 @@ impl Engine {
         .detail("no decision before the deadline; nothing ran");
         self.audit.append(record).await?;
         let config = self.config.clone();
-        let have =
-            approval::valid_approvals(request, |a| config.in_any(a, &request.approver_groups));
+        let have = approval::valid_approvals(request, |a| config.in_any(a, &request.approver_groups));
         self.say(
             &request.reply,
-            Reply::Text(format!(
-                "⌛ {} expired without enough approvals; nothing ran",
-                request.id
-            )),
+            Reply::Text(format!("⌛ {} expired without enough approvals; nothing ran", request.id)),
         )
         .await;
-        self.say(&request.reply, Reply::ApprovalUpdate(view(request, have)))
-            .await;
+        self.say(&request.reply, Reply::ApprovalUpdate(view(request, have))).await;
         Ok(())
     }
 

@@ -20,24 +20,15 @@ impl WindowSpec {
             return Ok(WindowSpec::Absolute(at.with_timezone(&Utc)));
         }
         let Some((day, time)) = text.split_once(' ') else {
-            return Err(format!(
-                "`{text}` is neither `Ddd HH:MM` nor an RFC 3339 time"
-            ));
+            return Err(format!("`{text}` is neither `Ddd HH:MM` nor an RFC 3339 time"));
         };
-        let day: Weekday = day
-            .parse()
-            .map_err(|_| format!("`{day}` is not a weekday (Mon … Sun)"))?;
-        let (h, m) = time
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| format!("`{time}` is not HH:MM"))?;
+        let day: Weekday = day.parse().map_err(|_| format!("`{day}` is not a weekday (Mon … Sun)"))?;
+        let (h, m) = time.trim().split_once(':').ok_or_else(|| format!("`{time}` is not HH:MM"))?;
         let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
             (Ok(h), Ok(m)) if h < 24 && m < 60 => (h, m),
             _ => return Err(format!("`{time}` is not a time of day HH:MM")),
         };
-        Ok(WindowSpec::Weekly(
-            day.num_days_from_monday() * 1440 + h * 60 + m,
-        ))
+        Ok(WindowSpec::Weekly(day.num_days_from_monday() * 1440 + h * 60 + m))
     }
 }
 
@@ -74,18 +65,10 @@ impl FreezeWindow {
             (WindowSpec::Absolute(a), WindowSpec::Absolute(b)) if a >= b => {
                 return Err("the window ends before it starts".into())
             }
-            (WindowSpec::Weekly(_), WindowSpec::Weekly(_))
-            | (WindowSpec::Absolute(_), WindowSpec::Absolute(_)) => {}
+            (WindowSpec::Weekly(_), WindowSpec::Weekly(_)) | (WindowSpec::Absolute(_), WindowSpec::Absolute(_)) => {}
             _ => return Err("from and to must both be weekly or both be absolute".into()),
         }
-        Ok(FreezeWindow {
-            name,
-            environments,
-            commands,
-            from,
-            to,
-            approvals,
-        })
+        Ok(FreezeWindow { name, environments, commands, from, to, approvals })
     }
 
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
@@ -105,10 +88,7 @@ impl FreezeWindow {
 
     pub fn applies(&self, policy: &str, environment: &str, now: DateTime<Utc>) -> bool {
         self.commands.iter().any(|c| c == policy)
-            && self
-                .environments
-                .iter()
-                .any(|e| e == "*" || e == environment)
+            && self.environments.iter().any(|e| e == "*" || e == environment)
             && self.is_active(now)
     }
 }
@@ -118,9 +98,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -160,9 +138,7 @@ mod tests {
         let a = WindowSpec::parse("2026-12-24T00:00:00Z").unwrap();
         let b = WindowSpec::parse("2026-12-26T00:00:00Z").unwrap();
         assert!(FreezeWindow::new("x".into(), vec![], vec![], b, a, None).is_err());
-        assert!(
-            FreezeWindow::new("x".into(), vec![], vec![], a, WindowSpec::Weekly(5), None).is_err()
-        );
+        assert!(FreezeWindow::new("x".into(), vec![], vec![], a, WindowSpec::Weekly(5), None).is_err());
         let w = FreezeWindow::new("x".into(), vec![], vec![], a, b, None).unwrap();
         assert!(w.is_active(at("2026-12-25T10:00:00Z")));
         assert!(!w.is_active(at("2026-12-26T00:00:00Z")));

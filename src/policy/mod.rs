@@ -72,12 +72,11 @@ pub struct ApprovalNeed {
 pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     let actor = subject.actor;
     if !config.is_known(actor) {
-        return Decision::Deny(format!("{actor} is not in any group of this opsbot; ask an admin to add you to the configuration"));
+        return Decision::Deny(format!(
+            "{actor} is not in any group of this opsbot; ask an admin to add you to the configuration"
+        ));
     }
-    let environment = subject
-        .service
-        .map(|s| s.environment.as_str())
-        .unwrap_or("");
+    let environment = subject.service.map(|s| s.environment.as_str()).unwrap_or("");
     if let Some(service) = subject.service.filter(|_| subject.mutates) {
         if !service.channels.is_empty() && !service.channels.iter().any(|c| c == subject.channel) {
             return Decision::Deny(format!(
@@ -87,29 +86,18 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
             ));
         }
     }
-    let where_ = if environment.is_empty() {
-        String::new()
-    } else {
-        format!(" in {environment}")
-    };
+    let where_ = if environment.is_empty() { String::new() } else { format!(" in {environment}") };
     let Some(rule) = config.rule_for(subject.policy, environment) else {
         return Decision::Deny(format!("no rule allows `{}`{where_}", subject.policy));
     };
     if !config.in_any(actor, &rule.requesters) {
-        return Decision::Deny(format!(
-            "only {} may use `{}`{where_}",
-            rule.requesters.join(", "),
-            subject.policy
-        ));
+        return Decision::Deny(format!("only {} may use `{}`{where_}", rule.requesters.join(", "), subject.policy));
     }
     if subject.mutates {
         if let Some(hold) = subject.hold.filter(|h| h.until > subject.now) {
             return Decision::Deny(format!(
                 "{} is locked by {} until {}: {} — `/unlock {}` first",
-                subject
-                    .service
-                    .map(|s| s.name.as_str())
-                    .unwrap_or("the service"),
+                subject.service.map(|s| s.name.as_str()).unwrap_or("the service"),
                 hold.by,
                 hold.until.format("%Y-%m-%d %H:%M UTC"),
                 hold.reason,
@@ -119,26 +107,14 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     }
     if let Some(reason) = subject.emergency {
         if rule.break_glass.is_empty() || !config.in_any(actor, &rule.break_glass) {
-            let who = if rule.break_glass.is_empty() {
-                "nobody".to_string()
-            } else {
-                rule.break_glass.join(", ")
-            };
-            return Decision::Deny(format!(
-                "--emergency is only for {who} here; ask for an approval instead"
-            ));
+            let who = if rule.break_glass.is_empty() { "nobody".to_string() } else { rule.break_glass.join(", ") };
+            return Decision::Deny(format!("--emergency is only for {who} here; ask for an approval instead"));
         }
-        return Decision::BreakGlass {
-            reason: reason.to_string(),
-        };
+        return Decision::BreakGlass { reason: reason.to_string() };
     }
     let mut approvals = rule.approvals;
     let mut freeze_name = None;
-    for window in config
-        .freezes
-        .iter()
-        .filter(|w| w.applies(subject.policy, environment, subject.now))
-    {
+    for window in config.freezes.iter().filter(|w| w.applies(subject.policy, environment, subject.now)) {
         match window.approvals {
             None => {
                 return Decision::Deny(format!(
@@ -156,26 +132,13 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     if approvals == 0 {
         return Decision::Allow;
     }
-    let approver_groups = if rule.approvers.is_empty() {
-        Vec::new()
-    } else {
-        rule.approvers.clone()
-    };
-    let eligible = config
-        .members(&approver_groups)
-        .into_iter()
-        .filter(|a| a != actor)
-        .count() as u32;
+    let approver_groups = if rule.approvers.is_empty() { Vec::new() } else { rule.approvers.clone() };
+    let eligible = config.members(&approver_groups).into_iter().filter(|a| a != actor).count() as u32;
     if eligible < approvals {
         return Decision::Deny(format!(
             "this needs {approvals} approval(s) from {} but only {eligible} eligible approver(s) besides you exist",
             approver_groups.join(", ")
         ));
     }
-    Decision::NeedsApproval(ApprovalNeed {
-        approvals,
-        approver_groups,
-        ttl: rule.ttl,
-        freeze: freeze_name,
-    })
+    Decision::NeedsApproval(ApprovalNeed { approvals, approver_groups, ttl: rule.ttl, freeze: freeze_name })
 }

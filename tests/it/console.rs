@@ -1,0 +1,244 @@
+//! The real binary, driven through stdin, end to end.
+
+use crate::support::{config_text, pairs, stdout, steps, Bot};
+use std::io::Write;
+use std::time::Duration;
+
+#[test]
+fn staging_deploy_runs_at_once_and_is_audited() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&["/deploy api-staging v1.4.2", "/status api-staging"]));
+    assert!(out.contains("▶ r-1: deploy api-staging v1.4.2 started (requested by console:alice)"), "{out}");
+    assert!(out.contains("✅ r-1: [simulated] api-staging now runs v1.4.2"), "{out}");
+    let records = bot.export(&["--request", "r-1"]);
+    let kinds = steps(&records, "r-1");
+    assert_eq!(kinds[..3], pairs(&[("request", ""), ("decision", "allowed"), ("intent", "started")])[..], "{kinds:?}");
+    assert_eq!(kinds.last().unwrap(), &("outcome".to_string(), "succeeded".to_string()));
+    assert!(kinds.iter().filter(|(k, _)| k == "progress").count() >= 2, "{kinds:?}");
+    let request = &records[0];
+    assert_eq!(request["actor"], "console:alice");
+    assert_eq!(request["channel"], "console:ops");
+    assert_eq!(request["environment"], "staging");
+    assert_eq!(request["args"]["version"], "v1.4.2");
+}
+
+#[test]
+fn production_deploy_waits_refuses_self_approval_and_runs_after_an_sre_approves() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/deploy api-service v1.4.2",
+        "/approve r-1",
+        "/as console:carol",
+        "/approve r-1",
+        "/as console:bob",
+        "/approve r-1",
+        "/approve r-1",
+    ]));
+    assert!(out.contains("r-1 is waiting for 1 approval(s) from sre"), "{out}");
+    assert!(out.contains("you cannot approve your own request"), "{out}");
+    assert!(out.contains("only sre can vote on r-1"), "{out}");
+    assert!(
+        out.contains("▶ r-1: deploy api-service v1.4.2 started (requested by console:alice, approved by console:bob)"),
+        "{out}"
+    );
+    assert!(out.contains("r-1 is already approved"), "{out}");
+    assert!(out.contains("✅ r-1: [simulated] api-service now runs v1.4.2"), "{out}");
+    let records = bot.export(&[]);
+    let kinds = steps(&records, "r-1");
+    let expected = pairs(&[
+        ("request", ""),
+        ("decision", "pending"),
+        ("vote", "refused"),
+        ("vote", "refused"),
+        ("vote", "approve"),
+        ("decision", "approved"),
+        ("intent", "started"),
+    ]);
+    assert_eq!(kinds[..7], expected[..], "{kinds:?}");
+    assert_eq!(kinds.last().unwrap().1, "succeeded");
+    let votes: Vec<&str> =
+        records.iter().filter(|r| r["kind"] == "vote").map(|r| r["actor"].as_str().unwrap()).collect();
+    assert_eq!(votes, ["console:alice", "console:carol", "console:bob", "console:bob"]);
+}
+
+#[test]
+fn a_deny_rejects_and_nothing_runs() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/deploy api-service v2.0.0",
+        "/as console:dave",
+        "/deny r-1 not during the incident",
+        "/as console:bob",
+        "/approve r-1",
+    ]));
+    assert!(out.contains("r-1 denied by console:dave: not during the incident; nothing will run"), "{out}");
+    assert!(out.contains("r-1 is already denied"), "{out}");
+    let kinds = steps(&bot.export(&[]), "r-1");
+    assert!(!kinds.iter().any(|(k, _)| k == "intent"), "{kinds:?}");
+}
+
+#[test]
+fn reactions_count_as_votes() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&["/restart api-service", "/as console:bob", "+1 r-1"]));
+    assert!(out.contains("✅ r-1: [simulated] api-service restarted"), "{out}");
+}
+
+#[test]
+fn an_expired_request_never_runs() {
+    let bot = Bot::with_config(&config_text("1s", ""));
+    let mut child = bot.spawn_console();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "/deploy api-service v1.4.2").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    writeln!(stdin, "/as console:bob").unwrap();
+    writeln!(stdin, "/approve r-1").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let out = stdout(&output);
+    assert!(out.contains("⌛ r-1 expired without enough approvals; nothing ran"), "{out}");
+    assert!(out.contains("Vote not counted: r-1 is already expired"), "{out}");
+    assert!(!out.contains("▶ r-1"), "{out}");
+    let kinds = steps(&bot.export(&[]), "r-1");
+    assert!(kinds.contains(&("expired".into(), "expired".into())), "{kinds:?}");
+    assert!(!kinds.iter().any(|(k, _)| k == "intent"), "{kinds:?}");
+}
+
+#[test]
+fn a_locked_service_refuses_changes_until_unlocked() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/as console:bob",
+        "/lock api-service database migration running 1h",
+        "/as console:alice",
+        "/deploy api-service v1.4.2",
+        "/lock api-service mine",
+        "/status api-service",
+        "/as console:bob",
+        "/unlock api-service",
+        "/as console:alice",
+        "/deploy api-service v1.4.2",
+    ]));
+    assert!(out.contains("🔒 api-service locked by console:bob"), "{out}");
+    assert!(out.contains("Denied: api-service is locked by console:bob"), "{out}");
+    assert!(out.contains("only sre may use `lock` in production"), "{out}");
+    assert!(out.contains("🔒 locked by console:bob until"), "{out}");
+    assert!(out.contains("🔓 api-service unlocked by console:bob"), "{out}");
+    // Denied requests get ids too (they are in the audit trail): r-2, r-3, r-4.
+    assert!(out.contains("r-5 is waiting for 1 approval(s)"), "{out}");
+}
+
+#[test]
+fn a_pending_approval_survives_a_restart() {
+    let bot = Bot::new();
+    let first = stdout(&bot.console(&["/deploy api-service v1.4.2"]));
+    assert!(first.contains("r-1 is waiting"), "{first}");
+    let second = stdout(&bot.console(&["/as console:bob", "/approve r-1"]));
+    assert!(second.contains("✅ r-1: [simulated] api-service now runs v1.4.2"), "{second}");
+    let third = stdout(&bot.console(&["/deploy api-staging v2"]));
+    assert!(third.contains("▶ r-2"), "request ids are never reused: {third}");
+    assert!(bot.verify().status.success());
+}
+
+#[test]
+fn approvals_do_not_carry_over_when_the_action_changes() {
+    let bot = Bot::new();
+    bot.console(&["/deploy api-service v1.4.2"]);
+    // The service's target changes between the request and the approval.
+    bot.rewrite_config(&config_text("30m", "").replace("replicas = 3, step", "replicas = 4, step"));
+    let out = stdout(&bot.console(&["/as console:bob", "/approve r-1"]));
+    assert!(out.contains("r-1 will not run: the action changed since it was requested"), "{out}");
+    assert!(!out.contains("▶ r-1"), "{out}");
+    let kinds = steps(&bot.export(&[]), "r-1");
+    assert!(kinds.contains(&("decision".into(), "invalidated".into())), "{kinds:?}");
+}
+
+#[test]
+fn break_glass_runs_at_once_and_says_so_loudly() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/deploy api-service v1.4.3 --emergency \"INC-231 hotfix\"",
+        "/as console:dave",
+        "/deploy api-service v1.4.3 --emergency \"INC-231 hotfix\"",
+    ]));
+    assert!(out.contains("--emergency is only for commanders"), "{out}");
+    assert!(out.contains("🚨 BREAK-GLASS by console:dave: INC-231 hotfix"), "{out}");
+    assert!(out.contains("✅ r-2: [simulated] api-service now runs v1.4.3"), "{out}");
+    let kinds = steps(&bot.export(&[]), "r-2");
+    assert!(kinds.contains(&("decision".into(), "break_glass".into())), "{kinds:?}");
+    assert!(kinds.contains(&("intent".into(), "break_glass".into())), "{kinds:?}");
+}
+
+#[test]
+fn a_crashing_rollout_is_reported_as_failed() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&["/deploy api-staging v9.9.9-broken", "/status api-staging"]));
+    assert!(out.contains("❌ r-1: [simulated] rollout of api-staging to v9.9.9-broken failed"), "{out}");
+    assert!(out.contains("CrashLoopBackOff"), "{out}");
+    let kinds = steps(&bot.export(&[]), "r-1");
+    assert_eq!(kinds.last().unwrap(), &("outcome".to_string(), "failed".to_string()));
+}
+
+#[test]
+fn one_mutating_action_per_service_at_a_time() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&["/deploy api-staging v2", "/restart api-staging", "/restart web-staging"]));
+    assert!(out.contains("api-staging is busy with r-1 (by console:alice)"), "{out}");
+    assert!(out.contains("✅ r-1"), "{out}");
+    assert!(out.contains("✅ r-3"), "{out}");
+    assert!(!out.contains("▶ r-2"), "{out}");
+}
+
+#[test]
+fn scale_is_bounded_by_config_and_rollback_restores() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/scale api-staging 9",
+        "/scale api-staging 5",
+        "/deploy web-staging v3.1.0",
+        "/wait",
+        "/rollback web-staging",
+        "/wait",
+        "/status web-staging",
+        "/rollback web-staging 2",
+    ]));
+    assert!(out.contains("api-staging allows 1 to 6 replicas; 9 is outside that"), "{out}");
+    assert!(!out.contains("to 9 replicas started"), "an out-of-bounds scale never starts: {out}");
+    assert!(out.contains("✅ r-1: [simulated] api-staging runs 5 replicas (was 2)"), "{out}");
+    assert!(out.contains("✅ r-3: [simulated] web-staging rolled back to v3.0.0 (revision 1 restored as 3)"), "{out}");
+    assert!(out.contains("web-staging (staging): v3.0.0 — revision 3"), "{out}");
+    assert!(out.contains("✅ r-4: [simulated] web-staging rolled back to v3.1.0 (revision 2 restored as 4)"), "{out}");
+}
+
+#[test]
+fn unknown_users_and_typos_get_clear_answers() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/as console:mallory",
+        "/status api-service",
+        "/as slack:U1",
+        "/as console:alice",
+        "/stauts api-service",
+        "/deploy api-servce v1",
+    ]));
+    assert!(out.contains("console:mallory is not in any group"), "{out}");
+    assert!(out.contains("the console can only act as console: identities"), "{out}");
+    assert!(out.contains("Did you mean `/status`?"), "{out}");
+    assert!(out.contains("Did you mean `api-service`?"), "{out}");
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_64() {
+    let bot = Bot::with_config("[bot]\nlock_ttl = \"soon\"\n[groups]\nsre = [\"bob\"]\n");
+    let output = bot.command(&["check"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&output.stderr);
+    for want in ["bot.lock_ttl", "groups.sre[0]", "no environments defined", "no rules"] {
+        assert!(err.contains(want), "{want} missing from {err}");
+    }
+    let console = bot.command(&["console"]).output().unwrap();
+    assert_eq!(console.status.code(), Some(64), "console refuses to start on a bad config");
+    let good = Bot::new();
+    let output = good.command(&["check"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
