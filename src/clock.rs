@@ -38,6 +38,10 @@ impl ManualClock {
     pub fn set(&self, to: DateTime<Utc>) {
         *self.0.lock().expect("clock poisoned") = to;
     }
+    /// The current manual time (same as [`Clock::now`], without the trait in scope).
+    pub fn now_for_test(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock poisoned")
+    }
 }
 
 impl Clock for ManualClock {

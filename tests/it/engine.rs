@@ -1,1 +1,263 @@
+//! The core in-process with a manual clock, a throw-away store and a sink that
+//! records replies. Includes the property test over random users, groups,
+//! votes and timings.
 
+use crate::support::commands_dir;
+use chrono::{DateTime, Utc};
+use opsbot::audit::{AuditLog, AuditQuery, RecordKind};
+use opsbot::chat::{RecordingSink, Reply};
+use opsbot::clock::ManualClock;
+use opsbot::command::Registry;
+use opsbot::config;
+use opsbot::engine::{Engine, Executors, Parts};
+use opsbot::event::{Actor, Event, ReplyTarget};
+use opsbot::store::Store;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const USERS: usize = 6;
+
+fn user(i: usize) -> Actor {
+    Actor::parse(&format!("console:u{i}")).unwrap()
+}
+
+struct Harness {
+    engine: Arc<Engine>,
+    clock: Arc<ManualClock>,
+    sink: Arc<RecordingSink>,
+    audit: Arc<dyn AuditLog>,
+}
+
+/// `requester` is u0; `approvers` are the members of the approver group.
+fn harness(approvers: &BTreeSet<usize>, needed: u32, ttl_secs: u64) -> Harness {
+    let list = |set: &BTreeSet<usize>| set.iter().map(|i| format!("\"console:u{i}\"")).collect::<Vec<_>>().join(", ");
+    let everyone: BTreeSet<usize> = (0..USERS).collect();
+    let text = format!(
+        r#"
+[environments.production]
+[groups]
+everyone = [{everyone}]
+sre = [{sre}]
+[services.api]
+environment = "production"
+backend = {{ type = "simulated", version = "v1", replicas = 1, step = "1ms" }}
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["everyone"]
+approvers = ["sre"]
+approvals = {needed}
+ttl = "{ttl_secs}s"
+"#,
+        everyone = list(&everyone),
+        sre = list(approvers),
+    );
+    let mut problems = Vec::new();
+    let config =
+        config::from_str(Path::new("prop.toml"), &text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
+    let registry = Registry::load_dir(&commands_dir()).unwrap();
+    let store = Store::temporary().unwrap();
+    let audit: Arc<dyn AuditLog> = store.audit();
+    let clock = Arc::new(ManualClock::new(start()));
+    let sink = Arc::new(RecordingSink::default());
+    let engine = Engine::new(Parts {
+        executors: Executors::from_config(&config),
+        config,
+        registry,
+        store,
+        audit: audit.clone(),
+        chat: sink.clone(),
+        clock: clock.clone(),
+    });
+    Harness { engine, clock, sink, audit }
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+fn command(actor: Actor, text: &str) -> Event {
+    Event::Command { actor, text: text.into(), reply: ReplyTarget::channel("console:ops"), dedup_key: None }
+}
+
+fn vote(actor: Actor, approve: bool) -> Event {
+    Event::Vote {
+        actor,
+        request_id: "r-1".into(),
+        approve,
+        reply: ReplyTarget::channel("console:ops"),
+        dedup_key: None,
+    }
+}
+
+fn intents(audit: &Arc<dyn AuditLog>) -> usize {
+    let records = audit.read(&AuditQuery { request_id: Some("r-1".into()), ..Default::default() }).unwrap();
+    records.iter().filter(|r| r.entry.kind == RecordKind::Intent).count()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Vote { user: usize, approve: bool },
+    Advance { secs: u64 },
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0..USERS, prop::bool::weighted(0.8)).prop_map(|(user, approve)| Op::Vote { user, approve }),
+        2 => (0u64..40).prop_map(|secs| Op::Advance { secs }),
+        1 => Just(Op::Tick),
+    ]
+}
+
+/// What must have happened, computed independently of the engine.
+#[derive(Debug, Default)]
+struct Model {
+    open: bool,
+    approvals: BTreeSet<usize>,
+    executed: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// No action ever executes without the required approvals from eligible
+    /// non-requesters, and never after expiry; and when those approvals do
+    /// arrive in time, it executes.
+    #[test]
+    fn nothing_runs_without_enough_eligible_approvals_before_expiry(
+        approvers in prop::collection::btree_set(0..USERS, 1..=USERS),
+        needed in 1u32..=3,
+        ttl_secs in 10u64..90,
+        ops in prop::collection::vec(op(), 1..14),
+    ) {
+        prop_assume!(approvers.len() as u32 >= needed);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let h = harness(&approvers, needed, ttl_secs);
+            let requester = 0usize;
+            let expires = start() + chrono::Duration::seconds(ttl_secs as i64);
+            h.engine.handle(command(user(requester), "/deploy api v2")).await;
+            let eligible_besides_requester = approvers.iter().filter(|a| **a != requester).count() as u32;
+            let mut model = Model { open: eligible_besides_requester >= needed, ..Model::default() };
+            for op in &ops {
+                match *op {
+                    Op::Advance { secs } => h.clock.advance(Duration::from_secs(secs)),
+                    Op::Tick => h.engine.tick().await,
+                    Op::Vote { user: u, approve } => {
+                        let now = h.clock.now_for_test();
+                        if model.open && now < expires {
+                            if u == requester {
+                                if !approve { model.open = false; }
+                            } else if approvers.contains(&u) {
+                                if approve {
+                                    model.approvals.insert(u);
+                                    if model.approvals.len() as u32 >= needed {
+                                        model.executed = true;
+                                        model.open = false;
+                                    }
+                                } else {
+                                    model.open = false;
+                                }
+                            }
+                        }
+                        h.engine.handle(vote(user(u), approve)).await;
+                    }
+                }
+                if h.clock.now_for_test() >= expires { model.open = false; }
+                let ran = intents(&h.audit);
+                prop_assert!(ran <= 1, "ran twice");
+                prop_assert_eq!(ran == 1, model.executed, "after {:?}: engine ran={} model={:?}", op, ran, model);
+            }
+            // The approvals that were counted are all from eligible non-requesters.
+            let records = h.audit.read(&AuditQuery { request_id: Some("r-1".into()), ..Default::default() }).unwrap();
+            let counted: BTreeSet<String> = records.iter()
+                .filter(|r| r.entry.kind == RecordKind::Vote && r.entry.outcome.as_deref() == Some("approve"))
+                .filter_map(|r| r.entry.actor.clone())
+                .collect();
+            for voter in &counted {
+                let index: usize = voter.trim_start_matches("console:u").parse().unwrap();
+                prop_assert!(index != requester && approvers.contains(&index), "{} was counted", voter);
+            }
+            h.engine.shutdown(Duration::from_secs(5)).await;
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn a_request_expires_on_the_tick_and_says_nothing_ran() {
+    let approvers: BTreeSet<usize> = [1, 2].into();
+    let h = harness(&approvers, 1, 60);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.clock.advance(Duration::from_secs(59));
+    h.engine.tick().await;
+    assert!(!h.sink.replies().iter().any(|r| matches!(r, Reply::Text(t) if t.contains("expired"))));
+    h.clock.advance(Duration::from_secs(1));
+    h.engine.tick().await;
+    assert!(h
+        .sink
+        .replies()
+        .iter()
+        .any(|r| matches!(r, Reply::Text(t) if t.contains("r-1 expired without enough approvals; nothing ran"))));
+    h.engine.handle(vote(user(1), true)).await;
+    assert_eq!(intents(&h.audit), 0);
+    let last = h.sink.replies().pop().unwrap();
+    assert!(matches!(&last, Reply::Private { text, .. } if text.contains("already expired")), "{last:?}");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_run_once() {
+    let approvers: BTreeSet<usize> = [1].into();
+    let h = harness(&approvers, 1, 60);
+    let event = |key: &str| Event::Command {
+        actor: user(0),
+        text: "/deploy api v2".into(),
+        reply: ReplyTarget::channel("console:ops"),
+        dedup_key: Some(key.into()),
+    };
+    h.engine.handle(event("trigger-1")).await;
+    h.engine.handle(event("trigger-1")).await;
+    let requests = h
+        .audit
+        .read(&AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.kind == RecordKind::Request)
+        .count();
+    assert_eq!(requests, 1, "the retry was ignored");
+    h.engine.handle(event("trigger-2")).await;
+    let requests = h
+        .audit
+        .read(&AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.kind == RecordKind::Request)
+        .count();
+    assert_eq!(requests, 2, "a new delivery is a new request");
+}
+
+#[tokio::test]
+async fn concurrent_appends_form_one_valid_chain() {
+    let store = Store::temporary().unwrap();
+    let audit: Arc<dyn AuditLog> = store.audit();
+    let mut tasks = Vec::new();
+    for writer in 0..64 {
+        let audit = audit.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let entry =
+                    opsbot::audit::AuditEntry::new(RecordKind::System).detail(format!("writer {writer} record {i}"));
+                audit.append(entry).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let summary = store.verify_audit().unwrap();
+    assert_eq!(summary.records, 64 * 20);
+}
