@@ -588,7 +588,7 @@ fn check_service(
             }
         }
     }
-    (problems.len() == before).then(|| Service {
+    (problems.len() == before).then_some(Service {
         name,
         environment: raw.environment,
         channels: raw.channels,

@@ -88,7 +88,7 @@ impl Simulated {
         let (total, from_version, new_revision) =
             self.with(name, |s| (s.replicas, s.version().to_string(), s.next_revision()))?;
         progress.report(format!("{TAG} {verb} of {name}: rolling {total} replica(s) from {from_version} to {to_version} (revision {new_revision})")).await;
-        let crashes = crashing_versions.iter().any(|v| *v == to_version);
+        let crashes = crashing_versions.contains(&to_version);
         for done in 1..=total.max(1) {
             tokio::time::sleep(*step).await;
             if crashes {

@@ -128,9 +128,10 @@ impl Registry {
 
     /// `/help` with no argument: one line per command.
     pub fn render_overview(&self) -> String {
+        let width = self.commands.values().map(|c| c.usage.chars().count()).max().unwrap_or(0);
         let mut out = String::from("Commands:\n");
         for spec in self.commands.values() {
-            out.push_str(&format!("  {:<44} {}\n", spec.usage, spec.summary));
+            out.push_str(&format!("  {:<width$}  {}\n", spec.usage, spec.summary));
         }
         out.push_str("Type `/help <command>` for details.");
         out

@@ -198,6 +198,9 @@ impl ArgKind {
     }
 }
 
+/// An argument an action reads: its name, a check of its kind, whether required.
+pub type NeededArg = (&'static str, fn(&ArgKind) -> bool, bool);
+
 /// The closed set of things a command can do. Command files pick one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,7 +221,7 @@ pub enum ActionKind {
 impl ActionKind {
     /// The arguments (name, kind check, required) each action reads. The registry
     /// refuses a command file that does not provide them.
-    pub fn needed_args(self) -> &'static [(&'static str, fn(&ArgKind) -> bool, bool)] {
+    pub fn needed_args(self) -> &'static [NeededArg] {
         fn service(k: &ArgKind) -> bool {
             *k == ArgKind::Service
         }
