@@ -160,7 +160,9 @@ pub fn cast_vote(
     if !is_approver(voter) {
         return Err(VoteRefusal::NotApprover { id: request.id.clone(), groups });
     }
-    if request.votes.iter().any(|v| v.voter == *voter && v.digest == request.digest) {
+    // Approving twice counts once and is refused; denying after approving is a
+    // change of mind and always taken — the safe direction.
+    if approve && request.votes.iter().any(|v| v.voter == *voter && v.approve && v.digest == request.digest) {
         return Err(VoteRefusal::AlreadyVoted { id: request.id.clone() });
     }
     request.votes.push(Vote { voter: voter.clone(), approve, at: now, digest: request.digest.clone(), reason });
