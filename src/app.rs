@@ -28,6 +28,28 @@ fn system_record(text: &str) -> AuditEntry {
     AuditEntry::new(RecordKind::System).detail(text)
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (`docker stop`, systemd).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still works");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
@@ -61,7 +83,7 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let channel = format!("console:{}", options.channel);
     tokio::select! {
         result = console::run(engine.clone(), options.actor, channel, interactive) => result?,
-        _ = tokio::signal::ctrl_c() => println!("\nopsbot: stopping — waiting for running actions"),
+        _ = shutdown_signal() => println!("\nopsbot: stopping — waiting for running actions"),
     }
     ticker.abort();
     engine.shutdown(SHUTDOWN_GRACE).await;

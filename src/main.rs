@@ -142,7 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if opsbot::event::qualified_id(&format!("console:{channel}"), "channel").is_err() {
                 anyhow::bail!("--channel: use letters, digits, `-`, `_` or `.`");
             }
-            runtime.block_on(opsbot::app::console(loaded, opsbot::app::ConsoleOptions { actor, channel }))?;
+            let result = runtime.block_on(opsbot::app::console(loaded, opsbot::app::ConsoleOptions { actor, channel }));
+            // Tokio reads stdin on a blocking thread that stays parked in read()
+            // after a signal; everything is flushed by now, so do not wait for it.
+            runtime.shutdown_background();
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => match command {

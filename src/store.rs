@@ -45,7 +45,10 @@ pub struct RunLock {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    pending: sled::Tree,
+    /// Every approval request ever opened, by id (open or closed).
+    requests: sled::Tree,
+    /// Index of the open ones, so the periodic expiry check never scans history.
+    open: sled::Tree,
     locks: sled::Tree,
     dedup: sled::Tree,
     meta: sled::Tree,
@@ -74,7 +77,8 @@ impl Store {
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         Ok(Store {
-            pending: db.open_tree("pending")?,
+            requests: db.open_tree("requests")?,
+            open: db.open_tree("open_requests")?,
             locks: db.open_tree("locks")?,
             dedup: db.open_tree("dedup")?,
             meta: db.open_tree("meta")?,
@@ -104,12 +108,17 @@ impl Store {
 
     pub fn put_pending(&self, request: &PendingRequest) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.pending.insert(request.id.as_bytes(), bytes)?;
+        self.requests.insert(request.id.as_bytes(), bytes)?;
+        if request.state.is_open() {
+            self.open.insert(request.id.as_bytes(), &[])?;
+        } else {
+            self.open.remove(request.id.as_bytes())?;
+        }
         Ok(())
     }
 
     pub fn get_pending(&self, id: &str) -> Result<Option<PendingRequest>, StoreError> {
-        match self.pending.get(id.as_bytes())? {
+        match self.requests.get(id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt(format!("request {id}: {e}")))
@@ -117,14 +126,13 @@ impl Store {
         }
     }
 
-    /// Requests still open (state pending).
+    /// Requests still open (state pending), via the open index.
     pub fn open_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
         let mut out = Vec::new();
-        for item in self.pending.iter() {
-            let (_, bytes) = item?;
-            let request: PendingRequest =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if request.state.is_open() {
+        for item in self.open.iter() {
+            let (id, _) = item?;
+            let id = String::from_utf8_lossy(&id).to_string();
+            if let Some(request) = self.get_pending(&id)?.filter(|r| r.state.is_open()) {
                 out.push(request);
             }
         }

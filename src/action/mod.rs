@@ -76,6 +76,11 @@ pub trait Executor: Send + Sync {
         action: &'a Action,
         progress: Progress,
     ) -> BoxFuture<'a, Result<Outcome, ActionError>>;
+    /// A tag the engine puts on its own messages about this backend's actions
+    /// (the simulated backend says so everywhere).
+    fn label(&self) -> Option<&'static str> {
+        None
+    }
     /// A readable status report.
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>>;
 }

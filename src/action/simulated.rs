@@ -111,6 +111,10 @@ impl Simulated {
 }
 
 impl Executor for Simulated {
+    fn label(&self) -> Option<&'static str> {
+        Some(TAG)
+    }
+
     fn execute<'a>(
         &'a self,
         service: &'a Service,

@@ -112,6 +112,7 @@ pub struct AuditRecord {
 pub struct AuditQuery {
     pub service: Option<String>,
     pub request_id: Option<String>,
+    pub kind: Option<RecordKind>,
     pub since: Option<DateTime<Utc>>,
     /// Only records with a greater sequence number.
     pub after_seq: Option<u64>,
@@ -123,6 +124,7 @@ impl AuditQuery {
     pub fn matches(&self, record: &AuditRecord) -> bool {
         self.service.as_ref().is_none_or(|s| record.entry.service.as_ref() == Some(s))
             && self.request_id.as_ref().is_none_or(|r| record.entry.request_id.as_ref() == Some(r))
+            && self.kind.is_none_or(|k| record.entry.kind == k)
             && self.since.is_none_or(|t| record.ts >= t)
             && self.after_seq.is_none_or(|n| record.seq > n)
     }

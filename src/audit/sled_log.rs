@@ -197,22 +197,37 @@ impl AuditLog for SledAuditLog {
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let start = query.after_seq.map(|n| n + 1).unwrap_or(1);
-        let mut out = Vec::new();
-        for item in self.tree.range(record_key(start)..) {
+        let start = record_key(query.after_seq.map(|n| n + 1).unwrap_or(1));
+        let range = self.tree.range(start.to_vec()..vec![RECORD_PREFIX + 1]);
+        let decode = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<AuditRecord, AuditError> {
             let (key, value) = item.map_err(|e| AuditError::Store(e.to_string()))?;
-            if key.first() != Some(&RECORD_PREFIX) {
-                break;
-            }
             let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            let record = chain::open(&value).map_err(|problem| AuditError::Corrupt { seq, problem })?;
-            if query.matches(&record) {
-                out.push(record);
+            chain::open(&value).map_err(|problem| AuditError::Corrupt { seq, problem })
+        };
+        let mut out = Vec::new();
+        match query.limit {
+            // The newest matches: walk backwards and stop early, so `/audit`
+            // and `/status` cost the same on a day-old and a year-old trail.
+            Some(limit) => {
+                for item in range.rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let record = decode(item)?;
+                    if query.matches(&record) {
+                        out.push(record);
+                    }
+                }
+                out.reverse();
             }
-        }
-        if let Some(limit) = query.limit {
-            let skip = out.len().saturating_sub(limit);
-            out.drain(..skip);
+            None => {
+                for item in range {
+                    let record = decode(item)?;
+                    if query.matches(&record) {
+                        out.push(record);
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -42,9 +42,14 @@ impl Engine {
                 request.expires_at.format("%H:%M UTC")
             ));
         }
-        let recent = self.audit.read(&AuditQuery { service: Some(service.name.clone()), ..Default::default() })?;
-        let changes: Vec<&AuditRecord> =
-            recent.iter().filter(|r| r.entry.kind == RecordKind::Outcome).rev().take(3).collect();
+        let query = AuditQuery {
+            service: Some(service.name.clone()),
+            kind: Some(RecordKind::Outcome),
+            limit: Some(3),
+            ..Default::default()
+        };
+        let recent = self.audit.read(&query)?;
+        let changes: Vec<&AuditRecord> = recent.iter().rev().collect();
         if !changes.is_empty() {
             text.push_str("\n  last changes:");
             for record in changes {

@@ -64,8 +64,9 @@ impl Engine {
             .as_ref()
             .map(|reason| format!("🚨 BREAK-GLASS by {requester}: {reason} — no approval was waited for. "))
             .unwrap_or_default();
+        let label = self.executors.for_service(&service).label().map(|l| format!("{l} ")).unwrap_or_default();
         let started =
-            format!("{loud}▶ {id}: {} started (requested by {requester}{approvals})", parsed.request.describe());
+            format!("{loud}▶ {id}: {label}{} started (requested by {requester}{approvals})", parsed.request.describe());
         let intent = self
             .entry(RecordKind::Intent, Some(id), requester, parsed, reply)
             .outcome(if break_glass.is_some() { "break_glass" } else { "started" })

@@ -8,7 +8,7 @@ use std::time::Duration;
 fn staging_deploy_runs_at_once_and_is_audited() {
     let bot = Bot::new();
     let out = stdout(&bot.console(&["/deploy api-staging v1.4.2", "/status api-staging"]));
-    assert!(out.contains("▶ r-1: deploy api-staging v1.4.2 started (requested by console:alice)"), "{out}");
+    assert!(out.contains("▶ r-1: [simulated] deploy api-staging v1.4.2 started (requested by console:alice)"), "{out}");
     assert!(out.contains("✅ r-1: [simulated] api-staging now runs v1.4.2"), "{out}");
     let records = bot.export(&["--request", "r-1"]);
     let kinds = steps(&records, "r-1");
@@ -38,7 +38,7 @@ fn production_deploy_waits_refuses_self_approval_and_runs_after_an_sre_approves(
     assert!(out.contains("you cannot approve your own request"), "{out}");
     assert!(out.contains("only sre can vote on r-1"), "{out}");
     assert!(
-        out.contains("▶ r-1: deploy api-service v1.4.2 started (requested by console:alice, approved by console:bob)"),
+        out.contains("▶ r-1: [simulated] deploy api-service v1.4.2 started (requested by console:alice, approved by console:bob)"),
         "{out}"
     );
     assert!(out.contains("r-1 is already approved"), "{out}");

@@ -81,3 +81,28 @@ fn kill_dash_nine_loses_nothing_the_user_was_told() {
     assert!(!interrupted.is_empty(), "something was mid-flight at the kill");
     assert!(bot.verify().status.success());
 }
+
+#[test]
+fn sigterm_lets_running_actions_finish_and_records_them() {
+    let bot = Bot::with_config(&config_text("30m", "").replace("step = \"20ms\"", "step = \"200ms\""));
+    let mut child = bot.spawn_console();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "/deploy api-staging v8.0.0").unwrap();
+    loop {
+        let line = lines.next().expect("output").unwrap();
+        if line.contains("↳ r-1") {
+            break;
+        }
+    }
+    // Stdin stays open: only the signal stops it.
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
+    assert!(rest.iter().any(|l| l.starts_with("✅ r-1")), "the running deploy finished: {rest:?}");
+    let records = bot.export(&[]);
+    assert!(records.iter().any(|r| r["request_id"] == "r-1" && r["outcome"] == "succeeded"));
+    assert_eq!(records.last().unwrap()["detail"], "opsbot console stopped");
+    drop(stdin);
+}

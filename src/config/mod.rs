@@ -1,0 +1,227 @@
+//! Configuration: `config/*.toml` → a validated [`Config`]. Every field is parsed,
+//! every problem is collected with its file, key and a hint, and the caller exits
+//! 64 before opening any connection. Secrets never live here (see the README).
+//!
+//! `mod.rs` holds the validated types; `parse.rs` reads and checks the TOML.
+
+mod parse;
+
+pub use parse::from_str;
+
+use crate::command::Registry;
+use crate::event::Actor;
+use crate::policy::freeze::FreezeWindow;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One thing wrong with a configuration or command file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Problem {
+    pub fn new(file: &Path, key: &str, message: String, hint: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), key: key.to_string(), message, hint: hint.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = if self.key.is_empty() { String::new() } else { format!(" [{}]", self.key) };
+        write!(f, "{}{key}: {}", self.file.display(), self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " — hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found, for `opsbot check` and start-up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub data_dir: PathBuf,
+    pub commands_dir: PathBuf,
+    /// How long a `/lock` lasts when no TTL is given.
+    pub lock_ttl: Duration,
+    /// How long one action may run; also the TTL of the per-service run lock, so a
+    /// crash cannot wedge a service for longer than this.
+    pub action_timeout: Duration,
+    pub environments: BTreeMap<String, Environment>,
+    pub groups: BTreeMap<String, BTreeSet<Actor>>,
+    pub services: BTreeMap<String, Service>,
+    pub rules: Vec<Rule>,
+    pub freezes: Vec<FreezeWindow>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub environment: String,
+    /// Platform-qualified channels allowed to change it; empty means any channel.
+    pub channels: Vec<String>,
+    pub health_url: Option<String>,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub backend: Backend,
+}
+
+/// Where a service runs. Closed set; more variants arrive with their backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Backend {
+    /// The in-memory cluster for the demo and tests.
+    Simulated {
+        /// Version running at start.
+        version: String,
+        /// Replicas at start.
+        replicas: u32,
+        /// Time per rollout step (one replica).
+        #[serde(default = "default_step", with = "duration_text")]
+        step: Duration,
+        /// Versions whose pods crash on start, to rehearse a failed rollout.
+        #[serde(default)]
+        crashing_versions: Vec<String>,
+    },
+}
+
+fn default_step() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// A policy rule: who may run which commands in which environments, and who
+/// must approve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub commands: Vec<String>,
+    pub environments: Vec<String>,
+    pub requesters: Vec<String>,
+    pub approvers: Vec<String>,
+    pub approvals: u32,
+    pub ttl: Duration,
+    pub break_glass: Vec<String>,
+}
+
+impl Rule {
+    pub fn matches(&self, policy: &str, environment: &str) -> bool {
+        self.commands.iter().any(|c| c == policy) && self.environments.iter().any(|e| e == "*" || e == environment)
+    }
+}
+
+/// Durations written as text (`500ms`, `30m`) in TOML.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::format_duration(*d))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::clock::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    pub fn is_known(&self, actor: &Actor) -> bool {
+        self.groups.values().any(|members| members.contains(actor))
+    }
+
+    /// Whether `actor` belongs to any of `groups` (`*` means any known user).
+    pub fn in_any(&self, actor: &Actor, groups: &[String]) -> bool {
+        groups.iter().any(|g| {
+            if g == "*" {
+                self.is_known(actor)
+            } else {
+                self.groups.get(g).is_some_and(|m| m.contains(actor))
+            }
+        })
+    }
+
+    /// Everyone in `groups`.
+    pub fn members(&self, groups: &[String]) -> BTreeSet<Actor> {
+        groups
+            .iter()
+            .flat_map(|g| {
+                if g == "*" {
+                    self.groups.values().flatten().cloned().collect::<Vec<_>>()
+                } else {
+                    self.groups.get(g).map(|m| m.iter().cloned().collect()).unwrap_or_default()
+                }
+            })
+            .collect()
+    }
+
+    pub fn rule_for(&self, policy: &str, environment: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(policy, environment))
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+}
+
+/// The configuration and the commands it is checked against.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub registry: Registry,
+}
+
+/// Reads and checks a config file and the command files it points at.
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::new(
+            path,
+            "",
+            format!("cannot read: {e}"),
+            "pass --config with the path of a TOML file such as config/demo.toml",
+        )])
+    })?;
+    let mut problems = Vec::new();
+    let config = from_str(path, &text, &mut problems);
+    let registry = match &config {
+        Some(config) => match Registry::load_dir(&config.commands_dir) {
+            Ok(registry) => Some(registry),
+            Err(more) => {
+                problems.extend(more);
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(config), Some(registry)) = (&config, &registry) {
+        parse::cross_check(path, config, registry, &mut problems);
+    }
+    match (config, registry) {
+        (Some(config), Some(registry)) if problems.is_empty() => Ok(Loaded { config, registry }),
+        _ => Err(Problems(problems)),
+    }
+}
