@@ -64,6 +64,7 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
         audit: audit.clone(),
         chat: Arc::new(ConsoleSink),
         clock: Arc::new(SystemClock),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
     });
     audit.append(system_record("opsbot console started")).await?;
     engine.recover().await;
@@ -88,6 +89,143 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     ticker.abort();
     engine.shutdown(SHUTDOWN_GRACE).await;
     audit.append(system_record("opsbot console stopped")).await?;
+    admin.stop();
+    store.audit().close();
+    Ok(())
+}
+
+/// Options of `opsbot serve`.
+pub struct ServeOptions {
+    /// Overrides `[server] listen`.
+    pub listen: Option<String>,
+}
+
+/// Reads a secret from the environment; empty counts as missing.
+fn secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `opsbot serve`: the HTTP listener, Slack (HTTP and/or Socket Mode), the tick,
+/// and an orderly shutdown on SIGTERM.
+pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
+    use crate::chat::slack::{api::SlackApi, outbound, socket, verify::Verifier, SlackIngress};
+    use crate::chat::PlatformSinks;
+    use crate::config::{Problem, Problems};
+    use crate::server::{self, AppState, Readiness};
+
+    let Loaded { config, registry } = loaded;
+    // Every missing secret is reported at once, before anything is opened.
+    let mut problems = Vec::new();
+    let mut need = |name: &str, why: &str| {
+        let value = secret(name);
+        if value.is_none() {
+            problems.push(Problem::new(
+                &config.source,
+                "slack",
+                format!("{name} is not set"),
+                format!("export {name} ({why})"),
+            ));
+        }
+        value
+    };
+    let slack_secrets = config.slack.as_ref().map(|s| {
+        let bot = need("SLACK_BOT_TOKEN", "the bot token, xoxb-…, to post replies");
+        let signing = if s.mode.http() { need("SLACK_SIGNING_SECRET", "to verify Slack's requests") } else { None };
+        let app = if s.mode.socket() {
+            need("SLACK_APP_TOKEN", "the app-level token, xapp-…, for Socket Mode")
+        } else {
+            None
+        };
+        (bot, signing, app)
+    });
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
+    let listen = options.listen.unwrap_or_else(|| config.listen.clone());
+
+    let store = Store::open(&config.data_dir)?;
+    let audit: Arc<dyn AuditLog> = store.audit();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let mut sinks = PlatformSinks::default();
+    let mut slack_sink = None;
+    let mut slack_api = None;
+    if let (Some(settings), Some((Some(bot), _, _))) = (&config.slack, &slack_secrets) {
+        let api_url = secret("SLACK_API_URL");
+        let api = SlackApi::new(bot, api_url.as_deref())
+            .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
+        let pacing = outbound::Pacing { interval: settings.channel_interval, burst: settings.channel_burst };
+        let sink = outbound::SlackSink::new(api.clone(), store.clone(), metrics.clone(), pacing);
+        sinks.slack = Some(Arc::new(sink.clone()));
+        slack_sink = Some(sink);
+        slack_api = Some(api);
+    }
+    let data_dir = config.data_dir.clone();
+    let slack_mode = config.slack.as_ref().map(|s| s.mode);
+    let engine = Engine::new(Parts {
+        executors: Executors::from_config(&config),
+        config,
+        registry,
+        store: store.clone(),
+        audit: audit.clone(),
+        chat: Arc::new(sinks),
+        clock: Arc::new(SystemClock),
+        metrics,
+    });
+    audit.append(system_record("opsbot serve started")).await?;
+    engine.recover().await;
+    engine.tick().await;
+    let admin = admin::serve(&data_dir, store.clone())?;
+    let ticker = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                engine.tick().await;
+            }
+        })
+    };
+
+    let mut readiness = Readiness::default();
+    readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut slack_ingress = None;
+    let mut socket_task = None;
+    if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
+        let verifier = signing.as_deref().map(Verifier::new);
+        let ingress = Arc::new(SlackIngress::new(verifier, engine.clone(), store.clone(), engine.metrics().clone()));
+        if mode.http() {
+            slack_ingress = Some(ingress.clone());
+        }
+        if let (true, Some(app), Some(api)) = (mode.socket(), app, slack_api.clone()) {
+            let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            readiness.slack_socket = Some(connected.clone());
+            socket_task = Some(tokio::spawn(socket::run(ingress, api, app, connected, stop.clone())));
+        }
+    }
+    let state = AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness) };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;
+    tracing::info!(address = %listen, "opsbot serving");
+    println!("opsbot serving on {}", listener.local_addr().map(|a| a.to_string()).unwrap_or(listen));
+    axum::serve(listener, server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+
+    // Intake has stopped. Let running actions reach their end and be audited,
+    // deliver what is queued for Slack, then flush.
+    tracing::info!("shutting down: waiting for running actions");
+    stop.cancel();
+    if let Some(task) = socket_task {
+        let _ = task.await;
+    }
+    ticker.abort();
+    engine.shutdown(SHUTDOWN_GRACE).await;
+    if let Some(sink) = slack_sink {
+        if !sink.drain(Duration::from_secs(10)).await {
+            tracing::warn!("some Slack messages were still queued at shutdown");
+        }
+    }
+    audit.append(system_record("opsbot serve stopped")).await?;
     admin.stop();
     store.audit().close();
     Ok(())

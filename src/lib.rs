@@ -41,7 +41,9 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod policy;
+pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -39,8 +39,23 @@ enum Command {
         #[arg(long, default_value = "ops")]
         channel: String,
     },
+    /// Run the bot: the HTTP listener (Slack endpoints, health, metrics) and Socket Mode.
+    Serve {
+        /// Address to listen on (overrides `[server] listen`, default 0.0.0.0:3000).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Check the configuration and command files; print every problem.
     Check,
+    /// Print a Slack app manifest (JSON) built from the command files.
+    SlackManifest {
+        /// The public base URL Slack should call (omit for Socket Mode).
+        #[arg(long)]
+        url: Option<String>,
+        /// The app's name in Slack.
+        #[arg(long, default_value = "opsbot")]
+        name: String,
+    },
     /// Read and check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -96,8 +111,12 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (Slack, later Kubernetes and AWS):
+    // ring only, so rustls never has to guess between two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Console { .. }) { "warn" } else { "info" };
+    let default_level =
+        if matches!(cli.command, Command::Console { .. } | Command::SlackManifest { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG").unwrap_or_else(|_| default_level.into()),
@@ -147,6 +166,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // after a signal; everything is flushed by now, so do not wait for it.
             runtime.shutdown_background();
             result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen } => {
+            let result = runtime.block_on(opsbot::app::serve(loaded, opsbot::app::ServeOptions { listen }));
+            runtime.shutdown_background();
+            match result {
+                Err(opsbot::Error::Config(problems)) => {
+                    eprint!("{problems}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+                other => {
+                    other?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::SlackManifest { url, name } => {
+            if let Some(url) = &url {
+                if !url.starts_with("https://") {
+                    anyhow::bail!("--url: Slack only calls https:// URLs");
+                }
+            }
+            let manifest = opsbot::chat::slack::manifest::manifest(&loaded.registry, url.as_deref(), &name);
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => match command {

@@ -52,6 +52,7 @@ pub struct Store {
     locks: sled::Tree,
     dedup: sled::Tree,
     meta: sled::Tree,
+    links: sled::Tree,
     audit: Arc<SledAuditLog>,
 }
 
@@ -82,6 +83,7 @@ impl Store {
             locks: db.open_tree("locks")?,
             dedup: db.open_tree("dedup")?,
             meta: db.open_tree("meta")?,
+            links: db.open_tree("links")?,
             audit: Arc::new(SledAuditLog::open(&db)?),
             db,
         })
@@ -241,6 +243,17 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Remembers a small adapter-owned mapping (e.g. which Slack message is the
+    /// card of which request), so it survives a restart.
+    pub fn link(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.links.insert(key.as_bytes(), value.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn resolve(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.links.get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).to_string()))
     }
 
     /// Flushes everything (used at shutdown).

@@ -44,6 +44,7 @@ pub fn render(reply: &Reply) -> String {
         Reply::Private { to, text } => format!("opsbot (only {to} sees this): {text}"),
         Reply::Approval(view) => card(view, false),
         Reply::ApprovalUpdate(view) => card(view, true),
+        Reply::Started { text, .. } => format!("opsbot: {text}"),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
         Reply::Outcome { request_id, success: true, text } => format!("✅ {request_id}: {text}"),
         Reply::Outcome { request_id, success: false, text } => format!("❌ {request_id}: {text}"),

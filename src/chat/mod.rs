@@ -4,6 +4,7 @@
 //! (Block Kit buttons, Discord components, plain terminal lines).
 
 pub mod console;
+pub mod slack;
 
 use crate::audit::BoxFuture;
 use crate::event::{Actor, ReplyTarget};
@@ -39,6 +40,8 @@ pub enum Reply {
     Approval(ApprovalView),
     /// The same card, updated (votes counted, decided, expired).
     ApprovalUpdate(ApprovalView),
+    /// An action started; platforms thread its progress and outcome under it.
+    Started { request_id: String, text: String },
     /// A milestone of a running action (platforms update one threaded message).
     Progress { request_id: String, text: String },
     /// How an action ended.
@@ -54,6 +57,30 @@ pub enum ChatError {
 /// The seam the core replies through.
 pub trait ChatSink: Send + Sync {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>>;
+}
+
+/// Sends each reply to the adapter of its channel's platform.
+#[derive(Default)]
+pub struct PlatformSinks {
+    pub slack: Option<std::sync::Arc<dyn ChatSink>>,
+    pub console: Option<std::sync::Arc<dyn ChatSink>>,
+}
+
+impl ChatSink for PlatformSinks {
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
+        let sink = match target.platform() {
+            "slack" => self.slack.as_ref(),
+            "console" => self.console.as_ref(),
+            _ => None,
+        };
+        match sink {
+            Some(sink) => sink.send(target, reply),
+            None => {
+                let channel = target.channel.clone();
+                Box::pin(async move { Err(ChatError::Delivery(format!("no adapter is running for {channel}"))) })
+            }
+        }
+    }
 }
 
 /// Keeps every reply, for tests.

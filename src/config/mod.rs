@@ -73,6 +73,39 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     pub rules: Vec<Rule>,
     pub freezes: Vec<FreezeWindow>,
+    /// `[server] listen`: the one HTTP listener of `opsbot serve`.
+    pub listen: String,
+    /// `[slack]`: absent means Slack is off.
+    pub slack: Option<SlackSettings>,
+}
+
+/// How opsbot talks to Slack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlackMode {
+    /// Slack calls `/slack/*` on opsbot's public URL.
+    Http,
+    /// opsbot dials Slack (no public URL needed; needs `SLACK_APP_TOKEN`).
+    Socket,
+    Both,
+}
+
+impl SlackMode {
+    pub fn http(self) -> bool {
+        matches!(self, SlackMode::Http | SlackMode::Both)
+    }
+    pub fn socket(self) -> bool {
+        matches!(self, SlackMode::Socket | SlackMode::Both)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackSettings {
+    pub mode: SlackMode,
+    /// Steady pace of one channel's send queue (Slack allows about 1/s).
+    pub channel_interval: Duration,
+    /// Messages a channel may get at once before the pace applies.
+    pub channel_burst: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,7 +1,7 @@
 //! Reading a config text: each section and entry is decoded on its own so one
 //! typo does not hide the problems after it, then every value is checked.
 
-use super::{Backend, Config, Environment, Problem, Rule, Service};
+use super::{Backend, Config, Environment, Problem, Rule, Service, SlackMode, SlackSettings};
 use crate::clock::parse_duration;
 use crate::command::Registry;
 use crate::event::{qualified_id, Actor};
@@ -60,7 +60,21 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 6] = ["bot", "environments", "groups", "services", "rules", "freeze"];
+const TOP_LEVEL: [&str; 8] = ["bot", "server", "slack", "environments", "groups", "services", "rules", "freeze"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    mode: Option<SlackMode>,
+    channel_interval: Option<String>,
+    channel_burst: Option<u32>,
+}
 
 /// Parses and validates one config text. Each section and each entry is
 /// deserialised on its own, so one typo does not hide the problems after it.
@@ -191,6 +205,31 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
     }
 
+    let server: RawServer = decode(path, "server", section("server"), problems).unwrap_or_default();
+    let listen = server.listen.unwrap_or_else(|| "0.0.0.0:3000".to_string());
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(Problem::new(
+            path,
+            "server.listen",
+            format!("`{listen}` is not an address"),
+            "write it like 0.0.0.0:3000",
+        ));
+    }
+    let slack = decode::<RawSlack>(path, "slack", section("slack"), problems).map(|raw| {
+        let channel_interval =
+            duration("slack.channel_interval", raw.channel_interval.as_deref(), Duration::from_secs(1), problems);
+        let channel_burst = raw.channel_burst.unwrap_or(3);
+        if channel_burst == 0 {
+            problems.push(Problem::new(
+                path,
+                "slack.channel_burst",
+                "must be at least 1".into(),
+                "3 suits Slack's limits",
+            ));
+        }
+        SlackSettings { mode: raw.mode.unwrap_or(SlackMode::Http), channel_interval, channel_burst }
+    });
+
     if problems.len() > start {
         return None;
     }
@@ -200,6 +239,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         commands_dir,
         lock_ttl,
         action_timeout,
+        listen,
+        slack,
         environments,
         groups,
         services,

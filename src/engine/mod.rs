@@ -23,11 +23,18 @@ use crate::command::{self, ParsedCommand, Registry, Request};
 use crate::config::{Backend, Config, Service};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Event, ReplyTarget};
+use crate::metrics::Metrics;
 use crate::policy::{self, Decision, Hold, Subject};
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
+
+tokio::task_local! {
+    /// Set while an adapter waits for the immediate answer to one request
+    /// (Slack's ack body): plain replies are collected instead of sent.
+    static COLLECT: std::cell::RefCell<Vec<Reply>>;
+}
 
 /// How long dedup keys are kept: longer than Slack's retry schedule.
 pub const DEDUP_TTL: Duration = Duration::from_secs(15 * 60);
@@ -57,6 +64,7 @@ pub struct Engine {
     executors: Executors,
     chat: Arc<dyn ChatSink>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     tracker: TaskTracker,
     /// Serialises read-modify-write of pending requests (votes, expiry).
     votes: tokio::sync::Mutex<()>,
@@ -71,6 +79,7 @@ pub struct Parts {
     pub executors: Executors,
     pub chat: Arc<dyn ChatSink>,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -84,6 +93,7 @@ impl Engine {
             executors: parts.executors,
             chat: parts.chat,
             clock: parts.clock,
+            metrics: parts.metrics,
             tracker: TaskTracker::new(),
             votes: tokio::sync::Mutex::new(()),
         })
@@ -103,6 +113,15 @@ impl Engine {
 
     pub fn executors(&self) -> &Executors {
         &self.executors
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Open approval requests (for the pending-approvals gauge).
+    pub fn open_requests(&self) -> usize {
+        self.store.open_requests().map(|r| r.len()).unwrap_or(0)
     }
 
     /// Handles one event to the point where its reply is sent; actions keep
@@ -145,15 +164,48 @@ impl Engine {
         self.say(reply, Reply::Private { to: actor.clone(), text: error.user_message() }).await;
     }
 
+    /// Handles `event` like [`Engine::handle`], but returns the plain replies
+    /// (text and private notes) made while handling it instead of sending them,
+    /// so an adapter can put them in its acknowledgement. Cards, progress and
+    /// outcomes still go through the sink, where they can be threaded and updated.
+    pub async fn handle_collecting(self: &Arc<Self>, event: Event) -> Vec<Reply> {
+        COLLECT
+            .scope(std::cell::RefCell::new(Vec::new()), async {
+                self.handle(event).await;
+                COLLECT.with(|collected| collected.take())
+            })
+            .await
+    }
+
+    /// Sends a reply through the sink (for adapters that answered part of a
+    /// request themselves).
+    pub async fn send_reply(&self, target: &ReplyTarget, reply: Reply) {
+        if let Err(e) = self.chat.send(target, reply).await {
+            tracing::warn!(error = %e, channel = %target.channel, "reply not delivered");
+        }
+    }
+
     /// Sends a reply; a delivery failure is logged, never fatal to the action.
     async fn say(&self, target: &ReplyTarget, reply: Reply) {
+        if matches!(reply, Reply::Text(_) | Reply::Private { .. }) {
+            let reply = reply.clone();
+            if COLLECT.try_with(|collected| collected.borrow_mut().push(reply)).is_ok() {
+                return;
+            }
+        }
         if let Err(e) = self.chat.send(target, reply).await {
             tracing::warn!(error = %e, channel = %target.channel, "reply not delivered");
         }
     }
 
     async fn on_command(self: &Arc<Self>, actor: &Actor, text: &str, reply: &ReplyTarget) -> Result<()> {
-        let parsed = command::parse(&self.registry, &self.service_names, text)?;
+        let parsed = match command::parse(&self.registry, &self.service_names, text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.metrics.request(actor.platform(), "unparsed", "invalid");
+                return Err(e.into());
+            }
+        };
         match &parsed.request {
             Request::Approve { request } => self.vote(actor, request, true, None, reply).await,
             Request::Deny { request, reason } => self.vote(actor, request, false, reason.clone(), reply).await,
@@ -243,6 +295,7 @@ impl Engine {
                 ("pending", format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", ")))
             }
         };
+        self.metrics.request(actor.platform(), &parsed.command, outcome);
         let request_record = self.entry(RecordKind::Request, id.as_deref(), actor, &parsed, reply);
         let decision_record =
             AuditEntry { args: None, ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply) }

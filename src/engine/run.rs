@@ -76,7 +76,7 @@ impl Engine {
             let _ = self.store.release_run_lock(&service_name, id);
             return Err(e.into());
         }
-        self.say(reply, Reply::Text(started)).await;
+        self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
 
         let engine = self.clone();
         let id = id.to_string();
@@ -129,6 +129,7 @@ impl Engine {
             Ok(outcome) => (true, outcome.summary),
             Err(e) => (false, e.to_string()),
         };
+        self.metrics.action(if success { "succeeded" } else { "failed" });
         let record =
             AuditEntry { args: None, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
                 .outcome(if success { "succeeded" } else { "failed" })

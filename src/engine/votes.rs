@@ -115,6 +115,7 @@ impl Engine {
         reason: Option<String>,
         reply: &ReplyTarget,
     ) -> Result<()> {
+        self.metrics.request(voter.platform(), if approve { "approve" } else { "deny" }, "vote");
         let _guard = self.votes.lock().await;
         let mut request = self.store.get_pending(id)?.ok_or_else(|| Error::UnknownRequest(id.to_string()))?;
         let now = self.clock.now();

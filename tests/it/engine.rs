@@ -71,6 +71,7 @@ ttl = "{ttl_secs}s"
         audit: audit.clone(),
         chat: sink.clone(),
         clock: clock.clone(),
+        metrics: Default::default(),
     });
     Harness { engine, clock, sink, audit }
 }

@@ -1,0 +1,139 @@
+//! The Slack Web API calls opsbot makes, through slack-morphism's client, with
+//! errors sorted into what the send queue does next: wait (429), retry (5xx,
+//! network), or give up (a request Slack will never accept).
+
+use serde_json::Value;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type Connector =
+    SlackClientHyperConnector<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("rate limited (retry after {0:?})")]
+    RateLimited(Option<Duration>),
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    #[error("refused: {0}")]
+    Permanent(String),
+}
+
+impl From<SlackClientError> for ApiError {
+    fn from(e: SlackClientError) -> Self {
+        match e {
+            SlackClientError::RateLimitError(r) => ApiError::RateLimited(r.retry_after),
+            SlackClientError::HttpError(h) if h.status_code.is_server_error() => {
+                ApiError::Transient(format!("HTTP {}", h.status_code))
+            }
+            SlackClientError::HttpError(h) => ApiError::Permanent(format!("HTTP {}", h.status_code)),
+            SlackClientError::HttpProtocolError(p) => ApiError::Transient(p.to_string()),
+            SlackClientError::ApiError(a) => ApiError::Permanent(a.code),
+            other => ApiError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// A Web API client bound to the bot token.
+#[derive(Clone)]
+pub struct SlackApi {
+    client: Arc<SlackClient<Connector>>,
+    token: SlackApiToken,
+}
+
+impl std::fmt::Debug for SlackApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlackApi(<token>)")
+    }
+}
+
+/// Builds the HTTP connector: https to Slack, and plain http only when
+/// `SLACK_API_URL` points at a local fake.
+pub fn connector(api_url: Option<&str>) -> std::io::Result<Connector> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_native_roots()?;
+    let https = match api_url {
+        Some(url) if url.starts_with("http://") => builder.https_or_http().enable_http1().build(),
+        _ => builder.https_only().enable_http1().enable_http2().build(),
+    };
+    let connector = SlackClientHyperConnector::with_connector(https);
+    Ok(match api_url {
+        Some(url) => connector.with_slack_api_url(url.trim_end_matches('/')),
+        None => connector,
+    })
+}
+
+impl SlackApi {
+    pub fn new(token: &str, api_url: Option<&str>) -> std::io::Result<SlackApi> {
+        let client = Arc::new(SlackClient::new(connector(api_url)?));
+        Ok(SlackApi { client, token: SlackApiToken::new(token.to_string().into()) })
+    }
+
+    pub fn client(&self) -> Arc<SlackClient<Connector>> {
+        self.client.clone()
+    }
+
+    fn content(text: &str, blocks: Option<&Value>) -> Result<SlackMessageContent, ApiError> {
+        let mut content = SlackMessageContent::new().with_text(text.to_string());
+        if let Some(blocks) = blocks {
+            let blocks: Vec<SlackBlock> =
+                serde_json::from_value(blocks.clone()).map_err(|e| ApiError::Permanent(format!("bad blocks: {e}")))?;
+            content = content.with_blocks(blocks);
+        }
+        Ok(content)
+    }
+
+    /// `chat.postMessage`; returns the message's `ts`.
+    pub async fn post(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<String, ApiError> {
+        let session = self.client.open_session(&self.token);
+        let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), Self::content(text, blocks)?)
+            .opt_thread_ts(thread.map(|t| t.to_string().into()));
+        let response = session.chat_post_message(&request).await?;
+        Ok(response.ts.to_string())
+    }
+
+    /// `chat.update`.
+    pub async fn update(&self, channel: &str, ts: &str, text: &str, blocks: Option<&Value>) -> Result<(), ApiError> {
+        let session = self.client.open_session(&self.token);
+        let request = SlackApiChatUpdateRequest::new(
+            channel.to_string().into(),
+            Self::content(text, blocks)?,
+            ts.to_string().into(),
+        );
+        session.chat_update(&request).await?;
+        Ok(())
+    }
+
+    /// `chat.postEphemeral`: only `user` sees it.
+    pub async fn ephemeral(&self, channel: &str, user: &str, thread: Option<&str>, text: &str) -> Result<(), ApiError> {
+        let session = self.client.open_session(&self.token);
+        let request = SlackApiChatPostEphemeralRequest::new(
+            channel.to_string().into(),
+            user.to_string().into(),
+            Self::content(text, None)?,
+        )
+        .opt_thread_ts(thread.map(|t| t.to_string().into()));
+        session.chat_post_ephemeral(&request).await?;
+        Ok(())
+    }
+
+    /// `users.info`: the display name (or real name) of a user.
+    pub async fn display_name(&self, user: &str) -> Result<String, ApiError> {
+        let session = self.client.open_session(&self.token);
+        let response = session.users_info(&SlackApiUsersInfoRequest::new(user.to_string().into())).await?;
+        let profile = response.user.profile;
+        let name = profile
+            .as_ref()
+            .and_then(|p| p.display_name.clone().filter(|n| !n.is_empty()).or_else(|| p.real_name.clone()))
+            .or(response.user.name)
+            .unwrap_or_else(|| user.to_string());
+        Ok(name)
+    }
+}

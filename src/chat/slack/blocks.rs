@@ -1,0 +1,128 @@
+//! Block Kit for approval cards, and the text rules Slack imposes.
+
+use super::inbound::{APPROVE_ACTION, DENY_ACTION};
+use crate::chat::ApprovalView;
+use serde_json::{json, Value};
+
+/// Slack truncates long messages; split well below its limits, at line ends.
+pub const MAX_TEXT: usize = 3_900;
+
+/// `slack:U123` → `<@U123>` so Slack shows the person's name; others verbatim.
+pub fn mention(actor: &str) -> String {
+    match actor.strip_prefix("slack:") {
+        Some(id) => format!("<@{id}>"),
+        None => format!("`{actor}`"),
+    }
+}
+
+/// Replaces every `slack:U…` identity in `text` with a mention.
+pub fn mentions_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
+            if trimmed.starts_with("slack:U") || trimmed.starts_with("slack:W") {
+                word.replacen(trimmed, &mention(trimmed), 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits text into chunks of at most `max` characters, preferring line breaks.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        let mut line = line;
+        while line.chars().count() > max {
+            if !current.is_empty() {
+                chunks.push(std::mem::take(&mut current));
+            }
+            let cut = line.char_indices().nth(max).map(|(i, _)| i).unwrap_or(line.len());
+            chunks.push(line[..cut].to_string());
+            line = &line[cut..];
+        }
+        if current.chars().count() + line.chars().count() > max {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The approval card: the exact action, requester, expiry, buttons while open.
+pub fn approval_card(view: &ApprovalView) -> (String, Value) {
+    let expires = view.expires_at.timestamp();
+    let fallback = view.expires_at.format("%H:%M UTC");
+    let freeze = view.freeze.as_ref().map(|f| format!(" — freeze *{}* in force", escape(f))).unwrap_or_default();
+    let title = match view.state.as_str() {
+        "pending" => "Approval needed",
+        "approved" => "Approved",
+        "denied" => "Denied",
+        "withdrawn" => "Withdrawn",
+        "expired" => "Expired — nothing ran",
+        _ => "Closed — nothing ran",
+    };
+    let summary = format!(
+        "*{title}* · `{id}`\n*{action}* in *{env}*\nRequested by {who} · {have}/{need} approval(s) from {groups}{freeze}\nExpires <!date^{expires}^{{date_short_pretty}} {{time}}|{fallback}>",
+        id = view.id,
+        action = escape(&view.action),
+        env = escape(&view.environment),
+        who = mention(view.requester.as_str()),
+        have = view.approvals_have,
+        need = view.approvals_needed,
+        groups = escape(&view.approver_groups.join(", ")),
+    );
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}})];
+    if view.state == "pending" {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A :white_check_mark: reaction on this message approves, :x: denies. You cannot approve your own request."}]}));
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": "opsbot_vote",
+            "elements": [
+                {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": view.id, "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": DENY_ACTION, "style": "danger", "value": view.id, "text": {"type": "plain_text", "text": "Deny"}}
+            ]
+        }));
+    } else if let Some(by) = &view.decided_by {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{title} by {}", mention(by.as_str()))}]}));
+    }
+    let text = format!("{title}: {} ({}) — {}", view.action, view.id, view.state);
+    (text, Value::Array(blocks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_split_at_line_ends_within_the_limit() {
+        let text = (0..500).map(|i| format!("line {i} of the status report")).collect::<Vec<_>>().join("\n");
+        let chunks = split(&text, 1000);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.chars().count() <= 1000));
+        assert_eq!(chunks.concat(), text);
+        let long_line = "x".repeat(2500);
+        let chunks = split(&long_line, 1000);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), long_line);
+    }
+
+    #[test]
+    fn slack_identities_become_mentions() {
+        assert_eq!(
+            mentions_in("requested by slack:U1, approved by slack:U2)"),
+            "requested by <@U1>, approved by <@U2>)"
+        );
+        assert_eq!(mentions_in("by console:bob"), "by console:bob");
+    }
+}

@@ -1,0 +1,271 @@
+//! Verified Slack payloads → platform-neutral [`Event`]s. Only fields opsbot
+//! needs are read; everything else Slack sends is ignored. Identities become
+//! `slack:U…`, channels `slack:C…`, and each input carries the dedup key that
+//! makes Slack's retries harmless.
+
+use crate::event::{Actor, Event, ReplyTarget};
+use serde::Deserialize;
+
+/// A slash command (form fields over HTTP; the same names in Socket Mode JSON).
+#[derive(Debug, Deserialize)]
+pub struct SlashCommand {
+    pub command: String,
+    #[serde(default)]
+    pub text: String,
+    pub user_id: String,
+    pub channel_id: String,
+    #[serde(default)]
+    pub trigger_id: String,
+}
+
+/// Why a payload is not something opsbot acts on (the request is still acked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("identity not usable: {0}")]
+    Identity(String),
+}
+
+fn actor(user: &str) -> Result<Actor, InboundError> {
+    Actor::parse(&format!("slack:{user}")).map_err(InboundError::Identity)
+}
+
+fn channel(id: &str) -> Result<String, InboundError> {
+    crate::event::qualified_id(&format!("slack:{id}"), "channel").map(str::to_string).map_err(InboundError::Identity)
+}
+
+impl SlashCommand {
+    pub fn into_event(self) -> Result<Event, InboundError> {
+        let text = format!("{} {}", self.command.trim(), self.text.trim());
+        Ok(Event::Command {
+            actor: actor(&self.user_id)?,
+            text: text.trim().to_string(),
+            reply: ReplyTarget::channel(channel(&self.channel_id)?),
+            dedup_key: (!self.trigger_id.is_empty()).then(|| format!("slack:trigger:{}", self.trigger_id)),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Id {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionPayload {
+    action_id: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Container {
+    #[serde(default)]
+    message_ts: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    ts: String,
+}
+
+/// `block_actions` from a button.
+#[derive(Debug, Deserialize)]
+struct BlockActions {
+    #[serde(rename = "type")]
+    kind: String,
+    user: Id,
+    channel: Option<Id>,
+    #[serde(default)]
+    container: Option<Container>,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    actions: Vec<ActionPayload>,
+}
+
+/// The action ids on opsbot's approval buttons.
+pub const APPROVE_ACTION: &str = "opsbot_approve";
+pub const DENY_ACTION: &str = "opsbot_deny";
+
+/// An interactivity payload (the JSON in the `payload` form field).
+pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
+    let parsed: BlockActions = serde_json::from_str(payload).map_err(|e| InboundError::Malformed(e.to_string()))?;
+    if parsed.kind != "block_actions" {
+        return Ok(None);
+    }
+    let Some(action) = parsed.actions.first() else { return Ok(None) };
+    let approve = match action.action_id.as_str() {
+        APPROVE_ACTION => true,
+        DENY_ACTION => false,
+        _ => return Ok(None),
+    };
+    let Some(request_id) = crate::command::parse::normalize_request_id(&action.value) else {
+        return Err(InboundError::Malformed("button value is not a request id".into()));
+    };
+    let channel_id = parsed.channel.map(|c| c.id).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
+    let message_ts = parsed.container.and_then(|c| c.message_ts).or(parsed.message.map(|m| m.ts)).unwrap_or_default();
+    Ok(Some(Event::Vote {
+        actor: actor(&parsed.user.id)?,
+        request_id,
+        approve,
+        reply: ReplyTarget {
+            channel: channel(&channel_id)?,
+            thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
+        },
+        dedup_key: Some(format!("slack:action:{}:{}:{}", action.action_id, message_ts, parsed.user.id)),
+    }))
+}
+
+/// An Events API body.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventsBody {
+    UrlVerification {
+        challenge: String,
+    },
+    EventCallback {
+        event_id: String,
+        event: serde_json::Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReactionItem {
+    channel: String,
+    ts: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReactionAdded {
+    user: String,
+    reaction: String,
+    item: ReactionItem,
+}
+
+#[derive(Debug, Deserialize)]
+struct AppMention {
+    user: String,
+    text: String,
+    channel: String,
+    ts: String,
+    #[serde(default)]
+    thread_ts: Option<String>,
+}
+
+/// A reaction's meaning as a vote, if it has one.
+pub fn reaction_vote(reaction: &str) -> Option<bool> {
+    // Skin tones arrive as `+1::skin-tone-2`.
+    match reaction.split("::").next().unwrap_or(reaction) {
+        "white_check_mark" | "heavy_check_mark" | "+1" | "thumbsup" => Some(true),
+        "x" | "-1" | "thumbsdown" | "no_entry" => Some(false),
+        _ => None,
+    }
+}
+
+/// What an `event_callback` asks for.
+#[derive(Debug, PartialEq)]
+pub enum Callback {
+    /// A reaction on message `ts` in `channel`: the adapter looks up which
+    /// request that message is the card of.
+    Reaction {
+        actor: Actor,
+        approve: bool,
+        channel: String,
+        ts: String,
+        dedup_key: String,
+    },
+    Event(Event),
+    Ignored,
+}
+
+pub fn event_callback(event_id: &str, event: &serde_json::Value) -> Result<Callback, InboundError> {
+    let malformed = |e: serde_json::Error| InboundError::Malformed(e.to_string());
+    match event.get("type").and_then(|t| t.as_str()) {
+        Some("reaction_added") => {
+            let r: ReactionAdded = serde_json::from_value(event.clone()).map_err(malformed)?;
+            let Some(approve) = reaction_vote(&r.reaction) else { return Ok(Callback::Ignored) };
+            Ok(Callback::Reaction {
+                actor: actor(&r.user)?,
+                approve,
+                channel: channel(&r.item.channel)?,
+                ts: r.item.ts,
+                dedup_key: format!("slack:event:{event_id}"),
+            })
+        }
+        Some("app_mention") => {
+            let m: AppMention = serde_json::from_value(event.clone()).map_err(malformed)?;
+            // Drop the leading `<@UBOT>` mention(s); the rest uses the slash grammar.
+            let text = m
+                .text
+                .split_whitespace()
+                .skip_while(|w| w.starts_with("<@") && w.ends_with('>'))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Ok(Callback::Event(Event::Command {
+                actor: actor(&m.user)?,
+                text,
+                reply: ReplyTarget { channel: channel(&m.channel)?, thread: Some(m.thread_ts.unwrap_or(m.ts)) },
+                dedup_key: Some(format!("slack:event:{event_id}")),
+            }))
+        }
+        _ => Ok(Callback::Ignored),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slash_commands_become_commands_with_trigger_dedup() {
+        let body = "command=%2Fdeploy&text=api-service+v1.4.2&user_id=U1&channel_id=C1&trigger_id=T.1&team_id=T";
+        let cmd: SlashCommand = serde_urlencoded::from_str(body).unwrap();
+        let Event::Command { actor, text, reply, dedup_key } = cmd.into_event().unwrap() else { panic!() };
+        assert_eq!(
+            (actor.as_str(), text.as_str(), reply.channel.as_str()),
+            ("slack:U1", "/deploy api-service v1.4.2", "slack:C1")
+        );
+        assert_eq!(dedup_key.as_deref(), Some("slack:trigger:T.1"));
+        let bad: SlashCommand = serde_urlencoded::from_str("command=%2Fx&user_id=U%20X&channel_id=C1").unwrap();
+        assert!(bad.into_event().is_err());
+    }
+
+    #[test]
+    fn buttons_become_votes() {
+        let payload = json!({
+            "type": "block_actions", "user": {"id": "U2"}, "channel": {"id": "C1"},
+            "container": {"message_ts": "111.222"},
+            "actions": [{"action_id": "opsbot_approve", "value": "r-7", "action_ts": "1"}]
+        });
+        let Some(Event::Vote { actor, request_id, approve, dedup_key, .. }) =
+            interaction(&payload.to_string()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((actor.as_str(), request_id.as_str(), approve), ("slack:U2", "r-7", true));
+        assert_eq!(dedup_key.as_deref(), Some("slack:action:opsbot_approve:111.222:U2"));
+        let other = json!({"type": "view_submission", "user": {"id": "U2"}});
+        assert_eq!(interaction(&other.to_string()).unwrap(), None);
+    }
+
+    #[test]
+    fn reactions_and_mentions() {
+        let reaction = json!({"type": "reaction_added", "user": "U3", "reaction": "white_check_mark", "item": {"type": "message", "channel": "C1", "ts": "5.6"}});
+        let Callback::Reaction { approve, ts, .. } = event_callback("Ev1", &reaction).unwrap() else { panic!() };
+        assert!(approve && ts == "5.6");
+        let party = json!({"type": "reaction_added", "user": "U3", "reaction": "tada", "item": {"type": "message", "channel": "C1", "ts": "5.6"}});
+        assert_eq!(event_callback("Ev2", &party).unwrap(), Callback::Ignored);
+        assert_eq!(reaction_vote("+1::skin-tone-3"), Some(true));
+        let mention = json!({"type": "app_mention", "user": "U1", "text": "<@UBOT> status api-service", "channel": "C1", "ts": "9.9"});
+        let Callback::Event(Event::Command { text, reply, .. }) = event_callback("Ev3", &mention).unwrap() else {
+            panic!()
+        };
+        assert_eq!(text, "status api-service");
+        assert_eq!(reply.thread.as_deref(), Some("9.9"));
+    }
+}

@@ -1,0 +1,64 @@
+//! `opsbot slack-manifest`: a Slack app manifest generated from the command
+//! files, for Slack's "create app from manifest".
+
+use crate::command::Registry;
+use serde_json::{json, Value};
+
+/// Bot scopes opsbot needs, and why.
+pub const BOT_SCOPES: [&str; 5] = [
+    "commands",          // slash commands
+    "chat:write",        // replies, cards, progress threads
+    "reactions:read",    // ✅ / ❌ votes
+    "app_mentions:read", // @opsbot status api-service
+    "users:read",        // display names
+];
+
+pub const BOT_EVENTS: [&str; 2] = ["app_mention", "reaction_added"];
+
+/// The manifest. With `base_url` the HTTP endpoints are filled in; without it
+/// the app is set up for Socket Mode.
+pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Value {
+    let base = base_url.map(|u| u.trim_end_matches('/').to_string());
+    let mut commands = Vec::new();
+    for spec in registry.commands() {
+        let hint = spec.usage.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or_default();
+        let description: String = spec.summary.chars().take(100).collect();
+        for name in std::iter::once(&spec.name).chain(&spec.aliases) {
+            let mut command = json!({
+                "command": format!("/{name}"),
+                "description": description,
+                "usage_hint": hint.chars().take(100).collect::<String>(),
+                "should_escape": false,
+            });
+            if let Some(base) = &base {
+                command["url"] = json!(format!("{base}/slack/commands"));
+            }
+            commands.push(command);
+        }
+    }
+    let mut settings = json!({
+        "event_subscriptions": { "bot_events": BOT_EVENTS },
+        "interactivity": { "is_enabled": true },
+        "org_deploy_enabled": false,
+        "socket_mode_enabled": base.is_none(),
+        "token_rotation_enabled": false,
+    });
+    if let Some(base) = &base {
+        settings["event_subscriptions"]["request_url"] = json!(format!("{base}/slack/events"));
+        settings["interactivity"]["request_url"] = json!(format!("{base}/slack/interactivity"));
+    }
+    json!({
+        "_metadata": { "major_version": 1, "minor_version": 1 },
+        "display_information": {
+            "name": name,
+            "description": "Deploys, rollbacks and restarts from chat, behind approvals, with an audit trail.",
+            "background_color": "#1d2b3a",
+        },
+        "features": {
+            "bot_user": { "display_name": name, "always_online": true },
+            "slash_commands": commands,
+        },
+        "oauth_config": { "scopes": { "bot": BOT_SCOPES } },
+        "settings": settings,
+    })
+}

@@ -1,0 +1,213 @@
+//! Slack: HTTP endpoints and Socket Mode in, Web API out.
+//!
+//! - `verify`: request signatures, checked before anything is parsed;
+//! - `inbound`: payloads → [`crate::event::Event`]s with dedup keys;
+//! - `api`: the Web API through slack-morphism; `outbound`: the paced,
+//!   ordered, retrying [`crate::chat::ChatSink`];
+//! - `blocks`: Block Kit cards and text limits; `manifest`: the app manifest;
+//! - `socket`: Socket Mode (envelopes acked, reconnects with backoff).
+//!
+//! Only this module (and `chat::discord` later) imports slack-morphism.
+
+pub mod api;
+pub mod blocks;
+pub mod inbound;
+pub mod manifest;
+pub mod outbound;
+pub mod socket;
+pub mod verify;
+
+use crate::chat::Reply;
+use crate::engine::Engine;
+use crate::event::{Event, ReplyTarget};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use axum::http::{HeaderMap, StatusCode};
+use inbound::{Callback, EventsBody, SlashCommand};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What an inbound Slack request gets back.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// 200 with this JSON body.
+    Json(Value),
+    /// 200, empty body.
+    Empty,
+    /// 401: signature missing, wrong or stale. Nothing was parsed or done.
+    Unauthorized,
+    /// 400: verified but not understood.
+    BadRequest(String),
+}
+
+/// Turns verified Slack input into engine events and builds the answers.
+pub struct SlackIngress {
+    verifier: Option<verify::Verifier>,
+    engine: Arc<Engine>,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+impl SlackIngress {
+    /// `verifier` is `None` only for Socket Mode, where the WebSocket itself is
+    /// authenticated by the app token.
+    pub fn new(
+        verifier: Option<verify::Verifier>,
+        engine: Arc<Engine>,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> SlackIngress {
+        SlackIngress { verifier, engine, store, metrics }
+    }
+
+    fn verified(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        let Some(verifier) = &self.verifier else { return false };
+        match verifier.verify(headers, body, chrono::Utc::now().timestamp()) {
+            Ok(()) => true,
+            Err(reason) => {
+                // The reason is coarse on purpose; no signature or secret is logged.
+                self.metrics.rejected_signatures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%reason, "refused an unverified Slack request");
+                false
+            }
+        }
+    }
+
+    /// `POST /slack/commands`.
+    pub async fn http_command(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        let started = Instant::now();
+        if !self.verified(headers, body) {
+            return Answer::Unauthorized;
+        }
+        let command: SlashCommand = match serde_urlencoded::from_bytes(body) {
+            Ok(c) => c,
+            Err(e) => return Answer::BadRequest(format!("not a slash command: {e}")),
+        };
+        let answer = Answer::Json(self.command(command).await);
+        self.metrics.ack_latency(started.elapsed());
+        answer
+    }
+
+    /// A slash command (HTTP or Socket Mode) → the ack body.
+    pub async fn command(&self, command: SlashCommand) -> Value {
+        let event = match command.into_event() {
+            Ok(event) => event,
+            Err(e) => return json!({"response_type": "ephemeral", "text": format!("opsbot cannot take this: {e}")}),
+        };
+        let reply = match &event {
+            Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
+        };
+        let replies = self.engine.handle_collecting(event).await;
+        self.ack_body(replies, &reply).await
+    }
+
+    /// The immediate answer: what will happen, visible to the channel, or a
+    /// private note when the request was refused.
+    async fn ack_body(&self, replies: Vec<Reply>, target: &ReplyTarget) -> Value {
+        let mut public = Vec::new();
+        let mut private = Vec::new();
+        for reply in replies {
+            match reply {
+                Reply::Text(text) => public.push(blocks::mentions_in(&text)),
+                Reply::Private { to, text } => private.push((to, text)),
+                _ => {}
+            }
+        }
+        if public.is_empty() {
+            if private.is_empty() {
+                // A duplicate delivery: the first one was answered already.
+                return json!({"response_type": "ephemeral", "text": "Already received."});
+            }
+            let text = private.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");
+            return json!({"response_type": "ephemeral", "text": blocks::mentions_in(&text)});
+        }
+        for (to, text) in private {
+            self.engine.send_reply(target, Reply::Private { to, text }).await;
+        }
+        let text = public.join("\n");
+        let text = blocks::split(&text, blocks::MAX_TEXT).into_iter().next().unwrap_or_default();
+        json!({"response_type": "in_channel", "text": text})
+    }
+
+    /// `POST /slack/interactivity`.
+    pub async fn http_interaction(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        if !self.verified(headers, body) {
+            return Answer::Unauthorized;
+        }
+        let form: InteractionForm = match serde_urlencoded::from_bytes(body) {
+            Ok(f) => f,
+            Err(e) => return Answer::BadRequest(format!("no payload: {e}")),
+        };
+        self.interaction(&form.payload).await
+    }
+
+    /// A `block_actions` payload (HTTP or Socket Mode).
+    pub async fn interaction(&self, payload: &str) -> Answer {
+        match inbound::interaction(payload) {
+            Ok(Some(event)) => {
+                self.engine.handle(event).await;
+                Answer::Empty
+            }
+            Ok(None) => Answer::Empty,
+            Err(e) => Answer::BadRequest(e.to_string()),
+        }
+    }
+
+    /// `POST /slack/events`.
+    pub async fn http_event(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        if !self.verified(headers, body) {
+            return Answer::Unauthorized;
+        }
+        match serde_json::from_slice::<EventsBody>(body) {
+            Ok(parsed) => self.events(parsed).await,
+            Err(e) => Answer::BadRequest(format!("not an Events API body: {e}")),
+        }
+    }
+
+    /// An Events API body (HTTP or Socket Mode).
+    pub async fn events(&self, body: EventsBody) -> Answer {
+        match body {
+            EventsBody::UrlVerification { challenge } => Answer::Json(json!({ "challenge": challenge })),
+            EventsBody::EventCallback { event_id, event } => {
+                match inbound::event_callback(&event_id, &event) {
+                    Ok(Callback::Event(event)) => self.engine.handle(event).await,
+                    Ok(Callback::Reaction { actor, approve, channel, ts, dedup_key }) => {
+                        let channel_id = channel.trim_start_matches("slack:");
+                        match self.store.resolve(&outbound::card_link(channel_id, &ts)) {
+                            Ok(Some(request_id)) => {
+                                let reply = ReplyTarget { channel, thread: Some(ts) };
+                                let vote =
+                                    Event::Vote { actor, request_id, approve, reply, dedup_key: Some(dedup_key) };
+                                self.engine.handle(vote).await;
+                            }
+                            Ok(None) => tracing::debug!("reaction on a message that is not an approval card"),
+                            Err(e) => tracing::error!(error = %e, "cannot look up the card of a reaction"),
+                        }
+                    }
+                    Ok(Callback::Ignored) => {}
+                    Err(e) => return Answer::BadRequest(e.to_string()),
+                }
+                Answer::Empty
+            }
+            EventsBody::Other => Answer::Empty,
+        }
+    }
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::Json(_) | Answer::Empty => StatusCode::OK,
+            Answer::Unauthorized => StatusCode::UNAUTHORIZED,
+            Answer::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
