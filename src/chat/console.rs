@@ -138,7 +138,9 @@ pub async fn run(engine: Arc<Engine>, mut actor: Actor, channel: String, interac
                 println!("opsbot: you are now {actor}");
             }
             Line::Problem(text) => println!("opsbot: {text}"),
-            Line::Event(event) => engine.handle(event).await,
+            Line::Event(event) => {
+                engine.handle(event).await;
+            }
         }
     }
     Ok(())

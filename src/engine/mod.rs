@@ -36,6 +36,15 @@ tokio::task_local! {
     static COLLECT: std::cell::RefCell<Vec<Reply>>;
 }
 
+/// What [`Engine::handle_collecting`] gives back.
+#[derive(Debug)]
+pub struct Handled {
+    /// The event was a duplicate delivery; nothing was done.
+    pub duplicate: bool,
+    /// Plain replies made while handling it.
+    pub replies: Vec<Reply>,
+}
+
 /// How long dedup keys are kept: longer than Slack's retry schedule.
 pub const DEDUP_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -125,8 +134,9 @@ impl Engine {
     }
 
     /// Handles one event to the point where its reply is sent; actions keep
-    /// running in tracked background tasks.
-    pub async fn handle(self: &Arc<Self>, event: Event) {
+    /// running in tracked background tasks. Returns false when the event was
+    /// a duplicate delivery and nothing was done.
+    pub async fn handle(self: &Arc<Self>, event: Event) -> bool {
         let actor = event.actor().clone();
         let reply = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
@@ -138,9 +148,12 @@ impl Engine {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!(key, "duplicate delivery ignored");
-                    return;
+                    return false;
                 }
-                Err(e) => return self.reply_error(&actor, &reply, e.into()).await,
+                Err(e) => {
+                    self.reply_error(&actor, &reply, e.into()).await;
+                    return true;
+                }
             }
         }
         let result = match event {
@@ -152,6 +165,7 @@ impl Engine {
         if let Err(error) = result {
             self.reply_error(&actor, &reply, error).await;
         }
+        true
     }
 
     /// The one place errors become replies.
@@ -168,11 +182,11 @@ impl Engine {
     /// (text and private notes) made while handling it instead of sending them,
     /// so an adapter can put them in its acknowledgement. Cards, progress and
     /// outcomes still go through the sink, where they can be threaded and updated.
-    pub async fn handle_collecting(self: &Arc<Self>, event: Event) -> Vec<Reply> {
+    pub async fn handle_collecting(self: &Arc<Self>, event: Event) -> Handled {
         COLLECT
             .scope(std::cell::RefCell::new(Vec::new()), async {
-                self.handle(event).await;
-                COLLECT.with(|collected| collected.take())
+                let handled = self.handle(event).await;
+                Handled { duplicate: !handled, replies: COLLECT.with(|collected| collected.take()) }
             })
             .await
     }
@@ -327,6 +341,20 @@ impl Engine {
             }
             Decision::Allow | Decision::BreakGlass { .. } => {
                 self.audit.append_all(vec![request_record, decision_record]).await?;
+                if let Some(id) = id.as_deref().filter(|_| parsed.mutates) {
+                    let why = match parsed.emergency.as_deref() {
+                        Some(reason) => format!("🚨 break-glass by {actor} ({reason})"),
+                        None => "no approval needed".to_string(),
+                    };
+                    self.say(
+                        reply,
+                        Reply::Text(format!(
+                            "{} requested by {actor} — {id} runs now, {why}",
+                            parsed.request.describe()
+                        )),
+                    )
+                    .await;
+                }
                 self.run_allowed(actor, parsed, id, reply).await
             }
         }

@@ -31,6 +31,9 @@ impl From<SlackClientError> for ApiError {
             SlackClientError::HttpError(h) => ApiError::Permanent(format!("HTTP {}", h.status_code)),
             SlackClientError::HttpProtocolError(p) => ApiError::Transient(p.to_string()),
             SlackClientError::ApiError(a) => ApiError::Permanent(a.code),
+            // Slack took the call but its answer did not decode: retrying could
+            // post the same message twice.
+            SlackClientError::ProtocolError(p) => ApiError::Permanent(format!("unexpected answer: {p}")),
             other => ApiError::Transient(other.to_string()),
         }
     }

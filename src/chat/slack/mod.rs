@@ -105,8 +105,12 @@ impl SlackIngress {
         let reply = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
-        let replies = self.engine.handle_collecting(event).await;
-        self.ack_body(replies, &reply).await
+        let handled = self.engine.handle_collecting(event).await;
+        if handled.duplicate {
+            // A retry of a command already answered: say so, do nothing.
+            return json!({"response_type": "ephemeral", "text": "Already received."});
+        }
+        self.ack_body(handled.replies, &reply).await
     }
 
     /// The immediate answer: what will happen, visible to the channel, or a
@@ -123,8 +127,8 @@ impl SlackIngress {
         }
         if public.is_empty() {
             if private.is_empty() {
-                // A duplicate delivery: the first one was answered already.
-                return json!({"response_type": "ephemeral", "text": "Already received."});
+                // Everything went to the thread (an approval that started an action).
+                return json!({"response_type": "ephemeral", "text": "Done — follow the request's thread."});
             }
             let text = private.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");
             return json!({"response_type": "ephemeral", "text": blocks::mentions_in(&text)});
@@ -153,7 +157,7 @@ impl SlackIngress {
     pub async fn interaction(&self, payload: &str) -> Answer {
         match inbound::interaction(payload) {
             Ok(Some(event)) => {
-                self.engine.handle(event).await;
+                let _ = self.engine.handle(event).await;
                 Answer::Empty
             }
             Ok(None) => Answer::Empty,
@@ -178,7 +182,9 @@ impl SlackIngress {
             EventsBody::UrlVerification { challenge } => Answer::Json(json!({ "challenge": challenge })),
             EventsBody::EventCallback { event_id, event } => {
                 match inbound::event_callback(&event_id, &event) {
-                    Ok(Callback::Event(event)) => self.engine.handle(event).await,
+                    Ok(Callback::Event(event)) => {
+                        let _ = self.engine.handle(event).await;
+                    }
                     Ok(Callback::Reaction { actor, approve, channel, ts, dedup_key }) => {
                         let channel_id = channel.trim_start_matches("slack:");
                         match self.store.resolve(&outbound::card_link(channel_id, &ts)) {
@@ -186,7 +192,7 @@ impl SlackIngress {
                                 let reply = ReplyTarget { channel, thread: Some(ts) };
                                 let vote =
                                     Event::Vote { actor, request_id, approve, reply, dedup_key: Some(dedup_key) };
-                                self.engine.handle(vote).await;
+                                let _ = self.engine.handle(vote).await;
                             }
                             Ok(None) => tracing::debug!("reaction on a message that is not an approval card"),
                             Err(e) => tracing::error!(error = %e, "cannot look up the card of a reaction"),

@@ -1,0 +1,215 @@
+//! A fake Slack on 127.0.0.1: the Web API methods opsbot calls (recorded, with
+//! injectable 429s and 5xx) and a Socket Mode WebSocket the test can push
+//! envelopes through. It answers in Slack's wire format, so slack-morphism's
+//! real client is what talks to it.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub body: Value,
+    pub authorization: String,
+    /// What the fake answered (200, 429, 500).
+    pub status: u16,
+}
+
+/// A scripted failure for the next matching call.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub channel: Option<String>,
+    pub status: u16,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Mutex<Vec<Call>>,
+    faults: Mutex<VecDeque<Fault>>,
+    ts: AtomicU64,
+    port: AtomicU64,
+    /// Sender into the current Socket Mode connection.
+    socket: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// Frames the bot sent back (acks).
+    acks: Mutex<Vec<Value>>,
+    connections: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct FakeSlack {
+    inner: Arc<Inner>,
+    _runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl FakeSlack {
+    pub fn start() -> FakeSlack {
+        let runtime =
+            Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap());
+        let inner = Arc::new(Inner::default());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        inner.port.store(listener.local_addr().unwrap().port() as u64, Ordering::SeqCst);
+        let app =
+            Router::new().route("/api/{method}", any(api)).route("/socket", get(socket)).with_state(inner.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeSlack { inner, _runtime: runtime }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api", self.inner.port.load(Ordering::SeqCst))
+    }
+
+    pub fn fail(&self, fault: Fault) {
+        self.inner.faults.lock().unwrap().push_back(fault);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().unwrap().clone()
+    }
+
+    /// Successful calls of `method`.
+    pub fn ok_calls(&self, method: &str) -> Vec<Value> {
+        self.calls().into_iter().filter(|c| c.method == method && c.status == 200).map(|c| c.body).collect()
+    }
+
+    /// Waits until `check` holds over the recorded calls.
+    pub fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&[Call]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check(&self.calls()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; calls: {:#?}",
+                    self.calls().iter().map(|c| (&c.method, c.status, c.body.get("text"))).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
+    /// Pushes a frame to the connected Socket Mode client.
+    pub fn push(&self, frame: Value) {
+        let socket = self.inner.socket.lock().unwrap();
+        socket.as_ref().expect("a Socket Mode client is connected").send(frame.to_string()).expect("socket open");
+    }
+
+    pub fn acks(&self) -> Vec<Value> {
+        self.inner.acks.lock().unwrap().clone()
+    }
+}
+
+async fn api(
+    State(inner): State<Arc<Inner>>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if parsed.is_null() {
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let query: Vec<(String, String)> =
+            serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+        parsed = Value::Object(form.into_iter().chain(query).map(|(k, v)| (k, Value::String(v))).collect());
+    }
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let channel = parsed.get("channel").and_then(|c| c.as_str()).map(str::to_string);
+    let fault = {
+        let mut faults = inner.faults.lock().unwrap();
+        let position = faults.iter().position(|f| f.method == method && (f.channel.is_none() || f.channel == channel));
+        position.and_then(|i| faults.remove(i))
+    };
+    let status = fault.as_ref().map(|f| f.status).unwrap_or(200);
+    inner.calls.lock().unwrap().push(Call {
+        method: method.clone(),
+        body: parsed.clone(),
+        authorization: authorization.clone(),
+        status,
+    });
+    if let Some(fault) = fault {
+        let mut response =
+            (StatusCode::from_u16(fault.status).unwrap(), Json(json!({"ok": false, "error": "ratelimited"})))
+                .into_response();
+        if let Some(after) = fault.retry_after {
+            response.headers_mut().insert("retry-after", after.to_string().parse().unwrap());
+        }
+        return response;
+    }
+    if !authorization.starts_with("Bearer x") {
+        return Json(json!({"ok": false, "error": "not_authed"})).into_response();
+    }
+    let ts = || format!("1700000000.{:06}", inner.ts.fetch_add(1, Ordering::SeqCst) + 1);
+    let body = match method.as_str() {
+        "chat.postMessage" => {
+            let ts = ts();
+            json!({"ok": true, "channel": channel, "ts": ts, "message": {"type": "message", "text": parsed.get("text"), "ts": ts, "user": "UBOT"}})
+        }
+        "chat.update" => json!({"ok": true, "channel": channel, "ts": parsed.get("ts"), "text": parsed.get("text"),
+            "message": {"type": "message", "text": parsed.get("text"), "user": "UBOT"}}),
+        "chat.postEphemeral" => json!({"ok": true, "message_ts": ts()}),
+        "users.info" => {
+            let user = parsed.get("user").and_then(|u| u.as_str()).unwrap_or("U0");
+            json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "profile": {"display_name": format!("{user}-display"), "real_name": "Real Name"}}})
+        }
+        "apps.connections.open" => {
+            json!({"ok": true, "url": format!("ws://127.0.0.1:{}/socket", inner.port.load(Ordering::SeqCst))})
+        }
+        _ => json!({"ok": false, "error": "unknown_method"}),
+    };
+    Json(body).into_response()
+}
+
+async fn socket(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |ws| serve_socket(inner, ws))
+}
+
+async fn serve_socket(inner: Arc<Inner>, mut ws: WebSocket) {
+    inner.connections.fetch_add(1, Ordering::SeqCst);
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    *inner.socket.lock().unwrap() = Some(tx);
+    let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}});
+    if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            outgoing = rx.recv() => {
+                let Some(frame) = outgoing else { break };
+                let is_disconnect = frame.contains("\"disconnect\"");
+                if ws.send(Message::Text(frame.into())).await.is_err() { break; }
+                if is_disconnect {
+                    // Slack closes shortly after a disconnect frame.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = ws.send(Message::Close(None)).await;
+                    break;
+                }
+            }
+            incoming = ws.recv() => {
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&text) { inner.acks.lock().unwrap().push(v); }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Slack end to end: the real `opsbot serve` binary, signed requests in, and a
+//! fake Slack Web API / Socket Mode recording what comes out.
+
+use crate::fake_slack::{Call, FakeSlack, Fault};
+use crate::support::{commands_dir, Bot};
+use opsbot::chat::slack::verify::Verifier;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+fn config(mode: &str) -> String {
+    format!(
+        r#"
+[bot]
+data_dir = "data"
+commands_dir = "{commands}"
+
+[slack]
+mode = "{mode}"
+channel_interval = "20ms"
+channel_burst = 5
+
+[environments.staging]
+[environments.production]
+
+[groups]
+developers = ["slack:UALICE"]
+sre = ["slack:UBOB", "slack:UDAVE"]
+
+[services.api-service]
+environment = "production"
+channels = ["slack:COPS"]
+backend = {{ type = "simulated", version = "v1.4.1", replicas = 2, step = "30ms" }}
+
+[services.api-staging]
+environment = "staging"
+backend = {{ type = "simulated", version = "v1.4.1", replicas = 2, step = "30ms" }}
+
+[[rules]]
+commands = ["read"]
+environments = ["*"]
+requesters = ["*"]
+
+[[rules]]
+commands = ["deploy", "rollback", "restart", "scale"]
+environments = ["staging"]
+requesters = ["developers", "sre"]
+
+[[rules]]
+commands = ["deploy", "rollback", "restart", "scale"]
+environments = ["production"]
+requesters = ["developers", "sre"]
+approvers = ["sre"]
+approvals = 1
+"#,
+        commands = commands_dir().display()
+    )
+}
+
+/// `opsbot serve` against a fake Slack; killed (SIGTERM) on drop.
+pub struct Served {
+    pub bot: Bot,
+    pub slack: FakeSlack,
+    pub base: String,
+    child: Child,
+}
+
+impl Served {
+    pub fn start(mode: &str) -> Served {
+        let slack = FakeSlack::start();
+        let bot = Bot::with_config(&config(mode));
+        let mut child = bot
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("SLACK_SIGNING_SECRET", SECRET)
+            .env("SLACK_BOT_TOKEN", "xoxb-test-token")
+            .env("SLACK_APP_TOKEN", "xapp-test-token")
+            .env("SLACK_API_URL", slack.api_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("serve prints its address").unwrap();
+        let address =
+            first.strip_prefix("opsbot serving on ").unwrap_or_else(|| panic!("unexpected: {first}")).to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Served { bot, slack, base: format!("http://{address}"), child }
+    }
+
+    /// Posts `body` to `path`, signed at `ts` with `secret`.
+    pub fn post_signed(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        ts: i64,
+        signature: Option<String>,
+    ) -> (u16, String) {
+        let mut request = ureq::post(&format!("{}{path}", self.base)).set("Content-Type", content_type);
+        if let Some(signature) = signature {
+            request = request.set("X-Slack-Request-Timestamp", &ts.to_string()).set("X-Slack-Signature", &signature);
+        }
+        match request.send_string(body) {
+            Ok(response) => (response.status(), response.into_string().unwrap()),
+            Err(ureq::Error::Status(code, response)) => (code, response.into_string().unwrap_or_default()),
+            Err(e) => panic!("request failed: {e}"),
+        }
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        let ts = chrono::Utc::now().timestamp();
+        let signature = Verifier::new(SECRET).sign(ts, body.as_bytes());
+        self.post_signed(path, content_type, body, ts, Some(signature))
+    }
+
+    pub fn command(&self, user: &str, channel: &str, command: &str, text: &str, trigger: &str) -> Value {
+        let body = serde_urlencoded::to_string([
+            ("token", "ignored"),
+            ("team_id", "T1"),
+            ("channel_id", channel),
+            ("user_id", user),
+            ("command", command),
+            ("text", text),
+            ("response_url", "https://hooks.slack.com/commands/T1/1/x"),
+            ("trigger_id", trigger),
+            ("api_app_id", "A1"),
+        ])
+        .unwrap();
+        let (status, answer) = self.post("/slack/commands", "application/x-www-form-urlencoded", &body);
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    pub fn click(&self, user: &str, action: &str, request: &str, message_ts: &str) -> u16 {
+        let payload = json!({
+            "type": "block_actions", "user": {"id": user}, "channel": {"id": "COPS"}, "team": {"id": "T1"},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": "COPS"},
+            "actions": [{"action_id": action, "block_id": "opsbot_vote", "value": request, "type": "button", "action_ts": "1"}]
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        self.post("/slack/interactivity", "application/x-www-form-urlencoded", &body).0
+    }
+
+    pub fn event(&self, event_id: &str, event: Value) -> (u16, String) {
+        let body = json!({"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": event_id, "event_time": 1, "event": event});
+        self.post("/slack/events", "application/json", &body.to_string())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&format!("{}{path}", self.base)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&mut self.child);
+        }
+    }
+}
+
+fn text_of(call: &Value) -> String {
+    let mut text = call.get("text").and_then(|t| t.as_str()).unwrap_or("").to_string();
+    if let Some(blocks) = call.get("blocks") {
+        text.push_str(&blocks.to_string());
+    }
+    text
+}
+
+fn has(calls: &[Call], method: &str, needle: &str) -> bool {
+    calls.iter().any(|c| c.method == method && c.status == 200 && text_of(&c.body).contains(needle))
+}
+
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
+    let served = Served::start("http");
+    let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "trig-1");
+    assert_eq!(ack["response_type"], "in_channel");
+    assert!(ack["text"].as_str().unwrap().contains("r-1 is waiting for 1 approval(s) from sre"), "{ack}");
+
+    let slack = &served.slack;
+    slack.wait_for("the approval card", LONG, |c| has(c, "chat.postMessage", "opsbot_approve"));
+    let card = slack.ok_calls("chat.postMessage").into_iter().find(|c| text_of(c).contains("opsbot_approve")).unwrap();
+    let card_text = text_of(&card);
+    assert!(
+        card_text.contains("deploy api-service v1.4.2")
+            && card_text.contains("<@UALICE>")
+            && card_text.contains("opsbot_deny"),
+        "{card_text}"
+    );
+    assert!(card_text.contains(":white_check_mark: reaction"), "the card says reactions count: {card_text}");
+    let card_ts = served.slack.calls().iter().filter(|c| c.method == "chat.postMessage" && c.status == 200).count();
+    let card_ts = format!("1700000000.{card_ts:06}");
+
+    // Self-approval by button: refused, privately.
+    assert_eq!(served.click("UALICE", "opsbot_approve", "r-1", &card_ts), 200);
+    slack.wait_for("the ephemeral refusal", LONG, |c| has(c, "chat.postEphemeral", "cannot approve your own request"));
+    let ephemeral = slack.ok_calls("chat.postEphemeral").pop().unwrap();
+    assert_eq!(ephemeral["user"], "UALICE");
+
+    // An SRE reacts with ✅ on the card.
+    let (status, _) = served.event("Ev1", json!({"type": "reaction_added", "user": "UBOB", "reaction": "white_check_mark", "item": {"type": "message", "channel": "COPS", "ts": card_ts}, "event_ts": "2"}));
+    assert_eq!(status, 200);
+    slack.wait_for("the outcome in the thread", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    let calls = slack.calls();
+    // The card was updated: decided, by whom, and no buttons left.
+    let update = calls
+        .iter()
+        .filter(|c| c.method == "chat.update" && c.body["ts"] == card_ts.as_str())
+        .next_back()
+        .expect("card updated");
+    let updated = text_of(&update.body);
+    assert!(
+        updated.contains("Approved") && updated.contains("<@UBOB>") && !updated.contains("opsbot_approve"),
+        "{updated}"
+    );
+    // Start, progress and outcome all live in the card's thread; progress is one message, updated.
+    let threaded: Vec<&Call> =
+        calls.iter().filter(|c| c.method == "chat.postMessage" && c.body["thread_ts"] == card_ts.as_str()).collect();
+    assert!(
+        threaded.iter().any(|c| text_of(&c.body).contains("r-1: [simulated] deploy api-service v1.4.2 started")),
+        "{threaded:#?}"
+    );
+    let progress_posts = threaded
+        .iter()
+        .filter(|c| text_of(&c.body).contains("replicas updated") || text_of(&c.body).contains("rolling"))
+        .count();
+    assert_eq!(progress_posts, 1, "progress is posted once, then updated");
+    assert!(calls.iter().any(|c| c.method == "chat.update" && text_of(&c.body).contains("2/2 replicas updated")));
+    assert!(calls.iter().all(|c| c.authorization == "Bearer xoxb-test-token"));
+
+    let records = served.bot.export(&["--request", "r-1"]);
+    let votes: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r["kind"] == "vote")
+        .map(|r| (r["actor"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(votes, [("slack:UALICE", "refused"), ("slack:UBOB", "approve")]);
+    assert!(records.iter().any(|r| r["kind"] == "outcome" && r["outcome"] == "succeeded"));
+    assert_eq!(records[0]["channel"], "slack:COPS");
+    served.stop();
+}
+
+#[test]
+fn bad_signatures_get_401_and_change_nothing() {
+    let served = Served::start("http");
+    let body = "command=%2Fdeploy&text=api-staging+v9&user_id=UALICE&channel_id=COPS&trigger_id=t";
+    let now = chrono::Utc::now().timestamp();
+    let good = Verifier::new(SECRET).sign(now, body.as_bytes());
+    let cases = [
+        (
+            "forged with another secret",
+            body.to_string(),
+            now,
+            Some(Verifier::new("not-the-secret").sign(now, body.as_bytes())),
+        ),
+        ("body altered after signing", body.replace("v9", "v10"), now, Some(good.clone())),
+        ("stale timestamp", body.to_string(), now - 301, Some(Verifier::new(SECRET).sign(now - 301, body.as_bytes()))),
+        ("future timestamp", body.to_string(), now + 301, Some(Verifier::new(SECRET).sign(now + 301, body.as_bytes()))),
+        ("garbage signature", body.to_string(), now, Some("v0=zz".into())),
+        ("missing headers", body.to_string(), now, None),
+    ];
+    for path in ["/slack/commands", "/slack/interactivity", "/slack/events"] {
+        for (name, body, ts, signature) in &cases {
+            let (status, _) =
+                served.post_signed(path, "application/x-www-form-urlencoded", body, *ts, signature.clone());
+            assert_eq!(status, 401, "{path}: {name}");
+        }
+    }
+    assert!(served.slack.calls().is_empty(), "nothing was posted");
+    let records = served.bot.export(&[]);
+    assert!(records.iter().all(|r| r["kind"] == "system"), "nothing but start-up was recorded: {records:?}");
+    let (_, metrics) = served.get("/metrics");
+    assert!(metrics.contains("opsbot_rejected_signatures_total 18"), "{metrics}");
+    // url_verification is answered once verified.
+    let (status, answer) = served.post(
+        "/slack/events",
+        "application/json",
+        &json!({"type": "url_verification", "challenge": "c-123", "token": "x"}).to_string(),
+    );
+    assert_eq!((status, answer.as_str()), (200, "{\"challenge\":\"c-123\"}"));
+}
+
+#[test]
+fn retried_deliveries_run_nothing_twice() {
+    let served = Served::start("http");
+    let first = served.command("UALICE", "COPS", "/deploy", "api-staging v2.0.0", "trig-dup");
+    assert!(first["text"].as_str().unwrap().contains("r-1"), "{first}");
+    // Slack retries the same slash command (same trigger_id).
+    let retry = served.command("UALICE", "COPS", "/deploy", "api-staging v2.0.0", "trig-dup");
+    assert_eq!(retry["text"], "Already received.");
+    // A mention event delivered three times (X-Slack-Retry-Num) is handled once.
+    let mention = json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> status api-staging", "channel": "COPS", "ts": "77.1"});
+    for _ in 0..3 {
+        assert_eq!(served.event("EvMention", mention.clone()).0, 200);
+    }
+    served.slack.wait_for("the status reply", LONG, |c| has(c, "chat.postMessage", "api-staging (staging)"));
+    served.slack.wait_for("the deploy outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    std::thread::sleep(Duration::from_millis(300));
+    let status_posts = served
+        .slack
+        .ok_calls("chat.postMessage")
+        .iter()
+        .filter(|c| text_of(c).contains("api-staging (staging)"))
+        .count();
+    assert_eq!(status_posts, 1);
+    assert!(
+        served
+            .slack
+            .ok_calls("chat.postMessage")
+            .iter()
+            .filter(|c| text_of(c).contains("api-staging (staging)"))
+            .all(|c| c["thread_ts"] == "77.1"),
+        "mentions are answered in thread"
+    );
+    let records = served.bot.export(&[]);
+    assert_eq!(records.iter().filter(|r| r["kind"] == "intent").count(), 1, "one deploy ran");
+    assert_eq!(records.iter().filter(|r| r["kind"] == "request" && r["command"] == "status").count(), 1);
+}
+
+#[test]
+fn a_429_storm_delays_but_delivers_every_message_in_order() {
+    let served = Served::start("http");
+    for _ in 0..4 {
+        served.slack.fail(Fault {
+            method: "chat.postMessage".into(),
+            channel: Some("CSTORM".into()),
+            status: 429,
+            retry_after: Some(1),
+        });
+    }
+    served.slack.fail(Fault {
+        method: "chat.postMessage".into(),
+        channel: Some("CSTORM".into()),
+        status: 503,
+        retry_after: None,
+    });
+    let topics = ["deploy", "status", "scale", "lock", "audit", "rollback"];
+    for (i, topic) in topics.iter().enumerate() {
+        let mention = json!({"type": "app_mention", "user": "UALICE", "text": format!("<@UBOT> help {topic}"), "channel": "CSTORM", "ts": format!("{i}.5")});
+        assert_eq!(served.event(&format!("EvStorm{i}"), mention).0, 200);
+    }
+    served.slack.wait_for("all six answers", Duration::from_secs(20), |calls| {
+        calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && c.status == 200 && c.body["channel"] == "CSTORM")
+            .count()
+            == 6
+    });
+    let delivered: Vec<String> =
+        served.slack.ok_calls("chat.postMessage").iter().filter(|c| c["channel"] == "CSTORM").map(text_of).collect();
+    for (i, topic) in topics.iter().enumerate() {
+        assert!(delivered[i].starts_with(&format!("/{topic} —")), "message {i} out of order: {delivered:?}");
+    }
+    let refused = served.slack.calls().iter().filter(|c| c.status != 200).count();
+    assert_eq!(refused, 5);
+    let (_, metrics) = served.get("/metrics");
+    assert!(metrics.contains("opsbot_slack_rate_limited_total 4"), "{metrics}");
+}
+
+#[test]
+fn slacks_own_python_sdk_signs_requests_opsbot_accepts() {
+    let served = Served::start("http");
+    let body = "command=%2Fstatus&text=api-service&user_id=UBOB&channel_id=COPS&trigger_id=py-1";
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let script = "import sys\nfrom slack_sdk.signature import SignatureVerifier\nprint(SignatureVerifier(sys.argv[1]).generate_signature(timestamp=sys.argv[2], body=sys.argv[3]))";
+    let output =
+        std::process::Command::new("python3").args(["-c", script, SECRET, &ts, body]).output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "slack_sdk is needed (pip install slack_sdk): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signature = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(signature.starts_with("v0="));
+    let (status, answer) = served.post_signed(
+        "/slack/commands",
+        "application/x-www-form-urlencoded",
+        body,
+        ts.parse().unwrap(),
+        Some(signature.clone()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("api-service (production)"), "{answer}");
+    // And the same signature on a different body is refused.
+    let (status, _) = served.post_signed(
+        "/slack/commands",
+        "application/x-www-form-urlencoded",
+        &body.replace("UBOB", "UDAVE"),
+        ts.parse().unwrap(),
+        Some(signature),
+    );
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn health_metrics_and_missing_secrets() {
+    let served = Served::start("http");
+    assert_eq!(served.get("/health/live").0, 200);
+    assert_eq!(served.get("/health/ready"), (200, "ready\n".into()));
+    served.command("UALICE", "COPS", "/status", "api-service", "t-m");
+    let (_, metrics) = served.get("/metrics");
+    for line in [
+        "opsbot_requests_total{platform=\"slack\",command=\"status\",outcome=\"allowed\"} 1",
+        "opsbot_ack_seconds_count 1",
+        "opsbot_pending_approvals 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+    served.stop();
+
+    let bot = Bot::with_config(&config("both"));
+    let output = bot
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env_remove("SLACK_APP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&output.stderr);
+    for name in ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"] {
+        assert!(err.contains(name), "{name} missing from {err}");
+    }
+}
+
+#[test]
+fn the_manifest_lists_every_command_and_endpoint() {
+    let bot = Bot::with_config(&config("http"));
+    let output = bot.command(&["slack-manifest", "--url", "https://opsbot.example.com/"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let commands: Vec<&str> = manifest["features"]["slash_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    for name in [
+        "/deploy",
+        "/ship",
+        "/rollback",
+        "/restart",
+        "/scale",
+        "/status",
+        "/lock",
+        "/unlock",
+        "/approve",
+        "/deny",
+        "/audit",
+        "/help",
+    ] {
+        assert!(commands.contains(&name), "{name} missing: {commands:?}");
+    }
+    let deploy =
+        manifest["features"]["slash_commands"].as_array().unwrap().iter().find(|c| c["command"] == "/deploy").unwrap();
+    assert_eq!(deploy["url"], "https://opsbot.example.com/slack/commands");
+    assert!(deploy["usage_hint"].as_str().unwrap().starts_with("<service> <version>"));
+    assert_eq!(manifest["settings"]["interactivity"]["request_url"], "https://opsbot.example.com/slack/interactivity");
+    assert_eq!(manifest["settings"]["event_subscriptions"]["request_url"], "https://opsbot.example.com/slack/events");
+    let scopes = manifest["oauth_config"]["scopes"]["bot"].to_string();
+    for scope in ["commands", "chat:write", "reactions:read", "app_mentions:read"] {
+        assert!(scopes.contains(scope), "{scope}");
+    }
+    let http = bot.command(&["slack-manifest", "--url", "http://insecure"]).output().unwrap();
+    assert!(!http.status.success());
+}
+
+#[test]
+fn socket_mode_acks_envelopes_and_survives_a_reconnect() {
+    let served = Served::start("socket");
+    let slack = &served.slack;
+    let deadline = std::time::Instant::now() + LONG;
+    while served.get("/health/ready").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The HTTP endpoints are off in socket mode.
+    assert_eq!(served.post("/slack/commands", "application/x-www-form-urlencoded", "command=%2Fstatus").0, 404);
+    let command = |envelope: &str, trigger: &str| {
+        json!({"envelope_id": envelope, "type": "slash_commands", "accepts_response_payload": true, "payload": {
+            "command": "/deploy", "text": "api-service v1.5.0", "user_id": "UALICE", "channel_id": "COPS", "trigger_id": trigger, "team_id": "T1"}})
+    };
+    slack.push(command("env-1", "sock-trig-1"));
+    let wait_ack = |id: &str| {
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            if let Some(ack) = slack.acks().into_iter().find(|a| a["envelope_id"] == id) {
+                return ack;
+            }
+            assert!(std::time::Instant::now() < deadline, "no ack for {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let ack = wait_ack("env-1");
+    assert!(ack["payload"]["text"].as_str().unwrap().contains("r-1 is waiting for 1 approval(s)"), "{ack}");
+    slack.wait_for("the card", LONG, |c| has(c, "chat.postMessage", "opsbot_approve"));
+    let card_ts =
+        slack.ok_calls("chat.postMessage").into_iter().find(|c| text_of(c).contains("opsbot_approve")).unwrap()
+            ["channel"]
+            .clone();
+    assert_eq!(card_ts, "COPS");
+
+    // Slack asks for a reconnect; then redelivers the same command (not run twice).
+    slack.push(json!({"type": "disconnect", "reason": "refresh_requested"}));
+    let deadline = std::time::Instant::now() + LONG;
+    while slack.connections() < 2 {
+        assert!(std::time::Instant::now() < deadline, "did not reconnect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    slack.push(command("env-1-again", "sock-trig-1"));
+    assert_eq!(wait_ack("env-1-again")["payload"]["text"], "Already received.");
+
+    // An approval by button over the socket runs it.
+    let click = json!({"envelope_id": "env-2", "type": "interactive", "payload": {
+        "type": "block_actions", "user": {"id": "UDAVE"}, "channel": {"id": "COPS"},
+        "container": {"message_ts": "1700000000.000001"}, "actions": [{"action_id": "opsbot_approve", "value": "r-1"}]}});
+    slack.push(click);
+    wait_ack("env-2");
+    slack.wait_for("the outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    let records = served.bot.export(&[]);
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "request").count(),
+        1,
+        "the redelivered command did not run twice"
+    );
+    assert!(records.iter().any(|r| r["kind"] == "vote" && r["actor"] == "slack:UDAVE"));
+    served.stop();
+}
