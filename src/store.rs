@@ -34,6 +34,9 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// sled page cache size.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The per-service run lock: one mutating action at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLock {
@@ -61,7 +64,9 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
+        // sled's default page cache is 1 GiB; opsbot's working set is small
+        // (recent records, open requests), so keep memory flat as the trail grows.
+        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match &e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                 StoreError::Locked { path: dir.display().to_string() }
             }

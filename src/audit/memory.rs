@@ -43,7 +43,12 @@ impl AuditLog for MemoryAuditLog {
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         let records = self.records.lock().expect("audit lock");
-        let mut out: Vec<AuditRecord> = records.iter().map(|(r, _)| r).filter(|r| query.matches(r)).cloned().collect();
+        let skip = match (query.limit, query.look_back) {
+            (Some(_), Some(look_back)) => records.len().saturating_sub(look_back),
+            _ => 0,
+        };
+        let mut out: Vec<AuditRecord> =
+            records.iter().skip(skip).map(|(r, _)| r).filter(|r| query.matches(r)).cloned().collect();
         if let Some(limit) = query.limit {
             let skip = out.len().saturating_sub(limit);
             out.drain(..skip);

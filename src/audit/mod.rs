@@ -118,6 +118,9 @@ pub struct AuditQuery {
     pub after_seq: Option<u64>,
     /// Keep only the newest `limit` matches (still returned oldest first).
     pub limit: Option<usize>,
+    /// With `limit`: examine at most this many of the newest records, so a
+    /// rare match cannot turn a chat reply into a scan of the whole trail.
+    pub look_back: Option<usize>,
 }
 
 impl AuditQuery {

@@ -38,6 +38,27 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
 }
 
+/// Index keys (not part of the chain; rebuilt from nothing but lookups):
+/// `s` + service + 0 + seq for every record about a service, and `o` + service
+/// + 0 + seq for its outcomes, so `/status` and `/audit <service>` read a
+/// handful of keys instead of scanning the trail.
+const SERVICE_INDEX: u8 = b's';
+const OUTCOME_INDEX: u8 = b'o';
+
+fn index_prefix(kind: u8, service: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(service.len() + 10);
+    key.push(kind);
+    key.extend_from_slice(service.as_bytes());
+    key.push(0);
+    key
+}
+
+fn index_key(kind: u8, service: &str, seq: u64) -> Vec<u8> {
+    let mut key = index_prefix(kind, service);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
 fn record_key(seq: u64) -> [u8; 9] {
     let mut key = [RECORD_PREFIX; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
@@ -152,6 +173,12 @@ fn run_writer(
                 let seq = head.seq + 1;
                 let (record, stored) = chain::seal(seq, last_ts, entry.clone(), &head.hash);
                 batch.insert(&record_key(seq), stored);
+                if let Some(service) = &record.entry.service {
+                    batch.insert(index_key(SERVICE_INDEX, service, seq), &[]);
+                    if record.entry.kind == super::RecordKind::Outcome {
+                        batch.insert(index_key(OUTCOME_INDEX, service, seq), &[]);
+                    }
+                }
                 head = Head { seq, hash: record.hash.clone() };
                 records.push(record);
             }
@@ -197,32 +224,53 @@ impl AuditLog for SledAuditLog {
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let start = record_key(query.after_seq.map(|n| n + 1).unwrap_or(1));
-        let range = self.tree.range(start.to_vec()..vec![RECORD_PREFIX + 1]);
-        let decode = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<AuditRecord, AuditError> {
-            let (key, value) = item.map_err(|e| AuditError::Store(e.to_string()))?;
-            let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            chain::open(&value).map_err(|problem| AuditError::Corrupt { seq, problem })
-        };
+        let decode =
+            |seq: u64, value: &[u8]| chain::open(value).map_err(|problem| AuditError::Corrupt { seq, problem });
+        let store_err = |e: sled::Error| AuditError::Store(e.to_string());
         let mut out = Vec::new();
-        match query.limit {
-            // The newest matches: walk backwards and stop early, so `/audit`
-            // and `/status` cost the same on a day-old and a year-old trail.
-            Some(limit) => {
-                for item in range.rev() {
+        match (query.limit, &query.service) {
+            // The newest matches for one service: walk its index backwards.
+            (Some(limit), Some(service)) => {
+                let kind = if query.kind == Some(super::RecordKind::Outcome) { OUTCOME_INDEX } else { SERVICE_INDEX };
+                let prefix = index_prefix(kind, service);
+                for item in self.tree.scan_prefix(&prefix).rev().take(query.look_back.unwrap_or(usize::MAX)) {
                     if out.len() >= limit {
                         break;
                     }
-                    let record = decode(item)?;
+                    let (key, _) = item.map_err(store_err)?;
+                    let seq = key[prefix.len()..].try_into().map(u64::from_be_bytes).unwrap_or(0);
+                    if let Some(value) = self.tree.get(record_key(seq)).map_err(store_err)? {
+                        let record = decode(seq, &value)?;
+                        if query.matches(&record) {
+                            out.push(record);
+                        }
+                    }
+                }
+                out.reverse();
+            }
+            // The newest matches: walk backwards and stop early.
+            (Some(limit), None) => {
+                let start = record_key(query.after_seq.map(|n| n + 1).unwrap_or(1));
+                let range = self.tree.range(start.to_vec()..vec![RECORD_PREFIX + 1]);
+                for item in range.rev().take(query.look_back.unwrap_or(usize::MAX)) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (key, value) = item.map_err(store_err)?;
+                    let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                    let record = decode(seq, &value)?;
                     if query.matches(&record) {
                         out.push(record);
                     }
                 }
                 out.reverse();
             }
-            None => {
-                for item in range {
-                    let record = decode(item)?;
+            (None, _) => {
+                let start = record_key(query.after_seq.map(|n| n + 1).unwrap_or(1));
+                for item in self.tree.range(start.to_vec()..vec![RECORD_PREFIX + 1]) {
+                    let (key, value) = item.map_err(store_err)?;
+                    let seq = key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                    let record = decode(seq, &value)?;
                     if query.matches(&record) {
                         out.push(record);
                     }

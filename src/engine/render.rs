@@ -5,6 +5,10 @@ use crate::audit::{AuditQuery, AuditRecord, RecordKind};
 use crate::config::Service;
 use crate::error::Result;
 
+/// How far back `/status` and `/audit` look in the trail (`opsbot audit export`
+/// reads all of it).
+const LOOK_BACK: usize = 20_000;
+
 /// One audit record as a chat line.
 pub fn audit_line(record: &AuditRecord) -> String {
     let e = &record.entry;
@@ -46,6 +50,7 @@ impl Engine {
             service: Some(service.name.clone()),
             kind: Some(RecordKind::Outcome),
             limit: Some(3),
+            look_back: Some(LOOK_BACK),
             ..Default::default()
         };
         let recent = self.audit.read(&query)?;
@@ -63,6 +68,7 @@ impl Engine {
         let records = self.audit.read(&AuditQuery {
             service: service.map(str::to_string),
             limit: Some(limit),
+            look_back: Some(LOOK_BACK),
             ..Default::default()
         })?;
         if records.is_empty() {

@@ -126,17 +126,4 @@ impl SlackApi {
         session.chat_post_ephemeral(&request).await?;
         Ok(())
     }
-
-    /// `users.info`: the display name (or real name) of a user.
-    pub async fn display_name(&self, user: &str) -> Result<String, ApiError> {
-        let session = self.client.open_session(&self.token);
-        let response = session.users_info(&SlackApiUsersInfoRequest::new(user.to_string().into())).await?;
-        let profile = response.user.profile;
-        let name = profile
-            .as_ref()
-            .and_then(|p| p.display_name.clone().filter(|n| !n.is_empty()).or_else(|| p.real_name.clone()))
-            .or(response.user.name)
-            .unwrap_or_else(|| user.to_string());
-        Ok(name)
-    }
 }
