@@ -38,9 +38,9 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
 }
 
-/// Index keys (not part of the chain; rebuilt from nothing but lookups):
-/// `s` + service + 0 + seq for every record about a service, and `o` + service
-/// + 0 + seq for its outcomes, so `/status` and `/audit <service>` read a
+/// Index keys, next to the chain but not part of it (they only speed up
+/// lookups): `s`, service, 0, seq for every record about a service, and the
+/// same under `o` for its outcomes, so `/status` and `/audit <service>` read a
 /// handful of keys instead of scanning the trail.
 const SERVICE_INDEX: u8 = b's';
 const OUTCOME_INDEX: u8 = b'o';

@@ -223,11 +223,8 @@ fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
     slack.wait_for("the outcome in the thread", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
     let calls = slack.calls();
     // The card was updated: decided, by whom, and no buttons left.
-    let update = calls
-        .iter()
-        .filter(|c| c.method == "chat.update" && c.body["ts"] == card_ts.as_str())
-        .next_back()
-        .expect("card updated");
+    let update =
+        calls.iter().rfind(|c| c.method == "chat.update" && c.body["ts"] == card_ts.as_str()).expect("card updated");
     let updated = text_of(&update.body);
     assert!(
         updated.contains("Approved") && updated.contains("<@UBOB>") && !updated.contains("opsbot_approve"),
