@@ -4,6 +4,7 @@
 //! An executor reports milestones through a [`Progress`] channel; the engine
 //! writes each to the audit trail before showing it to anyone.
 
+pub mod kubernetes;
 pub mod simulated;
 
 use crate::audit::BoxFuture;
@@ -48,6 +49,14 @@ impl Progress {
     }
 }
 
+/// Who asked for an action and under which request (backends record it, e.g.
+/// as a Deployment's change-cause).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    pub request_id: String,
+    pub requester: String,
+}
+
 /// How an action ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -64,6 +73,15 @@ pub enum ActionError {
     OutOfBounds { what: String, why: String },
     #[error("timed out after {0}")]
     Timeout(String),
+    /// The backend refused for lack of permission; says which verb on what.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The backend could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The service's backend is not this executor's kind (a wiring bug).
+    #[error("{service} is not configured for this backend")]
+    WrongBackend { service: String },
 }
 
 /// A backend that can carry out actions and report status.
@@ -74,6 +92,7 @@ pub trait Executor: Send + Sync {
         &'a self,
         service: &'a Service,
         action: &'a Action,
+        context: &'a RunContext,
         progress: Progress,
     ) -> BoxFuture<'a, Result<Outcome, ActionError>>;
     /// A tag the engine puts on its own messages about this backend's actions

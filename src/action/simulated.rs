@@ -3,7 +3,7 @@
 //! tests can run every command with no cloud account. Every message it produces
 //! says it is simulated.
 
-use super::{Action, ActionError, Executor, Outcome, Progress};
+use super::{Action, ActionError, Executor, Outcome, Progress, RunContext};
 use crate::audit::BoxFuture;
 use crate::config::{Backend, Service};
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ impl Simulated {
     pub fn new<'a>(services: impl IntoIterator<Item = &'a Service>) -> Simulated {
         let mut map = HashMap::new();
         for service in services {
-            let Backend::Simulated { version, replicas, .. } = &service.backend;
+            let Backend::Simulated { version, replicas, .. } = &service.backend else { continue };
             map.insert(
                 service.name.clone(),
                 SimService {
@@ -83,7 +83,9 @@ impl Simulated {
         verb: &str,
         progress: &Progress,
     ) -> Result<u32, ActionError> {
-        let Backend::Simulated { step, crashing_versions, .. } = &service.backend;
+        let Backend::Simulated { step, crashing_versions, .. } = &service.backend else {
+            return Err(ActionError::WrongBackend { service: service.name.clone() });
+        };
         let name = &service.name;
         let (total, from_version, new_revision) =
             self.with(name, |s| (s.replicas, s.version().to_string(), s.next_revision()))?;
@@ -119,6 +121,7 @@ impl Executor for Simulated {
         &'a self,
         service: &'a Service,
         action: &'a Action,
+        _context: &'a RunContext,
         progress: Progress,
     ) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move {
@@ -149,7 +152,9 @@ impl Executor for Simulated {
                     })
                 }
                 Action::Restart => {
-                    let Backend::Simulated { step, .. } = &service.backend;
+                    let Backend::Simulated { step, .. } = &service.backend else {
+                        return Err(ActionError::WrongBackend { service: name.clone() });
+                    };
                     let total = self.with(name, |s| s.replicas)?;
                     progress
                         .report(format!("{TAG} restart of {name}: replacing {total} replica(s) one at a time"))
@@ -168,7 +173,9 @@ impl Executor for Simulated {
                             why: format!("{name} allows {}..={}", service.min_replicas, service.max_replicas),
                         });
                     }
-                    let Backend::Simulated { step, .. } = &service.backend;
+                    let Backend::Simulated { step, .. } = &service.backend else {
+                        return Err(ActionError::WrongBackend { service: name.clone() });
+                    };
                     let from = self.with(name, |s| s.replicas)?;
                     progress.report(format!("{TAG} scaling {name} from {from} to {replicas} replicas")).await;
                     tokio::time::sleep(*step).await;

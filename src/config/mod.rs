@@ -144,6 +144,36 @@ pub enum Backend {
         #[serde(default)]
         crashing_versions: Vec<String>,
     },
+    /// A Deployment in a Kubernetes cluster, through kube-rs.
+    Kubernetes {
+        /// kubeconfig context (`KUBECONFIG` or ~/.kube/config); leave out to
+        /// use the in-cluster service account (or the current context).
+        #[serde(default)]
+        context: Option<String>,
+        namespace: String,
+        deployment: String,
+        /// The container whose image `/deploy` changes.
+        container: String,
+        /// Image repository without a tag; `/deploy svc v1.2.3` sets `image:v1.2.3`.
+        image: String,
+        /// Roll back by itself when a deploy fails (else the failure offers `/rollback`).
+        #[serde(default)]
+        auto_rollback: bool,
+        /// How often a rollout is checked.
+        #[serde(default = "default_poll", with = "duration_text")]
+        poll: Duration,
+        /// How long a rollout may take before it counts as failed.
+        #[serde(default = "default_rollout_timeout", with = "duration_text")]
+        rollout_timeout: Duration,
+    },
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_rollout_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_step() -> Duration {

@@ -418,6 +418,43 @@ fn check_service(
                 ));
             }
         }
+        Backend::Kubernetes { context, namespace, deployment, container, image, .. } => {
+            let dns = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 253
+                    && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                    && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            };
+            for (field, value) in [("namespace", namespace), ("deployment", deployment), ("container", container)] {
+                if !dns(value) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.{field}"),
+                        format!("`{value}` is not a Kubernetes name"),
+                        "lowercase letters, digits, `-` and `.`",
+                    ));
+                }
+            }
+            if let Some(context) = context {
+                if context.trim().is_empty() || context.chars().any(char::is_whitespace) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.context"),
+                        format!("`{context}` is not a context name"),
+                        "as in `kubectl config get-contexts`",
+                    ));
+                }
+            }
+            let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
+            if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.image"),
+                    format!("`{image}` is not an image repository without a tag"),
+                    "write it like registry.example.com/team/api; /deploy adds the tag",
+                ));
+            }
+        }
     }
     (problems.len() == before).then_some(Service {
         name,

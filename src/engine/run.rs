@@ -119,11 +119,13 @@ impl Engine {
             })
         };
         let executor = self.executors.for_service(&service);
+        let run_context = crate::action::RunContext { request_id: id.clone(), requester: requester.to_string() };
         let timeout = self.config.action_timeout;
-        let result = match tokio::time::timeout(timeout, executor.execute(&service, &action, progress)).await {
-            Ok(result) => result,
-            Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
-        };
+        let result =
+            match tokio::time::timeout(timeout, executor.execute(&service, &action, &run_context, progress)).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
+            };
         let _ = recorder.await;
         let (success, text) = match result {
             Ok(outcome) => (true, outcome.summary),

@@ -5,13 +5,19 @@
 //! - `console`: the real `opsbot` binary driven through stdin, end to end.
 //! - `audit`: tampering with the stored trail, and the CLI over a running bot.
 //! - `crash`: kill -9 while actions run, then verify and recover.
+//! - `kubernetes`: the fake API server (`fake_k8s`) proven with the real
+//!   kubectl, then the kube-rs backend driven from the console against it.
 //! - `slack`: `opsbot serve` against `fake_slack`, a fake Slack Web API and
 //!   Socket Mode on 127.0.0.1, with requests signed as Slack signs them.
+
+#![allow(clippy::result_large_err)] // test fakes return axum responses as errors
 
 mod audit;
 mod console;
 mod crash;
 mod engine;
+mod fake_k8s;
 mod fake_slack;
+mod kubernetes;
 mod slack;
 mod support;

@@ -113,7 +113,17 @@ impl Bot {
 
     /// Runs the console with these lines on stdin; returns when it exits.
     pub fn console(&self, lines: &[&str]) -> Output {
-        let mut child = self.spawn_console();
+        self.console_env(lines, &[])
+    }
+
+    /// Like [`Bot::console`], with extra environment variables.
+    pub fn console_env(&self, lines: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+        let mut command = self.command(&["console", "--as", "console:alice"]);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn console");
         let mut stdin = child.stdin.take().expect("stdin");
         for line in lines {
             writeln!(stdin, "{line}").expect("write stdin");
