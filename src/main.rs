@@ -46,7 +46,12 @@ enum Command {
         listen: Option<String>,
     },
     /// Check the configuration and command files; print every problem.
-    Check,
+    Check {
+        /// Also ask each Kubernetes cluster whether opsbot can see its
+        /// deployments and has the verbs it needs.
+        #[arg(long)]
+        live: bool,
+    },
     /// Print a Slack app manifest (JSON) built from the command files.
     SlackManifest {
         /// The public base URL Slack should call (omit for Socket Mode).
@@ -110,6 +115,30 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
 }
 
+/// `check --live`: every Kubernetes service's deployment is visible and every
+/// verb opsbot needs is granted; prints what is missing and the RBAC rule.
+async fn check_live(config: &opsbot::config::Config) -> bool {
+    use opsbot::action::kubernetes::{rbac_rules, Kubernetes};
+    use opsbot::config::Backend;
+    let kubernetes = Kubernetes::default();
+    let mut healthy = true;
+    for service in config.services.values() {
+        let Backend::Kubernetes { namespace, deployment, .. } = &service.backend else { continue };
+        match kubernetes.check_access(service).await {
+            Ok(missing) if missing.is_empty() => println!("{}: ok — {namespace}/{deployment} visible, all verbs granted", service.name),
+            Ok(missing) => {
+                healthy = false;
+                println!("{}: missing permissions in namespace {namespace}; add to opsbot's Role:\n{}", service.name, rbac_rules(&missing));
+            }
+            Err(e) => {
+                healthy = false;
+                println!("{}: {e}", service.name);
+            }
+        }
+    }
+    healthy
+}
+
 fn main() -> ExitCode {
     // One TLS crypto provider for every client (Slack, later Kubernetes and AWS):
     // ring only, so rustls never has to guess between two.
@@ -140,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let data_dir = loaded.config.data_dir.clone();
     match cli.command {
-        Command::Check => {
+        Command::Check { live } => {
             let c = &loaded.config;
             println!(
                 "configuration OK: {} service(s), {} environment(s), {} group(s), {} rule(s), {} freeze window(s), {} command(s)",
@@ -151,6 +180,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.freezes.len(),
                 loaded.registry.commands().count()
             );
+            if live {
+                let healthy = runtime.block_on(check_live(&loaded.config));
+                return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Console { actor, channel } => {

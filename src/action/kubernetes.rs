@@ -479,3 +479,70 @@ impl Executor for Kubernetes {
         Box::pin(self.describe(service))
     }
 }
+
+/// One permission opsbot needs on a service's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<&'static str>,
+}
+
+/// Everything the backend does, as RBAC verbs.
+pub const NEEDED: [Permission; 6] = [
+    Permission { verb: "get", resource: "deployments", subresource: None },
+    Permission { verb: "patch", resource: "deployments", subresource: None },
+    Permission { verb: "update", resource: "deployments", subresource: None },
+    Permission { verb: "patch", resource: "deployments", subresource: Some("scale") },
+    Permission { verb: "list", resource: "replicasets", subresource: None },
+    Permission { verb: "list", resource: "pods", subresource: None },
+];
+
+impl Kubernetes {
+    /// `opsbot check --live`: can opsbot see the deployment, and which of the
+    /// verbs it needs are missing (asked with SelfSubjectAccessReview)?
+    pub async fn check_access(&self, service: &Service) -> Result<Vec<Permission>, ActionError> {
+        use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+        let t = target(service)?;
+        timed(self.deployments(&t).await?.get(t.deployment), "get", "deployments", &t).await?;
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(&t).await?);
+        let mut missing = Vec::new();
+        for permission in NEEDED {
+            let group = if permission.resource == "pods" { "" } else { "apps" };
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(t.namespace.to_string()),
+                        verb: Some(permission.verb.to_string()),
+                        group: Some(group.to_string()),
+                        resource: Some(permission.resource.to_string()),
+                        subresource: permission.subresource.map(str::to_string),
+                        name: Some(t.deployment.to_string()).filter(|_| permission.resource == "deployments"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = timed(reviews.create(&PostParams::default(), &review), "create", "selfsubjectaccessreviews", &t).await?;
+            if !answer.status.map(|s| s.allowed).unwrap_or(false) {
+                missing.push(permission);
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// The RBAC rules that would grant `missing`, as Role YAML lines.
+pub fn rbac_rules(missing: &[Permission]) -> String {
+    let mut out = String::from("rules:\n");
+    for p in missing {
+        let group = if p.resource == "pods" { "\"\"" } else { "apps" };
+        let resource = match p.subresource {
+            Some(sub) => format!("{}/{sub}", p.resource),
+            None => p.resource.to_string(),
+        };
+        out.push_str(&format!("- apiGroups: [{group}]\n  resources: [\"{resource}\"]\n  verbs: [\"{}\"]\n", p.verb));
+    }
+    out
+}

@@ -212,3 +212,20 @@ fn conflicts_are_retried_and_permission_and_connection_problems_are_named() {
         records.iter().filter(|r| r["outcome"] == "failed").map(|r| r["request_id"].as_str().unwrap()).collect();
     assert_eq!(failed, ["r-2", "r-3"]);
 }
+
+#[test]
+fn check_live_names_missing_permissions_and_the_rule_that_fixes_them() {
+    let kb = K8sBot::new();
+    let run = || kb.bot.command(&["check", "--live"]).env("KUBECONFIG", &kb.kubeconfig).output().unwrap();
+    let output = run();
+    let out = crate::support::stdout(&output);
+    assert!(out.contains("api-k8s: ok — shop/api visible, all verbs granted"), "{out}");
+    assert!(out.contains("down-k8s: cannot reach the Kubernetes API server of context down"), "{out}");
+    assert!(!output.status.success());
+    kb.k8s.forbid("patch", "deployments/scale");
+    kb.k8s.forbid("list", "pods");
+    let out = crate::support::stdout(&run());
+    assert!(out.contains("web-k8s: missing permissions in namespace shop"), "{out}");
+    assert!(out.contains("resources: [\"deployments/scale\"]\n  verbs: [\"patch\"]"), "{out}");
+    assert!(out.contains("- apiGroups: [\"\"]\n  resources: [\"pods\"]\n  verbs: [\"list\"]"), "{out}");
+}
