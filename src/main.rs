@@ -125,10 +125,16 @@ async fn check_live(config: &opsbot::config::Config) -> bool {
     for service in config.services.values() {
         let Backend::Kubernetes { namespace, deployment, .. } = &service.backend else { continue };
         match kubernetes.check_access(service).await {
-            Ok(missing) if missing.is_empty() => println!("{}: ok — {namespace}/{deployment} visible, all verbs granted", service.name),
+            Ok(missing) if missing.is_empty() => {
+                println!("{}: ok — {namespace}/{deployment} visible, all verbs granted", service.name)
+            }
             Ok(missing) => {
                 healthy = false;
-                println!("{}: missing permissions in namespace {namespace}; add to opsbot's Role:\n{}", service.name, rbac_rules(&missing));
+                println!(
+                    "{}: missing permissions in namespace {namespace}; add to opsbot's Role:\n{}",
+                    service.name,
+                    rbac_rules(&missing)
+                );
             }
             Err(e) => {
                 healthy = false;

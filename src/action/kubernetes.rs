@@ -502,7 +502,9 @@ impl Kubernetes {
     /// `opsbot check --live`: can opsbot see the deployment, and which of the
     /// verbs it needs are missing (asked with SelfSubjectAccessReview)?
     pub async fn check_access(&self, service: &Service) -> Result<Vec<Permission>, ActionError> {
-        use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
         let t = target(service)?;
         timed(self.deployments(&t).await?.get(t.deployment), "get", "deployments", &t).await?;
         let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(&t).await?);
@@ -524,7 +526,9 @@ impl Kubernetes {
                 },
                 ..Default::default()
             };
-            let answer = timed(reviews.create(&PostParams::default(), &review), "create", "selfsubjectaccessreviews", &t).await?;
+            let answer =
+                timed(reviews.create(&PostParams::default(), &review), "create", "selfsubjectaccessreviews", &t)
+                    .await?;
             if !answer.status.map(|s| s.allowed).unwrap_or(false) {
                 missing.push(permission);
             }
