@@ -4,8 +4,10 @@
 //! An executor reports milestones through a [`Progress`] channel; the engine
 //! writes each to the audit trail before showing it to anyone.
 
+pub mod ecs;
 pub mod kubernetes;
 pub mod simulated;
+pub mod smoke;
 
 use crate::audit::BoxFuture;
 use crate::config::Service;

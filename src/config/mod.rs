@@ -130,6 +130,7 @@ pub struct Service {
 /// Where a service runs. Closed set; more variants arrive with their backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // configuration, built once at start
 pub enum Backend {
     /// The in-memory cluster for the demo and tests.
     Simulated {
@@ -166,6 +167,85 @@ pub enum Backend {
         #[serde(default = "default_rollout_timeout", with = "duration_text")]
         rollout_timeout: Duration,
     },
+    /// An ECS service (or a blue-green pair), through the AWS SDK.
+    Ecs {
+        cluster: String,
+        /// The service; leave out when `blue_green` names the two services.
+        #[serde(default)]
+        service: Option<String>,
+        /// The container whose image `/deploy` changes.
+        container: String,
+        /// Image repository without a tag.
+        image: String,
+        /// Defaults to the standard chain (`AWS_REGION`, profile).
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        auto_rollback: bool,
+        #[serde(default = "default_ecs_poll", with = "duration_text")]
+        poll: Duration,
+        #[serde(default = "default_ecs_timeout", with = "duration_text")]
+        rollout_timeout: Duration,
+        #[serde(default)]
+        blue_green: Option<BlueGreen>,
+        #[serde(default)]
+        smoke: Option<SmokeTest>,
+    },
+}
+
+/// Blue-green on ECS: two services behind one listener; the live colour is
+/// the target group the listener forwards to (each named by a `Color` tag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueGreen {
+    pub listener_arn: String,
+    pub blue_service: String,
+    pub green_service: String,
+    /// Health URL of each colour, for the smoke test before traffic moves.
+    pub blue_url: String,
+    pub green_url: String,
+    /// Traffic steps to the new colour in percent, e.g. [10, 50, 100]; a smoke
+    /// test runs after each. Default: straight to 100.
+    #[serde(default)]
+    pub steps: Vec<u8>,
+}
+
+/// An HTTP smoke test: GET with a timeout and retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeTest {
+    /// Defaults to the service's `health_url`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    #[serde(default = "default_smoke_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(default = "default_smoke_retries")]
+    pub retries: u32,
+    #[serde(default = "default_smoke_interval", with = "duration_text")]
+    pub interval: Duration,
+}
+
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_smoke_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_smoke_retries() -> u32 {
+    3
+}
+fn default_smoke_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_ecs_poll() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_ecs_timeout() -> Duration {
+    Duration::from_secs(900)
 }
 
 fn default_poll() -> Duration {

@@ -455,6 +455,92 @@ fn check_service(
                 ));
             }
         }
+        Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, .. } => {
+            let aws_name = |v: &str| {
+                !v.is_empty() && v.len() <= 255 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
+            let mut names = vec![("cluster", cluster.as_str()), ("container", container.as_str())];
+            if let Some(service) = service {
+                names.push(("service", service));
+            }
+            if let Some(bg) = blue_green {
+                names.push(("blue_green.blue_service", &bg.blue_service));
+                names.push(("blue_green.green_service", &bg.green_service));
+                if !bg.listener_arn.starts_with("arn:") {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.blue_green.listener_arn"),
+                        format!("`{}` is not an ARN", bg.listener_arn),
+                        "copy the listener's ARN from the load balancer",
+                    ));
+                }
+                for (field, url) in [("blue_url", &bg.blue_url), ("green_url", &bg.green_url)] {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        problems.push(Problem::new(
+                            path,
+                            &format!("{key}.backend.blue_green.{field}"),
+                            format!("`{url}` is not an http(s) URL"),
+                            "the colour's health check URL",
+                        ));
+                    }
+                }
+                if bg.steps.iter().any(|w| *w == 0 || *w > 100) || bg.steps.windows(2).any(|w| w[0] >= w[1]) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.blue_green.steps"),
+                        "steps must rise from 1 to 100".into(),
+                        "for example [10, 50, 100]",
+                    ));
+                }
+            }
+            if service.is_some() == blue_green.is_some() {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend"),
+                    "name either `service` or `blue_green`, not both or neither".into(),
+                    "one service, or a blue/green pair behind a listener",
+                ));
+            }
+            for (field, value) in names {
+                if !aws_name(value) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.{field}"),
+                        format!("`{value}` is not an ECS name"),
+                        "letters, digits, `-` and `_`",
+                    ));
+                }
+            }
+            if let Some(region) = region {
+                if !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.region"),
+                        format!("`{region}` is not a region"),
+                        "like eu-west-1",
+                    ));
+                }
+            }
+            let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
+            if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.image"),
+                    format!("`{image}` is not an image repository without a tag"),
+                    "like 123456789012.dkr.ecr.eu-west-1.amazonaws.com/api",
+                ));
+            }
+            if let Some(smoke) = smoke {
+                if smoke.url.is_none() && raw.health_url.is_none() && blue_green.is_none() {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.smoke"),
+                        "the smoke test has no URL".into(),
+                        "set smoke.url or the service's health_url",
+                    ));
+                }
+            }
+        }
     }
     (problems.len() == before).then_some(Service {
         name,

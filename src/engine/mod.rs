@@ -52,16 +52,22 @@ pub const DEDUP_TTL: Duration = Duration::from_secs(15 * 60);
 pub struct Executors {
     pub simulated: Arc<Simulated>,
     pub kubernetes: Arc<crate::action::kubernetes::Kubernetes>,
+    pub ecs: Arc<crate::action::ecs::Ecs>,
 }
 
 impl Executors {
     pub fn from_config(config: &Config) -> Executors {
-        Executors { simulated: Arc::new(Simulated::new(config.services.values())), kubernetes: Default::default() }
+        Executors {
+            simulated: Arc::new(Simulated::new(config.services.values())),
+            kubernetes: Default::default(),
+            ecs: Default::default(),
+        }
     }
     pub fn for_service(&self, service: &Service) -> &dyn Executor {
         match service.backend {
             Backend::Simulated { .. } => self.simulated.as_ref(),
             Backend::Kubernetes { .. } => self.kubernetes.as_ref(),
+            Backend::Ecs { .. } => self.ecs.as_ref(),
         }
     }
 }

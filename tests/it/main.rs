@@ -5,6 +5,8 @@
 //! - `console`: the real `opsbot` binary driven through stdin, end to end.
 //! - `audit`: tampering with the stored trail, and the CLI over a running bot.
 //! - `crash`: kill -9 while actions run, then verify and recover.
+//! - `ecs`: the ECS backend against moto (seeded by `ecs_seed.py`) and a
+//!   scripted ECS API for rollout watching; smoke tests against a local server.
 //! - `kubernetes`: the fake API server (`fake_k8s`) proven with the real
 //!   kubectl, then the kube-rs backend driven from the console against it.
 //! - `slack`: `opsbot serve` against `fake_slack`, a fake Slack Web API and
@@ -15,6 +17,7 @@
 mod audit;
 mod console;
 mod crash;
+mod ecs;
 mod engine;
 mod fake_k8s;
 mod fake_slack;
