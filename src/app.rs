@@ -50,6 +50,17 @@ pub async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Expires due approval requests and old dedup keys once a second.
+fn spawn_ticker(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            engine.tick().await;
+        }
+    })
+}
+
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
@@ -70,16 +81,7 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     engine.recover().await;
     engine.tick().await;
     let admin = admin::serve(&data_dir, store.clone())?;
-    let ticker = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                engine.tick().await;
-            }
-        })
-    };
+    let ticker = spawn_ticker(engine.clone());
     let interactive = std::io::stdin().is_terminal();
     let channel = format!("console:{}", options.channel);
     tokio::select! {
@@ -175,16 +177,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     engine.recover().await;
     engine.tick().await;
     let admin = admin::serve(&data_dir, store.clone())?;
-    let ticker = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                engine.tick().await;
-            }
-        })
-    };
+    let ticker = spawn_ticker(engine.clone());
 
     let mut readiness = Readiness::default();
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);

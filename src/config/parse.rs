@@ -445,15 +445,7 @@ fn check_service(
                     ));
                 }
             }
-            let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
-            if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push(Problem::new(
-                    path,
-                    &format!("{key}.backend.image"),
-                    format!("`{image}` is not an image repository without a tag"),
-                    "write it like registry.example.com/team/api; /deploy adds the tag",
-                ));
-            }
+            check_image(path, key, image, problems);
         }
         Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, .. } => {
             let aws_name = |v: &str| {
@@ -521,15 +513,7 @@ fn check_service(
                     ));
                 }
             }
-            let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
-            if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push(Problem::new(
-                    path,
-                    &format!("{key}.backend.image"),
-                    format!("`{image}` is not an image repository without a tag"),
-                    "like 123456789012.dkr.ecr.eu-west-1.amazonaws.com/api",
-                ));
-            }
+            check_image(path, key, image, problems);
             if let Some(smoke) = smoke {
                 if smoke.url.is_none() && raw.health_url.is_none() && blue_green.is_none() {
                     problems.push(Problem::new(
@@ -551,6 +535,19 @@ fn check_service(
         max_replicas: max,
         backend: raw.backend,
     })
+}
+
+/// An image repository without a tag: `/deploy` adds the version as the tag.
+fn check_image(path: &Path, key: &str, image: &str, problems: &mut Vec<Problem>) {
+    let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
+    if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.backend.image"),
+            format!("`{image}` is not an image repository without a tag"),
+            "write it like registry.example.com/team/api; /deploy adds the tag",
+        ));
+    }
 }
 
 fn check_rule(
