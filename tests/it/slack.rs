@@ -216,6 +216,10 @@ fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
     slack.wait_for("the ephemeral refusal", LONG, |c| has(c, "chat.postEphemeral", "cannot approve your own request"));
     let ephemeral = slack.ok_calls("chat.postEphemeral").pop().unwrap();
     assert_eq!(ephemeral["user"], "UALICE");
+    // Someone outside the approver group: refused, privately, with the reason.
+    assert_eq!(served.click("UMALLORY", "opsbot_approve", "r-1", &card_ts), 200);
+    slack.wait_for("the second refusal", LONG, |c| has(c, "chat.postEphemeral", "only sre can vote on r-1"));
+    assert_eq!(slack.ok_calls("chat.postEphemeral").pop().unwrap()["user"], "UMALLORY");
 
     // An SRE reacts with ✅ on the card.
     let (status, _) = served.event("Ev1", json!({"type": "reaction_added", "user": "UBOB", "reaction": "white_check_mark", "item": {"type": "message", "channel": "COPS", "ts": card_ts}, "event_ts": "2"}));
@@ -251,7 +255,7 @@ fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
         .filter(|r| r["kind"] == "vote")
         .map(|r| (r["actor"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
         .collect();
-    assert_eq!(votes, [("slack:UALICE", "refused"), ("slack:UBOB", "approve")]);
+    assert_eq!(votes, [("slack:UALICE", "refused"), ("slack:UMALLORY", "refused"), ("slack:UBOB", "approve")]);
     assert!(records.iter().any(|r| r["kind"] == "outcome" && r["outcome"] == "succeeded"));
     assert_eq!(records[0]["channel"], "slack:COPS");
     served.stop();
