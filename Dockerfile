@@ -30,6 +30,5 @@ WORKDIR /var/lib/opsbot
 ENV OPSBOT_DATA_DIR=/var/lib/opsbot/data OPSBOT_CONFIG=/opt/opsbot/config/demo.toml
 VOLUME ["/var/lib/opsbot"]
 EXPOSE 3000
-HEALTHCHECK CMD ["opsbot", "--help"]
 ENTRYPOINT ["opsbot"]
 CMD ["console"]
