@@ -189,8 +189,11 @@ fn run_writer(
         match written {
             Ok(()) => {
                 for (job, records) in jobs.into_iter().zip(sealed) {
-                    for record in &records {
-                        let _ = notify.send(record.clone());
+                    // Followers (audit tail) are rare; clone only when one listens.
+                    if notify.receiver_count() > 0 {
+                        for record in &records {
+                            let _ = notify.send(record.clone());
+                        }
                     }
                     let _ = job.reply.send(Ok(records));
                 }

@@ -348,7 +348,14 @@ impl Engine {
                 Ok(())
             }
             Decision::Allow | Decision::BreakGlass { .. } => {
-                self.audit.append_all(vec![request_record, decision_record]).await?;
+                // An allowed read (status, audit) is one record carrying its
+                // decision; changes keep separate request and decision records.
+                let records = if parsed.mutates || id.is_some() {
+                    vec![request_record, decision_record]
+                } else {
+                    vec![request_record.outcome(outcome)]
+                };
+                self.audit.append_all(records).await?;
                 if let Some(id) = id.as_deref().filter(|_| parsed.mutates) {
                     let why = match parsed.emergency.as_deref() {
                         Some(reason) => format!("🚨 break-glass by {actor} ({reason})"),
