@@ -4,6 +4,7 @@
 //!
 //! `mod.rs` holds the validated types; `parse.rs` reads and checks the TOML.
 
+mod backends;
 mod parse;
 
 pub use parse::from_str;

@@ -1,0 +1,205 @@
+//! Checks of each backend's settings: names the cloud accepts, image
+//! repositories without tags, blue-green and smoke-test consistency.
+
+use super::{Backend, Problem};
+use std::path::Path;
+
+/// Reports every problem with `backend` (the service at `key`, whose replica
+/// bounds are `min..=max`).
+pub(super) fn check(
+    path: &Path,
+    key: &str,
+    backend: &Backend,
+    min: u32,
+    max: u32,
+    has_health_url: bool,
+    problems: &mut Vec<Problem>,
+) {
+    match backend {
+        Backend::Simulated { version, replicas, .. } => {
+            if !crate::command::parse::is_valid_version(version) {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.version"),
+                    format!("`{version}` is not a version tag"),
+                    "write it like v1.4.1",
+                ));
+            }
+            if *replicas < min || *replicas > max {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend.replicas"),
+                    format!("{replicas} is outside min_replicas..max_replicas ({min}..{max})"),
+                    "start within the bounds",
+                ));
+            }
+        }
+        Backend::Kubernetes { context, namespace, deployment, container, image, .. } => {
+            let dns = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= 253
+                    && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                    && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            };
+            for (field, value) in [("namespace", namespace), ("deployment", deployment), ("container", container)] {
+                if !dns(value) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.{field}"),
+                        format!("`{value}` is not a Kubernetes name"),
+                        "lowercase letters, digits, `-` and `.`",
+                    ));
+                }
+            }
+            if let Some(context) = context {
+                if context.trim().is_empty() || context.chars().any(char::is_whitespace) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.context"),
+                        format!("`{context}` is not a context name"),
+                        "as in `kubectl config get-contexts`",
+                    ));
+                }
+            }
+            check_image(path, key, image, problems);
+        }
+        Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, .. } => {
+            let aws_name = |v: &str| {
+                !v.is_empty() && v.len() <= 255 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
+            let mut names = vec![("cluster", cluster.as_str()), ("container", container.as_str())];
+            if let Some(service) = service {
+                names.push(("service", service));
+            }
+            if let Some(bg) = blue_green {
+                names.push(("blue_green.blue_service", &bg.blue_service));
+                names.push(("blue_green.green_service", &bg.green_service));
+                if !bg.listener_arn.starts_with("arn:") {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.blue_green.listener_arn"),
+                        format!("`{}` is not an ARN", bg.listener_arn),
+                        "copy the listener's ARN from the load balancer",
+                    ));
+                }
+                for (field, url) in [("blue_url", &bg.blue_url), ("green_url", &bg.green_url)] {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        problems.push(Problem::new(
+                            path,
+                            &format!("{key}.backend.blue_green.{field}"),
+                            format!("`{url}` is not an http(s) URL"),
+                            "the colour's health check URL",
+                        ));
+                    }
+                }
+                if bg.steps.iter().any(|w| *w == 0 || *w > 100) || bg.steps.windows(2).any(|w| w[0] >= w[1]) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.blue_green.steps"),
+                        "steps must rise from 1 to 100".into(),
+                        "for example [10, 50, 100]",
+                    ));
+                }
+            }
+            if service.is_some() == blue_green.is_some() {
+                problems.push(Problem::new(
+                    path,
+                    &format!("{key}.backend"),
+                    "name either `service` or `blue_green`, not both or neither".into(),
+                    "one service, or a blue/green pair behind a listener",
+                ));
+            }
+            for (field, value) in names {
+                if !aws_name(value) {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.{field}"),
+                        format!("`{value}` is not an ECS name"),
+                        "letters, digits, `-` and `_`",
+                    ));
+                }
+            }
+            if let Some(region) = region {
+                if !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.region"),
+                        format!("`{region}` is not a region"),
+                        "like eu-west-1",
+                    ));
+                }
+            }
+            check_image(path, key, image, problems);
+            if let Some(smoke) = smoke {
+                if smoke.url.is_none() && !has_health_url && blue_green.is_none() {
+                    problems.push(Problem::new(
+                        path,
+                        &format!("{key}.backend.smoke"),
+                        "the smoke test has no URL".into(),
+                        "set smoke.url or the service's health_url",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// An image repository without a tag: `/deploy` adds the version as the tag.
+fn check_image(path: &Path, key: &str, image: &str, problems: &mut Vec<Problem>) {
+    let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
+    if image.is_empty() || tagged || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.backend.image"),
+            format!("`{image}` is not an image repository without a tag"),
+            "write it like registry.example.com/team/api; /deploy adds the tag",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_for(backend: &str) -> Vec<String> {
+        let value: toml::Value = toml::from_str(&format!("backend = {backend}")).unwrap();
+        let backend: Backend = value["backend"].clone().try_into().expect("decodes");
+        let mut problems = Vec::new();
+        check(Path::new("t.toml"), "services.x", &backend, 1, 5, false, &mut problems);
+        problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect()
+    }
+
+    #[test]
+    fn backend_settings_are_checked() {
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                r#"{ type = "kubernetes", namespace = "shop", deployment = "api", container = "app", image = "r/api" }"#,
+                &[],
+            ),
+            (
+                r#"{ type = "kubernetes", namespace = "Shop!", deployment = "api", container = "app", image = "r/api:v1" }"#,
+                &["backend.namespace", "backend.image"],
+            ),
+            (r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api" }"#, &[]),
+            (
+                r#"{ type = "ecs", cluster = "prod", container = "app", image = "r/api" }"#,
+                &["name either `service` or `blue_green`"],
+            ),
+            (
+                r#"{ type = "ecs", cluster = "prod", container = "app", image = "r/api", blue_green = { listener_arn = "nope", blue_service = "b", green_service = "g", blue_url = "ftp://b", green_url = "http://g", steps = [50, 10] } }"#,
+                &["listener_arn", "blue_url", "steps"],
+            ),
+            (
+                r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api", smoke = { expect_status = 200 } }"#,
+                &["smoke test has no URL"],
+            ),
+        ];
+        for (backend, wanted) in cases {
+            let got = problems_for(backend);
+            assert_eq!(got.len(), wanted.len(), "{backend}: {got:?}");
+            for want in wanted {
+                assert!(got.iter().any(|p| p.contains(want)), "{backend}: {want} not in {got:?}");
+            }
+        }
+    }
+}
