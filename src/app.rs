@@ -3,7 +3,7 @@
 //! let running actions finish and be audited, flush the store).
 
 use crate::admin;
-use crate::audit::{AuditEntry, AuditLog, RecordKind};
+use crate::audit::{AuditEntry, RecordKind};
 use crate::chat::console::{self, ConsoleSink};
 use crate::clock::SystemClock;
 use crate::config::Loaded;
@@ -61,39 +61,75 @@ fn spawn_ticker(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// What `console` and `serve` share: the engine over an open store, recovered
+/// and ticking, with the admin socket up.
+struct Running {
+    name: &'static str,
+    engine: Arc<Engine>,
+    store: Store,
+    admin: admin::AdminServer,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Builds the engine, records the start, recovers interrupted actions,
+    /// expires what is overdue, and starts the admin socket and the tick.
+    async fn start(
+        name: &'static str,
+        config: crate::config::Config,
+        registry: crate::command::Registry,
+        store: Store,
+        chat: Arc<dyn crate::chat::ChatSink>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Running> {
+        let data_dir = config.data_dir.clone();
+        let engine = Engine::new(Parts {
+            executors: Executors::from_config(&config),
+            config,
+            registry,
+            store: store.clone(),
+            audit: store.audit(),
+            chat,
+            clock: Arc::new(SystemClock),
+            metrics,
+        });
+        engine.audit().append(system_record(&format!("opsbot {name} started"))).await?;
+        engine.recover().await;
+        engine.tick().await;
+        let admin = admin::serve(&data_dir, store.clone())?;
+        let ticker = spawn_ticker(engine.clone());
+        Ok(Running { name, engine, store, admin, ticker })
+    }
+
+    /// Stops the tick and lets running actions finish and be audited.
+    async fn stop_actions(&self) {
+        self.ticker.abort();
+        self.engine.shutdown(SHUTDOWN_GRACE).await;
+    }
+
+    /// Records the stop, closes the admin socket and flushes the trail.
+    async fn finish(self) -> Result<()> {
+        self.engine.audit().append(system_record(&format!("opsbot {} stopped", self.name))).await?;
+        self.admin.stop();
+        self.store.audit().close();
+        Ok(())
+    }
+}
+
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Store::open(&config.data_dir)?;
-    let audit: Arc<dyn AuditLog> = store.audit();
-    let data_dir = config.data_dir.clone();
-    let engine = Engine::new(Parts {
-        executors: Executors::from_config(&config),
-        config,
-        registry,
-        store: store.clone(),
-        audit: audit.clone(),
-        chat: Arc::new(ConsoleSink),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(crate::metrics::Metrics::default()),
-    });
-    audit.append(system_record("opsbot console started")).await?;
-    engine.recover().await;
-    engine.tick().await;
-    let admin = admin::serve(&data_dir, store.clone())?;
-    let ticker = spawn_ticker(engine.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let running = Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics).await?;
     let interactive = std::io::stdin().is_terminal();
     let channel = format!("console:{}", options.channel);
     tokio::select! {
-        result = console::run(engine.clone(), options.actor, channel, interactive) => result?,
+        result = console::run(running.engine.clone(), options.actor, channel, interactive) => result?,
         _ = shutdown_signal() => println!("\nopsbot: stopping — waiting for running actions"),
     }
-    ticker.abort();
-    engine.shutdown(SHUTDOWN_GRACE).await;
-    audit.append(system_record("opsbot console stopped")).await?;
-    admin.stop();
-    store.audit().close();
-    Ok(())
+    running.stop_actions().await;
+    running.finish().await
 }
 
 /// Options of `opsbot serve`.
@@ -146,7 +182,6 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
     let store = Store::open(&config.data_dir)?;
-    let audit: Arc<dyn AuditLog> = store.audit();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;
@@ -161,23 +196,9 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         slack_sink = Some(sink);
         slack_api = Some(api);
     }
-    let data_dir = config.data_dir.clone();
     let slack_mode = config.slack.as_ref().map(|s| s.mode);
-    let engine = Engine::new(Parts {
-        executors: Executors::from_config(&config),
-        config,
-        registry,
-        store: store.clone(),
-        audit: audit.clone(),
-        chat: Arc::new(sinks),
-        clock: Arc::new(SystemClock),
-        metrics,
-    });
-    audit.append(system_record("opsbot serve started")).await?;
-    engine.recover().await;
-    engine.tick().await;
-    let admin = admin::serve(&data_dir, store.clone())?;
-    let ticker = spawn_ticker(engine.clone());
+    let running = Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics).await?;
+    let engine = running.engine.clone();
 
     let mut readiness = Readiness::default();
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -211,15 +232,11 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     if let Some(task) = socket_task {
         let _ = task.await;
     }
-    ticker.abort();
-    engine.shutdown(SHUTDOWN_GRACE).await;
+    running.stop_actions().await;
     if let Some(sink) = slack_sink {
         if !sink.drain(Duration::from_secs(10)).await {
             tracing::warn!("some Slack messages were still queued at shutdown");
         }
     }
-    audit.append(system_record("opsbot serve stopped")).await?;
-    admin.stop();
-    store.audit().close();
-    Ok(())
+    running.finish().await
 }
