@@ -71,8 +71,6 @@ pub enum ActionError {
     Failed(String),
     #[error("{service} is not known to its backend")]
     NotFound { service: String },
-    #[error("{what} is outside what the configuration allows: {why}")]
-    OutOfBounds { what: String, why: String },
     #[error("timed out after {0}")]
     Timeout(String),
     /// The backend refused for lack of permission; says which verb on what.

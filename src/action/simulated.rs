@@ -167,12 +167,6 @@ impl Executor for Simulated {
                     Ok(Outcome { summary: format!("{TAG} {name} restarted ({total} replicas)") })
                 }
                 Action::Scale { replicas } => {
-                    if *replicas < service.min_replicas || *replicas > service.max_replicas {
-                        return Err(ActionError::OutOfBounds {
-                            what: format!("{replicas} replicas"),
-                            why: format!("{name} allows {}..={}", service.min_replicas, service.max_replicas),
-                        });
-                    }
                     let Backend::Simulated { step, .. } = &service.backend else {
                         return Err(ActionError::WrongBackend { service: name.clone() });
                     };

@@ -376,7 +376,8 @@ impl Engine {
     }
 
     /// Limits the configuration sets per service, checked before anything is
-    /// asked or recorded.
+    /// asked or recorded. This is the one place replica bounds are enforced:
+    /// every scale reaches an executor through here.
     fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
         if let Request::Scale { service, replicas } = &parsed.request {
             let s = &self.config.services[service];

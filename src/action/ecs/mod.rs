@@ -469,12 +469,6 @@ impl Ecs {
                 Ok(Outcome { summary: format!("{} restarted ({})", service.name, family_revision(&current)) })
             }
             Action::Scale { replicas } => {
-                if *replicas < service.min_replicas || *replicas > service.max_replicas {
-                    return Err(ActionError::OutOfBounds {
-                        what: format!("{replicas} tasks"),
-                        why: format!("{} allows {}..={}", service.name, service.min_replicas, service.max_replicas),
-                    });
-                }
                 if live.desired_count != *replicas as i32 {
                     timed(
                         c.ecs
