@@ -220,25 +220,13 @@ async fn duplicate_deliveries_run_once() {
         reply: ReplyTarget::channel("console:ops"),
         dedup_key: Some(key.into()),
     };
+    let requests =
+        || h.audit.read(&AuditQuery { kind: Some(RecordKind::Request), ..Default::default() }).unwrap().len();
     h.engine.handle(event("trigger-1")).await;
     h.engine.handle(event("trigger-1")).await;
-    let requests = h
-        .audit
-        .read(&AuditQuery::default())
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.entry.kind == RecordKind::Request)
-        .count();
-    assert_eq!(requests, 1, "the retry was ignored");
+    assert_eq!(requests(), 1, "the retry was ignored");
     h.engine.handle(event("trigger-2")).await;
-    let requests = h
-        .audit
-        .read(&AuditQuery::default())
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.entry.kind == RecordKind::Request)
-        .count();
-    assert_eq!(requests, 2, "a new delivery is a new request");
+    assert_eq!(requests(), 2, "a new delivery is a new request");
 }
 
 #[tokio::test]
