@@ -37,6 +37,53 @@ impl From<sled::Error> for StoreError {
 /// sled page cache size.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// How long one dedup tree collects keys; keys are kept one to two windows,
+/// longer than Slack's retry schedule (about 5 minutes).
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+const DEDUP_TREE_PREFIX: &str = "dedup-";
+/// The single dedup tree of earlier builds (key → expiry in ms); its
+/// unexpired keys are moved into the current window once, then it is dropped.
+const LEGACY_DEDUP_TREE: &str = "dedup";
+
+fn dedup_window(now: DateTime<Utc>) -> u64 {
+    (now.timestamp().max(0) as u64) / DEDUP_WINDOW.as_secs()
+}
+
+/// The open trees of the current and previous dedup windows.
+#[derive(Default)]
+struct DedupWindows {
+    current: Option<(u64, sled::Tree)>,
+    previous: Option<(u64, sled::Tree)>,
+}
+
+impl DedupWindows {
+    fn advance(&mut self, db: &sled::Db, window: u64, now_ms: i64) -> Result<(), StoreError> {
+        if self.current.as_ref().is_some_and(|(n, _)| *n == window) {
+            return Ok(());
+        }
+        let open = |n: u64| db.open_tree(format!("{DEDUP_TREE_PREFIX}{n}")).map(|tree| (n, tree));
+        let first_use = self.current.is_none();
+        self.previous = match self.current.take() {
+            Some((n, tree)) if n + 1 == window => Some((n, tree)),
+            _ => Some(open(window.saturating_sub(1))?),
+        };
+        self.current = Some(open(window)?);
+        if first_use && db.tree_names().iter().any(|n| n == LEGACY_DEDUP_TREE.as_bytes()) {
+            let legacy = db.open_tree(LEGACY_DEDUP_TREE)?;
+            let (_, current) = self.current.as_ref().expect("just opened");
+            for item in legacy.iter() {
+                let (key, expiry) = item?;
+                let expiry = expiry.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+                if expiry > now_ms {
+                    current.insert(key, &[])?;
+                }
+            }
+            db.drop_tree(LEGACY_DEDUP_TREE)?;
+        }
+        Ok(())
+    }
+}
+
 /// The per-service run lock: one mutating action at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLock {
@@ -53,7 +100,7 @@ pub struct Store {
     /// Index of the open ones, so the periodic expiry check never scans history.
     open: sled::Tree,
     locks: sled::Tree,
-    dedup: sled::Tree,
+    dedup: Arc<std::sync::Mutex<DedupWindows>>,
     meta: sled::Tree,
     links: sled::Tree,
     audit: Arc<SledAuditLog>,
@@ -86,7 +133,7 @@ impl Store {
             requests: db.open_tree("requests")?,
             open: db.open_tree("open_requests")?,
             locks: db.open_tree("locks")?,
-            dedup: db.open_tree("dedup")?,
+            dedup: Arc::new(std::sync::Mutex::new(DedupWindows::default())),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
             audit: Arc::new(SledAuditLog::open(&db)?),
@@ -218,34 +265,48 @@ impl Store {
         }
     }
 
-    /// Records `key` as seen until `until`; false if it was already seen and
-    /// has not expired (a duplicate delivery).
-    pub fn first_delivery(&self, key: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        let value = until.timestamp_millis().to_be_bytes();
-        loop {
-            let current = self.dedup.get(key)?;
-            if let Some(bytes) = &current {
-                let expiry = bytes.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-                if expiry > now.timestamp_millis() {
-                    return Ok(false);
-                }
-            }
-            if self.dedup.compare_and_swap(key, current, Some(&value[..]))?.is_ok() {
-                return Ok(true);
+    /// Records `key` as delivered; false if it was already delivered within
+    /// the dedup window (a retry or duplicate delivery).
+    ///
+    /// Keys live in one tree per [`DEDUP_WINDOW`] of time (`dedup-<n>`). A key
+    /// counts as seen if it is in the current or the previous window's tree,
+    /// so it is remembered for at least one window and at most two. Checking is
+    /// one compare-and-swap plus one read; forgetting a whole window is one
+    /// `drop_tree` ([`Store::sweep_dedup`]), however many keys it holds.
+    pub fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let window = dedup_window(now);
+        // One decision at a time, so two copies of a key arriving across a
+        // window boundary cannot each miss the other.
+        let mut windows = self.dedup.lock().expect("dedup lock");
+        windows.advance(&self.db, window, now.timestamp_millis())?;
+        if let Some((_, previous)) = &windows.previous {
+            if previous.contains_key(key)? {
+                return Ok(false);
             }
         }
+        let (_, current) = windows.current.as_ref().expect("advance opened the current window");
+        Ok(current.compare_and_swap(key, None::<&[u8]>, Some(&[][..]))?.is_ok())
     }
 
-    /// Drops dedup keys that expired before `now`.
+    /// Forgets dedup windows older than the previous one.
     pub fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let keep_from = dedup_window(now).saturating_sub(1);
+        let mut windows = self.dedup.lock().expect("dedup lock");
         let mut removed = 0;
-        for item in self.dedup.iter() {
-            let (key, bytes) = item?;
-            let expiry = bytes.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-            if expiry <= now.timestamp_millis() {
-                self.dedup.remove(key)?;
+        for name in self.db.tree_names() {
+            let old = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(DEDUP_TREE_PREFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < keep_from);
+            if old {
+                self.db.drop_tree(&name)?;
                 removed += 1;
             }
+        }
+        if removed > 0 {
+            // Never keep using a handle to a dropped tree; reopen on next use.
+            *windows = DedupWindows::default();
         }
         Ok(removed)
     }
@@ -265,5 +326,44 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        // A window boundary: 2026-01-01T00:00:00Z is a multiple of 15 minutes.
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    #[test]
+    fn a_key_is_a_duplicate_for_one_to_two_windows_then_forgotten() {
+        let store = Store::temporary().unwrap();
+        assert!(store.first_delivery("k1", at(14)).unwrap());
+        assert!(!store.first_delivery("k1", at(14)).unwrap(), "same window");
+        assert!(!store.first_delivery("k1", at(16)).unwrap(), "next window, two minutes later");
+        assert!(!store.first_delivery("k1", at(29)).unwrap(), "15 minutes later");
+        assert!(store.first_delivery("k1", at(30)).unwrap(), "two windows on, it is forgotten");
+        // Sweeping drops whole windows older than the previous one.
+        assert!(store.first_delivery("k2", at(31)).unwrap());
+        // Windows -1 (opened as "previous" on first use), 0 and 1 go; 2 and 3 stay.
+        assert_eq!(store.sweep_dedup(at(50)).unwrap(), 3);
+        assert!(!store.first_delivery("k2", at(50)).unwrap());
+        assert!(!store.first_delivery("k1", at(50)).unwrap(), "k1 was seen again at minute 30");
+    }
+
+    #[test]
+    fn keys_from_the_single_tree_of_earlier_builds_are_kept() {
+        let store = Store::temporary().unwrap();
+        let legacy = store.db.open_tree(LEGACY_DEDUP_TREE).unwrap();
+        let expires = |m: i64| at(m).timestamp_millis().to_be_bytes();
+        legacy.insert("live", &expires(20)).unwrap();
+        legacy.insert("expired", &expires(5)).unwrap();
+        assert!(!store.first_delivery("live", at(10)).unwrap());
+        assert!(store.first_delivery("expired", at(10)).unwrap());
+        assert!(!store.db.tree_names().iter().any(|n| n == LEGACY_DEDUP_TREE.as_bytes()));
     }
 }

@@ -1,6 +1,6 @@
 //! Sealing and verifying the hash chain.
 //!
-//! A stored value is `hash (64 hex chars)` followed by the record's JSON body;
+//! A stored record is `hash (64 hex chars)` followed by the record's JSON body;
 //! the hash is SHA-256 over exactly those body bytes, and the body names the
 //! previous record's hash in `prev`. Verification never re-serialises: it
 //! hashes the bytes as stored, so any altered byte shows.

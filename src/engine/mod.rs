@@ -45,9 +45,6 @@ pub struct Handled {
     pub replies: Vec<Reply>,
 }
 
-/// How long dedup keys are kept: longer than Slack's retry schedule.
-pub const DEDUP_TTL: Duration = Duration::from_secs(15 * 60);
-
 /// The backends, by kind.
 pub struct Executors {
     pub simulated: Arc<Simulated>,
@@ -150,9 +147,7 @@ impl Engine {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
         if let Some(key) = event.dedup_key() {
-            let now = self.clock.now();
-            let until = now + chrono::Duration::from_std(DEDUP_TTL).expect("dedup ttl fits");
-            match self.store.first_delivery(key, now, until) {
+            match self.store.first_delivery(key, self.clock.now()) {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!(key, "duplicate delivery ignored");

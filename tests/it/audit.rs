@@ -4,10 +4,50 @@ use crate::support::{stdout, Bot};
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-fn key(seq: u64) -> Vec<u8> {
-    let mut key = vec![b'r'];
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+/// The trail's stored layout, as an outsider with raw access sees it: values
+/// under `b` + first sequence number (big-endian), each holding records as
+/// `hash + JSON body` lines. Returns the block key and its lines.
+fn block_holding(tree: &sled::Tree, seq: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut at = vec![b'b'];
+    at.extend_from_slice(&seq.to_be_bytes());
+    let (key, value) = tree.range(vec![b'b']..=at).next_back().unwrap().unwrap();
+    let lines = value.strip_suffix(b"\n").unwrap().split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    (key.to_vec(), lines)
+}
+
+fn first_of(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key[1..9].try_into().unwrap())
+}
+
+fn store_block(tree: &sled::Tree, key: &[u8], lines: &[Vec<u8>]) {
+    if lines.is_empty() {
+        tree.remove(key).unwrap();
+        return;
+    }
+    let mut value = Vec::new();
+    for line in lines {
+        value.extend_from_slice(line);
+        value.push(b'\n');
+    }
+    tree.insert(key, value).unwrap();
+}
+
+/// Applies `edit` to the stored bytes of record `seq`, in place.
+fn edit_record(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) {
+    let (key, mut lines) = block_holding(tree, seq);
+    edit(&mut lines[(seq - first_of(&key)) as usize]);
+    store_block(tree, &key, &lines);
+}
+
+fn remove_record(tree: &sled::Tree, seq: u64) {
+    let (key, mut lines) = block_holding(tree, seq);
+    lines.remove((seq - first_of(&key)) as usize);
+    store_block(tree, &key, &lines);
+}
+
+fn record_bytes(tree: &sled::Tree, seq: u64) -> Vec<u8> {
+    let (key, lines) = block_holding(tree, seq);
+    lines[(seq - first_of(&key)) as usize].clone()
 }
 
 /// A bot with a few records, then `tamper` applied directly to its sled store.
@@ -41,11 +81,11 @@ fn an_untouched_store_verifies() {
 #[test]
 fn changing_one_byte_is_caught_and_named() {
     let bot = tampered(|tree| {
-        let mut value = tree.get(key(4)).unwrap().unwrap().to_vec();
         // Flip a byte inside the JSON body (past the 64-char hash).
-        let at = value.len() - 10;
-        value[at] ^= 0x01;
-        tree.insert(key(4), value).unwrap();
+        edit_record(tree, 4, |value| {
+            let at = value.len() - 10;
+            value[at] ^= 0x01;
+        });
     });
     assert_broken_at(&bot, 4);
 }
@@ -53,9 +93,7 @@ fn changing_one_byte_is_caught_and_named() {
 #[test]
 fn changing_a_hash_byte_is_caught_and_named() {
     let bot = tampered(|tree| {
-        let mut value = tree.get(key(2)).unwrap().unwrap().to_vec();
-        value[0] = if value[0] == b'a' { b'b' } else { b'a' };
-        tree.insert(key(2), value).unwrap();
+        edit_record(tree, 2, |value| value[0] = if value[0] == b'a' { b'b' } else { b'a' });
     });
     assert_broken_at(&bot, 2);
 }
@@ -63,7 +101,7 @@ fn changing_a_hash_byte_is_caught_and_named() {
 #[test]
 fn deleting_a_record_is_caught_and_named() {
     let bot = tampered(|tree| {
-        tree.remove(key(3)).unwrap();
+        remove_record(tree, 3);
     });
     assert_broken_at(&bot, 3);
 }
@@ -71,8 +109,8 @@ fn deleting_a_record_is_caught_and_named() {
 #[test]
 fn deleting_the_last_record_is_caught() {
     let bot = tampered(|tree| {
-        let last = tree.scan_prefix([b'r']).last().unwrap().unwrap().0;
-        tree.remove(last).unwrap();
+        let head: serde_json::Value = serde_json::from_slice(&tree.get("h").unwrap().unwrap()).unwrap();
+        remove_record(tree, head["seq"].as_u64().unwrap());
     });
     let output = bot.verify();
     assert!(!output.status.success());
@@ -82,10 +120,9 @@ fn deleting_the_last_record_is_caught() {
 #[test]
 fn swapping_two_records_is_caught_and_named() {
     let bot = tampered(|tree| {
-        let a = tree.get(key(5)).unwrap().unwrap();
-        let b = tree.get(key(6)).unwrap().unwrap();
-        tree.insert(key(5), b).unwrap();
-        tree.insert(key(6), a).unwrap();
+        let (a, b) = (record_bytes(tree, 5), record_bytes(tree, 6));
+        edit_record(tree, 5, |value| *value = b);
+        edit_record(tree, 6, |value| *value = a);
     });
     assert_broken_at(&bot, 5);
 }
