@@ -25,7 +25,6 @@ use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture
 use chrono::Utc;
 use std::sync::mpsc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 
 /// Blocks of records: `b` + the first record's sequence number (big-endian).
@@ -35,8 +34,6 @@ const LEGACY_PREFIX: u8 = b'r';
 const HEAD_KEY: &[u8] = b"h";
 /// Most records one commit takes; bounds latency of the first caller in a burst.
 const MAX_BATCH: usize = 4096;
-/// Longest a commit waits for more appends while they keep arriving.
-const GATHER_FOR: Duration = Duration::from_micros(500);
 /// A block is closed once it holds this many bytes, so a value stays well
 /// below the size at which sled moves it to a separate blob file.
 const BLOCK_BYTES: usize = 32 * 1024;
@@ -322,26 +319,14 @@ fn run_writer(
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut queued = jobs[0].entries.len();
-        let gathering = Instant::now();
-        loop {
-            let before = jobs.len();
-            while queued < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        queued += job.entries.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
+        while queued < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => {
+                    queued += job.entries.len();
+                    jobs.push(job);
                 }
+                Err(_) => break,
             }
-            // While appends keep arriving, give their tasks a moment to queue
-            // more: every commit costs sled a log write and a round of thread
-            // wake-ups, so fewer, larger commits carry more records per second.
-            // A lone append (nothing arrived meanwhile) commits at once.
-            if jobs.len() == before || queued >= MAX_BATCH || gathering.elapsed() >= GATHER_FOR {
-                break;
-            }
-            std::thread::yield_now();
         }
         let start_head = head.clone();
         let mut blocks = BlockWriter::new(head.seq + 1);
