@@ -26,8 +26,8 @@ total_ok=0
 printf '%-12s %12s %10s %10s %10s %12s\n' connections "req/s" "p50" "p99" "non-2xx" "peak RSS"
 for conns in 1 16 64; do
   threads=$([ "$conns" = 1 ] && echo 1 || echo 2)
-  python3 "$here/gen.py" "$secret" $((60000 * secs)) "$work/bodies.tsv"
-  BODIES="$work/bodies.tsv" WRK_THREADS=$threads wrk -t"$threads" -c"$conns" -d"${secs}s" --latency \
+  python3 "$here/gen.py" "$secret" $((60000 * secs)) "$work/bodies.tsv" "$threads"
+  BODIES="$work/bodies.tsv" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency \
     -s "$here/signed.lua" "http://127.0.0.1:$port" > "$work/wrk-$conns.txt"
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$conns.txt")
   p50=$(awk '$1=="50%" {print $2}' "$work/wrk-$conns.txt")
