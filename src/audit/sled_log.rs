@@ -116,14 +116,12 @@ fn blocks(tree: &sled::Tree) -> impl Iterator<Item = Result<(u64, sled::IVec), A
 /// number is the record's position as stored (block start + place in the
 /// block), which verification compares with the number inside the record.
 pub fn stored_records(tree: &sled::Tree) -> impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>> + '_ {
-    blocks(tree).flat_map(|block| -> Box<dyn Iterator<Item = Result<(u64, Vec<u8>), AuditError>>> {
+    blocks(tree).flat_map(|block| -> Vec<Result<(u64, Vec<u8>), AuditError>> {
         match block {
             Ok((first, value)) => {
-                let records: Vec<_> =
-                    split_block(&value).enumerate().map(|(i, r)| Ok((first + i as u64, r.to_vec()))).collect();
-                Box::new(records.into_iter())
+                split_block(&value).enumerate().map(|(i, r)| Ok((first + i as u64, r.to_vec()))).collect()
             }
-            Err(e) => Box::new(std::iter::once(Err(e))),
+            Err(e) => vec![Err(e)],
         }
     })
 }
@@ -490,9 +488,9 @@ mod tests {
 
     fn entry(i: usize) -> AuditEntry {
         let services = ["api", "web", "jobs"];
-        let kind = if i % 5 == 0 { RecordKind::Outcome } else { RecordKind::Request };
+        let kind = if i.is_multiple_of(5) { RecordKind::Outcome } else { RecordKind::Request };
         AuditEntry {
-            service: (i % 7 != 0).then(|| services[i % 3].to_string()),
+            service: (!i.is_multiple_of(7)).then(|| services[i % 3].to_string()),
             // ~1 KiB per record, so one commit spans several blocks.
             detail: format!("record {i} {}", "x".repeat(1000)),
             ..AuditEntry::new(kind)
