@@ -15,7 +15,7 @@ work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/opsbot"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/opsbot"
 
 SLACK_SIGNING_SECRET=$secret SLACK_BOT_TOKEN=xoxb-bench SLACK_API_URL=http://127.0.0.1:9/api OPSBOT_LOG=warn \
   "$bin" serve --config "$here/opsbot.toml" --data-dir "$work/data" --listen "127.0.0.1:$port" > "$work/serve.log" 2>&1 &
