@@ -13,7 +13,8 @@
 //! - [`action`]: the [`action::Action`] enum and executors (simulated now).
 //! - [`audit`]: the hash-chained trail with group commit; [`store`]: the rest
 //!   of the durable state, in the same sled database.
-//! - [`config`]: validated configuration; [`clock`]: time and durations.
+//! - [`config`]: validated configuration; [`clock`]: time and durations;
+//!   [`names`]: display names that label actors in the audit trail.
 //!
 //! Invariants:
 //! - Only `chat::*` will import slack-morphism or serenity; only `action::*` will
@@ -42,6 +43,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod metrics;
+pub mod names;
 pub mod policy;
 pub mod server;
 pub mod store;

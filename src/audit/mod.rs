@@ -60,6 +60,10 @@ pub struct AuditEntry {
     /// Platform-qualified identity of who did it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The actor's display name when the record was written (a label only;
+    /// policy uses `actor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
     /// Platform-qualified channel where it happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,

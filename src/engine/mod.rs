@@ -82,6 +82,7 @@ pub struct Engine {
     tracker: TaskTracker,
     /// Serialises read-modify-write of pending requests (votes, expiry).
     votes: tokio::sync::Mutex<()>,
+    names: Arc<crate::names::DisplayNames>,
 }
 
 /// Everything [`Engine::new`] needs.
@@ -98,19 +99,26 @@ pub struct Parts {
 
 impl Engine {
     pub fn new(parts: Parts) -> Arc<Engine> {
+        let names = Arc::new(crate::names::DisplayNames::default());
         Arc::new(Engine {
             service_names: parts.config.service_names(),
             config: Arc::new(parts.config),
             registry: Arc::new(parts.registry),
             store: parts.store,
-            audit: parts.audit,
+            audit: Arc::new(crate::names::Named { inner: parts.audit, names: names.clone() }),
             executors: parts.executors,
             chat: parts.chat,
             clock: parts.clock,
             metrics: parts.metrics,
             tracker: TaskTracker::new(),
             votes: tokio::sync::Mutex::new(()),
+            names,
         })
+    }
+
+    /// Where adapters record the display names they learn.
+    pub fn display_names(&self) -> &Arc<crate::names::DisplayNames> {
+        &self.names
     }
 
     pub fn config(&self) -> &Config {
@@ -277,6 +285,7 @@ impl Engine {
             kind,
             request_id: id.map(str::to_string),
             actor: Some(actor.to_string()),
+            actor_name: None,
             channel: Some(reply.channel.clone()),
             command: Some(parsed.command.clone()),
             args: serde_json::to_value(&parsed.request).ok(),

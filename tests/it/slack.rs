@@ -258,6 +258,25 @@ fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
     assert_eq!(votes, [("slack:UALICE", "refused"), ("slack:UMALLORY", "refused"), ("slack:UBOB", "approve")]);
     assert!(records.iter().any(|r| r["kind"] == "outcome" && r["outcome"] == "succeeded"));
     assert_eq!(records[0]["channel"], "slack:COPS");
+    // Display names from users.info label the actors in the trail; each person
+    // is looked up once, however many times they acted.
+    let named: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r["kind"] == "vote")
+        .map(|r| (r["actor"].as_str().unwrap(), r["actor_name"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        named,
+        [("slack:UALICE", "UALICE-display"), ("slack:UMALLORY", "UMALLORY-display"), ("slack:UBOB", "UBOB-display")]
+    );
+    assert_eq!(records[0]["actor_name"], "UALICE-display");
+    let lookups: Vec<String> = slack
+        .calls()
+        .iter()
+        .filter(|c| c.method == "users.info")
+        .map(|c| c.body["user"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(lookups, ["UALICE", "UMALLORY", "UBOB"], "one lookup per person: {lookups:?}");
     served.stop();
 }
 

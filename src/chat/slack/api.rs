@@ -126,4 +126,20 @@ impl SlackApi {
         session.chat_post_ephemeral(&request).await?;
         Ok(())
     }
+
+    /// `users.info`: the name Slack shows for `user` (display name, else real
+    /// name, else user name); `None` if the user has none of them.
+    pub async fn display_name(&self, user: &str) -> Result<Option<String>, ApiError> {
+        let session = self.client.open_session(&self.token);
+        let response = session.users_info(&SlackApiUsersInfoRequest::new(user.to_string().into())).await?;
+        let user = response.user;
+        let profile = user.profile.as_ref();
+        let candidates = [
+            profile.and_then(|p| p.display_name.clone()),
+            profile.and_then(|p| p.real_name.clone()),
+            user.real_name.clone(),
+            user.name.clone(),
+        ];
+        Ok(candidates.into_iter().flatten().map(|n| n.trim().to_string()).find(|n| !n.is_empty()))
+    }
 }

@@ -5,6 +5,7 @@
 //! - `api`: the Web API through slack-morphism; `outbound`: the paced,
 //!   ordered, retrying [`crate::chat::ChatSink`];
 //! - `blocks`: Block Kit cards and text limits; `manifest`: the app manifest;
+//! - `names`: display names from `users.info`, cached, for the audit trail;
 //! - `socket`: Socket Mode (envelopes acked, reconnects with backoff).
 //!
 //! Only this module (and `chat::discord` later) imports slack-morphism.
@@ -13,6 +14,7 @@ pub mod api;
 pub mod blocks;
 pub mod inbound;
 pub mod manifest;
+pub mod names;
 pub mod outbound;
 pub mod socket;
 pub mod verify;
@@ -49,6 +51,8 @@ pub struct SlackIngress {
     engine: Arc<Engine>,
     store: Store,
     metrics: Arc<Metrics>,
+    /// Present when a bot token is configured.
+    names: Option<Arc<names::SlackNames>>,
 }
 
 #[derive(Deserialize)]
@@ -64,8 +68,27 @@ impl SlackIngress {
         engine: Arc<Engine>,
         store: Store,
         metrics: Arc<Metrics>,
+        names: Option<Arc<names::SlackNames>>,
     ) -> SlackIngress {
-        SlackIngress { verifier, engine, store, metrics }
+        SlackIngress { verifier, engine, store, metrics, names }
+    }
+
+    /// Tells the engine the display name of the event's actor, so its audit
+    /// records carry it.
+    async fn learn_name(&self, event: &Event) {
+        let Some(names) = &self.names else { return };
+        let actor = match event {
+            Event::Command { actor, .. } | Event::Vote { actor, .. } => actor,
+        };
+        let Some(user) = actor.as_str().strip_prefix("slack:") else { return };
+        if let Some(name) = names.name(user).await {
+            self.engine.display_names().set(actor, &name);
+        }
+    }
+
+    async fn handle(&self, event: Event) {
+        self.learn_name(&event).await;
+        let _ = self.engine.handle(event).await;
     }
 
     fn verified(&self, headers: &HeaderMap, body: &[u8]) -> bool {
@@ -105,6 +128,7 @@ impl SlackIngress {
         let reply = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
+        self.learn_name(&event).await;
         let handled = self.engine.handle_collecting(event).await;
         if handled.duplicate {
             // A retry of a command already answered: say so, do nothing.
@@ -157,7 +181,7 @@ impl SlackIngress {
     pub async fn interaction(&self, payload: &str) -> Answer {
         match inbound::interaction(payload) {
             Ok(Some(event)) => {
-                let _ = self.engine.handle(event).await;
+                self.handle(event).await;
                 Answer::Empty
             }
             Ok(None) => Answer::Empty,
@@ -182,9 +206,7 @@ impl SlackIngress {
             EventsBody::UrlVerification { challenge } => Answer::Json(json!({ "challenge": challenge })),
             EventsBody::EventCallback { event_id, event } => {
                 match inbound::event_callback(&event_id, &event) {
-                    Ok(Callback::Event(event)) => {
-                        let _ = self.engine.handle(event).await;
-                    }
+                    Ok(Callback::Event(event)) => self.handle(event).await,
                     Ok(Callback::Reaction { actor, approve, channel, ts, dedup_key }) => {
                         let channel_id = channel.trim_start_matches("slack:");
                         match self.store.resolve(&outbound::card_link(channel_id, &ts)) {
@@ -192,7 +214,7 @@ impl SlackIngress {
                                 let reply = ReplyTarget { channel, thread: Some(ts) };
                                 let vote =
                                     Event::Vote { actor, request_id, approve, reply, dedup_key: Some(dedup_key) };
-                                let _ = self.engine.handle(vote).await;
+                                self.handle(vote).await;
                             }
                             Ok(None) => tracing::debug!("reaction on a message that is not an approval card"),
                             Err(e) => tracing::error!(error = %e, "cannot look up the card of a reaction"),
