@@ -365,9 +365,16 @@ fn run_writer(
             }
             Err(e) => {
                 // Nothing in this batch is acknowledged; the chain continues from
-                // the last committed head.
+                // the last committed head, without whatever part of the commit
+                // was written before the error.
                 head = start_head;
                 tracing::error!(error = %e, "audit commit failed");
+                let rolled_back = tree
+                    .insert(HEAD_KEY, serde_json::to_vec(&head).expect("head serialises"))
+                    .and_then(|_| drop_uncommitted(&tree, &head));
+                if let Err(e) = rolled_back {
+                    tracing::error!(error = %e, "cannot remove a failed commit's blocks; `audit verify` will report them");
+                }
                 for job in jobs {
                     let _ = job.reply.send(Err(AuditError::Store(e.to_string())));
                 }
