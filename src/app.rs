@@ -207,7 +207,9 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let mut socket_task = None;
     if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
         let verifier = signing.as_deref().map(Verifier::new);
-        let names = slack_api.clone().map(|api| Arc::new(crate::chat::slack::names::SlackNames::new(api)));
+        let names = slack_api
+            .clone()
+            .map(|api| Arc::new(crate::chat::slack::names::SlackNames::new(api, engine.display_names().clone())));
         let ingress =
             Arc::new(SlackIngress::new(verifier, engine.clone(), store.clone(), engine.metrics().clone(), names));
         if mode.http() {

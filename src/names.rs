@@ -23,9 +23,6 @@ pub struct DisplayNames {
 impl DisplayNames {
     pub fn set(&self, actor: &Actor, name: &str) {
         let mut names = self.names.lock().expect("names lock");
-        if names.get(actor.as_str()).is_some_and(|n| n == name) {
-            return;
-        }
         if names.len() >= MAX_NAMES {
             names.clear();
         }

@@ -73,16 +73,12 @@ impl SlackIngress {
         SlackIngress { verifier, engine, store, metrics, names }
     }
 
-    /// Tells the engine the display name of the event's actor, so its audit
+    /// Keeps the display name of the event's actor fresh, so its audit
     /// records carry it.
     async fn learn_name(&self, event: &Event) {
-        let Some(names) = &self.names else { return };
-        let actor = match event {
-            Event::Command { actor, .. } | Event::Vote { actor, .. } => actor,
-        };
-        let Some(user) = actor.as_str().strip_prefix("slack:") else { return };
-        if let Some(name) = names.name(user).await {
-            self.engine.display_names().set(actor, &name);
+        if let Some(names) = &self.names {
+            let (Event::Command { actor, .. } | Event::Vote { actor, .. }) = event;
+            names.refresh(actor).await;
         }
     }
 
