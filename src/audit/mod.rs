@@ -11,6 +11,7 @@
 //! Callers write the intent record and await it *before* an action starts, and
 //! tell users something happened only after its record is durable.
 
+mod blocks;
 pub mod chain;
 pub mod memory;
 pub mod sled_log;

@@ -1,25 +1,20 @@
 //! The durable audit log on sled, with group commit.
 //!
 //! Appends from any number of tasks go through a channel to one writer thread.
-//! The writer takes everything queued, seals it into the chain, writes one sled
-//! batch (records plus the new head, atomically) and fsyncs once, then wakes
-//! every waiting caller. With 64 concurrent writers one fsync covers up to 64
-//! records, which is what makes tens of thousands of durable appends per second
-//! possible on a 2-core machine.
-//!
-//! Layout in the `audit` tree: records are stored in blocks, `b` + the first
-//! record's sequence number → that record and the ones after it, one
-//! `hash + JSON body` line each. A commit writes as many blocks as it needs
-//! (each up to 32 KiB), so sled handles a few keys per commit rather than
-//! several per record; per-record sled writes were most of the cost of an
-//! append. `h` holds the chain's head; `s`/`o` keys index blocks by service.
-//! Verification reads the lines in order and checks every record's hash,
-//! position, and link to the one before, exactly as for one key per record.
+//! The writer takes everything queued, seals it into the chain, writes it as
+//! blocks (see [`super::blocks`]) followed by the new head, and fsyncs once,
+//! then wakes every waiting caller. With 64 concurrent writers one fsync covers
+//! up to 64 records, which is what makes tens of thousands of durable appends
+//! per second possible on a 2-core machine.
 //!
 //! Because sled's flush covers every earlier write to the same database, state
 //! written before an append (pending approvals, locks) is durable once the
 //! append returns.
 
+use super::blocks::{
+    block_at, blocks_from, drop_uncommitted, index_prefix, newest_first, split_block, stored_records, BlockWriter,
+    HEAD_KEY, OUTCOME_INDEX, SERVICE_INDEX,
+};
 use super::chain::{self, Head, GENESIS};
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture};
 use chrono::Utc;
@@ -27,17 +22,8 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use tokio::sync::{broadcast, oneshot};
 
-/// Blocks of records: `b` + the first record's sequence number (big-endian).
-const BLOCK_PREFIX: u8 = b'b';
-/// Records stored one per key by development builds before blocks; still read.
-const LEGACY_PREFIX: u8 = b'r';
-const HEAD_KEY: &[u8] = b"h";
 /// Most records one commit takes; bounds latency of the first caller in a burst.
 const MAX_BATCH: usize = 4096;
-/// A block is closed once it holds this many bytes, so a value stays well
-/// below the size at which sled moves it to a separate blob file.
-const BLOCK_BYTES: usize = 32 * 1024;
-
 type Reply = oneshot::Sender<Result<Vec<AuditRecord>, AuditError>>;
 
 struct Job {
@@ -53,46 +39,6 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
 }
 
-/// Index keys, next to the chain but not part of it (they only speed up
-/// lookups): `s`, service, 0, block for every block holding records about a
-/// service, and the same under `o` for blocks holding its outcomes. The value
-/// lists the sequence numbers of those records (8 bytes each, big-endian), so
-/// `/status` and `/audit <service>` decode only the records they show.
-const SERVICE_INDEX: u8 = b's';
-const OUTCOME_INDEX: u8 = b'o';
-
-fn index_prefix(kind: u8, service: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(service.len() + 10);
-    key.push(kind);
-    key.extend_from_slice(service.as_bytes());
-    key.push(0);
-    key
-}
-
-fn index_key(kind: u8, service: &str, block: u64) -> Vec<u8> {
-    let mut key = index_prefix(kind, service);
-    key.extend_from_slice(&block.to_be_bytes());
-    key
-}
-
-fn block_key(first_seq: u64) -> [u8; 9] {
-    let mut key = [BLOCK_PREFIX; 9];
-    key[1..].copy_from_slice(&first_seq.to_be_bytes());
-    key
-}
-
-fn key_seq(key: &[u8]) -> u64 {
-    key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
-}
-
-/// The stored records of one block: each is `hash + body`, ended by a newline
-/// (compact JSON never contains a raw newline). A legacy value is one record
-/// without the newline.
-fn split_block(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    let value = value.strip_suffix(b"\n").unwrap_or(value);
-    value.split(|&b| b == b'\n')
-}
-
 /// Reads the head the writer last committed.
 pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
     match tree.get(HEAD_KEY).map_err(|e| AuditError::Store(e.to_string()))? {
@@ -101,29 +47,6 @@ pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
             .map(Some)
             .map_err(|e| AuditError::Corrupt { seq: 0, problem: format!("the chain head is unreadable: {e}") }),
     }
-}
-
-/// Every stored block as (first sequence number, value), in order: legacy
-/// one-record keys first (they all predate blocks), then blocks.
-fn blocks(tree: &sled::Tree) -> impl Iterator<Item = Result<(u64, sled::IVec), AuditError>> + '_ {
-    tree.scan_prefix([LEGACY_PREFIX]).chain(tree.scan_prefix([BLOCK_PREFIX])).map(|item| {
-        let (key, value) = item.map_err(|e| AuditError::Store(e.to_string()))?;
-        Ok((key_seq(&key), value))
-    })
-}
-
-/// Every stored record as (sequence number, stored bytes), in order. The
-/// number is the record's position as stored (block start + place in the
-/// block), which verification compares with the number inside the record.
-pub fn stored_records(tree: &sled::Tree) -> impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>> + '_ {
-    blocks(tree).flat_map(|block| -> Vec<Result<(u64, Vec<u8>), AuditError>> {
-        match block {
-            Ok((first, value)) => {
-                split_block(&value).enumerate().map(|(i, r)| Ok((first + i as u64, r.to_vec()))).collect()
-            }
-            Err(e) => vec![Err(e)],
-        }
-    })
 }
 
 impl SledAuditLog {
@@ -162,37 +85,6 @@ impl SledAuditLog {
         }
     }
 
-    /// The block that starts at `first` (a legacy record, for old stores).
-    fn block_at(&self, first: u64) -> Result<Option<sled::IVec>, sled::Error> {
-        let mut key = block_key(first);
-        if let Some(value) = self.tree.get(key)? {
-            return Ok(Some(value));
-        }
-        key[0] = LEGACY_PREFIX;
-        self.tree.get(key)
-    }
-
-    /// The block holding `seq` and every block after it, in order.
-    fn blocks_from(
-        &self,
-        seq: u64,
-    ) -> Result<impl Iterator<Item = Result<(u64, sled::IVec), AuditError>> + '_, sled::Error> {
-        let start = |prefix: u8| -> Result<Vec<u8>, sled::Error> {
-            let mut at = block_key(seq);
-            at[0] = prefix;
-            Ok(match self.tree.range(vec![prefix]..=at.to_vec()).next_back().transpose()? {
-                Some((key, _)) => key.to_vec(),
-                None => vec![prefix],
-            })
-        };
-        let legacy = self.tree.range(start(LEGACY_PREFIX)?..vec![LEGACY_PREFIX + 1]);
-        let blocks = self.tree.range(start(BLOCK_PREFIX)?..vec![BLOCK_PREFIX + 1]);
-        Ok(legacy.chain(blocks).map(|item| {
-            let (key, value) = item.map_err(|e| AuditError::Store(e.to_string()))?;
-            Ok((key_seq(&key), value))
-        }))
-    }
-
     /// Verifies the whole chain against the stored head.
     pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
         verify_tree(&self.tree)
@@ -220,89 +112,6 @@ pub fn verify_tree(tree: &sled::Tree) -> Result<chain::VerifySummary, chain::Ver
 impl Drop for SledAuditLog {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// Removes what a crash in the middle of a commit can leave: blocks past the
-/// head, and index entries for them. Returns how many blocks went.
-fn drop_uncommitted(tree: &sled::Tree, head: &Head) -> Result<usize, sled::Error> {
-    let past_head: Vec<sled::IVec> =
-        tree.range(block_key(head.seq + 1).to_vec()..vec![BLOCK_PREFIX + 1]).keys().collect::<Result<_, _>>()?;
-    if past_head.is_empty() {
-        return Ok(0);
-    }
-    for key in &past_head {
-        tree.remove(key)?;
-    }
-    for kind in [SERVICE_INDEX, OUTCOME_INDEX] {
-        for key in tree.scan_prefix([kind]).keys() {
-            let key = key?;
-            let block = key.len().checked_sub(8).map(|at| u64::from_be_bytes(key[at..].try_into().expect("8 bytes")));
-            if block.is_some_and(|b| b > head.seq) {
-                tree.remove(key)?;
-            }
-        }
-    }
-    tree.flush()?;
-    Ok(past_head.len())
-}
-
-/// Builds the blocks of one commit.
-struct BlockWriter {
-    /// Keys and values to write, in order.
-    writes: Vec<(Vec<u8>, Vec<u8>)>,
-    first: u64,
-    bytes: Vec<u8>,
-    /// Per service: sequence numbers of its records, and of its outcomes.
-    services: Vec<(String, Vec<u8>, Vec<u8>)>,
-}
-
-impl BlockWriter {
-    fn new(first: u64) -> BlockWriter {
-        BlockWriter { writes: Vec::new(), first, bytes: Vec::new(), services: Vec::new() }
-    }
-
-    fn push(&mut self, record: &AuditRecord, stored: &[u8]) {
-        if !self.bytes.is_empty() && self.bytes.len() + stored.len() >= BLOCK_BYTES {
-            self.close_block(record.seq);
-        }
-        self.bytes.extend_from_slice(stored);
-        self.bytes.push(b'\n');
-        if let Some(service) = &record.entry.service {
-            let slot = match self.services.iter().position(|(s, _, _)| s == service) {
-                Some(i) => i,
-                None => {
-                    self.services.push((service.clone(), Vec::new(), Vec::new()));
-                    self.services.len() - 1
-                }
-            };
-            let (_, all, outcomes) = &mut self.services[slot];
-            all.extend_from_slice(&record.seq.to_be_bytes());
-            if record.entry.kind == super::RecordKind::Outcome {
-                outcomes.extend_from_slice(&record.seq.to_be_bytes());
-            }
-        }
-    }
-
-    /// Ends the current block; the next one starts at `next`.
-    fn close_block(&mut self, next: u64) {
-        if self.bytes.is_empty() {
-            return;
-        }
-        self.writes.push((block_key(self.first).to_vec(), std::mem::take(&mut self.bytes)));
-        for (service, all, outcomes) in self.services.drain(..) {
-            self.writes.push((index_key(SERVICE_INDEX, &service, self.first), all));
-            if !outcomes.is_empty() {
-                self.writes.push((index_key(OUTCOME_INDEX, &service, self.first), outcomes));
-            }
-        }
-        self.first = next;
-    }
-
-    fn finish(mut self, head: &Head) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.close_block(head.seq + 1);
-        self.writes.push((HEAD_KEY.to_vec(), serde_json::to_vec(head).expect("head serialises")));
-        self.writes
     }
 }
 
@@ -421,7 +230,7 @@ impl AuditLog for SledAuditLog {
                     } else {
                         listed.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect()
                     };
-                    let Some(value) = self.block_at(first).map_err(store_err)? else { continue };
+                    let Some(value) = block_at(&self.tree, first).map_err(store_err)? else { continue };
                     let stored: Vec<&[u8]> = split_block(&value).collect();
                     for &seq in seqs.iter().rev() {
                         if out.len() >= limit || examined >= look_back || seq < lower {
@@ -444,11 +253,8 @@ impl AuditLog for SledAuditLog {
             }
             // The newest matches: walk backwards and stop early.
             (Some(limit), None) => {
-                let newest_first =
-                    self.tree.scan_prefix([BLOCK_PREFIX]).rev().chain(self.tree.scan_prefix([LEGACY_PREFIX]).rev());
-                'blocks: for item in newest_first {
-                    let (key, value) = item.map_err(store_err)?;
-                    let first = key_seq(&key);
+                'blocks: for block in newest_first(&self.tree) {
+                    let (first, value) = block?;
                     let stored: Vec<&[u8]> = split_block(&value).collect();
                     for (i, bytes) in stored.iter().enumerate().rev() {
                         let seq = first + i as u64;
@@ -465,7 +271,7 @@ impl AuditLog for SledAuditLog {
                 out.reverse();
             }
             (None, _) => {
-                for block in self.blocks_from(lower).map_err(store_err)? {
+                for block in blocks_from(&self.tree, lower) {
                     let (first, value) = block?;
                     for (i, bytes) in split_block(&value).enumerate() {
                         let seq = first + i as u64;
@@ -490,6 +296,7 @@ impl AuditLog for SledAuditLog {
 
 #[cfg(test)]
 mod tests {
+    use super::super::blocks::{block_key, index_key, BLOCK_BYTES, BLOCK_PREFIX, LEGACY_PREFIX};
     use super::*;
     use crate::audit::RecordKind;
 
