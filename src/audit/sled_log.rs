@@ -9,7 +9,10 @@
 //!
 //! Because sled's flush covers every earlier write to the same database, state
 //! written before an append (pending approvals, locks) is durable once the
-//! append returns.
+//! append returns. State that is written often and must be durable only by
+//! the time an append returns (the store's dedup keys) can instead ride on the
+//! writer's commit through a [`CommitHook`]: one write per commit, not one per
+//! caller.
 
 use super::blocks::{
     block_at, blocks_from, drop_uncommitted, index_prefix, newest_first, split_block, stored_records, BlockWriter,
@@ -25,6 +28,15 @@ use tokio::sync::{broadcast, oneshot};
 /// Most records one commit takes; bounds latency of the first caller in a burst.
 const MAX_BATCH: usize = 4096;
 type Reply = oneshot::Sender<Result<Vec<AuditRecord>, AuditError>>;
+/// How long the writer idles before it runs the commit hook on its own, so
+/// hook writes queued without a following append still become durable.
+const IDLE_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Called by the writer thread at the start of every commit, before the
+/// commit's own inserts and its flush: whatever the hook writes to the
+/// database is durable when the commit's appends return. Returns whether it
+/// wrote anything. An error fails the whole commit.
+pub type CommitHook = Box<dyn Fn() -> Result<bool, sled::Error> + Send>;
 
 struct Job {
     entries: Vec<AuditEntry>,
@@ -52,6 +64,11 @@ pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
 impl SledAuditLog {
     /// Opens the log in `db`'s `audit` tree and starts its writer thread.
     pub fn open(db: &sled::Db) -> Result<SledAuditLog, AuditError> {
+        SledAuditLog::open_with_hook(db, Box::new(|| Ok(false)))
+    }
+
+    /// [`SledAuditLog::open`], with `hook` run by the writer in every commit.
+    pub fn open_with_hook(db: &sled::Db, hook: CommitHook) -> Result<SledAuditLog, AuditError> {
         let tree = db.open_tree("audit").map_err(|e| AuditError::Store(e.to_string()))?;
         let head = match read_head(&tree)? {
             Some(head) => head,
@@ -72,7 +89,7 @@ impl SledAuditLog {
         let notify = committed.clone();
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run_writer(writer_db, writer_tree, head, rx, notify))
+            .spawn(move || run_writer(writer_db, writer_tree, head, rx, notify, hook))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
         Ok(SledAuditLog { tree, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), committed })
     }
@@ -121,9 +138,24 @@ fn run_writer(
     mut head: Head,
     rx: mpsc::Receiver<Job>,
     notify: broadcast::Sender<AuditRecord>,
+    hook: CommitHook,
 ) {
     let mut last_ts = Utc::now();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(IDLE_COMMIT) {
+            Ok(job) => job,
+            Err(idle) => {
+                // No appends: make the hook's queued writes durable anyway.
+                match hook().and_then(|wrote| if wrote { db.flush().map(|_| ()) } else { Ok(()) }) {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "audit writer: idle commit of queued state failed"),
+                }
+                if idle == mpsc::RecvTimeoutError::Disconnected {
+                    break;
+                }
+                continue;
+            }
+        };
         let mut jobs = vec![first];
         let mut queued = jobs[0].entries.len();
         while queued < MAX_BATCH {
@@ -158,7 +190,9 @@ fn run_writer(
         // recovers a prefix of its log after a crash, so a crash mid-commit
         // leaves at worst blocks past the head, which `open` removes (nobody
         // was told about them).
-        let written = blocks.finish(&head).into_iter().try_for_each(|(key, value)| tree.insert(key, value).map(|_| ()));
+        let written = hook().and_then(|_| {
+            blocks.finish(&head).into_iter().try_for_each(|(key, value)| tree.insert(key, value).map(|_| ()))
+        });
         let written = written.and_then(|_| db.flush().map(|_| ()));
         match written {
             Ok(()) => {

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+mod dedup;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the data directory {path} is in use by another opsbot process (sled holds an exclusive lock); stop it first, or point --data-dir at a copy")]
@@ -37,53 +39,6 @@ impl From<sled::Error> for StoreError {
 /// sled page cache size.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// How long one dedup tree collects keys; keys are kept one to two windows,
-/// longer than Slack's retry schedule (about 5 minutes).
-pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-const DEDUP_TREE_PREFIX: &str = "dedup-";
-/// The single dedup tree of earlier builds (key → expiry in ms); its
-/// unexpired keys are moved into the current window once, then it is dropped.
-const LEGACY_DEDUP_TREE: &str = "dedup";
-
-fn dedup_window(now: DateTime<Utc>) -> u64 {
-    (now.timestamp().max(0) as u64) / DEDUP_WINDOW.as_secs()
-}
-
-/// The open trees of the current and previous dedup windows.
-#[derive(Default)]
-struct DedupWindows {
-    current: Option<(u64, sled::Tree)>,
-    previous: Option<(u64, sled::Tree)>,
-}
-
-impl DedupWindows {
-    fn advance(&mut self, db: &sled::Db, window: u64, now_ms: i64) -> Result<(), StoreError> {
-        if self.current.as_ref().is_some_and(|(n, _)| *n == window) {
-            return Ok(());
-        }
-        let open = |n: u64| db.open_tree(format!("{DEDUP_TREE_PREFIX}{n}")).map(|tree| (n, tree));
-        let first_use = self.current.is_none();
-        self.previous = match self.current.take() {
-            Some((n, tree)) if n + 1 == window => Some((n, tree)),
-            _ => Some(open(window.saturating_sub(1))?),
-        };
-        self.current = Some(open(window)?);
-        if first_use && db.tree_names().iter().any(|n| n == LEGACY_DEDUP_TREE.as_bytes()) {
-            let legacy = db.open_tree(LEGACY_DEDUP_TREE)?;
-            let (_, current) = self.current.as_ref().expect("just opened");
-            for item in legacy.iter() {
-                let (key, expiry) = item?;
-                let expiry = expiry.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-                if expiry > now_ms {
-                    current.insert(key, &[])?;
-                }
-            }
-            db.drop_tree(LEGACY_DEDUP_TREE)?;
-        }
-        Ok(())
-    }
-}
-
 /// The per-service run lock: one mutating action at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLock {
@@ -100,7 +55,7 @@ pub struct Store {
     /// Index of the open ones, so the periodic expiry check never scans history.
     open: sled::Tree,
     locks: sled::Tree,
-    dedup: Arc<std::sync::Mutex<DedupWindows>>,
+    dedup: Arc<dedup::Dedup>,
     meta: sled::Tree,
     links: sled::Tree,
     audit: Arc<SledAuditLog>,
@@ -129,14 +84,18 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let dedup = Arc::new(dedup::Dedup::new());
         Ok(Store {
             requests: db.open_tree("requests")?,
             open: db.open_tree("open_requests")?,
             locks: db.open_tree("locks")?,
-            dedup: Arc::new(std::sync::Mutex::new(DedupWindows::default())),
+            dedup: dedup.clone(),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
-            audit: Arc::new(SledAuditLog::open(&db)?),
+            audit: Arc::new(SledAuditLog::open_with_hook(&db, {
+                let db = db.clone();
+                Box::new(move || dedup.persist_queued(&db))
+            })?),
             db,
         })
     }
@@ -266,49 +225,14 @@ impl Store {
     }
 
     /// Records `key` as delivered; false if it was already delivered within
-    /// the dedup window (a retry or duplicate delivery).
-    ///
-    /// Keys live in one tree per [`DEDUP_WINDOW`] of time (`dedup-<n>`). A key
-    /// counts as seen if it is in the current or the previous window's tree,
-    /// so it is remembered for at least one window and at most two. Checking is
-    /// one compare-and-swap plus one read; forgetting a whole window is one
-    /// `drop_tree` ([`Store::sweep_dedup`]), however many keys it holds.
+    /// the dedup window (a retry or duplicate delivery). See [`dedup`].
     pub fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let window = dedup_window(now);
-        // One decision at a time, so two copies of a key arriving across a
-        // window boundary cannot each miss the other.
-        let mut windows = self.dedup.lock().expect("dedup lock");
-        windows.advance(&self.db, window, now.timestamp_millis())?;
-        if let Some((_, previous)) = &windows.previous {
-            if previous.contains_key(key)? {
-                return Ok(false);
-            }
-        }
-        let (_, current) = windows.current.as_ref().expect("advance opened the current window");
-        Ok(current.compare_and_swap(key, None::<&[u8]>, Some(&[][..]))?.is_ok())
+        self.dedup.first_delivery(&self.db, key, now)
     }
 
     /// Forgets dedup windows older than the previous one.
     pub fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let keep_from = dedup_window(now).saturating_sub(1);
-        let mut windows = self.dedup.lock().expect("dedup lock");
-        let mut removed = 0;
-        for name in self.db.tree_names() {
-            let old = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|n| n.strip_prefix(DEDUP_TREE_PREFIX))
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n < keep_from);
-            if old {
-                self.db.drop_tree(&name)?;
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            // Never keep using a handle to a dropped tree; reopen on next use.
-            *windows = DedupWindows::default();
-        }
-        Ok(removed)
+        self.dedup.sweep(&self.db, now)
     }
 
     /// Remembers a small adapter-owned mapping (e.g. which Slack message is the
@@ -334,6 +258,10 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn dedup_window_of(t: DateTime<Utc>) -> i64 {
+        t.timestamp() / (15 * 60)
+    }
+
     fn at(minutes: i64) -> DateTime<Utc> {
         // A window boundary: 2026-01-01T00:00:00Z is a multiple of 15 minutes.
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
@@ -355,15 +283,50 @@ mod tests {
         assert!(!store.first_delivery("k1", at(50)).unwrap(), "k1 was seen again at minute 30");
     }
 
+    #[tokio::test]
+    async fn keys_ride_on_the_next_audit_commit_and_survive_a_restart() {
+        use crate::audit::{AuditEntry, AuditLog, RecordKind};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.first_delivery("t1", at(3)).unwrap());
+            assert!(store.first_delivery("t2", at(3)).unwrap());
+            let audit: Arc<dyn AuditLog> = store.audit();
+            audit.append(AuditEntry::new(RecordKind::Request)).await.unwrap();
+            // Stored as packed lists (2-byte length + key), one per commit.
+            let tree = store.db.open_tree(format!("dedup-{}", dedup_window_of(at(3)))).unwrap();
+            let stored: usize = tree.iter().values().map(|v| v.unwrap().len()).sum();
+            assert_eq!(stored, 2 * (2 + 2), "both keys, durable when the append returned");
+            // Taken after the commit: only the writer's close stores it.
+            assert!(store.first_delivery("t3", at(3)).unwrap());
+            store.audit().close();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        for key in ["t1", "t2", "t3"] {
+            assert!(!store.first_delivery(key, at(20)).unwrap(), "{key} is remembered after a restart");
+        }
+        assert!(store.first_delivery("t4", at(20)).unwrap());
+    }
+
+    #[test]
+    fn window_trees_of_earlier_builds_are_read() {
+        let store = Store::temporary().unwrap();
+        // Earlier builds stored each key as a tree key with an empty value.
+        let tree = store.db.open_tree(format!("dedup-{}", dedup_window_of(at(1)))).unwrap();
+        tree.insert("old-key", &[]).unwrap();
+        assert!(!store.first_delivery("old-key", at(2)).unwrap());
+        assert!(store.first_delivery("new-key", at(2)).unwrap());
+    }
+
     #[test]
     fn keys_from_the_single_tree_of_earlier_builds_are_kept() {
         let store = Store::temporary().unwrap();
-        let legacy = store.db.open_tree(LEGACY_DEDUP_TREE).unwrap();
+        let legacy = store.db.open_tree("dedup").unwrap();
         let expires = |m: i64| at(m).timestamp_millis().to_be_bytes();
         legacy.insert("live", &expires(20)).unwrap();
         legacy.insert("expired", &expires(5)).unwrap();
         assert!(!store.first_delivery("live", at(10)).unwrap());
         assert!(store.first_delivery("expired", at(10)).unwrap());
-        assert!(!store.db.tree_names().iter().any(|n| n == LEGACY_DEDUP_TREE.as_bytes()));
+        assert!(!store.db.tree_names().iter().any(|n| n == "dedup".as_bytes()));
     }
 }

@@ -1,0 +1,226 @@
+//! Exactly-once delivery: which event keys (Slack `event_id`s, `trigger_id`s,
+//! interaction ids…) were already taken.
+//!
+//! Keys live in one window of [`DEDUP_WINDOW`] of time. A key counts as seen if
+//! it is in the current or the previous window, so it is remembered for at
+//! least one window and at most two. Each open window keeps its keys twice:
+//!
+//! * in memory, as 64-bit keyed hashes in a set: the decision is one lookup
+//!   and one insert under a mutex, so two copies of a key arriving at once
+//!   (even across a window boundary) cannot both be taken;
+//! * in its sled tree `dedup-<n>`: new keys are queued, and the audit
+//!   writer stores the queue as one value (under a fresh id) in each commit,
+//!   so they are durable before any reply that waited for that commit goes
+//!   out. On start the sets are rebuilt from the trees.
+//!
+//! The set is the source of truth while the process runs, so the trees are
+//! only appended to, once per commit. The compare-and-swap per key that this
+//! replaced cost ~14% of the bot's CPU under load (each a sled write that
+//! split leaves all over the tree). Forgetting a window is one `drop_tree`.
+//!
+//! The hash is SipHash with a per-process random key: a sender cannot craft
+//! two keys that collide, and a chance collision (which would drop a genuine
+//! delivery) is about n/2⁶⁴ per key for n remembered keys.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::Mutex;
+
+/// How long one dedup window collects keys; keys are kept one to two windows,
+/// longer than Slack's retry schedule (about 5 minutes).
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+const TREE_PREFIX: &str = "dedup-";
+/// The single dedup tree of the earliest builds (key → expiry in ms); its
+/// unexpired keys are moved into the current window once, then it is dropped.
+const LEGACY_TREE: &str = "dedup";
+
+fn window_of(now: DateTime<Utc>) -> u64 {
+    (now.timestamp().max(0) as u64) / DEDUP_WINDOW.as_secs()
+}
+
+/// The set's hasher: its items are already SipHash values.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than panic.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashedKeys = HashSet<u64, BuildHasherDefault<Prehashed>>;
+
+struct Window {
+    n: u64,
+    tree: sled::Tree,
+    seen: HashedKeys,
+}
+
+/// The dedup windows of one store.
+pub struct Dedup {
+    hasher: RandomState,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    current: Option<Window>,
+    previous: Option<Window>,
+    /// Keys taken but not yet written: (window, its tree, packed keys).
+    queued: Vec<(u64, sled::Tree, Vec<u8>)>,
+}
+
+/// Appends `key` to a packed list: a 2-byte big-endian length, then the bytes.
+fn pack(packed: &mut Vec<u8>, key: &[u8]) {
+    // Keys are Slack ids, far below 64 KiB; a longer one is cut, which can
+    // only make two such keys look alike, never lose one.
+    let key = &key[..key.len().min(u16::MAX as usize)];
+    packed.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    packed.extend_from_slice(key);
+}
+
+/// The keys in a packed list; a truncated tail (never written by `pack`) ends it.
+fn unpack(mut packed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = u16::from_be_bytes(packed.get(..2)?.try_into().ok()?) as usize;
+        let key = packed.get(2..2 + len)?;
+        packed = &packed[2 + len..];
+        Some(key)
+    })
+}
+
+impl Dedup {
+    pub fn new() -> Dedup {
+        Dedup { hasher: RandomState::new(), windows: Mutex::new(Windows::default()) }
+    }
+
+    /// Records `key` as delivered at `now`; false if it was already delivered
+    /// within the current or previous window (a retry or duplicate delivery).
+    ///
+    /// A new key is queued for its window's tree; the audit writer stores the
+    /// queue in its next commit ([`Dedup::persist_queued`]), which is the one
+    /// any reply to this delivery waits for.
+    pub fn first_delivery(&self, db: &sled::Db, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let mut windows = self.windows.lock().expect("dedup lock");
+        self.advance(&mut windows, db, window_of(now), now.timestamp_millis())?;
+        if windows.previous.as_ref().is_some_and(|w| w.seen.contains(&hash)) {
+            return Ok(false);
+        }
+        let windows = &mut *windows;
+        let current = windows.current.as_mut().expect("advance opened the current window");
+        if !current.seen.insert(hash) {
+            return Ok(false);
+        }
+        match windows.queued.last_mut() {
+            Some((n, _, packed)) if *n == current.n => pack(packed, key.as_bytes()),
+            _ => {
+                let mut packed = Vec::with_capacity(256);
+                pack(&mut packed, key.as_bytes());
+                windows.queued.push((current.n, current.tree.clone(), packed));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes the queued keys, one value per window under a fresh id; the
+    /// audit writer calls this in each commit, before its flush. Returns
+    /// whether anything was written. On error the keys stay queued.
+    pub fn persist_queued(&self, db: &sled::Db) -> Result<bool, sled::Error> {
+        let queued = std::mem::take(&mut self.windows.lock().expect("dedup lock").queued);
+        if queued.is_empty() {
+            return Ok(false);
+        }
+        for (i, (_, tree, packed)) in queued.iter().enumerate() {
+            if let Err(e) = db.generate_id().and_then(|id| tree.insert(id.to_be_bytes(), &packed[..])) {
+                let mut windows = self.windows.lock().expect("dedup lock");
+                let newer = std::mem::take(&mut windows.queued);
+                windows.queued = queued.into_iter().skip(i).chain(newer).collect();
+                return Err(e);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forgets dedup windows older than the previous one; returns how many.
+    pub fn sweep(&self, db: &sled::Db, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let keep_from = window_of(now).saturating_sub(1);
+        let mut windows = self.windows.lock().expect("dedup lock");
+        let mut removed = 0;
+        for name in db.tree_names() {
+            let old = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(TREE_PREFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < keep_from);
+            if old {
+                db.drop_tree(&name)?;
+                removed += 1;
+            }
+        }
+        // Never keep using a dropped tree.
+        let windows = &mut *windows;
+        for slot in [&mut windows.current, &mut windows.previous] {
+            if slot.as_ref().is_some_and(|w| w.n < keep_from) {
+                *slot = None;
+            }
+        }
+        if windows.current.is_none() {
+            windows.previous = None;
+        }
+        windows.queued.retain(|(n, _, _)| *n >= keep_from);
+        Ok(removed)
+    }
+
+    fn open(&self, db: &sled::Db, n: u64) -> Result<Window, StoreError> {
+        let tree = db.open_tree(format!("{TREE_PREFIX}{n}"))?;
+        let mut seen = HashedKeys::default();
+        for item in tree.iter() {
+            let (id, keys) = item?;
+            if keys.is_empty() {
+                // Earlier builds stored each key as a tree key with no value.
+                seen.insert(self.hasher.hash_one(&*id));
+            } else {
+                seen.extend(unpack(&keys).map(|key| self.hasher.hash_one(key)));
+            }
+        }
+        Ok(Window { n, tree, seen })
+    }
+
+    fn advance(&self, windows: &mut Windows, db: &sled::Db, n: u64, now_ms: i64) -> Result<(), StoreError> {
+        if windows.current.as_ref().is_some_and(|w| w.n == n) {
+            return Ok(());
+        }
+        let first_use = windows.current.is_none();
+        windows.previous = match windows.current.take() {
+            Some(w) if w.n + 1 == n => Some(w),
+            _ => Some(self.open(db, n.saturating_sub(1))?),
+        };
+        let mut current = self.open(db, n)?;
+        if first_use && db.tree_names().iter().any(|t| t == LEGACY_TREE.as_bytes()) {
+            let legacy = db.open_tree(LEGACY_TREE)?;
+            for item in legacy.iter() {
+                let (key, expiry) = item?;
+                let expiry = expiry.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+                if expiry > now_ms && current.seen.insert(self.hasher.hash_one(&*key)) {
+                    // The old (key, no value) form, which `open` still reads.
+                    current.tree.insert(key, &[])?;
+                }
+            }
+            db.drop_tree(LEGACY_TREE)?;
+        }
+        windows.current = Some(current);
+        Ok(())
+    }
+}
