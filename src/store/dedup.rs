@@ -36,7 +36,7 @@ const TREE_PREFIX: &str = "dedup-";
 /// unexpired keys are moved into the current window once, then it is dropped.
 const LEGACY_TREE: &str = "dedup";
 
-fn window_of(now: DateTime<Utc>) -> u64 {
+pub(super) fn window_of(now: DateTime<Utc>) -> u64 {
     (now.timestamp().max(0) as u64) / DEDUP_WINDOW.as_secs()
 }
 
@@ -97,6 +97,7 @@ struct Window {
 
 /// The dedup windows of one store.
 pub struct Dedup {
+    db: sled::Db,
     hasher: RandomState,
     windows: Mutex<Windows>,
 }
@@ -109,11 +110,9 @@ struct Windows {
     queued: Vec<(u64, sled::Tree, Vec<u8>)>,
 }
 
-/// Appends `key` to a packed list: a 2-byte big-endian length, then the bytes.
+/// Appends `key` (at most 64 KiB - 1, see [`Dedup::first_delivery`]) to a
+/// packed list: a 2-byte big-endian length, then the bytes.
 fn pack(packed: &mut Vec<u8>, key: &[u8]) {
-    // Keys are Slack ids, far below 64 KiB; a longer one is cut, which can
-    // only make two such keys look alike, never lose one.
-    let key = &key[..key.len().min(u16::MAX as usize)];
     packed.extend_from_slice(&(key.len() as u16).to_be_bytes());
     packed.extend_from_slice(key);
 }
@@ -129,8 +128,8 @@ fn unpack(mut packed: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 impl Dedup {
-    pub fn new() -> Dedup {
-        Dedup { hasher: RandomState::new(), windows: Mutex::new(Windows::default()) }
+    pub fn new(db: sled::Db) -> Dedup {
+        Dedup { db, hasher: RandomState::new(), windows: Mutex::new(Windows::default()) }
     }
 
     /// Records `key` as delivered at `now`; false if it was already delivered
@@ -139,10 +138,14 @@ impl Dedup {
     /// A new key is queued for its window's tree; the audit writer stores the
     /// queue in its next commit ([`Dedup::persist_queued`]), which is the one
     /// any reply to this delivery waits for.
-    pub fn first_delivery(&self, db: &sled::Db, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let hash = self.hasher.hash_one(key.as_bytes());
+    pub fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        // Keys are Slack ids, far below 64 KiB; a longer one is cut (here, so
+        // the hash and the stored form agree), which can only make two such
+        // keys look alike, never lose one.
+        let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
+        let hash = self.hasher.hash_one(key);
         let mut windows = self.windows.lock().expect("dedup lock");
-        self.advance(&mut windows, db, window_of(now), now.timestamp_millis())?;
+        self.advance(&mut windows, window_of(now), now.timestamp_millis())?;
         if windows.previous.as_ref().is_some_and(|w| w.seen.contains(&hash)) {
             return Ok(false);
         }
@@ -152,10 +155,10 @@ impl Dedup {
             return Ok(false);
         }
         match windows.queued.last_mut() {
-            Some((n, _, packed)) if *n == current.n => pack(packed, key.as_bytes()),
+            Some((n, _, packed)) if *n == current.n => pack(packed, key),
             _ => {
                 let mut packed = Vec::with_capacity(256);
-                pack(&mut packed, key.as_bytes());
+                pack(&mut packed, key);
                 windows.queued.push((current.n, current.tree.clone(), packed));
             }
         }
@@ -165,13 +168,13 @@ impl Dedup {
     /// Writes the queued keys, one value per window under a fresh id; the
     /// audit writer calls this in each commit, before its flush. Returns
     /// whether anything was written. On error the keys stay queued.
-    pub fn persist_queued(&self, db: &sled::Db) -> Result<bool, sled::Error> {
+    pub fn persist_queued(&self) -> Result<bool, sled::Error> {
         let queued = std::mem::take(&mut self.windows.lock().expect("dedup lock").queued);
         if queued.is_empty() {
             return Ok(false);
         }
         for (i, (_, tree, packed)) in queued.iter().enumerate() {
-            if let Err(e) = db.generate_id().and_then(|id| tree.insert(id.to_be_bytes(), &packed[..])) {
+            if let Err(e) = self.db.generate_id().and_then(|id| tree.insert(id.to_be_bytes(), &packed[..])) {
                 let mut windows = self.windows.lock().expect("dedup lock");
                 let newer = std::mem::take(&mut windows.queued);
                 windows.queued = queued.into_iter().skip(i).chain(newer).collect();
@@ -182,37 +185,34 @@ impl Dedup {
     }
 
     /// Forgets dedup windows older than the previous one; returns how many.
-    pub fn sweep(&self, db: &sled::Db, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub fn sweep(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let keep_from = window_of(now).saturating_sub(1);
-        let mut windows = self.windows.lock().expect("dedup lock");
+        let expired = |n: &u64| *n < keep_from;
+        // Deliveries never touch these windows, so the trees are dropped
+        // without holding the deliveries' lock.
         let mut removed = 0;
-        for name in db.tree_names() {
-            let old = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|n| n.strip_prefix(TREE_PREFIX))
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n < keep_from);
-            if old {
-                db.drop_tree(&name)?;
+        for name in self.db.tree_names() {
+            let window = std::str::from_utf8(&name).ok().and_then(|n| n.strip_prefix(TREE_PREFIX)?.parse().ok());
+            if window.as_ref().is_some_and(expired) {
+                self.db.drop_tree(&name)?;
                 removed += 1;
             }
         }
-        // Never keep using a dropped tree.
-        let windows = &mut *windows;
+        // Free the sets of expired windows now rather than at the next delivery
+        // (`previous` is older than `current`, so it goes whenever `current` does).
+        let mut guard = self.windows.lock().expect("dedup lock");
+        let windows = &mut *guard;
         for slot in [&mut windows.current, &mut windows.previous] {
-            if slot.as_ref().is_some_and(|w| w.n < keep_from) {
+            if slot.as_ref().is_some_and(|w| expired(&w.n)) {
                 *slot = None;
             }
         }
-        if windows.current.is_none() {
-            windows.previous = None;
-        }
-        windows.queued.retain(|(n, _, _)| *n >= keep_from);
+        windows.queued.retain(|(n, _, _)| !expired(n));
         Ok(removed)
     }
 
-    fn open(&self, db: &sled::Db, n: u64) -> Result<Window, StoreError> {
-        let tree = db.open_tree(format!("{TREE_PREFIX}{n}"))?;
+    fn open(&self, n: u64) -> Result<Window, StoreError> {
+        let tree = self.db.open_tree(format!("{TREE_PREFIX}{n}"))?;
         let mut seen = HashedKeys::default();
         for item in tree.iter() {
             let (id, keys) = item?;
@@ -228,18 +228,18 @@ impl Dedup {
         Ok(Window { n, tree, seen })
     }
 
-    fn advance(&self, windows: &mut Windows, db: &sled::Db, n: u64, now_ms: i64) -> Result<(), StoreError> {
+    fn advance(&self, windows: &mut Windows, n: u64, now_ms: i64) -> Result<(), StoreError> {
         if windows.current.as_ref().is_some_and(|w| w.n == n) {
             return Ok(());
         }
         let first_use = windows.current.is_none();
         windows.previous = match windows.current.take() {
             Some(w) if w.n + 1 == n => Some(w),
-            _ => Some(self.open(db, n.saturating_sub(1))?),
+            _ => Some(self.open(n.saturating_sub(1))?),
         };
-        let mut current = self.open(db, n)?;
-        if first_use && db.tree_names().iter().any(|t| t == LEGACY_TREE.as_bytes()) {
-            let legacy = db.open_tree(LEGACY_TREE)?;
+        let mut current = self.open(n)?;
+        if first_use && self.db.tree_names().iter().any(|t| t == LEGACY_TREE.as_bytes()) {
+            let legacy = self.db.open_tree(LEGACY_TREE)?;
             for item in legacy.iter() {
                 let (key, expiry) = item?;
                 let expiry = expiry.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
@@ -248,7 +248,7 @@ impl Dedup {
                     current.tree.insert(key, &[])?;
                 }
             }
-            db.drop_tree(LEGACY_TREE)?;
+            self.db.drop_tree(LEGACY_TREE)?;
         }
         windows.current = Some(current);
         Ok(())

@@ -87,7 +87,7 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
-        let dedup = Arc::new(dedup::Dedup::new());
+        let dedup = Arc::new(dedup::Dedup::new(db.clone()));
         Ok(Store {
             requests: db.open_tree("requests")?,
             open: db.open_tree("open_requests")?,
@@ -95,10 +95,7 @@ impl Store {
             dedup: dedup.clone(),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
-            audit: Arc::new(SledAuditLog::open_with_hook(&db, {
-                let db = db.clone();
-                Box::new(move || dedup.persist_queued(&db))
-            })?),
+            audit: Arc::new(SledAuditLog::open_with_hook(&db, Box::new(move || dedup.persist_queued()))?),
             db,
         })
     }
@@ -230,12 +227,12 @@ impl Store {
     /// Records `key` as delivered; false if it was already delivered within
     /// the dedup window (a retry or duplicate delivery). See [`dedup`].
     pub fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.dedup.first_delivery(&self.db, key, now)
+        self.dedup.first_delivery(key, now)
     }
 
     /// Forgets dedup windows older than the previous one.
     pub fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.dedup.sweep(&self.db, now)
+        self.dedup.sweep(now)
     }
 
     /// Remembers a small adapter-owned mapping (e.g. which Slack message is the
@@ -260,10 +257,6 @@ impl Store {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    fn dedup_window_of(t: DateTime<Utc>) -> i64 {
-        t.timestamp() / (15 * 60)
-    }
 
     fn at(minutes: i64) -> DateTime<Utc> {
         // A window boundary: 2026-01-01T00:00:00Z is a multiple of 15 minutes.
@@ -297,7 +290,7 @@ mod tests {
             let audit: Arc<dyn AuditLog> = store.audit();
             audit.append(AuditEntry::new(RecordKind::Request)).await.unwrap();
             // Stored as packed lists (2-byte length + key), one per commit.
-            let tree = store.db.open_tree(format!("dedup-{}", dedup_window_of(at(3)))).unwrap();
+            let tree = store.db.open_tree(format!("dedup-{}", dedup::window_of(at(3)))).unwrap();
             let stored: usize = tree.iter().values().map(|v| v.unwrap().len()).sum();
             assert_eq!(stored, 2 * (2 + 2), "both keys, durable when the append returned");
             // Taken after the commit: only the writer's close stores it.
@@ -324,7 +317,7 @@ mod tests {
     fn window_trees_of_earlier_builds_are_read() {
         let store = Store::temporary().unwrap();
         // Earlier builds stored each key as a tree key with an empty value.
-        let tree = store.db.open_tree(format!("dedup-{}", dedup_window_of(at(1)))).unwrap();
+        let tree = store.db.open_tree(format!("dedup-{}", dedup::window_of(at(1)))).unwrap();
         tree.insert("old-key", &[]).unwrap();
         assert!(!store.first_delivery("old-key", at(2)).unwrap());
         assert!(store.first_delivery("new-key", at(2)).unwrap());
