@@ -22,8 +22,14 @@ const MAX_QUEUE_ITEMS: usize = 64;
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// opsbot: 8 shards instead of 256. Each shard gets cache_capacity / N_SHARDS
+// and always keeps the page it saw last, and applies accesses only once 64 of
+// them are queued for it; with 256 shards and pages larger than a shard's
+// share (a 4 MiB cache gives 16 KiB per shard; audit leaves hold 32 KiB
+// blocks), each shard held on to one large page and the cache grew far past
+// its capacity. See OPSBOT.md.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 8;
 
 struct AccessBlock {
     len: AtomicUsize,
