@@ -2,7 +2,7 @@
 # Slack ack-path load benchmark: signed /status slash commands against
 # `opsbot serve` (release build) on loopback at 1, 16 and 64 connections,
 # 10 s each, with wrk. Every ack is sent only after the command's audit records
-# are fsynced; at the end the script checks that the trail holds one `request`
+# are flushed to disk; at the end the script checks that the trail holds one `request`
 # record per acknowledged command and verifies the chain.
 # Needs: wrk (apt-get install wrk), python3. Usage: bench/slack-load/run.sh [seconds]
 set -euo pipefail

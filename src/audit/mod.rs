@@ -4,8 +4,8 @@
 //! - `chain`: how a record is sealed (SHA-256 over its exact bytes, chained to
 //!   the previous record's hash) and how a sequence of stored records is verified.
 //! - `sled_log`: the durable log. One writer thread takes appends from any number
-//!   of tasks, writes them as one batch and fsyncs once (group commit); an append
-//!   returns only when its record is on disk.
+//!   of tasks, writes them as one batch and flushes once (group commit); an
+//!   append returns only when sled's flush has written its record to disk.
 //! - `memory`: the same contract in memory, for tests.
 //!
 //! Callers write the intent record and await it *before* an action starts, and

@@ -2,10 +2,12 @@
 //!
 //! Appends from any number of tasks go through a channel to one writer thread.
 //! The writer takes everything queued, seals it into the chain, writes it as
-//! blocks (see [`super::blocks`]) followed by the new head, and fsyncs once,
-//! then wakes every waiting caller. With 64 concurrent writers one fsync covers
-//! up to 64 records, which is what makes tens of thousands of durable appends
-//! per second possible on a 2-core machine.
+//! blocks (see [`super::blocks`]) followed by the new head, and flushes once
+//! (sled: `pwrite`, then `sync_file_range` waiting for the data to be written;
+//! not `fdatasync`, see the README), then wakes every waiting caller. With 64
+//! concurrent writers one flush covers up to 64 records, which is what makes
+//! tens of thousands of durable appends per second possible on a 2-core
+//! machine.
 //!
 //! Because sled's flush covers every earlier write to the same database, state
 //! written before an append (pending approvals, locks) is durable once the
