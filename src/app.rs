@@ -83,6 +83,11 @@ impl Running {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Running> {
         let data_dir = config.data_dir.clone();
+        // The trail says which durability its records had from here on.
+        let durability = match config.durability {
+            crate::config::Durability::Flush => "flush",
+            crate::config::Durability::Fdatasync => "fdatasync",
+        };
         let engine = Engine::new(Parts {
             executors: Executors::from_config(&config),
             config,
@@ -93,7 +98,7 @@ impl Running {
             clock: Arc::new(SystemClock),
             metrics,
         });
-        engine.audit().append(system_record(&format!("opsbot {name} started"))).await?;
+        engine.audit().append(system_record(&format!("opsbot {name} started (durability: {durability})"))).await?;
         engine.recover().await;
         engine.tick().await;
         let admin = admin::serve(&data_dir, store.clone())?;
@@ -119,7 +124,7 @@ impl Running {
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_with(&config.data_dir, config.durability)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running = Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics).await?;
     let interactive = std::io::stdin().is_terminal();
@@ -181,7 +186,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     }
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_with(&config.data_dir, config.durability)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;

@@ -63,6 +63,8 @@ impl fmt::Display for Problems {
 pub struct Config {
     pub source: PathBuf,
     pub data_dir: PathBuf,
+    /// `[bot] durability`: what a commit waits for before anyone is told.
+    pub durability: Durability,
     pub commands_dir: PathBuf,
     /// How long a `/lock` lasts when no TTL is given.
     pub lock_ttl: Duration,
@@ -78,6 +80,20 @@ pub struct Config {
     pub listen: String,
     /// `[slack]`: absent means Slack is off.
     pub slack: Option<SlackSettings>,
+}
+
+/// What an audit commit (and so every reply) waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// sled's flush: the commit is written and `sync_file_range` waits for
+    /// the disk to take it. Survives the bot crashing or being killed; a power
+    /// loss or kernel crash can lose the last seconds (the disk's write cache
+    /// is not flushed and the log's new size not journalled).
+    #[default]
+    Flush,
+    /// sled's flush, then `fdatasync` on its log file: also survives power
+    /// loss. Measured 15–20% less throughput at 64 connections.
+    Fdatasync,
 }
 
 /// How opsbot talks to Slack.

@@ -1,7 +1,7 @@
 //! Reading a config text: each section and entry is decoded on its own so one
 //! typo does not hide the problems after it, then every value is checked.
 
-use super::{Backend, Config, Environment, Problem, Rule, Service, SlackMode, SlackSettings};
+use super::{Backend, Config, Durability, Environment, Problem, Rule, Service, SlackMode, SlackSettings};
 use crate::clock::parse_duration;
 use crate::command::Registry;
 use crate::event::{qualified_id, Actor};
@@ -16,6 +16,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct RawBot {
     data_dir: Option<String>,
+    durability: Option<String>,
     commands_dir: Option<String>,
     lock_ttl: Option<String>,
     action_timeout: Option<String>,
@@ -108,6 +109,19 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
             problems.push(Problem::new(path, key, e, "write durations like 30m, 2h or 1h30m"));
             default
         }),
+    };
+    let durability = match bot.durability.as_deref() {
+        None | Some("flush") => Durability::Flush,
+        Some("fdatasync") => Durability::Fdatasync,
+        Some(other) => {
+            problems.push(Problem::new(
+                path,
+                "bot.durability",
+                format!("unknown durability `{other}`"),
+                "use \"flush\" (the default) or \"fdatasync\"",
+            ));
+            Durability::Flush
+        }
     };
     let lock_ttl = duration("bot.lock_ttl", bot.lock_ttl.as_deref(), Duration::from_secs(3600), problems);
     let action_timeout =
@@ -236,6 +250,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     Some(Config {
         source: path.to_path_buf(),
         data_dir,
+        durability,
         commands_dir,
         lock_ttl,
         action_timeout,

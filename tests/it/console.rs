@@ -23,6 +23,25 @@ fn staging_deploy_runs_at_once_and_is_audited() {
 }
 
 #[test]
+fn fdatasync_durability_runs_and_audits_like_the_default() {
+    let text = config_text("30m", "").replace("data_dir = \"data\"", "data_dir = \"data\"\ndurability = \"fdatasync\"");
+    assert!(text.contains("durability = \"fdatasync\""));
+    let bot = Bot::with_config(&text);
+    let out = stdout(&bot.console(&["/deploy api-staging v1.4.2"]));
+    assert!(out.contains("✅ r-1: [simulated] api-staging now runs v1.4.2"), "{out}");
+    let kinds = steps(&bot.export(&["--request", "r-1"]), "r-1");
+    assert_eq!(kinds.last().unwrap(), &("outcome".to_string(), "succeeded".to_string()));
+    assert!(bot.verify().status.success());
+    // The trail records which durability the bot ran with.
+    let started: Vec<_> = bot.export(&[]).into_iter().filter(|r| r["kind"] == "system").collect();
+    assert_eq!(started[0]["detail"], "opsbot console started (durability: fdatasync)", "{started:?}");
+    let default = Bot::new();
+    default.console(&["/status api-staging"]);
+    let started: Vec<_> = default.export(&[]).into_iter().filter(|r| r["kind"] == "system").collect();
+    assert_eq!(started[0]["detail"], "opsbot console started (durability: flush)", "{started:?}");
+}
+
+#[test]
 fn production_deploy_waits_refuses_self_approval_and_runs_after_an_sre_approves() {
     let bot = Bot::new();
     let out = stdout(&bot.console(&[
@@ -229,11 +248,19 @@ fn unknown_users_and_typos_get_clear_answers() {
 
 #[test]
 fn check_reports_every_problem_and_exits_64() {
-    let bot = Bot::with_config("[bot]\nlock_ttl = \"soon\"\n[groups]\nsre = [\"bob\"]\n");
+    let bot = Bot::with_config("[bot]\nlock_ttl = \"soon\"\ndurability = \"always\"\n[groups]\nsre = [\"bob\"]\n");
     let output = bot.command(&["check"]).output().unwrap();
     assert_eq!(output.status.code(), Some(64));
     let err = String::from_utf8_lossy(&output.stderr);
-    for want in ["bot.lock_ttl", "groups.sre[0]", "no environments defined", "no rules"] {
+    for want in [
+        "bot.lock_ttl",
+        "bot.durability",
+        "unknown durability `always`",
+        "\"fdatasync\"",
+        "groups.sre[0]",
+        "no environments defined",
+        "no rules",
+    ] {
         assert!(err.contains(want), "{want} missing from {err}");
     }
     let console = bot.command(&["console"]).output().unwrap();
