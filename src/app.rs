@@ -84,10 +84,7 @@ impl Running {
     ) -> Result<Running> {
         let data_dir = config.data_dir.clone();
         // The trail says which durability its records had from here on.
-        let durability = match config.durability {
-            crate::config::Durability::Flush => "flush",
-            crate::config::Durability::Fdatasync => "fdatasync",
-        };
+        let durability = config.durability.name();
         let engine = Engine::new(Parts {
             executors: Executors::from_config(&config),
             config,

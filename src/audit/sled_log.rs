@@ -23,8 +23,8 @@ use super::blocks::{
 use super::chain::{self, Head, GENESIS};
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture};
 use chrono::Utc;
-use std::sync::mpsc;
 use std::sync::Mutex;
+use std::sync::{mpsc, Arc};
 use tokio::sync::{broadcast, oneshot};
 
 /// Most records one commit takes; bounds latency of the first caller in a burst.
@@ -75,7 +75,7 @@ impl SledAuditLog {
     pub fn open_with_hook(
         db: &sled::Db,
         hook: CommitHook,
-        sync: Option<std::fs::File>,
+        sync: Option<Arc<std::fs::File>>,
     ) -> Result<SledAuditLog, AuditError> {
         let tree = db.open_tree("audit").map_err(|e| AuditError::Store(e.to_string()))?;
         let head = match read_head(&tree)? {
@@ -144,7 +144,7 @@ impl Drop for SledAuditLog {
 struct Durable {
     db: sled::Db,
     /// sled's log file, to `fdatasync` after each flush (`durability = "fdatasync"`).
-    sync: Option<std::fs::File>,
+    sync: Option<Arc<std::fs::File>>,
 }
 
 impl Durable {

@@ -96,6 +96,20 @@ pub enum Durability {
     Fdatasync,
 }
 
+impl Durability {
+    /// The name used in `[bot] durability` and in the trail's start record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Flush => "flush",
+            Durability::Fdatasync => "fdatasync",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Durability> {
+        [Durability::Flush, Durability::Fdatasync].into_iter().find(|d| d.name() == name)
+    }
+}
+
 /// How opsbot talks to Slack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -111,17 +111,16 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }),
     };
     let durability = match bot.durability.as_deref() {
-        None | Some("flush") => Durability::Flush,
-        Some("fdatasync") => Durability::Fdatasync,
-        Some(other) => {
+        None => Durability::default(),
+        Some(name) => Durability::from_name(name).unwrap_or_else(|| {
             problems.push(Problem::new(
                 path,
                 "bot.durability",
-                format!("unknown durability `{other}`"),
+                format!("unknown durability `{name}`"),
                 "use \"flush\" (the default) or \"fdatasync\"",
             ));
-            Durability::Flush
-        }
+            Durability::default()
+        }),
     };
     let lock_ttl = duration("bot.lock_ttl", bot.lock_ttl.as_deref(), Duration::from_secs(3600), problems);
     let action_timeout =

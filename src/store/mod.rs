@@ -65,6 +65,9 @@ pub struct Store {
     meta: sled::Tree,
     links: sled::Tree,
     audit: Arc<SledAuditLog>,
+    /// sled's log file when `durability = "fdatasync"`: every flush, the
+    /// audit writer's and [`Store::flush`], ends with `fdatasync` on it.
+    sync: Option<Arc<std::fs::File>>,
 }
 
 impl Store {
@@ -94,10 +97,10 @@ impl Store {
             // on it is enough for fdatasync, which acts on the file, not the fd.
             Durability::Fdatasync => {
                 let log = dir.join("db");
-                Some(std::fs::File::open(&log).map_err(|e| StoreError::Open {
+                Some(Arc::new(std::fs::File::open(&log).map_err(|e| StoreError::Open {
                     path: log.display().to_string(),
                     reason: format!("cannot open sled's log file for fdatasync: {e}"),
-                })?)
+                })?))
             }
         };
         Store::from_db(db, sync)
@@ -109,7 +112,7 @@ impl Store {
         Store::from_db(db, None)
     }
 
-    fn from_db(db: sled::Db, sync: Option<std::fs::File>) -> Result<Store, StoreError> {
+    fn from_db(db: sled::Db, sync: Option<Arc<std::fs::File>>) -> Result<Store, StoreError> {
         let dedup = Arc::new(dedup::Dedup::new(db.clone()));
         Ok(Store {
             requests: db.open_tree("requests")?,
@@ -118,8 +121,9 @@ impl Store {
             dedup: dedup.clone(),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
-            audit: Arc::new(SledAuditLog::open_with_hook(&db, Box::new(move || dedup.persist_queued()), sync)?),
+            audit: Arc::new(SledAuditLog::open_with_hook(&db, Box::new(move || dedup.persist_queued()), sync.clone())?),
             db,
+            sync,
         })
     }
 
@@ -269,9 +273,16 @@ impl Store {
         Ok(self.links.get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).to_string()))
     }
 
-    /// Flushes everything (used at shutdown).
+    /// Flushes everything (used at shutdown), then `fdatasync`s sled's log if
+    /// configured, as the audit writer does after each commit.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
+        if let Some(file) = self.sync.clone() {
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| StoreError::Io(format!("fdatasync did not finish: {e}")))?
+                .map_err(|e| StoreError::Io(format!("fdatasync of sled's log failed: {e}")))?;
+        }
         Ok(())
     }
 }
