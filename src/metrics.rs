@@ -1,6 +1,7 @@
 //! Prometheus metrics in text exposition format, kept in plain atomics and
 //! small maps: requests by platform/command/outcome, ack latency, pending
-//! approvals (read at scrape time), actions by outcome, Slack 429s.
+//! approvals (read at scrape time), actions by outcome, Slack 429s, Slack
+//! threads followed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -20,6 +21,8 @@ pub struct Metrics {
     ack_sum_micros: AtomicU64,
     pub slack_rate_limited: AtomicU64,
     pub rejected_signatures: AtomicU64,
+    /// Requests whose Slack card or thread opsbot still follows (gauge).
+    pub slack_threads: AtomicU64,
 }
 
 fn escape(label: &str) -> String {
@@ -86,6 +89,8 @@ impl Metrics {
         let _ = writeln!(out, "opsbot_slack_rate_limited_total {}", self.slack_rate_limited.load(Ordering::Relaxed));
         out.push_str("# HELP opsbot_rejected_signatures_total Requests refused for a bad or missing signature.\n# TYPE opsbot_rejected_signatures_total counter\n");
         let _ = writeln!(out, "opsbot_rejected_signatures_total {}", self.rejected_signatures.load(Ordering::Relaxed));
+        out.push_str("# HELP opsbot_slack_threads Requests whose Slack card or thread opsbot follows until they end.\n# TYPE opsbot_slack_threads gauge\n");
+        let _ = writeln!(out, "opsbot_slack_threads {}", self.slack_threads.load(Ordering::Relaxed));
         out
     }
 }

@@ -149,6 +149,19 @@ impl Served {
         self.post("/slack/events", "application/json", &body.to_string())
     }
 
+    /// Polls `/metrics` until it has `line` (gauges change just after Slack calls return).
+    pub fn wait_for_metric(&self, line: &str) {
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            let (_, metrics) = self.get("/metrics");
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{line} never showed in {metrics}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("{}{path}", self.base)).call() {
             Ok(r) => (r.status(), r.into_string().unwrap()),
@@ -277,6 +290,38 @@ fn a_production_deploy_is_approved_by_reaction_and_runs_in_a_thread() {
         .map(|c| c.body["user"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(lookups, ["UALICE", "UMALLORY", "UBOB"], "one lookup per person: {lookups:?}");
+    // The request ended: opsbot no longer follows its thread.
+    served.wait_for_metric("opsbot_slack_threads 0");
+    served.stop();
+}
+
+#[test]
+fn a_denied_request_closes_its_card_and_nothing_runs() {
+    let served = Served::start("http");
+    let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "trig-deny");
+    assert!(ack["text"].as_str().unwrap().contains("r-1 is waiting"), "{ack}");
+    let slack = &served.slack;
+    slack.wait_for("the approval card", LONG, |c| has(c, "chat.postMessage", "opsbot_deny"));
+    let card_ts = format!("1700000000.{:06}", slack.ok_calls("chat.postMessage").len());
+    served.wait_for_metric("opsbot_slack_threads 1");
+
+    assert_eq!(served.click("UBOB", "opsbot_deny", "r-1", &card_ts), 200);
+    slack.wait_for("the card closed", LONG, |c| {
+        c.iter().any(|c| {
+            c.method == "chat.update" && c.body["ts"] == card_ts.as_str() && text_of(&c.body).contains("Denied")
+        })
+    });
+    let update = slack.calls().into_iter().rfind(|c| c.method == "chat.update").unwrap();
+    let closed = text_of(&update.body);
+    assert!(closed.contains("<@UBOB>") && !closed.contains("opsbot_approve"), "{closed}");
+    // Nothing more will be said about r-1, so its thread is not followed.
+    served.wait_for_metric("opsbot_slack_threads 0");
+    served.wait_for_metric("opsbot_pending_approvals 0");
+
+    let records = served.bot.export(&["--request", "r-1"]);
+    assert!(records.iter().any(|r| r["kind"] == "vote" && r["actor"] == "slack:UBOB" && r["outcome"] == "deny"));
+    assert!(!records.iter().any(|r| r["kind"] == "intent"), "a denied deploy never runs: {records:#?}");
+    assert!(!slack.calls().iter().any(|c| text_of(&c.body).contains("started")));
     served.stop();
 }
 

@@ -27,6 +27,11 @@ pub struct Pacing {
 /// How long transient failures are retried before a message is given up.
 const MAX_ATTEMPTS: u32 = 8;
 
+/// Progress lines shown in a request's progress message (the newest).
+const PROGRESS_LINES: usize = 20;
+
+/// What opsbot follows of one request in Slack, from its card or start
+/// message until it ends (outcome, or a card decided without an action).
 #[derive(Default)]
 struct Thread {
     card: Option<String>,
@@ -56,6 +61,14 @@ pub fn card_link(channel: &str, ts: &str) -> String {
 }
 
 impl SlackSink {
+    /// Runs `f` on the followed threads and publishes how many there are.
+    fn threads<R>(inner: &Inner, f: impl FnOnce(&mut HashMap<String, Thread>) -> R) -> R {
+        let mut threads = inner.threads.lock().expect("threads lock");
+        let result = f(&mut threads);
+        inner.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
+        result
+    }
+
     pub fn new(api: SlackApi, store: Store, metrics: Arc<Metrics>, pacing: Pacing) -> SlackSink {
         SlackSink {
             inner: Arc::new(Inner {
@@ -182,13 +195,12 @@ impl Delivery<'_> {
         {
             tracing::warn!(error = %e, "card link not stored; reactions to it will not count after a restart");
         }
-        self.inner.threads.lock().expect("threads lock").entry(request_id.to_string()).or_default().card =
-            Some(ts.to_string());
+        SlackSink::threads(self.inner, |t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
     }
 
+    /// The card's message, from memory or (after a restart) from the store.
     fn card_of(&self, request_id: &str) -> Option<String> {
-        if let Some(ts) = self.inner.threads.lock().expect("threads lock").get(request_id).and_then(|t| t.card.clone())
-        {
+        if let Some(ts) = SlackSink::threads(self.inner, |t| t.get(request_id).and_then(|t| t.card.clone())) {
             return Some(ts);
         }
         let stored = self.inner.store.resolve(&format!("slack:card-of:{request_id}")).ok().flatten()?;
@@ -235,34 +247,40 @@ impl Delivery<'_> {
                         self.remember_card(&view.id, &ts);
                     }
                 }
+                // Denied, withdrawn, expired, invalidated: no action follows,
+                // so nothing more will be said in this thread.
+                if !matches!(view.state.as_str(), "pending" | "approved") {
+                    SlackSink::threads(self.inner, |t| t.remove(&view.id));
+                }
             }
             Reply::Started { request_id, text } => {
                 let card = self.card_of(&request_id);
                 let root_thread = card.as_deref().or(thread);
                 let ts = self.post_text(root_thread, &text).await?;
-                let mut threads = self.inner.threads.lock().expect("threads lock");
-                threads.entry(request_id).or_default().root = root_thread.map(str::to_string).or(ts);
+                let root = root_thread.map(str::to_string).or(ts);
+                SlackSink::threads(self.inner, |t| t.entry(request_id).or_default().root = root);
             }
             Reply::Progress { request_id, text } => {
-                let (root, progress, body) = {
-                    let mut threads = self.inner.threads.lock().expect("threads lock");
-                    let state = threads.entry(request_id.clone()).or_default();
+                let (root, progress, body) = SlackSink::threads(self.inner, |t| {
+                    let state = t.entry(request_id.clone()).or_default();
                     state.lines.push(text);
-                    let start = state.lines.len().saturating_sub(20);
-                    (state.root.clone(), state.progress.clone(), state.lines[start..].join("\n"))
-                };
-                let root = root.or_else(|| thread.map(str::to_string));
+                    let old = state.lines.len().saturating_sub(PROGRESS_LINES);
+                    state.lines.drain(..old);
+                    (state.root.clone(), state.progress.clone(), state.lines.join("\n"))
+                });
+                // After a restart the thread is known only from the stored card.
+                let root = root.or_else(|| self.card_of(&request_id)).or_else(|| thread.map(str::to_string));
                 match progress {
                     Some(ts) => self.call(|| api.update(&channel, &ts, &body, None)).await?,
                     None => {
                         let ts = self.call(|| api.post(&channel, root.as_deref(), &body, None)).await?;
-                        self.inner.threads.lock().expect("threads lock").entry(request_id).or_default().progress =
-                            Some(ts);
+                        SlackSink::threads(self.inner, |t| t.entry(request_id).or_default().progress = Some(ts));
                     }
                 }
             }
             Reply::Outcome { request_id, success, text } => {
-                let root = self.inner.threads.lock().expect("threads lock").remove(&request_id).and_then(|t| t.root);
+                let root = SlackSink::threads(self.inner, |t| t.remove(&request_id)).and_then(|t| t.root);
+                let root = root.or_else(|| self.card_of(&request_id));
                 let mark = if success { ":white_check_mark:" } else { ":x:" };
                 self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
             }
