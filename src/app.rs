@@ -122,6 +122,8 @@ impl Running {
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Store::open_with(&config.data_dir, config.durability)?;
+    // Before the bot reports ready: the first Slack delivery acks as fast as any.
+    store.warm_dedup(chrono::Utc::now())?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running = Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics).await?;
     let interactive = std::io::stdin().is_terminal();

@@ -228,6 +228,13 @@ impl Dedup {
         Ok(true)
     }
 
+    /// Loads the current and previous windows' keys now, so the first
+    /// delivery after a start does not pay for reading them.
+    pub fn warm(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut windows = self.windows.lock().expect("dedup lock");
+        self.advance(&mut windows, window_of(now), now.timestamp_millis())
+    }
+
     /// Writes the queued keys, one value per window under a fresh id; the
     /// audit writer calls this in each commit, before its flush. Returns
     /// whether anything was written. On error the keys stay queued.
@@ -362,6 +369,33 @@ mod tests {
         }
         let total: usize = keys.0.iter().map(|s| s.recent.len() + s.runs.iter().map(|r| r.len()).sum::<usize>()).sum();
         assert_eq!(total, all.len());
+    }
+
+    #[test]
+    fn warming_loads_the_stored_windows_before_any_delivery() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let now = Utc::now();
+        let earlier = Dedup::new(db.clone());
+        for i in 0..500 {
+            assert!(earlier.first_delivery(&format!("slack:trigger:{i}"), now).unwrap());
+        }
+        assert!(earlier.persist_queued().unwrap());
+
+        // A restart: a new Dedup over the same database.
+        let dedup = Dedup::new(db);
+        assert!(dedup.windows.lock().unwrap().current.is_none(), "nothing is loaded before warming");
+        dedup.warm(now).unwrap();
+        {
+            let windows = dedup.windows.lock().unwrap();
+            let current = windows.current.as_ref().expect("warming opened the current window");
+            assert_eq!(current.n, window_of(now));
+            let hash = |i: usize| dedup.hasher.hash_one(format!("slack:trigger:{i}").as_bytes());
+            assert!((0..500).all(|i| current.seen.contains(hash(i))));
+            assert!(windows.previous.is_some());
+        }
+        // The loaded keys answer as duplicates; a new key does not.
+        assert!(!dedup.first_delivery("slack:trigger:7", now).unwrap());
+        assert!(dedup.first_delivery("slack:trigger:500", now).unwrap());
     }
 
     #[test]

@@ -257,6 +257,11 @@ impl Store {
         self.dedup.first_delivery(key, now)
     }
 
+    /// Loads the dedup windows now rather than at the first delivery.
+    pub fn warm_dedup(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.dedup.warm(now)
+    }
+
     /// Forgets dedup windows older than the previous one.
     pub fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.dedup.sweep(now)
