@@ -122,8 +122,6 @@ impl Running {
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Store::open_with(&config.data_dir, config.durability)?;
-    // Before the bot reports ready: the first Slack delivery acks as fast as any.
-    store.warm_dedup(chrono::Utc::now())?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running = Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics).await?;
     let interactive = std::io::stdin().is_terminal();
@@ -186,6 +184,8 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
     let store = Store::open_with(&config.data_dir, config.durability)?;
+    // Before the bot reports ready: the first Slack delivery acks as fast as any.
+    store.warm_dedup(chrono::Utc::now())?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;

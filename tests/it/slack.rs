@@ -72,6 +72,11 @@ impl Served {
     pub fn start(mode: &str) -> Served {
         let slack = FakeSlack::start();
         let bot = Bot::with_config(&config(mode));
+        let (child, base) = Served::spawn(&bot, &slack);
+        Served { bot, slack, base, child }
+    }
+
+    fn spawn(bot: &Bot, slack: &FakeSlack) -> (Child, String) {
         let mut child = bot
             .command(&["serve", "--listen", "127.0.0.1:0"])
             .env("SLACK_SIGNING_SECRET", SECRET)
@@ -87,7 +92,13 @@ impl Served {
         let address =
             first.strip_prefix("opsbot serving on ").unwrap_or_else(|| panic!("unexpected: {first}")).to_string();
         std::thread::spawn(move || for _ in lines {});
-        Served { bot, slack, base: format!("http://{address}"), child }
+        (child, format!("http://{address}"))
+    }
+
+    /// SIGTERM, then the same bot (config and store) serving again.
+    pub fn restart(&mut self) {
+        terminate(&mut self.child);
+        (self.child, self.base) = Served::spawn(&self.bot, &self.slack);
     }
 
     /// Posts `body` to `path`, signed at `ts` with `secret`.
@@ -367,7 +378,7 @@ fn bad_signatures_get_401_and_change_nothing() {
 
 #[test]
 fn retried_deliveries_run_nothing_twice() {
-    let served = Served::start("http");
+    let mut served = Served::start("http");
     let first = served.command("UALICE", "COPS", "/deploy", "api-staging v2.0.0", "trig-dup");
     assert!(first["text"].as_str().unwrap().contains("r-1"), "{first}");
     // Slack retries the same slash command (same trigger_id).
@@ -397,6 +408,13 @@ fn retried_deliveries_run_nothing_twice() {
             .all(|c| c["thread_ts"] == "77.1"),
         "mentions are answered in thread"
     );
+    // Slack keeps retrying across a restart of the bot: still nothing runs twice.
+    served.restart();
+    let after_restart = served.command("UALICE", "COPS", "/deploy", "api-staging v2.0.0", "trig-dup");
+    assert_eq!(after_restart["text"], "Already received.");
+    assert_eq!(served.event("EvMention", mention).0, 200);
+    // Events are handled after their ack; give a wrongly repeated one time to show.
+    std::thread::sleep(Duration::from_millis(300));
     let records = served.bot.export(&[]);
     assert_eq!(records.iter().filter(|r| r["kind"] == "intent").count(), 1, "one deploy ran");
     assert_eq!(records.iter().filter(|r| r["kind"] == "request" && r["command"] == "status").count(), 1);
