@@ -66,17 +66,12 @@ pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
 impl SledAuditLog {
     /// Opens the log in `db`'s `audit` tree and starts its writer thread.
     pub fn open(db: &sled::Db) -> Result<SledAuditLog, AuditError> {
-        SledAuditLog::open_with_hook(db, Box::new(|| Ok(false)), None)
+        SledAuditLog::open_with_hook(db, Box::new(|| Ok(false)), Durable { db: db.clone(), sync: None })
     }
 
     /// [`SledAuditLog::open`], with `hook` run by the writer in every commit,
-    /// and, if `sync` is given (sled's log file), `fdatasync` on it after each
-    /// of the writer's flushes.
-    pub fn open_with_hook(
-        db: &sled::Db,
-        hook: CommitHook,
-        sync: Option<Arc<std::fs::File>>,
-    ) -> Result<SledAuditLog, AuditError> {
+    /// each made durable by `durable` (which must flush `db`).
+    pub fn open_with_hook(db: &sled::Db, hook: CommitHook, durable: Durable) -> Result<SledAuditLog, AuditError> {
         let tree = db.open_tree("audit").map_err(|e| AuditError::Store(e.to_string()))?;
         let head = match read_head(&tree)? {
             Some(head) => head,
@@ -93,11 +88,10 @@ impl SledAuditLog {
         let (committed, _) = broadcast::channel(1024);
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_tree = tree.clone();
-        let writer_db = db.clone();
         let notify = committed.clone();
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run_writer(Durable { db: writer_db, sync }, writer_tree, head, rx, notify, hook))
+            .spawn(move || run_writer(durable, writer_tree, head, rx, notify, hook))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
         Ok(SledAuditLog { tree, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), committed })
     }
@@ -140,15 +134,18 @@ impl Drop for SledAuditLog {
     }
 }
 
-/// The database, and how the writer makes a commit durable.
-struct Durable {
-    db: sled::Db,
+/// The database, and how a flush of it is made durable: the audit writer's
+/// after every commit, and the store's at shutdown.
+#[derive(Clone)]
+pub struct Durable {
+    pub db: sled::Db,
     /// sled's log file, to `fdatasync` after each flush (`durability = "fdatasync"`).
-    sync: Option<Arc<std::fs::File>>,
+    pub sync: Option<Arc<std::fs::File>>,
 }
 
 impl Durable {
-    fn flush(&self) -> Result<(), sled::Error> {
+    /// sled's flush, then `fdatasync` if configured. Blocks.
+    pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush()?;
         match &self.sync {
             Some(file) => file.sync_data().map_err(sled::Error::Io),

@@ -7,6 +7,7 @@
 //! append, whose group-commit flush makes the state durable too.
 
 use crate::approval::PendingRequest;
+use crate::audit::sled_log::Durable;
 use crate::audit::{AuditError, SledAuditLog};
 use crate::config::Durability;
 use crate::policy::Hold;
@@ -55,7 +56,6 @@ pub struct RunLock {
 
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
     /// Every approval request ever opened, by id (open or closed).
     requests: sled::Tree,
     /// Index of the open ones, so the periodic expiry check never scans history.
@@ -65,9 +65,9 @@ pub struct Store {
     meta: sled::Tree,
     links: sled::Tree,
     audit: Arc<SledAuditLog>,
-    /// sled's log file when `durability = "fdatasync"`: every flush, the
-    /// audit writer's and [`Store::flush`], ends with `fdatasync` on it.
-    sync: Option<Arc<std::fs::File>>,
+    /// How every flush, the audit writer's and [`Store::flush`], is made
+    /// durable (with `durability = "fdatasync"`, `fdatasync` on sled's log).
+    durable: Durable,
 }
 
 impl Store {
@@ -114,6 +114,7 @@ impl Store {
 
     fn from_db(db: sled::Db, sync: Option<Arc<std::fs::File>>) -> Result<Store, StoreError> {
         let dedup = Arc::new(dedup::Dedup::new(db.clone()));
+        let durable = Durable { db: db.clone(), sync };
         Ok(Store {
             requests: db.open_tree("requests")?,
             open: db.open_tree("open_requests")?,
@@ -121,9 +122,12 @@ impl Store {
             dedup: dedup.clone(),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
-            audit: Arc::new(SledAuditLog::open_with_hook(&db, Box::new(move || dedup.persist_queued()), sync.clone())?),
-            db,
-            sync,
+            audit: Arc::new(SledAuditLog::open_with_hook(
+                &db,
+                Box::new(move || dedup.persist_queued()),
+                durable.clone(),
+            )?),
+            durable,
         })
     }
 
@@ -278,16 +282,13 @@ impl Store {
         Ok(self.links.get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).to_string()))
     }
 
-    /// Flushes everything (used at shutdown), then `fdatasync`s sled's log if
-    /// configured, as the audit writer does after each commit.
+    /// Flushes everything (used at shutdown) as the audit writer does after
+    /// each commit, `fdatasync` included if configured.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        if let Some(file) = self.sync.clone() {
-            tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(|e| StoreError::Io(format!("fdatasync did not finish: {e}")))?
-                .map_err(|e| StoreError::Io(format!("fdatasync of sled's log failed: {e}")))?;
-        }
+        let durable = self.durable.clone();
+        tokio::task::spawn_blocking(move || durable.flush())
+            .await
+            .map_err(|e| StoreError::Io(format!("the flush did not finish: {e}")))??;
         Ok(())
     }
 }
@@ -366,7 +367,7 @@ mod tests {
             let audit: Arc<dyn AuditLog> = store.audit();
             audit.append(AuditEntry::new(RecordKind::Request)).await.unwrap();
             // Stored as packed lists (2-byte length + key), one per commit.
-            let tree = store.db.open_tree(format!("dedup-{}", dedup::window_of(at(3)))).unwrap();
+            let tree = store.durable.db.open_tree(format!("dedup-{}", dedup::window_of(at(3)))).unwrap();
             let stored: usize = tree.iter().values().map(|v| v.unwrap().len()).sum();
             assert_eq!(stored, 2 * (2 + 2), "both keys, durable when the append returned");
             // Taken after the commit: only the writer's close stores it.
@@ -393,7 +394,7 @@ mod tests {
     fn window_trees_of_earlier_builds_are_read() {
         let store = Store::temporary().unwrap();
         // Earlier builds stored each key as a tree key with an empty value.
-        let tree = store.db.open_tree(format!("dedup-{}", dedup::window_of(at(1)))).unwrap();
+        let tree = store.durable.db.open_tree(format!("dedup-{}", dedup::window_of(at(1)))).unwrap();
         tree.insert("old-key", &[]).unwrap();
         assert!(!store.first_delivery("old-key", at(2)).unwrap());
         assert!(store.first_delivery("new-key", at(2)).unwrap());
@@ -402,12 +403,12 @@ mod tests {
     #[test]
     fn keys_from_the_single_tree_of_earlier_builds_are_kept() {
         let store = Store::temporary().unwrap();
-        let legacy = store.db.open_tree("dedup").unwrap();
+        let legacy = store.durable.db.open_tree("dedup").unwrap();
         let expires = |m: i64| at(m).timestamp_millis().to_be_bytes();
         legacy.insert("live", &expires(20)).unwrap();
         legacy.insert("expired", &expires(5)).unwrap();
         assert!(!store.first_delivery("live", at(10)).unwrap());
         assert!(store.first_delivery("expired", at(10)).unwrap());
-        assert!(!store.db.tree_names().iter().any(|n| n == "dedup".as_bytes()));
+        assert!(!store.durable.db.tree_names().iter().any(|n| n == "dedup".as_bytes()));
     }
 }
