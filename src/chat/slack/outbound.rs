@@ -60,15 +60,17 @@ pub fn card_link(channel: &str, ts: &str) -> String {
     format!("slack:card:{channel}:{ts}")
 }
 
-impl SlackSink {
+impl Inner {
     /// Runs `f` on the followed threads and publishes how many there are.
-    fn threads<R>(inner: &Inner, f: impl FnOnce(&mut HashMap<String, Thread>) -> R) -> R {
-        let mut threads = inner.threads.lock().expect("threads lock");
+    fn with_threads<R>(&self, f: impl FnOnce(&mut HashMap<String, Thread>) -> R) -> R {
+        let mut threads = self.threads.lock().expect("threads lock");
         let result = f(&mut threads);
-        inner.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
+        self.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
         result
     }
+}
 
+impl SlackSink {
     pub fn new(api: SlackApi, store: Store, metrics: Arc<Metrics>, pacing: Pacing) -> SlackSink {
         SlackSink {
             inner: Arc::new(Inner {
@@ -195,14 +197,19 @@ impl Delivery<'_> {
         {
             tracing::warn!(error = %e, "card link not stored; reactions to it will not count after a restart");
         }
-        SlackSink::threads(self.inner, |t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
+        self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
     }
 
     /// The card's message, from memory or (after a restart) from the store.
     fn card_of(&self, request_id: &str) -> Option<String> {
-        if let Some(ts) = SlackSink::threads(self.inner, |t| t.get(request_id).and_then(|t| t.card.clone())) {
+        if let Some(ts) = self.inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
             return Some(ts);
         }
+        self.stored_card_of(request_id)
+    }
+
+    /// The card's message as stored, for requests memory knows nothing of.
+    fn stored_card_of(&self, request_id: &str) -> Option<String> {
         let stored = self.inner.store.resolve(&format!("slack:card-of:{request_id}")).ok().flatten()?;
         let (channel, ts) = stored.split_once(' ')?;
         (channel == self.channel).then(|| ts.to_string())
@@ -250,7 +257,7 @@ impl Delivery<'_> {
                 // Denied, withdrawn, expired, invalidated: no action follows,
                 // so nothing more will be said in this thread.
                 if !matches!(view.state.as_str(), "pending" | "approved") {
-                    SlackSink::threads(self.inner, |t| t.remove(&view.id));
+                    self.inner.with_threads(|t| t.remove(&view.id));
                 }
             }
             Reply::Started { request_id, text } => {
@@ -258,29 +265,30 @@ impl Delivery<'_> {
                 let root_thread = card.as_deref().or(thread);
                 let ts = self.post_text(root_thread, &text).await?;
                 let root = root_thread.map(str::to_string).or(ts);
-                SlackSink::threads(self.inner, |t| t.entry(request_id).or_default().root = root);
+                self.inner.with_threads(|t| t.entry(request_id).or_default().root = root);
             }
             Reply::Progress { request_id, text } => {
-                let (root, progress, body) = SlackSink::threads(self.inner, |t| {
+                let (root, progress, body) = self.inner.with_threads(|t| {
                     let state = t.entry(request_id.clone()).or_default();
                     state.lines.push(text);
                     let old = state.lines.len().saturating_sub(PROGRESS_LINES);
                     state.lines.drain(..old);
-                    (state.root.clone(), state.progress.clone(), state.lines.join("\n"))
+                    (state.root.clone().or(state.card.clone()), state.progress.clone(), state.lines.join("\n"))
                 });
-                // After a restart the thread is known only from the stored card.
-                let root = root.or_else(|| self.card_of(&request_id)).or_else(|| thread.map(str::to_string));
                 match progress {
                     Some(ts) => self.call(|| api.update(&channel, &ts, &body, None)).await?,
                     None => {
+                        // After a restart the thread is known only from the stored card.
+                        let root = root.or_else(|| self.stored_card_of(&request_id)).or(thread.map(str::to_string));
                         let ts = self.call(|| api.post(&channel, root.as_deref(), &body, None)).await?;
-                        SlackSink::threads(self.inner, |t| t.entry(request_id).or_default().progress = Some(ts));
+                        self.inner.with_threads(|t| t.entry(request_id).or_default().progress = Some(ts));
                     }
                 }
             }
             Reply::Outcome { request_id, success, text } => {
-                let root = SlackSink::threads(self.inner, |t| t.remove(&request_id)).and_then(|t| t.root);
-                let root = root.or_else(|| self.card_of(&request_id));
+                let followed = self.inner.with_threads(|t| t.remove(&request_id));
+                // After a restart the thread is known only from the stored card.
+                let root = followed.and_then(|f| f.root.or(f.card)).or_else(|| self.stored_card_of(&request_id));
                 let mark = if success { ":white_check_mark:" } else { ":x:" };
                 self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
             }
