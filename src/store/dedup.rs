@@ -112,14 +112,18 @@ impl Default for Shard {
 
 impl Shard {
     fn contains(&self, hash: u64) -> bool {
-        self.recent.contains(&hash) || self.runs.iter().any(|run| run.binary_search(&hash).is_ok())
+        self.recent.contains(&hash) || self.in_runs(hash)
+    }
+
+    fn in_runs(&self, hash: u64) -> bool {
+        self.runs.iter().any(|run| run.binary_search(&hash).is_ok())
     }
 
     fn insert(&mut self, hash: u64) -> bool {
-        if self.contains(hash) {
+        // One probe of the set: `insert` is also its lookup.
+        if self.in_runs(hash) || !self.recent.insert(hash) {
             return false;
         }
-        self.recent.insert(hash);
         if self.recent.len() >= RECENT {
             let mut run: Vec<u64> = self.recent.drain().collect();
             run.sort_unstable();
