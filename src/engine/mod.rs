@@ -143,7 +143,7 @@ impl Engine {
 
     /// Open approval requests (for the pending-approvals gauge).
     pub fn open_requests(&self) -> usize {
-        self.store.open_requests().map(|r| r.len()).unwrap_or(0)
+        self.store.open_count()
     }
 
     /// Handles one event to the point where its reply is sent; actions keep

@@ -5,6 +5,12 @@
 //!
 //! State writes are not flushed here: the caller follows each with an audit
 //! append, whose group-commit flush makes the state durable too.
+//!
+//! The few open requests and `/lock` holds are also kept in memory, written
+//! through on every change: `/status` and every change's policy check ask for
+//! them, and the process owns the database (sled locks it), so the copy
+//! cannot go stale. Reading them from sled cost ~2.5% of the bot's CPU under
+//! load, most of it iterating an empty tree.
 
 use crate::approval::PendingRequest;
 use crate::audit::sled_log::Durable;
@@ -13,8 +19,9 @@ use crate::config::Durability;
 use crate::policy::Hold;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 mod dedup;
 
@@ -60,7 +67,13 @@ pub struct Store {
     requests: sled::Tree,
     /// Index of the open ones, so the periodic expiry check never scans history.
     open: sled::Tree,
+    /// The ids in `open`; the lock is held across each change to both.
+    open_ids: Arc<Mutex<BTreeSet<String>>>,
     locks: sled::Tree,
+    /// The `hold:` entries of `locks` by service, each decoded or the reason
+    /// it cannot be (reported when the hold is asked for, as from sled). The
+    /// lock is held across each change to both.
+    holds: Arc<RwLock<HashMap<String, Result<Hold, String>>>>,
     dedup: Arc<dedup::Dedup>,
     meta: sled::Tree,
     links: sled::Tree,
@@ -115,10 +128,25 @@ impl Store {
     fn from_db(db: sled::Db, sync: Option<Arc<std::fs::File>>) -> Result<Store, StoreError> {
         let dedup = Arc::new(dedup::Dedup::new(db.clone()));
         let durable = Durable { db: db.clone(), sync };
+        let open = db.open_tree("open_requests")?;
+        let mut open_ids = BTreeSet::new();
+        for item in open.iter() {
+            let (id, _) = item?;
+            open_ids.insert(String::from_utf8_lossy(&id).to_string());
+        }
+        let locks = db.open_tree("locks")?;
+        let mut holds = HashMap::new();
+        for item in locks.scan_prefix(HOLD_PREFIX) {
+            let (key, bytes) = item?;
+            let service = String::from_utf8_lossy(&key[HOLD_PREFIX.len()..]).to_string();
+            holds.insert(service, decode_hold(&bytes));
+        }
         Ok(Store {
             requests: db.open_tree("requests")?,
-            open: db.open_tree("open_requests")?,
-            locks: db.open_tree("locks")?,
+            open,
+            open_ids: Arc::new(Mutex::new(open_ids)),
+            locks,
+            holds: Arc::new(RwLock::new(holds)),
             dedup: dedup.clone(),
             meta: db.open_tree("meta")?,
             links: db.open_tree("links")?,
@@ -152,11 +180,14 @@ impl Store {
 
     pub fn put_pending(&self, request: &PendingRequest) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut open_ids = self.open_ids.lock().expect("open ids lock");
         self.requests.insert(request.id.as_bytes(), bytes)?;
         if request.state.is_open() {
             self.open.insert(request.id.as_bytes(), &[])?;
+            open_ids.insert(request.id.clone());
         } else {
             self.open.remove(request.id.as_bytes())?;
+            open_ids.remove(&request.id);
         }
         Ok(())
     }
@@ -172,15 +203,19 @@ impl Store {
 
     /// Requests still open (state pending), via the open index.
     pub fn open_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.open.iter() {
-            let (id, _) = item?;
-            let id = String::from_utf8_lossy(&id).to_string();
+        let ids: Vec<String> = self.open_ids.lock().expect("open ids lock").iter().cloned().collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
             if let Some(request) = self.get_pending(&id)?.filter(|r| r.state.is_open()) {
                 out.push(request);
             }
         }
         Ok(out)
+    }
+
+    /// How many requests are open, without reading them.
+    pub fn open_count(&self) -> usize {
+        self.open_ids.lock().expect("open ids lock").len()
     }
 
     /// Takes the run lock on `service` unless someone else holds an unexpired one.
@@ -233,26 +268,26 @@ impl Store {
 
     pub fn set_hold(&self, service: &str, hold: &Hold) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(hold).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.locks.insert(format!("hold:{service}"), bytes)?;
+        let mut holds = self.holds.write().expect("holds lock");
+        self.locks.insert(format!("{HOLD_PREFIX}{service}"), bytes)?;
+        holds.insert(service.to_string(), Ok(hold.clone()));
         Ok(())
     }
 
     /// The `/lock` on `service`, if one is in force at `now`.
     pub fn active_hold(&self, service: &str, now: DateTime<Utc>) -> Result<Option<Hold>, StoreError> {
-        match self.locks.get(format!("hold:{service}"))? {
+        match self.holds.read().expect("holds lock").get(service) {
             None => Ok(None),
-            Some(bytes) => {
-                let hold: Hold = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok((hold.until > now).then_some(hold))
-            }
+            Some(Ok(hold)) => Ok((hold.until > now).then(|| hold.clone())),
+            Some(Err(problem)) => Err(StoreError::Corrupt(problem.clone())),
         }
     }
 
     pub fn remove_hold(&self, service: &str) -> Result<Option<Hold>, StoreError> {
-        match self.locks.remove(format!("hold:{service}"))? {
-            None => Ok(None),
-            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        }
+        let mut holds = self.holds.write().expect("holds lock");
+        let removed = self.locks.remove(format!("{HOLD_PREFIX}{service}"))?;
+        holds.remove(service);
+        Ok(removed.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     /// Records `key` as delivered; false if it was already delivered within
@@ -293,9 +328,17 @@ impl Store {
     }
 }
 
+/// Keys of `/lock` holds in the `locks` tree: this, then the service.
+const HOLD_PREFIX: &str = "hold:";
+
+fn decode_hold(bytes: &[u8]) -> Result<Hold, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("the stored lock is unreadable: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Actor;
     use chrono::TimeZone;
 
     /// Opens a store dropped earlier in this process. sled lets go of its
@@ -317,6 +360,74 @@ mod tests {
     fn at(minutes: i64) -> DateTime<Utc> {
         // A window boundary: 2026-01-01T00:00:00Z is a multiple of 15 minutes.
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+    }
+
+    fn pending(id: &str, state: crate::approval::RequestState) -> PendingRequest {
+        PendingRequest {
+            id: id.into(),
+            requester: Actor::parse("slack:UALICE").unwrap(),
+            command: "restart".into(),
+            policy: "change".into(),
+            request: crate::command::Request::Restart { service: "api".into() },
+            service: "api".into(),
+            environment: "production".into(),
+            digest: "d".into(),
+            approvals_needed: 1,
+            approver_groups: vec!["sre".into()],
+            freeze: None,
+            created_at: at(0),
+            expires_at: at(30),
+            reply: crate::event::ReplyTarget { channel: "slack:C1".into(), thread: None },
+            votes: vec![],
+            state,
+            closed_by: None,
+            closed_at: None,
+        }
+    }
+
+    #[test]
+    fn open_requests_and_holds_follow_every_change_and_survive_a_restart() {
+        use crate::approval::RequestState::{Denied, Pending};
+        let dir = tempfile::tempdir().unwrap();
+        let hold = Hold { by: Actor::parse("slack:UBOB").unwrap(), reason: "migration".into(), until: at(60) };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_pending(&pending("r-1", Pending)).unwrap();
+            store.put_pending(&pending("r-2", Pending)).unwrap();
+            store.put_pending(&pending("r-3", Pending)).unwrap();
+            store.put_pending(&pending("r-2", Denied)).unwrap();
+            store.set_hold("api", &hold).unwrap();
+            store.set_hold("web", &hold).unwrap();
+            assert_eq!(store.remove_hold("web").unwrap(), Some(hold.clone()));
+            assert_eq!(store.open_count(), 2);
+            assert_eq!(store.active_hold("web", at(1)).unwrap(), None);
+        }
+        let store = reopen(dir.path());
+        let open: Vec<String> = store.open_requests().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(open, ["r-1", "r-3"]);
+        assert_eq!(store.open_count(), 2);
+        assert_eq!(store.active_hold("api", at(1)).unwrap(), Some(hold.clone()));
+        assert_eq!(store.active_hold("api", at(61)).unwrap(), None, "an expired hold is not in force");
+        assert_eq!(store.active_hold("web", at(1)).unwrap(), None);
+        store.put_pending(&pending("r-1", Denied)).unwrap();
+        assert_eq!(store.open_count(), 1);
+        assert_eq!(store.remove_hold("api").unwrap(), Some(hold));
+        assert_eq!(store.active_hold("api", at(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unreadable_stored_hold_is_an_error_not_an_unlocked_service() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.locks.insert("hold:api", &b"{not json"[..]).unwrap();
+        }
+        let store = reopen(dir.path());
+        match store.active_hold("api", at(1)) {
+            Err(StoreError::Corrupt(problem)) => assert!(problem.contains("unreadable"), "{problem}"),
+            other => panic!("expected a corrupt-store error, got {other:?}"),
+        }
+        assert_eq!(store.active_hold("web", at(1)).unwrap(), None);
     }
 
     #[test]
