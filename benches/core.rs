@@ -6,6 +6,9 @@
 //!   fsynced, from 1 and from 64 concurrent writers (target: 20,000/s with 64,
 //!   which needs group commit). Runs on a real directory, not tmpfs-only
 //!   memory: set OPSBOT_BENCH_DIR to choose the disk.
+//! - `dedup/new_key_after_600k`: one delivery's exactly-once check, a new
+//!   key against a window already holding 600,000 (the end of the Slack load
+//!   benchmark).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opsbot::audit::{AuditEntry, AuditLog, RecordKind};
@@ -93,5 +96,23 @@ fn durable_appends(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_policy, durable_appends);
+fn dedup(c: &mut Criterion) {
+    let store = Store::temporary().unwrap();
+    let now = chrono::Utc::now();
+    for i in 0..600_000 {
+        assert!(store.first_delivery(&format!("slack:trigger:fill.{i}"), now).unwrap());
+    }
+    let mut group = c.benchmark_group("dedup");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function("new_key_after_600k", |b| {
+        b.iter(|| {
+            i += 1;
+            assert!(store.first_delivery(&format!("slack:trigger:bench.{i}"), now).unwrap());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_policy, durable_appends, dedup);
 criterion_main!(benches);
