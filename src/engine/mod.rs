@@ -170,7 +170,7 @@ impl Engine {
         let result = match event {
             Event::Command { actor, text, reply, .. } => self.on_command(&actor, &text, &reply).await,
             Event::Vote { actor, request_id, approve, reply, .. } => {
-                self.vote(&actor, &request_id, approve, None, &reply).await
+                Box::pin(self.vote(&actor, &request_id, approve, None, &reply)).await
             }
         };
         if let Err(error) = result {
@@ -232,8 +232,13 @@ impl Engine {
             }
         };
         match &parsed.request {
-            Request::Approve { request } => self.vote(actor, request, true, None, reply).await,
-            Request::Deny { request, reason } => self.vote(actor, request, false, reason.clone(), reply).await,
+            // Votes and actions are boxed: their futures are large and rare,
+            // and inline they made every command's future (a /status too)
+            // ~6 KiB, copied on each move.
+            Request::Approve { request } => Box::pin(self.vote(actor, request, true, None, reply)).await,
+            Request::Deny { request, reason } => {
+                Box::pin(self.vote(actor, request, false, reason.clone(), reply)).await
+            }
             _ => self.on_request(actor, parsed, reply).await,
         }
     }
@@ -444,7 +449,7 @@ impl Engine {
             Request::Deploy { .. } | Request::Rollback { .. } | Request::Restart { .. } | Request::Scale { .. } => {
                 let id = id.expect("mutating requests have ids");
                 let approved_by = Vec::new();
-                self.start_action(&id, actor, &parsed, reply, approved_by, parsed.emergency.clone()).await?;
+                Box::pin(self.start_action(&id, actor, &parsed, reply, approved_by, parsed.emergency.clone())).await?;
             }
             Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => {}
         }

@@ -362,6 +362,13 @@ fn bad_signatures_get_401_and_change_nothing() {
             assert_eq!(status, 401, "{path}: {name}");
         }
     }
+    // A body over the 256 KiB limit is refused before it is verified, even
+    // when correctly signed.
+    let oversized = format!("{body}&pad={}", "x".repeat(300 * 1024));
+    for path in ["/slack/commands", "/slack/interactivity", "/slack/events"] {
+        let (status, _) = served.post(path, "application/x-www-form-urlencoded", &oversized);
+        assert_eq!(status, 413, "{path}: oversized body");
+    }
     assert!(served.slack.calls().is_empty(), "nothing was posted");
     let records = served.bot.export(&[]);
     assert!(records.iter().all(|r| r["kind"] == "system"), "nothing but start-up was recorded: {records:?}");
