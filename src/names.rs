@@ -55,6 +55,10 @@ impl AuditLog for Named {
         self.inner.read(query)
     }
 
+    fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        self.inner.newest_outcomes(service, n)
+    }
+
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditRecord> {
         self.inner.subscribe()
     }

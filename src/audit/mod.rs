@@ -14,6 +14,7 @@
 mod blocks;
 pub mod chain;
 pub mod memory;
+mod recent;
 pub mod sled_log;
 
 use chrono::{DateTime, Utc};
@@ -154,8 +155,28 @@ pub trait AuditLog: Send + Sync {
     fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
     /// Reads matching records, oldest first.
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
+    /// The newest `n` outcome records about `service`, oldest first (what
+    /// `/status` shows). A log may answer it without reading the store.
+    fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        self.read(&newest_outcomes_query(service, n))
+    }
     /// Follow new records as they are committed.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditRecord>;
+}
+
+/// How far back chat replies (`/status`, `/audit`) look in the trail
+/// (`opsbot audit export` reads all of it).
+pub const LOOK_BACK: usize = 20_000;
+
+/// [`AuditLog::newest_outcomes`] as a query.
+pub fn newest_outcomes_query(service: &str, n: usize) -> AuditQuery {
+    AuditQuery {
+        service: Some(service.to_string()),
+        kind: Some(RecordKind::Outcome),
+        limit: Some(n),
+        look_back: Some(LOOK_BACK),
+        ..Default::default()
+    }
 }
 
 impl dyn AuditLog {

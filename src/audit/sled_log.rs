@@ -21,9 +21,9 @@ use super::blocks::{
     HEAD_KEY, OUTCOME_INDEX, SERVICE_INDEX,
 };
 use super::chain::{self, Head, GENESIS};
+use super::recent::{self, RecentOutcomes};
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, RecordKind};
 use chrono::Utc;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use tokio::sync::{broadcast, oneshot};
@@ -54,81 +54,6 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
     recent: Arc<RecentOutcomes>,
 }
-
-/// How many outcomes per service [`RecentOutcomes`] keeps: `/status` shows 3.
-const RECENT_OUTCOMES: usize = 3;
-
-/// The newest outcomes of each service asked about, for `/status`. The first
-/// question per service reads them from the outcome index; after that the
-/// writer adds each committed outcome before it acknowledges the commit, so
-/// the answer never comes from sled again. (The index read is a reverse scan,
-/// which in sled costs ~2.5% of the bot's CPU under load even when it finds
-/// nothing.)
-#[derive(Default)]
-struct RecentOutcomes(Mutex<HashMap<String, VecDeque<AuditRecord>>>);
-
-impl RecentOutcomes {
-    /// The answer to `query` if it asks only for a service's newest outcomes
-    /// (at most [`RECENT_OUTCOMES`]); `load` reads a service's newest ones
-    /// from the store the first time. The lock is held while it does, so a
-    /// commit landing meanwhile is either in what it reads or noted after.
-    fn answer(
-        &self,
-        query: &AuditQuery,
-        load: impl FnOnce(&str) -> Result<Vec<AuditRecord>, AuditError>,
-    ) -> Option<Result<Vec<AuditRecord>, AuditError>> {
-        let AuditQuery {
-            service: Some(service),
-            kind: Some(RecordKind::Outcome),
-            limit: Some(limit),
-            look_back,
-            request_id: None,
-            since: None,
-            after_seq: None,
-        } = query
-        else {
-            return None;
-        };
-        if *limit > RECENT_OUTCOMES {
-            return None;
-        }
-        let take = look_back.map_or(*limit, |n| n.min(*limit));
-        let mut services = self.0.lock().expect("recent outcomes lock");
-        if !services.contains_key(service) {
-            match load(service) {
-                Ok(records) => services.insert(service.clone(), records.into()),
-                Err(e) => return Some(Err(e)),
-            };
-        }
-        let recent = &services[service];
-        Some(Ok(recent.iter().skip(recent.len().saturating_sub(take)).cloned().collect()))
-    }
-
-    /// Adds a durable commit's outcomes to the services already asked about.
-    fn note(&self, records: &[AuditRecord]) {
-        let mut services = None;
-        for record in records.iter().filter(|r| r.entry.kind == RecordKind::Outcome) {
-            let Some(service) = &record.entry.service else { continue };
-            let services = services.get_or_insert_with(|| self.0.lock().expect("recent outcomes lock"));
-            if let Some(recent) = services.get_mut(service) {
-                // A first question answered after the commit's inserts
-                // already read this one.
-                if recent.back().is_none_or(|last| last.seq < record.seq) {
-                    recent.push_back(record.clone());
-                    if recent.len() > RECENT_OUTCOMES {
-                        recent.pop_front();
-                    }
-                }
-            }
-        }
-    }
-
-    /// After a failed commit: a first question may have read its records.
-    fn forget(&self) {
-        self.0.lock().expect("recent outcomes lock").clear();
-    }
-}
-
 /// Reads the head the writer last committed.
 pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
     match tree.get(HEAD_KEY).map_err(|e| AuditError::Store(e.to_string()))? {
@@ -297,9 +222,7 @@ fn run_writer(
         let written = written.and_then(|_| db.flush());
         match written {
             Ok(()) => {
-                for records in &sealed {
-                    recent.note(records);
-                }
+                recent.note(sealed.iter().flatten());
                 for (job, records) in jobs.into_iter().zip(sealed) {
                     // Followers (audit tail) are rare; clone only when one listens.
                     if notify.receiver_count() > 0 {
@@ -347,29 +270,6 @@ impl AuditLog for SledAuditLog {
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let newest = |service: &str| {
-            let query = AuditQuery {
-                service: Some(service.to_string()),
-                kind: Some(RecordKind::Outcome),
-                limit: Some(RECENT_OUTCOMES),
-                ..Default::default()
-            };
-            self.read_stored(&query)
-        };
-        match self.recent.answer(query, newest) {
-            Some(answer) => answer,
-            None => self.read_stored(query),
-        }
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
-        self.committed.subscribe()
-    }
-}
-
-impl SledAuditLog {
-    /// [`AuditLog::read`] from the tree.
-    fn read_stored(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         let decode =
             |seq: u64, value: &[u8]| chain::open(value).map_err(|problem| AuditError::Corrupt { seq, problem });
         let store_err = |e: sled::Error| AuditError::Store(e.to_string());
@@ -450,6 +350,18 @@ impl SledAuditLog {
         }
         Ok(out)
     }
+
+    /// From memory, after the first question per service (see [`recent`]).
+    fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        if n > recent::KEEP {
+            return self.read(&super::newest_outcomes_query(service, n));
+        }
+        self.recent.newest(service, n, || self.read(&super::newest_outcomes_query(service, recent::KEEP)))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
+        self.committed.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -482,28 +394,19 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let log = SledAuditLog::open(&db).unwrap();
         let audit: &dyn AuditLog = &log;
-        let newest = |service: &str, limit: usize, look_back: Option<usize>| AuditQuery {
-            service: Some(service.to_string()),
-            kind: Some(RecordKind::Outcome),
-            limit: Some(limit),
-            look_back,
-            ..Default::default()
-        };
         let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
         let check = || {
             for service in ["api", "web", "jobs"] {
-                for limit in 1..=RECENT_OUTCOMES {
-                    for look_back in [None, Some(1), Some(50)] {
-                        let query = newest(service, limit, look_back);
-                        let stored = seqs(log.read_stored(&query).unwrap());
-                        assert_eq!(seqs(audit.read(&query).unwrap()), stored, "{query:?}");
-                    }
+                for n in 1..=recent::KEEP + 2 {
+                    let query = crate::audit::newest_outcomes_query(service, n);
+                    let stored = seqs(audit.read(&query).unwrap());
+                    assert_eq!(seqs(audit.newest_outcomes(service, n).unwrap()), stored, "{query:?}");
                 }
             }
         };
         // "api" is asked about before it has any outcome, "web" and "jobs"
         // only after some: both ways of filling must keep up with commits.
-        assert!(audit.read(&newest("api", 3, None)).unwrap().is_empty());
+        assert!(audit.newest_outcomes("api", 3).unwrap().is_empty());
         audit.append_all((1..=40).map(entry).collect()).await.unwrap();
         check();
         for i in 41..=80 {
@@ -513,10 +416,6 @@ mod tests {
         audit.append_all((81..=150).map(entry).collect()).await.unwrap();
         check();
         assert_eq!(log.recent.0.lock().unwrap().len(), 3);
-        // Anything else is read from the store.
-        let wider = newest("api", RECENT_OUTCOMES + 2, None);
-        assert!(log.recent.answer(&wider, |_| unreachable!()).is_none());
-        assert_eq!(audit.read(&wider).unwrap().len(), RECENT_OUTCOMES + 2);
     }
 
     #[tokio::test]

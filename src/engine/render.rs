@@ -1,13 +1,9 @@
 //! Text for `/status` and `/audit`.
 
 use super::Engine;
-use crate::audit::{AuditQuery, AuditRecord, RecordKind};
+use crate::audit::{AuditQuery, AuditRecord, LOOK_BACK};
 use crate::config::Service;
 use crate::error::Result;
-
-/// How far back `/status` and `/audit` look in the trail (`opsbot audit export`
-/// reads all of it).
-const LOOK_BACK: usize = 20_000;
 
 /// One audit record as a chat line.
 pub fn audit_line(record: &AuditRecord) -> String {
@@ -46,14 +42,7 @@ impl Engine {
                 request.expires_at.format("%H:%M UTC")
             ));
         }
-        let query = AuditQuery {
-            service: Some(service.name.clone()),
-            kind: Some(RecordKind::Outcome),
-            limit: Some(3),
-            look_back: Some(LOOK_BACK),
-            ..Default::default()
-        };
-        let recent = self.audit.read(&query)?;
+        let recent = self.audit.newest_outcomes(&service.name, 3)?;
         let changes: Vec<&AuditRecord> = recent.iter().rev().collect();
         if !changes.is_empty() {
             text.push_str("\n  last changes:");
