@@ -201,7 +201,7 @@ impl Store {
         }
     }
 
-    /// Requests still open (state pending), via the open index.
+    /// Requests still open (state pending), via the open ids kept in memory.
     pub fn open_requests(&self) -> Result<Vec<PendingRequest>, StoreError> {
         let ids: Vec<String> = self.open_ids.lock().expect("open ids lock").iter().cloned().collect();
         let mut out = Vec::with_capacity(ids.len());
