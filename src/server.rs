@@ -4,8 +4,7 @@
 
 use crate::chat::slack::{Answer, SlackIngress};
 use crate::engine::Engine;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +39,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -56,21 +54,38 @@ fn respond(answer: Answer) -> Response {
 
 /// A request's headers and raw body, for the signed Slack endpoints. (axum's
 /// `HeaderMap` extractor clones the headers; the copy and its drop were ~1%
-/// of the bot's CPU under load.) The body is read as by `Bytes`, within
-/// [`BODY_LIMIT`].
+/// of the bot's CPU under load.) The body is read within [`BODY_LIMIT`]; a
+/// body whose declared length is over it is refused before any of it is read,
+/// so a client waiting on `Expect: 100-continue` never has to send it.
 struct Raw {
     headers: HeaderMap,
     body: Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for Raw {
-    type Rejection = BytesRejection;
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body over the {} KiB limit; Slack never sends one that big\n", BODY_LIMIT / 1024),
+    )
+        .into_response()
+}
 
-    async fn from_request(request: Request, state: &S) -> Result<Raw, BytesRejection> {
+impl<S: Send + Sync> FromRequest<S> for Raw {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Raw, Response> {
         let (mut parts, body) = request.into_parts();
+        if body.size_hint().lower() > BODY_LIMIT as u64 {
+            return Err(too_large());
+        }
         let headers = std::mem::take(&mut parts.headers);
-        let body = Bytes::from_request(Request::from_parts(parts, body), state).await?;
-        Ok(Raw { headers, body })
+        let mut request = Request::from_parts(parts, body);
+        DefaultBodyLimit::max(BODY_LIMIT).apply(&mut request);
+        match Bytes::from_request(request, state).await {
+            Ok(body) => Ok(Raw { headers, body }),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(rejection) => Err(rejection.into_response()),
+        }
     }
 }
 
@@ -119,4 +134,51 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.engine.metrics().render(state.engine.open_requests());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use futures_util::stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that says how long it is and never delivers a byte, like a
+    /// client that sent its headers and waits for `100 Continue`.
+    struct Declared(u64);
+
+    impl HttpBody for Declared {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0)
+        }
+    }
+
+    async fn status_of(body: Body) -> Result<usize, StatusCode> {
+        Raw::from_request(Request::new(body), &()).await.map(|raw| raw.body.len()).map_err(|r| r.status())
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_whether_declared_or_streamed() {
+        assert_eq!(status_of(Body::from(vec![b'a'; BODY_LIMIT])).await, Ok(BODY_LIMIT));
+        // Declared too long: refused without waiting for the body.
+        let declared = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            status_of(Body::new(Declared(BODY_LIMIT as u64 + 1))),
+        );
+        assert_eq!(declared.await.expect("answered without reading"), Err(StatusCode::PAYLOAD_TOO_LARGE));
+        // Length unknown until read (chunked): refused once it passes the limit.
+        let chunks = (0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'a'; 64 * 1024 + 1])));
+        assert_eq!(status_of(Body::from_stream(stream::iter(chunks))).await, Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
 }
