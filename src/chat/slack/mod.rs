@@ -106,7 +106,7 @@ impl SlackIngress {
         if !self.verified(headers, body) {
             return Answer::Unauthorized;
         }
-        let command: SlashCommand = match serde_urlencoded::from_bytes(body) {
+        let command = match SlashCommand::from_form(body) {
             Ok(c) => c,
             Err(e) => return Answer::BadRequest(format!("not a slash command: {e}")),
         };
