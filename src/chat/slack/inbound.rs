@@ -365,7 +365,8 @@ mod tests {
                     // escapes and invalid UTF-8 all get through.
                     body.extend(value.iter().map(|&b| if b == b'&' || b == b'=' { b'%' } else { b }));
                 } else {
-                    body.extend_from_slice(serde_urlencoded::to_string([("", String::from_utf8_lossy(value))]).unwrap()[1..].as_bytes());
+                    let encoded = serde_urlencoded::to_string([("", String::from_utf8_lossy(value))]).unwrap();
+                    body.extend_from_slice(&encoded.as_bytes()[1..]);
                 }
             }
             let ours = SlashCommand::from_form(&body);
