@@ -20,16 +20,5 @@ SLACK_SIGNING_SECRET=$secret PORT=$port node "$here/app.js" > "$work/bolt.log" 2
 pid=$!
 for _ in $(seq 100); do grep -q "bolt ready" "$work/bolt.log" && break; sleep 0.1; done
 
-printf '%-12s %12s %10s %10s %10s %12s\n' connections "req/s" "p50" "p99" "non-2xx" "peak RSS"
-for conns in 1 16 64; do
-  count=$([ "$conns" = 1 ] && echo $((10000 * secs)) || echo $((60000 * secs)))
-  python3 "$load/gen.py" "$secret" "$count" "$work/bodies.tsv" 1
-  BODIES="$work/bodies.tsv" wrk -t1 -c"$conns" -d"${secs}s" --latency \
-    -s "$load/signed.lua" "http://127.0.0.1:$port" > "$work/wrk-$conns.txt"
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$conns.txt")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk-$conns.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk-$conns.txt")
-  bad=$(awk '/Non-2xx/ {print $NF}' "$work/wrk-$conns.txt"); bad=${bad:-0}
-  hwm=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)
-  printf '%-12s %12s %10s %10s %10s %12s\n' "$conns" "$rps" "$p50" "$p99" "$bad" "$hwm"
-done
+source "$load/phases.sh"
+run_phases

@@ -22,26 +22,8 @@ SLACK_SIGNING_SECRET=$secret SLACK_BOT_TOKEN=xoxb-bench SLACK_API_URL=http://127
 pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 
-total_ok=0
-printf '%-12s %12s %10s %10s %10s %12s\n' connections "req/s" "p50" "p99" "non-2xx" "peak RSS"
-# One wrk thread drives all connections (it needs well under one core here).
-# With several, wrk runs each thread's Lua init while the threads before it
-# already send load and counts their requests in a run time that starts only
-# after the last init: that overstated req/s and diluted the latency tail.
-for conns in 1 16 64; do
-  count=$([ "$conns" = 1 ] && echo $((10000 * secs)) || echo $((60000 * secs)))
-  python3 "$here/gen.py" "$secret" "$count" "$work/bodies.tsv" 1
-  BODIES="$work/bodies.tsv" wrk -t1 -c"$conns" -d"${secs}s" --latency \
-    -s "$here/signed.lua" "http://127.0.0.1:$port" > "$work/wrk-$conns.txt"
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$conns.txt")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk-$conns.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk-$conns.txt")
-  done_n=$(awk '/requests in/ {print $1}' "$work/wrk-$conns.txt")
-  bad=$(awk '/Non-2xx/ {print $NF}' "$work/wrk-$conns.txt"); bad=${bad:-0}
-  total_ok=$((total_ok + done_n - bad))
-  hwm=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)
-  printf '%-12s %12s %10s %10s %10s %12s\n' "$conns" "$rps" "$p50" "$p99" "$bad" "$hwm"
-done
+source "$here/phases.sh"
+run_phases
 
 kill -TERM $pid; wait $pid || true
 records=$("$bin" audit export --config "$here/opsbot.toml" --data-dir "$work/data" | grep -c '"kind":"request"' || true)
