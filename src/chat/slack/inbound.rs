@@ -5,6 +5,7 @@
 
 use crate::event::{Actor, Event, ReplyTarget};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// A slash command (form fields over HTTP; the same names in Socket Mode JSON).
 #[derive(Debug, Deserialize)]
@@ -53,7 +54,7 @@ impl SlashCommand {
             let Some(slot) = NAMES.iter().position(|name| name.as_bytes() == key.as_bytes()) else {
                 continue;
             };
-            if fields[slot].replace(form_decode(value)).is_some() {
+            if fields[slot].replace(form_decode(value).into_owned()).is_some() {
                 return Err(format!("duplicate field `{}`", NAMES[slot]));
             }
         }
@@ -82,9 +83,10 @@ impl SlashCommand {
 /// `application/x-www-form-urlencoded` decoding of one key or value: `+` is
 /// a space, `%XX` a byte, a `%` not followed by two hex digits stays as it
 /// is, and bytes that are not UTF-8 become U+FFFD (as `form_urlencoded` does).
-fn form_decode(raw: &[u8]) -> String {
+/// Borrows when there is nothing to decode (every key Slack sends).
+fn form_decode(raw: &[u8]) -> Cow<'_, str> {
     if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        return String::from_utf8_lossy(raw).into_owned();
+        return String::from_utf8_lossy(raw);
     }
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(raw.len());
@@ -104,8 +106,8 @@ fn form_decode(raw: &[u8]) -> String {
         i += 1;
     }
     match String::from_utf8(out) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        Ok(text) => Cow::Owned(text),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
 }
 
