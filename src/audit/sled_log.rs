@@ -54,6 +54,7 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
     recent: Arc<RecentOutcomes>,
 }
+
 /// Reads the head the writer last committed.
 pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
     match tree.get(HEAD_KEY).map_err(|e| AuditError::Store(e.to_string()))? {

@@ -445,8 +445,7 @@ mod tests {
             v
         };
         // Far from uniform, so the first estimate is far off.
-        let bunched: Vec<u64> = (0..5_000u64).map(|i| i * 3).chain((0..100).map(|i| u64::MAX - i * 7)).collect();
-        let mut bunched = bunched;
+        let mut bunched: Vec<u64> = (0..5_000u64).map(|i| i * 3).chain((0..100).map(|i| u64::MAX - i * 7)).collect();
         bunched.sort_unstable();
         for run in [&uniform[..], &bunched[..], &uniform[..65], &uniform[..10], &[][..]] {
             for (i, &h) in run.iter().enumerate() {
