@@ -8,17 +8,11 @@
 # Needs: node + npm, wrk, python3. Usage: bench/bolt-reference/run.sh [seconds]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-load=$(cd "$here/../slack-load" && pwd)
-secs=${1:-10}
 port=${PORT:-38081}
-secret=bench-signing-secret
-work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+source "$here/../slack-load/phases.sh"
 
 (cd "$here" && npm ci --no-audit --no-fund --silent)
 SLACK_SIGNING_SECRET=$secret PORT=$port node "$here/app.js" > "$work/bolt.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q "bolt ready" "$work/bolt.log" && break; sleep 0.1; done
-
-source "$load/phases.sh"
+await_ready "$work/bolt.log" grep -q "bolt ready" "$work/bolt.log"
 run_phases

@@ -1,9 +1,24 @@
-# Sourced by bench/slack-load/run.sh and bench/bolt-reference/run.sh: the load
-# phases both run, so the two servers are measured the same way.
-# Needs: secret, secs, port, work (a scratch dir), pid (the server's).
-# Prints one row per phase; leaves the acknowledged (2xx) count in total_ok.
+# Sourced by bench/slack-load/run.sh and bench/bolt-reference/run.sh at their
+# start, so the two servers are measured the same way: the signing secret, a
+# scratch dir ($work, removed on exit with the server, $pid, stopped), the
+# phase length ($secs, from the caller's first argument), and the phases.
+set -euo pipefail
 phases_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+secs=${1:-10}
+secret=bench-signing-secret
+work=$(mktemp -d)
+pid=
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
+# await_ready LOG COMMAND...: waits until COMMAND succeeds, or fails showing LOG.
+await_ready() {
+  local log=$1; shift
+  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+  echo "the server did not become ready; its log:" >&2; cat "$log" >&2; exit 1
+}
+
+# Prints one row per phase; leaves the acknowledged (2xx) count in total_ok.
+# Needs pid (the server's) and port.
 run_phases() {
   total_ok=0
   printf '%-12s %12s %10s %10s %10s %12s\n' connections "req/s" "p50" "p99" "non-2xx" "peak RSS"

@@ -8,11 +8,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-secs=${1:-10}
 port=${PORT:-38080}
-secret=bench-signing-secret
-work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+source "$here/phases.sh"
 
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 bin="${CARGO_TARGET_DIR:-$root/target}/release/opsbot"
@@ -20,9 +17,7 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release/opsbot"
 SLACK_SIGNING_SECRET=$secret SLACK_BOT_TOKEN=xoxb-bench SLACK_API_URL=http://127.0.0.1:9/api OPSBOT_LOG=warn \
   "$bin" serve --config "$here/opsbot.toml" --data-dir "$work/data" --listen "127.0.0.1:$port" > "$work/serve.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
-
-source "$here/phases.sh"
+await_ready "$work/serve.log" curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready"
 run_phases
 
 kill -TERM $pid; wait $pid || true
