@@ -353,12 +353,10 @@ impl Kubernetes {
                 .await?;
                 progress.report(format!("{name}: image set to {image}; watching the rollout")).await;
                 match self.watch(&t, progress).await {
-                    Ok(d) => Ok(Outcome {
-                        summary: format!(
-                            "{name} runs {image} (revision {})",
-                            revision_of(d.metadata.annotations.as_ref()).unwrap_or(0)
-                        ),
-                    }),
+                    Ok(d) => Ok(Outcome::new(format!(
+                        "{name} runs {image} (revision {})",
+                        revision_of(d.metadata.annotations.as_ref()).unwrap_or(0)
+                    ))),
                     Err(failure) if t.auto_rollback && before_revision.is_some() => {
                         progress.report(format!("{name}: deploy failed ({failure}); rolling back automatically")).await;
                         let restored = self.undo(&t, before_revision).await?;
@@ -376,13 +374,11 @@ impl Kubernetes {
                 let restored = self.undo(&t, revision.map(u64::from)).await?;
                 progress.report(format!("{name}: restoring revision {restored}")).await;
                 let d = self.watch(&t, progress).await?;
-                Ok(Outcome {
-                    summary: format!(
-                        "{name} rolled back to revision {restored} ({}), now revision {}",
-                        images_of(d.spec.as_ref().map(|s| &s.template)),
-                        revision_of(d.metadata.annotations.as_ref()).unwrap_or(0)
-                    ),
-                })
+                Ok(Outcome::new(format!(
+                    "{name} rolled back to revision {restored} ({}), now revision {}",
+                    images_of(d.spec.as_ref().map(|s| &s.template)),
+                    revision_of(d.metadata.annotations.as_ref()).unwrap_or(0)
+                )))
             }
             Action::Restart => {
                 let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -393,7 +389,7 @@ impl Kubernetes {
                 .await?;
                 progress.report(format!("{name}: restart requested; watching the rollout")).await;
                 self.watch(&t, progress).await?;
-                Ok(Outcome { summary: format!("{name} restarted") })
+                Ok(Outcome::new(format!("{name} restarted")))
             }
             Action::Scale { replicas } => {
                 let api = self.deployments(&t).await?;
@@ -407,7 +403,7 @@ impl Kubernetes {
                 .await?;
                 progress.report(format!("{name}: scaling to {replicas}")).await;
                 self.watch(&t, progress).await?;
-                Ok(Outcome { summary: format!("{name} runs {replicas} replicas") })
+                Ok(Outcome::new(format!("{name} runs {replicas} replicas")))
             }
         }
     }

@@ -52,23 +52,54 @@ impl Progress {
 }
 
 /// Who asked for an action and under which request (backends record it, e.g.
-/// as a Deployment's change-cause).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// as a Deployment's change-cause), and what the trail says was verified live
+/// on this service before.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunContext {
     pub request_id: String,
     pub requester: String,
+    /// The service's earlier successful outcomes that recorded live facts
+    /// ([`Outcome::live`]), newest first (a bounded look back).
+    pub history: Vec<Verified>,
 }
 
-/// How an action ended when it did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An earlier successful action and the live state it read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub request_id: String,
+    /// The action's verb (`deploy`, `rollback`, …).
+    pub command: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The facts the backend recorded in [`Outcome::live`].
+    pub live: serde_json::Value,
+}
+
+/// How an action ended when it did not fail: the live state, read back after
+/// the change (DESIGN: "an outcome is the live state").
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Outcome {
+    /// What runs now, in words.
     pub summary: String,
+    /// The same as facts, recorded with the outcome in the audit trail for
+    /// later actions to read (see [`RunContext::history`]).
+    pub live: Option<serde_json::Value>,
+}
+
+impl Outcome {
+    pub fn new(summary: impl Into<String>) -> Outcome {
+        Outcome { summary: summary.into(), live: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("{0}")]
     Failed(String),
+    /// The bot cannot tell whether the action took effect (a write timed out
+    /// and the live state could not settle it, say). Recorded as `unknown`,
+    /// never as success; the text says what the live state shows.
+    #[error("{0}")]
+    Unknown(String),
     #[error("{service} is not known to its backend")]
     NotFound { service: String },
     #[error("timed out after {0}")]

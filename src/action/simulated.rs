@@ -129,7 +129,7 @@ impl Executor for Simulated {
             match action {
                 Action::Deploy { version } => {
                     let revision = self.roll(service, version.clone(), "deploy", &progress).await?;
-                    Ok(Outcome { summary: format!("{TAG} {name} now runs {version} (revision {revision})") })
+                    Ok(Outcome::new(format!("{TAG} {name} now runs {version} (revision {revision})")))
                 }
                 Action::Rollback { revision } => {
                     let target = self.with(name, |s| match revision {
@@ -144,12 +144,10 @@ impl Executor for Simulated {
                         return Err(ActionError::Failed(format!("{TAG} {name} has no {what} to roll back to")));
                     };
                     let new = self.roll(service, target.version.clone(), "rollback", &progress).await?;
-                    Ok(Outcome {
-                        summary: format!(
-                            "{TAG} {name} rolled back to {} (revision {} restored as {new})",
-                            target.version, target.number
-                        ),
-                    })
+                    Ok(Outcome::new(format!(
+                        "{TAG} {name} rolled back to {} (revision {} restored as {new})",
+                        target.version, target.number
+                    )))
                 }
                 Action::Restart => {
                     let Backend::Simulated { step, .. } = &service.backend else {
@@ -164,7 +162,7 @@ impl Executor for Simulated {
                         progress.report(format!("{TAG} {name}: {done}/{total} replicas restarted")).await;
                     }
                     self.with(name, |s| s.restarts += 1)?;
-                    Ok(Outcome { summary: format!("{TAG} {name} restarted ({total} replicas)") })
+                    Ok(Outcome::new(format!("{TAG} {name} restarted ({total} replicas)")))
                 }
                 Action::Scale { replicas } => {
                     let Backend::Simulated { step, .. } = &service.backend else {
@@ -177,7 +175,7 @@ impl Executor for Simulated {
                         s.replicas = *replicas;
                         s.ready = *replicas;
                     })?;
-                    Ok(Outcome { summary: format!("{TAG} {name} runs {replicas} replicas (was {from})") })
+                    Ok(Outcome::new(format!("{TAG} {name} runs {replicas} replicas (was {from})")))
                 }
             }
         })

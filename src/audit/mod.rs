@@ -78,19 +78,88 @@ pub struct AuditEntry {
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    /// `allowed`, `denied`, `pending`, `approved`, `refused`, `succeeded`, `failed` …
+    /// What came of it: the decision, the vote, or how an action ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Verdict>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// On an action's outcome: what the backend read back as running when
+    /// the outcome was decided (backend-specific facts, e.g. image and
+    /// revision, or which colour takes traffic). Later actions on the service
+    /// read it (a blue-green rollback goes to the colour last verified live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<serde_json::Value>,
+}
+
+/// The `outcome` of a record: a closed set, stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    // Decisions on a request.
+    Allowed,
+    Denied,
+    Pending,
+    BreakGlass,
+    // Votes, and what they decided.
+    Approve,
+    Deny,
+    Withdraw,
+    Approved,
+    Invalidated,
+    Expired,
+    /// A vote that did not count, or an action refused (the service was busy).
+    Refused,
+    // Actions.
+    Started,
+    Succeeded,
+    Failed,
+    /// The bot could not tell how the action ended (an ambiguous write, or a
+    /// state it could not read back); the detail says what it saw.
+    Unknown,
+    /// opsbot stopped while the action ran.
+    Interrupted,
+    // Locks.
+    Locked,
+    Unlocked,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::Pending => "pending",
+            Verdict::BreakGlass => "break_glass",
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+            Verdict::Withdraw => "withdraw",
+            Verdict::Approved => "approved",
+            Verdict::Invalidated => "invalidated",
+            Verdict::Expired => "expired",
+            Verdict::Refused => "refused",
+            Verdict::Started => "started",
+            Verdict::Succeeded => "succeeded",
+            Verdict::Failed => "failed",
+            Verdict::Unknown => "unknown",
+            Verdict::Interrupted => "interrupted",
+            Verdict::Locked => "locked",
+            Verdict::Unlocked => "unlocked",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl AuditEntry {
     pub fn new(kind: RecordKind) -> Self {
         Self { kind, ..Default::default() }
     }
-    pub fn outcome(mut self, outcome: &str) -> Self {
-        self.outcome = Some(outcome.to_string());
+    pub fn outcome(mut self, outcome: Verdict) -> Self {
+        self.outcome = Some(outcome);
         self
     }
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -183,5 +252,40 @@ impl dyn AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let mut records = self.append_all(vec![entry]).await?;
         records.pop().ok_or(AuditError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verdict_is_stored_under_its_name() {
+        use Verdict::*;
+        let all = [
+            Allowed,
+            Denied,
+            Pending,
+            BreakGlass,
+            Approve,
+            Deny,
+            Withdraw,
+            Approved,
+            Invalidated,
+            Expired,
+            Refused,
+            Started,
+            Succeeded,
+            Failed,
+            Unknown,
+            Interrupted,
+            Locked,
+            Unlocked,
+        ];
+        for verdict in all {
+            let stored = serde_json::to_value(verdict).unwrap();
+            assert_eq!(stored, verdict.name(), "{verdict:?}");
+            assert_eq!(serde_json::from_value::<Verdict>(stored).unwrap(), verdict);
+        }
     }
 }

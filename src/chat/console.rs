@@ -37,6 +37,16 @@ fn card(view: &ApprovalView, updated: bool) -> String {
     out
 }
 
+/// ✅ only for a verified success; ❔ when the bot cannot tell.
+fn outcome_mark(verdict: crate::audit::Verdict) -> &'static str {
+    use crate::audit::Verdict;
+    match verdict {
+        Verdict::Succeeded => "✅",
+        Verdict::Unknown => "❔",
+        _ => "❌",
+    }
+}
+
 /// Renders one reply as the console shows it.
 pub fn render(reply: &Reply) -> String {
     match reply {
@@ -46,8 +56,7 @@ pub fn render(reply: &Reply) -> String {
         Reply::ApprovalUpdate(view) => card(view, true),
         Reply::Started { text, .. } => format!("opsbot: {text}"),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
-        Reply::Outcome { request_id, success: true, text } => format!("✅ {request_id}: {text}"),
-        Reply::Outcome { request_id, success: false, text } => format!("❌ {request_id}: {text}"),
+        Reply::Outcome { request_id, verdict, text } => format!("{} {request_id}: {text}", outcome_mark(*verdict)),
     }
 }
 

@@ -6,7 +6,7 @@
 pub mod console;
 pub mod slack;
 
-use crate::audit::BoxFuture;
+use crate::audit::{BoxFuture, Verdict};
 use crate::event::{Actor, ReplyTarget};
 use chrono::{DateTime, Utc};
 use std::sync::Mutex;
@@ -44,8 +44,9 @@ pub enum Reply {
     Started { request_id: String, text: String },
     /// A milestone of a running action (platforms update one threaded message).
     Progress { request_id: String, text: String },
-    /// How an action ended.
-    Outcome { request_id: String, success: bool, text: String },
+    /// How an action ended: `Succeeded`, `Failed`, `Unknown` (the bot cannot
+    /// tell; never shown as success) or `Interrupted`.
+    Outcome { request_id: String, verdict: Verdict, text: String },
 }
 
 #[derive(Debug, thiserror::Error)]

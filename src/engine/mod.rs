@@ -16,7 +16,7 @@ mod votes;
 
 use crate::action::simulated::Simulated;
 use crate::action::Executor;
-use crate::audit::{AuditEntry, AuditLog, RecordKind};
+use crate::audit::{AuditEntry, AuditLog, RecordKind, Verdict};
 use crate::chat::{ChatSink, Reply};
 use crate::clock::Clock;
 use crate::command::{self, ParsedCommand, Registry, Request};
@@ -298,6 +298,7 @@ impl Engine {
             environment: service.map(|s| s.environment.clone()),
             outcome: None,
             detail: String::new(),
+            live: None,
         }
     }
 
@@ -319,14 +320,15 @@ impl Engine {
         let needs_id = parsed.mutates || matches!(parsed.request, Request::Lock { .. } | Request::Unlock { .. });
         let id = if needs_id { Some(self.store.next_request_id()?) } else { None };
         let (outcome, detail) = match &decision {
-            Decision::Deny(reason) => ("denied", reason.clone()),
-            Decision::Allow => ("allowed", String::new()),
-            Decision::BreakGlass { reason } => ("break_glass", format!("BREAK-GLASS by {actor}: {reason}")),
-            Decision::NeedsApproval(need) => {
-                ("pending", format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", ")))
-            }
+            Decision::Deny(reason) => (Verdict::Denied, reason.clone()),
+            Decision::Allow => (Verdict::Allowed, String::new()),
+            Decision::BreakGlass { reason } => (Verdict::BreakGlass, format!("BREAK-GLASS by {actor}: {reason}")),
+            Decision::NeedsApproval(need) => (
+                Verdict::Pending,
+                format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", ")),
+            ),
         };
-        self.metrics.request(actor.platform(), &parsed.command, outcome);
+        self.metrics.request(actor.platform(), &parsed.command, outcome.name());
         let request_record = self.entry(RecordKind::Request, id.as_deref(), actor, &parsed, reply);
         let decision_record =
             AuditEntry { args: None, ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply) }
@@ -427,7 +429,7 @@ impl Engine {
                     format!("🔒 {service} locked by {actor} until {}: {reason}", until.format("%Y-%m-%d %H:%M UTC"));
                 let record = self
                     .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
-                    .outcome("locked")
+                    .outcome(Verdict::Locked)
                     .detail(text.clone());
                 self.audit.append(record).await?;
                 self.say(reply, Reply::Text(text)).await;
@@ -441,7 +443,7 @@ impl Engine {
                 };
                 let record = self
                     .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
-                    .outcome("unlocked")
+                    .outcome(Verdict::Unlocked)
                     .detail(text.clone());
                 self.audit.append(record).await?;
                 self.say(reply, Reply::Text(text)).await;

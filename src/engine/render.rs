@@ -9,9 +9,13 @@ use crate::error::Result;
 pub fn audit_line(record: &AuditRecord) -> String {
     let e = &record.entry;
     let mut line = format!("#{} {} {:?}", record.seq, record.ts.format("%Y-%m-%d %H:%M:%S"), e.kind).to_lowercase();
-    for part in [&e.request_id, &e.actor, &e.command, &e.service, &e.outcome].into_iter().flatten() {
+    for part in [&e.request_id, &e.actor, &e.command, &e.service].into_iter().flatten() {
         line.push(' ');
         line.push_str(part);
+    }
+    if let Some(outcome) = e.outcome {
+        line.push(' ');
+        line.push_str(outcome.name());
     }
     if !e.detail.is_empty() {
         let detail: String = e.detail.chars().take(120).collect();

@@ -2,8 +2,8 @@
 //! records every milestone before showing it → durable outcome → lock released.
 
 use super::Engine;
-use crate::action::{Action, Progress};
-use crate::audit::{AuditEntry, RecordKind};
+use crate::action::{Action, ActionError, Progress, Verified};
+use crate::audit::{AuditEntry, AuditQuery, RecordKind, Verdict, LOOK_BACK};
 use crate::chat::Reply;
 use crate::command::{ParsedCommand, Request};
 use crate::error::{Error, Result};
@@ -50,7 +50,7 @@ impl Engine {
             };
             let record = self
                 .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
-                .outcome("refused")
+                .outcome(Verdict::Refused)
                 .detail(busy.to_string());
             self.audit.append(AuditEntry { args: None, ..record }).await?;
             return Err(busy);
@@ -69,7 +69,7 @@ impl Engine {
             format!("{loud}▶ {id}: {label}{} started (requested by {requester}{approvals})", parsed.request.describe());
         let intent = self
             .entry(RecordKind::Intent, Some(id), requester, parsed, reply)
-            .outcome(if break_glass.is_some() { "break_glass" } else { "started" })
+            .outcome(if break_glass.is_some() { Verdict::BreakGlass } else { Verdict::Started })
             .detail(started.clone());
         if let Err(e) = self.audit.append(intent).await {
             // No intent record, no action.
@@ -119,7 +119,11 @@ impl Engine {
             })
         };
         let executor = self.executors.for_service(&service);
-        let run_context = crate::action::RunContext { request_id: id.clone(), requester: requester.to_string() };
+        let run_context = crate::action::RunContext {
+            request_id: id.clone(),
+            requester: requester.to_string(),
+            history: self.verified_history(&service.name),
+        };
         let timeout = self.config.action_timeout;
         let result =
             match tokio::time::timeout(timeout, executor.execute(&service, &action, &run_context, progress)).await {
@@ -127,32 +131,65 @@ impl Engine {
                 Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
             };
         let _ = recorder.await;
-        let (success, text) = match result {
-            Ok(outcome) => (true, outcome.summary),
-            Err(e) => (false, e.to_string()),
+        let (verdict, text, live) = match result {
+            Ok(outcome) => (Verdict::Succeeded, outcome.summary, outcome.live),
+            Err(ActionError::Unknown(text)) => (Verdict::Unknown, format!("unknown: {text}"), None),
+            Err(e) => (Verdict::Failed, e.to_string(), None),
         };
-        self.metrics.action(if success { "succeeded" } else { "failed" });
+        self.metrics.action(verdict.name());
         let record =
-            AuditEntry { args: None, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
-                .outcome(if success { "succeeded" } else { "failed" })
+            AuditEntry { args: None, live, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
+                .outcome(verdict)
                 .detail(text.clone());
         let recorded = self.audit.append(record).await;
         if let Err(e) = self.store.release_run_lock(&service.name, &id) {
             tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");
         }
         match recorded {
-            Ok(_) => self.say(&reply, Reply::Outcome { request_id: id, success, text }).await,
+            Ok(_) => self.say(&reply, Reply::Outcome { request_id: id, verdict, text }).await,
             Err(e) => {
                 tracing::error!(error = %e, request = %id, "outcome not recorded");
                 self.say(
                     &reply,
                     Reply::Outcome {
                         request_id: id,
-                        success,
+                        verdict: Verdict::Unknown,
                         text: "finished, but opsbot could not record the outcome; check the service".into(),
                     },
                 )
                 .await;
+            }
+        }
+    }
+
+    /// The service's earlier successful outcomes with live facts, newest
+    /// first, for the executor (a failed read gives none: executors that
+    /// need history then refuse rather than guess).
+    fn verified_history(&self, service: &str) -> Vec<Verified> {
+        let query = AuditQuery {
+            service: Some(service.to_string()),
+            kind: Some(RecordKind::Outcome),
+            limit: Some(50),
+            look_back: Some(LOOK_BACK),
+            ..Default::default()
+        };
+        match self.audit.read(&query) {
+            Ok(records) => records
+                .into_iter()
+                .rev()
+                .filter(|r| r.entry.outcome == Some(Verdict::Succeeded))
+                .filter_map(|r| {
+                    Some(Verified {
+                        request_id: r.entry.request_id.clone().unwrap_or_default(),
+                        command: r.entry.command.clone().unwrap_or_default(),
+                        at: r.ts,
+                        live: r.entry.live?,
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, %service, "cannot read the service's history from the trail");
+                Vec::new()
             }
         }
     }
@@ -172,7 +209,7 @@ impl Engine {
                 environment: self.config.services.get(&service).map(|s| s.environment.clone()),
                 ..AuditEntry::new(RecordKind::Outcome)
             }
-            .outcome("interrupted")
+            .outcome(Verdict::Interrupted)
             .detail(why);
             match self.audit.append(record).await {
                 Ok(_) => {

@@ -2,7 +2,7 @@
 
 use super::Engine;
 use crate::approval::{self, PendingRequest, RequestState, VoteEffect};
-use crate::audit::{AuditEntry, RecordKind};
+use crate::audit::{AuditEntry, RecordKind, Verdict};
 use crate::chat::{ApprovalView, Reply};
 use crate::command::ParsedCommand;
 use crate::error::{Error, Result};
@@ -90,7 +90,7 @@ impl Engine {
         request: &PendingRequest,
         voter: &Actor,
         reply: &ReplyTarget,
-        outcome: &str,
+        outcome: Verdict,
         detail: String,
     ) -> AuditEntry {
         AuditEntry {
@@ -132,7 +132,7 @@ impl Engine {
                     &request,
                     voter,
                     reply,
-                    "refused",
+                    Verdict::Refused,
                     format!("{} vote refused: {refusal}", if approve { "approve" } else { "deny" }),
                 );
                 self.audit.append(record).await?;
@@ -147,9 +147,9 @@ impl Engine {
             _ => format!("{} ({have}/{})", if approve { "approved" } else { "denied" }, request.approvals_needed),
         };
         let outcome = match effect {
-            VoteEffect::Counted { .. } | VoteEffect::Approved => "approve",
-            VoteEffect::Denied => "deny",
-            VoteEffect::Withdrawn => "withdraw",
+            VoteEffect::Counted { .. } | VoteEffect::Approved => Verdict::Approve,
+            VoteEffect::Denied => Verdict::Deny,
+            VoteEffect::Withdrawn => Verdict::Withdraw,
         };
         self.store.put_pending(&request)?;
         self.audit.append(self.vote_entry(&request, voter, reply, outcome, detail)).await?;
@@ -198,7 +198,9 @@ impl Engine {
                         request.approvals_needed,
                         request.freeze.as_deref().unwrap_or("policy changed")
                     );
-                    self.audit.append(self.vote_entry(&request, last_voter, &target, "pending", text.clone())).await?;
+                    self.audit
+                        .append(self.vote_entry(&request, last_voter, &target, Verdict::Pending, text.clone()))
+                        .await?;
                     self.say(&target, Reply::Text(text)).await;
                     self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                     return Ok(());
@@ -227,14 +229,14 @@ impl Engine {
             ..AuditEntry::new(RecordKind::Decision)
         };
         if let Some(reason) = refusal {
-            self.audit.append(decision.outcome("invalidated").detail(reason.clone())).await?;
+            self.audit.append(decision.outcome(Verdict::Invalidated).detail(reason.clone())).await?;
             self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
             return Err(Error::Denied(format!("{} will not run: {reason}", request.id)));
         }
         self.audit
             .append(
                 decision
-                    .outcome("approved")
+                    .outcome(Verdict::Approved)
                     .detail(format!("{have}/{} approvals; policy re-checked", request.approvals_needed)),
             )
             .await?;
@@ -256,7 +258,7 @@ impl Engine {
             environment: Some(request.environment.clone()),
             ..AuditEntry::new(RecordKind::Expired)
         }
-        .outcome("expired")
+        .outcome(Verdict::Expired)
         .detail("no decision before the deadline; nothing ran");
         self.audit.append(record).await?;
         let config = self.config.clone();

@@ -176,7 +176,7 @@ proptest! {
             // The approvals that were counted are all from eligible non-requesters.
             let records = h.audit.read(&AuditQuery { request_id: Some("r-1".into()), ..Default::default() }).unwrap();
             let counted: BTreeSet<String> = records.iter()
-                .filter(|r| r.entry.kind == RecordKind::Vote && r.entry.outcome.as_deref() == Some("approve"))
+                .filter(|r| r.entry.kind == RecordKind::Vote && r.entry.outcome == Some(opsbot::audit::Verdict::Approve))
                 .filter_map(|r| r.entry.actor.clone())
                 .collect();
             for voter in &counted {

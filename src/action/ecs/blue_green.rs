@@ -151,12 +151,12 @@ impl Ecs {
                         return Err(ActionError::Failed(format!("{failure}; switched back: {} is live", live.name)));
                     }
                 }
-                Ok(Outcome { summary: format!("{} is live with {image} (was {})", idle.name, live.name) })
+                Ok(Outcome::new(format!("{} is live with {image} (was {})", idle.name, live.name)))
             }
             Action::Rollback { .. } => {
                 // The previous colour is still running: switch back at once.
                 self.shift(c, bg, &live, &idle, 100).await?;
-                Ok(Outcome { summary: format!("switched back: {} is live ({} idle)", idle.name, live.name) })
+                Ok(Outcome::new(format!("switched back: {} is live ({} idle)", idle.name, live.name)))
             }
             Action::Restart => {
                 timed(
@@ -165,7 +165,7 @@ impl Ecs {
                 )
                 .await?;
                 self.wait(c, t, &live.service, progress).await?;
-                Ok(Outcome { summary: format!("live colour {} restarted", live.name) })
+                Ok(Outcome::new(format!("live colour {} restarted", live.name)))
             }
             Action::Scale { replicas } => {
                 timed(
@@ -179,7 +179,7 @@ impl Ecs {
                 )
                 .await?;
                 self.wait(c, t, &live.service, progress).await?;
-                Ok(Outcome { summary: format!("live colour {} runs {replicas} tasks", live.name) })
+                Ok(Outcome::new(format!("live colour {} runs {replicas} tasks", live.name)))
             }
         }
     }

@@ -414,9 +414,11 @@ impl Ecs {
                 }
                 .await;
                 match result {
-                    Ok(()) => Ok(Outcome {
-                        summary: format!("{} runs {image} ({})", service.name, arn.rsplit('/').next().unwrap_or(&arn)),
-                    }),
+                    Ok(()) => Ok(Outcome::new(format!(
+                        "{} runs {image} ({})",
+                        service.name,
+                        arn.rsplit('/').next().unwrap_or(&arn)
+                    ))),
                     Err(failure) if t.auto_rollback => {
                         progress
                             .report(format!("deploy failed ({failure}); rolling back to {}", family_revision(&current)))
@@ -449,14 +451,12 @@ impl Ecs {
                 let definition = self.task_definition(&c, &format!("{family}:{wanted}")).await?;
                 let arn = definition.task_definition_arn.clone().unwrap_or_default();
                 self.roll_to(&c, &t, ecs_service, &arn, progress).await?;
-                Ok(Outcome {
-                    summary: format!(
-                        "{} rolled back to {} ({})",
-                        service.name,
-                        family_revision(&definition),
-                        image_of(&definition, t.container).unwrap_or("?")
-                    ),
-                })
+                Ok(Outcome::new(format!(
+                    "{} rolled back to {} ({})",
+                    service.name,
+                    family_revision(&definition),
+                    image_of(&definition, t.container).unwrap_or("?")
+                )))
             }
             Action::Restart => {
                 timed(
@@ -466,7 +466,7 @@ impl Ecs {
                 .await?;
                 progress.report(format!("{ecs_service}: new deployment forced")).await;
                 self.wait(&c, &t, ecs_service, progress).await?;
-                Ok(Outcome { summary: format!("{} restarted ({})", service.name, family_revision(&current)) })
+                Ok(Outcome::new(format!("{} restarted ({})", service.name, family_revision(&current))))
             }
             Action::Scale { replicas } => {
                 if live.desired_count != *replicas as i32 {
@@ -483,7 +483,7 @@ impl Ecs {
                 }
                 progress.report(format!("{ecs_service}: desired count {replicas}")).await;
                 self.wait(&c, &t, ecs_service, progress).await?;
-                Ok(Outcome { summary: format!("{} runs {replicas} tasks", service.name) })
+                Ok(Outcome::new(format!("{} runs {replicas} tasks", service.name)))
             }
         }
     }

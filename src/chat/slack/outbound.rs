@@ -5,7 +5,7 @@
 
 use super::api::{ApiError, SlackApi};
 use super::blocks::{approval_card, mentions_in, split, MAX_TEXT};
-use crate::audit::BoxFuture;
+use crate::audit::{BoxFuture, Verdict};
 use crate::chat::{ChatError, ChatSink, Reply};
 use crate::event::ReplyTarget;
 use crate::metrics::Metrics;
@@ -285,11 +285,15 @@ impl Delivery<'_> {
                     }
                 }
             }
-            Reply::Outcome { request_id, success, text } => {
+            Reply::Outcome { request_id, verdict, text } => {
                 let followed = self.inner.with_threads(|t| t.remove(&request_id));
                 // After a restart the thread is known only from the stored card.
                 let root = followed.and_then(|f| f.root.or(f.card)).or_else(|| self.stored_card_of(&request_id));
-                let mark = if success { ":white_check_mark:" } else { ":x:" };
+                let mark = match verdict {
+                    Verdict::Succeeded => ":white_check_mark:",
+                    Verdict::Unknown => ":grey_question:",
+                    _ => ":x:",
+                };
                 self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
             }
         }
