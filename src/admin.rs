@@ -3,25 +3,43 @@
 //! sled holds an exclusive lock on the data directory, so while the bot runs no
 //! other process can open the store. The running bot therefore listens on
 //! `<data_dir>/admin.sock` (mode 0600, same user only) and answers `verify`,
-//! `export` and `tail` itself. When no bot is running, the CLI opens the store
-//! directly. Either way the user runs the same command.
+//! `export`, `tail` and `checkpoint` itself. When no bot is running, the CLI
+//! opens the store directly — read-only for `verify`, `export` and `tail`,
+//! which never write. Either way the user runs the same command.
+//!
+//! Reading the whole trail happens on a blocking thread and streams through a
+//! small bounded channel, so an export of millions of records neither blocks
+//! the bot's async runtime nor holds more than a few chunks in memory.
 
-use crate::audit::{AuditLog, AuditQuery, AuditRecord};
+use crate::audit::checkpoint::{self, PublicKey};
+use crate::audit::sled_log::Trail;
+use crate::audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, RecordKind};
+use crate::checkpoints::Checkpointer;
 use crate::error::{Error, Result};
-use crate::store::{Store, StoreError};
+use crate::store::{ReadOnly, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 const SOCKET: &str = "admin.sock";
+/// Export streams in chunks of about this size, a few at a time.
+const CHUNK: usize = 64 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum AdminRequest {
-    Verify,
+    /// Verify the chain; also report the hashes of records `at` (checkpoints).
+    Verify {
+        #[serde(default)]
+        at: Vec<u64>,
+    },
     Export {
         service: Option<String>,
         request_id: Option<String>,
@@ -33,6 +51,8 @@ enum AdminRequest {
         last: usize,
         after_seq: Option<u64>,
     },
+    /// Make and publish a checkpoint now.
+    Checkpoint,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +62,23 @@ struct VerifyAnswer {
     head: String,
     failed_seq: Option<u64>,
     problem: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    hashes: BTreeMap<u64, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointAnswer {
+    line: Option<String>,
+    error: Option<String>,
+}
+
+/// What the admin socket serves from.
+#[derive(Clone)]
+pub struct AdminContext {
+    pub store: Store,
+    pub checkpoints: Option<Arc<Checkpointer>>,
 }
 
 /// A running admin listener; removed on [`AdminServer::stop`].
@@ -58,8 +95,9 @@ impl AdminServer {
 }
 
 /// Starts the listener. The caller holds the store's lock, so a socket file
-/// already there is stale and is replaced.
-pub fn serve(data_dir: &Path, store: Store) -> Result<AdminServer> {
+/// already there is stale and is replaced. Connections are served by tasks
+/// of `tracker`, so shutdown can wait for them.
+pub fn serve(data_dir: &Path, context: AdminContext, tracker: tokio_util::task::TaskTracker) -> Result<AdminServer> {
     let path = data_dir.join(SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -71,9 +109,9 @@ pub fn serve(data_dir: &Path, store: Store) -> Result<AdminServer> {
     }
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = answer(stream, store).await {
+            let context = context.clone();
+            tracker.spawn(async move {
+                if let Err(e) = answer(stream, context).await {
                     tracing::debug!(error = %e, "admin connection ended");
                 }
             });
@@ -82,7 +120,52 @@ pub fn serve(data_dir: &Path, store: Store) -> Result<AdminServer> {
     Ok(AdminServer { task, path })
 }
 
-async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("serialises");
+    line.push(b'\n');
+    line
+}
+
+/// Streams the records `query` matches (after `after`) as JSON lines into
+/// `tx`, from a blocking thread; returns the last sequence number sent.
+fn stream_records(
+    audit: Arc<dyn AuditLog>,
+    query: AuditQuery,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> tokio::task::JoinHandle<Result<u64, crate::audit::AuditError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut last = query.after_seq.unwrap_or(0);
+        let mut open = true;
+        audit.each(&query, &mut |record| {
+            last = record.seq;
+            chunk.extend_from_slice(&json_line(&record));
+            if chunk.len() >= CHUNK {
+                open = tx.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_ok();
+            }
+            open
+        })?;
+        if open && !chunk.is_empty() {
+            let _ = tx.blocking_send(chunk);
+        }
+        Ok(last)
+    })
+}
+
+async fn send_stream(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    audit: Arc<dyn AuditLog>,
+    query: AuditQuery,
+) -> std::io::Result<u64> {
+    let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let producer = stream_records(audit, query, tx);
+    while let Some(chunk) = rx.recv().await {
+        write.write_all(&chunk).await?;
+    }
+    producer.await.map_err(std::io::Error::other)?.map_err(std::io::Error::other)
+}
+
+async fn answer(stream: UnixStream, context: AdminContext) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
@@ -90,69 +173,93 @@ async fn answer(stream: UnixStream, store: Store) -> std::io::Result<()> {
     };
     let request: AdminRequest =
         serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let audit = store.audit();
-    let send = |record: &AuditRecord| {
-        let mut line = serde_json::to_vec(record).expect("record serialises");
-        line.push(b'\n');
-        line
-    };
+    let store = context.store.clone();
+    let audit: Arc<dyn AuditLog> = store.audit();
     match request {
-        AdminRequest::Verify => {
-            let answer = verify_answer(&store);
-            let mut line = serde_json::to_vec(&answer)?;
-            line.push(b'\n');
-            write.write_all(&line).await?;
+        AdminRequest::Verify { at } => {
+            let trail = store.audit().trail().clone();
+            let answer = tokio::task::spawn_blocking(move || verify_answer(&trail, &at.into_iter().collect()))
+                .await
+                .map_err(std::io::Error::other)?;
+            write.write_all(&json_line(&answer)).await?;
         }
-        AdminRequest::Export { service, request_id, since, limit } => {
-            let query = AuditQuery { service, request_id, since, limit, ..Default::default() };
+        AdminRequest::Export { service, request_id, since, limit: Some(limit) } => {
+            let query = AuditQuery { service, request_id, since, limit: Some(limit), ..Default::default() };
             for record in audit.read(&query).map_err(std::io::Error::other)? {
-                write.write_all(&send(&record)).await?;
+                write.write_all(&json_line(&record)).await?;
             }
+        }
+        AdminRequest::Export { service, request_id, since, limit: None } => {
+            let query = AuditQuery { service, request_id, since, ..Default::default() };
+            send_stream(&mut write, audit, query).await?;
         }
         AdminRequest::Tail { last, after_seq } => {
             // Subscribe before reading, so nothing committed in between is lost.
             let mut live = audit.subscribe();
-            let mut seen = 0;
-            let backlog = match after_seq {
-                Some(after) => AuditQuery { after_seq: Some(after), ..Default::default() },
-                None => AuditQuery { limit: Some(last), ..Default::default() },
+            let mut seen = match after_seq {
+                Some(after) => {
+                    let query = AuditQuery { after_seq: Some(after), ..Default::default() };
+                    send_stream(&mut write, audit.clone(), query).await?
+                }
+                None => {
+                    let mut seen = 0;
+                    for record in audit
+                        .read(&AuditQuery { limit: Some(last), ..Default::default() })
+                        .map_err(std::io::Error::other)?
+                    {
+                        seen = record.seq;
+                        write.write_all(&json_line(&record)).await?;
+                    }
+                    seen
+                }
             };
-            for record in audit.read(&backlog).map_err(std::io::Error::other)? {
-                seen = record.seq;
-                write.write_all(&send(&record)).await?;
-            }
             loop {
                 match live.recv().await {
                     Ok(record) if record.seq > seen => {
                         seen = record.seq;
-                        write.write_all(&send(&record)).await?;
+                        write.write_all(&json_line(&record)).await?;
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        for record in audit
-                            .read(&AuditQuery { after_seq: Some(seen), ..Default::default() })
-                            .map_err(std::io::Error::other)?
-                        {
-                            seen = record.seq;
-                            write.write_all(&send(&record)).await?;
-                        }
+                        let query = AuditQuery { after_seq: Some(seen), ..Default::default() };
+                        seen = send_stream(&mut write, audit.clone(), query).await?;
                     }
                     Err(_) => return Ok(()),
                 }
             }
         }
+        AdminRequest::Checkpoint => {
+            let answer = match &context.checkpoints {
+                None => CheckpointAnswer { line: None, error: Some(no_key()) },
+                Some(checkpoints) => match checkpoints.checkpoint(true).await {
+                    Ok(made) => CheckpointAnswer { line: made.map(|c| c.line()), error: None },
+                    Err(e) => CheckpointAnswer { line: None, error: Some(e.to_string()) },
+                },
+            };
+            write.write_all(&json_line(&answer)).await?;
+        }
     }
     write.shutdown().await
 }
 
-fn verify_answer(store: &Store) -> VerifyAnswer {
-    match store.verify_audit() {
+fn no_key() -> String {
+    format!(
+        "checkpoints are off: no signing key (set {} or [audit] key_file; `opsbot audit keygen` makes one)",
+        crate::checkpoints::KEY_VARIABLE
+    )
+}
+
+fn verify_answer(trail: &Trail, at: &BTreeSet<u64>) -> VerifyAnswer {
+    let (result, hashes) = trail.verify_at(at);
+    match result {
         Ok(summary) => VerifyAnswer {
             ok: true,
             records: summary.records,
             head: summary.head_hash,
             failed_seq: None,
             problem: None,
+            note: summary.note,
+            hashes,
         },
         Err(failure) => VerifyAnswer {
             ok: false,
@@ -160,24 +267,20 @@ fn verify_answer(store: &Store) -> VerifyAnswer {
             head: String::new(),
             failed_seq: Some(failure.seq),
             problem: Some(failure.problem),
+            note: None,
+            hashes,
         },
     }
 }
 
 /// Where the CLI reads the trail from.
 enum Source {
-    Direct(Store),
+    Direct(ReadOnly),
     Running(PathBuf),
 }
 
 fn source(data_dir: &Path) -> Result<Source> {
-    if !data_dir.exists() {
-        return Err(Error::Io(format!(
-            "no store at {}: nothing has been recorded there yet (check --config or --data-dir)",
-            data_dir.display()
-        )));
-    }
-    match Store::open(data_dir) {
+    match ReadOnly::open(data_dir) {
         Ok(store) => Ok(Source::Direct(store)),
         Err(StoreError::Locked { .. }) => Ok(Source::Running(data_dir.join(SOCKET))),
         Err(e) => Err(e.into()),
@@ -195,31 +298,61 @@ async fn ask(
         ))
     })?;
     let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(request).expect("request serialises");
-    line.push(b'\n');
-    write.write_all(&line).await?;
+    write.write_all(&json_line(request)).await?;
     Ok(BufReader::new(read).lines())
 }
 
-/// `opsbot audit verify`: Ok(true) if the chain is intact. Prints the result.
-pub async fn verify(data_dir: &Path) -> Result<bool> {
+async fn ask_one<T: serde::de::DeserializeOwned>(socket: &Path, request: &AdminRequest) -> Result<T> {
+    let mut lines = ask(socket, request).await?;
+    let line =
+        lines.next_line().await?.ok_or_else(|| Error::Io("the running opsbot closed the admin socket".into()))?;
+    serde_json::from_str(&line).map_err(|e| Error::Io(e.to_string()))
+}
+
+/// What `audit verify --checkpoints FILE` checks against.
+pub struct CheckpointCheck {
+    pub file: PathBuf,
+    pub trusted: Vec<PublicKey>,
+}
+
+/// `opsbot audit verify`: Ok(true) if the chain is intact (and extends every
+/// checkpoint given). Prints the result. Never writes to the store.
+pub async fn verify(data_dir: &Path, checkpoints: Option<CheckpointCheck>) -> Result<bool> {
+    let mut problems = Vec::new();
+    let mut wanted = Vec::new();
+    if let Some(check) = &checkpoints {
+        let text = std::fs::read_to_string(&check.file)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", check.file.display())))?;
+        if check.trusted.is_empty() {
+            return Err(Error::Io(
+                "no trusted public key to check checkpoints with: pass --public-key, or set [audit] public_keys, OPSBOT_AUDIT_KEY or [audit] key_file".into(),
+            ));
+        }
+        for (line, found) in checkpoint::find_all(&text) {
+            match found.and_then(|c| c.check_signature(&check.trusted).map(|()| c)) {
+                Ok(c) => wanted.push((line, c)),
+                Err(e) => problems.push(format!("{}:{line}: {e}", check.file.display())),
+            }
+        }
+        if wanted.is_empty() && problems.is_empty() {
+            problems.push(format!("{} holds no checkpoint", check.file.display()));
+        }
+    }
+    let at: BTreeSet<u64> = wanted.iter().map(|(_, c)| c.seq).collect();
     let answer = match source(data_dir)? {
         Source::Direct(store) => {
-            let answer = verify_answer(&store);
-            store.audit().close();
-            answer
+            let trail = store.trail.clone();
+            tokio::task::spawn_blocking(move || verify_answer(&trail, &at))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))?
         }
-        Source::Running(socket) => {
-            let mut lines = ask(&socket, &AdminRequest::Verify).await?;
-            let line = lines
-                .next_line()
-                .await?
-                .ok_or_else(|| Error::Io("the running opsbot closed the admin socket".into()))?;
-            serde_json::from_str(&line).map_err(|e| Error::Io(e.to_string()))?
-        }
+        Source::Running(socket) => ask_one(&socket, &AdminRequest::Verify { at: at.into_iter().collect() }).await?,
     };
     if answer.ok {
         println!("audit trail intact: {} record(s), head hash {}", answer.records, answer.head);
+        if let Some(note) = &answer.note {
+            println!("note: {note}");
+        }
     } else {
         println!(
             "audit trail BROKEN at record {}: {}",
@@ -227,31 +360,84 @@ pub async fn verify(data_dir: &Path) -> Result<bool> {
             answer.problem.as_deref().unwrap_or("unknown problem")
         );
     }
-    Ok(answer.ok)
+    let mut extended = 0;
+    for (line, c) in &wanted {
+        match answer.hashes.get(&c.seq) {
+            Some(hash) if *hash == c.hash => extended += 1,
+            Some(_) => problems.push(format!(
+                "checkpoint of record {} (line {line}, signed {}): the trail's record {} has a different hash — the trail was rewritten after this checkpoint",
+                c.seq, c.at, c.seq
+            )),
+            None => problems.push(format!(
+                "checkpoint of record {} (line {line}, signed {}): the trail does not reach record {} intact — records were removed or the chain breaks before it",
+                c.seq, c.at, c.seq
+            )),
+        }
+    }
+    if checkpoints.is_some() {
+        for problem in &problems {
+            println!("checkpoint FAILED: {problem}");
+        }
+        if problems.is_empty() {
+            let latest = wanted.iter().map(|(_, c)| c).max_by_key(|c| c.seq).expect("at least one");
+            println!(
+                "the trail extends all {extended} checkpoint(s); the latest covers records 1–{} (signed {})",
+                latest.seq, latest.at
+            );
+        }
+    }
+    Ok(answer.ok && problems.is_empty())
 }
 
-/// `opsbot audit export`: JSON lines on stdout.
+/// Writes every record matching `query` to `out`, straight from the store.
+fn export_direct(trail: &Trail, query: &AuditQuery, out: &mut impl Write) -> Result<()> {
+    let mut failed = None;
+    trail.each(query, &mut |record: AuditRecord| match serde_json::to_writer(&mut *out, &record)
+        .map_err(std::io::Error::other)
+        .and_then(|_| out.write_all(b"\n"))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })?;
+    match failed {
+        // A closed pipe (`| head`) ends the export quietly.
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(e.into()),
+        None => Ok(out.flush()?),
+    }
+}
+
+/// `opsbot audit export`: JSON lines on stdout, streamed (memory stays flat
+/// whatever the trail's size). Never writes to the store.
 pub async fn export(
     data_dir: &Path,
     service: Option<String>,
     request_id: Option<String>,
     since: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     match source(data_dir)? {
         Source::Direct(store) => {
-            let query = AuditQuery { service, request_id, since, ..Default::default() };
-            for record in store.audit().read(&query)? {
-                serde_json::to_writer(&mut out, &record).map_err(|e| Error::Io(e.to_string()))?;
-                out.write_all(b"\n")?;
+            if let crate::audit::end::End::Broken { problem } = store.trail.end()? {
+                eprintln!("opsbot: the trail's end is damaged ({problem}); exporting every stored record");
             }
-            store.audit().close();
+            let query = AuditQuery { service, request_id, since, ..Default::default() };
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
+                export_direct(&store.trail, &query, &mut out)
+            })
+            .await
+            .map_err(|e| Error::Io(e.to_string()))??;
         }
         Source::Running(socket) => {
             let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
+            let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
             while let Some(line) = lines.next_line().await? {
                 writeln!(out, "{line}")?;
             }
+            out.flush()?;
         }
     }
     Ok(())
@@ -266,12 +452,11 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
     let mut after_seq = None;
     match source(data_dir)? {
         Source::Direct(store) => {
-            let records = store.audit().read(&AuditQuery { limit: Some(last), ..Default::default() })?;
+            let records = store.trail.read(&AuditQuery { limit: Some(last), ..Default::default() })?;
             for record in &records {
                 print(&serde_json::to_string(record).map_err(|e| Error::Io(e.to_string()))?);
             }
             after_seq = Some(records.last().map(|r| r.seq).unwrap_or(0));
-            store.audit().close();
             drop(store);
             if !follow {
                 return Ok(());
@@ -279,9 +464,8 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
             eprintln!("opsbot audit tail: no opsbot is running on {}; waiting for one to start", data_dir.display());
         }
         Source::Running(socket) if !follow => {
-            let mut lines =
-                ask(&socket, &AdminRequest::Export { service: None, request_id: None, since: None, limit: Some(last) })
-                    .await?;
+            let request = AdminRequest::Export { service: None, request_id: None, since: None, limit: Some(last) };
+            let mut lines = ask(&socket, &request).await?;
             while let Some(line) = lines.next_line().await? {
                 print(&line);
             }
@@ -300,5 +484,74 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `opsbot audit repair`: see [`crate::audit::sled_log::repair`]. Needs the
+/// bot stopped. Records what it did in the trail. Ok(true) if the trail is
+/// sound afterwards.
+pub async fn repair(data_dir: &Path) -> Result<bool> {
+    let repaired = match crate::store::repair(data_dir) {
+        Err(StoreError::Locked { .. }) => {
+            return Err(Error::Io("an opsbot is running on this store: stop it first, then repair".into()))
+        }
+        Err(StoreError::Audit(crate::audit::AuditError::Damaged(problem))) => {
+            println!("audit trail NOT repaired: {problem}");
+            return Ok(false);
+        }
+        other => other?,
+    };
+    let Some(problem) = repaired.problem else {
+        println!("audit trail sound: {} record(s), nothing to repair", repaired.records);
+        return Ok(true);
+    };
+    let mark =
+        |head: &Option<crate::audit::chain::Head>| head.as_ref().map(|h| h.seq.to_string()).unwrap_or("none".into());
+    let detail = format!(
+        "audit repair: {problem}; the head said {}, the committed mark {}; the chain verifies from record 1 to {} and every record was kept; head and marks now name record {}",
+        mark(&repaired.was_head),
+        mark(&repaired.was_committed),
+        repaired.records,
+        repaired.records
+    );
+    // The repair itself goes on the record.
+    let store = Store::open(data_dir)?;
+    let audit: Arc<dyn AuditLog> = store.audit();
+    audit.append(AuditEntry::new(RecordKind::System).detail(detail.clone())).await?;
+    store.audit().close();
+    println!("audit trail repaired: {detail}");
+    Ok(true)
+}
+
+/// `opsbot audit checkpoint`: a signed checkpoint now, printed as a line.
+pub async fn checkpoint(data_dir: &Path, config: &crate::config::Config) -> Result<bool> {
+    let answer = match source(data_dir) {
+        Ok(Source::Running(socket)) => ask_one::<CheckpointAnswer>(&socket, &AdminRequest::Checkpoint).await?,
+        Ok(Source::Direct(read)) => {
+            drop(read);
+            let Some(signer) = crate::checkpoints::signer(&config.audit)? else {
+                return Err(Error::Io(no_key()));
+            };
+            let store = Store::open_with(data_dir, config.durability)?;
+            let checkpoints = Checkpointer::new(signer, config.audit.clone(), store.audit(), None);
+            let made = checkpoints.checkpoint(true).await;
+            store.audit().close();
+            match made {
+                Ok(made) => CheckpointAnswer { line: made.map(|c| c.line()), error: None },
+                Err(e) => CheckpointAnswer { line: None, error: Some(e.to_string()) },
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    match answer {
+        CheckpointAnswer { error: Some(e), .. } => Err(Error::Io(e)),
+        CheckpointAnswer { line: Some(line), .. } => {
+            println!("{line}");
+            Ok(true)
+        }
+        _ => {
+            println!("the trail is empty: nothing to checkpoint");
+            Ok(true)
+        }
     }
 }

@@ -5,12 +5,14 @@
 use crate::admin;
 use crate::audit::{AuditEntry, RecordKind};
 use crate::chat::console::{self, ConsoleSink};
+use crate::checkpoints::Checkpointer;
 use crate::clock::SystemClock;
 use crate::config::Loaded;
 use crate::engine::{Engine, Executors, Parts};
 use crate::error::Result;
 use crate::event::Actor;
 use crate::store::Store;
+use crate::tasks::Tasks;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,14 +53,34 @@ pub async fn shutdown_signal() {
 }
 
 /// Expires due approval requests and old dedup keys once a second.
-fn spawn_ticker(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+fn spawn_ticker(tasks: &Tasks, engine: Arc<Engine>) {
+    tasks.spawn_loop("ticker", |stop| async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
-            every.tick().await;
-            engine.tick().await;
+            tokio::select! {
+                _ = every.tick() => engine.tick().await,
+                _ = stop.cancelled() => return,
+            }
         }
-    })
+    });
+}
+
+/// Makes a checkpoint every `checkpoint_every` while the trail grows.
+fn spawn_checkpoints(tasks: &Tasks, checkpoints: Arc<Checkpointer>) {
+    tasks.spawn_loop("checkpoints", |stop| async move {
+        let mut every = tokio::time::interval(checkpoints.every());
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Err(e) = checkpoints.checkpoint(false).await {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// What `console` and `serve` share: the engine over an open store, recovered
@@ -68,7 +90,7 @@ struct Running {
     engine: Arc<Engine>,
     store: Store,
     admin: admin::AdminServer,
-    ticker: tokio::task::JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Running {
@@ -81,38 +103,68 @@ impl Running {
         store: Store,
         chat: Arc<dyn crate::chat::ChatSink>,
         metrics: Arc<crate::metrics::Metrics>,
+        tasks: Tasks,
     ) -> Result<Running> {
         let data_dir = config.data_dir.clone();
-        // The trail says which durability its records had from here on.
-        let durability = config.durability.name();
+        let signer = crate::checkpoints::signer(&config.audit)?;
+        let audit_settings = config.audit.clone();
+        // The trail says which durability its records had from here on, and
+        // whether checkpoints anchor it.
+        let mut started = format!(
+            "opsbot {name} started (durability: {}; checkpoints: {})",
+            config.durability.name(),
+            match &signer {
+                Some(s) => format!("signed by {}", s.public().hex()),
+                None => "off".into(),
+            }
+        );
+        if let Some(leftover) = store.audit().recovered() {
+            started.push_str(&format!("; recovered after a crash: {}", leftover.describe()));
+        }
+        if signer.is_none() {
+            tracing::warn!(
+                "no audit key ({} or [audit] key_file): checkpoints are off, so a consistent rewrite of the whole store could not be detected",
+                crate::checkpoints::KEY_VARIABLE
+            );
+        }
         let engine = Engine::new(Parts {
             executors: Executors::from_config(&config),
             config,
             registry,
             store: store.clone(),
             audit: store.audit(),
-            chat,
+            chat: chat.clone(),
             clock: Arc::new(SystemClock),
             metrics,
         });
-        engine.audit().append(system_record(&format!("opsbot {name} started (durability: {durability})"))).await?;
+        engine.audit().append(system_record(&started)).await?;
         engine.recover().await;
         engine.tick().await;
-        let admin = admin::serve(&data_dir, store.clone())?;
-        let ticker = spawn_ticker(engine.clone());
-        Ok(Running { name, engine, store, admin, ticker })
+        let checkpoints = signer
+            .map(|signer| Arc::new(Checkpointer::new(signer, audit_settings, engine.audit().clone(), Some(chat))));
+        let context = admin::AdminContext { store: store.clone(), checkpoints: checkpoints.clone() };
+        let admin = admin::serve(&data_dir, context, tasks.tracker())?;
+        spawn_ticker(&tasks, engine.clone());
+        if let Some(checkpoints) = checkpoints {
+            spawn_checkpoints(&tasks, checkpoints);
+        }
+        Ok(Running { name, engine, store, admin, tasks })
     }
 
     /// Stops the tick and lets running actions finish and be audited.
     async fn stop_actions(&self) {
-        self.ticker.abort();
+        self.tasks.stopping().cancel();
         self.engine.shutdown(SHUTDOWN_GRACE).await;
     }
 
-    /// Records the stop, closes the admin socket and flushes the trail.
+    /// Records the stop, closes the admin socket, waits for every task and
+    /// flushes the trail.
     async fn finish(self) -> Result<()> {
         self.engine.audit().append(system_record(&format!("opsbot {} stopped", self.name))).await?;
         self.admin.stop();
+        if !self.tasks.shutdown(Duration::from_secs(5)).await {
+            tracing::warn!("some background tasks were still running at shutdown");
+        }
         self.store.audit().close();
         Ok(())
     }
@@ -123,7 +175,8 @@ pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Store::open_with(&config.data_dir, config.durability)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let running = Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics).await?;
+    let running =
+        Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics, Tasks::default()).await?;
     let interactive = std::io::stdin().is_terminal();
     let channel = format!("console:{}", options.channel);
     tokio::select! {
@@ -201,14 +254,14 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         slack_api = Some(api);
     }
     let slack_mode = config.slack.as_ref().map(|s| s.mode);
-    let running = Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics).await?;
+    let tasks = Tasks::default();
+    let running =
+        Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics, tasks.clone()).await?;
     let engine = running.engine.clone();
 
-    let mut readiness = Readiness::default();
+    let mut readiness = Readiness { tasks: tasks.health(), ..Default::default() };
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
-    let stop = tokio_util::sync::CancellationToken::new();
     let mut slack_ingress = None;
-    let mut socket_task = None;
     if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
         let verifier = signing.as_deref().map(Verifier::new);
         let names = slack_api
@@ -222,7 +275,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         if let (true, Some(app), Some(api)) = (mode.socket(), app, slack_api.clone()) {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
             readiness.slack_socket = Some(connected.clone());
-            socket_task = Some(tokio::spawn(socket::run(ingress, api, app, connected, stop.clone())));
+            tasks.spawn_loop("slack socket mode", move |stop| socket::run(ingress, api, app, connected, stop));
         }
     }
     let state = AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness) };
@@ -236,10 +289,6 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     // Intake has stopped. Let running actions reach their end and be audited,
     // deliver what is queued for Slack, then flush.
     tracing::info!("shutting down: waiting for running actions");
-    stop.cancel();
-    if let Some(task) = socket_task {
-        let _ = task.await;
-    }
     running.stop_actions().await;
     if let Some(sink) = slack_sink {
         if !sink.drain(Duration::from_secs(10)).await {

@@ -66,6 +66,15 @@ impl Error {
         }
     }
 
+    /// The audit trail's end is not one a crash leaves (see `audit repair`).
+    pub fn is_damaged_trail(&self) -> bool {
+        matches!(
+            self,
+            Error::Audit(AuditError::Damaged(_))
+                | Error::Store(crate::store::StoreError::Audit(AuditError::Damaged(_)))
+        )
+    }
+
     /// Whether this is the user's doing (logged at debug) or the bot's (error).
     pub fn is_internal(&self) -> bool {
         matches!(self, Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_))

@@ -36,6 +36,7 @@ pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod chat;
+pub mod checkpoints;
 pub mod clock;
 pub mod command;
 pub mod config;
@@ -47,5 +48,6 @@ pub mod names;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod tasks;
 
 pub use error::{Error, Result};

@@ -24,6 +24,8 @@ static MALLOC_CONF: &[u8; 62] = b"narenas:1,tcache_max:4096,dirty_decay_ms:500,m
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
+/// sysexits' EX_DATAERR: the audit trail is damaged (see `opsbot audit repair`).
+const EXIT_DAMAGED: u8 = 65;
 
 #[derive(Parser)]
 #[command(
@@ -84,8 +86,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; name the first bad record. Exit 1 if broken.
-    Verify,
+    /// Walk the hash chain; name the first bad record. Exit 1 if broken. Never writes.
+    Verify {
+        /// Also prove the trail extends every signed checkpoint in this file
+        /// (checkpoint lines, or logs and chat exports that contain them).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// A public key to trust for checkpoints (64 hex), besides [audit] public_keys.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// Make the trail open again after its head or marks were lost or moved,
+    /// keeping every record (the bot must be stopped). Exit 1 if it cannot.
+    Repair,
+    /// Sign the trail's head now and publish it (see [audit] in the config).
+    Checkpoint,
+    /// Print a new audit signing key (for OPSBOT_AUDIT_KEY or [audit] key_file) and its public key.
+    Keygen,
     /// Write records as JSON lines.
     Export {
         /// Only records at or after this time (RFC 3339) or this long ago (e.g. 24h).
@@ -181,7 +198,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code and message for what a long-running command ended with.
+fn finished(result: opsbot::Result<()>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(opsbot::Error::Config(problems)) => {
+            eprint!("{problems}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) if e.is_damaged_trail() => {
+            eprintln!(
+                "opsbot: {e}\nopsbot will not write to a trail in this state. `opsbot audit verify` shows what is wrong; `opsbot audit repair` (with the bot stopped) restores it and keeps every record (docs/audit.md)."
+            );
+            Ok(ExitCode::from(EXIT_DAMAGED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn keygen() -> anyhow::Result<ExitCode> {
+    use opsbot::audit::checkpoint::Signer;
+    let seed = Signer::generate_seed_hex().map_err(anyhow::Error::msg)?;
+    let public = Signer::from_seed_hex(&seed).map_err(anyhow::Error::msg)?.public();
+    println!("# private signing key: keep it out of the data directory (OPSBOT_AUDIT_KEY, or a file named by [audit] key_file)");
+    println!("{seed}");
+    println!("# public key, for [audit] public_keys and `audit verify --public-key`:");
+    println!("{}", public.hex());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Needs no configuration: a key is made before it is configured.
+    if matches!(cli.command, Command::Audit { command: AuditCommand::Keygen }) {
+        return keygen();
+    }
     let loaded = match load(&cli) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -218,22 +268,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Tokio reads stdin on a blocking thread that stays parked in read()
             // after a signal; everything is flushed by now, so do not wait for it.
             runtime.shutdown_background();
-            result?;
-            Ok(ExitCode::SUCCESS)
+            finished(result)
         }
         Command::Serve { listen } => {
             let result = runtime.block_on(opsbot::app::serve(loaded, opsbot::app::ServeOptions { listen }));
             runtime.shutdown_background();
-            match result {
-                Err(opsbot::Error::Config(problems)) => {
-                    eprint!("{problems}");
-                    Ok(ExitCode::from(EXIT_CONFIG))
-                }
-                other => {
-                    other?;
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
+            finished(result)
         }
         Command::SlackManifest { url, name } => {
             if let Some(url) = &url {
@@ -246,10 +286,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => match command {
-            AuditCommand::Verify => {
-                let intact = runtime.block_on(opsbot::admin::verify(&data_dir))?;
+            AuditCommand::Verify { checkpoints, public_keys } => {
+                let check = match checkpoints {
+                    None => None,
+                    Some(file) => {
+                        let extra = public_keys
+                            .iter()
+                            .map(|k| opsbot::audit::checkpoint::PublicKey::parse(k))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+                        let trusted = opsbot::checkpoints::trusted_keys(&loaded.config.audit, &extra)?;
+                        Some(opsbot::admin::CheckpointCheck { file, trusted })
+                    }
+                };
+                let intact = runtime.block_on(opsbot::admin::verify(&data_dir, check))?;
                 Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
+            AuditCommand::Repair => {
+                let sound = runtime.block_on(opsbot::admin::repair(&data_dir))?;
+                Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            AuditCommand::Checkpoint => {
+                runtime.block_on(opsbot::admin::checkpoint(&data_dir, &loaded.config))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Keygen => keygen(),
             AuditCommand::Export { since, service, request } => {
                 let since = since.as_deref().map(parse_since).transpose()?;
                 let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));

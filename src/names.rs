@@ -5,7 +5,7 @@
 //! a label. Adapters learn names (Slack through `users.info`) and tell the
 //! registry; every audit record about a known actor then carries `actor_name`.
 
-use crate::audit::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture};
+use crate::audit::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, Effect};
 use crate::event::Actor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,17 +42,25 @@ pub struct Named {
 }
 
 impl AuditLog for Named {
-    fn append_all(&self, mut entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+    fn commit(
+        &self,
+        mut entries: Vec<AuditEntry>,
+        then: Option<Effect>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         for entry in &mut entries {
             if entry.actor_name.is_none() {
                 entry.actor_name = entry.actor.as_deref().and_then(|a| self.names.get(a));
             }
         }
-        self.inner.append_all(entries)
+        self.inner.commit(entries, then)
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         self.inner.read(query)
+    }
+
+    fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
+        self.inner.each(query, visit)
     }
 
     fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {

@@ -7,7 +7,7 @@
 
 use super::{AuditEntry, AuditRecord};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -32,38 +32,54 @@ pub fn seal(seq: u64, ts: DateTime<Utc>, entry: AuditEntry, prev: &str) -> (Audi
     (AuditRecord { seq, ts, entry, prev: prev.to_string(), hash }, stored)
 }
 
-/// Reads a stored value back, checking its own hash.
-pub fn open(stored: &[u8]) -> Result<AuditRecord, String> {
+/// Checks a stored record's own hash; returns the hash and the body.
+fn checked(stored: &[u8]) -> Result<([u8; 32], &[u8]), String> {
     if stored.len() < 64 {
         return Err("record is truncated".into());
     }
     let (hash, body) = stored.split_at(64);
-    let hash = std::str::from_utf8(hash).map_err(|_| "stored hash is not text".to_string())?;
-    let actual = hex::encode(Sha256::digest(body));
-    if actual != hash {
+    let mut claimed = [0u8; 32];
+    hex::decode_to_slice(hash, &mut claimed).map_err(|_| "its stored hash is not hex".to_string())?;
+    let actual: [u8; 32] = Sha256::digest(body).into();
+    if actual != claimed {
         return Err(format!(
             "content does not match its hash (stored {}…, computed {}…)",
-            &hash[..12.min(hash.len())],
-            &actual[..12]
+            String::from_utf8_lossy(&hash[..12]),
+            &hex::encode(actual)[..12]
         ));
     }
+    Ok((actual, body))
+}
+
+/// Reads a stored value back, checking its own hash.
+pub fn open(stored: &[u8]) -> Result<AuditRecord, String> {
+    let (hash, body) = checked(stored)?;
     let mut record: AuditRecord =
         serde_json::from_slice(body).map_err(|e| format!("body is not a valid record: {e}"))?;
-    record.hash = actual;
+    record.hash = hex::encode(hash);
     Ok(record)
 }
 
-/// The chain's end as recorded next to it (detects a removed last record).
+/// The chain's end: the last record's number and hash (seq 0 and
+/// [`GENESIS`] for an empty trail).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Head {
     pub seq: u64,
     pub hash: String,
 }
 
+impl Head {
+    pub fn genesis() -> Head {
+        Head { seq: 0, hash: GENESIS.to_string() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySummary {
     pub records: u64,
     pub head_hash: String,
+    /// Something worth saying that is not a failure (a commit a crash cut short).
+    pub note: Option<String>,
 }
 
 /// The first bad record and what is wrong with it.
@@ -74,51 +90,95 @@ pub struct VerifyFailure {
     pub problem: String,
 }
 
-/// Walks `(key sequence number, stored value)` pairs in key order.
+/// What verification reads of a body: its place and its link.
+#[derive(Deserialize)]
+struct Link<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    prev: &'a str,
+}
+
+/// Walks stored records in order, one at a time, holding only the last
+/// hash: memory stays flat whatever the trail's length. Each record's hash
+/// is checked against its exact bytes, its number against its place, and
+/// its `prev` against the record before it. The body is parsed only for
+/// `seq` and `prev` (the rest is syntax-checked and skipped).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    next_seq: u64,
+    prev: [u8; 32],
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier { next_seq: 1, prev: [0; 32] }
+    }
+}
+
+impl Verifier {
+    /// A verifier that continues after `head` (whose hash it trusts).
+    pub fn after(head: &Head) -> Result<Verifier, String> {
+        let mut prev = [0u8; 32];
+        hex::decode_to_slice(&head.hash, &mut prev).map_err(|_| format!("head {} has no hash", head.seq))?;
+        Ok(Verifier { next_seq: head.seq + 1, prev })
+    }
+
+    /// Checks the record stored at position `at`.
+    pub fn push(&mut self, at: u64, stored: &[u8]) -> Result<(), VerifyFailure> {
+        let expected = self.next_seq;
+        if at != expected {
+            return Err(VerifyFailure {
+                seq: expected,
+                problem: format!("record {expected} is missing (the next stored record is {at})"),
+            });
+        }
+        let fail = |problem: String| VerifyFailure { seq: at, problem };
+        let (hash, body) = checked(stored).map_err(fail)?;
+        let link: Link = serde_json::from_slice(body).map_err(|e| fail(format!("body is not a valid record: {e}")))?;
+        if link.seq != at {
+            return Err(fail(format!("slot {at} holds record {} (records were moved or swapped)", link.seq)));
+        }
+        let mut prev = [0u8; 32];
+        if hex::decode_to_slice(link.prev, &mut prev).is_err() || prev != self.prev {
+            return Err(fail(
+                "its `prev` hash does not match the record before it (a record before it was changed or removed)"
+                    .into(),
+            ));
+        }
+        self.prev = hash;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// The last record checked (genesis before any).
+    pub fn head(&self) -> Head {
+        Head { seq: self.next_seq - 1, hash: hex::encode(self.prev) }
+    }
+}
+
+/// Verifies `(position, stored bytes)` pairs from the first record on, and
+/// that they end at `head` when one is given.
 pub fn verify(
     stored: impl IntoIterator<Item = (u64, Vec<u8>)>,
     head: Option<Head>,
 ) -> Result<VerifySummary, VerifyFailure> {
-    let mut expected_seq = 1u64;
-    let mut prev = GENESIS.to_string();
-    for (key, value) in stored {
-        if key != expected_seq {
-            return Err(VerifyFailure {
-                seq: expected_seq,
-                problem: format!("record {expected_seq} is missing (the next stored record is {key})"),
-            });
-        }
-        let record = open(&value).map_err(|problem| VerifyFailure { seq: key, problem })?;
-        if record.seq != key {
-            return Err(VerifyFailure {
-                seq: key,
-                problem: format!("slot {key} holds record {} (records were moved or swapped)", record.seq),
-            });
-        }
-        if record.prev != prev {
-            return Err(VerifyFailure {
-                seq: key,
-                problem:
-                    "its `prev` hash does not match the record before it (a record before it was changed or removed)"
-                        .into(),
-            });
-        }
-        prev = record.hash;
-        expected_seq += 1;
+    let mut verifier = Verifier::default();
+    for (at, value) in stored {
+        verifier.push(at, &value)?;
     }
-    let count = expected_seq - 1;
+    let end = verifier.head();
     if let Some(head) = head {
-        if head.seq != count || head.hash != prev {
+        if head != end {
             return Err(VerifyFailure {
-                seq: head.seq.max(count),
+                seq: head.seq.max(end.seq),
                 problem: format!(
-                    "the chain ends at record {count} but the store's head says {} (records were removed from the end)",
-                    head.seq
+                    "the chain ends at record {} but the store's head says {} (records were removed from the end)",
+                    end.seq, head.seq
                 ),
             });
         }
     }
-    Ok(VerifySummary { records: count, head_hash: prev })
+    Ok(VerifySummary { records: end.seq, head_hash: end.hash, note: None })
 }
 
 #[cfg(test)]
@@ -164,6 +224,32 @@ mod tests {
 
         let mut truncated = records.clone();
         truncated.pop();
-        assert_eq!(verify(truncated, Some(head)).unwrap_err().seq, 5);
+        assert_eq!(verify(truncated, Some(head.clone())).unwrap_err().seq, 5);
+
+        // A consistent rewrite of a record's body and hash breaks the next link.
+        let mut rewritten = records.clone();
+        let (_, stored) = seal(
+            2,
+            Utc::now(),
+            AuditEntry::new(RecordKind::Request).detail("forged"),
+            &String::from_utf8_lossy(&records[0].1[..64]),
+        );
+        rewritten[1].1 = stored;
+        assert_eq!(verify(rewritten, Some(head)).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn a_verifier_can_start_after_a_known_head() {
+        let (records, head) = chain(6);
+        let (first, rest) = records.split_at(3);
+        let mut from_start = Verifier::default();
+        for (at, stored) in first {
+            from_start.push(*at, stored).unwrap();
+        }
+        let mut resumed = Verifier::after(&from_start.head()).unwrap();
+        for (at, stored) in rest {
+            resumed.push(*at, stored).unwrap();
+        }
+        assert_eq!(resumed.head(), head);
     }
 }

@@ -1,7 +1,7 @@
 //! The audit contract in memory, for tests of the core that need no disk.
 
 use super::chain::{self, GENESIS};
-use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, Effect};
 use chrono::Utc;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
@@ -25,8 +25,16 @@ impl MemoryAuditLog {
 }
 
 impl AuditLog for MemoryAuditLog {
-    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+    fn commit(
+        &self,
+        entries: Vec<AuditEntry>,
+        then: Option<Effect>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         let mut records = self.records.lock().expect("audit lock");
+        // The state change first: if it fails, nothing is appended (one commit).
+        if let Some(Err(e)) = then.map(|effect| effect()) {
+            return Box::pin(async move { Err(AuditError::Store(format!("state change: {e}"))) });
+        }
         let mut out = Vec::new();
         for entry in entries {
             let (seq, prev) = match records.last() {
@@ -54,6 +62,19 @@ impl AuditLog for MemoryAuditLog {
             out.drain(..skip);
         }
         Ok(out)
+    }
+
+    fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
+        let matching: Vec<AuditRecord> = {
+            let records = self.records.lock().expect("audit lock");
+            records.iter().map(|(r, _)| r).filter(|r| query.matches(r)).cloned().collect()
+        };
+        for record in matching {
+            if !visit(record) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {

@@ -3,19 +3,28 @@
 //!
 //! - `chain`: how a record is sealed (SHA-256 over its exact bytes, chained to
 //!   the previous record's hash) and how a sequence of stored records is verified.
+//! - `blocks`: how records lie in sled (blocks, commit seals, the head marks);
+//!   `end`: where a stored trail ends and whether a crash explains it.
 //! - `sled_log`: the durable log. One writer thread takes appends from any number
 //!   of tasks, writes them as one batch and flushes once (group commit); an
 //!   append returns only when sled's flush has written its record to disk.
+//!   Its [`sled_log::Trail`] reads without writing; `repair` mends an end no
+//!   crash explains, keeping every record.
 //! - `memory`: the same contract in memory, for tests.
+//! - `checkpoint`: signed checkpoints that anchor the chain outside the store.
 //!
 //! Callers write the intent record and await it *before* an action starts, and
 //! tell users something happened only after its record is durable.
 
 mod blocks;
 pub mod chain;
+pub mod checkpoint;
+pub mod end;
 pub mod memory;
 mod recent;
 pub mod sled_log;
+
+pub use blocks::MAX_COMMIT;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -216,14 +225,36 @@ pub enum AuditError {
     Closed,
     #[error("audit record {seq} cannot be read: {problem}")]
     Corrupt { seq: u64, problem: String },
+    /// The stored trail's end is not one a crash can leave: opsbot will not
+    /// write to it until `opsbot audit repair` has been run.
+    #[error("the audit trail is damaged: {0}")]
+    Damaged(String),
 }
+
+/// A change to other state that must land in the same commit as an append:
+/// the writer runs it after the commit's records and before its flush (a run
+/// lock released with its action's outcome). An error fails the commit.
+pub type Effect = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// The seam the core writes the trail through.
 pub trait AuditLog: Send + Sync {
+    /// Appends records in order, and makes `then` (if any) in the same
+    /// commit; resolves once both are durable.
+    fn commit(
+        &self,
+        entries: Vec<AuditEntry>,
+        then: Option<Effect>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
     /// Appends records in order; resolves once they are durable.
-    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>>;
-    /// Reads matching records, oldest first.
+    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
+        self.commit(entries, None)
+    }
+    /// Reads matching records, oldest first. Meant for bounded questions
+    /// (with `limit`); [`AuditLog::each`] streams the whole trail.
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
+    /// Calls `visit` with each committed record matching `query` (its
+    /// `limit` ignored), oldest first, one at a time, until it returns false.
+    fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError>;
     /// The newest `n` outcome records about `service`, oldest first (what
     /// `/status` shows). A log may answer it without reading the store.
     fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {

@@ -1,39 +1,45 @@
 //! The durable audit log on sled, with group commit.
 //!
-//! Appends from any number of tasks go through a channel to one writer thread.
-//! The writer takes everything queued, seals it into the chain, writes it as
-//! blocks (see [`super::blocks`]) followed by the new head, and flushes once
-//! (sled: `pwrite`, then `sync_file_range` waiting for the data to be written;
-//! plus `fdatasync` if configured, see the README), then wakes every waiting
-//! caller. With 64 concurrent writers one flush covers up to 64 records, which
-//! is what makes tens of thousands of durable appends per second possible on a
-//! 2-core machine.
+//! Appends from any number of tasks go through a bounded queue to one writer
+//! thread. The writer takes everything queued, seals it into the chain, writes
+//! it as blocks (see [`super::blocks`]) around the `h`/`c` marks, runs the
+//! jobs' state changes, and flushes once (sled: `pwrite`, then
+//! `sync_file_range`; plus `fdatasync` by default, see docs/audit.md), then
+//! wakes every waiting caller. With 64 concurrent writers one flush covers up
+//! to 64 records, which is what makes tens of thousands of durable appends per
+//! second possible on a 2-core machine.
 //!
 //! Because sled's flush covers every earlier write to the same database, state
 //! written before an append (pending approvals, locks) is durable once the
-//! append returns. State that is written often and must be durable only by
-//! the time an append returns (the store's dedup keys) can instead ride on the
-//! writer's commit through a [`CommitHook`]: one write per commit, not one per
-//! caller.
+//! append returns. State that must change in the same commit as a record (a
+//! run lock released with its action's outcome) rides on the job as an
+//! [`Effect`]; state written often that must be durable only by the time an
+//! append returns (the store's dedup keys) rides on every commit through a
+//! [`CommitHook`].
+//!
+//! Reading is [`Trail`]'s: it never writes, so `audit verify` and `audit
+//! export` can run on a store without changing a byte of it.
 
 use super::blocks::{
-    block_at, blocks_from, drop_uncommitted, index_prefix, newest_first, split_block, stored_records, BlockWriter,
-    HEAD_KEY, OUTCOME_INDEX, SERVICE_INDEX,
+    block_key, index_block, index_key, index_prefix, key_seq, parse_block, records_of, remove_past, sealed,
+    BlockWriter, BLOCK_PREFIX, COMMITTED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, MAX_COMMIT, OUTCOME_INDEX, SERVICE_INDEX,
 };
-use super::chain::{self, Head, GENESIS};
+use super::chain::{self, Head, Verifier};
+use super::end::{self, End, Leftover};
 use super::recent::{self, RecentOutcomes};
-use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, RecordKind};
+use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, Effect, RecordKind};
 use chrono::Utc;
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, Semaphore};
 
-/// Most records one commit takes; bounds latency of the first caller in a burst.
-const MAX_BATCH: usize = 4096;
 type Reply = oneshot::Sender<Result<Vec<AuditRecord>, AuditError>>;
 /// How long the writer idles before it runs the commit hook on its own, so
 /// hook writes queued without a following append still become durable.
 const IDLE_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most appends waiting for the writer; past this, appending waits (the
+/// writer applies backpressure instead of queueing without bound).
+const QUEUE_LIMIT: usize = 2 * MAX_COMMIT;
 
 /// Called by the writer thread at the start of every commit, before the
 /// commit's own inserts and its flush: whatever the hook writes to the
@@ -43,26 +49,237 @@ pub type CommitHook = Box<dyn Fn() -> Result<bool, sled::Error> + Send>;
 
 struct Job {
     entries: Vec<AuditEntry>,
+    then: Option<Effect>,
     reply: Reply,
+    /// Held until the writer takes the job: bounds the queue.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn store_error(e: sled::Error) -> AuditError {
+    AuditError::Store(e.to_string())
+}
+
+/// The trail as stored, for reading. Never writes.
+#[derive(Clone)]
+pub struct Trail {
+    tree: sled::Tree,
+}
+
+/// The trail's `audit` tree in `db`, if it has one (looking does not create it).
+pub fn existing_tree(db: &sled::Db) -> Result<Option<sled::Tree>, AuditError> {
+    if !db.tree_names().iter().any(|name| name == b"audit") {
+        return Ok(None);
+    }
+    db.open_tree("audit").map(Some).map_err(store_error)
+}
+
+impl Trail {
+    pub fn new(tree: sled::Tree) -> Trail {
+        Trail { tree }
+    }
+
+    /// Where the trail ends (read from the end only).
+    pub fn end(&self) -> Result<End, AuditError> {
+        end::classify(&self.tree)
+    }
+
+    /// Walks every stored record and seal (memory stays flat), then checks
+    /// the trail's end. A commit cut short by a crash is not a failure; the
+    /// summary's note says what will happen to it.
+    pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
+        self.verify_at(&Default::default()).0
+    }
+
+    /// [`Trail::verify`], also giving the hash of each record in `at` that
+    /// the walk reached (to compare with signed checkpoints).
+    pub fn verify_at(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+    ) -> (Result<chain::VerifySummary, chain::VerifyFailure>, std::collections::BTreeMap<u64, String>) {
+        let mut hashes = std::collections::BTreeMap::new();
+        let result = self.walk(at, &mut hashes);
+        (result, hashes)
+    }
+
+    fn walk(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+        hashes: &mut std::collections::BTreeMap<u64, String>,
+    ) -> Result<chain::VerifySummary, chain::VerifyFailure> {
+        let failure = |problem: String| chain::VerifyFailure { seq: 0, problem };
+        let mut verifier = Verifier::default();
+        // A seal that disagrees with its block is reported only if no record
+        // fails after it: a removed record is named better by the gap it leaves.
+        let mut bad_seal: Option<chain::VerifyFailure> = None;
+        let mut blocks = self.tree.scan_prefix([BLOCK_PREFIX]).peekable();
+        while let Some(item) = blocks.next() {
+            let (key, value) = item.map_err(|e| failure(e.to_string()))?;
+            let first = key_seq(&key);
+            let block = parse_block(&value);
+            for (i, record) in block.records.iter().enumerate() {
+                let seq = first + i as u64;
+                verifier.push(seq, record)?;
+                if at.contains(&seq) {
+                    hashes.insert(seq, verifier.head().hash);
+                }
+            }
+            let at = verifier.head();
+            let problem = match block.seal {
+                Some(Ok(seal)) if seal == at => None,
+                Some(Ok(seal)) if blocks.peek().is_none() && seal.seq > at.seq => Some(format!(
+                    "the chain ends at record {} but its last commit was sealed at record {} (records were removed from the end)",
+                    at.seq, seal.seq
+                )),
+                Some(Ok(seal)) => Some(format!(
+                    "the block at record {first} is sealed for record {} but ends with record {}: records were removed or changed",
+                    seal.seq, at.seq
+                )),
+                Some(Err(problem)) => Some(problem),
+                None => None,
+            };
+            if let Some(problem) = problem {
+                bad_seal.get_or_insert(chain::VerifyFailure { seq: at.seq, problem });
+            }
+        }
+        if let Some(failure) = bad_seal {
+            return Err(failure);
+        }
+        let chain_end = verifier.head();
+        match self.end().map_err(|e| failure(e.to_string()))? {
+            End::Clean { head } => Ok(chain::VerifySummary { records: head.seq, head_hash: head.hash, note: None }),
+            End::CrashLeftover(leftover) => Ok(chain::VerifySummary {
+                records: leftover.head.seq,
+                head_hash: leftover.head.hash.clone(),
+                note: Some(leftover.describe()),
+            }),
+            End::Broken { problem } => Err(chain::VerifyFailure { seq: chain_end.seq, problem }),
+        }
+    }
+
+    /// The last committed record (what readers may show): the end's head, or
+    /// for a damaged end every stored record.
+    fn readable_end(&self) -> Result<u64, AuditError> {
+        Ok(match self.end()? {
+            End::Clean { head } => head.seq,
+            End::CrashLeftover(Leftover { head, .. }) => head.seq,
+            End::Broken { .. } => u64::MAX,
+        })
+    }
+
+    /// Calls `visit` with every committed record matching `query` (limits
+    /// are ignored), oldest first, one at a time; stops when it returns false.
+    pub fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
+        let upto = self.readable_end()?;
+        let lower = query.after_seq.map(|n| n + 1).unwrap_or(1);
+        for item in self.blocks_from(lower) {
+            let (first, value) = item?;
+            for (i, bytes) in records_of(&value).into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq > upto {
+                    return Ok(());
+                }
+                if seq < lower {
+                    continue;
+                }
+                let record = decode(seq, bytes)?;
+                if query.matches(&record) && !visit(record) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The block holding `seq` and every block after it, in order.
+    fn blocks_from(&self, seq: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), AuditError>> + '_ {
+        let start = match self.tree.range(vec![BLOCK_PREFIX]..=block_key(seq).to_vec()).next_back() {
+            Some(Ok((key, _))) => key.to_vec(),
+            _ => vec![BLOCK_PREFIX],
+        };
+        self.tree.range(start..vec![BLOCK_PREFIX + 1]).map(|item| {
+            let (key, value) = item.map_err(store_error)?;
+            Ok((key_seq(&key), value))
+        })
+    }
+
+    /// Reads matching records, oldest first (see [`AuditLog::read`]).
+    pub fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let lower = query.after_seq.map(|n| n + 1).unwrap_or(1);
+        let look_back = query.look_back.unwrap_or(usize::MAX);
+        let mut examined = 0usize;
+        let mut out = Vec::new();
+        match (query.limit, &query.service) {
+            // The newest matches for one service: walk its index backwards and
+            // decode only the records it names.
+            (Some(limit), Some(service)) => {
+                let kind = if query.kind == Some(RecordKind::Outcome) { OUTCOME_INDEX } else { SERVICE_INDEX };
+                let prefix = index_prefix(kind, service);
+                'blocks: for item in self.tree.scan_prefix(&prefix).rev() {
+                    let (key, listed) = item.map_err(store_error)?;
+                    let first = index_block(&key).unwrap_or(0);
+                    let Some(value) = self.tree.get(block_key(first)).map_err(store_error)? else { continue };
+                    let stored = records_of(&value);
+                    for seq in listed.chunks_exact(8).rev().map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+                    {
+                        if out.len() >= limit || examined >= look_back || seq < lower {
+                            break 'blocks;
+                        }
+                        examined += 1;
+                        let Some(bytes) = seq.checked_sub(first).and_then(|i| stored.get(i as usize)) else {
+                            return Err(AuditError::Corrupt {
+                                seq,
+                                problem: "the service index names a record its block does not hold".into(),
+                            });
+                        };
+                        let record = decode(seq, bytes)?;
+                        if query.matches(&record) {
+                            out.push(record);
+                        }
+                    }
+                }
+                out.reverse();
+            }
+            // The newest matches: walk backwards and stop early.
+            (Some(limit), None) => {
+                'blocks: for item in self.tree.scan_prefix([BLOCK_PREFIX]).rev() {
+                    let (key, value) = item.map_err(store_error)?;
+                    let first = key_seq(&key);
+                    for (i, bytes) in records_of(&value).into_iter().enumerate().rev() {
+                        let seq = first + i as u64;
+                        if out.len() >= limit || examined >= look_back || seq < lower {
+                            break 'blocks;
+                        }
+                        examined += 1;
+                        let record = decode(seq, bytes)?;
+                        if query.matches(&record) {
+                            out.push(record);
+                        }
+                    }
+                }
+                out.reverse();
+            }
+            (None, _) => self.each(query, &mut |record| {
+                out.push(record);
+                true
+            })?,
+        }
+        Ok(out)
+    }
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AuditError> {
+    chain::open(bytes).map_err(|problem| AuditError::Corrupt { seq, problem })
 }
 
 /// The audit log over one sled tree.
 pub struct SledAuditLog {
-    tree: sled::Tree,
+    trail: Trail,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    room: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     committed: broadcast::Sender<AuditRecord>,
     recent: Arc<RecentOutcomes>,
-}
-
-/// Reads the head the writer last committed.
-pub fn read_head(tree: &sled::Tree) -> Result<Option<Head>, AuditError> {
-    match tree.get(HEAD_KEY).map_err(|e| AuditError::Store(e.to_string()))? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AuditError::Corrupt { seq: 0, problem: format!("the chain head is unreadable: {e}") }),
-    }
+    recovered: Option<Leftover>,
 }
 
 impl SledAuditLog {
@@ -73,19 +290,26 @@ impl SledAuditLog {
 
     /// [`SledAuditLog::open`], with `hook` run by the writer in every commit,
     /// each made durable by `durable` (which must flush `db`).
+    ///
+    /// A commit cut short by a crash is dropped (see [`super::end`]); a trail
+    /// whose end no crash explains is refused with [`AuditError::Damaged`].
     pub fn open_with_hook(db: &sled::Db, hook: CommitHook, durable: Durable) -> Result<SledAuditLog, AuditError> {
-        let tree = db.open_tree("audit").map_err(|e| AuditError::Store(e.to_string()))?;
-        let head = match read_head(&tree)? {
-            Some(head) => head,
-            None => Head { seq: 0, hash: GENESIS.to_string() },
+        let tree = db.open_tree("audit").map_err(store_error)?;
+        let (head, recovered) = match end::classify(&tree)? {
+            End::Clean { head } => (head, None),
+            End::CrashLeftover(leftover) => {
+                let dropped = remove_past(&tree, &leftover.head).map_err(store_error)?;
+                let mark = serde_json::to_vec(&leftover.head).expect("head serialises");
+                tree.insert(HEAD_KEY, mark.clone()).map_err(store_error)?;
+                tree.insert(COMMITTED_KEY, mark).map_err(store_error)?;
+                durable.flush().map_err(store_error)?;
+                tracing::warn!(blocks = dropped, "{}", leftover.describe());
+                (leftover.head.clone(), Some(leftover))
+            }
+            End::Broken { problem } => return Err(AuditError::Damaged(problem)),
         };
-        let dropped = drop_uncommitted(&tree, &head).map_err(|e| AuditError::Store(e.to_string()))?;
-        if dropped > 0 {
-            tracing::warn!(
-                blocks = dropped,
-                head = head.seq,
-                "removed audit blocks past the chain's head: a commit was cut off by a crash before it was acknowledged"
-            );
+        if head.seq == 0 && tree.get(FORMAT_KEY).map_err(store_error)?.is_none() {
+            tree.insert(FORMAT_KEY, FORMAT).map_err(store_error)?;
         }
         let (committed, _) = broadcast::channel(1024);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -97,7 +321,25 @@ impl SledAuditLog {
             .name("audit-writer".into())
             .spawn(move || run_writer(durable, writer_tree, head, rx, notify, hook, writer_recent))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
-        Ok(SledAuditLog { tree, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), committed, recent })
+        Ok(SledAuditLog {
+            trail: Trail::new(tree),
+            jobs: Mutex::new(Some(tx)),
+            room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+            writer: Mutex::new(Some(writer)),
+            committed,
+            recent,
+            recovered,
+        })
+    }
+
+    /// What opening the store had to fix after a crash, if anything.
+    pub fn recovered(&self) -> Option<&Leftover> {
+        self.recovered.as_ref()
+    }
+
+    /// The read side.
+    pub fn trail(&self) -> &Trail {
+        &self.trail
     }
 
     /// Stops taking appends and waits for everything queued to be committed.
@@ -108,28 +350,10 @@ impl SledAuditLog {
         }
     }
 
-    /// Verifies the whole chain against the stored head.
+    /// Verifies the whole chain (see [`Trail::verify`]).
     pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
-        verify_tree(&self.tree)
+        self.trail.verify()
     }
-}
-
-/// Verifies the records in `tree`.
-pub fn verify_tree(tree: &sled::Tree) -> Result<chain::VerifySummary, chain::VerifyFailure> {
-    let head = read_head(tree).map_err(|e| chain::VerifyFailure { seq: 0, problem: e.to_string() })?;
-    let mut failure = None;
-    let records = stored_records(tree).map_while(|r| match r {
-        Ok(pair) => Some(pair),
-        Err(e) => {
-            failure = Some(e);
-            None
-        }
-    });
-    let result = chain::verify(records, head);
-    if let Some(e) = failure {
-        return Err(chain::VerifyFailure { seq: 0, problem: e.to_string() });
-    }
-    result
 }
 
 impl Drop for SledAuditLog {
@@ -185,7 +409,7 @@ fn run_writer(
         };
         let mut jobs = vec![first];
         let mut queued = jobs[0].entries.len();
-        while queued < MAX_BATCH {
+        while queued < MAX_COMMIT {
             match rx.try_recv() {
                 Ok(job) => {
                     queued += job.entries.len();
@@ -210,15 +434,23 @@ fn run_writer(
             }
             sealed.push(records);
         }
-        // Plain inserts in order — blocks, their index entries, then the head —
-        // and one flush. sled's `apply_batch` would make them atomic, but it
-        // seals and writes sled's IO buffer twice per call, each waking all of
-        // sled's IO threads; that cost a third of the CPU of a busy bot. sled
-        // recovers a prefix of its log after a crash, so a crash mid-commit
-        // leaves at worst blocks past the head, which `open` removes (nobody
-        // was told about them).
+        // Plain inserts in order — unsealed blocks, index entries, `h`, the
+        // sealed block, `c`, then the jobs' state changes — and one flush.
+        // sled's `apply_batch` would make them atomic, but it seals and
+        // writes sled's IO buffer twice per call; that cost a third of the
+        // CPU of a busy bot. sled recovers a prefix of its log after a crash,
+        // and `end::classify` knows every prefix this order can leave.
         let written = hook().and_then(|_| {
-            blocks.finish(&head).into_iter().try_for_each(|(key, value)| tree.insert(key, value).map(|_| ()))
+            if head != start_head {
+                for (key, value) in blocks.finish(head.clone()).writes() {
+                    tree.insert(key, value)?;
+                }
+            }
+            Ok(())
+        });
+        let mut effects = jobs.iter_mut().filter_map(|job| job.then.take()).peekable();
+        let written = written.and_then(|_| {
+            effects.try_for_each(|effect| effect().map_err(|e| sled::Error::Unsupported(format!("state change: {e}"))))
         });
         let written = written.and_then(|_| db.flush());
         match written {
@@ -241,9 +473,10 @@ fn run_writer(
                 head = start_head;
                 recent.forget();
                 tracing::error!(error = %e, "audit commit failed");
-                let rolled_back = tree
-                    .insert(HEAD_KEY, serde_json::to_vec(&head).expect("head serialises"))
-                    .and_then(|_| drop_uncommitted(&tree, &head));
+                let mark = serde_json::to_vec(&head).expect("head serialises");
+                let rolled_back = remove_past(&tree, &head)
+                    .and_then(|_| tree.insert(HEAD_KEY, mark.clone()))
+                    .and_then(|_| tree.insert(COMMITTED_KEY, mark));
                 if let Err(e) = rolled_back {
                     tracing::error!(error = %e, "cannot remove a failed commit's blocks; `audit verify` will report them");
                 }
@@ -256,13 +489,18 @@ fn run_writer(
 }
 
 impl AuditLog for SledAuditLog {
-    fn append_all(&self, entries: Vec<AuditEntry>) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
-        let (reply, done) = oneshot::channel();
-        let sent = match self.jobs.lock().expect("audit lock").as_ref() {
-            Some(jobs) => jobs.send(Job { entries, reply }).is_ok(),
-            None => false,
-        };
+    fn commit(
+        &self,
+        entries: Vec<AuditEntry>,
+        then: Option<Effect>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         Box::pin(async move {
+            let permit = self.room.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
+            let (reply, done) = oneshot::channel();
+            let sent = match self.jobs.lock().expect("audit lock").as_ref() {
+                Some(jobs) => jobs.send(Job { entries, then, reply, _permit: permit }).is_ok(),
+                None => false,
+            };
             if !sent {
                 return Err(AuditError::Closed);
             }
@@ -271,85 +509,11 @@ impl AuditLog for SledAuditLog {
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let decode =
-            |seq: u64, value: &[u8]| chain::open(value).map_err(|problem| AuditError::Corrupt { seq, problem });
-        let store_err = |e: sled::Error| AuditError::Store(e.to_string());
-        let lower = query.after_seq.map(|n| n + 1).unwrap_or(1);
-        let look_back = query.look_back.unwrap_or(usize::MAX);
-        let mut examined = 0usize;
-        let mut out = Vec::new();
-        match (query.limit, &query.service) {
-            // The newest matches for one service: walk its index backwards and
-            // decode only the records it names.
-            (Some(limit), Some(service)) => {
-                let kind = if query.kind == Some(RecordKind::Outcome) { OUTCOME_INDEX } else { SERVICE_INDEX };
-                let prefix = index_prefix(kind, service);
-                'blocks: for item in self.tree.scan_prefix(&prefix).rev() {
-                    let (key, listed) = item.map_err(store_err)?;
-                    let first = key[prefix.len()..].try_into().map(u64::from_be_bytes).unwrap_or(0);
-                    // A legacy index entry names one record and has no list.
-                    let seqs: Vec<u64> = if listed.is_empty() {
-                        vec![first]
-                    } else {
-                        listed.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect()
-                    };
-                    let Some(value) = block_at(&self.tree, first).map_err(store_err)? else { continue };
-                    let stored: Vec<&[u8]> = split_block(&value).collect();
-                    for &seq in seqs.iter().rev() {
-                        if out.len() >= limit || examined >= look_back || seq < lower {
-                            break 'blocks;
-                        }
-                        examined += 1;
-                        let Some(bytes) = seq.checked_sub(first).and_then(|i| stored.get(i as usize)) else {
-                            return Err(AuditError::Corrupt {
-                                seq,
-                                problem: "the service index names a record its block does not hold".into(),
-                            });
-                        };
-                        let record = decode(seq, bytes)?;
-                        if query.matches(&record) {
-                            out.push(record);
-                        }
-                    }
-                }
-                out.reverse();
-            }
-            // The newest matches: walk backwards and stop early.
-            (Some(limit), None) => {
-                'blocks: for block in newest_first(&self.tree) {
-                    let (first, value) = block?;
-                    let stored: Vec<&[u8]> = split_block(&value).collect();
-                    for (i, bytes) in stored.iter().enumerate().rev() {
-                        let seq = first + i as u64;
-                        if out.len() >= limit || examined >= look_back || seq < lower {
-                            break 'blocks;
-                        }
-                        examined += 1;
-                        let record = decode(seq, bytes)?;
-                        if query.matches(&record) {
-                            out.push(record);
-                        }
-                    }
-                }
-                out.reverse();
-            }
-            (None, _) => {
-                for block in blocks_from(&self.tree, lower) {
-                    let (first, value) = block?;
-                    for (i, bytes) in split_block(&value).enumerate() {
-                        let seq = first + i as u64;
-                        if seq < lower {
-                            continue;
-                        }
-                        let record = decode(seq, bytes)?;
-                        if query.matches(&record) {
-                            out.push(record);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        self.trail.read(query)
+    }
+
+    fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
+        self.trail.each(query, visit)
     }
 
     /// From memory, after the first question per service (see [`recent`]).
@@ -365,177 +529,116 @@ impl AuditLog for SledAuditLog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::blocks::{block_key, index_key, BLOCK_BYTES, BLOCK_PREFIX, LEGACY_PREFIX};
-    use super::*;
-    use crate::audit::RecordKind;
-
-    fn entry(i: usize) -> AuditEntry {
-        let services = ["api", "web", "jobs"];
-        let kind = if i.is_multiple_of(5) { RecordKind::Outcome } else { RecordKind::Request };
-        AuditEntry {
-            service: (!i.is_multiple_of(7)).then(|| services[i % 3].to_string()),
-            // ~1 KiB per record, so one commit spans several blocks.
-            detail: format!("record {i} {}", "x".repeat(1000)),
-            ..AuditEntry::new(kind)
-        }
-    }
-
-    fn brute(all: &[AuditRecord], query: &AuditQuery) -> Vec<u64> {
-        let mut out: Vec<u64> = all.iter().filter(|r| query.matches(r)).map(|r| r.seq).collect();
-        if let Some(limit) = query.limit {
-            out.drain(..out.len().saturating_sub(limit));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn status_outcomes_come_from_memory_and_match_the_stored_index() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let log = SledAuditLog::open(&db).unwrap();
-        let audit: &dyn AuditLog = &log;
-        let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
-        let check = || {
-            for service in ["api", "web", "jobs"] {
-                for n in 1..=recent::KEEP + 2 {
-                    let query = crate::audit::newest_outcomes_query(service, n);
-                    let stored = seqs(audit.read(&query).unwrap());
-                    assert_eq!(seqs(audit.newest_outcomes(service, n).unwrap()), stored, "{query:?}");
-                }
-            }
-        };
-        // "api" is asked about before it has any outcome, "web" and "jobs"
-        // only after some: both ways of filling must keep up with commits.
-        assert!(audit.newest_outcomes("api", 3).unwrap().is_empty());
-        audit.append_all((1..=40).map(entry).collect()).await.unwrap();
-        check();
-        for i in 41..=80 {
-            audit.append(entry(i)).await.unwrap();
-            check();
-        }
-        audit.append_all((81..=150).map(entry).collect()).await.unwrap();
-        check();
-        assert_eq!(log.recent.0.lock().unwrap().len(), 3);
-    }
-
-    #[tokio::test]
-    async fn blocks_hold_many_records_and_every_query_matches_a_full_scan() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let log = SledAuditLog::open(&db).unwrap();
-        let audit: &dyn AuditLog = &log;
-        // One commit of 150 records, then 50 single appends: both block shapes.
-        audit.append_all((1..=150).map(entry).collect()).await.unwrap();
-        for i in 151..=200 {
-            audit.append(entry(i)).await.unwrap();
-        }
-        let blocks = log.tree.scan_prefix([BLOCK_PREFIX]).count();
-        assert!(blocks > 50 + 150 * 1024 / BLOCK_BYTES && blocks < 100, "{blocks} blocks");
-        assert_eq!(log.verify().unwrap().records, 200);
-
-        let all = audit.read(&AuditQuery::default()).unwrap();
-        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
-        let service = |s: &str| Some(s.to_string());
-        let queries = [
-            AuditQuery { service: service("api"), limit: Some(7), ..Default::default() },
-            AuditQuery {
-                service: service("web"),
-                kind: Some(RecordKind::Outcome),
-                limit: Some(4),
-                ..Default::default()
-            },
-            AuditQuery { service: service("jobs"), limit: Some(500), ..Default::default() },
-            AuditQuery { service: service("api"), limit: Some(500), after_seq: Some(120), ..Default::default() },
-            AuditQuery { limit: Some(9), ..Default::default() },
-            AuditQuery { limit: Some(9), kind: Some(RecordKind::Outcome), ..Default::default() },
-            AuditQuery { after_seq: Some(37), ..Default::default() },
-            AuditQuery { after_seq: Some(37), service: service("web"), ..Default::default() },
-            AuditQuery { after_seq: Some(200), ..Default::default() },
-        ];
-        for query in &queries {
-            let got: Vec<u64> = audit.read(query).unwrap().iter().map(|r| r.seq).collect();
-            assert_eq!(got, brute(&all, query), "{query:?}");
-        }
-        // look_back bounds how many of the service's newest records are examined.
-        let bounded = AuditQuery {
-            service: service("api"),
-            kind: Some(RecordKind::Request),
-            limit: Some(50),
-            look_back: Some(10),
-            ..Default::default()
-        };
-        let newest_api: Vec<u64> = brute(&all, &AuditQuery { service: service("api"), ..Default::default() });
-        let window = &newest_api[newest_api.len() - 10..];
-        let expected: Vec<u64> =
-            window.iter().copied().filter(|s| all[*s as usize - 1].entry.kind == RecordKind::Request).collect();
-        let got: Vec<u64> = audit.read(&bounded).unwrap().iter().map(|r| r.seq).collect();
-        assert_eq!(got, expected);
-    }
-
-    #[tokio::test]
-    async fn a_store_with_the_legacy_one_record_per_key_layout_is_still_read_and_extended() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        {
-            // What development builds wrote: `r` + seq → record, `s` + service index, head.
-            let tree = db.open_tree("audit").unwrap();
-            let mut prev = GENESIS.to_string();
-            for seq in 1..=5u64 {
-                let (record, stored) = chain::seal(seq, Utc::now(), entry(seq as usize), &prev);
-                let mut key = vec![LEGACY_PREFIX];
-                key.extend_from_slice(&seq.to_be_bytes());
-                tree.insert(key, stored).unwrap();
-                if let Some(service) = &record.entry.service {
-                    tree.insert(index_key(SERVICE_INDEX, service, seq), &[]).unwrap();
-                }
-                prev = record.hash;
-            }
-            tree.insert(HEAD_KEY, serde_json::to_vec(&Head { seq: 5, hash: prev }).unwrap()).unwrap();
-        }
-        let log = SledAuditLog::open(&db).unwrap();
-        let audit: &dyn AuditLog = &log;
-        for i in 6..=12 {
-            audit.append(entry(i)).await.unwrap();
-        }
-        assert_eq!(log.verify().unwrap().records, 12);
-        let all = audit.read(&AuditQuery::default()).unwrap();
-        assert_eq!(all.len(), 12);
-        for query in [
-            AuditQuery { service: Some("api".into()), limit: Some(10), ..Default::default() },
-            AuditQuery { limit: Some(8), ..Default::default() },
-            AuditQuery { after_seq: Some(3), ..Default::default() },
-            AuditQuery { after_seq: Some(7), ..Default::default() },
-        ] {
-            let got: Vec<u64> = audit.read(&query).unwrap().iter().map(|r| r.seq).collect();
-            assert_eq!(got, brute(&all, &query), "{query:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_commit_cut_off_by_a_crash_is_removed_on_open_and_the_chain_goes_on() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let log = SledAuditLog::open(&db).unwrap();
-        let audit: &dyn AuditLog = &log;
-        for i in 1..=4 {
-            audit.append(entry(i)).await.unwrap();
-        }
-        let head = read_head(&log.tree).unwrap().unwrap();
-        log.close();
-        drop(log);
-        // What a crash after the block and index inserts but before the head
-        // insert leaves: a block of records 5–6 and its index entry.
-        let tree = db.open_tree("audit").unwrap();
-        let (five, stored5) = chain::seal(5, Utc::now(), entry(5), &head.hash);
-        let (_, stored6) = chain::seal(6, Utc::now(), entry(6), &five.hash);
-        tree.insert(block_key(5), [stored5, b"\n".to_vec(), stored6, b"\n".to_vec()].concat()).unwrap();
-        tree.insert(index_key(SERVICE_INDEX, "api", 5), 5u64.to_be_bytes().to_vec()).unwrap();
-        assert!(verify_tree(&tree).is_err(), "the leftover is visible before reopening");
-
-        let log = SledAuditLog::open(&db).unwrap();
-        assert_eq!(log.verify().unwrap().records, 4);
-        assert!(log.tree.get(index_key(SERVICE_INDEX, "api", 5)).unwrap().is_none());
-        let audit: &dyn AuditLog = &log;
-        let next = audit.append(entry(7)).await.unwrap();
-        assert_eq!((next.seq, next.prev.as_str()), (5, head.hash.as_str()));
-        assert_eq!(log.verify().unwrap().records, 5);
-    }
+/// What `opsbot audit repair` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Why the trail's end needed repair (None: it was already sound).
+    pub problem: Option<String>,
+    /// Every stored record, verified from the first; all kept.
+    pub records: u64,
+    pub head: Head,
+    /// What `h` and `c` said before.
+    pub was_head: Option<Head>,
+    pub was_committed: Option<Head>,
 }
+
+/// `opsbot audit repair`: makes a trail whose end no crash explains (head
+/// deleted or moved back, seals missing, a development build's layout) open
+/// again, keeping every stored record. It verifies the whole chain first and
+/// repairs nothing if any record fails: a broken chain cannot be made to
+/// verify without rewriting history. Then it seals the last block at the
+/// chain's real end, points `h` and `c` there, corrects any seal that does
+/// not match its block, and rebuilds the service index from the records.
+pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
+    let Some(tree) = existing_tree(db)? else {
+        return Err(AuditError::Damaged("there is no audit trail in this store".into()));
+    };
+    let trail = Trail::new(tree.clone());
+    let problem = match trail.end()? {
+        End::Broken { problem } => Some(problem),
+        _ => None,
+    };
+    let read_mark = |key: &[u8]| -> Result<Option<Head>, AuditError> {
+        Ok(tree.get(key).map_err(store_error)?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    };
+    let (was_head, was_committed) = (read_mark(HEAD_KEY)?, read_mark(COMMITTED_KEY)?);
+    // Verify every record; note the blocks whose seal is missing or wrong.
+    let mut verifier = Verifier::default();
+    let mut reseal: Vec<(Vec<u8>, Vec<u8>, Head)> = Vec::new();
+    let mut last_block: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut index: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+    for item in tree.scan_prefix([BLOCK_PREFIX]) {
+        let (key, value) = item.map_err(store_error)?;
+        let first = key_seq(&key);
+        let block = parse_block(&value);
+        for (i, bytes) in block.records.iter().enumerate() {
+            let seq = first + i as u64;
+            verifier.push(seq, bytes).map_err(|failure| {
+                AuditError::Damaged(format!(
+                    "{failure}. A repair cannot make a broken chain verify without rewriting history, so it changes nothing: keep this data directory as evidence (copy it somewhere safe), and start opsbot on a new --data-dir"
+                ))
+            })?;
+            let record = decode(seq, bytes)?;
+            if let Some(service) = &record.entry.service {
+                index
+                    .entry(index_key(SERVICE_INDEX, service, first))
+                    .or_default()
+                    .extend_from_slice(&seq.to_be_bytes());
+                if record.entry.kind == RecordKind::Outcome {
+                    index
+                        .entry(index_key(OUTCOME_INDEX, service, first))
+                        .or_default()
+                        .extend_from_slice(&seq.to_be_bytes());
+                }
+            }
+        }
+        let at = verifier.head();
+        if let Some(seal) = &block.seal {
+            if seal.as_ref().ok() != Some(&at) {
+                let unsealed: Vec<u8> = block.records.iter().flat_map(|r| r.iter().copied().chain([b'\n'])).collect();
+                reseal.push((key.to_vec(), unsealed, at.clone()));
+            }
+        }
+        last_block = Some((key.to_vec(), value.to_vec()));
+    }
+    let head = verifier.head();
+    let clean = problem.is_none()
+        && reseal.is_empty()
+        && was_head.as_ref() == Some(&head)
+        && was_committed.as_ref() == Some(&head);
+    if clean {
+        return Ok(Repaired { problem: None, records: head.seq, head, was_head, was_committed });
+    }
+    for (key, unsealed, at) in reseal {
+        tree.insert(key, sealed(&unsealed, &at)).map_err(store_error)?;
+    }
+    if let Some((key, value)) = last_block {
+        let block = parse_block(&value);
+        if block.seal.is_none() {
+            tree.insert(key, sealed(&value, &head)).map_err(store_error)?;
+        }
+    }
+    for kind in [SERVICE_INDEX, OUTCOME_INDEX] {
+        for key in tree.scan_prefix([kind]).keys() {
+            tree.remove(key.map_err(store_error)?).map_err(store_error)?;
+        }
+    }
+    for (key, value) in index {
+        tree.insert(key, value).map_err(store_error)?;
+    }
+    let mark = serde_json::to_vec(&head).expect("head serialises");
+    tree.insert(HEAD_KEY, mark.clone()).map_err(store_error)?;
+    tree.insert(COMMITTED_KEY, mark).map_err(store_error)?;
+    tree.insert(FORMAT_KEY, FORMAT).map_err(store_error)?;
+    db.flush().map_err(store_error)?;
+    Ok(Repaired {
+        problem: problem.or_else(|| Some("seals or marks did not match the records".into())),
+        records: head.seq,
+        head,
+        was_head,
+        was_committed,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,9 @@
 //! Reading a config text: each section and entry is decoded on its own so one
 //! typo does not hide the problems after it, then every value is checked.
 
-use super::{Backend, Config, Durability, Environment, Problem, Rule, Service, SlackMode, SlackSettings};
+use super::{
+    AuditSettings, Backend, Config, Durability, Environment, Problem, Rule, Service, SlackMode, SlackSettings,
+};
 use crate::clock::parse_duration;
 use crate::command::Registry;
 use crate::event::{qualified_id, Actor};
@@ -61,7 +63,20 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 8] = ["bot", "server", "slack", "environments", "groups", "services", "rules", "freeze"];
+const TOP_LEVEL: [&str; 9] =
+    ["bot", "server", "slack", "audit", "environments", "groups", "services", "rules", "freeze"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    key_file: Option<String>,
+    checkpoint_every: Option<String>,
+    checkpoint_file: Option<String>,
+    checkpoint_channel: Option<String>,
+    checkpoint_log: Option<bool>,
+    #[serde(default)]
+    public_keys: Vec<String>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,12 +118,26 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = base.join(bot.data_dir.as_deref().unwrap_or("../data"));
     let commands_dir = base.join(bot.commands_dir.as_deref().unwrap_or("../commands"));
+    // Every duration in the file must be positive: a zero TTL or timeout
+    // would make each request expire, or each action time out, at once.
     let mut duration = |key: &str, value: Option<&str>, default: Duration, problems: &mut Vec<Problem>| match value {
         None => default,
-        Some(text) => parse_duration(text).unwrap_or_else(|e| {
-            problems.push(Problem::new(path, key, e, "write durations like 30m, 2h or 1h30m"));
-            default
-        }),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                problems.push(Problem::new(
+                    path,
+                    key,
+                    format!("`{text}` is zero"),
+                    "it must be longer than zero; leave the key out for the default",
+                ));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(Problem::new(path, key, e, "write durations like 30m, 2h or 1h30m"));
+                default
+            }
+        },
     };
     let durability = match bot.durability.as_deref() {
         None => Durability::default(),
@@ -117,7 +146,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                 path,
                 "bot.durability",
                 format!("unknown durability `{name}`"),
-                "use \"flush\" (the default) or \"fdatasync\"",
+                "use \"fdatasync\" (the default) or \"flush\"",
             ));
             Durability::default()
         }),
@@ -205,6 +234,14 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                 "write `Mon 06:00` (weekly, UTC) or an RFC 3339 time",
             ))
         });
+        if raw.approvals == Some(0) {
+            problems.push(Problem::new(
+                path,
+                &format!("{key}.approvals"),
+                "approvals = 0 would let the frozen commands through unapproved".into(),
+                "leave approvals out to deny during the freeze, or set it to 1 or more",
+            ));
+        }
         if let (Ok(from), Ok(to)) = (from, to) {
             match FreezeWindow::new(raw.name, raw.environments, raw.commands, from, to, raw.approvals) {
                 Ok(window) => freezes.push(window),
@@ -242,6 +279,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
         SlackSettings { mode: raw.mode.unwrap_or(SlackMode::Http), channel_interval, channel_burst }
     });
+    let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
+    let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
     if problems.len() > start {
         return None;
@@ -255,6 +294,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         action_timeout,
         listen,
         slack,
+        audit,
         environments,
         groups,
         services,
@@ -468,6 +508,14 @@ fn check_rule(
             "name groups, or \"*\" for every known user",
         ));
     }
+    if raw.approvals == 0 && !raw.approvers.is_empty() {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.approvals"),
+            format!("approvers ({}) are listed but approvals = 0, so nobody would be asked", raw.approvers.join(", ")),
+            "set approvals = 1 (or more), or remove approvers if the rule needs no approval",
+        ));
+    }
     if raw.approvals > 0 {
         let approvers: BTreeSet<&Actor> =
             raw.approvers.iter().flat_map(|g| groups.get(g).into_iter().flatten()).collect();
@@ -523,4 +571,115 @@ pub(super) fn cross_check(path: &Path, config: &Config, registry: &Registry, pro
             check(format!("freeze[{i}].commands"), policy);
         }
     }
+}
+
+/// `[audit]`: the checkpoint key file and publication file must live outside
+/// the data directory (whoever can write the store must not be able to
+/// rewrite them); the channel is platform-qualified; keys are Ed25519.
+fn check_audit(
+    path: &Path,
+    base: &Path,
+    data_dir: &Path,
+    raw: RawAudit,
+    duration: &mut impl FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration,
+    problems: &mut Vec<Problem>,
+) -> AuditSettings {
+    let defaults = AuditSettings::default();
+    let outside = |key: &str, file: Option<String>, problems: &mut Vec<Problem>| {
+        let file = base.join(file?);
+        if lexically_within(&file, data_dir) {
+            problems.push(Problem::new(
+                path,
+                key,
+                format!("{} is inside the data directory {}", file.display(), data_dir.display()),
+                "put it where whoever can write the store cannot (another disk, another owner)",
+            ));
+        }
+        Some(file)
+    };
+    let key_file = outside("audit.key_file", raw.key_file, problems);
+    let checkpoint_file = outside("audit.checkpoint_file", raw.checkpoint_file, problems);
+    if let Some(file) = &key_file {
+        match std::fs::read_to_string(file) {
+            // Never echo the key itself.
+            Ok(text) => {
+                if let Err(e) = crate::audit::checkpoint::Signer::from_seed_hex(&text) {
+                    problems.push(Problem::new(path, "audit.key_file", e, "`opsbot audit keygen` makes a key"));
+                }
+            }
+            Err(e) => problems.push(Problem::new(
+                path,
+                "audit.key_file",
+                format!("cannot read {}: {e}", file.display()),
+                "create it with `opsbot audit keygen`, readable only by opsbot",
+            )),
+        }
+    }
+    if let Some(channel) = &raw.checkpoint_channel {
+        if let Err(e) = qualified_id(channel, "channel") {
+            problems.push(Problem::new(path, "audit.checkpoint_channel", e, "like slack:C0123456"));
+        }
+    }
+    let mut public_keys = Vec::new();
+    for (i, key) in raw.public_keys.iter().enumerate() {
+        match crate::audit::checkpoint::PublicKey::parse(key) {
+            Ok(key) => public_keys.push(key),
+            Err(e) => problems.push(Problem::new(
+                path,
+                &format!("audit.public_keys[{i}]"),
+                e,
+                "`opsbot audit keygen` prints the public key",
+            )),
+        }
+    }
+    AuditSettings {
+        key_file,
+        checkpoint_every: duration(
+            "audit.checkpoint_every",
+            raw.checkpoint_every.as_deref(),
+            defaults.checkpoint_every,
+            problems,
+        ),
+        checkpoint_file,
+        checkpoint_channel: raw.checkpoint_channel,
+        checkpoint_log: raw.checkpoint_log.unwrap_or(defaults.checkpoint_log),
+        public_keys,
+    }
+}
+
+/// Whether `path` lies within `dir`, comparing normalised absolute paths
+/// (neither needs to exist yet; symlinks are resolved where they do).
+fn lexically_within(path: &Path, dir: &Path) -> bool {
+    fn normal(p: &Path) -> std::path::PathBuf {
+        let absolute =
+            if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(p) };
+        // Resolve the longest existing prefix (symlinks), then the rest lexically.
+        let mut existing = absolute.clone();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = existing.canonicalize().unwrap_or(existing);
+        for part in rest.into_iter().rev() {
+            out.push(part);
+        }
+        let mut clean = std::path::PathBuf::new();
+        for part in out.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        clean
+    }
+    normal(path).starts_with(normal(dir))
 }

@@ -85,9 +85,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with the default
-    /// durability (sled's flush).
+    /// durability (`fdatasync` after every commit).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, Durability::Flush)
+        Store::open_with(dir, Durability::default())
     }
 
     /// Opens (creating if needed) the store in `dir`; with
@@ -96,14 +96,7 @@ impl Store {
     pub fn open_with(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
-        // sled's default page cache is 1 GiB; opsbot's working set is small
-        // (recent records, open requests), so keep memory flat as the trail grows.
-        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked { path: dir.display().to_string() }
-            }
-            _ => StoreError::Open { path: dir.display().to_string(), reason: e.to_string() },
-        })?;
+        let db = open_db(dir)?;
         let sync = match durability {
             Durability::Flush => None,
             // sled 0.34 keeps its whole log in this one file; a second handle
@@ -326,6 +319,48 @@ impl Store {
             .map_err(|e| StoreError::Io(format!("the flush did not finish: {e}")))??;
         Ok(())
     }
+}
+
+/// Opens sled in `dir` (which must exist), or says another process holds it.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    // sled's default page cache is 1 GiB; opsbot's working set is small
+    // (recent records, open requests), so keep memory flat as the trail grows.
+    sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match &e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            StoreError::Locked { path: dir.display().to_string() }
+        }
+        _ => StoreError::Open { path: dir.display().to_string(), reason: e.to_string() },
+    })
+}
+
+/// An existing store opened only to be read (`audit verify`, `export`,
+/// `tail` with no bot running): nothing is created, dropped or fixed. It
+/// still holds sled's lock on the directory while it lives.
+pub struct ReadOnly {
+    pub db: sled::Db,
+    pub trail: crate::audit::sled_log::Trail,
+}
+
+impl ReadOnly {
+    pub fn open(dir: &Path) -> Result<ReadOnly, StoreError> {
+        let missing = || StoreError::Open {
+            path: dir.display().to_string(),
+            reason: "there is no opsbot store here (nothing has been recorded yet); check --config or --data-dir"
+                .into(),
+        };
+        if !dir.join("db").is_file() || !dir.join("conf").is_file() {
+            return Err(missing());
+        }
+        let db = open_db(dir)?;
+        let tree = crate::audit::sled_log::existing_tree(&db)?.ok_or_else(missing)?;
+        Ok(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) })
+    }
+}
+
+/// `opsbot audit repair` on the store in `dir` (no bot may be running).
+pub fn repair(dir: &Path) -> Result<crate::audit::sled_log::Repaired, StoreError> {
+    let read = ReadOnly::open(dir)?;
+    Ok(crate::audit::sled_log::repair(&read.db)?)
 }
 
 /// Keys of `/lock` holds in the `locks` tree: this, then the service.

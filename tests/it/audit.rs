@@ -55,7 +55,7 @@ fn tampered(tamper: impl FnOnce(&sled::Tree)) -> Bot {
     let bot = Bot::new();
     bot.console(&["/deploy api-staging v2", "/status api-staging", "/deploy api-service v3"]);
     assert!(bot.verify().status.success(), "untouched store verifies");
-    let db = sled::open(bot.data()).expect("open store directly");
+    let db = open_raw(&bot.data());
     let tree = db.open_tree("audit").unwrap();
     tamper(&tree);
     db.flush().unwrap();
@@ -187,4 +187,221 @@ fn the_cli_reads_the_trail_of_a_running_bot() {
     assert!(saw_status, "tail followed the new record");
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// Opens the store with sled directly. sled lets go of its file lock only
+/// once its IO threads are done with the previous handle (one this process
+/// dropped a moment ago), so the lock can still be held for a moment.
+fn open_raw(dir: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("open store directly: {e}"),
+        }
+    }
+}
+
+/// Every key and value of the store's trail, read with sled directly.
+fn raw_trail(bot: &Bot) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = open_raw(&bot.data());
+    let tree = db.open_tree("audit").unwrap();
+    tree.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+}
+
+fn with_tree(bot: &Bot, edit: impl FnOnce(&sled::Tree)) {
+    let db = open_raw(&bot.data());
+    let tree = db.open_tree("audit").unwrap();
+    edit(&tree);
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_deleted_or_moved_back_head_is_reported_loses_nothing_and_is_repaired() {
+    let moved_back = |n: u64| {
+        move |tree: &sled::Tree| {
+            let hash = String::from_utf8(record_bytes(tree, n)[..64].to_vec()).unwrap();
+            tree.insert("h", serde_json::to_vec(&serde_json::json!({"seq": n, "hash": hash})).unwrap()).unwrap();
+        }
+    };
+    type Tamper<'a> = Box<dyn Fn(&sled::Tree) + 'a>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "deleted",
+            Box::new(|tree: &sled::Tree| {
+                tree.remove("h").unwrap();
+            }),
+        ),
+        ("moved back to record 1", Box::new(moved_back(1))),
+        (
+            "moved back one record",
+            Box::new(|tree: &sled::Tree| {
+                let head: serde_json::Value = serde_json::from_slice(&tree.get("h").unwrap().unwrap()).unwrap();
+                moved_back(head["seq"].as_u64().unwrap() - 1)(tree);
+            }),
+        ),
+    ];
+    for (name, tamper) in cases {
+        let bot = Bot::new();
+        bot.console(&["/deploy api-staging v2", "/status api-staging", "/deploy api-service v3"]);
+        let records = bot.export(&[]);
+        with_tree(&bot, |tree| tamper(tree));
+        let tampered = raw_trail(&bot);
+
+        let verify = bot.verify();
+        let out = stdout(&verify);
+        assert!(!verify.status.success() && out.contains("audit trail BROKEN"), "{name}: {out}");
+        assert!(out.contains("head") && out.contains("audit repair"), "{name}: {out}");
+        assert_eq!(bot.export(&[]), records, "{name}: export still reads every record");
+        assert_eq!(raw_trail(&bot), tampered, "{name}: verify and export wrote nothing");
+
+        // The bot refuses to write to it, and says what to do.
+        let refused = bot.command(&["console"]).stdin(std::process::Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(65), "{name}: {err}");
+        assert!(err.contains("audit trail is damaged") && err.contains("opsbot audit repair"), "{name}: {err}");
+        assert_eq!(raw_trail(&bot), tampered, "{name}: refusing to start wrote nothing");
+
+        let repair = bot.command(&["audit", "repair"]).output().unwrap();
+        assert!(repair.status.success(), "{name}: {}", stdout(&repair));
+        assert!(stdout(&repair).contains("every record was kept"), "{name}: {}", stdout(&repair));
+        let after = bot.export(&[]);
+        assert_eq!(&after[..records.len()], &records[..], "{name}: every record kept, unchanged");
+        assert_eq!(after.len(), records.len() + 1, "{name}: plus the repair's own record");
+        assert!(after.last().unwrap()["detail"].as_str().unwrap().starts_with("audit repair:"));
+        assert!(bot.verify().status.success(), "{name}");
+        assert!(stdout(&bot.console(&["/status api-staging"])).contains("api-staging"), "{name}: it starts again");
+    }
+}
+
+/// What an outsider with write access to the data directory can do: rewrite
+/// the whole trail consistently (every hash recomputed, seals and head marks
+/// written in the store's own layout), with `change` applied to the records.
+fn rewrite_consistently(bot: &Bot, change: impl Fn(&mut serde_json::Value)) {
+    let records = bot.export(&[]);
+    with_tree(bot, |tree| {
+        tree.clear().unwrap();
+        let mut prev = opsbot::audit::chain::GENESIS.to_string();
+        let mut head = None;
+        for mut value in records {
+            change(&mut value);
+            let mut record: opsbot::audit::AuditRecord = serde_json::from_value(value).unwrap();
+            let (sealed, stored) = opsbot::audit::chain::seal(record.seq, record.ts, record.entry.clone(), &prev);
+            record.hash = sealed.hash.clone();
+            prev = sealed.hash.clone();
+            let mut block = stored;
+            block.extend_from_slice(format!("\n={} {}\n", record.seq, record.hash).as_bytes());
+            let mut key = vec![b'b'];
+            key.extend_from_slice(&record.seq.to_be_bytes());
+            tree.insert(key, block).unwrap();
+            head = Some(serde_json::json!({"seq": record.seq, "hash": record.hash}));
+        }
+        let head = serde_json::to_vec(&head.unwrap()).unwrap();
+        tree.insert("h", head.clone()).unwrap();
+        tree.insert("c", head).unwrap();
+        tree.insert("v", "2").unwrap();
+    });
+}
+
+#[test]
+fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
+    let published = tempfile::tempdir().unwrap();
+    let checkpoints = published.path().join("checkpoints.jsonl");
+    let extra = format!("\n[audit]\ncheckpoint_file = \"{}\"\n", checkpoints.display());
+    let bot = Bot::with_config(&crate::support::config_text("30m", &extra));
+    let seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    let public = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let keyed = |args: &[&str]| bot.command(args).env("OPSBOT_AUDIT_KEY", seed).output().unwrap();
+
+    bot.console_env(&["/deploy api-staging v2", "/deploy api-service v3"], &[("OPSBOT_AUDIT_KEY", seed.as_ref())]);
+    let made = keyed(&["audit", "checkpoint"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let line = stdout(&made);
+    assert!(line.contains("\"opsbot_checkpoint\":1") && line.contains(public), "{line}");
+    let published_text = std::fs::read_to_string(&checkpoints).unwrap();
+    assert_eq!(published_text.trim(), line.trim(), "published to the configured file");
+    let checkpoint: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let covered = checkpoint["seq"].as_u64().unwrap();
+    // The checkpoint is on the record too.
+    let records = bot.export(&[]);
+    assert!(records.last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("checkpoint of record {covered}")));
+    bot.console(&["/status api-staging"]);
+
+    let check = |key: &str| {
+        bot.command(&["audit", "verify", "--checkpoints"])
+            .arg(&checkpoints)
+            .args(["--public-key", key])
+            .output()
+            .unwrap()
+    };
+    let ok = check(public);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("extends all 1 checkpoint(s)"), "{}", stdout(&ok));
+    // A checkpoint signed by an untrusted key proves nothing.
+    let other = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+    let untrusted = check(other);
+    assert!(!untrusted.status.success() && stdout(&untrusted).contains("not a trusted key"), "{}", stdout(&untrusted));
+
+    // A consistent rewrite of a covered record: the chain alone cannot tell…
+    rewrite_consistently(&bot, |record| {
+        if record["request_id"] == "r-2" && record["kind"] == "request" {
+            record["actor"] = serde_json::json!("console:bob");
+        }
+    });
+    let plain = bot.verify();
+    assert!(plain.status.success(), "a consistent rewrite verifies on its own: {}", stdout(&plain));
+    // …the checkpoint can.
+    let caught = check(public);
+    assert!(!caught.status.success(), "{}", stdout(&caught));
+    assert!(
+        stdout(&caught).contains(&format!("checkpoint of record {covered}"))
+            && stdout(&caught).contains("rewritten after this checkpoint"),
+        "{}",
+        stdout(&caught)
+    );
+
+    // Cutting the trail back below the checkpoint is caught too.
+    let truncated = Bot::with_config(&crate::support::config_text("30m", ""));
+    std::fs::remove_dir_all(truncated.data()).ok();
+    copy_dir(&bot.data(), &truncated.data());
+    rewrite_consistently(&truncated, |_| {});
+    with_tree(&truncated, |tree| {
+        let mut keys: Vec<_> = tree.scan_prefix(b"b").keys().map(|k| k.unwrap()).collect();
+        keys.reverse();
+        for key in keys.iter().take(keys.len() - 2) {
+            tree.remove(key).unwrap();
+        }
+        let (_, value) = tree.scan_prefix(b"b").next_back().unwrap().unwrap();
+        let seal = String::from_utf8(value.to_vec()).unwrap();
+        let seal = seal.lines().last().unwrap().trim_start_matches('=').to_string();
+        let (seq, hash) = seal.split_once(' ').unwrap();
+        let head = serde_json::to_vec(&serde_json::json!({"seq": seq.parse::<u64>().unwrap(), "hash": hash})).unwrap();
+        tree.insert("h", head.clone()).unwrap();
+        tree.insert("c", head).unwrap();
+    });
+    assert!(truncated.verify().status.success(), "a consistent truncation verifies on its own");
+    let out = truncated
+        .command(&["audit", "verify", "--checkpoints"])
+        .arg(&checkpoints)
+        .args(["--public-key", public])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stdout(&out).contains("does not reach record"), "{}", stdout(&out));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "admin.sock" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

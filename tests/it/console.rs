@@ -23,10 +23,8 @@ fn staging_deploy_runs_at_once_and_is_audited() {
 }
 
 #[test]
-fn fdatasync_durability_runs_and_audits_like_the_default() {
-    let text = config_text("30m", "").replace("data_dir = \"data\"", "data_dir = \"data\"\ndurability = \"fdatasync\"");
-    assert!(text.contains("durability = \"fdatasync\""));
-    let bot = Bot::with_config(&text);
+fn fdatasync_is_the_default_durability_and_flush_an_explicit_opt_out() {
+    let bot = Bot::new();
     let out = stdout(&bot.console(&["/deploy api-staging v1.4.2"]));
     assert!(out.contains("✅ r-1: [simulated] api-staging now runs v1.4.2"), "{out}");
     let kinds = steps(&bot.export(&["--request", "r-1"]), "r-1");
@@ -34,11 +32,12 @@ fn fdatasync_durability_runs_and_audits_like_the_default() {
     assert!(bot.verify().status.success());
     // The trail records which durability the bot ran with.
     let started: Vec<_> = bot.export(&[]).into_iter().filter(|r| r["kind"] == "system").collect();
-    assert_eq!(started[0]["detail"], "opsbot console started (durability: fdatasync)", "{started:?}");
-    let default = Bot::new();
-    default.console(&["/status api-staging"]);
-    let started: Vec<_> = default.export(&[]).into_iter().filter(|r| r["kind"] == "system").collect();
-    assert_eq!(started[0]["detail"], "opsbot console started (durability: flush)", "{started:?}");
+    assert_eq!(started[0]["detail"], "opsbot console started (durability: fdatasync; checkpoints: off)", "{started:?}");
+    let text = config_text("30m", "").replace("data_dir = \"data\"", "data_dir = \"data\"\ndurability = \"flush\"");
+    let flush = Bot::with_config(&text);
+    flush.console(&["/status api-staging"]);
+    let started: Vec<_> = flush.export(&[]).into_iter().filter(|r| r["kind"] == "system").collect();
+    assert_eq!(started[0]["detail"], "opsbot console started (durability: flush; checkpoints: off)", "{started:?}");
 }
 
 #[test]

@@ -1,0 +1,197 @@
+//! Signed checkpoints: the chain's head, signed with a key that does not live
+//! in the data directory, and published somewhere the data directory's owner
+//! cannot rewrite (a chat channel, a file elsewhere, a log line a SIEM
+//! collects). The hash chain alone cannot stop someone who can write the
+//! store from rewriting all of it consistently; a checkpoint of record N fixes
+//! records 1..N, because record N's hash commits to every record before it.
+//! `opsbot audit verify --checkpoints FILE` checks that the trail still
+//! extends every checkpoint in FILE.
+//!
+//! A checkpoint is one JSON object (found anywhere in a line, so a chat
+//! export or a log file can be checked as it is):
+//! `{"opsbot_checkpoint":1,"seq":N,"hash":"…","at":"RFC 3339","key":"ed25519 public key, hex","sig":"hex"}`.
+//! The signature is Ed25519 over `opsbot-audit-checkpoint/v1\n{seq}\n{hash}\n{at}`.
+
+use super::chain::Head;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+
+const DOMAIN: &str = "opsbot-audit-checkpoint/v1";
+/// Marks a checkpoint object inside a line.
+const MARK: &str = "{\"opsbot_checkpoint\":";
+
+/// One signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub opsbot_checkpoint: u8,
+    pub seq: u64,
+    pub hash: String,
+    pub at: String,
+    /// The signer's Ed25519 public key, hex.
+    pub key: String,
+    pub sig: String,
+}
+
+fn message(seq: u64, hash: &str, at: &str) -> Vec<u8> {
+    format!("{DOMAIN}\n{seq}\n{hash}\n{at}").into_bytes()
+}
+
+impl Checkpoint {
+    /// The one-line JSON form that is published.
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).expect("checkpoint serialises")
+    }
+
+    /// Checks the signature, and that the signer is one of `trusted`.
+    pub fn check_signature(&self, trusted: &[PublicKey]) -> Result<(), String> {
+        let key = PublicKey::parse(&self.key).map_err(|e| format!("its key: {e}"))?;
+        if !trusted.contains(&key) {
+            return Err(format!(
+                "it is signed by key {}…, which is not a trusted key",
+                &self.key[..16.min(self.key.len())]
+            ));
+        }
+        let sig = hex::decode(&self.sig).map_err(|_| "its signature is not hex".to_string())?;
+        UnparsedPublicKey::new(&ED25519, key.0)
+            .verify(&message(self.seq, &self.hash, &self.at), &sig)
+            .map_err(|_| "its signature does not verify (the checkpoint was altered)".to_string())
+    }
+}
+
+/// An Ed25519 public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    pub fn parse(text: &str) -> Result<PublicKey, String> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key)
+            .map_err(|_| "an Ed25519 public key is 64 hex characters".to_string())?;
+        Ok(PublicKey(key))
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// The signing key. Never stored in the data directory, never logged.
+pub struct Signer {
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer(public key {})", self.public().hex())
+    }
+}
+
+impl Signer {
+    /// From a 32-byte Ed25519 seed written as 64 hex characters
+    /// (`OPSBOT_AUDIT_KEY`, or the contents of the key file).
+    pub fn from_seed_hex(text: &str) -> Result<Signer, String> {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| {
+            "the audit key must be 64 hex characters (a 32-byte Ed25519 seed); `opsbot audit keygen` makes one"
+                .to_string()
+        })?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| "the audit key is not a usable Ed25519 seed".to_string())?;
+        Ok(Signer { pair })
+    }
+
+    /// A fresh random seed, as hex (for `opsbot audit keygen`).
+    pub fn generate_seed_hex() -> Result<String, String> {
+        use ring::rand::SecureRandom;
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut seed).map_err(|_| "no system randomness".to_string())?;
+        Ok(hex::encode(seed))
+    }
+
+    pub fn public(&self) -> PublicKey {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(self.pair.public_key().as_ref());
+        PublicKey(key)
+    }
+
+    pub fn sign(&self, head: &Head, at: DateTime<Utc>) -> Checkpoint {
+        let at = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let sig = self.pair.sign(&message(head.seq, &head.hash, &at));
+        Checkpoint {
+            opsbot_checkpoint: 1,
+            seq: head.seq,
+            hash: head.hash.clone(),
+            at,
+            key: self.public().hex(),
+            sig: hex::encode(sig.as_ref()),
+        }
+    }
+}
+
+/// Every checkpoint object in `text` (one per line at most, anywhere in the
+/// line), with its line number; lines without one are skipped, a damaged
+/// one is reported.
+pub fn find_all(text: &str) -> Vec<(usize, Result<Checkpoint, String>)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(at) = line.find(MARK) else { continue };
+        let rest = &line[at..];
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Checkpoint>();
+        let parsed = match stream.next() {
+            Some(Ok(c)) if c.opsbot_checkpoint == 1 => Ok(c),
+            Some(Ok(c)) => Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint)),
+            Some(Err(e)) => Err(format!("not a readable checkpoint: {e}")),
+            None => Err("not a readable checkpoint".into()),
+        };
+        out.push((i + 1, parsed));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+    #[test]
+    fn a_checkpoint_verifies_only_with_a_trusted_key_and_unaltered() {
+        let signer = Signer::from_seed_hex(SEED).unwrap();
+        // RFC 8032 test vector 1: this seed's public key.
+        assert_eq!(signer.public().hex(), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        let head = Head { seq: 42, hash: "ab".repeat(32) };
+        let checkpoint = signer.sign(&head, Utc::now());
+        let trusted = [signer.public()];
+        assert_eq!(checkpoint.check_signature(&trusted), Ok(()));
+        let other = Signer::from_seed_hex(&"11".repeat(32)).unwrap();
+        assert!(checkpoint.check_signature(&[other.public()]).unwrap_err().contains("not a trusted key"));
+        for altered in [
+            Checkpoint { seq: 41, ..checkpoint.clone() },
+            Checkpoint { hash: "cd".repeat(32), ..checkpoint.clone() },
+            Checkpoint { at: "2020-01-01T00:00:00Z".into(), ..checkpoint.clone() },
+        ] {
+            assert!(altered.check_signature(&trusted).unwrap_err().contains("does not verify"), "{altered:?}");
+        }
+        // A forger who signs with their own key and claims it is ours.
+        let forged = Checkpoint { key: signer.public().hex(), ..other.sign(&head, Utc::now()) };
+        assert!(forged.check_signature(&trusted).is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_found_inside_log_and_chat_lines() {
+        let signer = Signer::from_seed_hex(SEED).unwrap();
+        let one = signer.sign(&Head { seq: 1, hash: "aa".repeat(32) }, Utc::now()).line();
+        let two = signer.sign(&Head { seq: 9, hash: "bb".repeat(32) }, Utc::now()).line();
+        let text = format!(
+            "{one}\n2026-12-01T10:00:00Z INFO opsbot::checkpoint: {two} published\nnothing here\n{{\"opsbot_checkpoint\":1,\"seq\":\n"
+        );
+        let found = find_all(&text);
+        assert_eq!(found.len(), 3);
+        assert_eq!(found[0].1.as_ref().unwrap().seq, 1);
+        assert_eq!((found[1].0, found[1].1.as_ref().unwrap().seq), (2, 9));
+        assert!(found[2].1.is_err());
+        assert!(Signer::from_seed_hex("nope").unwrap_err().contains("64 hex"));
+        assert_eq!(Signer::generate_seed_hex().unwrap().len(), 64);
+    }
+}

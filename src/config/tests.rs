@@ -1,0 +1,92 @@
+//! Values that parse but mean nothing sensible are refused with file, key and hint.
+
+use std::path::Path;
+
+fn problems(text: &str) -> Vec<super::Problem> {
+    let mut problems = Vec::new();
+    assert!(super::from_str(Path::new("/etc/opsbot/bad.toml"), text, &mut problems).is_none(), "accepted:\n{text}");
+    problems
+}
+
+const BASE: &str = r#"
+[environments.production]
+[groups]
+sre = ["console:bob", "console:dave"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 2 }
+"#;
+
+#[test]
+fn zero_durations_and_approvals_that_ask_nobody_are_refused() {
+    let text = format!(
+        r#"{BASE}
+[bot]
+data_dir = "/var/lib/opsbot"
+action_timeout = "0s"
+lock_ttl = "0ms"
+[slack]
+channel_interval = "0s"
+[audit]
+checkpoint_every = "0m"
+key_file = "/var/lib/opsbot/keys/audit.key"
+checkpoint_file = "/var/log/../lib/opsbot/checkpoints"
+public_keys = ["abc"]
+checkpoint_channel = "C123"
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["sre"]
+approvers = ["sre"]
+approvals = 0
+[[rules]]
+commands = ["restart"]
+environments = ["production"]
+requesters = ["sre"]
+approvers = ["sre"]
+approvals = 1
+ttl = "0s"
+[[freeze]]
+name = "x"
+environments = ["production"]
+commands = ["deploy"]
+from = "Fri 15:00"
+to = "Mon 06:00"
+approvals = 0
+"#
+    );
+    let problems = problems(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for want in [
+        "bot.action_timeout",
+        "bot.lock_ttl",
+        "slack.channel_interval",
+        "audit.checkpoint_every",
+        "audit.key_file",
+        "audit.checkpoint_file",
+        "audit.public_keys[0]",
+        "audit.checkpoint_channel",
+        "rules[0].approvals",
+        "rules[1].ttl",
+        "freeze[0].approvals",
+    ] {
+        assert!(keys.contains(&want), "missing {want} in {keys:?}");
+    }
+    assert!(problems.iter().all(|p| p.file == Path::new("/etc/opsbot/bad.toml") && !p.hint.is_empty()), "{problems:?}");
+    let zero = problems.iter().find(|p| p.key == "bot.action_timeout").unwrap();
+    assert!(zero.message.contains("zero") && zero.hint.contains("longer than zero"), "{zero:?}");
+    let inside = problems.iter().find(|p| p.key == "audit.checkpoint_file").unwrap();
+    assert!(inside.message.contains("inside the data directory"), "{inside:?}");
+}
+
+#[test]
+fn the_default_durability_is_fdatasync_and_flush_is_an_explicit_choice() {
+    let rule = "[[rules]]\ncommands = [\"deploy\"]\nenvironments = [\"*\"]\nrequesters = [\"sre\"]\n";
+    let mut problems = Vec::new();
+    let config = super::from_str(Path::new("ok.toml"), &format!("{BASE}{rule}"), &mut problems).unwrap();
+    assert_eq!(config.durability, super::Durability::Fdatasync);
+    let text = format!("{BASE}{rule}[bot]\ndurability = \"flush\"\n");
+    let config = super::from_str(Path::new("ok.toml"), &text, &mut problems).unwrap();
+    assert_eq!(config.durability, super::Durability::Flush);
+    assert!(problems.is_empty(), "{problems:?}");
+}

@@ -1,0 +1,135 @@
+//! Every background task of a running bot, tracked: each is spawned here
+//! with a name, shutdown cancels them and waits for them to end, and a task
+//! that panics — or a loop that ends while the bot still runs — is logged
+//! and makes `/health/ready` false, instead of silently taking a piece of
+//! the bot with it.
+
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Which tasks died. Read by readiness.
+#[derive(Default, Debug)]
+pub struct Health {
+    dead: Mutex<Vec<String>>,
+}
+
+impl Health {
+    /// Names of the tasks that died, with how.
+    pub fn dead(&self) -> Vec<String> {
+        self.dead.lock().expect("health lock").clone()
+    }
+
+    pub fn mark_dead(&self, what: String) {
+        self.dead.lock().expect("health lock").push(what);
+    }
+}
+
+/// The bot's tasks.
+#[derive(Clone)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    health: Arc<Health>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks { tracker: TaskTracker::new(), stop: CancellationToken::new(), health: Arc::new(Health::default()) }
+    }
+}
+
+impl Tasks {
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Cancelled when the bot stops: loops select on it and end.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
+    /// A task that ends by itself (a connection, a send). A panic is logged
+    /// and marks the bot unready.
+    pub fn spawn<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let health = self.health.clone();
+        self.tracker.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                let what = format!("{name} panicked: {}", panic_text(&panic));
+                tracing::error!(task = name, "{what}");
+                health.mark_dead(what);
+            }
+        });
+    }
+
+    /// A loop that must run until the bot stops: it gets the stop token; if
+    /// it returns (or panics) before the bot stops, that is logged and marks
+    /// the bot unready.
+    pub fn spawn_loop<F, Fut>(&self, name: &'static str, run: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        let health = self.health.clone();
+        let task = run(stop.clone());
+        self.tracker.spawn(async move {
+            let result = AssertUnwindSafe(task).catch_unwind().await;
+            let what = match result {
+                Err(panic) => format!("{name} panicked: {}", panic_text(&panic)),
+                Ok(()) if !stop.is_cancelled() => format!("{name} stopped while the bot runs"),
+                Ok(()) => return,
+            };
+            tracing::error!(task = name, "{what}");
+            health.mark_dead(what);
+        });
+    }
+
+    /// Cancels every loop and waits up to `grace` for all tasks to end;
+    /// returns false if some were still running.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stop.cancel();
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_or_a_loop_that_ends_early_marks_the_bot_unready() {
+        let tasks = Tasks::default();
+        tasks.spawn("fine", async {});
+        tasks.spawn_loop("ticker", |stop| async move { stop.cancelled().await });
+        assert!(tasks.health().dead().is_empty());
+        tasks.spawn("sender", async { panic!("boom") });
+        tasks.spawn_loop("socket", |_| async {});
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let dead = tasks.health().dead();
+        assert!(dead.contains(&"sender panicked: boom".to_string()), "{dead:?}");
+        assert!(dead.contains(&"socket stopped while the bot runs".to_string()), "{dead:?}");
+        assert!(tasks.shutdown(Duration::from_secs(1)).await, "the ticker ends when the bot stops");
+        assert_eq!(tasks.health().dead().len(), 2, "an orderly stop is not a death");
+    }
+}
