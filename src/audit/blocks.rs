@@ -7,8 +7,8 @@
 //! commit rather than several per record. The last block of every commit ends
 //! with a seal line, `=` + sequence number + space + hash of the commit's last
 //! record: a block without a seal can only belong to a commit that has not
-//! finished. `s`/`o` keys index blocks by service (not part of the chain; they
-//! only speed up lookups).
+//! finished. `i` keys index each block's records by service (not part of the
+//! chain; they only speed up lookups).
 //!
 //! Two keys name the chain's end, written around each commit's sealed block:
 //! `h` (the head) just before it and `c` (committed) just after it. sled
@@ -33,38 +33,65 @@ pub(super) const COMMITTED_KEY: &[u8] = b"c";
 pub(super) const FORMAT_KEY: &[u8] = b"v";
 /// Sealed commits, `h` and `c` (this module's layout).
 pub(super) const FORMAT: &[u8] = b"2";
-/// A block is closed once it holds this many bytes, so a value stays well
-/// below the size at which sled moves it to a separate blob file.
-pub(super) const BLOCK_BYTES: usize = 32 * 1024;
+/// A block is closed once it holds this many bytes. sled packs up to 17
+/// keys into a leaf and writes a leaf bigger than 128 KiB (a quarter of its
+/// 512 KiB segment) to a blob file, and it counts a blob-backed leaf in its
+/// page cache by the size of the pointer, not of the leaf: such leaves were
+/// never evicted, so reading a large trail (export, verify) kept all of it
+/// in memory (~500 MiB for a million records with 32 KiB blocks). With 6 KiB
+/// blocks a leaf stays under the blob threshold (17 × 6 KiB) unless records
+/// themselves are larger than a block, and the cache bound holds (see
+/// docs/benchmarks.md, "Audit trail at scale").
+pub(super) const BLOCK_BYTES: usize = 6 * 1024;
 /// Most records one commit takes (the writer's batch limit). An unsealed
 /// tail longer than this cannot be a commit cut short.
 pub const MAX_COMMIT: usize = 4096;
 
-/// Index keys: `s`, service, 0, block for every block holding records about
-/// a service, and the same under `o` for blocks holding its outcomes. The
-/// value lists the sequence numbers of those records (8 bytes each,
-/// big-endian), so `/status` and `/audit <service>` decode only the records
-/// they show.
-pub(super) const SERVICE_INDEX: u8 = b's';
-pub(super) const OUTCOME_INDEX: u8 = b'o';
+/// The service index: `i` + the block's first sequence number → one entry per
+/// record in the block that names a service: its place in the block (u16,
+/// big-endian), a flag byte (1 = an outcome), the service name's length and
+/// the name. `/status` and `/audit <service>` walk these small values
+/// backwards and decode only the records they show. One key per block (not
+/// one per service per block) keeps sled's page table, and so the memory of
+/// a bot with a long trail, small.
+pub(super) const INDEX_PREFIX: u8 = b'i';
+const OUTCOME_FLAG: u8 = 1;
 
-pub(super) fn index_prefix(kind: u8, service: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(service.len() + 10);
-    key.push(kind);
-    key.extend_from_slice(service.as_bytes());
-    key.push(0);
+pub(super) fn index_key(first_seq: u64) -> [u8; 9] {
+    let mut key = block_key(first_seq);
+    key[0] = INDEX_PREFIX;
     key
 }
 
-pub(super) fn index_key(kind: u8, service: &str, block: u64) -> Vec<u8> {
-    let mut key = index_prefix(kind, service);
-    key.extend_from_slice(&block.to_be_bytes());
-    key
+/// One indexed record: its place in its block, whether it is an outcome,
+/// and its service.
+pub(super) struct Indexed<'a> {
+    pub offset: u64,
+    pub outcome: bool,
+    pub service: &'a [u8],
 }
 
-/// The block an index key points at.
-pub(super) fn index_block(key: &[u8]) -> Option<u64> {
-    key.len().checked_sub(8).map(|at| u64::from_be_bytes(key[at..].try_into().expect("8 bytes")))
+/// The entries of an index value; a truncated tail ends it.
+pub(super) fn index_entries(mut value: &[u8]) -> impl Iterator<Item = Indexed<'_>> {
+    std::iter::from_fn(move || {
+        let offset = u16::from_be_bytes(value.get(..2)?.try_into().ok()?);
+        let flags = *value.get(2)?;
+        let len = *value.get(3)? as usize;
+        let service = value.get(4..4 + len)?;
+        value = &value[4 + len..];
+        Some(Indexed { offset: u64::from(offset), outcome: flags & OUTCOME_FLAG != 0, service })
+    })
+}
+
+fn push_index(index: &mut Vec<u8>, offset: u64, record: &AuditRecord) {
+    let Some(service) = &record.entry.service else { return };
+    // Blocks hold far fewer than 65,536 records, and service names are config
+    // names of at most 63 bytes; longer ones are simply not indexed.
+    let (Ok(offset), Ok(len)) = (u16::try_from(offset), u8::try_from(service.len())) else { return };
+    index.extend_from_slice(&offset.to_be_bytes());
+    index.push(if record.entry.kind == RecordKind::Outcome { OUTCOME_FLAG } else { 0 });
+    index.push(len);
+    index.extend_from_slice(service.as_bytes());
 }
 
 pub(super) fn block_key(first_seq: u64) -> [u8; 9] {
@@ -155,13 +182,21 @@ pub(super) struct BlockWriter {
     index: Vec<(Vec<u8>, Vec<u8>)>,
     first: u64,
     bytes: Vec<u8>,
-    /// Per service: sequence numbers of its records, and of its outcomes.
-    services: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// The current block's index value, and how many records it holds.
+    services: Vec<u8>,
+    records: u64,
 }
 
 impl BlockWriter {
     pub(super) fn new(first: u64) -> BlockWriter {
-        BlockWriter { blocks: Vec::new(), index: Vec::new(), first, bytes: Vec::new(), services: Vec::new() }
+        BlockWriter {
+            blocks: Vec::new(),
+            index: Vec::new(),
+            first,
+            bytes: Vec::new(),
+            services: Vec::new(),
+            records: 0,
+        }
     }
 
     pub(super) fn push(&mut self, record: &AuditRecord, stored: &[u8]) {
@@ -170,20 +205,8 @@ impl BlockWriter {
         }
         self.bytes.extend_from_slice(stored);
         self.bytes.push(b'\n');
-        if let Some(service) = &record.entry.service {
-            let slot = match self.services.iter().position(|(s, _, _)| s == service) {
-                Some(i) => i,
-                None => {
-                    self.services.push((service.clone(), Vec::new(), Vec::new()));
-                    self.services.len() - 1
-                }
-            };
-            let (_, all, outcomes) = &mut self.services[slot];
-            all.extend_from_slice(&record.seq.to_be_bytes());
-            if record.entry.kind == RecordKind::Outcome {
-                outcomes.extend_from_slice(&record.seq.to_be_bytes());
-            }
-        }
+        push_index(&mut self.services, self.records, record);
+        self.records += 1;
     }
 
     /// Ends the current block; the next one starts at `next`.
@@ -192,13 +215,11 @@ impl BlockWriter {
             return;
         }
         self.blocks.push((block_key(self.first).to_vec(), std::mem::take(&mut self.bytes)));
-        for (service, all, outcomes) in self.services.drain(..) {
-            self.index.push((index_key(SERVICE_INDEX, &service, self.first), all));
-            if !outcomes.is_empty() {
-                self.index.push((index_key(OUTCOME_INDEX, &service, self.first), outcomes));
-            }
+        if !self.services.is_empty() {
+            self.index.push((index_key(self.first).to_vec(), std::mem::take(&mut self.services)));
         }
         self.first = next;
+        self.records = 0;
     }
 
     /// The commit's writes; `head` is the commit's last record. Panics if
@@ -213,6 +234,15 @@ impl BlockWriter {
     }
 }
 
+/// The index value for a block's records (for `audit repair`).
+pub(super) fn index_of(records: &[AuditRecord]) -> Vec<u8> {
+    let mut index = Vec::new();
+    for (offset, record) in records.iter().enumerate() {
+        push_index(&mut index, offset as u64, record);
+    }
+    index
+}
+
 /// Removes every block past `head` and the index entries that point at
 /// them (what a commit cut short by a crash, or a failed commit, left).
 /// Returns how many blocks went.
@@ -222,13 +252,10 @@ pub(super) fn remove_past(tree: &sled::Tree, head: &Head) -> Result<usize, sled:
     for key in &past {
         tree.remove(key)?;
     }
-    for kind in [SERVICE_INDEX, OUTCOME_INDEX] {
-        for key in tree.scan_prefix([kind]).keys() {
-            let key = key?;
-            if index_block(&key).is_some_and(|b| b > head.seq) {
-                tree.remove(key)?;
-            }
-        }
+    let index: Vec<sled::IVec> =
+        tree.range(index_key(head.seq + 1).to_vec()..vec![INDEX_PREFIX + 1]).keys().collect::<Result<_, _>>()?;
+    for key in index {
+        tree.remove(key)?;
     }
     Ok(past.len())
 }

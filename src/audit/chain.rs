@@ -8,7 +8,7 @@
 use super::{AuditEntry, AuditRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -38,14 +38,14 @@ fn checked(stored: &[u8]) -> Result<([u8; 32], &[u8]), String> {
         return Err("record is truncated".into());
     }
     let (hash, body) = stored.split_at(64);
-    let mut claimed = [0u8; 32];
-    hex::decode_to_slice(hash, &mut claimed).map_err(|_| "its stored hash is not hex".to_string())?;
     let actual: [u8; 32] = Sha256::digest(body).into();
-    if actual != claimed {
+    let mut actual_hex = [0u8; 64];
+    hex::encode_to_slice(actual, &mut actual_hex).expect("64 hex digits for 32 bytes");
+    if actual_hex != hash {
         return Err(format!(
             "content does not match its hash (stored {}…, computed {}…)",
             String::from_utf8_lossy(&hash[..12]),
-            &hex::encode(actual)[..12]
+            String::from_utf8_lossy(&actual_hex[..12])
         ));
     }
     Ok((actual, body))
@@ -98,6 +98,27 @@ struct Link<'a> {
     prev: &'a str,
 }
 
+/// What verification needs of one stored record: its own (checked) hash,
+/// the number its body claims and the previous hash it names. Computing it
+/// is the costly part (SHA-256 and a JSON parse) and needs no other record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub hash: [u8; 32],
+    pub seq: u64,
+    /// `None` if `prev` is not 64 hex digits.
+    pub prev: Option<[u8; 32]>,
+}
+
+/// Digests one stored record: its hash checked against its bytes, its body
+/// parsed for `seq` and `prev` (the rest is syntax-checked and skipped).
+pub fn digest(stored: &[u8]) -> Result<Digest, String> {
+    let (hash, body) = checked(stored)?;
+    let link: Link = serde_json::from_slice(body).map_err(|e| format!("body is not a valid record: {e}"))?;
+    let mut prev = [0u8; 32];
+    let prev = hex::decode_to_slice(link.prev, &mut prev).ok().map(|()| prev);
+    Ok(Digest { hash, seq: link.seq, prev })
+}
+
 /// Walks stored records in order, one at a time, holding only the last
 /// hash: memory stays flat whatever the trail's length. Each record's hash
 /// is checked against its exact bytes, its number against its place, and
@@ -125,6 +146,12 @@ impl Verifier {
 
     /// Checks the record stored at position `at`.
     pub fn push(&mut self, at: u64, stored: &[u8]) -> Result<(), VerifyFailure> {
+        let digest = digest(stored);
+        self.push_digest(at, &digest)
+    }
+
+    /// Checks a record already digested (possibly on another thread).
+    pub fn push_digest(&mut self, at: u64, digest: &Result<Digest, String>) -> Result<(), VerifyFailure> {
         let expected = self.next_seq;
         if at != expected {
             return Err(VerifyFailure {
@@ -133,19 +160,17 @@ impl Verifier {
             });
         }
         let fail = |problem: String| VerifyFailure { seq: at, problem };
-        let (hash, body) = checked(stored).map_err(fail)?;
-        let link: Link = serde_json::from_slice(body).map_err(|e| fail(format!("body is not a valid record: {e}")))?;
-        if link.seq != at {
-            return Err(fail(format!("slot {at} holds record {} (records were moved or swapped)", link.seq)));
+        let digest = digest.as_ref().map_err(|problem| fail(problem.clone()))?;
+        if digest.seq != at {
+            return Err(fail(format!("slot {at} holds record {} (records were moved or swapped)", digest.seq)));
         }
-        let mut prev = [0u8; 32];
-        if hex::decode_to_slice(link.prev, &mut prev).is_err() || prev != self.prev {
+        if digest.prev != Some(self.prev) {
             return Err(fail(
                 "its `prev` hash does not match the record before it (a record before it was changed or removed)"
                     .into(),
             ));
         }
-        self.prev = hash;
+        self.prev = digest.hash;
         self.next_seq += 1;
         Ok(())
     }

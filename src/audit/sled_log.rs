@@ -21,8 +21,8 @@
 //! export` can run on a store without changing a byte of it.
 
 use super::blocks::{
-    block_key, index_block, index_key, index_prefix, key_seq, parse_block, records_of, remove_past, sealed,
-    BlockWriter, BLOCK_PREFIX, COMMITTED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, MAX_COMMIT, OUTCOME_INDEX, SERVICE_INDEX,
+    block_key, index_entries, index_key, index_of, key_seq, parse_block, records_of, remove_past, sealed, BlockWriter,
+    BLOCK_PREFIX, COMMITTED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, INDEX_PREFIX, MAX_COMMIT,
 };
 use super::chain::{self, Head, Verifier};
 use super::end::{self, End, Leftover};
@@ -106,46 +106,54 @@ impl Trail {
         at: &std::collections::BTreeSet<u64>,
         hashes: &mut std::collections::BTreeMap<u64, String>,
     ) -> Result<chain::VerifySummary, chain::VerifyFailure> {
-        let failure = |problem: String| chain::VerifyFailure { seq: 0, problem };
         let mut verifier = Verifier::default();
         // A seal that disagrees with its block is reported only if no record
         // fails after it: a removed record is named better by the gap it leaves.
         let mut bad_seal: Option<chain::VerifyFailure> = None;
-        let mut blocks = self.tree.scan_prefix([BLOCK_PREFIX]).peekable();
-        while let Some(item) = blocks.next() {
-            let (key, value) = item.map_err(|e| failure(e.to_string()))?;
-            let first = key_seq(&key);
-            let block = parse_block(&value);
-            for (i, record) in block.records.iter().enumerate() {
-                let seq = first + i as u64;
-                verifier.push(seq, record)?;
+        let mut pending: Option<Digested> = None;
+        let mut check = |block: Digested, last: bool, verifier: &mut Verifier| -> Result<(), chain::VerifyFailure> {
+            for (i, digest) in block.records.iter().enumerate() {
+                let seq = block.first + i as u64;
+                verifier.push_digest(seq, digest)?;
                 if at.contains(&seq) {
                     hashes.insert(seq, verifier.head().hash);
                 }
             }
-            let at = verifier.head();
+            let end = verifier.head();
             let problem = match block.seal {
-                Some(Ok(seal)) if seal == at => None,
-                Some(Ok(seal)) if blocks.peek().is_none() && seal.seq > at.seq => Some(format!(
+                Some(Ok(seal)) if seal == end => None,
+                Some(Ok(seal)) if last && seal.seq > end.seq => Some(format!(
                     "the chain ends at record {} but its last commit was sealed at record {} (records were removed from the end)",
-                    at.seq, seal.seq
+                    end.seq, seal.seq
                 )),
                 Some(Ok(seal)) => Some(format!(
-                    "the block at record {first} is sealed for record {} but ends with record {}: records were removed or changed",
-                    seal.seq, at.seq
+                    "the block at record {} is sealed for record {} but ends with record {}: records were removed or changed",
+                    block.first, seal.seq, end.seq
                 )),
                 Some(Err(problem)) => Some(problem),
                 None => None,
             };
             if let Some(problem) = problem {
-                bad_seal.get_or_insert(chain::VerifyFailure { seq: at.seq, problem });
+                bad_seal.get_or_insert(chain::VerifyFailure { seq: end.seq, problem });
             }
+            Ok(())
+        };
+        // The blocks are hashed and parsed on worker threads; links are
+        // checked here, in order, one block behind (to know the last one).
+        digest_blocks(&self.tree, &mut |block| {
+            if let Some(previous) = pending.replace(block) {
+                check(previous, false, &mut verifier)?;
+            }
+            Ok(())
+        })?;
+        if let Some(last) = pending.take() {
+            check(last, true, &mut verifier)?;
         }
         if let Some(failure) = bad_seal {
             return Err(failure);
         }
         let chain_end = verifier.head();
-        match self.end().map_err(|e| failure(e.to_string()))? {
+        match self.end().map_err(|e| chain::VerifyFailure { seq: 0, problem: e.to_string() })? {
             End::Clean { head } => Ok(chain::VerifySummary { records: head.seq, head_hash: head.hash, note: None }),
             End::CrashLeftover(leftover) => Ok(chain::VerifySummary {
                 records: leftover.head.seq,
@@ -209,32 +217,45 @@ impl Trail {
         let mut examined = 0usize;
         let mut out = Vec::new();
         match (query.limit, &query.service) {
-            // The newest matches for one service: walk its index backwards and
-            // decode only the records it names.
+            // The newest matches for one service: walk the index backwards and
+            // decode only the records it names, within the look-back window.
             (Some(limit), Some(service)) => {
-                let kind = if query.kind == Some(RecordKind::Outcome) { OUTCOME_INDEX } else { SERVICE_INDEX };
-                let prefix = index_prefix(kind, service);
-                'blocks: for item in self.tree.scan_prefix(&prefix).rev() {
+                let outcomes_only = query.kind == Some(RecordKind::Outcome);
+                let floor = match query.look_back {
+                    Some(n) => self.newest_seq()?.saturating_sub(n as u64) + 1,
+                    None => 1,
+                };
+                let lower = lower.max(floor);
+                'blocks: for item in self.tree.scan_prefix([INDEX_PREFIX]).rev() {
                     let (key, listed) = item.map_err(store_error)?;
-                    let first = index_block(&key).unwrap_or(0);
-                    let Some(value) = self.tree.get(block_key(first)).map_err(store_error)? else { continue };
-                    let stored = records_of(&value);
-                    for seq in listed.chunks_exact(8).rev().map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-                    {
-                        if out.len() >= limit || examined >= look_back || seq < lower {
-                            break 'blocks;
+                    let first = key_seq(&key);
+                    let wanted: Vec<u64> = index_entries(&listed)
+                        .filter(|e| e.service == service.as_bytes() && (e.outcome || !outcomes_only))
+                        .map(|e| e.offset)
+                        .filter(|offset| first + offset >= lower)
+                        .collect();
+                    if !wanted.is_empty() {
+                        let Some(value) = self.tree.get(block_key(first)).map_err(store_error)? else { continue };
+                        let stored = records_of(&value);
+                        for offset in wanted.into_iter().rev() {
+                            let seq = first + offset;
+                            let Some(bytes) = stored.get(offset as usize) else {
+                                return Err(AuditError::Corrupt {
+                                    seq,
+                                    problem: "the service index names a record its block does not hold".into(),
+                                });
+                            };
+                            let record = decode(seq, bytes)?;
+                            if query.matches(&record) {
+                                out.push(record);
+                                if out.len() >= limit {
+                                    break 'blocks;
+                                }
+                            }
                         }
-                        examined += 1;
-                        let Some(bytes) = seq.checked_sub(first).and_then(|i| stored.get(i as usize)) else {
-                            return Err(AuditError::Corrupt {
-                                seq,
-                                problem: "the service index names a record its block does not hold".into(),
-                            });
-                        };
-                        let record = decode(seq, bytes)?;
-                        if query.matches(&record) {
-                            out.push(record);
-                        }
+                    }
+                    if first <= lower {
+                        break;
                     }
                 }
                 out.reverse();
@@ -265,6 +286,112 @@ impl Trail {
         }
         Ok(out)
     }
+}
+
+impl Trail {
+    /// The number of the newest stored record (0 for an empty trail).
+    fn newest_seq(&self) -> Result<u64, AuditError> {
+        match self.tree.scan_prefix([BLOCK_PREFIX]).next_back() {
+            None => Ok(0),
+            Some(item) => {
+                let (key, value) = item.map_err(store_error)?;
+                Ok(key_seq(&key) + records_of(&value).len() as u64 - 1)
+            }
+        }
+    }
+}
+
+/// One block, digested: every record's hash checked and link read, and its seal.
+struct Digested {
+    first: u64,
+    records: Vec<Result<chain::Digest, String>>,
+    seal: Option<Result<Head, String>>,
+}
+
+/// Blocks per job handed to a digesting thread.
+const DIGEST_BATCH: usize = 64;
+
+/// Reads every block in order on one thread, digests them on the others
+/// (SHA-256 and a JSON parse per record, the bulk of verification), and
+/// hands them to `visit` in order. Queues are bounded, so memory stays flat;
+/// an error from `visit` stops everything.
+fn digest_blocks(
+    tree: &sled::Tree,
+    visit: &mut dyn FnMut(Digested) -> Result<(), chain::VerifyFailure>,
+) -> Result<(), chain::VerifyFailure> {
+    use std::sync::mpsc::sync_channel;
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+    type Batch = Result<Vec<(u64, sled::IVec)>, String>;
+    std::thread::scope(|scope| {
+        let (jobs, job_queue) = sync_channel::<(usize, Batch)>(workers * 2);
+        let job_queue = Arc::new(Mutex::new(job_queue));
+        let (done, finished) = sync_channel::<(usize, Result<Vec<Digested>, String>)>(workers * 2);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(DIGEST_BATCH);
+            let mut n = 0;
+            for item in tree.scan_prefix([BLOCK_PREFIX]) {
+                match item {
+                    Ok((key, value)) => batch.push((key_seq(&key), value)),
+                    Err(e) => {
+                        let _ = jobs.send((n, Err(e.to_string())));
+                        return;
+                    }
+                }
+                if batch.len() == DIGEST_BATCH {
+                    if jobs.send((n, Ok(std::mem::take(&mut batch)))).is_err() {
+                        return;
+                    }
+                    n += 1;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = jobs.send((n, Ok(batch)));
+            }
+        });
+        for _ in 0..workers {
+            let (job_queue, done) = (job_queue.clone(), done.clone());
+            scope.spawn(move || loop {
+                let job = job_queue.lock().expect("job queue").recv();
+                let Ok((n, batch)) = job else { return };
+                let digested = batch.map(|blocks| {
+                    blocks
+                        .iter()
+                        .map(|(first, value)| {
+                            let block = parse_block(value);
+                            Digested {
+                                first: *first,
+                                records: block.records.iter().map(|r| chain::digest(r)).collect(),
+                                seal: block.seal,
+                            }
+                        })
+                        .collect()
+                });
+                if done.send((n, digested)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done);
+        // Batches come back in any order; hand them on in order.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        let result = (|| {
+            for (n, digested) in finished.iter() {
+                waiting.insert(n, digested);
+                while let Some(digested) = waiting.remove(&next) {
+                    let blocks = digested.map_err(|problem| chain::VerifyFailure { seq: 0, problem })?;
+                    for block in blocks {
+                        visit(block)?;
+                    }
+                    next += 1;
+                }
+            }
+            Ok(())
+        })();
+        // Dropping the receiver stops the workers, which stops the reader.
+        drop(finished);
+        result
+    })
 }
 
 fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AuditError> {
@@ -566,11 +693,12 @@ pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
     let mut verifier = Verifier::default();
     let mut reseal: Vec<(Vec<u8>, Vec<u8>, Head)> = Vec::new();
     let mut last_block: Option<(Vec<u8>, Vec<u8>)> = None;
-    let mut index: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+    let mut index: Vec<([u8; 9], Vec<u8>)> = Vec::new();
     for item in tree.scan_prefix([BLOCK_PREFIX]) {
         let (key, value) = item.map_err(store_error)?;
         let first = key_seq(&key);
         let block = parse_block(&value);
+        let mut records = Vec::with_capacity(block.records.len());
         for (i, bytes) in block.records.iter().enumerate() {
             let seq = first + i as u64;
             verifier.push(seq, bytes).map_err(|failure| {
@@ -578,19 +706,11 @@ pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
                     "{failure}. A repair cannot make a broken chain verify without rewriting history, so it changes nothing: keep this data directory as evidence (copy it somewhere safe), and start opsbot on a new --data-dir"
                 ))
             })?;
-            let record = decode(seq, bytes)?;
-            if let Some(service) = &record.entry.service {
-                index
-                    .entry(index_key(SERVICE_INDEX, service, first))
-                    .or_default()
-                    .extend_from_slice(&seq.to_be_bytes());
-                if record.entry.kind == RecordKind::Outcome {
-                    index
-                        .entry(index_key(OUTCOME_INDEX, service, first))
-                        .or_default()
-                        .extend_from_slice(&seq.to_be_bytes());
-                }
-            }
+            records.push(decode(seq, bytes)?);
+        }
+        let entry = index_of(&records);
+        if !entry.is_empty() {
+            index.push((index_key(first), entry));
         }
         let at = verifier.head();
         if let Some(seal) = &block.seal {
@@ -618,10 +738,8 @@ pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
             tree.insert(key, sealed(&value, &head)).map_err(store_error)?;
         }
     }
-    for kind in [SERVICE_INDEX, OUTCOME_INDEX] {
-        for key in tree.scan_prefix([kind]).keys() {
-            tree.remove(key.map_err(store_error)?).map_err(store_error)?;
-        }
+    for key in tree.scan_prefix([INDEX_PREFIX]).keys() {
+        tree.remove(key.map_err(store_error)?).map_err(store_error)?;
     }
     for (key, value) in index {
         tree.insert(key, value).map_err(store_error)?;

@@ -137,6 +137,11 @@ impl Engine {
         &self.executors
     }
 
+    /// The durable state the engine keeps (approvals, locks, dedup).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

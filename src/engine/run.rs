@@ -141,9 +141,13 @@ impl Engine {
             AuditEntry { args: None, live, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
                 .outcome(verdict)
                 .detail(text.clone());
-        let recorded = self.audit.append(record).await;
-        if let Err(e) = self.store.release_run_lock(&service.name, &id) {
-            tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");
+        // The outcome and the lock's release are one commit: a crash leaves
+        // both or neither, never a finished action that looks interrupted.
+        let recorded = self.audit.commit(vec![record], Some(self.store.run_lock_release(&service.name, &id))).await;
+        if recorded.is_err() {
+            if let Err(e) = self.store.release_run_lock(&service.name, &id) {
+                tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");
+            }
         }
         match recorded {
             Ok(_) => self.say(&reply, Reply::Outcome { request_id: id, verdict, text }).await,
@@ -195,13 +199,27 @@ impl Engine {
     }
 
     /// Writes an `interrupted` outcome for every action whose run lock is still
-    /// held, and frees those services.
+    /// held, and frees those services. An action whose outcome is already in
+    /// the trail finished: its lock is only released.
     pub(super) async fn record_interrupted(self: &Arc<Self>, why: &str) {
         let locks = match self.store.run_locks() {
             Ok(locks) => locks,
             Err(e) => return tracing::error!(error = %e, "cannot list run locks"),
         };
         for (service, lock) in locks {
+            let finished = self
+                .audit
+                .newest_outcomes(&service, 3)
+                .map(|o| o.iter().any(|r| r.entry.request_id.as_deref() == Some(lock.request_id.as_str())));
+            if let Ok(true) = finished {
+                tracing::info!(request = %lock.request_id, %service, "the action's outcome is recorded; releasing its run lock");
+                if let Err(e) =
+                    self.audit.commit(Vec::new(), Some(self.store.run_lock_release(&service, &lock.request_id))).await
+                {
+                    tracing::error!(error = %e, "cannot release a finished action's run lock");
+                }
+                continue;
+            }
             let record = AuditEntry {
                 request_id: Some(lock.request_id.clone()),
                 actor: Some(lock.holder.clone()),
@@ -211,11 +229,8 @@ impl Engine {
             }
             .outcome(Verdict::Interrupted)
             .detail(why);
-            match self.audit.append(record).await {
-                Ok(_) => {
-                    let _ = self.store.release_run_lock(&service, &lock.request_id);
-                    tracing::warn!(request = %lock.request_id, %service, "{why}");
-                }
+            match self.audit.commit(vec![record], Some(self.store.run_lock_release(&service, &lock.request_id))).await {
+                Ok(_) => tracing::warn!(request = %lock.request_id, %service, "{why}"),
                 Err(e) => tracing::error!(error = %e, "cannot record an interrupted action"),
             }
         }

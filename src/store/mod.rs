@@ -14,7 +14,7 @@
 
 use crate::approval::PendingRequest;
 use crate::audit::sled_log::Durable;
-use crate::audit::{AuditError, SledAuditLog};
+use crate::audit::{AuditError, Effect, SledAuditLog};
 use crate::config::Durability;
 use crate::policy::Hold;
 use chrono::{DateTime, Utc};
@@ -237,14 +237,15 @@ impl Store {
 
     /// Releases the run lock if `request_id` still holds it.
     pub fn release_run_lock(&self, service: &str, request_id: &str) -> Result<(), StoreError> {
-        let key = format!("run:{service}");
-        if let Some(bytes) = self.locks.get(&key)? {
-            let held: RunLock = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if held.request_id == request_id {
-                let _ = self.locks.compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
-            }
-        }
-        Ok(())
+        release_run_lock(&self.locks, service, request_id)
+    }
+
+    /// [`Store::release_run_lock`] as an [`Effect`], for the audit writer to
+    /// make in the same commit as the action's outcome record: after a crash
+    /// either both are there or neither is.
+    pub fn run_lock_release(&self, service: &str, request_id: &str) -> Effect {
+        let (locks, service, request_id) = (self.locks.clone(), service.to_string(), request_id.to_string());
+        Box::new(move || release_run_lock(&locks, &service, &request_id).map_err(|e| e.to_string()))
     }
 
     /// Every run lock currently stored, as (service, lock).
@@ -361,6 +362,17 @@ impl ReadOnly {
 pub fn repair(dir: &Path) -> Result<crate::audit::sled_log::Repaired, StoreError> {
     let read = ReadOnly::open(dir)?;
     Ok(crate::audit::sled_log::repair(&read.db)?)
+}
+
+fn release_run_lock(locks: &sled::Tree, service: &str, request_id: &str) -> Result<(), StoreError> {
+    let key = format!("run:{service}");
+    if let Some(bytes) = locks.get(&key)? {
+        let held: RunLock = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if held.request_id == request_id {
+            let _ = locks.compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keys of `/lock` holds in the `locks` tree: this, then the service.

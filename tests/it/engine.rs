@@ -250,3 +250,40 @@ async fn concurrent_appends_form_one_valid_chain() {
     let summary = store.verify_audit().unwrap();
     assert_eq!(summary.records, 64 * 20);
 }
+
+/// What a kill between an action's outcome and its run lock's release used
+/// to leave: the outcome durable, the lock still held. (Both are one commit
+/// now, so only a store from before, or a lost write, can be in this state.)
+#[tokio::test]
+async fn recovery_never_calls_a_finished_action_interrupted() {
+    use opsbot::audit::{AuditEntry, Verdict};
+    use opsbot::store::RunLock;
+    let h = harness(&[1].into(), 1, 60);
+    let store = h.engine.store().clone();
+    let lock = |id: &str| RunLock {
+        request_id: id.into(),
+        holder: "console:u0".into(),
+        until: start() + chrono::Duration::hours(1),
+    };
+    // api finished r-1 (its outcome is in the trail); web was cut off running r-2.
+    store.acquire_run_lock("api", lock("r-1"), start()).unwrap().unwrap();
+    store.acquire_run_lock("web", lock("r-2"), start()).unwrap().unwrap();
+    let outcome = AuditEntry {
+        request_id: Some("r-1".into()),
+        service: Some("api".into()),
+        ..AuditEntry::new(RecordKind::Outcome)
+    }
+    .outcome(Verdict::Succeeded)
+    .detail("api runs v2");
+    h.audit.append(outcome).await.unwrap();
+    h.engine.recover().await;
+    let outcomes: Vec<(String, Verdict)> = h
+        .audit
+        .read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() })
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.entry.request_id.unwrap(), r.entry.outcome.unwrap()))
+        .collect();
+    assert_eq!(outcomes, [("r-1".to_string(), Verdict::Succeeded), ("r-2".to_string(), Verdict::Interrupted)]);
+    assert!(store.run_locks().unwrap().is_empty(), "both services are free again");
+}

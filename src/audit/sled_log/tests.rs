@@ -118,20 +118,29 @@ async fn blocks_hold_many_records_and_every_query_matches_a_full_scan() {
         let unlimited = AuditQuery { limit: None, look_back: None, ..query.clone() };
         assert_eq!(streamed, brute(&all, &unlimited), "each {query:?}");
     }
-    // look_back bounds how many of the service's newest records are examined.
-    let bounded = AuditQuery {
-        service: service("api"),
-        kind: Some(RecordKind::Request),
-        limit: Some(50),
-        look_back: Some(10),
-        ..Default::default()
-    };
-    let newest_api: Vec<u64> = brute(&all, &AuditQuery { service: service("api"), ..Default::default() });
-    let window = &newest_api[newest_api.len() - 10..];
-    let expected: Vec<u64> =
-        window.iter().copied().filter(|s| all[*s as usize - 1].entry.kind == RecordKind::Request).collect();
-    let got: Vec<u64> = audit.read(&bounded).unwrap().iter().map(|r| r.seq).collect();
-    assert_eq!(got, expected);
+    // look_back bounds how far back in the trail a limited question looks,
+    // in the sled log as in the in-memory one.
+    let memory = crate::audit::MemoryAuditLog::default();
+    (&memory as &dyn AuditLog).append_all((1..=200).map(entry).collect()).await.unwrap();
+    for look_back in [1, 10, 37, 150, 500] {
+        for service_query in [service("api"), service("web"), None] {
+            for kind in [None, Some(RecordKind::Request), Some(RecordKind::Outcome)] {
+                let bounded = AuditQuery {
+                    service: service_query.clone(),
+                    kind,
+                    limit: Some(50),
+                    look_back: Some(look_back),
+                    ..Default::default()
+                };
+                let window = &all[all.len().saturating_sub(look_back)..];
+                let expected = brute(window, &bounded);
+                let got: Vec<u64> = audit.read(&bounded).unwrap().iter().map(|r| r.seq).collect();
+                assert_eq!(got, expected, "{bounded:?}");
+                let in_memory: Vec<u64> = memory.read(&bounded).unwrap().iter().map(|r| r.seq).collect();
+                assert_eq!(in_memory, expected, "memory {bounded:?}");
+            }
+        }
+    }
 }
 
 /// The writes of one more commit of `records` records after the trail in
@@ -323,7 +332,7 @@ async fn repair_keeps_every_record_and_refuses_a_broken_chain() {
     tree.insert(HEAD_KEY, third).unwrap();
     tree.remove(COMMITTED_KEY).unwrap();
     // And the service index lost an entry.
-    let index_key = tree.scan_prefix([SERVICE_INDEX]).keys().next().unwrap().unwrap();
+    let index_key = tree.scan_prefix([INDEX_PREFIX]).keys().next().unwrap().unwrap();
     tree.remove(index_key).unwrap();
     assert!(matches!(SledAuditLog::open(&db), Err(AuditError::Damaged(_))));
     let repaired = repair(&db).unwrap();
