@@ -16,7 +16,7 @@ use opsbot::command;
 use opsbot::config;
 use opsbot::event::Actor;
 use opsbot::policy::{self, Subject};
-use opsbot::store::Store;
+use opsbot::store::{SledStore, Store};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +65,7 @@ fn durable_appends(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(8));
     for writers in [1usize, 64] {
         let dir = tempfile::tempdir_in(&base).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let audit: Arc<dyn AuditLog> = store.audit();
         group.bench_function(format!("{writers}_writers"), |b| {
             b.iter_custom(|iterations| {
@@ -97,7 +97,7 @@ fn durable_appends(c: &mut Criterion) {
 }
 
 fn dedup(c: &mut Criterion) {
-    let store = Store::temporary().unwrap();
+    let store = SledStore::temporary().unwrap();
     let now = chrono::Utc::now();
     for i in 0..600_000 {
         assert!(store.first_delivery(&format!("slack:trigger:fill.{i}"), now).unwrap());

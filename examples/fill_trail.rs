@@ -6,7 +6,7 @@
 //! over a handful of services, appended in group commits like the bot's.
 
 use opsbot::audit::{AuditEntry, AuditLog, RecordKind, Verdict};
-use opsbot::store::Store;
+use opsbot::store::SledStore;
 use std::sync::Arc;
 
 fn entry(i: u64) -> AuditEntry {
@@ -44,7 +44,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().expect("usage: fill_trail DATA_DIR N"));
     let n: u64 = args.next().expect("usage: fill_trail DATA_DIR N").parse().expect("N is a number");
-    let store = Store::open_with(&dir, opsbot::config::Durability::Flush).expect("open store");
+    let store = SledStore::open_with(&dir, opsbot::config::Durability::Flush).expect("open store");
     let audit: Arc<dyn AuditLog> = store.audit();
     let started = std::time::Instant::now();
     let batch = 2_000u64;

@@ -16,7 +16,7 @@ use crate::audit::sled_log::Trail;
 use crate::audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, RecordKind};
 use crate::checkpoints::Checkpointer;
 use crate::error::{Error, Result};
-use crate::store::{ReadOnly, Store, StoreError};
+use crate::store::{ReadOnly, SledStore, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +77,7 @@ struct CheckpointAnswer {
 /// What the admin socket serves from.
 #[derive(Clone)]
 pub struct AdminContext {
-    pub store: Store,
+    pub store: SledStore,
     pub checkpoints: Option<Arc<Checkpointer>>,
 }
 
@@ -515,7 +515,7 @@ pub async fn repair(data_dir: &Path) -> Result<bool> {
         repaired.records
     );
     // The repair itself goes on the record.
-    let store = Store::open(data_dir)?;
+    let store = SledStore::open(data_dir)?;
     let audit: Arc<dyn AuditLog> = store.audit();
     audit.append(AuditEntry::new(RecordKind::System).detail(detail.clone())).await?;
     store.audit().close();
@@ -532,7 +532,7 @@ pub async fn checkpoint(data_dir: &Path, config: &crate::config::Config) -> Resu
             let Some(signer) = crate::checkpoints::signer(&config.audit)? else {
                 return Err(Error::Io(no_key()));
             };
-            let store = Store::open_with(data_dir, config.durability)?;
+            let store = SledStore::open_with(data_dir, config.durability)?;
             let checkpoints = Checkpointer::new(signer, config.audit.clone(), store.audit(), None);
             let made = checkpoints.checkpoint(true).await;
             store.audit().close();

@@ -11,7 +11,7 @@ use crate::config::Loaded;
 use crate::engine::{Engine, Executors, Parts};
 use crate::error::Result;
 use crate::event::Actor;
-use crate::store::Store;
+use crate::store::SledStore;
 use crate::tasks::Tasks;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ fn spawn_checkpoints(tasks: &Tasks, checkpoints: Arc<Checkpointer>) {
 struct Running {
     name: &'static str,
     engine: Arc<Engine>,
-    store: Store,
+    store: SledStore,
     admin: admin::AdminServer,
     tasks: Tasks,
 }
@@ -100,7 +100,7 @@ impl Running {
         name: &'static str,
         config: crate::config::Config,
         registry: crate::command::Registry,
-        store: Store,
+        store: SledStore,
         chat: Arc<dyn crate::chat::ChatSink>,
         metrics: Arc<crate::metrics::Metrics>,
         tasks: Tasks,
@@ -131,7 +131,7 @@ impl Running {
             executors: Executors::from_config(&config),
             config,
             registry,
-            store: store.clone(),
+            store: Arc::new(store.clone()),
             audit: store.audit(),
             chat: chat.clone(),
             clock: Arc::new(SystemClock),
@@ -173,7 +173,7 @@ impl Running {
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
-    let store = Store::open_with(&config.data_dir, config.durability)?;
+    let store = SledStore::open_with(&config.data_dir, config.durability)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running =
         Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics, Tasks::default()).await?;
@@ -236,9 +236,10 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     }
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
-    let store = Store::open_with(&config.data_dir, config.durability)?;
+    let store = SledStore::open_with(&config.data_dir, config.durability)?;
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
     store.warm_dedup(chrono::Utc::now())?;
+    let engine_store: Arc<dyn crate::store::Store> = Arc::new(store.clone());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;
@@ -248,7 +249,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         let api = SlackApi::new(bot, api_url.as_deref())
             .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
         let pacing = outbound::Pacing { interval: settings.channel_interval, burst: settings.channel_burst };
-        let sink = outbound::SlackSink::new(api.clone(), store.clone(), metrics.clone(), pacing);
+        let sink = outbound::SlackSink::new(api.clone(), engine_store.clone(), metrics.clone(), pacing);
         sinks.slack = Some(Arc::new(sink.clone()));
         slack_sink = Some(sink);
         slack_api = Some(api);
@@ -267,8 +268,13 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         let names = slack_api
             .clone()
             .map(|api| Arc::new(crate::chat::slack::names::SlackNames::new(api, engine.display_names().clone())));
-        let ingress =
-            Arc::new(SlackIngress::new(verifier, engine.clone(), store.clone(), engine.metrics().clone(), names));
+        let ingress = Arc::new(SlackIngress::new(
+            verifier,
+            engine.clone(),
+            engine.store().clone(),
+            engine.metrics().clone(),
+            names,
+        ));
         if mode.http() {
             slack_ingress = Some(ingress.clone());
         }

@@ -33,6 +33,24 @@ impl RequestState {
     pub fn is_open(self) -> bool {
         self == RequestState::Pending
     }
+
+    /// Its name, as stored and shown (`pending`, `approved` …).
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Withdrawn => "withdrawn",
+            RequestState::Expired => "expired",
+            RequestState::Invalidated => "invalidated",
+        }
+    }
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,10 +155,7 @@ pub fn cast_vote(
 ) -> Result<VoteEffect, VoteRefusal> {
     let groups = request.approver_groups.join(", ");
     if !request.state.is_open() {
-        return Err(VoteRefusal::Closed {
-            id: request.id.clone(),
-            state: format!("{:?}", request.state).to_lowercase(),
-        });
+        return Err(VoteRefusal::Closed { id: request.id.clone(), state: request.state.name().to_string() });
     }
     if now >= request.expires_at {
         return Err(VoteRefusal::Expired {

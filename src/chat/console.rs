@@ -18,7 +18,7 @@ pub struct ConsoleSink;
 fn card(view: &ApprovalView, updated: bool) -> String {
     let mut out = String::new();
     let title = if updated { "approval update" } else { "approval needed" };
-    out.push_str(&format!("┌ {title} · {} · {}\n", view.id, view.state.to_uppercase()));
+    out.push_str(&format!("┌ {title} · {} · {}\n", view.id, view.state.name().to_uppercase()));
     out.push_str(&format!("│ {} ({}) requested by {}\n", view.action, view.environment, view.requester));
     let freeze = view.freeze.as_ref().map(|f| format!(" — freeze `{f}` in force")).unwrap_or_default();
     out.push_str(&format!(
@@ -28,9 +28,9 @@ fn card(view: &ApprovalView, updated: bool) -> String {
         view.approver_groups.join(", "),
         view.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
     ));
-    match (&view.decided_by, view.state.as_str()) {
+    match (&view.decided_by, view.state) {
         (Some(by), state) => out.push_str(&format!("└ {state} by {by}")),
-        (None, "pending") => out
+        (None, crate::approval::RequestState::Pending) => out
             .push_str(&format!("└ /approve {id} or /deny {id} (reacting +1 {id} / -1 {id} counts too)", id = view.id)),
         (None, state) => out.push_str(&format!("└ {state}")),
     }

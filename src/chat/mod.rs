@@ -6,6 +6,7 @@
 pub mod console;
 pub mod slack;
 
+use crate::approval::RequestState;
 use crate::audit::{BoxFuture, Verdict};
 use crate::event::{Actor, ReplyTarget};
 use chrono::{DateTime, Utc};
@@ -24,8 +25,7 @@ pub struct ApprovalView {
     pub approver_groups: Vec<String>,
     pub expires_at: DateTime<Utc>,
     pub freeze: Option<String>,
-    /// `pending`, `approved`, `denied`, `withdrawn`, `expired`, `invalidated`.
-    pub state: String,
+    pub state: RequestState,
     pub decided_by: Option<Actor>,
 }
 

@@ -73,7 +73,7 @@ pub struct Engine {
     config: Arc<Config>,
     registry: Arc<Registry>,
     service_names: Vec<String>,
-    store: Store,
+    store: Arc<dyn Store>,
     audit: Arc<dyn AuditLog>,
     executors: Executors,
     chat: Arc<dyn ChatSink>,
@@ -89,7 +89,7 @@ pub struct Engine {
 pub struct Parts {
     pub config: Config,
     pub registry: Registry,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub audit: Arc<dyn AuditLog>,
     pub executors: Executors,
     pub chat: Arc<dyn ChatSink>,
@@ -138,7 +138,7 @@ impl Engine {
     }
 
     /// The durable state the engine keeps (approvals, locks, dedup).
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

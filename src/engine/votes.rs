@@ -23,7 +23,7 @@ pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
         approver_groups: request.approver_groups.clone(),
         expires_at: request.expires_at,
         freeze: request.freeze.clone(),
-        state: format!("{:?}", request.state).to_lowercase(),
+        state: request.state,
         decided_by: request.closed_by.clone(),
     }
 }

@@ -33,9 +33,6 @@ use std::sync::Mutex;
 /// longer than Slack's retry schedule (about 5 minutes).
 pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 const TREE_PREFIX: &str = "dedup-";
-/// The single dedup tree of the earliest builds (key → expiry in ms); its
-/// unexpired keys are moved into the current window once, then it is dropped.
-const LEGACY_TREE: &str = "dedup";
 
 pub(super) fn window_of(now: DateTime<Utc>) -> u64 {
     (now.timestamp().max(0) as u64) / DEDUP_WINDOW.as_secs()
@@ -246,7 +243,7 @@ impl Dedup {
         let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
         let hash = self.hasher.hash_one(key);
         let mut windows = self.windows.lock().expect("dedup lock");
-        self.advance(&mut windows, window_of(now), now.timestamp_millis())?;
+        self.advance(&mut windows, window_of(now))?;
         if windows.previous.as_ref().is_some_and(|w| w.seen.contains(hash)) {
             return Ok(false);
         }
@@ -270,7 +267,7 @@ impl Dedup {
     /// delivery after a start does not pay for reading them.
     pub fn warm(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut windows = self.windows.lock().expect("dedup lock");
-        self.advance(&mut windows, window_of(now), now.timestamp_millis())
+        self.advance(&mut windows, window_of(now))
     }
 
     /// Writes the queued keys, one value per window under a fresh id; the
@@ -323,42 +320,23 @@ impl Dedup {
         let tree = self.db.open_tree(format!("{TREE_PREFIX}{n}"))?;
         let mut seen = HashedKeys::default();
         for item in tree.iter() {
-            let (id, keys) = item?;
-            if keys.is_empty() {
-                // Earlier builds stored each key as a tree key with no value.
-                seen.insert(self.hasher.hash_one(&*id));
-            } else {
-                for key in unpack(&keys) {
-                    seen.insert(self.hasher.hash_one(key));
-                }
+            let (_, keys) = item?;
+            for key in unpack(&keys) {
+                seen.insert(self.hasher.hash_one(key));
             }
         }
         Ok(Window { n, tree, seen })
     }
 
-    fn advance(&self, windows: &mut Windows, n: u64, now_ms: i64) -> Result<(), StoreError> {
+    fn advance(&self, windows: &mut Windows, n: u64) -> Result<(), StoreError> {
         if windows.current.as_ref().is_some_and(|w| w.n == n) {
             return Ok(());
         }
-        let first_use = windows.current.is_none();
         windows.previous = match windows.current.take() {
             Some(w) if w.n + 1 == n => Some(w),
             _ => Some(self.open(n.saturating_sub(1))?),
         };
-        let mut current = self.open(n)?;
-        if first_use && self.db.tree_names().iter().any(|t| t == LEGACY_TREE.as_bytes()) {
-            let legacy = self.db.open_tree(LEGACY_TREE)?;
-            for item in legacy.iter() {
-                let (key, expiry) = item?;
-                let expiry = expiry.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-                if expiry > now_ms && current.seen.insert(self.hasher.hash_one(&*key)) {
-                    // The old (key, no value) form, which `open` still reads.
-                    current.tree.insert(key, &[])?;
-                }
-            }
-            self.db.drop_tree(LEGACY_TREE)?;
-        }
-        windows.current = Some(current);
+        windows.current = Some(self.open(n)?);
         Ok(())
     }
 }

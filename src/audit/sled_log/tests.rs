@@ -404,3 +404,52 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_fails_it() {
     assert_eq!(log.verify().unwrap().records, 1, "the failed commit left nothing");
     assert_eq!(audit.append(entry(3)).await.unwrap().seq, 2);
 }
+
+/// The in-memory log keeps the same contract as the sled one: appends,
+/// bounded and streamed queries, commits with state changes.
+#[tokio::test]
+async fn the_memory_and_sled_logs_keep_one_contract() {
+    let db = temporary();
+    let sled_log = SledAuditLog::open(&db).unwrap();
+    let memory = crate::audit::MemoryAuditLog::default();
+    let logs: [(&str, &dyn AuditLog); 2] = [("sled", &sled_log), ("memory", &memory)];
+    for (name, log) in logs {
+        let records = log.append_all((1..=120).map(entry).collect()).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=120).collect::<Vec<_>>(), "{name}");
+        assert_eq!(records[1].prev, records[0].hash, "{name}");
+        let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = changed.clone();
+        let effect: Effect = Box::new(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        assert_eq!(log.commit(vec![entry(121)], Some(effect)).await.unwrap()[0].seq, 121, "{name}");
+        assert!(changed.load(std::sync::atomic::Ordering::SeqCst), "{name}");
+        let failing: Effect = Box::new(|| Err("refused".into()));
+        assert!(log.commit(vec![entry(122)], Some(failing)).await.is_err(), "{name}");
+        assert_eq!(log.append(entry(123)).await.unwrap().seq, 122, "{name}: a failed commit appends nothing");
+    }
+    let service = |s: &str| Some(s.to_string());
+    let queries = [
+        AuditQuery::default(),
+        AuditQuery { service: service("api"), limit: Some(7), ..Default::default() },
+        AuditQuery { service: service("web"), kind: Some(RecordKind::Outcome), limit: Some(4), ..Default::default() },
+        AuditQuery { limit: Some(9), look_back: Some(30), ..Default::default() },
+        AuditQuery { after_seq: Some(37), service: service("jobs"), ..Default::default() },
+        AuditQuery { request_id: Some("none".into()), ..Default::default() },
+    ];
+    for query in &queries {
+        let seqs = |log: &dyn AuditLog| log.read(query).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&sled_log), seqs(&memory), "{query:?}");
+        let streamed = |log: &dyn AuditLog| {
+            let mut out = Vec::new();
+            log.each(query, &mut |r| {
+                out.push(r.seq);
+                out.len() < 50
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(streamed(&sled_log), streamed(&memory), "each {query:?}");
+    }
+}

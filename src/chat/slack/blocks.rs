@@ -1,6 +1,7 @@
 //! Block Kit for approval cards, and the text rules Slack imposes.
 
 use super::inbound::{APPROVE_ACTION, DENY_ACTION};
+use crate::approval::RequestState;
 use crate::chat::ApprovalView;
 use serde_json::{json, Value};
 
@@ -64,13 +65,13 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
     let expires = view.expires_at.timestamp();
     let fallback = view.expires_at.format("%H:%M UTC");
     let freeze = view.freeze.as_ref().map(|f| format!(" — freeze *{}* in force", escape(f))).unwrap_or_default();
-    let title = match view.state.as_str() {
-        "pending" => "Approval needed",
-        "approved" => "Approved",
-        "denied" => "Denied",
-        "withdrawn" => "Withdrawn",
-        "expired" => "Expired — nothing ran",
-        _ => "Closed — nothing ran",
+    let title = match view.state {
+        RequestState::Pending => "Approval needed",
+        RequestState::Approved => "Approved",
+        RequestState::Denied => "Denied",
+        RequestState::Withdrawn => "Withdrawn",
+        RequestState::Expired => "Expired — nothing ran",
+        RequestState::Invalidated => "Closed — nothing ran",
     };
     let summary = format!(
         "*{title}* · `{id}`\n*{action}* in *{env}*\nRequested by {who} · {have}/{need} approval(s) from {groups}{freeze}\nExpires <!date^{expires}^{{date_short_pretty}} {{time}}|{fallback}>",
@@ -83,7 +84,7 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
         groups = escape(&view.approver_groups.join(", ")),
     );
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}})];
-    if view.state == "pending" {
+    if view.state == RequestState::Pending {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A :white_check_mark: reaction on this message approves, :x: denies. You cannot approve your own request."}]}));
         blocks.push(json!({
             "type": "actions",

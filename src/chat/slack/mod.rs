@@ -49,7 +49,7 @@ pub enum Answer {
 pub struct SlackIngress {
     verifier: Option<verify::Verifier>,
     engine: Arc<Engine>,
-    store: Store,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Present when a bot token is configured.
     names: Option<Arc<names::SlackNames>>,
@@ -66,7 +66,7 @@ impl SlackIngress {
     pub fn new(
         verifier: Option<verify::Verifier>,
         engine: Arc<Engine>,
-        store: Store,
+        store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         names: Option<Arc<names::SlackNames>>,
     ) -> SlackIngress {

@@ -5,6 +5,7 @@
 
 use super::api::{ApiError, SlackApi};
 use super::blocks::{approval_card, mentions_in, split, MAX_TEXT};
+use crate::approval::RequestState;
 use crate::audit::{BoxFuture, Verdict};
 use crate::chat::{ChatError, ChatSink, Reply};
 use crate::event::ReplyTarget;
@@ -42,7 +43,7 @@ struct Thread {
 
 struct Inner {
     api: SlackApi,
-    store: Store,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     pacing: Pacing,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<(ReplyTarget, Reply)>>>,
@@ -71,7 +72,7 @@ impl Inner {
 }
 
 impl SlackSink {
-    pub fn new(api: SlackApi, store: Store, metrics: Arc<Metrics>, pacing: Pacing) -> SlackSink {
+    pub fn new(api: SlackApi, store: Arc<dyn Store>, metrics: Arc<Metrics>, pacing: Pacing) -> SlackSink {
         SlackSink {
             inner: Arc::new(Inner {
                 api,
@@ -256,7 +257,7 @@ impl Delivery<'_> {
                 }
                 // Denied, withdrawn, expired, invalidated: no action follows,
                 // so nothing more will be said in this thread.
-                if !matches!(view.state.as_str(), "pending" | "approved") {
+                if !matches!(view.state, RequestState::Pending | RequestState::Approved) {
                     self.inner.with_threads(|t| t.remove(&view.id));
                 }
             }
