@@ -171,8 +171,10 @@ impl AuditEntry {
         self.outcome = Some(outcome);
         self
     }
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
+    /// The detail, as plain text: the marks of person-typed text in replies
+    /// ([`crate::chat::typed`]) never reach the trail.
+    pub fn detail(mut self, detail: impl AsRef<str>) -> Self {
+        self.detail = crate::chat::plain(detail.as_ref()).into_owned();
         self
     }
 }

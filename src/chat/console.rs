@@ -62,7 +62,8 @@ pub fn render(reply: &Reply) -> String {
 
 impl ChatSink for ConsoleSink {
     fn send<'a>(&'a self, _target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
-        let line = render(&reply);
+        // A terminal has no markup to escape; typed text is shown as typed.
+        let line = super::plain(&render(&reply)).into_owned();
         let mut out = std::io::stdout().lock();
         let result = writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| ChatError::Delivery(e.to_string()));
         Box::pin(async move { result })

@@ -12,6 +12,59 @@ use crate::event::{Actor, ReplyTarget};
 use chrono::{DateTime, Utc};
 use std::sync::Mutex;
 
+/// Starts text a person typed, inside a reply (see [`typed`]).
+const TYPED_START: char = '\u{E000}';
+/// Ends it.
+const TYPED_END: char = '\u{E001}';
+
+/// Marks `text` as typed by a person (a lock reason, an emergency reason, a
+/// deny reason, an echo of what they typed), so each adapter renders it
+/// inert: Slack escapes it and never turns it into mentions, links or
+/// markup. The marks are Unicode private-use characters; any in the text
+/// itself are dropped, so typed text cannot end its own span early. The
+/// trail stores replies' text without them (see [`plain`]).
+pub fn typed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 6);
+    out.push(TYPED_START);
+    out.extend(text.chars().filter(|c| *c != TYPED_START && *c != TYPED_END));
+    out.push(TYPED_END);
+    out
+}
+
+/// `text` without the marks of [`typed`] (for the trail and plain terminals).
+pub fn plain(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([TYPED_START, TYPED_END]) {
+        text.chars().filter(|c| *c != TYPED_START && *c != TYPED_END).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}
+
+/// The pieces of `text`, each with whether a person typed it.
+pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = text;
+    let mut inside = false;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let mark = if inside { TYPED_END } else { TYPED_START };
+            let (piece, after) = match rest.find(mark) {
+                Some(at) => (&rest[..at], &rest[at + mark.len_utf8()..]),
+                None => (rest, ""),
+            };
+            let was_inside = inside;
+            if piece.len() + after.len() < rest.len() {
+                // A mark was found: the next piece is on its other side.
+                inside = !inside;
+            }
+            rest = after;
+            if !piece.is_empty() {
+                return Some((was_inside, piece));
+            }
+        }
+        None
+    })
+}
+
 /// An approval request as shown to people.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalView {
@@ -100,5 +153,20 @@ impl ChatSink for RecordingSink {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         self.sent.lock().expect("sink lock").push((target.clone(), reply));
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_text_is_marked_and_cannot_end_its_own_mark() {
+        let text = format!("locked by slack:U1: {} — ok", typed("db <!channel> \u{E001} slack:U2"));
+        let pieces: Vec<(bool, &str)> = spans(&text).collect();
+        assert_eq!(pieces, [(false, "locked by slack:U1: "), (true, "db <!channel>  slack:U2"), (false, " — ok")]);
+        assert_eq!(plain(&text), "locked by slack:U1: db <!channel>  slack:U2 — ok");
+        assert_eq!(spans("plain").collect::<Vec<_>>(), [(false, "plain")]);
+        assert_eq!(spans(&typed("")).count(), 0);
     }
 }

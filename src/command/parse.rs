@@ -107,6 +107,30 @@ impl Request {
         }
     }
 
+    /// What the request is, which decides what the engine may do with it.
+    pub fn kind(&self) -> Kind<'_> {
+        use crate::action::Action;
+        match self {
+            Request::Deploy { service, version } => {
+                Kind::Change { service, action: Action::Deploy { version: version.clone() } }
+            }
+            Request::Rollback { service, revision } => {
+                Kind::Change { service, action: Action::Rollback { revision: *revision } }
+            }
+            Request::Restart { service } => Kind::Change { service, action: Action::Restart },
+            Request::Scale { service, replicas } => {
+                Kind::Change { service, action: Action::Scale { replicas: *replicas } }
+            }
+            Request::Lock { service, reason, ttl } => Kind::Admin(Admin::Lock { service, reason, ttl: *ttl }),
+            Request::Unlock { service } => Kind::Admin(Admin::Unlock { service }),
+            Request::Status { service } => Kind::Read(Read::Status { service }),
+            Request::Audit { service, limit } => Kind::Read(Read::Audit { service: service.as_deref(), limit: *limit }),
+            Request::Help { command } => Kind::Read(Read::Help { command: command.as_deref() }),
+            Request::Approve { request } => Kind::Vote { request, approve: true, reason: None },
+            Request::Deny { request, reason } => Kind::Vote { request, approve: false, reason: reason.as_deref() },
+        }
+    }
+
     /// One line a human reads in approval cards and replies.
     pub fn describe(&self) -> String {
         match self {
@@ -124,6 +148,66 @@ impl Request {
             Request::Deny { request, .. } => format!("deny {request}"),
             Request::Audit { .. } => "audit".into(),
             Request::Help { .. } => "help".into(),
+        }
+    }
+}
+
+/// The classes of request, and what each carries. The engine matches on
+/// this, so a request reaches only the paths its class has: only a change
+/// becomes an action (behind the run lock, possibly after approvals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// Changes infrastructure through an executor.
+    Change { service: &'a str, action: crate::action::Action },
+    /// Changes opsbot's own state (a `/lock`), at once when allowed.
+    Admin(Admin<'a>),
+    /// Reads, answered at once when allowed.
+    Read(Read<'a>),
+    /// A vote on a pending request.
+    Vote { request: &'a str, approve: bool, reason: Option<&'a str> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin<'a> {
+    Lock { service: &'a str, reason: &'a str, ttl: Option<Duration> },
+    Unlock { service: &'a str },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read<'a> {
+    Status { service: &'a str },
+    Audit { service: Option<&'a str>, limit: Option<u32> },
+    Help { command: Option<&'a str> },
+}
+
+/// The class of what a command file's action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    Change,
+    Admin,
+    Read,
+    Vote,
+}
+
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Change => "a change",
+            Class::Admin => "an admin action",
+            Class::Read => "a read",
+            Class::Vote => "a vote",
+        }
+    }
+}
+
+impl ActionKind {
+    /// Which class of request this action makes.
+    pub fn class(self) -> Class {
+        match self {
+            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale => Class::Change,
+            ActionKind::Lock | ActionKind::Unlock => Class::Admin,
+            ActionKind::Status | ActionKind::Audit | ActionKind::Help => Class::Read,
+            ActionKind::Approve | ActionKind::Deny => Class::Vote,
         }
     }
 }
@@ -208,14 +292,15 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Echoing user text back: cut it short and strip backticks so it cannot break
-/// out of the code span it is shown in.
+/// Echoing user text back: cut it short, strip backticks so it cannot break
+/// out of the code span it is shown in, and mark it as typed (adapters
+/// render it inert; see [`crate::chat::typed`]).
 fn shorten(text: &str) -> String {
     let clean: String = text.chars().filter(|c| *c != '`' && !c.is_control()).collect();
     if clean.chars().count() > 40 {
-        format!("{}…", clean.chars().take(40).collect::<String>())
+        crate::chat::typed(&format!("{}…", clean.chars().take(40).collect::<String>()))
     } else {
-        clean
+        crate::chat::typed(&clean)
     }
 }
 

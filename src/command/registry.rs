@@ -126,6 +126,15 @@ impl Registry {
         keys
     }
 
+    /// The commands using policy key `policy`, with the class each belongs to.
+    pub fn classes_of(&self, policy: &str) -> Vec<(String, super::Class)> {
+        self.commands
+            .values()
+            .filter(|c| c.policy_key() == policy)
+            .map(|c| (format!("/{}", c.name), c.action.class()))
+            .collect()
+    }
+
     /// `/help` with no argument: one line per command.
     pub fn render_overview(&self) -> String {
         let width = self.commands.values().map(|c| c.usage.chars().count()).max().unwrap_or(0);

@@ -571,6 +571,76 @@ pub(super) fn cross_check(path: &Path, config: &Config, registry: &Registry, pro
             check(format!("freeze[{i}].commands"), policy);
         }
     }
+    honourable(path, config, registry, problems);
+}
+
+/// Rules the engine could not honour are refused rather than ignored (or,
+/// before this check, crashed on): only changes can wait for approvals or be
+/// forced with `--emergency`; reads and `/lock` run at once when allowed;
+/// votes are governed by each request's approver groups, never by rules.
+fn honourable(path: &Path, config: &Config, registry: &Registry, problems: &mut Vec<Problem>) {
+    use crate::command::Class;
+    let not_changes = |policy: &str| -> Vec<(String, Class)> {
+        registry.classes_of(policy).into_iter().filter(|(_, class)| *class != Class::Change).collect()
+    };
+    let names = |found: &[(String, Class)]| {
+        found.iter().map(|(name, class)| format!("{name} ({})", class.name())).collect::<Vec<_>>().join(", ")
+    };
+    for (i, rule) in config.rules.iter().enumerate() {
+        for policy in &rule.commands {
+            let found = not_changes(policy);
+            if found.iter().any(|(_, class)| *class == Class::Vote) {
+                problems.push(Problem::new(
+                    path,
+                    &format!("rules[{i}].commands"),
+                    format!(
+                        "`{policy}` is the policy key of {}: votes follow each request's approver groups, not rules",
+                        names(&found)
+                    ),
+                    format!("remove `{policy}` from this rule"),
+                ));
+                continue;
+            }
+            if found.is_empty() {
+                continue;
+            }
+            if rule.approvals > 0 {
+                problems.push(Problem::new(
+                    path,
+                    &format!("rules[{i}].approvals"),
+                    format!("`{policy}` covers {}, which opsbot runs at once: it cannot hold them for {} approval(s)", names(&found), rule.approvals),
+                    format!("move `{policy}` to a rule without approvals; only deploy, rollback, restart and scale can wait for approval"),
+                ));
+            }
+            if !rule.break_glass.is_empty() {
+                problems.push(Problem::new(
+                    path,
+                    &format!("rules[{i}].break_glass"),
+                    format!(
+                        "`{policy}` covers {}, which take no --emergency: break_glass would never apply",
+                        names(&found)
+                    ),
+                    format!("move `{policy}` to a rule without break_glass"),
+                ));
+            }
+        }
+    }
+    for (i, freeze) in config.freezes.iter().enumerate() {
+        if freeze.approvals.is_none() {
+            continue;
+        }
+        for policy in &freeze.commands {
+            let found = not_changes(policy);
+            if !found.is_empty() {
+                problems.push(Problem::new(
+                    path,
+                    &format!("freeze[{i}].approvals"),
+                    format!("`{policy}` covers {}, which cannot wait for approval during a freeze", names(&found)),
+                    "leave approvals out to deny them during the freeze, or list only changes",
+                ));
+            }
+        }
+    }
 }
 
 /// `[audit]`: the checkpoint key file and publication file must live outside

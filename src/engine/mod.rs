@@ -17,9 +17,10 @@ mod votes;
 use crate::action::simulated::Simulated;
 use crate::action::Executor;
 use crate::audit::{AuditEntry, AuditLog, RecordKind, Verdict};
+use crate::chat;
 use crate::chat::{ChatSink, Reply};
 use crate::clock::Clock;
-use crate::command::{self, ParsedCommand, Registry, Request};
+use crate::command::{self, Admin, Kind, ParsedCommand, Read, Registry, Request};
 use crate::config::{Backend, Config, Service};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Event, ReplyTarget};
@@ -67,6 +68,37 @@ impl Executors {
             Backend::Ecs { .. } => self.ecs.as_ref(),
         }
     }
+}
+
+/// What an allowed or pending request will do, with the id it gets.
+enum Plan<'a> {
+    Change { id: String, service: &'a str, action: crate::action::Action },
+    Admin { id: String, admin: Admin<'a> },
+    Read(Read<'a>),
+}
+
+impl Plan<'_> {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Plan::Change { id, .. } | Plan::Admin { id, .. } => Some(id),
+            Plan::Read(_) => None,
+        }
+    }
+}
+
+/// Everything [`Engine::start_action`] needs to run one change.
+pub(super) struct Start<'a> {
+    pub id: &'a str,
+    pub requester: &'a Actor,
+    pub parsed: &'a ParsedCommand,
+    pub service: &'a str,
+    pub action: crate::action::Action,
+    pub reply: &'a ReplyTarget,
+    pub approved_by: Vec<Actor>,
+    pub break_glass: Option<String>,
+    /// Said (as a channel message) once the run lock is held and the intent
+    /// is durable, before the start message.
+    pub announce: Option<String>,
 }
 
 pub struct Engine {
@@ -236,15 +268,26 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        match &parsed.request {
+        match parsed.request.kind() {
             // Votes and actions are boxed: their futures are large and rare,
             // and inline they made every command's future (a /status too)
             // ~6 KiB, copied on each move.
-            Request::Approve { request } => Box::pin(self.vote(actor, request, true, None, reply)).await,
-            Request::Deny { request, reason } => {
-                Box::pin(self.vote(actor, request, false, reason.clone(), reply)).await
+            Kind::Vote { request, approve, reason } => {
+                Box::pin(self.vote(actor, request, approve, reason.map(str::to_string), reply)).await
             }
-            _ => self.on_request(actor, parsed, reply).await,
+            Kind::Read(Read::Help { command }) => {
+                // Help reveals nothing but the command files; still deny unknown users.
+                if let Decision::Deny(reason) = self.decide(actor, &parsed, &reply.channel, None)? {
+                    return Err(Error::Denied(reason));
+                }
+                let text = match command.and_then(|c| self.registry.find(c)) {
+                    Some(spec) => self.registry.render_command(spec),
+                    None => self.registry.render_overview(),
+                };
+                self.say(reply, Reply::Text(text)).await;
+                Ok(())
+            }
+            _ => self.on_request(actor, &parsed, reply).await,
         }
     }
 
@@ -307,48 +350,51 @@ impl Engine {
         }
     }
 
-    async fn on_request(self: &Arc<Self>, actor: &Actor, parsed: ParsedCommand, reply: &ReplyTarget) -> Result<()> {
-        if let Request::Help { command } = &parsed.request {
-            // Help reveals nothing but the command files; still deny unknown users.
-            if let Decision::Deny(reason) = self.decide(actor, &parsed, &reply.channel, None)? {
-                return Err(Error::Denied(reason));
-            }
-            let text = match command.as_deref().and_then(|c| self.registry.find(c)) {
-                Some(spec) => self.registry.render_command(spec),
-                None => self.registry.render_overview(),
-            };
-            self.say(reply, Reply::Text(text)).await;
-            return Ok(());
-        }
-        self.check_bounds(&parsed)?;
-        let decision = self.decide(actor, &parsed, &reply.channel, parsed.emergency.as_deref())?;
-        let needs_id = parsed.mutates || matches!(parsed.request, Request::Lock { .. } | Request::Unlock { .. });
-        let id = if needs_id { Some(self.store.next_request_id()?) } else { None };
-        let (outcome, detail) = match &decision {
-            Decision::Deny(reason) => (Verdict::Denied, reason.clone()),
-            Decision::Allow => (Verdict::Allowed, String::new()),
-            Decision::BreakGlass { reason } => (Verdict::BreakGlass, format!("BREAK-GLASS by {actor}: {reason}")),
-            Decision::NeedsApproval(need) => (
-                Verdict::Pending,
-                format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", ")),
-            ),
+    /// A request that is not a vote or `/help`: decided by the policy, then,
+    /// by its kind, held for approval, run, or answered.
+    async fn on_request(self: &Arc<Self>, actor: &Actor, parsed: &ParsedCommand, reply: &ReplyTarget) -> Result<()> {
+        self.check_bounds(parsed)?;
+        let decision = self.decide(actor, parsed, &reply.channel, parsed.emergency.as_deref())?;
+        let plan = match parsed.request.kind() {
+            Kind::Change { service, action } => Plan::Change { id: self.store.next_request_id()?, service, action },
+            Kind::Admin(admin) => Plan::Admin { id: self.store.next_request_id()?, admin },
+            Kind::Read(read) => Plan::Read(read),
+            Kind::Vote { .. } => return Err(Error::Invalid("a vote is not a request".into())),
         };
-        self.metrics.request(actor.platform(), &parsed.command, outcome.name());
-        let request_record = self.entry(RecordKind::Request, id.as_deref(), actor, &parsed, reply);
-        let decision_record =
-            AuditEntry { args: None, ..self.entry(RecordKind::Decision, id.as_deref(), actor, &parsed, reply) }
+        let id = plan.id().map(str::to_string);
+        let id = id.as_deref();
+        let request_record = self.entry(RecordKind::Request, id, actor, parsed, reply);
+        let decided = |outcome: Verdict, detail: String| {
+            self.metrics.request(actor.platform(), &parsed.command, outcome.name());
+            AuditEntry { args: None, ..self.entry(RecordKind::Decision, id, actor, parsed, reply) }
                 .outcome(outcome)
-                .detail(detail);
-        match decision {
-            Decision::Deny(reason) => {
-                self.audit.append_all(vec![request_record, decision_record]).await?;
+                .detail(detail)
+        };
+        match (decision, plan) {
+            (Decision::Deny(reason), _) => {
+                let record = decided(Verdict::Denied, reason.clone());
+                self.audit.append_all(vec![request_record, record]).await?;
                 Err(Error::Denied(reason))
             }
-            Decision::NeedsApproval(need) => {
-                let id = id.expect("mutating requests have ids");
-                let pending = self.open_request(&id, actor, &parsed, reply, need)?;
+            // A rule asking approvals of something that cannot wait for them
+            // is refused by `opsbot check`; should one slip through, the
+            // request is denied, never run unapproved or crashed on.
+            (Decision::NeedsApproval(need), Plan::Admin { .. } | Plan::Read(_)) => {
+                let reason = format!(
+                    "{} cannot wait for approval, but a rule asks {} approval(s) for it; an admin must fix the rules (`opsbot check` names the rule)",
+                    parsed.request.describe(),
+                    need.approvals
+                );
+                let record = decided(Verdict::Denied, reason.clone());
+                self.audit.append_all(vec![request_record, record]).await?;
+                Err(Error::Denied(reason))
+            }
+            (Decision::NeedsApproval(need), Plan::Change { id, service, .. }) => {
+                let detail = format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", "));
+                let record = decided(Verdict::Pending, detail);
+                let pending = self.open_request(&id, actor, parsed, service, reply, need)?;
                 self.store.put_pending(&pending)?;
-                self.audit.append_all(vec![request_record, decision_record]).await?;
+                self.audit.append_all(vec![request_record, record]).await?;
                 let view = votes::view(&pending, 0);
                 let groups = pending.approver_groups.join(", ");
                 self.say(
@@ -363,30 +409,44 @@ impl Engine {
                 self.say(reply, Reply::Approval(view)).await;
                 Ok(())
             }
-            Decision::Allow | Decision::BreakGlass { .. } => {
-                // An allowed read (status, audit) is one record carrying its
-                // decision; changes keep separate request and decision records.
-                let records = if parsed.mutates || id.is_some() {
-                    vec![request_record, decision_record]
-                } else {
-                    vec![request_record.outcome(outcome)]
+            (decision @ (Decision::Allow | Decision::BreakGlass { .. }), Plan::Change { id, service, action }) => {
+                let record = match &decision {
+                    Decision::BreakGlass { reason } => {
+                        decided(Verdict::BreakGlass, format!("BREAK-GLASS by {actor}: {reason}"))
+                    }
+                    _ => decided(Verdict::Allowed, String::new()),
                 };
-                self.audit.append_all(records).await?;
-                if let Some(id) = id.as_deref().filter(|_| parsed.mutates) {
-                    let why = match parsed.emergency.as_deref() {
-                        Some(reason) => format!("🚨 break-glass by {actor} ({reason})"),
-                        None => "no approval needed".to_string(),
-                    };
-                    self.say(
-                        reply,
-                        Reply::Text(format!(
-                            "{} requested by {actor} — {id} runs now, {why}",
-                            parsed.request.describe()
-                        )),
-                    )
-                    .await;
-                }
-                self.run_allowed(actor, parsed, id, reply).await
+                self.audit.append_all(vec![request_record, record]).await?;
+                let why = match parsed.emergency.as_deref() {
+                    Some(reason) => format!("🚨 break-glass by {actor} ({})", chat::typed(reason)),
+                    None => "no approval needed".to_string(),
+                };
+                // Said only once the run lock is taken and the intent is
+                // durable (decide, then announce).
+                let announce = format!("{} requested by {actor} — {id} runs now, {why}", parsed.request.describe());
+                let start = Start {
+                    id: &id,
+                    requester: actor,
+                    parsed,
+                    service,
+                    action,
+                    reply,
+                    approved_by: Vec::new(),
+                    break_glass: parsed.emergency.clone(),
+                    announce: Some(announce),
+                };
+                Box::pin(self.start_action(start)).await
+            }
+            (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin }) => {
+                let record = decided(Verdict::Allowed, String::new());
+                self.audit.append_all(vec![request_record, record]).await?;
+                self.run_admin(actor, parsed, &id, admin, reply).await
+            }
+            (Decision::Allow | Decision::BreakGlass { .. }, Plan::Read(read)) => {
+                // An allowed read is one record carrying its decision.
+                self.metrics.request(actor.platform(), &parsed.command, Verdict::Allowed.name());
+                self.audit.append(request_record.outcome(Verdict::Allowed)).await?;
+                self.run_read(read, reply).await
             }
         }
     }
@@ -396,7 +456,9 @@ impl Engine {
     /// every scale reaches an executor through here.
     fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
         if let Request::Scale { service, replicas } = &parsed.request {
-            let s = &self.config.services[service];
+            let Some(s) = self.config.services.get(service) else {
+                return Err(Error::Invalid(format!("{service} is not a configured service")));
+            };
             if *replicas < s.min_replicas || *replicas > s.max_replicas {
                 return Err(Error::Invalid(format!(
                     "{service} allows {} to {} replicas; {replicas} is outside that",
@@ -407,59 +469,58 @@ impl Engine {
         Ok(())
     }
 
-    /// Commands the policy allowed to run now.
-    async fn run_allowed(
-        self: &Arc<Self>,
+    /// A read the policy allowed.
+    async fn run_read(&self, read: Read<'_>, reply: &ReplyTarget) -> Result<()> {
+        let text = match read {
+            Read::Status { service } => {
+                let Some(service) = self.config.services.get(service) else {
+                    return Err(Error::Invalid(format!("{service} is not a configured service")));
+                };
+                self.status_text(service).await?
+            }
+            Read::Audit { service, limit } => self.audit_text(service, limit.unwrap_or(10) as usize)?,
+            Read::Help { command } => match command.and_then(|c| self.registry.find(c)) {
+                Some(spec) => self.registry.render_command(spec),
+                None => self.registry.render_overview(),
+            },
+        };
+        self.say(reply, Reply::Text(text)).await;
+        Ok(())
+    }
+
+    /// A `/lock` or `/unlock` the policy allowed.
+    async fn run_admin(
+        &self,
         actor: &Actor,
-        parsed: ParsedCommand,
-        id: Option<String>,
+        parsed: &ParsedCommand,
+        id: &str,
+        admin: Admin<'_>,
         reply: &ReplyTarget,
     ) -> Result<()> {
         let now = self.clock.now();
-        match &parsed.request {
-            Request::Status { service } => {
-                let service = &self.config.services[service];
-                let text = self.status_text(service).await?;
-                self.say(reply, Reply::Text(text)).await;
-            }
-            Request::Audit { service, limit } => {
-                let text = self.audit_text(service.as_deref(), limit.unwrap_or(10) as usize)?;
-                self.say(reply, Reply::Text(text)).await;
-            }
-            Request::Lock { service, reason, ttl } => {
+        let (verdict, text) = match admin {
+            Admin::Lock { service, reason, ttl } => {
                 let ttl = ttl.unwrap_or(self.config.lock_ttl);
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-                self.store.set_hold(service, &Hold { by: actor.clone(), reason: reason.clone(), until })?;
-                let text =
-                    format!("🔒 {service} locked by {actor} until {}: {reason}", until.format("%Y-%m-%d %H:%M UTC"));
-                let record = self
-                    .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
-                    .outcome(Verdict::Locked)
-                    .detail(text.clone());
-                self.audit.append(record).await?;
-                self.say(reply, Reply::Text(text)).await;
+                self.store.set_hold(service, &Hold { by: actor.clone(), reason: reason.to_string(), until })?;
+                let until = until.format("%Y-%m-%d %H:%M UTC");
+                (Verdict::Locked, format!("🔒 {service} locked by {actor} until {until}: {}", chat::typed(reason)))
             }
-            Request::Unlock { service } => {
+            Admin::Unlock { service } => {
                 let text = match self.store.remove_hold(service)? {
-                    Some(hold) => {
-                        format!("🔓 {service} unlocked by {actor} (was locked by {}: {})", hold.by, hold.reason)
-                    }
+                    Some(hold) => format!(
+                        "🔓 {service} unlocked by {actor} (was locked by {}: {})",
+                        hold.by,
+                        chat::typed(&hold.reason)
+                    ),
                     None => format!("{service} was not locked"),
                 };
-                let record = self
-                    .entry(RecordKind::Lock, id.as_deref(), actor, &parsed, reply)
-                    .outcome(Verdict::Unlocked)
-                    .detail(text.clone());
-                self.audit.append(record).await?;
-                self.say(reply, Reply::Text(text)).await;
+                (Verdict::Unlocked, text)
             }
-            Request::Deploy { .. } | Request::Rollback { .. } | Request::Restart { .. } | Request::Scale { .. } => {
-                let id = id.expect("mutating requests have ids");
-                let approved_by = Vec::new();
-                Box::pin(self.start_action(&id, actor, &parsed, reply, approved_by, parsed.emergency.clone())).await?;
-            }
-            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => {}
-        }
+        };
+        let record = self.entry(RecordKind::Lock, Some(id), actor, parsed, reply).outcome(verdict).detail(&text);
+        self.audit.append(record).await?;
+        self.say(reply, Reply::Text(text)).await;
         Ok(())
     }
 

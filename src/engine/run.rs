@@ -1,50 +1,36 @@
 //! Running a mutating action: run lock → durable intent → tracked task that
 //! records every milestone before showing it → durable outcome → lock released.
 
-use super::Engine;
+use super::{Engine, Start};
 use crate::action::{Action, ActionError, Progress, Verified};
 use crate::audit::{AuditEntry, AuditQuery, RecordKind, Verdict, LOOK_BACK};
 use crate::chat::Reply;
-use crate::command::{ParsedCommand, Request};
+use crate::command::ParsedCommand;
 use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::store::RunLock;
 use std::sync::Arc;
 
-/// The executor's action for a mutating request.
-pub fn action_for(request: &Request) -> Option<Action> {
-    match request {
-        Request::Deploy { version, .. } => Some(Action::Deploy { version: version.clone() }),
-        Request::Rollback { revision, .. } => Some(Action::Rollback { revision: *revision }),
-        Request::Restart { .. } => Some(Action::Restart),
-        Request::Scale { replicas, .. } => Some(Action::Scale { replicas: *replicas }),
-        _ => None,
-    }
-}
-
 impl Engine {
-    /// Starts an allowed (or approved, or break-glass) action. Returns once the
-    /// intent is durable and the start announced; the action runs on.
-    pub(super) async fn start_action(
-        self: &Arc<Self>,
-        id: &str,
-        requester: &Actor,
-        parsed: &ParsedCommand,
-        reply: &ReplyTarget,
-        approved_by: Vec<Actor>,
-        break_glass: Option<String>,
-    ) -> Result<()> {
-        let service_name = parsed.service().expect("mutating requests name a service").to_string();
-        let service = self.config.services[&service_name].clone();
-        let action = action_for(&parsed.request).expect("mutating request maps to an action");
+    /// Starts an allowed (or approved, or break-glass) change: takes the
+    /// service's run lock, makes the intent durable, then says so (first
+    /// `announce`, if any, then the start message). Returns once the intent
+    /// is durable and the start announced; the action runs on. A busy
+    /// service is refused, and nothing is said in the channel.
+    pub(super) async fn start_action(self: &Arc<Self>, start: Start<'_>) -> Result<()> {
+        let Start { id, requester, parsed, service: service_name, action, reply, approved_by, break_glass, announce } =
+            start;
+        let Some(service) = self.config.services.get(service_name).cloned() else {
+            return Err(Error::Invalid(format!("{service_name} is not a configured service")));
+        };
         let now = self.clock.now();
         let until = now
             + chrono::Duration::from_std(self.config.action_timeout).unwrap_or(chrono::Duration::minutes(15))
             + chrono::Duration::minutes(1);
         let lock = RunLock { request_id: id.to_string(), holder: requester.to_string(), until };
-        if let Err(held) = self.store.acquire_run_lock(&service_name, lock, now)? {
+        if let Err(held) = self.store.acquire_run_lock(service_name, lock, now)? {
             let busy = Error::Busy {
-                service: service_name.clone(),
+                service: service_name.to_string(),
                 request_id: held.request_id.clone(),
                 holder: held.holder.clone(),
             };
@@ -62,7 +48,9 @@ impl Engine {
         };
         let loud = break_glass
             .as_ref()
-            .map(|reason| format!("🚨 BREAK-GLASS by {requester}: {reason} — no approval was waited for. "))
+            .map(|reason| {
+                format!("🚨 BREAK-GLASS by {requester}: {} — no approval was waited for. ", crate::chat::typed(reason))
+            })
             .unwrap_or_default();
         let label = self.executors.for_service(&service).label().map(|l| format!("{l} ")).unwrap_or_default();
         let started =
@@ -70,11 +58,14 @@ impl Engine {
         let intent = self
             .entry(RecordKind::Intent, Some(id), requester, parsed, reply)
             .outcome(if break_glass.is_some() { Verdict::BreakGlass } else { Verdict::Started })
-            .detail(started.clone());
+            .detail(&started);
         if let Err(e) = self.audit.append(intent).await {
             // No intent record, no action.
-            let _ = self.store.release_run_lock(&service_name, id);
+            let _ = self.store.release_run_lock(service_name, id);
             return Err(e.into());
+        }
+        if let Some(announce) = announce {
+            self.say(reply, Reply::Text(announce)).await;
         }
         self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
 

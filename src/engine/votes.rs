@@ -47,20 +47,24 @@ impl Engine {
         id: &str,
         actor: &Actor,
         parsed: &ParsedCommand,
+        service: &str,
         reply: &ReplyTarget,
         need: ApprovalNeed,
     ) -> Result<PendingRequest> {
         let now = self.clock.now();
-        let service = parsed.service().expect("approvals are for service actions").to_string();
-        let digest = self.current_digest(id, actor, &service, &parsed.request).expect("service exists");
+        let (Some(configured), Some(digest)) =
+            (self.config.services.get(service), self.current_digest(id, actor, service, &parsed.request))
+        else {
+            return Err(Error::Invalid(format!("{service} is not a configured service")));
+        };
         Ok(PendingRequest {
             id: id.to_string(),
             requester: actor.clone(),
             command: parsed.command.clone(),
             policy: parsed.policy.clone(),
             request: parsed.request.clone(),
-            environment: self.config.services[&service].environment.clone(),
-            service,
+            environment: configured.environment.clone(),
+            service: service.to_string(),
             digest,
             approvals_needed: need.approvals,
             approver_groups: need.approver_groups,
@@ -163,7 +167,7 @@ impl Engine {
             }
             VoteEffect::Denied | VoteEffect::Withdrawn => {
                 let what = if effect == VoteEffect::Denied { "denied" } else { "withdrawn" };
-                let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                let why = reason.map(|r| format!(": {}", crate::chat::typed(&r))).unwrap_or_default();
                 self.say(&target, Reply::Text(format!("{id} {what} by {voter}{why}; nothing will run"))).await;
                 self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                 Ok(())
@@ -242,7 +246,23 @@ impl Engine {
             .await?;
         self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
         let approvers: Vec<Actor> = request.votes.iter().filter(|v| v.approve).map(|v| v.voter.clone()).collect();
-        self.start_action(&request.id, &request.requester, &parsed, &target, approvers, None).await
+        let crate::command::Kind::Change { service, action } = request.request.kind() else {
+            // Only changes are ever held for approval; a stored request that is
+            // not one (from a store written by a build that allowed it) is refused.
+            return Err(Error::Denied(format!("{} is not a change and cannot run as one", request.id)));
+        };
+        let start = super::Start {
+            id: &request.id,
+            requester: &request.requester,
+            parsed: &parsed,
+            service,
+            action,
+            reply: &target,
+            approved_by: approvers,
+            break_glass: None,
+            announce: None,
+        };
+        self.start_action(start).await
     }
 
     /// Marks one open request expired, records it and says so.

@@ -55,9 +55,16 @@ ttl = "{ttl_secs}s"
         everyone = list(&everyone),
         sre = list(approvers),
     );
+    engine_with(&text)
+}
+
+/// The core over `text` (checked as `opsbot check` would not: the rules are
+/// not cross-checked against the command files, so tests can give it rules
+/// `check` refuses), on the in-memory store and trail.
+fn engine_with(text: &str) -> Harness {
     let mut problems = Vec::new();
     let config =
-        config::from_str(Path::new("prop.toml"), &text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
+        config::from_str(Path::new("prop.toml"), text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
     let registry = Registry::load_dir(&commands_dir()).unwrap();
     // The core against the in-memory store and trail (the contract tests keep
     // them honest against the sled ones).
@@ -288,4 +295,128 @@ async fn recovery_never_calls_a_finished_action_interrupted() {
         .collect();
     assert_eq!(outcomes, [("r-1".to_string(), Verdict::Succeeded), ("r-2".to_string(), Verdict::Interrupted)]);
     assert!(store.run_locks().unwrap().is_empty(), "both services are free again");
+}
+
+/// Every class of command (a change, an admin action, a read, a vote) under
+/// rules that ask approvals or allow break-glass, with and without
+/// `--emergency`: `opsbot check` refuses the rules the engine cannot honour,
+/// naming them, and the engine never panics on them — it runs, holds or
+/// denies, and says why.
+#[tokio::test]
+async fn every_command_class_under_every_rule_shape_is_honoured_or_refused_never_a_panic() {
+    let commands = [
+        ("deploy", "/deploy api v2", "/deploy api v2 --emergency \"INC-1\"", true),
+        ("lock", "/lock api migration", "/lock api migration", false),
+        ("read", "/status api", "/audit api", false),
+        ("vote", "/approve r-1", "/deny r-1", false),
+    ];
+    for (policy, plain, other, is_change) in commands {
+        for approvals in [0u32, 1] {
+            for break_glass in [false, true] {
+                let text = format!(
+                    r#"
+[environments.production]
+[groups]
+everyone = ["console:u0", "console:u1"]
+sre = ["console:u1"]
+[services.api]
+environment = "production"
+backend = {{ type = "simulated", version = "v1", replicas = 1, step = "1ms" }}
+[[rules]]
+commands = ["{policy}"]
+environments = ["*"]
+requesters = ["everyone"]
+{approvers}
+{glass}
+"#,
+                    approvers = if approvals > 0 {
+                        format!("approvers = [\"sre\"]\napprovals = {approvals}")
+                    } else {
+                        String::new()
+                    },
+                    glass = if break_glass { "break_glass = [\"everyone\"]" } else { "" },
+                );
+                let name = format!("{policy}, approvals {approvals}, break-glass {break_glass}");
+                // What `opsbot check` says.
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("opsbot.toml");
+                let with_commands = format!("[bot]\ncommands_dir = \"{}\"\n{text}", commands_dir().display());
+                std::fs::write(&path, &with_commands).unwrap();
+                let checked = config::load(&path);
+                let honourable = is_change || (approvals == 0 && !break_glass && policy != "vote");
+                match &checked {
+                    Ok(_) => assert!(honourable, "{name}: check accepted a rule the engine cannot honour"),
+                    Err(problems) => {
+                        assert!(!honourable, "{name}: {problems}");
+                        assert!(problems.0.iter().any(|p| p.key.starts_with("rules[0].")), "{name}: {problems}");
+                    }
+                }
+                // What the engine does with it anyway.
+                for line in [plain, other] {
+                    let h = engine_with(&text);
+                    let handled = tokio::spawn({
+                        let engine = h.engine.clone();
+                        let event = command(user(0), line);
+                        async move { engine.handle(event).await }
+                    })
+                    .await;
+                    assert!(handled.is_ok(), "{name}: `{line}` panicked");
+                    h.engine.wait_idle().await;
+                    let replies = h.sink.replies();
+                    assert!(!replies.is_empty(), "{name}: `{line}` got no answer");
+                    let pending = h.engine.open_requests();
+                    if !is_change {
+                        assert_eq!(pending, 0, "{name}: `{line}` must never wait for approval: {replies:?}");
+                    }
+                    if !is_change && approvals > 0 && policy != "vote" {
+                        let denied = replies.iter().any(
+                            |r| matches!(r, Reply::Private { text, .. } if text.contains("cannot wait for approval")),
+                        );
+                        assert!(denied, "{name}: `{line}`: {replies:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decide, then announce: of many concurrent deploys of one service only the
+/// one that holds the run lock is announced as running; the rest are
+/// refused privately and nothing about them is said in the channel.
+#[tokio::test]
+async fn only_the_deploy_that_holds_the_run_lock_is_announced() {
+    let text = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0", "console:u1", "console:u2", "console:u3", "console:u4"]
+[services.api]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 2, step = "200ms" }
+[[rules]]
+commands = ["deploy"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+    let h = engine_with(text);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let engine = h.engine.clone();
+        let event = Event::Command {
+            actor: user(i % 5),
+            text: format!("/deploy api v2.{i}"),
+            reply: ReplyTarget::channel("console:ops"),
+            dedup_key: Some(format!("trigger-{i}")),
+        };
+        tasks.push(tokio::spawn(async move { engine.handle(event).await }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let replies = h.sink.replies();
+    let runs_now = replies.iter().filter(|r| matches!(r, Reply::Text(t) if t.contains("runs now"))).count();
+    let started = replies.iter().filter(|r| matches!(r, Reply::Started { .. })).count();
+    let busy =
+        replies.iter().filter(|r| matches!(r, Reply::Private { text, .. } if text.contains("is busy with"))).count();
+    assert_eq!((runs_now, started, busy), (1, 1, 39), "{replies:#?}");
+    h.engine.wait_idle().await;
 }

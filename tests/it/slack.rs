@@ -70,8 +70,12 @@ pub struct Served {
 
 impl Served {
     pub fn start(mode: &str) -> Served {
+        Served::with_config(&config(mode))
+    }
+
+    pub fn with_config(text: &str) -> Served {
         let slack = FakeSlack::start();
-        let bot = Bot::with_config(&config(mode));
+        let bot = Bot::with_config(text);
         let (child, base) = Served::spawn(&bot, &slack);
         Served { bot, slack, base, child }
     }
@@ -667,4 +671,70 @@ fn socket_mode_acks_envelopes_and_survives_a_reconnect() {
     );
     assert!(records.iter().any(|r| r["kind"] == "vote" && r["actor"] == "slack:UDAVE"));
     served.stop();
+}
+
+/// Every piece of text a person types (a lock reason, an emergency reason, a
+/// deny reason, an echo of a mistyped value) reaches Slack escaped: it can
+/// neither ping the channel (`<!channel>`) nor show a disguised link, nor be
+/// turned into a mention of someone.
+#[test]
+fn typed_text_reaches_slack_escaped_in_every_field() {
+    let payload = "<!channel> <https://evil.example|runbook> slack:UBOB";
+    let escaped = "&lt;!channel&gt; &lt;https://evil.example|runbook&gt; slack:UBOB";
+    let rules = r#"
+[[rules]]
+commands = ["lock"]
+environments = ["*"]
+requesters = ["developers", "sre"]
+
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["developers", "sre"]
+approvers = ["sre"]
+approvals = 1
+break_glass = ["developers"]
+"#;
+    // The break-glass rule goes first, so it decides production deploys.
+    let text = config("http").replacen("[[rules]]", &format!("{}\n[[rules]]", rules.trim()), 1);
+    let served = Served::with_config(&text);
+    let acks = [
+        served.command("UALICE", "COPS", "/lock", &format!("api-staging \"{payload}\""), "t1"),
+        served.command("UALICE", "COPS", "/deploy", "api-staging v2.0.0", "t2"),
+        served.command("UALICE", "COPS", "/unlock", "api-staging", "t3"),
+        served.command("UALICE", "COPS", "/deploy", &format!("api-service v2.0.1 --emergency \"{payload}\""), "t4"),
+        served.command("UALICE", "COPS", "/deploy", &format!("api-svc<!here>{payload} v1"), "t5"),
+    ];
+    let lock = acks[0]["text"].as_str().unwrap();
+    assert!(lock.contains("locked by <@UALICE>") && lock.contains(escaped), "lock reason: {lock}");
+    let refused = acks[1]["text"].as_str().unwrap();
+    assert!(refused.contains("is locked by <@UALICE>") && refused.contains(escaped), "lock echo: {refused}");
+    let unlocked = acks[2]["text"].as_str().unwrap();
+    assert!(unlocked.contains("unlocked by <@UALICE>") && unlocked.contains(escaped), "unlock echo: {unlocked}");
+    let emergency = acks[3]["text"].as_str().unwrap();
+    assert!(emergency.contains("break-glass by <@UALICE>") && emergency.contains(escaped), "emergency: {emergency}");
+    let echo = acks[4]["text"].as_str().unwrap();
+    assert!(echo.contains("&lt;!here&gt;") && echo.contains("not a valid"), "a mistyped value's echo: {echo}");
+
+    // A deny reason, said in the channel.
+    served.slack.wait_for("the break-glass run", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-4"));
+    let pending = served.command("UALICE", "COPS", "/deploy", "api-service v2.0.2", "t6");
+    assert!(pending["text"].as_str().unwrap().contains("waiting for 1 approval"), "{pending}");
+    let denied = served.command("UBOB", "COPS", "/deny", &format!("r-5 \"{payload}\""), "t7");
+    let denial = denied["text"].as_str().unwrap();
+    assert!(denial.contains("r-5 denied by <@UBOB>") && denial.contains(escaped), "deny reason: {denial}");
+    served.slack.wait_for("the card closed", LONG, |c| has(c, "chat.update", "Denied: deploy api-service v2.0.2"));
+    let calls = served.slack.calls();
+    // The break-glass start message repeats the reason.
+    assert!(has(&calls, "chat.postMessage", &format!("BREAK-GLASS by <@UALICE>: {escaped}")), "{calls:#?}");
+
+    // Nowhere did the raw markup reach Slack.
+    let mut everything: Vec<String> = acks.iter().chain([&pending, &denied]).map(|a| a.to_string()).collect();
+    everything.extend(calls.iter().map(|c| text_of(&c.body)));
+    for text in &everything {
+        for raw in ["<!channel>", "<!here>", "<https://evil.example", "<@UBOB>  "] {
+            assert!(!text.contains(raw), "{raw} reached Slack in: {text}");
+        }
+        assert!(!text.contains("runbook&gt; <@UBOB>"), "typed text became a mention: {text}");
+    }
 }

@@ -16,8 +16,26 @@ pub fn mention(actor: &str) -> String {
     }
 }
 
+/// A reply's text as Slack text: every `&`, `<` and `>` escaped (so nothing
+/// in it is a mention, link or command Slack acts on: `<!channel>` stays
+/// text), then opsbot's own `slack:U…` identities turned into mentions. Text
+/// a person typed ([`crate::chat::typed`]) is escaped and never turned into
+/// a mention, even if it looks like an identity.
+pub fn render(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for (typed, piece) in crate::chat::spans(text) {
+        let escaped = escape(piece);
+        if typed {
+            out.push_str(&escaped);
+        } else {
+            out.push_str(&mentions_in(&escaped));
+        }
+    }
+    out
+}
+
 /// Replaces every `slack:U…` identity in `text` with a mention.
-pub fn mentions_in(text: &str) -> String {
+fn mentions_in(text: &str) -> String {
     text.split(' ')
         .map(|word| {
             let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
@@ -56,7 +74,8 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
     chunks
 }
 
-fn escape(text: &str) -> String {
+/// Escapes Slack's control characters (its docs: `&`, `<`, `>`).
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
@@ -116,6 +135,19 @@ mod tests {
         let chunks = split(&long_line, 1000);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks.concat(), long_line);
+    }
+
+    #[test]
+    fn typed_text_is_escaped_and_never_becomes_a_mention_or_link() {
+        use crate::chat::typed;
+        let text = format!(
+            "locked by slack:U1 until 12:00: {} <usage>",
+            typed("<!channel> <https://evil.example|runbook> slack:U2 <@U3> & co")
+        );
+        assert_eq!(
+            render(&text),
+            "locked by <@U1> until 12:00: &lt;!channel&gt; &lt;https://evil.example|runbook&gt; slack:U2 &lt;@U3&gt; &amp; co &lt;usage&gt;"
+        );
     }
 
     #[test]

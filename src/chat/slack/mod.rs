@@ -140,7 +140,7 @@ impl SlackIngress {
         let mut private = Vec::new();
         for reply in replies {
             match reply {
-                Reply::Text(text) => public.push(blocks::mentions_in(&text)),
+                Reply::Text(text) => public.push(blocks::render(&text)),
                 Reply::Private { to, text } => private.push((to, text)),
                 _ => {}
             }
@@ -151,7 +151,7 @@ impl SlackIngress {
                 return json!({"response_type": "ephemeral", "text": "Done — follow the request's thread."});
             }
             let text = private.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");
-            return json!({"response_type": "ephemeral", "text": blocks::mentions_in(&text)});
+            return json!({"response_type": "ephemeral", "text": blocks::render(&text)});
         }
         for (to, text) in private {
             self.engine.send_reply(target, Reply::Private { to, text }).await;

@@ -4,7 +4,7 @@
 //! long text. Progress of an action is one threaded message that is updated.
 
 use super::api::{ApiError, SlackApi};
-use super::blocks::{approval_card, mentions_in, split, MAX_TEXT};
+use super::blocks::{approval_card, render, split, MAX_TEXT};
 use crate::approval::RequestState;
 use crate::audit::{BoxFuture, Verdict};
 use crate::chat::{ChatError, ChatSink, Reply};
@@ -220,7 +220,7 @@ impl Delivery<'_> {
         let api = self.inner.api.clone();
         let channel = self.channel.to_string();
         let mut first = None;
-        for chunk in split(&mentions_in(text), MAX_TEXT) {
+        for chunk in split(&render(text), MAX_TEXT) {
             let ts = self.call(|| api.post(&channel, thread, &chunk, None)).await?;
             first.get_or_insert(ts);
         }
@@ -237,7 +237,7 @@ impl Delivery<'_> {
             }
             Reply::Private { to, text } => {
                 let Some(user) = to.as_str().strip_prefix("slack:") else { return Ok(()) };
-                for chunk in split(&mentions_in(&text), MAX_TEXT) {
+                for chunk in split(&render(&text), MAX_TEXT) {
                     self.call(|| api.ephemeral(&channel, user, thread, &chunk)).await?;
                 }
             }
