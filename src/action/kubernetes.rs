@@ -20,8 +20,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-/// Longest any single API call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts at a write that keeps meeting 409 Conflict.
 const CONFLICT_ATTEMPTS: u32 = 4;
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -44,6 +42,7 @@ struct Target<'a> {
     auto_rollback: bool,
     poll: Duration,
     rollout_timeout: Duration,
+    call_timeout: Duration,
 }
 
 fn target(service: &Service) -> Result<Target<'_>, ActionError> {
@@ -57,6 +56,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             auto_rollback,
             poll,
             rollout_timeout,
+            call_timeout,
         } => Ok(Target {
             context: context.as_deref(),
             namespace,
@@ -66,6 +66,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             auto_rollback: *auto_rollback,
             poll: *poll,
             rollout_timeout: *rollout_timeout,
+            call_timeout: *call_timeout,
         }),
         _ => Err(ActionError::WrongBackend { service: service.name.clone() }),
     }
@@ -95,11 +96,11 @@ async fn timed<T>(
     resource: &str,
     t: &Target<'_>,
 ) -> Result<T, ActionError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    match tokio::time::timeout(t.call_timeout, call).await {
         Ok(result) => result.map_err(|e| explain(e, verb, resource, t)),
         Err(_) => Err(ActionError::Unreachable(format!(
-            "Kubernetes did not answer `{verb} {resource}` within {}s",
-            CALL_TIMEOUT.as_secs()
+            "Kubernetes did not answer `{verb} {resource}` within {}",
+            crate::clock::format_duration(t.call_timeout)
         ))),
     }
 }

@@ -31,9 +31,12 @@ impl Ecs {
                 live.load_balancers.unwrap_or_default().into_iter().find_map(|lb| lb.target_group_arn).ok_or_else(
                     || ActionError::Failed(format!("{service} is not behind a load balancer target group")),
                 )?;
-            let tags =
-                timed(c.elb.describe_tags().resource_arns(&target_group).send(), "elasticloadbalancing:DescribeTags")
-                    .await?;
+            let tags = timed(
+                t.call_timeout,
+                c.elb.describe_tags().resource_arns(&target_group).send(),
+                "elasticloadbalancing:DescribeTags",
+            )
+            .await?;
             let name = tags
                 .tag_descriptions
                 .unwrap_or_default()
@@ -45,6 +48,7 @@ impl Ecs {
             colours.push(Colour { name, service: service.clone(), target_group, url: url.clone() });
         }
         let listener = timed(
+            t.call_timeout,
             c.elb.describe_listeners().listener_arns(&bg.listener_arn).send(),
             "elasticloadbalancing:DescribeListeners",
         )
@@ -86,6 +90,7 @@ impl Ecs {
     async fn shift(
         &self,
         c: &Clients,
+        t: &Target<'_>,
         bg: &BlueGreen,
         from: &Colour,
         to: &Colour,
@@ -105,6 +110,7 @@ impl Ecs {
             ElbAction::builder().r#type(ActionTypeEnum::Forward).forward_config(forward).build()
         };
         timed(
+            t.call_timeout,
             c.elb.modify_listener().listener_arn(&bg.listener_arn).default_actions(action).send(),
             "elasticloadbalancing:ModifyListener",
         )
@@ -125,7 +131,8 @@ impl Ecs {
             Action::Deploy { version } => {
                 let image = format!("{}:{version}", t.image);
                 let idle_live = self.describe(c, t, &idle.service).await?;
-                let current = self.task_definition(c, idle_live.task_definition.as_deref().unwrap_or_default()).await?;
+                let current =
+                    self.task_definition(c, t, idle_live.task_definition.as_deref().unwrap_or_default()).await?;
                 let (arn, registered) = self.definition_for(c, t, &current, &image).await?;
                 if registered {
                     progress
@@ -141,10 +148,10 @@ impl Ecs {
                     .map_err(|e| ActionError::Failed(format!("{e}; traffic stays on {}", live.name)))?;
                 let steps = if bg.steps.is_empty() { vec![100] } else { bg.steps.clone() };
                 for percent in steps {
-                    self.shift(c, bg, &live, &idle, percent).await?;
+                    self.shift(c, t, bg, &live, &idle, percent).await?;
                     progress.report(format!("{percent}% of traffic on {}", idle.name)).await;
                     if let Err(failure) = self.smoke(t, Some(&idle.url), progress).await {
-                        self.shift(c, bg, &idle, &live, 100).await?;
+                        self.shift(c, t, bg, &idle, &live, 100).await?;
                         progress
                             .report(format!("smoke test failed at {percent}%; all traffic back on {}", live.name))
                             .await;
@@ -155,11 +162,12 @@ impl Ecs {
             }
             Action::Rollback { .. } => {
                 // The previous colour is still running: switch back at once.
-                self.shift(c, bg, &live, &idle, 100).await?;
+                self.shift(c, t, bg, &live, &idle, 100).await?;
                 Ok(Outcome::new(format!("switched back: {} is live ({} idle)", idle.name, live.name)))
             }
             Action::Restart => {
                 timed(
+                    t.call_timeout,
                     c.ecs.update_service().cluster(t.cluster).service(&live.service).force_new_deployment(true).send(),
                     "ecs:UpdateService",
                 )
@@ -169,6 +177,7 @@ impl Ecs {
             }
             Action::Scale { replicas } => {
                 timed(
+                    t.call_timeout,
                     c.ecs
                         .update_service()
                         .cluster(t.cluster)

@@ -21,8 +21,6 @@ mod blue_green;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
 struct Target<'a> {
     cluster: &'a str,
     service: Option<&'a str>,
@@ -32,6 +30,7 @@ struct Target<'a> {
     auto_rollback: bool,
     poll: Duration,
     rollout_timeout: Duration,
+    call_timeout: Duration,
     blue_green: Option<&'a BlueGreen>,
     smoke: Option<&'a SmokeTest>,
     health_url: Option<&'a str>,
@@ -48,6 +47,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             auto_rollback,
             poll,
             rollout_timeout,
+            call_timeout,
             blue_green,
             smoke,
         } => Ok(Target {
@@ -59,6 +59,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             auto_rollback: *auto_rollback,
             poll: *poll,
             rollout_timeout: *rollout_timeout,
+            call_timeout: *call_timeout,
             blue_green: blue_green.as_ref(),
             smoke: smoke.as_ref(),
             health_url: service.health_url.as_deref(),
@@ -110,17 +111,19 @@ fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
 }
 
 async fn timed<T, E>(
+    limit: Duration,
     call: impl std::future::Future<Output = Result<T, aws_sdk_ecs::error::SdkError<E>>>,
     action: &str,
 ) -> Result<T, ActionError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    match tokio::time::timeout(limit, call).await {
         Ok(result) => result.map_err(|e| explain(e, action)),
-        Err(_) => {
-            Err(ActionError::Unreachable(format!("AWS did not answer {action} within {}s", CALL_TIMEOUT.as_secs())))
-        }
+        Err(_) => Err(ActionError::Unreachable(format!(
+            "AWS did not answer {action} within {}",
+            crate::clock::format_duration(limit)
+        ))),
     }
 }
 
@@ -230,8 +233,12 @@ impl Ecs {
         t: &Target<'_>,
         service: &str,
     ) -> Result<aws_sdk_ecs::types::Service, ActionError> {
-        let out = timed(c.ecs.describe_services().cluster(t.cluster).services(service).send(), "ecs:DescribeServices")
-            .await?;
+        let out = timed(
+            t.call_timeout,
+            c.ecs.describe_services().cluster(t.cluster).services(service).send(),
+            "ecs:DescribeServices",
+        )
+        .await?;
         if let Some(failure) = out.failures.unwrap_or_default().first() {
             return Err(ActionError::Failed(format!(
                 "unknown ECS service {service} in cluster {} ({})",
@@ -246,9 +253,13 @@ impl Ecs {
             .ok_or_else(|| ActionError::Failed(format!("unknown ECS service {service} in cluster {}", t.cluster)))
     }
 
-    async fn task_definition(&self, c: &Clients, arn: &str) -> Result<TaskDefinition, ActionError> {
-        let out =
-            timed(c.ecs.describe_task_definition().task_definition(arn).send(), "ecs:DescribeTaskDefinition").await?;
+    async fn task_definition(&self, c: &Clients, t: &Target<'_>, arn: &str) -> Result<TaskDefinition, ActionError> {
+        let out = timed(
+            t.call_timeout,
+            c.ecs.describe_task_definition().task_definition(arn).send(),
+            "ecs:DescribeTaskDefinition",
+        )
+        .await?;
         out.task_definition.ok_or_else(|| ActionError::Failed(format!("task definition {arn} not found")))
     }
 
@@ -267,6 +278,7 @@ impl Ecs {
         }
         let family = current.family.clone().unwrap_or_default();
         let recent = timed(
+            t.call_timeout,
             c.ecs
                 .list_task_definitions()
                 .family_prefix(&family)
@@ -278,7 +290,7 @@ impl Ecs {
         .await?;
         let wanted = with_image(current.container_definitions.as_deref().unwrap_or_default(), t.container, image);
         for arn in recent.task_definition_arns.unwrap_or_default() {
-            let candidate = self.task_definition(c, &arn).await?;
+            let candidate = self.task_definition(c, t, &arn).await?;
             if candidate.family == current.family
                 && candidate.container_definitions.as_deref() == Some(wanted.as_slice())
             {
@@ -286,6 +298,7 @@ impl Ecs {
             }
         }
         let registered = timed(
+            t.call_timeout,
             c.ecs
                 .register_task_definition()
                 .set_family(current.family.clone())
@@ -320,6 +333,7 @@ impl Ecs {
             return Ok(false);
         }
         timed(
+            t.call_timeout,
             c.ecs.update_service().cluster(t.cluster).service(service).task_definition(arn).send(),
             "ecs:UpdateService",
         )
@@ -398,7 +412,7 @@ impl Ecs {
         let ecs_service = t.service.expect("validated: service or blue_green");
         let live = self.describe(&c, &t, ecs_service).await?;
         let current_arn = live.task_definition.clone().unwrap_or_default();
-        let current = self.task_definition(&c, &current_arn).await?;
+        let current = self.task_definition(&c, &t, &current_arn).await?;
         match action {
             Action::Deploy { version } => {
                 let image = format!("{}:{version}", t.image);
@@ -448,7 +462,7 @@ impl Ecs {
                         )))
                     }
                 };
-                let definition = self.task_definition(&c, &format!("{family}:{wanted}")).await?;
+                let definition = self.task_definition(&c, &t, &format!("{family}:{wanted}")).await?;
                 let arn = definition.task_definition_arn.clone().unwrap_or_default();
                 self.roll_to(&c, &t, ecs_service, &arn, progress).await?;
                 Ok(Outcome::new(format!(
@@ -460,6 +474,7 @@ impl Ecs {
             }
             Action::Restart => {
                 timed(
+                    t.call_timeout,
                     c.ecs.update_service().cluster(t.cluster).service(ecs_service).force_new_deployment(true).send(),
                     "ecs:UpdateService",
                 )
@@ -471,6 +486,7 @@ impl Ecs {
             Action::Scale { replicas } => {
                 if live.desired_count != *replicas as i32 {
                     timed(
+                        t.call_timeout,
                         c.ecs
                             .update_service()
                             .cluster(t.cluster)
@@ -493,7 +509,7 @@ impl Ecs {
     async fn service_report(&self, c: &Clients, t: &Target<'_>, service: &str) -> Result<String, ActionError> {
         let live = self.describe(c, t, service).await?;
         let arn = live.task_definition.clone().unwrap_or_default();
-        let definition = self.task_definition(c, &arn).await?;
+        let definition = self.task_definition(c, t, &arn).await?;
         let mut out = format!(
             "  {service} in {}: {} ({}) — {} desired, {} running, {} pending",
             t.cluster,
