@@ -219,7 +219,7 @@ fn check_live_names_missing_permissions_and_the_rule_that_fixes_them() {
     let run = || kb.bot.command(&["check", "--live"]).env("KUBECONFIG", &kb.kubeconfig).output().unwrap();
     let output = run();
     let out = crate::support::stdout(&output);
-    assert!(out.contains("api-k8s: ok — shop/api visible, all verbs granted"), "{out}");
+    assert!(out.contains("api-k8s: ok — shop/api visible, container app present, all verbs granted"), "{out}");
     assert!(out.contains("down-k8s: cannot reach the Kubernetes API server of context down"), "{out}");
     assert!(!output.status.success());
     kb.k8s.forbid("patch", "deployments/scale");
