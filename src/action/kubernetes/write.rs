@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::future::Future;
+use tokio::time::Instant;
 
 /// Tries at one write.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -73,7 +74,9 @@ impl Kubernetes {
             };
             error.attempts = attempt;
             if error.failure.may_have_landed() {
-                match self.read(t, Patience::few()).await {
+                // Only the live state can settle it: keep asking as long as a
+                // rollout may take (an API server restarting, say).
+                match self.read(t, Patience::until(Instant::now() + t.rollout_timeout)).await {
                     Ok(d) if landed(&d) => {
                         progress
                             .report(format!(
@@ -92,12 +95,14 @@ impl Kubernetes {
                         )))
                     }
                     Ok(_) => {}
-                    Err(read) => return Err(ActionError::Unknown(format!(
+                    Err(read) => {
+                        return Err(ActionError::Unknown(format!(
                         "{what}: {}, and the live state cannot be read ({}); check deployment {} before trying again",
                         error.explain(t),
                         read.explain(t),
                         t.path()
-                    ))),
+                    )))
+                    }
                 }
             }
             let retry = matches!(error.failure, Failure::Conflict | Failure::Refused | Failure::Throttled)
