@@ -22,5 +22,6 @@ mod engine;
 mod fake_k8s;
 mod fake_slack;
 mod kubernetes;
+mod relay;
 mod slack;
 mod support;
