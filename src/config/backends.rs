@@ -34,10 +34,8 @@ pub(super) fn check(
                 ));
             }
         }
-        Backend::Kubernetes {
-            context, namespace, deployment, container, image, call_timeout, rollout_timeout, ..
-        } => {
-            check_call_timeout(path, key, *call_timeout, *rollout_timeout, problems);
+        Backend::Kubernetes { context, namespace, deployment, container, image, call_timeout, .. } => {
+            check_call_timeout(path, key, *call_timeout, problems);
             let dns = |v: &str| {
                 !v.is_empty()
                     && v.len() <= 253
@@ -66,19 +64,8 @@ pub(super) fn check(
             }
             check_image(path, key, image, problems);
         }
-        Backend::Ecs {
-            cluster,
-            service,
-            container,
-            image,
-            region,
-            blue_green,
-            smoke,
-            call_timeout,
-            rollout_timeout,
-            ..
-        } => {
-            check_call_timeout(path, key, *call_timeout, *rollout_timeout, problems);
+        Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, call_timeout, .. } => {
+            check_call_timeout(path, key, *call_timeout, problems);
             let aws_name = |v: &str| {
                 !v.is_empty() && v.len() <= 255 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             };
@@ -159,26 +146,16 @@ pub(super) fn check(
     }
 }
 
-/// A call timeout the rollout can outlast: long enough for a slow API server,
-/// short enough that a hung call cannot eat the rollout's whole deadline.
-fn check_call_timeout(
-    path: &Path,
-    key: &str,
-    call_timeout: std::time::Duration,
-    rollout_timeout: std::time::Duration,
-    problems: &mut Vec<Problem>,
-) {
+/// A call timeout long enough for a slow API server, short enough that one
+/// hung call cannot eat a rollout's whole deadline unnoticed.
+fn check_call_timeout(path: &Path, key: &str, call_timeout: std::time::Duration, problems: &mut Vec<Problem>) {
     let floor = std::time::Duration::from_millis(100);
     let ceiling = std::time::Duration::from_secs(300);
-    if call_timeout < floor || call_timeout > ceiling || call_timeout >= rollout_timeout {
+    if call_timeout < floor || call_timeout > ceiling {
         problems.push(Problem::new(
             path,
             &format!("{key}.backend.call_timeout"),
-            format!(
-                "{} is not between 100ms and 5m, or not shorter than rollout_timeout ({})",
-                crate::clock::format_duration(call_timeout),
-                crate::clock::format_duration(rollout_timeout)
-            ),
+            format!("{} is not between 100ms and 5m", crate::clock::format_duration(call_timeout)),
             "for example \"15s\"",
         ));
     }
@@ -226,8 +203,8 @@ mod tests {
                 &["backend.call_timeout"],
             ),
             (
-                r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api", rollout_timeout = "10s", call_timeout = "20s" }"#,
-                &["not shorter than rollout_timeout"],
+                r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api", call_timeout = "10m" }"#,
+                &["not between 100ms and 5m"],
             ),
             (
                 r#"{ type = "ecs", cluster = "prod", container = "app", image = "r/api" }"#,
