@@ -167,26 +167,7 @@ pub(super) async fn timed<T>(
     Err(CallError { verb, resource, failure, attempts: 1 })
 }
 
-/// Exponential backoff with jitter: each wait is drawn from the upper half of
-/// a window that doubles up to `cap`, so retrying clients spread out.
-#[derive(Debug, Clone)]
-pub(super) struct Backoff {
-    window: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    pub(super) fn new() -> Backoff {
-        Backoff { window: Duration::from_millis(100), cap: Duration::from_secs(5) }
-    }
-
-    pub(super) fn next_wait(&mut self) -> Duration {
-        let window = self.window;
-        self.window = (self.window * 2).min(self.cap);
-        let half = window / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-}
+pub(super) use crate::action::backoff::Backoff;
 
 /// How long to keep retrying a transient failure.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +195,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -269,19 +250,5 @@ mod tests {
         assert_eq!(Failure::classify(status(400)), Failure::Rejected { code: 400, message: "m".into() });
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(Failure::classify(kube::Error::Service(Box::new(refused))), Failure::Refused);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_a_cap() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
-        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100), "{waits:?}");
-        assert!(waits[3] >= Duration::from_millis(400) && waits[3] <= Duration::from_millis(800), "{waits:?}");
-        assert!(waits.iter().all(|w| *w <= Duration::from_secs(5)), "{waits:?}");
-        let again: Vec<Duration> = {
-            let mut b = Backoff::new();
-            (0..10).map(|_| b.next_wait()).collect()
-        };
-        assert_ne!(waits, again, "jitter: two clients do not wait in lockstep");
     }
 }

@@ -64,7 +64,7 @@ impl Kubernetes {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         let mut attempt = 0;
         loop {
             attempt += 1;
