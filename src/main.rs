@@ -137,10 +137,12 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 /// whether every verb opsbot uses is granted. Prints every finding; returns
 /// the exit code of the most serious (see [`LiveFinding::exit_code`]), or 0.
 async fn check_live(config: &opsbot::config::Config) -> u8 {
+    use opsbot::action::ecs::Ecs;
     use opsbot::action::kubernetes::Kubernetes;
     use opsbot::action::LiveFinding;
     use opsbot::config::Backend;
     let kubernetes = Kubernetes::default();
+    let ecs = Ecs::default();
     let mut worst: Option<LiveFinding> = None;
     for service in config.services.values() {
         let (findings, fine) = match &service.backend {
@@ -148,7 +150,18 @@ async fn check_live(config: &opsbot::config::Config) -> u8 {
                 kubernetes.check_live(service).await,
                 format!("{namespace}/{deployment} visible, container {container} present, all verbs granted"),
             ),
-            _ => continue,
+            Backend::Ecs { cluster, service: one, blue_green, container, .. } => {
+                let services = match (one, blue_green) {
+                    (Some(one), _) => one.clone(),
+                    (None, Some(bg)) => format!("{} and {} behind the listener", bg.blue_service, bg.green_service),
+                    (None, None) => String::new(),
+                };
+                (
+                    ecs.check_live(service).await,
+                    format!("cluster {cluster}: {services} found, container {container} present"),
+                )
+            }
+            Backend::Simulated { .. } => continue,
         };
         let findings = findings.unwrap_or_else(|e| vec![LiveFinding::Unreachable(e.to_string())]);
         if findings.is_empty() {
