@@ -152,9 +152,8 @@ impl BlueGreenFacts {
 }
 
 impl Ctx<'_> {
-    /// Reads both colours (service, task definition, `Color` tag) and the
-    /// listener's weights.
-    pub(in crate::action::ecs) async fn pair(&self, bg: &BlueGreen) -> Result<Pair, ActionError> {
+    /// (target group ARN, weight) the listener's default action forwards to.
+    async fn listener_weights(&self, bg: &BlueGreen) -> Result<Vec<(String, i32)>, ActionError> {
         let listener = self
             .ask(
                 "elasticloadbalancing:DescribeListeners",
@@ -181,6 +180,13 @@ impl Ctx<'_> {
                 weights.push((arn, 1));
             }
         }
+        Ok(weights)
+    }
+
+    /// Reads both colours (service, task definition, `Color` tag) and the
+    /// listener's weights.
+    pub(in crate::action::ecs) async fn pair(&self, bg: &BlueGreen) -> Result<Pair, ActionError> {
+        let weights = self.listener_weights(bg).await?;
         let total: i32 = weights.iter().map(|(_, w)| *w).sum();
         let mut colours = Vec::new();
         for (service, url) in [(&bg.blue_service, &bg.blue_url), (&bg.green_service, &bg.green_url)] {
