@@ -63,8 +63,10 @@ enum Command {
     },
     /// Check the configuration and command files; print every problem.
     Check {
-        /// Also ask each Kubernetes cluster whether opsbot can see its
-        /// deployments and has the verbs it needs.
+        /// Also ask each backend whether what the configuration names exists
+        /// (deployments, containers, ECS clusters and services) and whether
+        /// opsbot has the permissions it needs. Exit 64 (configuration), 77
+        /// (permissions) or 69 (unreachable) for the most serious finding.
         #[arg(long)]
         live: bool,
     },
@@ -146,34 +148,50 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     Ok(chrono::Utc::now() - chrono::Duration::from_std(ago)?)
 }
 
-/// `check --live`: every Kubernetes service's deployment is visible and every
-/// verb opsbot needs is granted; prints what is missing and the RBAC rule.
-async fn check_live(config: &opsbot::config::Config) -> bool {
-    use opsbot::action::kubernetes::{rbac_rules, Kubernetes};
+/// `check --live`: asks each Kubernetes and ECS service's backend whether
+/// what the configuration names exists (deployment and container; cluster,
+/// services, task definition container, listener) and, for Kubernetes,
+/// whether every verb opsbot uses is granted. Prints every finding; returns
+/// the exit code of the most serious (see [`LiveFinding::exit_code`]), or 0.
+async fn check_live(config: &opsbot::config::Config) -> u8 {
+    use opsbot::action::ecs::Ecs;
+    use opsbot::action::kubernetes::Kubernetes;
+    use opsbot::action::LiveFinding;
     use opsbot::config::Backend;
     let kubernetes = Kubernetes::default();
-    let mut healthy = true;
+    let ecs = Ecs::default();
+    let mut worst: Option<LiveFinding> = None;
     for service in config.services.values() {
-        let Backend::Kubernetes { namespace, deployment, .. } = &service.backend else { continue };
-        match kubernetes.check_access(service).await {
-            Ok(missing) if missing.is_empty() => {
-                println!("{}: ok — {namespace}/{deployment} visible, all verbs granted", service.name)
+        let (findings, fine) = match &service.backend {
+            Backend::Kubernetes { namespace, deployment, container, .. } => (
+                kubernetes.check_live(service).await,
+                format!("{namespace}/{deployment} visible, container {container} present, all verbs granted"),
+            ),
+            Backend::Ecs { cluster, service: one, blue_green, container, .. } => {
+                let services = match (one, blue_green) {
+                    (Some(one), _) => one.clone(),
+                    (None, Some(bg)) => format!("{} and {} behind the listener", bg.blue_service, bg.green_service),
+                    (None, None) => String::new(),
+                };
+                (
+                    ecs.check_live(service).await,
+                    format!("cluster {cluster}: {services} found, container {container} present"),
+                )
             }
-            Ok(missing) => {
-                healthy = false;
-                println!(
-                    "{}: missing permissions in namespace {namespace}; add to opsbot's Role:\n{}",
-                    service.name,
-                    rbac_rules(&missing)
-                );
-            }
-            Err(e) => {
-                healthy = false;
-                println!("{}: {e}", service.name);
+            Backend::Simulated { .. } => continue,
+        };
+        let findings = findings.unwrap_or_else(|e| vec![LiveFinding::Unreachable(e.to_string())]);
+        if findings.is_empty() {
+            println!("{}: ok — {fine}", service.name);
+        }
+        for finding in findings {
+            println!("{}: {}", service.name, finding.text());
+            if worst.as_ref().is_none_or(|w| finding.rank() > w.rank()) {
+                worst = Some(finding);
             }
         }
     }
-    healthy
+    worst.map(|w| w.exit_code()).unwrap_or(0)
 }
 
 fn main() -> ExitCode {
@@ -251,8 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 loaded.registry.commands().count()
             );
             if live {
-                let healthy = runtime.block_on(check_live(&loaded.config));
-                return Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                return Ok(ExitCode::from(runtime.block_on(check_live(&loaded.config))));
             }
             Ok(ExitCode::SUCCESS)
         }

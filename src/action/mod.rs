@@ -4,6 +4,7 @@
 //! An executor reports milestones through a [`Progress`] channel; the engine
 //! writes each to the audit trail before showing it to anyone.
 
+pub mod backoff;
 pub mod ecs;
 pub mod kubernetes;
 pub mod simulated;
@@ -113,6 +114,48 @@ pub enum ActionError {
     /// The service's backend is not this executor's kind (a wiring bug).
     #[error("{service} is not configured for this backend")]
     WrongBackend { service: String },
+}
+
+/// Something `opsbot check --live` found wrong with one service. The kind
+/// decides the exit code (sysexits, like `check`'s 64 for configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveFinding {
+    /// The configuration names something the backend does not have (a
+    /// container, a deployment, a cluster): fix the configuration.
+    Misconfigured(String),
+    /// opsbot lacks permissions it needs; the text says which and how to grant them.
+    MissingPermissions(String),
+    /// The backend could not be asked.
+    Unreachable(String),
+}
+
+impl LiveFinding {
+    /// 64 (configuration), 77 (EX_NOPERM), 69 (EX_UNAVAILABLE).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LiveFinding::Misconfigured(_) => 64,
+            LiveFinding::MissingPermissions(_) => 77,
+            LiveFinding::Unreachable(_) => 69,
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            LiveFinding::Misconfigured(text)
+            | LiveFinding::MissingPermissions(text)
+            | LiveFinding::Unreachable(text) => text,
+        }
+    }
+
+    /// When several are found, the one whose exit code is reported: a wrong
+    /// configuration first, then permissions, then reachability.
+    pub fn rank(&self) -> u8 {
+        match self {
+            LiveFinding::Misconfigured(_) => 3,
+            LiveFinding::MissingPermissions(_) => 2,
+            LiveFinding::Unreachable(_) => 1,
+        }
+    }
 }
 
 /// A backend that can carry out actions and report status.

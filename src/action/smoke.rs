@@ -41,9 +41,10 @@ pub async fn run(url: &str, spec: &SmokeTest) -> Result<String, String> {
                 return Ok(format!("smoke test passed: {url} answered {status}"));
             }
             Ok(Ok((status, body))) => {
-                let want = spec.expect_body.as_ref().map(|b| format!(" containing {b:?}")).unwrap_or_default();
-                let got: String = body.chars().take(80).collect();
-                last = format!("answered {status} {got:?}, expected {}{want}", spec.expect_status);
+                let want = spec.expect_body.as_ref().map(|b| format!(" containing “{b}”")).unwrap_or_default();
+                // A short, single-line excerpt: the body is the service's text, shown as data.
+                let got: String = body.chars().filter(|c| !c.is_control()).take(80).collect();
+                last = format!("answered {status} “{got}”, expected {}{want}", spec.expect_status);
             }
             Ok(Err(e)) => last = e,
             Err(_) => last = format!("no answer within {}", crate::clock::format_duration(spec.timeout)),

@@ -34,7 +34,8 @@ pub(super) fn check(
                 ));
             }
         }
-        Backend::Kubernetes { context, namespace, deployment, container, image, .. } => {
+        Backend::Kubernetes { context, namespace, deployment, container, image, call_timeout, .. } => {
+            check_call_timeout(path, key, *call_timeout, problems);
             let dns = |v: &str| {
                 !v.is_empty()
                     && v.len() <= 253
@@ -63,7 +64,8 @@ pub(super) fn check(
             }
             check_image(path, key, image, problems);
         }
-        Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, .. } => {
+        Backend::Ecs { cluster, service, container, image, region, blue_green, smoke, call_timeout, .. } => {
+            check_call_timeout(path, key, *call_timeout, problems);
             let aws_name = |v: &str| {
                 !v.is_empty() && v.len() <= 255 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             };
@@ -144,6 +146,21 @@ pub(super) fn check(
     }
 }
 
+/// A call timeout long enough for a slow API server, short enough that one
+/// hung call cannot eat a rollout's whole deadline unnoticed.
+fn check_call_timeout(path: &Path, key: &str, call_timeout: std::time::Duration, problems: &mut Vec<Problem>) {
+    let floor = std::time::Duration::from_millis(100);
+    let ceiling = std::time::Duration::from_secs(300);
+    if call_timeout < floor || call_timeout > ceiling {
+        problems.push(Problem::new(
+            path,
+            &format!("{key}.backend.call_timeout"),
+            format!("{} is not between 100ms and 5m", crate::clock::format_duration(call_timeout)),
+            "for example \"15s\"",
+        ));
+    }
+}
+
 /// An image repository without a tag: `/deploy` adds the version as the tag.
 fn check_image(path: &Path, key: &str, image: &str, problems: &mut Vec<Problem>) {
     let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'));
@@ -171,7 +188,7 @@ mod tests {
 
     #[test]
     fn backend_settings_are_checked() {
-        let cases: [(&str, &[&str]); 6] = [
+        let cases: [(&str, &[&str]); 8] = [
             (
                 r#"{ type = "kubernetes", namespace = "shop", deployment = "api", container = "app", image = "r/api" }"#,
                 &[],
@@ -181,6 +198,14 @@ mod tests {
                 &["backend.namespace", "backend.image"],
             ),
             (r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api" }"#, &[]),
+            (
+                r#"{ type = "kubernetes", namespace = "shop", deployment = "api", container = "app", image = "r/api", call_timeout = "10ms" }"#,
+                &["backend.call_timeout"],
+            ),
+            (
+                r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api", call_timeout = "10m" }"#,
+                &["not between 100ms and 5m"],
+            ),
             (
                 r#"{ type = "ecs", cluster = "prod", container = "app", image = "r/api" }"#,
                 &["name either `service` or `blue_green`"],

@@ -231,6 +231,10 @@ pub enum Backend {
         /// How long a rollout may take before it counts as failed.
         #[serde(default = "default_rollout_timeout", with = "duration_text")]
         rollout_timeout: Duration,
+        /// Longest one API call may take before it counts as unanswered (a
+        /// write is then re-read to see whether it landed).
+        #[serde(default = "default_k8s_call_timeout", with = "duration_text")]
+        call_timeout: Duration,
     },
     /// An ECS service (or a blue-green pair), through the AWS SDK.
     Ecs {
@@ -251,6 +255,9 @@ pub enum Backend {
         poll: Duration,
         #[serde(default = "default_ecs_timeout", with = "duration_text")]
         rollout_timeout: Duration,
+        /// Longest one AWS call may take (the SDK's own retries included).
+        #[serde(default = "default_ecs_call_timeout", with = "duration_text")]
+        call_timeout: Duration,
         #[serde(default)]
         blue_green: Option<BlueGreen>,
         #[serde(default)]
@@ -311,6 +318,13 @@ fn default_ecs_poll() -> Duration {
 }
 fn default_ecs_timeout() -> Duration {
     Duration::from_secs(900)
+}
+
+fn default_ecs_call_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_k8s_call_timeout() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_poll() -> Duration {

@@ -15,6 +15,7 @@ def task(family, image):
     return ecs.register_task_definition(
         family=family,
         networkMode="bridge",
+        tags=[{"key": "team", "value": "payments"}, {"key": "cost-centre", "value": "42"}],
         containerDefinitions=[
             {"name": "app", "image": image, "memory": 256, "portMappings": [{"containerPort": 8080}], "environment": [{"name": "MODE", "value": "prod"}]},
             {"name": "sidecar", "image": "repo/envoy:1.30", "memory": 64},

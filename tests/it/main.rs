@@ -15,12 +15,15 @@
 #![allow(clippy::result_large_err)] // test fakes return axum responses as errors
 
 mod audit;
+mod aws_proxy;
 mod console;
 mod crash;
 mod ecs;
 mod engine;
+mod fake_ecs;
 mod fake_k8s;
 mod fake_slack;
 mod kubernetes;
+mod relay;
 mod slack;
 mod support;

@@ -109,9 +109,15 @@ impl Bot {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(self.config()).args(args).env_remove("OPSBOT_DATA_DIR").env("OPSBOT_LOG", "warn");
         // Tests name every AWS setting they want; nothing leaks in from the machine.
-        for name in
-            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"]
-        {
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+        ] {
             cmd.env_remove(name);
         }
         cmd

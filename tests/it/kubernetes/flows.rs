@@ -1,114 +1,6 @@
-//! Kubernetes: the fake API server proven against the real kubectl.
+//! The ordinary flows, driven from the console against the fake.
 
-use crate::fake_k8s::FakeK8s;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn kubectl(k8s_config: &Path, cache: &Path, args: &[&str]) -> Output {
-    let output = Command::new("kubectl")
-        .env("KUBECONFIG", k8s_config)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(["--namespace", "shop", "--request-timeout", "10s"])
-        .args(args)
-        .output()
-        .expect("kubectl is installed (Debian: kubernetes-client)");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-#[test]
-fn the_fake_api_server_satisfies_the_real_kubectl() {
-    let k8s = FakeK8s::start();
-    k8s.add_deployment("shop", "api", "app", "registry.example.com/api:v1.0.0", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let config = k8s.kubeconfig(dir.path());
-    let cache = dir.path().join("cache");
-    let run = |args: &[&str]| String::from_utf8(kubectl(&config, &cache, args).stdout).unwrap();
-
-    let got: serde_json::Value = serde_json::from_str(&run(&["get", "deploy", "api", "-o", "json"])).unwrap();
-    assert_eq!(got["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example.com/api:v1.0.0");
-
-    run(&["scale", "deploy/api", "--replicas=4"]);
-    assert_eq!(k8s.deployment("shop", "api")["spec"]["replicas"], 4);
-    assert!(run(&["rollout", "status", "deploy/api", "--timeout=20s"]).contains("successfully rolled out"));
-
-    run(&["rollout", "restart", "deploy/api"]);
-    let restarted = k8s.deployment("shop", "api");
-    assert!(restarted["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
-    assert_eq!(restarted["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
-    assert!(run(&["rollout", "status", "deploy/api", "--timeout=20s"]).contains("successfully rolled out"));
-    let status = k8s.deployment("shop", "api")["status"].clone();
-    assert_eq!((status["updatedReplicas"].as_u64(), status["availableReplicas"].as_u64()), (Some(4), Some(4)));
-
-    run(&["rollout", "undo", "deploy/api"]);
-    let undone = k8s.deployment("shop", "api");
-    assert!(
-        undone["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null(),
-        "{undone}"
-    );
-    assert_eq!(undone["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert!(run(&["rollout", "status", "deploy/api", "--timeout=20s"]).contains("successfully rolled out"));
-
-    let history = run(&["rollout", "history", "deploy/api"]);
-    assert!(history.contains('2') && history.contains('3'), "{history}");
-}
-
-/// A kubeconfig with the fake as context `fake` and a closed port as `down`.
-fn kubeconfig(k8s: &FakeK8s, dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n- name: down\n  cluster:\n    server: http://127.0.0.1:1\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\n- name: down\n  context:\n    cluster: down\n    user: u\ncurrent-context: fake\nusers:\n- name: u\n  user:\n    token: t\n",
-        url = k8s.url
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn k8s_config() -> String {
-    let k8s = |name: &str, deployment: &str, context: &str, auto: bool| {
-        format!(
-            "\n[services.{name}]\nenvironment = \"staging\"\nmin_replicas = 1\nmax_replicas = 6\nbackend = {{ type = \"kubernetes\", context = \"{context}\", namespace = \"shop\", deployment = \"{deployment}\", container = \"app\", image = \"registry.example.com/{deployment}\", auto_rollback = {auto}, poll = \"50ms\", rollout_timeout = \"20s\" }}\n"
-        )
-    };
-    let services = [
-        k8s("api-k8s", "api", "fake", true),
-        k8s("web-k8s", "web", "fake", false),
-        k8s("down-k8s", "api", "down", false),
-    ]
-    .concat();
-    crate::support::config_text("30m", "").replacen("[[rules]]", &format!("{services}\n[[rules]]"), 1)
-}
-
-struct K8sBot {
-    k8s: FakeK8s,
-    bot: crate::support::Bot,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl K8sBot {
-    fn new() -> K8sBot {
-        let k8s = FakeK8s::start();
-        k8s.add_deployment("shop", "api", "app", "registry.example.com/api:v1.0.0", 3);
-        k8s.add_deployment("shop", "web", "app", "registry.example.com/web:v1.0.0", 2);
-        let bot = crate::support::Bot::with_config(&k8s_config());
-        let kubeconfig = kubeconfig(&k8s, bot.dir.path());
-        K8sBot { k8s, bot, kubeconfig }
-    }
-
-    /// Runs the console against the fake; the transcript is printed, so
-    /// `cargo test --test it kubernetes -- --nocapture` shows each flow.
-    fn console(&self, lines: &[&str]) -> String {
-        let out = crate::support::stdout(&self.bot.console_env(lines, &[("KUBECONFIG", self.kubeconfig.as_os_str())]));
-        println!("$ opsbot console <<< {lines:?}\n{out}");
-        out
-    }
-}
+use super::K8sBot;
 
 #[test]
 fn deploy_sets_the_image_records_the_cause_and_watches_the_rollout() {
@@ -219,7 +111,7 @@ fn check_live_names_missing_permissions_and_the_rule_that_fixes_them() {
     let run = || kb.bot.command(&["check", "--live"]).env("KUBECONFIG", &kb.kubeconfig).output().unwrap();
     let output = run();
     let out = crate::support::stdout(&output);
-    assert!(out.contains("api-k8s: ok — shop/api visible, all verbs granted"), "{out}");
+    assert!(out.contains("api-k8s: ok — shop/api visible, container app present, all verbs granted"), "{out}");
     assert!(out.contains("down-k8s: cannot reach the Kubernetes API server of context down"), "{out}");
     assert!(!output.status.success());
     kb.k8s.forbid("patch", "deployments/scale");

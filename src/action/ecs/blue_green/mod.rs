@@ -1,0 +1,153 @@
+//! Blue-green on ECS: two services behind one listener; each colour is named
+//! by its target group's `Color` tag, and the live colour is the one the
+//! listener sends all traffic to. A weighted forward (a switch half done) is
+//! shown as it is and never guessed into "live".
+//!
+//! - `state`: reading the pair, and the facts recorded after a switch.
+//! - `switch`: moving traffic, safely, with context when a step fails.
+//! - `rollback`: back to the colour the audit trail last verified live.
+
+mod rollback;
+pub(super) mod state;
+mod switch;
+
+use super::definitions::short;
+use super::update::Change;
+use super::Ctx;
+use crate::action::{Action, ActionError, Outcome, Progress, RunContext};
+use crate::config::BlueGreen;
+use state::Pair;
+use switch::Switch;
+
+impl Ctx<'_> {
+    pub(super) async fn blue_green(
+        &self,
+        bg: &BlueGreen,
+        action: &Action,
+        context: &RunContext,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        match action {
+            Action::Deploy { version } => self.deploy_blue_green(bg, version, progress).await,
+            Action::Rollback { revision } => self.rollback_blue_green(bg, *revision, &context.history, progress).await,
+            Action::Restart => self.restart_blue_green(bg, progress).await,
+            Action::Scale { replicas } => self.scale_blue_green(bg, *replicas, progress).await,
+        }
+    }
+
+    /// Refuses to act on a split listener, naming it as it is.
+    fn split(&self, pair: &Pair, verb: &str) -> ActionError {
+        ActionError::Failed(format!(
+            "the listener of {} is split ({}): a switch is half done; {}; a {verb} now would guess which colour is live. `/rollback {}` returns all traffic to the colour last verified live, or `/deploy {} <version>` of what one colour runs sends all traffic there",
+            self.t.name,
+            pair.weights(),
+            pair.describe(self.t.container),
+            self.t.name,
+            self.t.name
+        ))
+    }
+
+    async fn deploy_blue_green(
+        &self,
+        bg: &BlueGreen,
+        version: &str,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        let image = format!("{}:{version}", self.t.image);
+        let pair = self.pair(bg).await?;
+        for colour in &pair.colours {
+            self.check_container(&colour.definition.definition)?;
+        }
+        let (to, from, steps) = match pair.live() {
+            Some(live) if live.image(self.t.container) == image => {
+                // Nothing to do; no facts either, so the last real switch
+                // stays what a rollback returns from.
+                return Ok(Outcome::new(format!(
+                    "{} already runs {image} on live {} ({}); nothing changed",
+                    self.t.name,
+                    live.name,
+                    live.definition.name()
+                )));
+            }
+            Some(live) => (pair.other(live), live, if bg.steps.is_empty() { vec![100] } else { bg.steps.clone() }),
+            // Split: finish (or undo) the half-done switch toward the colour
+            // that runs the version asked for.
+            None => match pair.colours.iter().find(|c| c.image(self.t.container) == image) {
+                Some(to) => (to, pair.other(to), vec![100]),
+                None => return Err(self.split(&pair, "deploy")),
+            },
+        };
+        let (arn, registered) = self.definition_for(&to.definition, &image).await?;
+        if registered {
+            progress.report(format!("registered {} with {image}", short(&arn))).await;
+        }
+        match pair.live() {
+            Some(live) => {
+                progress.report(format!("{} is live; deploying to idle {} ({})", live.name, to.name, to.service)).await
+            }
+            None => {
+                progress
+                    .report(format!("the listener is split ({}); sending all traffic to {}", pair.weights(), to.name))
+                    .await
+            }
+        }
+        let switch = Switch {
+            to,
+            from,
+            arn: &arn,
+            image: &image,
+            steps,
+            done: format!(
+                "{} is live with {image} (was {})",
+                to.name,
+                pair.live().map(|l| l.name.as_str()).unwrap_or("split")
+            ),
+            previous: pair.live().map(|l| l.facts(self.t.container)),
+        };
+        self.switch(bg, &pair, switch, progress).await
+    }
+
+    async fn restart_blue_green(&self, bg: &BlueGreen, progress: &Progress) -> Result<Outcome, ActionError> {
+        let pair = self.pair(bg).await?;
+        let live = pair.live().ok_or_else(|| self.split(&pair, "restart"))?;
+        let arn = live.definition.arn();
+        let track = self.update(&live.service, Change { arn: &arn, desired: None, force: true }, progress).await?;
+        let after = self.completed(&format!("restart of live {}", live.name), &live.service, &track, progress).await?;
+        Ok(Outcome::new(format!(
+            "live colour {} restarted ({}, {}/{} tasks)",
+            live.name,
+            live.definition.name(),
+            after.running_count,
+            after.desired_count
+        )))
+    }
+
+    /// Scales both colours, live first, so a later switch or rollback moves
+    /// traffic to as many tasks as serve it now.
+    async fn scale_blue_green(
+        &self,
+        bg: &BlueGreen,
+        replicas: u32,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        let pair = self.pair(bg).await?;
+        let live = pair.live().ok_or_else(|| self.split(&pair, "scale"))?;
+        let desired = replicas as i32;
+        for colour in [live, pair.other(live)] {
+            let arn = colour.definition.arn();
+            let track = self
+                .update(&colour.service, Change { arn: &arn, desired: Some(desired), force: false }, progress)
+                .await?;
+            progress.report(format!("{} ({}): desired count {replicas}", colour.name, colour.service)).await;
+            self.completed(&format!("scale of {} to {replicas}", colour.name), &colour.service, &track, progress)
+                .await?;
+        }
+        let now = self.pair(bg).await?;
+        Ok(Outcome::new(format!(
+            "{} runs {replicas} tasks in each colour ({} live); {}",
+            self.t.name,
+            live.name,
+            now.describe(self.t.container)
+        )))
+    }
+}

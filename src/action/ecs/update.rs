@@ -1,0 +1,204 @@
+//! Reading a service, and updating it: the write compares the live state
+//! first (`UpdateService` takes no idempotency token), and a write whose
+//! answer was lost is settled by re-reading the service — landed: follow
+//! what it started; not landed: try again; unreadable: `unknown`.
+
+use super::call::{AwsError, Failure};
+use super::definitions::short;
+use super::rollout::{primary, settled, Track};
+use super::Ctx;
+use crate::action::backoff::Backoff;
+use crate::action::{ActionError, Progress};
+use aws_sdk_ecs::types::Service;
+use tokio::time::Instant;
+
+/// What an update changes.
+pub(super) struct Change<'a> {
+    /// The task definition the service must run.
+    pub(super) arn: &'a str,
+    pub(super) desired: Option<i32>,
+    /// Start a new deployment even without a change (restart).
+    pub(super) force: bool,
+}
+
+impl Ctx<'_> {
+    pub(super) async fn describe_call(&self, service: &str) -> Result<Service, AwsError> {
+        let out = self
+            .call("ecs:DescribeServices", self.ecs.describe_services().cluster(self.t.cluster).services(service).send())
+            .await?;
+        let missing = || AwsError { action: "ecs:DescribeServices", failure: Failure::ServiceNotFound };
+        if !out.failures.unwrap_or_default().is_empty() {
+            return Err(missing());
+        }
+        out.services.unwrap_or_default().into_iter().next().ok_or_else(missing)
+    }
+
+    pub(super) fn explain_describe(&self, service: &str, e: AwsError) -> ActionError {
+        match e.failure {
+            Failure::ServiceNotFound => ActionError::Failed(format!(
+                "unknown ECS service `{service}` in cluster `{}`, region {}: is the service name right?",
+                self.t.cluster, self.region
+            )),
+            _ => e.into_action(self),
+        }
+    }
+
+    /// The service now (the SDK retries transient failures).
+    pub(super) async fn describe(&self, service: &str) -> Result<Service, ActionError> {
+        match self.describe_call(service).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.failure == Failure::ClusterNotFound => Err(ActionError::Failed(self.missing_cluster().await)),
+            Err(e) => Err(self.explain_describe(service, e)),
+        }
+    }
+
+    /// The service, retrying transient failures until `until`.
+    pub(super) async fn describe_until(&self, service: &str, until: Instant) -> Result<Service, AwsError> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.describe_call(service).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    if !e.failure.is_transient() || Instant::now() + wait > until {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Makes the service run `change`, unless it already does; returns what
+    /// to follow.
+    pub(super) async fn update(
+        &self,
+        service: &str,
+        change: Change<'_>,
+        progress: &Progress,
+    ) -> Result<Track, ActionError> {
+        let before = self.describe(service).await?;
+        let plan = Plan::new(&before, &change);
+        if plan.is_nothing() {
+            progress.report(format!("{service} already runs {}; nothing to update", short(change.arn))).await;
+            return Ok(plan.follow_existing(&before));
+        }
+        let mut backoff = Backoff::default();
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let error = match self.call("ecs:UpdateService", plan.request(self, service).send()).await {
+                Ok(out) => return Ok(plan.follow(out.service.as_ref().unwrap_or(&before))),
+                Err(e) => e,
+            };
+            if error.failure.may_have_landed() {
+                if let Some(track) = self.settle(service, &plan, &error, progress).await? {
+                    return Ok(track);
+                }
+                if attempt == UPDATE_ATTEMPTS {
+                    return Err(ActionError::Failed(format!(
+                        "{}; re-read: the update did not take effect",
+                        error.explain(self)
+                    )));
+                }
+            } else if !error.failure.is_transient() || attempt == UPDATE_ATTEMPTS {
+                return Err(error.into_action(self));
+            }
+            tokio::time::sleep(backoff.next_wait()).await;
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// An update got no answer: re-read. Landed → what to follow; not
+    /// landed → `None` (try again); unreadable → `unknown`.
+    async fn settle(
+        &self,
+        service: &str,
+        plan: &Plan,
+        error: &AwsError,
+        progress: &Progress,
+    ) -> Result<Option<Track>, ActionError> {
+        match self.describe_until(service, Instant::now() + self.t.rollout_timeout).await {
+            Ok(live) if plan.landed(&live) => {
+                progress.report(format!("{service}: {}; re-read: the update was applied", error.explain(self))).await;
+                Ok(Some(plan.follow(&live)))
+            }
+            Ok(_) => Ok(None),
+            Err(read) => Err(ActionError::Unknown(format!(
+                "{}, and the service cannot be read ({}); check ECS service {service} before trying again",
+                error.explain(self),
+                read.explain(self)
+            ))),
+        }
+    }
+}
+
+/// Tries at one update.
+const UPDATE_ATTEMPTS: u32 = 3;
+
+/// What one update writes, decided from the state read before it.
+struct Plan {
+    arn: String,
+    new_definition: bool,
+    new_count: Option<i32>,
+    desired: Option<i32>,
+    force: bool,
+    before_primary: Option<String>,
+}
+
+impl Plan {
+    fn new(before: &Service, change: &Change<'_>) -> Plan {
+        Plan {
+            arn: change.arn.to_string(),
+            new_definition: before.task_definition.as_deref() != Some(change.arn),
+            new_count: change.desired.filter(|d| *d != before.desired_count),
+            desired: change.desired,
+            force: change.force,
+            before_primary: primary(before).and_then(|p| p.id.clone()),
+        }
+    }
+
+    fn is_nothing(&self) -> bool {
+        !self.new_definition && self.new_count.is_none() && !self.force
+    }
+
+    fn request(
+        &self,
+        ctx: &Ctx<'_>,
+        service: &str,
+    ) -> aws_sdk_ecs::operation::update_service::builders::UpdateServiceFluentBuilder {
+        let mut request = ctx.ecs.update_service().cluster(ctx.t.cluster).service(service);
+        if self.new_definition {
+            request = request.task_definition(&self.arn);
+        }
+        if let Some(desired) = self.new_count {
+            request = request.desired_count(desired);
+        }
+        if self.force {
+            request = request.force_new_deployment(true);
+        }
+        request
+    }
+
+    /// Nothing written: follow a rollout still under way, else check the
+    /// service is steady.
+    fn follow_existing(&self, before: &Service) -> Track {
+        match primary(before).and_then(|p| p.id.clone()) {
+            Some(id) if !settled(before) => Track::Deployment { id, arn: self.arn.clone() },
+            _ => Track::Count { desired: before.desired_count, arn: self.arn.clone() },
+        }
+    }
+
+    /// What the update started, from the service it answered (or re-read).
+    fn follow(&self, service: &Service) -> Track {
+        match primary(service).and_then(|p| p.id.clone()) {
+            Some(id) if self.new_definition || self.force => Track::Deployment { id, arn: self.arn.clone() },
+            _ => Track::Count { desired: self.desired.unwrap_or(service.desired_count), arn: self.arn.clone() },
+        }
+    }
+
+    /// Whether `live` shows the update applied.
+    fn landed(&self, live: &Service) -> bool {
+        live.task_definition.as_deref() == Some(self.arn.as_str())
+            && self.new_count.is_none_or(|d| live.desired_count == d)
+            && (!self.force || primary(live).and_then(|p| p.id.clone()) != self.before_primary)
+    }
+}

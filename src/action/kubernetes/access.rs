@@ -1,0 +1,116 @@
+//! `opsbot check --live` for Kubernetes: the Deployment is visible, the
+//! configured container is in its pod template, and every verb opsbot uses is
+//! granted (asked with SelfSubjectAccessReview).
+
+use super::call::{timed, Failure};
+use super::{check_container, target, Kubernetes};
+use crate::action::{ActionError, LiveFinding};
+use crate::config::Service;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+
+/// One permission opsbot needs on a service's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<&'static str>,
+}
+
+impl Permission {
+    /// The API group: pods and events are in the core group.
+    fn group(&self) -> &'static str {
+        match self.resource {
+            "pods" | "events" => "",
+            _ => "apps",
+        }
+    }
+}
+
+/// Everything the backend does, as RBAC verbs.
+pub const NEEDED: [Permission; 7] = [
+    Permission { verb: "get", resource: "deployments", subresource: None },
+    Permission { verb: "patch", resource: "deployments", subresource: None },
+    Permission { verb: "update", resource: "deployments", subresource: None },
+    Permission { verb: "patch", resource: "deployments", subresource: Some("scale") },
+    Permission { verb: "list", resource: "replicasets", subresource: None },
+    Permission { verb: "list", resource: "pods", subresource: None },
+    Permission { verb: "list", resource: "events", subresource: None },
+];
+
+/// The RBAC rules that would grant `missing`, as Role YAML lines.
+pub fn rbac_rules(missing: &[Permission]) -> String {
+    let mut out = String::from("rules:\n");
+    for p in missing {
+        let group = if p.group().is_empty() { "\"\"" } else { p.group() };
+        let resource = match p.subresource {
+            Some(sub) => format!("{}/{sub}", p.resource),
+            None => p.resource.to_string(),
+        };
+        out.push_str(&format!("- apiGroups: [{group}]\n  resources: [\"{resource}\"]\n  verbs: [\"{}\"]\n", p.verb));
+    }
+    out
+}
+
+impl Kubernetes {
+    /// What is wrong with one service, live; empty when all is well.
+    pub async fn check_live(&self, service: &Service) -> Result<Vec<LiveFinding>, ActionError> {
+        let t = target(service)?;
+        let d = match self.read(&t, super::call::Patience::few()).await {
+            Ok(d) => d,
+            Err(e) => {
+                let text = e.explain(&t);
+                return Ok(vec![match e.failure {
+                    Failure::NotFound => LiveFinding::Misconfigured(text),
+                    Failure::Forbidden => LiveFinding::MissingPermissions(format!(
+                        "missing permissions in namespace {}; add to opsbot's Role:\n{}",
+                        t.namespace,
+                        rbac_rules(&NEEDED[..1])
+                    )),
+                    _ => LiveFinding::Unreachable(text),
+                }]);
+            }
+        };
+        let mut findings = Vec::new();
+        if let Err(e) = check_container(&t, &d) {
+            findings.push(LiveFinding::Misconfigured(e.to_string()));
+        }
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(&t).await?);
+        let mut missing = Vec::new();
+        for permission in NEEDED {
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(t.namespace.to_string()),
+                        verb: Some(permission.verb.to_string()),
+                        group: Some(permission.group().to_string()),
+                        resource: Some(permission.resource.to_string()),
+                        subresource: permission.subresource.map(str::to_string),
+                        name: Some(t.deployment.to_string()).filter(|_| permission.resource == "deployments"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer =
+                timed(&t, "create", "selfsubjectaccessreviews", reviews.create(&PostParams::default(), &review)).await;
+            match answer {
+                Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
+                Ok(_) => missing.push(permission),
+                Err(e) => {
+                    findings.push(LiveFinding::Unreachable(e.explain(&t)));
+                    return Ok(findings);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            findings.push(LiveFinding::MissingPermissions(format!(
+                "missing permissions in namespace {}; add to opsbot's Role:\n{}",
+                t.namespace,
+                rbac_rules(&missing)
+            )));
+        }
+        Ok(findings)
+    }
+}

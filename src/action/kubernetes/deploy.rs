@@ -1,0 +1,118 @@
+//! `/deploy`: set the configured container's image and watch the rollout this
+//! request started. Success only when that rollout completes with the image
+//! set; a rollout another writer took over is reported as superseded, one
+//! that cannot be read as unknown. Automatic rollback (when configured)
+//! follows only a real rollout failure, and its own failure never hides the
+//! deploy's: the message says both, and what runs now.
+
+use super::call::timed;
+use super::rollout::{describe_live, Expect, WatchEnd};
+use super::write::settle;
+use super::CHANGE_CAUSE;
+use super::{check_container, image_in, live_facts, refuse_if_paused, revision_of, template_of, Kubernetes, Target};
+use crate::action::{ActionError, Outcome, Progress, RunContext};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+impl Kubernetes {
+    pub(super) async fn deploy(
+        &self,
+        t: &Target<'_>,
+        version: &str,
+        context: &RunContext,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        let image = format!("{}:{version}", t.image);
+        let before = self.read_now(t).await?;
+        check_container(t, &before)?;
+        refuse_if_paused(t, &before, "deploy")?;
+        if image_in(template_of(&before), t.container).as_deref() == Some(image.as_str()) {
+            progress.report(format!("{}: {} already has {image}; checking its rollout", t.service, t.path())).await;
+            let end = self.watch(t, &Expect::template_of(&before), progress).await;
+            let d = settle(t, &format!("deploy of {image}"), end)?;
+            return Ok(Outcome {
+                summary: format!("{} already runs {image}; nothing changed ({})", t.service, describe_live(t, &d)),
+                live: Some(live_facts(t, &d)),
+            });
+        }
+        let before_revision = revision_of(before.metadata.annotations.as_ref());
+        let cause = format!("opsbot {}: deploy {version} requested by {}", context.request_id, context.requester);
+        let patch = Patch::Strategic(json!({
+            "metadata": {"annotations": {CHANGE_CAUSE: cause}},
+            "spec": {"template": {"spec": {"containers": [{"name": t.container, "image": image}]}}}
+        }));
+        let api = self.deployments(t).await?;
+        let params = PatchParams::default();
+        let written = self
+            .write(
+                t,
+                &format!("deploy of {image}"),
+                || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
+                |d| {
+                    image_in(template_of(d), t.container).as_deref() == Some(image.as_str())
+                        && d.metadata.annotations.as_ref().and_then(|a| a.get(CHANGE_CAUSE)) == Some(&cause)
+                },
+                progress,
+            )
+            .await?;
+        progress.report(format!("{}: image set to {image}; watching the rollout", t.service)).await;
+        match self.watch(t, &Expect::template_of(&written.deployment()), progress).await {
+            WatchEnd::Complete(d) => Ok(Outcome {
+                summary: format!(
+                    "{} runs {image} (revision {})",
+                    t.service,
+                    revision_of(d.metadata.annotations.as_ref()).unwrap_or(0)
+                ),
+                live: Some(live_facts(t, &d)),
+            }),
+            WatchEnd::Superseded(by) => Err(ActionError::Failed(format!(
+                "deploy of {image} did not finish: {by}; opsbot leaves that change alone"
+            ))),
+            WatchEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
+                "deploy of {image} was applied, but its rollout could not be read until the deadline ({why}); nothing was rolled back; check deployment {}",
+                t.path()
+            ))),
+            WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, &image, &why, before_revision, progress).await),
+        }
+    }
+
+    /// The deploy's rollout failed: roll back if configured, and say all of
+    /// it — why the deploy failed, how the rollback went, what runs now.
+    async fn after_failed_deploy(
+        &self,
+        t: &Target<'_>,
+        image: &str,
+        why: &str,
+        before_revision: Option<u64>,
+        progress: &Progress,
+    ) -> ActionError {
+        let failed = format!("deploy of {image} failed: {why}");
+        if !t.auto_rollback {
+            return ActionError::Failed(format!("{failed}; `/rollback {}` restores the previous revision", t.service));
+        }
+        let Some(revision) = before_revision else {
+            return ActionError::Failed(format!(
+                "{failed}; no automatic rollback: the revision it replaced is not recorded; {}",
+                self.live_now(t).await
+            ));
+        };
+        progress.report(format!("{}: deploy failed ({why}); rolling back automatically", t.service)).await;
+        let rollback = match self.undo(t, Some(revision), progress).await {
+            Ok((restored, expect)) => match self.watch(t, &expect, progress).await {
+                WatchEnd::Complete(d) => {
+                    return ActionError::Failed(format!(
+                        "{failed}; rolled back automatically to revision {restored}: {}",
+                        describe_live(t, &d)
+                    ))
+                }
+                WatchEnd::Failed(w) => format!("the automatic rollback to revision {restored} failed too: {w}"),
+                WatchEnd::Superseded(by) => format!("the automatic rollback to revision {restored} was {by}"),
+                WatchEnd::Unreadable(w) => {
+                    format!("the automatic rollback to revision {restored} was applied but could not be watched ({w})")
+                }
+            },
+            Err(e) => format!("the automatic rollback to revision {revision} failed too: {e}"),
+        };
+        ActionError::Failed(format!("{failed}; {rollback}; {}", self.live_now(t).await))
+    }
+}

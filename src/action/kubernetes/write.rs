@@ -1,0 +1,178 @@
+//! Writes whose answer may be lost. A 409 or a refused connection is retried
+//! with backoff; a write that got no answer (timeout, broken connection, 5xx)
+//! may still have been applied, so the live Deployment is re-read and decides:
+//! landed → carry on from there; not landed → the write (idempotent) is tried
+//! again; unreadable → the outcome is `unknown`, never a guess.
+//!
+//! Also the two simple writes, restart and scale.
+
+use super::call::{timed, Backoff, CallError, Failure, Patience};
+use super::rollout::{describe_live, Expect, WatchEnd};
+use super::{live_facts, refuse_if_paused, Kubernetes, Target, RESTARTED_AT};
+use crate::action::{ActionError, Outcome, Progress};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use std::future::Future;
+use tokio::time::Instant;
+
+/// Tries at one write.
+const WRITE_ATTEMPTS: u32 = 4;
+
+/// How a write that did not fail ended.
+pub(super) enum Written<T> {
+    /// The server answered.
+    Answered(T),
+    /// No answer came, but re-reading shows the write landed.
+    ReadBack(Box<Deployment>),
+}
+
+impl Written<Deployment> {
+    pub(super) fn deployment(self) -> Deployment {
+        match self {
+            Written::Answered(d) => d,
+            Written::ReadBack(d) => *d,
+        }
+    }
+}
+
+/// Ends a watch of a change other than a deploy (whose failure may roll back).
+pub(super) fn settle(t: &Target<'_>, what: &str, end: WatchEnd) -> Result<Deployment, ActionError> {
+    match end {
+        WatchEnd::Complete(d) => Ok(*d),
+        WatchEnd::Failed(why) => Err(ActionError::Failed(format!("{what} failed: {why}"))),
+        WatchEnd::Superseded(by) => Err(ActionError::Failed(format!("{what}: {by}"))),
+        WatchEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
+            "{what} was applied, but its rollout could not be read until the deadline ({why}); check deployment {}",
+            t.path()
+        ))),
+    }
+}
+
+impl Kubernetes {
+    /// Runs `call` until answered; settles a lost answer by re-reading
+    /// (`landed` says whether the live Deployment holds the write).
+    pub(super) async fn write<T, F, Fut>(
+        &self,
+        t: &Target<'_>,
+        what: &str,
+        mut call: F,
+        landed: impl Fn(&Deployment) -> bool,
+        progress: &Progress,
+    ) -> Result<Written<T>, ActionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let mut backoff = Backoff::default();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut error = match call().await {
+                Ok(value) => return Ok(Written::Answered(value)),
+                Err(e) => e,
+            };
+            error.attempts = attempt;
+            if error.failure.may_have_landed() {
+                // Only the live state can settle it: keep asking as long as a
+                // rollout may take (an API server restarting, say).
+                match self.read(t, Patience::until(Instant::now() + t.rollout_timeout)).await {
+                    Ok(d) if landed(&d) => {
+                        progress
+                            .report(format!(
+                                "{}: {what} got no answer ({}); re-read: it was applied",
+                                t.service,
+                                error.explain(t)
+                            ))
+                            .await;
+                        return Ok(Written::ReadBack(Box::new(d)));
+                    }
+                    Ok(d) if attempt >= WRITE_ATTEMPTS => {
+                        return Err(ActionError::Failed(format!(
+                            "{what} did not take effect: {}; re-read: {}",
+                            error.explain(t),
+                            describe_live(t, &d)
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(read) => {
+                        return Err(ActionError::Unknown(format!(
+                        "{what}: {}, and the live state cannot be read ({}); check deployment {} before trying again",
+                        error.explain(t),
+                        read.explain(t),
+                        t.path()
+                    )))
+                    }
+                }
+            }
+            let retry = matches!(error.failure, Failure::Conflict | Failure::Refused | Failure::Throttled)
+                || error.failure.may_have_landed();
+            if !retry || attempt >= WRITE_ATTEMPTS {
+                return Err(error.into_action(t));
+            }
+            tokio::time::sleep(backoff.next_wait()).await;
+        }
+    }
+
+    pub(super) async fn restart(&self, t: &Target<'_>, progress: &Progress) -> Result<Outcome, ActionError> {
+        let before = self.read_now(t).await?;
+        refuse_if_paused(t, &before, "restart")?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let patch = Patch::Strategic(json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}));
+        let api = self.deployments(t).await?;
+        let params = PatchParams::default();
+        let written = self
+            .write(
+                t,
+                "restart",
+                || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
+                |d| {
+                    super::template_of(d)
+                        .and_then(|tpl| tpl.metadata.as_ref())
+                        .and_then(|m| m.annotations.as_ref())
+                        .and_then(|a| a.get(RESTARTED_AT))
+                        == Some(&now)
+                },
+                progress,
+            )
+            .await?;
+        progress.report(format!("{}: restart requested; watching the rollout", t.service)).await;
+        let end = self.watch(t, &Expect::template_of(&written.deployment()), progress).await;
+        let d = settle(t, &format!("restart of {}", t.service), end)?;
+        Ok(Outcome {
+            summary: format!("{} restarted ({})", t.service, describe_live(t, &d)),
+            live: Some(live_facts(t, &d)),
+        })
+    }
+
+    pub(super) async fn scale(
+        &self,
+        t: &Target<'_>,
+        replicas: u32,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        let before = self.read_now(t).await?;
+        let from = before.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let wanted =
+            i32::try_from(replicas).map_err(|_| ActionError::Failed(format!("{replicas} replicas is too many")))?;
+        let api = self.deployments(t).await?;
+        let patch = Patch::Merge(json!({"spec": {"replicas": wanted}}));
+        let params = PatchParams::default();
+        self.write(
+            t,
+            "scale",
+            || timed(t, "patch", "deployments/scale", api.patch_scale(t.deployment, &params, &patch)),
+            |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(wanted),
+            progress,
+        )
+        .await?;
+        progress.report(format!("{}: scaling to {replicas}", t.service)).await;
+        let expect = Expect { template: None, replicas: Some(wanted) };
+        let end = self.watch(t, &expect, progress).await;
+        let d = settle(t, &format!("scale of {} to {replicas}", t.service), end)?;
+        Ok(Outcome {
+            summary: format!("{} runs {replicas} replicas (was {from}; {})", t.service, describe_live(t, &d)),
+            live: Some(live_facts(t, &d)),
+        })
+    }
+}

@@ -1,0 +1,21 @@
+"""Changes moto's state the way another writer would, for the ECS tests.
+Usage: python3 ecs_poke.py ENDPOINT split LISTENER_ARN TG_A WEIGHT_A TG_B WEIGHT_B
+       python3 ecs_poke.py ENDPOINT desired SERVICE COUNT
+       python3 ecs_poke.py ENDPOINT deregister FAMILY:REVISION
+Prints {} on success."""
+import json, sys
+import boto3
+
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+command, args = sys.argv[2], sys.argv[3:]
+if command == "split":
+    listener, a, wa, b, wb = args
+    boto3.client("elbv2", **kw).modify_listener(ListenerArn=listener, DefaultActions=[{"Type": "forward", "ForwardConfig": {
+        "TargetGroups": [{"TargetGroupArn": a, "Weight": int(wa)}, {"TargetGroupArn": b, "Weight": int(wb)}]}}])
+elif command == "desired":
+    boto3.client("ecs", **kw).update_service(cluster="prod", service=args[0], desiredCount=int(args[1]))
+elif command == "deregister":
+    boto3.client("ecs", **kw).deregister_task_definition(taskDefinition=args[0])
+else:
+    sys.exit(f"unknown command {command}")
+print("{}")
