@@ -240,6 +240,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
     store.warm_dedup(chrono::Utc::now())?;
     let engine_store: Arc<dyn crate::store::Store> = Arc::new(store.clone());
+    let tasks = Tasks::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;
@@ -249,13 +250,15 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         let api = SlackApi::new(bot, api_url.as_deref())
             .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
         let pacing = outbound::Pacing { interval: settings.channel_interval, burst: settings.channel_burst };
-        let sink = outbound::SlackSink::new(api.clone(), engine_store.clone(), metrics.clone(), pacing);
+        let sink_settings = outbound::Settings { posts: pacing, idle: settings.channel_idle };
+        let sink =
+            outbound::SlackSink::new(api.clone(), engine_store.clone(), metrics.clone(), sink_settings, tasks.clone());
         sinks.slack = Some(Arc::new(sink.clone()));
         slack_sink = Some(sink);
         slack_api = Some(api);
     }
     let slack_mode = config.slack.as_ref().map(|s| s.mode);
-    let tasks = Tasks::default();
+    let slack_grace = config.slack.as_ref().map(|s| s.shutdown_grace);
     let running =
         Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics, tasks.clone()).await?;
     let engine = running.engine.clone();
@@ -296,9 +299,14 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     // deliver what is queued for Slack, then flush.
     tracing::info!("shutting down: waiting for running actions");
     running.stop_actions().await;
-    if let Some(sink) = slack_sink {
-        if !sink.drain(Duration::from_secs(10)).await {
-            tracing::warn!("some Slack messages were still queued at shutdown");
+    if let (Some(sink), Some(grace)) = (slack_sink, slack_grace) {
+        let undelivered = sink.drain(grace).await;
+        if !undelivered.is_empty() {
+            tracing::error!(
+                count = undelivered.len(),
+                undelivered = %undelivered.join("; "),
+                "Slack messages not delivered before shutdown"
+            );
         }
     }
     running.finish().await

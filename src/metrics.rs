@@ -23,6 +23,15 @@ pub struct Metrics {
     pub rejected_signatures: AtomicU64,
     /// Requests whose Slack card or thread opsbot still follows (gauge).
     pub slack_threads: AtomicU64,
+    /// Slack messages accepted and not yet delivered or given up (gauge).
+    pub slack_queued: AtomicU64,
+    /// Channels with a live send queue (gauge; idle ones end).
+    pub slack_channels: AtomicU64,
+    /// Messages dropped because their channel's queue was full (plain
+    /// replies and private notes only; cards and outcomes wait for room).
+    pub slack_dropped: AtomicU64,
+    /// Messages given up after Slack kept failing them.
+    pub slack_undelivered: AtomicU64,
 }
 
 fn escape(label: &str) -> String {
@@ -91,6 +100,16 @@ impl Metrics {
         let _ = writeln!(out, "opsbot_rejected_signatures_total {}", self.rejected_signatures.load(Ordering::Relaxed));
         out.push_str("# HELP opsbot_slack_threads Requests whose Slack card or thread opsbot follows until they end.\n# TYPE opsbot_slack_threads gauge\n");
         let _ = writeln!(out, "opsbot_slack_threads {}", self.slack_threads.load(Ordering::Relaxed));
+        out.push_str("# HELP opsbot_slack_queued Slack messages accepted and not yet delivered.\n# TYPE opsbot_slack_queued gauge\n");
+        let _ = writeln!(out, "opsbot_slack_queued {}", self.slack_queued.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP opsbot_slack_channels Slack channels with a live send queue.\n# TYPE opsbot_slack_channels gauge\n",
+        );
+        let _ = writeln!(out, "opsbot_slack_channels {}", self.slack_channels.load(Ordering::Relaxed));
+        out.push_str("# HELP opsbot_slack_dropped_total Plain replies dropped because their channel's send queue was full.\n# TYPE opsbot_slack_dropped_total counter\n");
+        let _ = writeln!(out, "opsbot_slack_dropped_total {}", self.slack_dropped.load(Ordering::Relaxed));
+        out.push_str("# HELP opsbot_slack_undelivered_total Slack messages given up after repeated failures.\n# TYPE opsbot_slack_undelivered_total counter\n");
+        let _ = writeln!(out, "opsbot_slack_undelivered_total {}", self.slack_undelivered.load(Ordering::Relaxed));
         out
     }
 }

@@ -171,6 +171,13 @@ pub struct SlackSettings {
     pub channel_interval: Duration,
     /// Messages a channel may get at once before the pace applies.
     pub channel_burst: u32,
+    /// How long a channel's send queue lives without messages.
+    pub channel_idle: Duration,
+    /// Socket Mode: how often opsbot pings Slack; with no frame for three
+    /// times this, the connection is taken for dead and replaced.
+    pub socket_ping: Duration,
+    /// At shutdown, how long queued messages may take to be delivered.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

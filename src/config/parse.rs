@@ -90,6 +90,9 @@ struct RawSlack {
     mode: Option<SlackMode>,
     channel_interval: Option<String>,
     channel_burst: Option<u32>,
+    channel_idle: Option<String>,
+    socket_ping: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -277,7 +280,19 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                 "3 suits Slack's limits",
             ));
         }
-        SlackSettings { mode: raw.mode.unwrap_or(SlackMode::Http), channel_interval, channel_burst }
+        let channel_idle =
+            duration("slack.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
+        let socket_ping = duration("slack.socket_ping", raw.socket_ping.as_deref(), Duration::from_secs(10), problems);
+        let shutdown_grace =
+            duration("slack.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
+        SlackSettings {
+            mode: raw.mode.unwrap_or(SlackMode::Http),
+            channel_interval,
+            channel_burst,
+            channel_idle,
+            socket_ping,
+            shutdown_grace,
+        }
     });
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);

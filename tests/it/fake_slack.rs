@@ -45,6 +45,11 @@ struct Inner {
     /// Frames the bot sent back (acks).
     acks: Mutex<Vec<Value>>,
     connections: AtomicU64,
+    /// While set, every matching call gets this answer (a 429 storm).
+    storm: Mutex<Option<Fault>>,
+    /// The connection number that went silent: it stops reading the socket,
+    /// so it answers no ping and sends nothing, like a half-open connection.
+    silent: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -72,6 +77,21 @@ impl FakeSlack {
 
     pub fn fail(&self, fault: Fault) {
         self.inner.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Every matching call gets `fault`'s answer until [`FakeSlack::calm`].
+    pub fn storm(&self, fault: Fault) {
+        *self.inner.storm.lock().unwrap() = Some(fault);
+    }
+
+    pub fn calm(&self) {
+        *self.inner.storm.lock().unwrap() = None;
+    }
+
+    /// The current Socket Mode connection stops answering (no pongs, no
+    /// frames) without closing; later connections behave.
+    pub fn silence_socket(&self) {
+        self.inner.silent.store(self.connections(), Ordering::SeqCst);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -131,11 +151,13 @@ async fn api(
     }
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let channel = parsed.get("channel").and_then(|c| c.as_str()).map(str::to_string);
+    let matches = |f: &Fault| f.method == method && (f.channel.is_none() || f.channel == channel);
     let fault = {
         let mut faults = inner.faults.lock().unwrap();
-        let position = faults.iter().position(|f| f.method == method && (f.channel.is_none() || f.channel == channel));
+        let position = faults.iter().position(matches);
         position.and_then(|i| faults.remove(i))
     };
+    let fault = fault.or_else(|| inner.storm.lock().unwrap().clone().filter(matches));
     let status = fault.as_ref().map(|f| f.status).unwrap_or(200);
     inner.calls.lock().unwrap().push(Call {
         method: method.clone(),
@@ -181,7 +203,7 @@ async fn socket(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> R
 }
 
 async fn serve_socket(inner: Arc<Inner>, mut ws: WebSocket) {
-    inner.connections.fetch_add(1, Ordering::SeqCst);
+    let number = inner.connections.fetch_add(1, Ordering::SeqCst) + 1;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     *inner.socket.lock().unwrap() = Some(tx);
     let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}});
@@ -189,7 +211,13 @@ async fn serve_socket(inner: Arc<Inner>, mut ws: WebSocket) {
         return;
     }
     loop {
+        if inner.silent.load(Ordering::SeqCst) == number {
+            // Half-open: hold the connection, read nothing, answer nothing.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
         tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             outgoing = rx.recv() => {
                 let Some(frame) = outgoing else { break };
                 let is_disconnect = frame.contains("\"disconnect\"");

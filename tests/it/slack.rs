@@ -87,8 +87,11 @@ impl Served {
             .env("SLACK_BOT_TOKEN", "xoxb-test-token")
             .env("SLACK_APP_TOKEN", "xapp-test-token")
             .env("SLACK_API_URL", slack.api_url())
+            .env("OPSBOT_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(
+                std::fs::OpenOptions::new().create(true).append(true).open(bot.dir.path().join("serve.log")).unwrap(),
+            )
             .spawn()
             .expect("serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -97,6 +100,24 @@ impl Served {
             first.strip_prefix("opsbot serving on ").unwrap_or_else(|| panic!("unexpected: {first}")).to_string();
         std::thread::spawn(move || for _ in lines {});
         (child, format!("http://{address}"))
+    }
+
+    /// What the bot logged (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.bot.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The bot's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// SIGTERM, then the exit status once it stops.
+    pub fn terminate_and_wait(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().unwrap()
     }
 
     /// SIGTERM, then the same bot (config and store) serving again.
@@ -737,4 +758,115 @@ break_glass = ["developers"]
         }
         assert!(!text.contains("runbook&gt; <@UBOB>"), "typed text became a mention: {text}");
     }
+}
+
+fn storm(channel: &str) -> Fault {
+    Fault { method: "chat.postMessage".into(), channel: Some(channel.into()), status: 429, retry_after: Some(1) }
+}
+
+/// Private notes and in-place updates go their own way: thirty refused votes
+/// (each a private note) do not hold up the channel's next post.
+#[test]
+fn private_notes_do_not_wait_behind_channel_posts() {
+    let text = config("http")
+        .replace("channel_interval = \"20ms\"\nchannel_burst = 5", "channel_interval = \"500ms\"\nchannel_burst = 1");
+    let served = Served::with_config(&text);
+    let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "q-1");
+    assert!(ack["text"].as_str().unwrap().contains("waiting for"), "{ack}");
+    served.slack.wait_for("the card", LONG, |c| has(c, "chat.postMessage", "opsbot_approve"));
+    let card_ts =
+        served.slack.ok_calls("chat.postMessage").iter().find(|c| text_of(c).contains("opsbot_approve")).unwrap()["ts"]
+            .clone();
+    let card_ts = card_ts.as_str().map(str::to_string).unwrap_or_else(|| "1700000000.000001".into());
+    for i in 0..30 {
+        assert_eq!(served.click(&format!("UMALLORY{i}"), "opsbot_approve", "r-1", &card_ts), 200);
+    }
+    // Bob approves: the start message is a channel post.
+    assert_eq!(served.click("UBOB", "opsbot_approve", "r-1", &card_ts), 200);
+    served
+        .slack
+        .wait_for("the start message", LONG, |c| has(c, "chat.postMessage", "deploy api-service v1.4.2 started"));
+    served.slack.wait_for("all thirty refusals", LONG, |c| {
+        c.iter().filter(|c| c.method == "chat.postEphemeral" && c.status == 200).count() == 30
+    });
+    let calls = served.slack.calls();
+    let started =
+        calls.iter().position(|c| c.method == "chat.postMessage" && text_of(&c.body).contains("started")).unwrap();
+    let last_refusal = calls.iter().rposition(|c| c.method == "chat.postEphemeral").unwrap();
+    assert!(started < last_refusal, "the start waited behind the private notes: {started} vs {last_refusal}");
+}
+
+/// A long 429 storm on one channel: the send queue stays bounded (memory
+/// flat), plain replies beyond it are dropped and counted, and the channel
+/// is served again once the storm ends.
+#[test]
+fn a_long_429_storm_keeps_memory_flat() {
+    let served = Served::start("http");
+    served.slack.storm(storm("CFLOOD"));
+    let mention = |i: usize| json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> help", "channel": "CFLOOD", "ts": format!("{i}.1")});
+    for i in 0..500 {
+        assert_eq!(served.event(&format!("EvWarm{i}"), mention(i)).0, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = served.rss_kib();
+    for i in 0..20_000 {
+        assert_eq!(served.event(&format!("EvFlood{i}"), mention(1000 + i)).0, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = served.rss_kib();
+    let (_, metrics) = served.get("/metrics");
+    let value = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or("0").parse().unwrap()
+    };
+    assert!(value("opsbot_slack_queued") <= 130, "{metrics}");
+    assert!(value("opsbot_slack_dropped_total") >= 20_000 - 130, "{metrics}");
+    assert!(after < before + 10 * 1024, "resident memory grew from {before} KiB to {after} KiB during the storm");
+    // When the storm ends, what is queued goes out.
+    served.slack.calm();
+    served.slack.wait_for("the queue to empty", Duration::from_secs(30), |c| {
+        c.iter().filter(|c| c.method == "chat.postMessage" && c.status == 200 && c.body["channel"] == "CFLOOD").count()
+            >= 100
+    });
+}
+
+/// A channel's send queue ends when idle: a bot that answered in many
+/// channels does not keep a task for each.
+#[test]
+fn idle_channel_queues_end() {
+    let text = config("http").replace("channel_burst = 5", "channel_burst = 5\nchannel_idle = \"300ms\"");
+    let served = Served::with_config(&text);
+    for i in 0..20 {
+        let mention = json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> help", "channel": format!("CIDLE{i}"), "ts": format!("{i}.1")});
+        assert_eq!(served.event(&format!("EvIdle{i}"), mention).0, 200);
+    }
+    served.slack.wait_for("twenty answers", LONG, |c| {
+        c.iter().filter(|c| c.method == "chat.postMessage" && c.status == 200).count() == 20
+    });
+    served.wait_for_metric("opsbot_slack_channels 0");
+    // A channel that speaks again gets a queue again.
+    let mention =
+        json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> help", "channel": "CIDLE0", "ts": "99.1"});
+    assert_eq!(served.event("EvIdleAgain", mention).0, 200);
+    served.slack.wait_for("the answer", LONG, |c| {
+        c.iter().filter(|c| c.method == "chat.postMessage" && c.status == 200).count() == 21
+    });
+}
+
+/// Messages still queued at shutdown are waited for within a bounded grace,
+/// then named in the log, request by request.
+#[test]
+fn messages_not_delivered_by_shutdown_are_named() {
+    let text = config("http").replace("channel_burst = 5", "channel_burst = 5\nshutdown_grace = \"1s\"");
+    let mut served = Served::with_config(&text);
+    served.slack.storm(storm("CSLOW"));
+    let ack = served.command("UALICE", "CSLOW", "/deploy", "api-staging v2.0.0", "s-1");
+    assert!(ack["text"].as_str().unwrap().contains("r-1 runs now"), "{ack}");
+    std::thread::sleep(Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    let status = served.terminate_and_wait();
+    assert!(status.success(), "clean exit");
+    assert!(started.elapsed() < Duration::from_secs(8), "the grace is bounded: {:?}", started.elapsed());
+    let log = served.log();
+    assert!(log.contains("Slack messages not delivered before shutdown"), "{log}");
+    assert!(log.contains("r-1 start message in CSLOW") && log.contains("r-1 outcome in CSLOW"), "{log}");
 }

@@ -1,54 +1,95 @@
-//! The Slack side of [`ChatSink`]: one ordered send queue per channel, paced
-//! to Slack's ~1 message/s/channel (with a small burst), honouring
-//! `429 Retry-After`, retrying 5xx and network errors with backoff, splitting
-//! long text. Progress of an action is one threaded message that is updated.
+//! The Slack side of [`ChatSink`]: bounded, ordered send queues per channel.
+//!
+//! Each channel has two lanes, each a bounded queue worked by one tracked task:
+//! - **posts** (`chat.postMessage`: texts, cards, start and outcome messages,
+//!   a request's first progress message), in order, paced to Slack's ~1
+//!   message/s per channel (`channel_interval`, `channel_burst`);
+//! - **fast** (`chat.postEphemeral` and `chat.update` of a message whose `ts` is
+//!   known): private notes and in-place updates are rated separately by
+//!   Slack, so they never wait behind the channel's posts.
+//!
+//! When a lane is full: approval cards, card updates, start and outcome
+//! messages wait for room (backpressure on whoever sends them; they are never
+//! dropped); plain texts and private notes are dropped and counted
+//! (`opsbot_slack_dropped_total`); a request's progress never takes more than
+//! one place — new lines are folded into the message already waiting. A 429
+//! waits `Retry-After` and tries again (until shutdown); 5xx and network
+//! errors are retried with backoff, then given up and counted. A lane idle
+//! for `channel_idle` ends, so a bot that has seen a thousand channels does
+//! not keep a thousand tasks. At shutdown [`SlackSink::drain`] waits a
+//! bounded time and names what was not delivered.
 
-use super::api::{ApiError, SlackApi};
-use super::blocks::{approval_card, render, split, MAX_TEXT};
-use crate::approval::RequestState;
-use crate::audit::{BoxFuture, Verdict};
+mod deliver;
+
+use super::api::SlackApi;
+use crate::audit::BoxFuture;
 use crate::chat::{ChatError, ChatSink, Reply};
 use crate::event::ReplyTarget;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::tasks::Tasks;
+use deliver::{Thread, Work};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// Pacing of one channel's queue.
+/// Pacing of one lane.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
     pub interval: Duration,
     pub burst: u32,
 }
 
-/// How long transient failures are retried before a message is given up.
-const MAX_ATTEMPTS: u32 = 8;
+/// How the sink paces and keeps its queues.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The posts lane (Slack allows about one message per second per channel).
+    pub posts: Pacing,
+    /// How long a channel's lane lives without messages.
+    pub idle: Duration,
+}
 
-/// Progress lines shown in a request's progress message (the newest).
-const PROGRESS_LINES: usize = 20;
+/// The fast lane: ephemerals (Slack's Tier 4) and updates (Tier 3) are
+/// limited per workspace, well above one per second.
+const FAST: Pacing = Pacing { interval: Duration::from_millis(100), burst: 10 };
+/// Messages one lane holds.
+const LANE_CAPACITY: usize = 128;
 
-/// What opsbot follows of one request in Slack, from its card or start
-/// message until it ends (outcome, or a card decided without an action).
-#[derive(Default)]
-struct Thread {
-    card: Option<String>,
-    root: Option<String>,
-    progress: Option<String>,
-    lines: Vec<String>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Lane {
+    Posts,
+    Fast,
+}
+
+struct Job {
+    id: u64,
+    target: ReplyTarget,
+    work: Work,
+}
+
+/// A message accepted and not yet delivered, for the shutdown report.
+struct Outstanding {
+    channel: String,
+    what: &'static str,
+    request: Option<String>,
 }
 
 struct Inner {
     api: SlackApi,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    pacing: Pacing,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<(ReplyTarget, Reply)>>>,
+    settings: Settings,
+    tasks: Tasks,
+    /// Live lanes: (channel, lane) → (the lane's id, its queue).
+    lanes: Mutex<HashMap<(String, Lane), (u64, mpsc::Sender<Job>)>>,
     threads: Mutex<HashMap<String, Thread>>,
-    queued: AtomicUsize,
+    outstanding: Mutex<BTreeMap<u64, Outstanding>>,
+    next_id: AtomicU64,
+    /// Cancelled when shutdown stops waiting: lanes stop retrying and end.
+    closing: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -69,235 +110,189 @@ impl Inner {
         self.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
         result
     }
+
+    fn done(&self, id: u64) {
+        let mut outstanding = self.outstanding.lock().expect("outstanding lock");
+        outstanding.remove(&id);
+        self.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
+    }
 }
 
 impl SlackSink {
-    pub fn new(api: SlackApi, store: Arc<dyn Store>, metrics: Arc<Metrics>, pacing: Pacing) -> SlackSink {
+    pub fn new(
+        api: SlackApi,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        tasks: Tasks,
+    ) -> SlackSink {
         SlackSink {
             inner: Arc::new(Inner {
                 api,
                 store,
                 metrics,
-                pacing,
-                queues: Mutex::new(HashMap::new()),
+                settings,
+                tasks,
+                lanes: Mutex::new(HashMap::new()),
                 threads: Mutex::new(HashMap::new()),
-                queued: AtomicUsize::new(0),
+                outstanding: Mutex::new(BTreeMap::new()),
+                next_id: AtomicU64::new(1),
+                closing: CancellationToken::new(),
             }),
         }
     }
 
-    /// Waits until every queued message is delivered (or given up), at most `limit`.
-    pub async fn drain(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.inner.queued.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
+    /// Waits up to `limit` for every accepted message to be delivered (or
+    /// given up); then stops the lanes and returns what was not delivered,
+    /// as "r-3 outcome in C0123" lines.
+    pub async fn drain(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.inner.outstanding.lock().expect("outstanding lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        true
+        self.inner.closing.cancel();
+        let outstanding = self.inner.outstanding.lock().expect("outstanding lock");
+        outstanding
+            .values()
+            .map(|o| match &o.request {
+                Some(request) => format!("{request} {} in {}", o.what, o.channel),
+                None => format!("a {} in {}", o.what, o.channel),
+            })
+            .collect()
     }
 
-    fn queue_for(&self, channel: &str) -> mpsc::UnboundedSender<(ReplyTarget, Reply)> {
-        let mut queues = self.inner.queues.lock().expect("queue lock");
-        if let Some(tx) = queues.get(channel).filter(|tx| !tx.is_closed()) {
+    /// The sender of `channel`'s `lane`, starting the lane if it has none.
+    fn lane(&self, channel: &str, lane: Lane) -> mpsc::Sender<Job> {
+        let mut lanes = self.inner.lanes.lock().expect("lanes lock");
+        let key = (channel.to_string(), lane);
+        if let Some((_, tx)) = lanes.get(&key).filter(|(_, tx)| !tx.is_closed()) {
             return tx.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        queues.insert(channel.to_string(), tx.clone());
-        tokio::spawn(run_queue(self.inner.clone(), channel.to_string(), rx));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(LANE_CAPACITY);
+        lanes.insert(key, (id, tx.clone()));
+        self.inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let channel = channel.to_string();
+        self.inner.tasks.spawn("slack send queue", run_lane(inner, channel, lane, id, rx));
         tx
+    }
+
+    /// Queues `work` on a lane; waits for room if `must`, else drops it when
+    /// the lane is full. Registered as outstanding until done.
+    async fn enqueue(
+        &self,
+        target: &ReplyTarget,
+        channel: &str,
+        lane: Lane,
+        work: Work,
+        must: bool,
+    ) -> Result<(), ChatError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut outstanding = self.inner.outstanding.lock().expect("outstanding lock");
+            outstanding
+                .insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
+            self.inner.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
+        }
+        let mut job = Job { id, target: target.clone(), work };
+        // A lane that just ended for idleness refuses the job; start a new one.
+        for _ in 0..3 {
+            let tx = self.lane(channel, lane);
+            let refused = if must {
+                match tx.send(job).await {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::SendError(back)) => back,
+                }
+            } else {
+                match tx.try_send(job) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Full(dropped)) => {
+                        self.inner.done(dropped.id);
+                        let n = self.inner.metrics.slack_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            tracing::warn!(channel, dropped = n, "Slack send queue full; a plain reply was dropped");
+                        }
+                        return Ok(());
+                    }
+                    Err(mpsc::error::TrySendError::Closed(back)) => back,
+                }
+            };
+            job = refused;
+        }
+        self.inner.done(job.id);
+        Err(ChatError::Delivery("the Slack send queue stopped".into()))
     }
 }
 
 impl ChatSink for SlackSink {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
-        let result = match target.channel.strip_prefix("slack:") {
-            Some(channel) => {
-                self.inner.queued.fetch_add(1, Ordering::SeqCst);
-                self.queue_for(channel).send((target.clone(), reply)).map_err(|_| {
-                    self.inner.queued.fetch_sub(1, Ordering::SeqCst);
-                    ChatError::Delivery("the Slack send queue stopped".into())
-                })
+        Box::pin(async move {
+            let Some(channel) = target.channel.strip_prefix("slack:") else {
+                return Err(ChatError::Delivery(format!("{} is not a Slack channel", target.channel)));
+            };
+            match reply {
+                Reply::Progress { request_id, text } => {
+                    // Folded into the request's one progress message: at most
+                    // one job per request is ever waiting.
+                    let next = self
+                        .inner
+                        .with_threads(|t| t.entry(request_id.clone()).or_default().add_line(&request_id, text));
+                    match next {
+                        Some(work @ Work::ProgressPost { .. }) => {
+                            self.enqueue(target, channel, Lane::Posts, work, true).await
+                        }
+                        Some(work) => self.enqueue(target, channel, Lane::Fast, work, true).await,
+                        None => Ok(()),
+                    }
+                }
+                Reply::Private { .. } => self.enqueue(target, channel, Lane::Fast, Work::Reply(reply), false).await,
+                Reply::Text(_) => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply), false).await,
+                Reply::ApprovalUpdate(ref view) => {
+                    // An update goes the fast way once the card's message is known.
+                    let known = deliver::card_of(&self.inner, channel, &view.id).is_some();
+                    let lane = if known { Lane::Fast } else { Lane::Posts };
+                    self.enqueue(target, channel, lane, Work::Reply(reply), true).await
+                }
+                Reply::Approval(_) | Reply::Started { .. } | Reply::Outcome { .. } => {
+                    self.enqueue(target, channel, Lane::Posts, Work::Reply(reply), true).await
+                }
             }
-            None => Err(ChatError::Delivery(format!("{} is not a Slack channel", target.channel))),
+        })
+    }
+}
+
+/// One lane's worker: jobs in order, paced; ends when idle.
+async fn run_lane(inner: Arc<Inner>, channel: String, lane: Lane, lane_id: u64, mut rx: mpsc::Receiver<Job>) {
+    let pacing = match lane {
+        Lane::Posts => inner.settings.posts,
+        Lane::Fast => FAST,
+    };
+    let mut delivery = deliver::Delivery::new(&inner, &channel, pacing);
+    loop {
+        let job = match tokio::time::timeout(inner.settings.idle, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_idle) => {
+                // Leave the map first, so new messages start a new lane; then
+                // refuse more, and deliver whatever slipped in meanwhile.
+                {
+                    let mut lanes = inner.lanes.lock().expect("lanes lock");
+                    let key = (channel.clone(), lane);
+                    if lanes.get(&key).is_some_and(|(id, _)| *id == lane_id) {
+                        lanes.remove(&key);
+                    }
+                    inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
+                }
+                rx.close();
+                while let Ok(job) = rx.try_recv() {
+                    delivery.run(job).await;
+                }
+                return;
+            }
         };
-        Box::pin(async move { result })
-    }
-}
-
-/// One channel's worker: replies in order, paced.
-async fn run_queue(inner: Arc<Inner>, channel: String, mut rx: mpsc::UnboundedReceiver<(ReplyTarget, Reply)>) {
-    // Generic cell rate: `tat` is when the next call would be due at the steady rate.
-    let mut tat = Instant::now();
-    while let Some((target, reply)) = rx.recv().await {
-        let mut ctx = Delivery { inner: &inner, channel: &channel, tat: &mut tat };
-        if let Err(e) = ctx.deliver(&target, reply).await {
-            tracing::error!(channel = %channel, error = %e, "Slack message given up");
-        }
-        inner.queued.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-struct Delivery<'a> {
-    inner: &'a Inner,
-    channel: &'a str,
-    tat: &'a mut Instant,
-}
-
-impl Delivery<'_> {
-    async fn pace(&mut self) {
-        let Pacing { interval, burst } = self.inner.pacing;
-        let now = Instant::now();
-        if *self.tat < now {
-            *self.tat = now;
-        }
-        let allowance = interval * burst.saturating_sub(1);
-        if *self.tat > now + allowance {
-            tokio::time::sleep_until(*self.tat - allowance).await;
-        }
-        *self.tat += interval;
-    }
-
-    /// Runs one API call until it succeeds, is refused for good, or runs out of attempts.
-    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ApiError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            self.pace().await;
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(ApiError::RateLimited(after)) => {
-                    // Rate limits delay; they never drop a message.
-                    self.inner.metrics.slack_rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let wait = after.unwrap_or(Duration::from_secs(1));
-                    tracing::warn!(channel = %self.channel, ?wait, "Slack rate limit; waiting");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(ApiError::Transient(e)) if attempt + 1 < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(7)));
-                    tracing::warn!(channel = %self.channel, error = %e, ?backoff, "Slack call failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn remember_card(&self, request_id: &str, ts: &str) {
-        let link = format!("{} {ts}", self.channel);
-        if let Err(e) = self
-            .inner
-            .store
-            .link(&card_link(self.channel, ts), request_id)
-            .and_then(|_| self.inner.store.link(&format!("slack:card-of:{request_id}"), &link))
-        {
-            tracing::warn!(error = %e, "card link not stored; reactions to it will not count after a restart");
-        }
-        self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
-    }
-
-    /// The card's message, from memory or (after a restart) from the store.
-    fn card_of(&self, request_id: &str) -> Option<String> {
-        if let Some(ts) = self.inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
-            return Some(ts);
-        }
-        self.stored_card_of(request_id)
-    }
-
-    /// The card's message as stored, for requests memory knows nothing of.
-    fn stored_card_of(&self, request_id: &str) -> Option<String> {
-        let stored = self.inner.store.resolve(&format!("slack:card-of:{request_id}")).ok().flatten()?;
-        let (channel, ts) = stored.split_once(' ')?;
-        (channel == self.channel).then(|| ts.to_string())
-    }
-
-    async fn post_text(&mut self, thread: Option<&str>, text: &str) -> Result<Option<String>, ApiError> {
-        let api = self.inner.api.clone();
-        let channel = self.channel.to_string();
-        let mut first = None;
-        for chunk in split(&render(text), MAX_TEXT) {
-            let ts = self.call(|| api.post(&channel, thread, &chunk, None)).await?;
-            first.get_or_insert(ts);
-        }
-        Ok(first)
-    }
-
-    async fn deliver(&mut self, target: &ReplyTarget, reply: Reply) -> Result<(), ApiError> {
-        let api = self.inner.api.clone();
-        let channel = self.channel.to_string();
-        let thread = target.thread.as_deref();
-        match reply {
-            Reply::Text(text) => {
-                self.post_text(thread, &text).await?;
-            }
-            Reply::Private { to, text } => {
-                let Some(user) = to.as_str().strip_prefix("slack:") else { return Ok(()) };
-                for chunk in split(&render(&text), MAX_TEXT) {
-                    self.call(|| api.ephemeral(&channel, user, thread, &chunk)).await?;
-                }
-            }
-            Reply::Approval(view) => {
-                let (text, blocks) = approval_card(&view);
-                let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
-                self.remember_card(&view.id, &ts);
-            }
-            Reply::ApprovalUpdate(view) => {
-                let (text, blocks) = approval_card(&view);
-                match self.card_of(&view.id) {
-                    Some(ts) => self.call(|| api.update(&channel, &ts, &text, Some(&blocks))).await?,
-                    None => {
-                        let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
-                        self.remember_card(&view.id, &ts);
-                    }
-                }
-                // Denied, withdrawn, expired, invalidated: no action follows,
-                // so nothing more will be said in this thread.
-                if !matches!(view.state, RequestState::Pending | RequestState::Approved) {
-                    self.inner.with_threads(|t| t.remove(&view.id));
-                }
-            }
-            Reply::Started { request_id, text } => {
-                let card = self.card_of(&request_id);
-                let root_thread = card.as_deref().or(thread);
-                let ts = self.post_text(root_thread, &text).await?;
-                let root = root_thread.map(str::to_string).or(ts);
-                self.inner.with_threads(|t| t.entry(request_id).or_default().root = root);
-            }
-            Reply::Progress { request_id, text } => {
-                let (root, progress, body) = self.inner.with_threads(|t| {
-                    let state = t.entry(request_id.clone()).or_default();
-                    state.lines.push(text);
-                    let old = state.lines.len().saturating_sub(PROGRESS_LINES);
-                    state.lines.drain(..old);
-                    (state.root.clone().or(state.card.clone()), state.progress.clone(), state.lines.join("\n"))
-                });
-                match progress {
-                    Some(ts) => self.call(|| api.update(&channel, &ts, &body, None)).await?,
-                    None => {
-                        // After a restart the thread is known only from the stored card.
-                        let root = root.or_else(|| self.stored_card_of(&request_id)).or(thread.map(str::to_string));
-                        let ts = self.call(|| api.post(&channel, root.as_deref(), &body, None)).await?;
-                        self.inner.with_threads(|t| t.entry(request_id).or_default().progress = Some(ts));
-                    }
-                }
-            }
-            Reply::Outcome { request_id, verdict, text } => {
-                let followed = self.inner.with_threads(|t| t.remove(&request_id));
-                // After a restart the thread is known only from the stored card.
-                let root = followed.and_then(|f| f.root.or(f.card)).or_else(|| self.stored_card_of(&request_id));
-                let mark = match verdict {
-                    Verdict::Succeeded => ":white_check_mark:",
-                    Verdict::Unknown => ":grey_question:",
-                    _ => ":x:",
-                };
-                self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
-            }
-        }
-        Ok(())
+        delivery.run(job).await;
     }
 }

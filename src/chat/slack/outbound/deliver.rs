@@ -1,0 +1,307 @@
+//! Delivering one queued message: pacing, retries, and what opsbot follows of
+//! each request in Slack (its card, its thread, its one progress message).
+
+use super::{card_link, Inner, Job, Pacing};
+use crate::approval::RequestState;
+use crate::audit::Verdict;
+use crate::chat::slack::api::ApiError;
+use crate::chat::slack::blocks::{approval_card, render, split, MAX_TEXT};
+use crate::chat::Reply;
+use crate::event::ReplyTarget;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long transient failures are retried before a message is given up.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Progress lines shown in a request's progress message (the newest).
+const PROGRESS_LINES: usize = 20;
+
+/// What a queued job does.
+pub(super) enum Work {
+    Reply(Reply),
+    /// Post the request's first progress message (its lines as they are then).
+    ProgressPost {
+        request_id: String,
+    },
+    /// Update the request's progress message to its lines as they are then.
+    ProgressRefresh {
+        request_id: String,
+    },
+}
+
+impl Work {
+    pub(super) fn what(&self) -> &'static str {
+        match self {
+            Work::Reply(Reply::Text(_)) => "message",
+            Work::Reply(Reply::Private { .. }) => "private note",
+            Work::Reply(Reply::Approval(_)) => "approval card",
+            Work::Reply(Reply::ApprovalUpdate(_)) => "approval card update",
+            Work::Reply(Reply::Started { .. }) => "start message",
+            Work::Reply(Reply::Progress { .. }) | Work::ProgressPost { .. } | Work::ProgressRefresh { .. } => {
+                "progress message"
+            }
+            Work::Reply(Reply::Outcome { .. }) => "outcome",
+        }
+    }
+
+    pub(super) fn request(&self) -> Option<String> {
+        match self {
+            Work::Reply(Reply::Approval(view) | Reply::ApprovalUpdate(view)) => Some(view.id.clone()),
+            Work::Reply(
+                Reply::Started { request_id, .. }
+                | Reply::Progress { request_id, .. }
+                | Reply::Outcome { request_id, .. },
+            )
+            | Work::ProgressPost { request_id }
+            | Work::ProgressRefresh { request_id } => Some(request_id.clone()),
+            Work::Reply(Reply::Text(_) | Reply::Private { .. }) => None,
+        }
+    }
+}
+
+/// What opsbot follows of one request in Slack, from its card or start
+/// message until it ends (outcome, or a card decided without an action).
+#[derive(Default)]
+pub(super) struct Thread {
+    card: Option<String>,
+    root: Option<String>,
+    progress: Option<String>,
+    lines: Vec<String>,
+    /// A progress job is queued (post or refresh); new lines ride on it.
+    progress_queued: bool,
+}
+
+impl Thread {
+    /// Adds a progress line; returns the job to queue, if none is waiting.
+    pub(super) fn add_line(&mut self, request_id: &str, line: String) -> Option<Work> {
+        self.lines.push(line);
+        let old = self.lines.len().saturating_sub(PROGRESS_LINES);
+        self.lines.drain(..old);
+        if self.progress_queued {
+            return None;
+        }
+        self.progress_queued = true;
+        let request_id = request_id.to_string();
+        Some(match self.progress {
+            Some(_) => Work::ProgressRefresh { request_id },
+            None => Work::ProgressPost { request_id },
+        })
+    }
+}
+
+/// The card's message in `channel`, from memory or (after a restart) the store.
+pub(super) fn card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
+    if let Some(ts) = inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
+        return Some(ts);
+    }
+    stored_card_of(inner, channel, request_id)
+}
+
+/// The card's message as stored, for requests memory knows nothing of.
+fn stored_card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
+    let stored = inner.store.resolve(&format!("slack:card-of:{request_id}")).ok().flatten()?;
+    let (stored_channel, ts) = stored.split_once(' ')?;
+    (stored_channel == channel).then(|| ts.to_string())
+}
+
+/// One lane's delivery state.
+pub(super) struct Delivery<'a> {
+    inner: &'a Inner,
+    channel: &'a str,
+    pacing: Pacing,
+    /// Generic cell rate: when the next call would be due at the steady rate.
+    tat: Instant,
+}
+
+impl<'a> Delivery<'a> {
+    pub(super) fn new(inner: &'a Inner, channel: &'a str, pacing: Pacing) -> Delivery<'a> {
+        Delivery { inner, channel, pacing, tat: Instant::now() }
+    }
+
+    /// Delivers one job (or gives it up, logged and counted).
+    pub(super) async fn run(&mut self, job: Job) {
+        let Job { id, target, work } = job;
+        let what = work.what();
+        let request = work.request();
+        if let Err(e) = self.deliver(&target, work).await {
+            self.inner.metrics.slack_undelivered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(channel = %self.channel, request = request.as_deref().unwrap_or("-"), what, error = %e, "Slack message given up");
+        }
+        self.inner.done(id);
+    }
+
+    async fn pace(&mut self) {
+        let Pacing { interval, burst } = self.pacing;
+        let now = Instant::now();
+        if self.tat < now {
+            self.tat = now;
+        }
+        let allowance = interval * burst.saturating_sub(1);
+        if self.tat > now + allowance {
+            tokio::time::sleep_until(self.tat - allowance).await;
+        }
+        self.tat += interval;
+    }
+
+    /// Runs one API call until it succeeds, is refused for good, runs out of
+    /// attempts, or shutdown stops waiting.
+    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.pace().await;
+            let wait = match call().await {
+                Ok(value) => return Ok(value),
+                Err(ApiError::RateLimited(after)) => {
+                    // Rate limits delay; they never drop a message (until shutdown).
+                    self.inner.metrics.slack_rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let wait = after.unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(channel = %self.channel, ?wait, "Slack rate limit; waiting");
+                    wait
+                }
+                Err(ApiError::Transient(e)) if attempt + 1 < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(7)));
+                    tracing::warn!(channel = %self.channel, error = %e, ?backoff, "Slack call failed; retrying");
+                    backoff
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.closing.cancelled() => {
+                    return Err(ApiError::Transient("opsbot is shutting down".into()));
+                }
+            }
+        }
+    }
+
+    fn remember_card(&self, request_id: &str, ts: &str) {
+        let link = format!("{} {ts}", self.channel);
+        if let Err(e) = self
+            .inner
+            .store
+            .link(&card_link(self.channel, ts), request_id)
+            .and_then(|_| self.inner.store.link(&format!("slack:card-of:{request_id}"), &link))
+        {
+            tracing::warn!(error = %e, "card link not stored; reactions to it will not count after a restart");
+        }
+        self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
+    }
+
+    async fn post_text(&mut self, thread: Option<&str>, text: &str) -> Result<Option<String>, ApiError> {
+        let api = self.inner.api.clone();
+        let channel = self.channel.to_string();
+        let mut first = None;
+        for chunk in split(&render(text), MAX_TEXT) {
+            let ts = self.call(|| api.post(&channel, thread, &chunk, None)).await?;
+            first.get_or_insert(ts);
+        }
+        Ok(first)
+    }
+
+    async fn deliver(&mut self, target: &ReplyTarget, work: Work) -> Result<(), ApiError> {
+        match work {
+            Work::Reply(reply) => self.deliver_reply(target, reply).await,
+            Work::ProgressPost { request_id } => self.progress(target, &request_id, false).await,
+            Work::ProgressRefresh { request_id } => self.progress(target, &request_id, true).await,
+        }
+    }
+
+    /// Posts or updates the request's progress message with its lines now.
+    /// A refresh of a request that has ended (its outcome delivered, on the
+    /// other lane) does nothing: the outcome says the rest.
+    async fn progress(&mut self, target: &ReplyTarget, request_id: &str, refresh: bool) -> Result<(), ApiError> {
+        let api = self.inner.api.clone();
+        let channel = self.channel.to_string();
+        // Lines added from here on queue a new job.
+        let found = self.inner.with_threads(|t| {
+            if refresh && !t.contains_key(request_id) {
+                return None;
+            }
+            let state = t.entry(request_id.to_string()).or_default();
+            state.progress_queued = false;
+            Some((state.root.clone().or(state.card.clone()), state.progress.clone(), state.lines.join("\n")))
+        });
+        let Some((root, progress, body)) = found else { return Ok(()) };
+        let body = render(&body);
+        match progress {
+            Some(ts) => self.call(|| api.update(&channel, &ts, &body, None)).await,
+            None => {
+                // After a restart the thread is known only from the stored card.
+                let root = root.or_else(|| stored_card_of(self.inner, &channel, request_id)).or(target.thread.clone());
+                let ts = self.call(|| api.post(&channel, root.as_deref(), &body, None)).await?;
+                self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().progress = Some(ts));
+                Ok(())
+            }
+        }
+    }
+
+    async fn deliver_reply(&mut self, target: &ReplyTarget, reply: Reply) -> Result<(), ApiError> {
+        let api = self.inner.api.clone();
+        let channel = self.channel.to_string();
+        let thread = target.thread.as_deref();
+        match reply {
+            Reply::Text(text) => {
+                self.post_text(thread, &text).await?;
+            }
+            Reply::Private { to, text } => {
+                let Some(user) = to.as_str().strip_prefix("slack:") else { return Ok(()) };
+                for chunk in split(&render(&text), MAX_TEXT) {
+                    self.call(|| api.ephemeral(&channel, user, thread, &chunk)).await?;
+                }
+            }
+            Reply::Approval(view) => {
+                let (text, blocks) = approval_card(&view);
+                let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
+                self.remember_card(&view.id, &ts);
+            }
+            Reply::ApprovalUpdate(view) => {
+                let (text, blocks) = approval_card(&view);
+                match card_of(self.inner, &channel, &view.id) {
+                    Some(ts) => self.call(|| api.update(&channel, &ts, &text, Some(&blocks))).await?,
+                    None => {
+                        let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
+                        self.remember_card(&view.id, &ts);
+                    }
+                }
+                // Denied, withdrawn, expired, invalidated: no action follows,
+                // so nothing more will be said in this thread.
+                if !matches!(view.state, RequestState::Pending | RequestState::Approved) {
+                    self.inner.with_threads(|t| t.remove(&view.id));
+                }
+            }
+            Reply::Started { request_id, text } => {
+                let card = card_of(self.inner, &channel, &request_id);
+                let root_thread = card.as_deref().or(thread);
+                let ts = self.post_text(root_thread, &text).await?;
+                let root = root_thread.map(str::to_string).or(ts);
+                self.inner.with_threads(|t| t.entry(request_id).or_default().root = root);
+            }
+            Reply::Progress { request_id, .. } => {
+                // Progress is queued as ProgressPost/ProgressRefresh; a bare one
+                // (never queued by the sink) shows the lines as they are.
+                self.progress(target, &request_id, false).await?;
+            }
+            Reply::Outcome { request_id, verdict, text } => {
+                let followed = self.inner.with_threads(|t| t.remove(&request_id));
+                // After a restart the thread is known only from the stored card.
+                let root = followed
+                    .and_then(|f| f.root.or(f.card))
+                    .or_else(|| stored_card_of(self.inner, &channel, &request_id));
+                let mark = match verdict {
+                    Verdict::Succeeded => ":white_check_mark:",
+                    Verdict::Unknown => ":grey_question:",
+                    _ => ":x:",
+                };
+                self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
+            }
+        }
+        Ok(())
+    }
+}
