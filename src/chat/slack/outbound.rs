@@ -64,6 +64,9 @@ enum Lane {
     Fast,
 }
 
+/// A live lane: its id and its queue.
+type LiveLane = (u64, mpsc::Sender<Job>);
+
 struct Job {
     id: u64,
     target: ReplyTarget,
@@ -84,7 +87,7 @@ struct Inner {
     settings: Settings,
     tasks: Tasks,
     /// Live lanes: (channel, lane) → (the lane's id, its queue).
-    lanes: Mutex<HashMap<(String, Lane), (u64, mpsc::Sender<Job>)>>,
+    lanes: Mutex<HashMap<(String, Lane), LiveLane>>,
     threads: Mutex<HashMap<String, Thread>>,
     outstanding: Mutex<BTreeMap<u64, Outstanding>>,
     next_id: AtomicU64,
