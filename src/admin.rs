@@ -81,23 +81,22 @@ pub struct AdminContext {
     pub checkpoints: Option<Arc<Checkpointer>>,
 }
 
-/// A running admin listener; removed on [`AdminServer::stop`].
+/// A running admin listener; its socket file is removed on [`AdminServer::stop`]
+/// (the listening loop itself ends when the bot's tasks stop).
 pub struct AdminServer {
-    task: tokio::task::JoinHandle<()>,
     path: PathBuf,
 }
 
 impl AdminServer {
     pub fn stop(self) {
-        self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
 /// Starts the listener. The caller holds the store's lock, so a socket file
-/// already there is stale and is replaced. Connections are served by tasks
-/// of `tracker`, so shutdown can wait for them.
-pub fn serve(data_dir: &Path, context: AdminContext, tracker: tokio_util::task::TaskTracker) -> Result<AdminServer> {
+/// already there is stale and is replaced. The loop and each connection are
+/// tracked tasks, so shutdown waits for them and a panic marks the bot unready.
+pub fn serve(data_dir: &Path, context: AdminContext, tasks: &crate::tasks::Tasks) -> Result<AdminServer> {
     let path = data_dir.join(SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -107,17 +106,29 @@ pub fn serve(data_dir: &Path, context: AdminContext, tracker: tokio_util::task::
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let context = context.clone();
-            tracker.spawn(async move {
-                if let Err(e) = answer(stream, context).await {
-                    tracing::debug!(error = %e, "admin connection ended");
+    let connections = tasks.clone();
+    tasks.spawn_loop("admin socket", move |stop| async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.cancelled() => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let (context, stop) = (context.clone(), stop.clone());
+            connections.spawn("admin connection", async move {
+                // A follower (`audit tail --follow`) ends with the bot.
+                tokio::select! {
+                    answered = answer(stream, context) => {
+                        if let Err(e) = answered {
+                            tracing::debug!(error = %e, "admin connection ended");
+                        }
+                    }
+                    _ = stop.cancelled() => {}
                 }
             });
         }
     });
-    Ok(AdminServer { task, path })
+    Ok(AdminServer { path })
 }
 
 fn json_line(value: &impl Serialize) -> Vec<u8> {

@@ -143,7 +143,7 @@ impl Running {
         let checkpoints = signer
             .map(|signer| Arc::new(Checkpointer::new(signer, audit_settings, engine.audit().clone(), Some(chat))));
         let context = admin::AdminContext { store: store.clone(), checkpoints: checkpoints.clone() };
-        let admin = admin::serve(&data_dir, context, tasks.tracker())?;
+        let admin = admin::serve(&data_dir, context, &tasks)?;
         spawn_ticker(&tasks, engine.clone());
         if let Some(checkpoints) = checkpoints {
             spawn_checkpoints(&tasks, checkpoints);
@@ -259,11 +259,12 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     }
     let slack_mode = config.slack.as_ref().map(|s| s.mode);
     let slack_grace = config.slack.as_ref().map(|s| s.shutdown_grace);
+    let socket_ping = config.slack.as_ref().map(|s| s.socket_ping).unwrap_or(Duration::from_secs(10));
     let running =
         Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics, tasks.clone()).await?;
     let engine = running.engine.clone();
 
-    let mut readiness = Readiness { tasks: tasks.health(), ..Default::default() };
+    let mut readiness = Readiness { tasks: vec![tasks.health(), engine.health().clone()], ..Default::default() };
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut slack_ingress = None;
     if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
@@ -284,7 +285,8 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         if let (true, Some(app), Some(api)) = (mode.socket(), app, slack_api.clone()) {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
             readiness.slack_socket = Some(connected.clone());
-            tasks.spawn_loop("slack socket mode", move |stop| socket::run(ingress, api, app, connected, stop));
+            let ping = socket_ping;
+            tasks.spawn_loop("slack socket mode", move |stop| socket::run(ingress, api, app, ping, connected, stop));
         }
     }
     let state = AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness) };

@@ -22,8 +22,9 @@ pub struct Readiness {
     pub store_open: AtomicBool,
     /// Set only when Socket Mode is enabled: true while connected.
     pub slack_socket: Option<Arc<AtomicBool>>,
-    /// Background tasks that died (panicked, or a loop that ended).
-    pub tasks: Arc<crate::tasks::Health>,
+    /// Background tasks that died (panicked, or a loop that ended), and
+    /// actions whose backend panicked.
+    pub tasks: Vec<Arc<crate::tasks::Health>>,
 }
 
 #[derive(Clone)]
@@ -126,7 +127,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             missing.push("slack socket mode");
         }
     }
-    let dead = state.readiness.tasks.dead();
+    let dead: Vec<String> = state.readiness.tasks.iter().flat_map(|h| h.dead()).collect();
     let dead_text = dead.iter().map(|d| format!("task {d}")).collect::<Vec<_>>();
     missing.extend(dead_text.iter().map(String::as_str));
     if missing.is_empty() {

@@ -46,19 +46,20 @@ pub struct Handled {
     pub replies: Vec<Reply>,
 }
 
-/// The backends, by kind.
+/// The backends, by kind: the executor port the engine owns. Tests may put
+/// their own executor in any slot.
 pub struct Executors {
-    pub simulated: Arc<Simulated>,
-    pub kubernetes: Arc<crate::action::kubernetes::Kubernetes>,
-    pub ecs: Arc<crate::action::ecs::Ecs>,
+    pub simulated: Arc<dyn Executor>,
+    pub kubernetes: Arc<dyn Executor>,
+    pub ecs: Arc<dyn Executor>,
 }
 
 impl Executors {
     pub fn from_config(config: &Config) -> Executors {
         Executors {
             simulated: Arc::new(Simulated::new(config.services.values())),
-            kubernetes: Default::default(),
-            ecs: Default::default(),
+            kubernetes: Arc::new(crate::action::kubernetes::Kubernetes::default()),
+            ecs: Arc::new(crate::action::ecs::Ecs::default()),
         }
     }
     pub fn for_service(&self, service: &Service) -> &dyn Executor {
@@ -115,6 +116,8 @@ pub struct Engine {
     /// Serialises read-modify-write of pending requests (votes, expiry).
     votes: tokio::sync::Mutex<()>,
     names: Arc<crate::names::DisplayNames>,
+    /// Marked when an action's backend panics (a bug): readiness reads it.
+    health: Arc<crate::tasks::Health>,
 }
 
 /// Everything [`Engine::new`] needs.
@@ -145,7 +148,13 @@ impl Engine {
             tracker: TaskTracker::new(),
             votes: tokio::sync::Mutex::new(()),
             names,
+            health: Default::default(),
         })
+    }
+
+    /// Whether an action's backend has panicked (a bug), for readiness.
+    pub fn health(&self) -> &Arc<crate::tasks::Health> {
+        &self.health
     }
 
     /// Where adapters record the display names they learn.

@@ -9,6 +9,8 @@ use crate::command::ParsedCommand;
 use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::store::RunLock;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 impl Engine {
@@ -90,24 +92,20 @@ impl Engine {
         action: Action,
     ) {
         let (progress, mut milestones) = Progress::channel(8);
-        let recorder = {
-            let engine = self.clone();
-            let (id, requester, parsed, reply) = (id.clone(), requester.clone(), parsed.clone(), reply.clone());
-            tokio::spawn(async move {
-                while let Some(text) = milestones.recv().await {
-                    let record = AuditEntry {
-                        args: None,
-                        ..engine.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
-                    }
-                    .detail(text.clone());
-                    match engine.audit.append(record).await {
-                        Ok(_) => engine.say(&reply, Reply::Progress { request_id: id.clone(), text }).await,
-                        Err(e) => {
-                            tracing::error!(error = %e, request = %id, "progress not recorded; not shown")
-                        }
-                    }
+        // Milestones are recorded, then shown, in the same task as the run
+        // (the executor's progress sender ends with it, which ends this loop).
+        let recorder = async {
+            while let Some(text) = milestones.recv().await {
+                let record = AuditEntry {
+                    args: None,
+                    ..self.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
                 }
-            })
+                .detail(text.clone());
+                match self.audit.append(record).await {
+                    Ok(_) => self.say(&reply, Reply::Progress { request_id: id.clone(), text }).await,
+                    Err(e) => tracing::error!(error = %e, request = %id, "progress not recorded; not shown"),
+                }
+            }
         };
         let executor = self.executors.for_service(&service);
         let run_context = crate::action::RunContext {
@@ -116,12 +114,26 @@ impl Engine {
             history: self.verified_history(&service.name),
         };
         let timeout = self.config.action_timeout;
-        let result =
-            match tokio::time::timeout(timeout, executor.execute(&service, &action, &run_context, progress)).await {
-                Ok(result) => result,
-                Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
-            };
-        let _ = recorder.await;
+        let run = async {
+            // A panic in a backend ends this action, not the bot: it is
+            // recorded as failed (the live state unknown), logged, and makes
+            // readiness false, since it is a bug.
+            let execute = AssertUnwindSafe(executor.execute(&service, &action, &run_context, progress)).catch_unwind();
+            match tokio::time::timeout(timeout, execute).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => {
+                    let what = format!("the {} backend panicked running {id}", action.verb());
+                    tracing::error!(request = %id, panic = %crate::tasks::panic_text(&panic), "{what}");
+                    self.health.mark_dead(what);
+                    Err(ActionError::Unknown(
+                        "opsbot hit an internal error while running this (a bug); check the service's live state"
+                            .into(),
+                    ))
+                }
+                Err(_) => Err(ActionError::Timeout(crate::clock::format_duration(timeout))),
+            }
+        };
+        let (result, ()) = tokio::join!(run, recorder);
         let (verdict, text, live) = match result {
             Ok(outcome) => (Verdict::Succeeded, outcome.summary, outcome.live),
             Err(ActionError::Unknown(text)) => (Verdict::Unknown, format!("unknown: {text}"), None),

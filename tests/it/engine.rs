@@ -420,3 +420,71 @@ requesters = ["developers"]
     assert_eq!((runs_now, started, busy), (1, 1, 39), "{replies:#?}");
     h.engine.wait_idle().await;
 }
+
+/// A backend that panics (a bug) ends its action, not the bot: the outcome
+/// is recorded (unknown: the live state was not read), the service is free
+/// again, and the engine reports itself unhealthy so readiness goes false.
+#[tokio::test]
+async fn a_panicking_backend_is_recorded_frees_the_service_and_marks_the_bot_unhealthy() {
+    struct Panics;
+    impl opsbot::action::Executor for Panics {
+        fn execute<'a>(
+            &'a self,
+            _: &'a opsbot::config::Service,
+            _: &'a opsbot::action::Action,
+            _: &'a opsbot::action::RunContext,
+            _: opsbot::action::Progress,
+        ) -> opsbot::audit::BoxFuture<'a, Result<opsbot::action::Outcome, opsbot::action::ActionError>> {
+            Box::pin(async { panic!("index out of bounds") })
+        }
+        fn status<'a>(
+            &'a self,
+            _: &'a opsbot::config::Service,
+        ) -> opsbot::audit::BoxFuture<'a, Result<String, opsbot::action::ActionError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+    }
+    let text = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0"]
+[services.api]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["deploy"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
+    let mut executors = Executors::from_config(&config);
+    executors.simulated = Arc::new(Panics);
+    let store = Arc::new(MemoryStore::default());
+    let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let sink = Arc::new(RecordingSink::default());
+    let engine = Engine::new(Parts {
+        executors,
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store: store.clone(),
+        audit: audit.clone(),
+        chat: sink.clone(),
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    });
+    assert!(engine.handle(command(user(0), "/deploy api v2")).await);
+    engine.wait_idle().await;
+    let outcome = audit
+        .read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() })
+        .unwrap()
+        .pop()
+        .expect("the outcome is recorded");
+    assert_eq!(outcome.entry.outcome, Some(opsbot::audit::Verdict::Unknown), "{outcome:?}");
+    assert!(outcome.entry.detail.contains("internal error"), "{}", outcome.entry.detail);
+    use opsbot::store::Store;
+    assert!(store.run_locks().unwrap().is_empty(), "the service is free again");
+    let dead = engine.health().dead();
+    assert!(dead.iter().any(|d| d.contains("panicked")), "{dead:?}");
+    assert!(sink.replies().iter().any(|r| matches!(r, Reply::Outcome { .. })), "the channel is told");
+}

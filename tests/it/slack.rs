@@ -870,3 +870,44 @@ fn messages_not_delivered_by_shutdown_are_named() {
     assert!(log.contains("Slack messages not delivered before shutdown"), "{log}");
     assert!(log.contains("r-1 start message in CSLOW") && log.contains("r-1 outcome in CSLOW"), "{log}");
 }
+
+/// A Socket Mode connection that goes silent (half-open: no pongs, no
+/// frames, never closed) is noticed, readiness goes false while no socket is
+/// live, and a new connection replaces it; commands work again after.
+#[test]
+fn a_silent_socket_is_noticed_replaced_and_readiness_follows() {
+    let text = config("socket").replace("channel_burst = 5", "channel_burst = 5\nsocket_ping = \"200ms\"");
+    let served = Served::with_config(&text);
+    let slack = &served.slack;
+    let ready = |want: u16, what: &str| {
+        let deadline = std::time::Instant::now() + LONG;
+        while served.get("/health/ready").0 != want {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    ready(200, "never became ready");
+    assert_eq!(slack.connections(), 1);
+    // The next connection attempts fail for a while, so the gap is visible.
+    for _ in 0..3 {
+        slack.fail(Fault { method: "apps.connections.open".into(), channel: None, status: 500, retry_after: None });
+    }
+    slack.silence_socket();
+    let silenced = std::time::Instant::now();
+    ready(503, "readiness stayed green on a silent socket");
+    let noticed = silenced.elapsed();
+    assert!(noticed < Duration::from_secs(3), "took {noticed:?} to notice (three pings of 200ms)");
+    let (_, why) = served.get("/health/ready");
+    assert!(why.contains("slack socket mode"), "{why}");
+    ready(200, "never reconnected");
+    assert_eq!(slack.connections(), 2, "a new connection replaced the silent one");
+    // The new socket carries commands.
+    slack.push(json!({"envelope_id": "env-after", "type": "slash_commands", "accepts_response_payload": true, "payload": {
+        "command": "/status", "text": "api-staging", "user_id": "UALICE", "channel_id": "COPS", "trigger_id": "after-1", "team_id": "T1"}}));
+    let deadline = std::time::Instant::now() + LONG;
+    while !slack.acks().iter().any(|a| a["envelope_id"] == "env-after") {
+        assert!(std::time::Instant::now() < deadline, "no ack on the new socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served.log().contains("no frame from Slack"), "{}", served.log());
+}

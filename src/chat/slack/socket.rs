@@ -1,8 +1,26 @@
 //! Socket Mode: opsbot dials Slack instead of Slack calling it. Each envelope
 //! is handled and acked with its `envelope_id` (slash commands with their
-//! answer as the ack payload); `disconnect` frames and dropped sockets lead to
-//! a fresh `apps.connections.open` with backoff. Redeliveries across a
-//! reconnect are harmless: every input carries its dedup key.
+//! answer as the ack payload); `disconnect` frames, dropped sockets and
+//! silent ones lead to a fresh `apps.connections.open` with backoff.
+//! Redeliveries across a reconnect are harmless: every input carries its
+//! dedup key.
+//!
+//! A hand-written loop rather than slack-morphism's own Socket Mode listener
+//! (2.31), because that listener cannot tell the application when its
+//! connection is lost — and `/health/ready` must be false while no socket is
+//! live. It also reconnects without backoff when a socket drops right after
+//! opening, and reads no pongs while a callback runs (a slow command would
+//! look like a dead peer). Here:
+//! - opsbot pings every `socket_ping`; any frame from Slack (pong, ping,
+//!   envelope) counts as life; with none for three intervals the socket is
+//!   taken for dead, closed, and replaced — a half-open connection no longer
+//!   goes unnoticed;
+//! - envelopes are handled on their own tasks (at most 64 at once), so the
+//!   socket keeps being read, and pinged, while a command runs;
+//! - `connected` is true only between Slack's `hello` and the end of that
+//!   session; readiness reads it;
+//! - the backoff grows on every failed attempt and on sessions that end
+//!   within a minute, and resets only after a session that lasted.
 
 use super::api::SlackApi;
 use super::inbound::{EventsBody, SlashCommand};
@@ -14,6 +32,9 @@ use slack_morphism::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -31,13 +52,20 @@ struct Envelope {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A session shorter than this does not reset the backoff.
+const STEADY: Duration = Duration::from_secs(60);
+/// Envelopes handled at once; past this, reading waits.
+const IN_FLIGHT: usize = 64;
+/// How long envelopes being handled may take once their session ended.
+const FINISHING: Duration = Duration::from_secs(5);
 
-/// Runs until `stop` is cancelled. `connected` is true while a socket is open
-/// and Slack said hello.
+/// Runs until `stop` is cancelled. `connected` is true while a socket is
+/// open, alive, and Slack said hello.
 pub async fn run(
     ingress: Arc<SlackIngress>,
     api: SlackApi,
     app_token: String,
+    ping: Duration,
     connected: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
@@ -49,14 +77,18 @@ pub async fn run(
             let session = client.open_session(&token);
             session.apps_connections_open(&SlackApiAppsConnectionOpenRequest::new()).await
         };
+        let started = Instant::now();
         match url {
-            Ok(open) => match session_loop(&ingress, open.url.0.as_str(), &connected, &stop).await {
-                Ok(()) => backoff = FIRST_BACKOFF,
+            Ok(open) => match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &stop).await {
+                Ok(()) => tracing::info!("Socket Mode session ended"),
                 Err(e) => tracing::warn!(error = %e, "Socket Mode connection ended"),
             },
             Err(e) => tracing::warn!(error = %e, "apps.connections.open failed"),
         }
         connected.store(false, Ordering::SeqCst);
+        if started.elapsed() >= STEADY {
+            backoff = FIRST_BACKOFF;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => break,
@@ -65,31 +97,55 @@ pub async fn run(
     }
 }
 
-/// One WebSocket session; Ok(()) when Slack asked us to reconnect.
+/// One WebSocket session; Ok(()) when Slack asked us to reconnect or we stop.
 async fn session_loop(
-    ingress: &SlackIngress,
+    ingress: &Arc<SlackIngress>,
     url: &str,
+    ping: Duration,
     connected: &AtomicBool,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("cannot connect: {e}"))?;
-    loop {
+    let (acks, mut to_send) = mpsc::channel::<String>(IN_FLIGHT);
+    let room = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut handlers = JoinSet::new();
+    let mut pings = tokio::time::interval(ping);
+    pings.tick().await;
+    let mut last_heard = Instant::now();
+    let result = loop {
+        let silent_for = last_heard.elapsed();
+        if silent_for >= ping * 3 {
+            break Err(format!("no frame from Slack for {}ms; the connection is dead", silent_for.as_millis()));
+        }
         let message = tokio::select! {
             m = socket.next() => m,
-            _ = stop.cancelled() => {
-                let _ = socket.close(None).await;
-                return Ok(());
-            }
-        };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Ping(data))) => {
-                socket.send(Message::Pong(data)).await.map_err(|e| e.to_string())?;
+            _ = pings.tick() => {
+                if let Err(e) = socket.send(Message::Ping(Vec::new().into())).await {
+                    break Err(format!("cannot ping: {e}"));
+                }
                 continue;
             }
-            Some(Ok(Message::Close(_))) | None => return Err("socket closed".into()),
+            Some(ack) = to_send.recv() => {
+                if let Err(e) = socket.send(Message::Text(ack.into())).await {
+                    break Err(format!("cannot ack: {e}"));
+                }
+                continue;
+            }
+            Some(done) = handlers.join_next(), if !handlers.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a Socket Mode envelope handler failed");
+                }
+                continue;
+            }
+            _ = stop.cancelled() => break Ok(()),
+        };
+        last_heard = Instant::now();
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            // tungstenite answers pings itself; pongs and pings only show life.
+            Some(Ok(Message::Close(_))) | None => break Err("socket closed".into()),
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.to_string()),
+            Some(Err(e)) => break Err(e.to_string()),
         };
         let envelope: Envelope = match serde_json::from_str(&text) {
             Ok(e) => e,
@@ -102,20 +158,43 @@ async fn session_loop(
             "hello" => connected.store(true, Ordering::SeqCst),
             "disconnect" => {
                 tracing::info!(reason = ?envelope.reason, "Slack asked to reconnect");
-                let _ = socket.close(None).await;
-                return Ok(());
+                break Ok(());
             }
             _ => {
                 let Some(id) = envelope.envelope_id.clone() else { continue };
-                let payload = handle(ingress, &envelope).await;
-                let mut ack = json!({ "envelope_id": id });
-                if let Some(payload) = payload {
-                    ack["payload"] = payload;
-                }
-                socket.send(Message::Text(ack.to_string().into())).await.map_err(|e| e.to_string())?;
+                let Ok(permit) = room.clone().acquire_owned().await else { continue };
+                let (ingress, acks) = (ingress.clone(), acks.clone());
+                handlers.spawn(async move {
+                    let payload = handle(&ingress, &envelope).await;
+                    let mut ack = json!({ "envelope_id": id });
+                    if let Some(payload) = payload {
+                        ack["payload"] = payload;
+                    }
+                    let _ = acks.send(ack.to_string()).await;
+                    drop(permit);
+                });
             }
         }
+    };
+    connected.store(false, Ordering::SeqCst);
+    // Envelopes already taken get a few seconds to finish and be acked if
+    // the socket still works; Slack redelivers any it saw no ack for, and
+    // every input carries its dedup key.
+    let finishing = async {
+        while let Some(done) = handlers.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a Socket Mode envelope handler failed");
+            }
+            while let Ok(ack) = to_send.try_recv() {
+                let _ = socket.send(Message::Text(ack.into())).await;
+            }
+        }
+    };
+    if tokio::time::timeout(FINISHING, finishing).await.is_err() {
+        handlers.abort_all();
     }
+    let _ = socket.close(None).await;
+    result
 }
 
 /// Handles one envelope; returns the ack payload, if it has one.
