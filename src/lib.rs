@@ -4,27 +4,44 @@
 //! step to a hash-chained audit trail.
 //!
 //! Code map (follow one event top to bottom):
-//! - [`chat`]: adapters (console now) turn input into [`event::Event`]s and
-//!   render [`chat::Reply`]s.
-//! - [`engine`]: the core; dispatches events, owns the ordering rules.
-//! - [`command`]: `commands/*.toml` → registry → typed [`command::Request`].
+//! - [`chat`]: the reply port the core owns ([`chat::ChatSink`], [`chat::Reply`],
+//!   marks for text a person typed) and the adapters: console, Slack.
+//! - [`engine`]: the core; dispatches events, owns the ordering rules and the
+//!   executor port ([`engine::Executors`]).
+//! - [`command`]: `commands/*.toml` → registry → typed [`command::Request`];
+//!   [`command::Kind`] says what a request is (a change, an admin action, a
+//!   read, a vote), and so which paths it may take.
 //! - [`policy`]: pure decisions (rules, freezes, locks, break-glass).
 //! - [`approval`]: pending requests, votes, action digests.
-//! - [`action`]: the [`action::Action`] enum and executors (simulated now).
-//! - [`audit`]: the hash-chained trail with group commit; [`store`]: the rest
-//!   of the durable state, in the same sled database.
+//! - [`action`]: the [`action::Action`] enum and executors: simulated,
+//!   Kubernetes, ECS.
+//! - [`audit`]: the hash-chained trail (group commit, sealed commits, read-only
+//!   verify/export, repair, signed checkpoints); [`store`]: the rest of the
+//!   durable state behind the [`store::Store`] trait (sled, in memory).
+//! - [`admin`]: the admin socket and the `audit` commands; [`checkpoints`]:
+//!   making and publishing checkpoints; [`tasks`]: every background task,
+//!   tracked; [`server`]: the HTTP listener.
 //! - [`config`]: validated configuration; [`clock`]: time and durations;
 //!   [`names`]: display names that label actors in the audit trail.
 //!
 //! Invariants:
-//! - Only `chat::*` will import slack-morphism or serenity; only `action::*` will
-//!   import kube or the AWS SDK; only `audit` and `store` import sled.
+//! - Only `chat::*` imports slack-morphism (or serenity); only `action::*`
+//!   imports kube or the AWS SDK; only `audit` and `store` import sled.
 //! - `command` and `policy` do no I/O and are tested with tables.
-//! - Nothing mutates infrastructure before its intent record is durable, and
-//!   nobody is told something happened before its record is durable.
-//! - No user text becomes a shell word, a command-line flag, or a resource name
-//!   the config did not list: services are looked up in config, versions must
-//!   be image tags, numbers are bounded.
+//! - Nothing mutates infrastructure before its intent record is durable
+//!   (fdatasync by default), and nobody is told something happened before its
+//!   record is durable.
+//! - An outcome is the live state, read back: success means what the request
+//!   named runs now; when the bot cannot know, the outcome is `unknown`.
+//! - Decide, then announce: nothing is said in a channel before it is decided
+//!   (locks taken, policy passed).
+//! - Readers never write: `audit verify`/`export` open the store read-only.
+//! - No user text becomes a shell word, a command-line flag, a resource name
+//!   the config did not list, or chat markup: services are looked up in
+//!   config, versions must be image tags, numbers are bounded, and typed text
+//!   is marked so adapters escape it.
+//! - Every queue is bounded and every task tracked; a task that dies makes
+//!   readiness false.
 
 // Errors are the cold path (a typo, a refusal); carrying usage text and
 // suggestions by value keeps them simple, and their size costs nothing measurable.
