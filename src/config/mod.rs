@@ -372,9 +372,16 @@ mod duration_text {
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::clock::format_duration(*d))
     }
+    /// A duration in the configuration is never zero: a zero poll would spin,
+    /// a zero timeout would fail everything at once.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        crate::clock::parse_duration(&text).map_err(serde::de::Error::custom)
+        match crate::clock::parse_duration(&text).map_err(serde::de::Error::custom)? {
+            zero if zero.is_zero() => {
+                Err(serde::de::Error::custom(format!("`{text}` is zero; write a duration longer than zero")))
+            }
+            duration => Ok(duration),
+        }
     }
 }
 

@@ -90,3 +90,17 @@ fn the_default_durability_is_fdatasync_and_flush_is_an_explicit_choice() {
     assert_eq!(config.durability, super::Durability::Flush);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+#[test]
+fn zero_durations_inside_a_backend_are_refused_too() {
+    for field in ["poll = \"0s\"", "rollout_timeout = \"0ms\""] {
+        let text = format!(
+            "{BASE}[services.k]\nenvironment = \"production\"\nbackend = {{ type = \"kubernetes\", namespace = \"shop\", deployment = \"api\", container = \"app\", image = \"r/api\", {field} }}\n[[rules]]\ncommands = [\"deploy\"]\nenvironments = [\"*\"]\nrequesters = [\"sre\"]\n"
+        );
+        let problems = problems(&text);
+        assert!(
+            problems.iter().any(|p| p.key == "services.k" && p.message.contains("is zero")),
+            "{field}: {problems:?}"
+        );
+    }
+}

@@ -133,6 +133,11 @@ async fn session_loop(
             }
             Some(done) = handlers.join_next(), if !handlers.is_empty() => {
                 if let Err(e) = done {
+                    if e.is_panic() {
+                        // A bug: let it end this task, so the tracker logs it
+                        // and readiness goes false, rather than limp on.
+                        std::panic::resume_unwind(e.into_panic());
+                    }
                     tracing::error!(error = %e, "a Socket Mode envelope handler failed");
                 }
                 continue;
