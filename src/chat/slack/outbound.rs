@@ -155,15 +155,21 @@ impl SlackSink {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.inner.closing.cancel();
-        let outstanding = self.inner.outstanding.lock().expect("outstanding lock");
-        outstanding
+        // What is still outstanding now was not delivered; then the lanes
+        // stop retrying and give the rest up.
+        let undelivered = self
+            .inner
+            .outstanding
+            .lock()
+            .expect("outstanding lock")
             .values()
             .map(|o| match &o.request {
                 Some(request) => format!("{request} {} in {}", o.what, o.channel),
                 None => format!("a {} in {}", o.what, o.channel),
             })
-            .collect()
+            .collect();
+        self.inner.closing.cancel();
+        undelivered
     }
 
     /// The sender of `channel`'s `lane`, starting the lane if it has none.
@@ -275,7 +281,18 @@ async fn run_lane(inner: Arc<Inner>, channel: String, lane: Lane, lane_id: u64, 
     };
     let mut delivery = deliver::Delivery::new(&inner, &channel, pacing);
     loop {
-        let job = match tokio::time::timeout(inner.settings.idle, rx.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(inner.settings.idle, rx.recv()) => next,
+            _ = inner.closing.cancelled() => {
+                // Shutdown stopped waiting: what is left was named by drain.
+                rx.close();
+                while let Ok(job) = rx.try_recv() {
+                    inner.done(job.id);
+                }
+                return;
+            }
+        };
+        let job = match next {
             Ok(Some(job)) => job,
             Ok(None) => break,
             Err(_idle) => {

@@ -125,6 +125,11 @@ impl<'a> Delivery<'a> {
         let Job { id, target, work } = job;
         let what = work.what();
         let request = work.request();
+        if self.inner.closing.is_cancelled() {
+            // Shutdown stopped waiting: named by drain, not tried again.
+            self.inner.done(id);
+            return;
+        }
         if let Err(e) = self.deliver(&target, work).await {
             self.inner.metrics.slack_undelivered.fetch_add(1, Ordering::Relaxed);
             tracing::error!(channel = %self.channel, request = request.as_deref().unwrap_or("-"), what, error = %e, "Slack message given up");
