@@ -121,7 +121,7 @@ impl Running {
         if let Some(leftover) = store.audit().recovered() {
             started.push_str(&format!("; recovered after a crash: {}", leftover.describe()));
         }
-        if signer.is_none() {
+        if signer.is_none() && name == "serve" {
             tracing::warn!(
                 "no audit key ({} or [audit] key_file): checkpoints are off, so a consistent rewrite of the whole store could not be detected",
                 crate::checkpoints::KEY_VARIABLE
