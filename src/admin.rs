@@ -188,8 +188,9 @@ async fn answer(stream: UnixStream, context: AdminContext) -> std::io::Result<()
     let audit: Arc<dyn AuditLog> = store.audit();
     match request {
         AdminRequest::Verify { at } => {
-            let trail = store.audit().trail().clone();
-            let answer = tokio::task::spawn_blocking(move || verify_answer(&trail, &at.into_iter().collect()))
+            // The bot is writing: verify up to what its writer acknowledged.
+            let log = store.audit();
+            let answer = tokio::task::spawn_blocking(move || answer_from(log.verify_live(&at.into_iter().collect())))
                 .await
                 .map_err(std::io::Error::other)?;
             write.write_all(&json_line(&answer)).await?;
@@ -261,7 +262,12 @@ fn no_key() -> String {
 }
 
 fn verify_answer(trail: &Trail, at: &BTreeSet<u64>) -> VerifyAnswer {
-    let (result, hashes) = trail.verify_at(at);
+    answer_from(trail.verify_at(at))
+}
+
+type Walked = (Result<crate::audit::VerifySummary, crate::audit::VerifyFailure>, BTreeMap<u64, String>);
+
+fn answer_from((result, hashes): Walked) -> VerifyAnswer {
     match result {
         Ok(summary) => VerifyAnswer {
             ok: true,

@@ -6,7 +6,7 @@
 //! trail itself as a `system` record.
 
 use crate::audit::checkpoint::{Checkpoint, PublicKey, Signer};
-use crate::audit::{chain::Head, AuditEntry, AuditLog, AuditQuery, RecordKind};
+use crate::audit::{AuditEntry, AuditLog, RecordKind};
 use crate::chat::{ChatSink, Reply};
 use crate::config::AuditSettings;
 use crate::error::{Error, Result};
@@ -66,11 +66,11 @@ impl Checkpointer {
     /// Signs the trail's head and publishes it. Unless `force`, does nothing
     /// when nothing but the last checkpoint's own record was added since.
     pub async fn checkpoint(&self, force: bool) -> Result<Option<Checkpoint>> {
-        let newest = self.audit.read(&AuditQuery { limit: Some(1), ..Default::default() })?;
-        let head = match newest.last() {
-            Some(record) => Head { seq: record.seq, hash: record.hash.clone() },
-            None => return Ok(None),
-        };
+        // The last durable record: never one a crash could still take back.
+        let head = self.audit.head()?;
+        if head.seq == 0 {
+            return Ok(None);
+        }
         if !force && *self.last_record.lock().expect("checkpoint lock") == Some(head.seq) {
             return Ok(None);
         }

@@ -63,6 +63,10 @@ impl AuditLog for Named {
         self.inner.each(query, visit)
     }
 
+    fn head(&self) -> Result<crate::audit::chain::Head, AuditError> {
+        self.inner.head()
+    }
+
     fn newest_outcomes(&self, service: &str, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
         self.inner.newest_outcomes(service, n)
     }

@@ -9,11 +9,13 @@ use tokio::sync::broadcast;
 pub struct MemoryAuditLog {
     records: Mutex<Vec<(AuditRecord, Vec<u8>)>>,
     committed: broadcast::Sender<AuditRecord>,
+    /// Set when a commit failed: like the sled log, it then takes nothing more.
+    failed: Mutex<Option<String>>,
 }
 
 impl Default for MemoryAuditLog {
     fn default() -> Self {
-        Self { records: Mutex::new(Vec::new()), committed: broadcast::channel(1024).0 }
+        Self { records: Mutex::new(Vec::new()), committed: broadcast::channel(1024).0, failed: Mutex::new(None) }
     }
 }
 
@@ -31,8 +33,14 @@ impl AuditLog for MemoryAuditLog {
         then: Option<Effect>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         let mut records = self.records.lock().expect("audit lock");
+        if let Some(problem) = self.failed.lock().expect("audit lock").clone() {
+            return Box::pin(async move {
+                Err(AuditError::Store(format!("the audit store failed earlier ({problem}) and takes no more records")))
+            });
+        }
         // The state change first: if it fails, nothing is appended (one commit).
         if let Some(Err(e)) = then.map(|effect| effect()) {
+            *self.failed.lock().expect("audit lock") = Some(format!("state change: {e}"));
             return Box::pin(async move { Err(AuditError::Store(format!("state change: {e}"))) });
         }
         let mut out = Vec::new();
@@ -75,6 +83,14 @@ impl AuditLog for MemoryAuditLog {
             }
         }
         Ok(())
+    }
+
+    fn head(&self) -> Result<chain::Head, AuditError> {
+        let records = self.records.lock().expect("audit lock");
+        Ok(records
+            .last()
+            .map(|(r, _)| chain::Head { seq: r.seq, hash: r.hash.clone() })
+            .unwrap_or_else(chain::Head::genesis))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {

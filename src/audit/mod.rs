@@ -264,6 +264,9 @@ pub trait AuditLog: Send + Sync {
     }
     /// Follow new records as they are committed.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditRecord>;
+    /// The last durable record (genesis for an empty trail): what a
+    /// checkpoint may sign.
+    fn head(&self) -> Result<chain::Head, AuditError>;
 }
 
 /// How far back chat replies (`/status`, `/audit`) look in the trail

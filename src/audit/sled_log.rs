@@ -97,21 +97,50 @@ impl Trail {
         at: &std::collections::BTreeSet<u64>,
     ) -> (Result<chain::VerifySummary, chain::VerifyFailure>, std::collections::BTreeMap<u64, String>) {
         let mut hashes = std::collections::BTreeMap::new();
-        let result = self.walk(at, &mut hashes);
+        let result = self.walk(at, None, &mut hashes);
+        (result, hashes)
+    }
+
+    /// [`Trail::verify_at`] for a trail its writer is appending to: only the
+    /// records up to `acked` (the last commit the writer acknowledged) are
+    /// walked, and they must end exactly there. A commit in flight is not
+    /// looked at, so it cannot be mistaken for a damaged end.
+    pub fn verify_acked(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+        acked: &Head,
+    ) -> (Result<chain::VerifySummary, chain::VerifyFailure>, std::collections::BTreeMap<u64, String>) {
+        let mut hashes = std::collections::BTreeMap::new();
+        let result = self.walk(at, Some(acked), &mut hashes);
         (result, hashes)
     }
 
     fn walk(
         &self,
         at: &std::collections::BTreeSet<u64>,
+        acked: Option<&Head>,
         hashes: &mut std::collections::BTreeMap<u64, String>,
     ) -> Result<chain::VerifySummary, chain::VerifyFailure> {
+        let upto = acked.map(|h| h.seq).unwrap_or(u64::MAX);
         let mut verifier = Verifier::default();
         // A seal that disagrees with its block is reported only if no record
         // fails after it: a removed record is named better by the gap it leaves.
         let mut bad_seal: Option<chain::VerifyFailure> = None;
         let mut pending: Option<Digested> = None;
         let mut check = |block: Digested, last: bool, verifier: &mut Verifier| -> Result<(), chain::VerifyFailure> {
+            if block.first + block.records.len() as u64 - 1 > upto {
+                // Past the acknowledged head: the writer's commit in flight.
+                for (i, digest) in block.records.iter().enumerate() {
+                    let seq = block.first + i as u64;
+                    if seq <= upto {
+                        verifier.push_digest(seq, digest)?;
+                        if at.contains(&seq) {
+                            hashes.insert(seq, verifier.head().hash);
+                        }
+                    }
+                }
+                return Ok(());
+            }
             for (i, digest) in block.records.iter().enumerate() {
                 let seq = block.first + i as u64;
                 verifier.push_digest(seq, digest)?;
@@ -153,6 +182,21 @@ impl Trail {
             return Err(failure);
         }
         let chain_end = verifier.head();
+        if let Some(acked) = acked {
+            return if chain_end == *acked {
+                Ok(chain::VerifySummary { records: acked.seq, head_hash: acked.hash.clone(), note: None })
+            } else {
+                Err(chain::VerifyFailure {
+                    seq: chain_end.seq,
+                    problem: format!(
+                        "the chain ends at record {} but the writer acknowledged record {} ({}…)",
+                        chain_end.seq,
+                        acked.seq,
+                        &acked.hash[..12.min(acked.hash.len())]
+                    ),
+                })
+            };
+        }
         match self.end().map_err(|e| chain::VerifyFailure { seq: 0, problem: e.to_string() })? {
             End::Clean { head } => Ok(chain::VerifySummary { records: head.seq, head_hash: head.hash, note: None }),
             End::CrashLeftover(leftover) => Ok(chain::VerifySummary {
@@ -177,7 +221,16 @@ impl Trail {
     /// Calls `visit` with every committed record matching `query` (limits
     /// are ignored), oldest first, one at a time; stops when it returns false.
     pub fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
-        let upto = self.readable_end()?;
+        self.each_upto(query, self.readable_end()?, visit)
+    }
+
+    /// [`Trail::each`], up to record `upto`.
+    pub fn each_upto(
+        &self,
+        query: &AuditQuery,
+        upto: u64,
+        visit: &mut dyn FnMut(AuditRecord) -> bool,
+    ) -> Result<(), AuditError> {
         let lower = query.after_seq.map(|n| n + 1).unwrap_or(1);
         for item in self.blocks_from(lower) {
             let (first, value) = item?;
@@ -401,6 +454,11 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AuditError> {
 /// The audit log over one sled tree.
 pub struct SledAuditLog {
     trail: Trail,
+    /// The last record the writer acknowledged (durable): what readers of a
+    /// running bot's trail go up to, and what checkpoints sign.
+    acked: Arc<Mutex<Head>>,
+    /// Why the store stopped taking records, if a commit failed.
+    failed: Arc<Mutex<Option<String>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     room: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -423,7 +481,11 @@ impl SledAuditLog {
     pub fn open_with_hook(db: &sled::Db, hook: CommitHook, durable: Durable) -> Result<SledAuditLog, AuditError> {
         let tree = db.open_tree("audit").map_err(store_error)?;
         let (head, recovered) = match end::classify(&tree)? {
-            End::Clean { head } => (head, None),
+            End::Clean { head } => {
+                // Index values a commit cut short wrote before its blocks.
+                remove_past(&tree, &head).map_err(store_error)?;
+                (head, None)
+            }
             End::CrashLeftover(leftover) => {
                 let dropped = remove_past(&tree, &leftover.head).map_err(store_error)?;
                 let mark = serde_json::to_vec(&leftover.head).expect("head serialises");
@@ -444,12 +506,20 @@ impl SledAuditLog {
         let notify = committed.clone();
         let recent = Arc::new(RecentOutcomes::default());
         let writer_recent = recent.clone();
+        let acked = Arc::new(Mutex::new(head.clone()));
+        let writer_acked = acked.clone();
+        let failed = Arc::new(Mutex::new(None));
+        let writer_failed = failed.clone();
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run_writer(durable, writer_tree, head, rx, notify, hook, writer_recent))
+            .spawn(move || {
+                run_writer(durable, writer_tree, head, rx, notify, hook, writer_recent, writer_acked, writer_failed)
+            })
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
         Ok(SledAuditLog {
             trail: Trail::new(tree),
+            acked,
+            failed,
             jobs: Mutex::new(Some(tx)),
             room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
             writer: Mutex::new(Some(writer)),
@@ -480,6 +550,25 @@ impl SledAuditLog {
     /// Verifies the whole chain (see [`Trail::verify`]).
     pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
         self.trail.verify()
+    }
+
+    /// Why the store takes no more records (a commit failed), if it does not.
+    pub fn failed(&self) -> Option<String> {
+        self.failed.lock().expect("failed lock").clone()
+    }
+
+    /// The last record the writer acknowledged.
+    pub fn acked(&self) -> Head {
+        self.acked.lock().expect("acked lock").clone()
+    }
+
+    /// Verifies the chain up to what the writer acknowledged, while it runs
+    /// (see [`Trail::verify_acked`]).
+    pub fn verify_live(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+    ) -> (Result<chain::VerifySummary, chain::VerifyFailure>, std::collections::BTreeMap<u64, String>) {
+        self.trail.verify_acked(at, &self.acked())
     }
 }
 
@@ -517,10 +606,31 @@ fn run_writer(
     notify: broadcast::Sender<AuditRecord>,
     hook: CommitHook,
     recent: Arc<RecentOutcomes>,
+    acked: Arc<Mutex<Head>>,
+    failed: Arc<Mutex<Option<String>>>,
 ) {
     let mut last_ts = Utc::now();
+    // A job that did not fit in the last commit: it starts the next one.
+    let mut carried: Option<Job> = None;
     loop {
-        let first = match rx.recv_timeout(IDLE_COMMIT) {
+        let next = match carried.take() {
+            Some(job) => Ok(job),
+            None => rx.recv_timeout(IDLE_COMMIT),
+        };
+        if let Some(problem) = failed.lock().expect("failed lock").clone() {
+            // A commit failed: the store takes nothing more (see below).
+            match next {
+                Ok(job) => {
+                    let _ = job.reply.send(Err(AuditError::Store(format!(
+                        "the audit store failed earlier ({problem}) and takes no more records; restart opsbot"
+                    ))));
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            }
+        }
+        let first = match next {
             Ok(job) => job,
             Err(idle) => {
                 // No appends: make the hook's queued writes durable anyway.
@@ -534,10 +644,17 @@ fn run_writer(
                 continue;
             }
         };
+        // At most MAX_COMMIT records a commit (a job is never larger, see
+        // `commit`): end::classify relies on it to tell a cut-off commit from
+        // records added behind the head.
         let mut jobs = vec![first];
         let mut queued = jobs[0].entries.len();
         while queued < MAX_COMMIT {
             match rx.try_recv() {
+                Ok(job) if queued + job.entries.len() > MAX_COMMIT => {
+                    carried = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     queued += job.entries.len();
                     jobs.push(job);
@@ -582,6 +699,7 @@ fn run_writer(
         let written = written.and_then(|_| db.flush());
         match written {
             Ok(()) => {
+                *acked.lock().expect("acked lock") = head.clone();
                 recent.note(sealed.iter().flatten());
                 for (job, records) in jobs.into_iter().zip(sealed) {
                     // Followers (audit tail) are rare; clone only when one listens.
@@ -594,19 +712,16 @@ fn run_writer(
                 }
             }
             Err(e) => {
-                // Nothing in this batch is acknowledged; the chain continues from
-                // the last committed head, without whatever part of the commit
-                // was written before the error.
-                head = start_head;
+                // Nothing in this batch is acknowledged, and the store takes
+                // no more: a write or flush that failed means the disk is
+                // failing, and undoing part of a commit in place could leave
+                // an order no crash leaves. What reaches the disk is a prefix
+                // of this commit, which the next start classifies like a
+                // crash. Readiness goes false (`failed`).
+                let _ = start_head;
                 recent.forget();
-                tracing::error!(error = %e, "audit commit failed");
-                let mark = serde_json::to_vec(&head).expect("head serialises");
-                let rolled_back = remove_past(&tree, &head)
-                    .and_then(|_| tree.insert(HEAD_KEY, mark.clone()))
-                    .and_then(|_| tree.insert(COMMITTED_KEY, mark));
-                if let Err(e) = rolled_back {
-                    tracing::error!(error = %e, "cannot remove a failed commit's blocks; `audit verify` will report them");
-                }
+                tracing::error!(error = %e, "audit commit failed; the audit store takes no more records until opsbot restarts");
+                *failed.lock().expect("failed lock") = Some(e.to_string());
                 for job in jobs {
                     let _ = job.reply.send(Err(AuditError::Store(e.to_string())));
                 }
@@ -622,6 +737,12 @@ impl AuditLog for SledAuditLog {
         then: Option<Effect>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
         Box::pin(async move {
+            if entries.len() > MAX_COMMIT {
+                return Err(AuditError::Store(format!(
+                    "{} records in one append; at most {MAX_COMMIT} go in one commit",
+                    entries.len()
+                )));
+            }
             let permit = self.room.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
             let (reply, done) = oneshot::channel();
             let sent = match self.jobs.lock().expect("audit lock").as_ref() {
@@ -640,7 +761,12 @@ impl AuditLog for SledAuditLog {
     }
 
     fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {
-        self.trail.each(query, visit)
+        // Up to what the writer acknowledged: never a commit in flight.
+        self.trail.each_upto(query, self.acked().seq, visit)
+    }
+
+    fn head(&self) -> Result<Head, AuditError> {
+        Ok(self.acked())
     }
 
     /// From memory, after the first question per service (see [`recent`]).
@@ -676,7 +802,7 @@ pub struct Repaired {
 /// verify without rewriting history. Then it seals the last block at the
 /// chain's real end, points `h` and `c` there, corrects any seal that does
 /// not match its block, and rebuilds the service index from the records.
-pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
+pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
     let Some(tree) = existing_tree(db)? else {
         return Err(AuditError::Damaged("there is no audit trail in this store".into()));
     };
@@ -726,8 +852,9 @@ pub fn repair(db: &sled::Db) -> Result<Repaired, AuditError> {
         && reseal.is_empty()
         && was_head.as_ref() == Some(&head)
         && was_committed.as_ref() == Some(&head);
-    if clean {
-        return Ok(Repaired { problem: None, records: head.seq, head, was_head, was_committed });
+    if clean || !write {
+        let problem = if clean { None } else { problem.or_else(|| Some("seals or marks did not match the records".into())) };
+        return Ok(Repaired { problem, records: head.seq, head, was_head, was_committed });
     }
     for (key, unsealed, at) in reseal {
         tree.insert(key, sealed(&unsealed, &at)).map_err(store_error)?;

@@ -65,6 +65,21 @@ impl SledStore {
     pub fn open_with(dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
+        // A trail whose end no crash explains is refused before anything is
+        // written, not even sled's own recovery: the directory stays as it
+        // was found, as evidence.
+        if dir.join("db").is_file() && dir.join("conf").is_file() {
+            let read = ReadOnly::open(dir);
+            match read {
+                Ok(read) => {
+                    if let crate::audit::end::End::Broken { problem } = read.trail.end()? {
+                        return Err(crate::audit::AuditError::Damaged(problem).into());
+                    }
+                }
+                Err(StoreError::Open { .. }) => {} // no trail yet
+                Err(e) => return Err(e),
+            }
+        }
         let db = open_db(dir)?;
         let sync = match durability {
             Durability::Flush => None,
@@ -297,9 +312,18 @@ impl Store for SledStore {
 
 /// Opens sled in `dir` (which must exist), or says another process holds it.
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    open_sled(dir, false)
+}
+
+/// Opens sled in `dir`; `read_only` recovers in memory and writes nothing
+/// (the vendored sled's read-only open: no snapshot, no zeroing of a torn
+/// log tail, no flush; see vendor/sled/OPSBOT.md).
+fn open_sled(dir: &Path, read_only: bool) -> Result<sled::Db, StoreError> {
     // sled's default page cache is 1 GiB; opsbot's working set is small
     // (recent records, open requests), so keep memory flat as the trail grows.
-    sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(|e| match &e {
+    let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+    let config = if read_only { config.read_only(true).flush_every_ms(None) } else { config };
+    config.open().map_err(|e| match &e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
             StoreError::Locked { path: dir.display().to_string() }
         }
@@ -308,7 +332,8 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 }
 
 /// An existing store opened only to be read (`audit verify`, `export`,
-/// `tail` with no bot running): nothing is created, dropped or fixed. It
+/// `tail` with no bot running): not a byte of the data directory changes —
+/// not even sled's own crash recovery (snapshot, torn tail) is written. It
 /// still holds sled's lock on the directory while it lives.
 pub struct ReadOnly {
     pub db: sled::Db,
@@ -325,23 +350,40 @@ impl ReadOnly {
         if !dir.join("db").is_file() || !dir.join("conf").is_file() {
             return Err(missing());
         }
-        let db = open_db(dir)?;
+        let db = open_sled(dir, true)?;
         let tree = crate::audit::sled_log::existing_tree(&db)?.ok_or_else(missing)?;
         Ok(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) })
     }
 }
 
 /// `opsbot audit repair` on the store in `dir` (no bot may be running).
+/// Verifies first on a read-only open: a store that needs no repair, or
+/// that no repair can fix (a broken chain), is left exactly as it was.
 pub fn repair(dir: &Path) -> Result<crate::audit::sled_log::Repaired, StoreError> {
-    let read = ReadOnly::open(dir)?;
-    Ok(crate::audit::sled_log::repair(&read.db)?)
+    let planned = {
+        let read = ReadOnly::open(dir)?;
+        crate::audit::sled_log::repair(&read.db, false)?
+    };
+    if planned.problem.is_none() {
+        return Ok(planned);
+    }
+    let db = open_db(dir)?;
+    Ok(crate::audit::sled_log::repair(&db, true)?)
 }
 
 fn release_run_lock(locks: &sled::Tree, service: &str, request_id: &str) -> Result<(), StoreError> {
     let key = format!("run:{service}");
     if let Some(bytes) = locks.get(&key)? {
-        let held: RunLock = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if held.request_id == request_id {
+        let ours = match serde_json::from_slice::<RunLock>(&bytes) {
+            Ok(held) => held.request_id == request_id,
+            // An unreadable lock is nobody's: releasing it frees the service
+            // (and keeps this release, made in an outcome's commit, from failing it).
+            Err(e) => {
+                tracing::warn!(%service, error = %e, "an unreadable run lock was released");
+                true
+            }
+        };
+        if ours {
             let _ = locks.compare_and_swap(&key, Some(bytes), None::<Vec<u8>>)?;
         }
     }

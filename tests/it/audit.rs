@@ -248,20 +248,24 @@ fn a_deleted_or_moved_back_head_is_reported_loses_nothing_and_is_repaired() {
         let records = bot.export(&[]);
         with_tree(&bot, |tree| tamper(tree));
         let tampered = raw_trail(&bot);
+        let files = crate::support::fingerprint(&bot.data());
 
         let verify = bot.verify();
         let out = stdout(&verify);
         assert!(!verify.status.success() && out.contains("audit trail BROKEN"), "{name}: {out}");
         assert!(out.contains("head") && out.contains("audit repair"), "{name}: {out}");
         assert_eq!(bot.export(&[]), records, "{name}: export still reads every record");
-        assert_eq!(raw_trail(&bot), tampered, "{name}: verify and export wrote nothing");
+        assert_eq!(crate::support::fingerprint(&bot.data()), files, "{name}: verify and export wrote nothing");
 
         // The bot refuses to write to it, and says what to do.
         let refused = bot.command(&["console"]).stdin(std::process::Stdio::null()).output().unwrap();
         let err = String::from_utf8_lossy(&refused.stderr);
         assert_eq!(refused.status.code(), Some(65), "{name}: {err}");
         assert!(err.contains("audit trail is damaged") && err.contains("opsbot audit repair"), "{name}: {err}");
-        assert_eq!(raw_trail(&bot), tampered, "{name}: refusing to start wrote nothing");
+        assert_eq!(crate::support::fingerprint(&bot.data()), files, "{name}: refusing to start wrote nothing");
+        let refused_repair = bot.command(&["audit", "verify"]).output().unwrap();
+        assert!(!refused_repair.status.success());
+        assert_eq!(raw_trail(&bot), tampered);
 
         let repair = bot.command(&["audit", "repair"]).output().unwrap();
         assert!(repair.status.success(), "{name}: {}", stdout(&repair));
@@ -404,4 +408,51 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// While the bot appends, `audit verify` (over its admin socket) sees only
+/// what the writer acknowledged: a commit in flight is never taken for a
+/// damaged end.
+#[test]
+fn verify_and_export_of_a_busy_bot_never_see_a_commit_in_flight() {
+    let bot = Bot::new();
+    let mut child = bot.spawn_console();
+    let mut stdin = child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pump = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..50 {
+                    if writeln!(stdin, "/status api-staging").is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
+    let socket = bot.data().join("admin.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the bot never opened its admin socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..25 {
+        let verify = bot.verify();
+        assert!(verify.status.success(), "run {i}: {}", stdout(&verify));
+        if i % 5 == 0 {
+            let records = bot.export(&[]);
+            for pair in records.windows(2) {
+                assert_eq!(pair[1]["prev"], pair[0]["hash"], "run {i}: export holds a gap");
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pump.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -39,9 +39,14 @@ fn kill_dash_nine_loses_nothing_the_user_was_told() {
     reader.join().unwrap();
     seen.extend(rx.try_iter());
 
+    // Readers never write: not even sled's own recovery of the torn tail.
+    let before = crate::support::fingerprint(&bot.data());
     let verify = bot.verify();
     assert!(verify.status.success(), "{}", stdout(&verify));
     let records = bot.export(&[]);
+    let tail = bot.command(&["audit", "tail", "-n", "5"]).output().unwrap();
+    assert!(tail.status.success());
+    assert_eq!(crate::support::fingerprint(&bot.data()), before, "verify, export and tail changed the data directory");
     let has = |kind: &str, request: &str, detail: Option<&str>| {
         records.iter().any(|r| {
             r["kind"] == kind && r["request_id"] == request && detail.is_none_or(|d| r["detail"].as_str() == Some(d))

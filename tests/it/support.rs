@@ -173,6 +173,27 @@ impl Bot {
     }
 }
 
+/// Every file under `dir` (sorted path → SHA-256 of its bytes): a change to
+/// any byte of any file shows.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n != "admin.sock") {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path.strip_prefix(dir).unwrap().to_path_buf(), hex::encode(Sha256::digest(&bytes))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }

@@ -335,7 +335,7 @@ async fn repair_keeps_every_record_and_refuses_a_broken_chain() {
     let index_key = tree.scan_prefix([INDEX_PREFIX]).keys().next().unwrap().unwrap();
     tree.remove(index_key).unwrap();
     assert!(matches!(SledAuditLog::open(&db), Err(AuditError::Damaged(_))));
-    let repaired = repair(&db).unwrap();
+    let repaired = repair(&db, true).unwrap();
     assert!(repaired.problem.is_some());
     assert_eq!((repaired.records, repaired.was_head.as_ref().map(|h| h.seq)), (150, Some(3)));
     let log = SledAuditLog::open(&db).unwrap();
@@ -347,7 +347,7 @@ async fn repair_keeps_every_record_and_refuses_a_broken_chain() {
     }
     log.close();
     drop(log);
-    assert_eq!(repair(&db).unwrap().problem, None, "a sound trail needs no repair");
+    assert_eq!(repair(&db, true).unwrap().problem, None, "a sound trail needs no repair");
 
     // A changed byte in a record cannot be repaired; nothing is written.
     let (key, value) = tree.scan_prefix([BLOCK_PREFIX]).next().unwrap().unwrap();
@@ -356,7 +356,7 @@ async fn repair_keeps_every_record_and_refuses_a_broken_chain() {
     tree.insert(key, value).unwrap();
     tree.remove(HEAD_KEY).unwrap();
     let before = snapshot(&tree);
-    match repair(&db) {
+    match repair(&db, true) {
         Err(AuditError::Damaged(problem)) => assert!(problem.contains("keep this data directory"), "{problem}"),
         other => panic!("{other:?}"),
     }
@@ -382,14 +382,14 @@ async fn a_development_builds_unsealed_trail_is_refused_until_repaired() {
         Err(AuditError::Damaged(problem)) => assert!(problem.contains("audit repair"), "{problem}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
-    assert_eq!(repair(&db).unwrap().records, 5);
+    assert_eq!(repair(&db, true).unwrap().records, 5);
     let log = SledAuditLog::open(&db).unwrap();
     (&log as &dyn AuditLog).append(entry(6)).await.unwrap();
     assert_eq!(log.verify().unwrap().records, 6);
 }
 
 #[tokio::test]
-async fn an_effect_lands_in_the_same_commit_and_a_failing_one_fails_it() {
+async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() {
     let db = temporary();
     let log = SledAuditLog::open(&db).unwrap();
     let state = db.open_tree("state").unwrap();
@@ -399,10 +399,13 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_fails_it() {
     let release: Effect = Box::new(move || tree.remove("lock").map(|_| ()).map_err(|e| e.to_string()));
     audit.commit(vec![entry(1)], Some(release)).await.unwrap();
     assert!(state.get("lock").unwrap().is_none());
+    // A commit that fails takes the store out of service: nothing is
+    // acknowledged, nothing more is taken, and it says why.
     let failing: Effect = Box::new(|| Err("no".into()));
     assert!(audit.commit(vec![entry(2)], Some(failing)).await.is_err());
-    assert_eq!(log.verify().unwrap().records, 1, "the failed commit left nothing");
-    assert_eq!(audit.append(entry(3)).await.unwrap().seq, 2);
+    assert!(log.failed().is_some_and(|why| why.contains("no")));
+    assert!(audit.append(entry(3)).await.is_err(), "a failed store takes no more records");
+    assert_eq!(log.acked().seq, 1, "nothing past the last good commit was acknowledged");
 }
 
 /// The in-memory log keeps the same contract as the sled one: appends,
@@ -425,9 +428,6 @@ async fn the_memory_and_sled_logs_keep_one_contract() {
         });
         assert_eq!(log.commit(vec![entry(121)], Some(effect)).await.unwrap()[0].seq, 121, "{name}");
         assert!(changed.load(std::sync::atomic::Ordering::SeqCst), "{name}");
-        let failing: Effect = Box::new(|| Err("refused".into()));
-        assert!(log.commit(vec![entry(122)], Some(failing)).await.is_err(), "{name}");
-        assert_eq!(log.append(entry(123)).await.unwrap().seq, 122, "{name}: a failed commit appends nothing");
     }
     let service = |s: &str| Some(s.to_string());
     let queries = [
@@ -438,6 +438,9 @@ async fn the_memory_and_sled_logs_keep_one_contract() {
         AuditQuery { after_seq: Some(37), service: service("jobs"), ..Default::default() },
         AuditQuery { request_id: Some("none".into()), ..Default::default() },
     ];
+    for (name, log) in logs {
+        assert_eq!(log.head().unwrap().seq, 121, "{name}");
+    }
     for query in &queries {
         let seqs = |log: &dyn AuditLog| log.read(query).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(seqs(&sled_log), seqs(&memory), "{query:?}");
@@ -451,5 +454,13 @@ async fn the_memory_and_sled_logs_keep_one_contract() {
             out
         };
         assert_eq!(streamed(&sled_log), streamed(&memory), "each {query:?}");
+    }
+    // A commit that fails stops both: nothing of it is acknowledged and
+    // nothing more is taken.
+    for (name, log) in logs {
+        let failing: Effect = Box::new(|| Err("refused".into()));
+        assert!(log.commit(vec![entry(122)], Some(failing)).await.is_err(), "{name}");
+        assert!(log.append(entry(123)).await.is_err(), "{name}: a failed store takes no more records");
+        assert_eq!(log.head().unwrap().seq, 121, "{name}: nothing more acknowledged");
     }
 }

@@ -201,6 +201,11 @@ pub struct Inner {
     pub mode: Mode,
     #[doc(hidden)]
     pub temporary: bool,
+    /// opsbot: recover in memory only. No snapshot is written, torn
+    /// segments are not zeroed, blob files are not collected, and nothing is
+    /// flushed; only for reading a store another tool must not change.
+    #[doc(hidden)]
+    pub read_only: bool,
     #[doc(hidden)]
     pub use_compression: bool,
     #[doc(hidden)]
@@ -230,6 +235,7 @@ impl Default for Inner {
             use_compression: false,
             compression_factor: 5,
             temporary: false,
+            read_only: false,
             version: crate_version(),
 
             // useful in testing
@@ -510,6 +516,11 @@ impl Config {
             create_new,
             bool,
             "attempts to exclusively open the database, failing if it already exists"
+        ),
+        (
+            read_only,
+            bool,
+            "opsbot: recover in memory and never write (no snapshot, no zeroing of torn segments, no blob collection, no flush)"
         ),
         (
             print_profile_on_drop,

@@ -634,6 +634,10 @@ impl SegmentAccountant {
 
         for segment_base in to_free {
             self.free_segment(segment_base)?;
+            // opsbot: a read-only open leaves garbage segments as they are.
+            if self.config.read_only {
+                continue;
+            }
             io_fail!(self.config, "zero garbage segment SA");
             pwrite_all(
                 &self.config.file,
@@ -1089,6 +1093,11 @@ impl SegmentAccountant {
         self.tip = at;
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
+
+        // opsbot: a read-only open never shortens the file.
+        if self.config.read_only {
+            return Ok(());
+        }
 
         let (completer, promise) = OneShot::pair();
 

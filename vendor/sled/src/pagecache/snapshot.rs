@@ -332,8 +332,11 @@ fn advance_snapshot(
                     shred_base,
                     shred_base + shred_len as LogOffset
                 );
-                pwrite_all(&config.file, &shred_zone, shred_base)?;
-                config.file.sync_all()?;
+                // opsbot: a read-only open does not shred; it reads no further.
+                if !config.read_only {
+                    pwrite_all(&config.file, &shred_zone, shred_base)?;
+                    config.file.sync_all()?;
+                }
             }
             (iterated_lsn, iter.segment_base.map(|bb| bb.offset))
         };
@@ -361,7 +364,7 @@ fn advance_snapshot(
         return Err(Error::corruption(None));
     }
 
-    if snapshot.stable_lsn > old_stable_lsn {
+    if snapshot.stable_lsn > old_stable_lsn && !config.read_only {
         write_snapshot(config, &snapshot)?;
     }
 
@@ -394,7 +397,11 @@ fn advance_snapshot(
         reverse_segments
     };
 
-    for (lsn, to_zero) in &iter.segments {
+    // opsbot: a read-only open leaves torn segments as they are; it never
+    // allocates a segment, so it cannot reuse their LSNs.
+    let no_segments = std::collections::BTreeMap::new();
+    let torn = if config.read_only { &no_segments } else { &iter.segments };
+    for (lsn, to_zero) in torn {
         debug!("zeroing torn segment at lsn {} lid {}", lsn, to_zero);
 
         #[cfg(feature = "testing")]
@@ -428,7 +435,9 @@ fn advance_snapshot(
 
     // remove all blob files larger than our stable offset
     if let Some(stable_lsn) = snapshot.stable_lsn {
-        gc_blobs(config, stable_lsn)?;
+        if !config.read_only {
+            gc_blobs(config, stable_lsn)?;
+        }
     }
 
     #[cfg(feature = "event_log")]
