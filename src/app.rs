@@ -264,7 +264,11 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics, tasks.clone()).await?;
     let engine = running.engine.clone();
 
-    let mut readiness = Readiness { tasks: vec![tasks.health(), engine.health().clone()], ..Default::default() };
+    let mut readiness = Readiness {
+        tasks: vec![tasks.health(), engine.health().clone()],
+        audit: Some(store.audit()),
+        ..Default::default()
+    };
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut slack_ingress = None;
     if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
@@ -286,10 +290,14 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
             readiness.slack_socket = Some(connected.clone());
             let ping = socket_ping;
-            tasks.spawn_loop("slack socket mode", move |stop| socket::run(ingress, api, app, ping, connected, stop));
+            let envelopes = tasks.clone();
+            tasks.spawn_loop("slack socket mode", move |stop| {
+                socket::run(ingress, api, app, ping, connected, envelopes, stop)
+            });
         }
     }
-    let state = AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness) };
+    let state =
+        AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness), tasks: tasks.clone() };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;

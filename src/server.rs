@@ -25,6 +25,8 @@ pub struct Readiness {
     /// Background tasks that died (panicked, or a loop that ended), and
     /// actions whose backend panicked.
     pub tasks: Vec<Arc<crate::tasks::Health>>,
+    /// The audit log: not ready once a commit failed.
+    pub audit: Option<Arc<crate::audit::SledAuditLog>>,
 }
 
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub slack: Option<Arc<SlackIngress>>,
     pub readiness: Arc<Readiness>,
+    /// Requests run on tracked tasks of their own (see [`detached`]).
+    pub tasks: crate::tasks::Tasks,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -96,25 +100,43 @@ fn slack_off() -> Response {
     (StatusCode::NOT_FOUND, "Slack is not enabled in this opsbot's configuration\n").into_response()
 }
 
-async fn slack_commands(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
-    match &state.slack {
-        Some(slack) => respond(slack.http_command(&headers, &body).await),
-        None => slack_off(),
+/// Which Slack endpoint a request came to.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Commands,
+    Interactivity,
+    Events,
+}
+
+/// Runs a Slack request on a tracked task of its own, so the engine's work
+/// runs to its end even if Slack hangs up (it stops waiting after 3 s) and
+/// hyper drops this handler; a panic is logged, makes readiness false and
+/// answers 500.
+async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Raw) -> Response {
+    let Some(slack) = state.slack.clone() else { return slack_off() };
+    let work = async move {
+        match endpoint {
+            Endpoint::Commands => slack.http_command(&headers, &body).await,
+            Endpoint::Interactivity => slack.http_interaction(&headers, &body).await,
+            Endpoint::Events => slack.http_event(&headers, &body).await,
+        }
+    };
+    match state.tasks.detach("slack request", work).await {
+        Ok(Some(answer)) => respond(answer),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "opsbot hit an internal error; see its logs\n").into_response(),
     }
 }
 
-async fn slack_interactivity(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
-    match &state.slack {
-        Some(slack) => respond(slack.http_interaction(&headers, &body).await),
-        None => slack_off(),
-    }
+async fn slack_commands(State(state): State<AppState>, raw: Raw) -> Response {
+    detached(state, Endpoint::Commands, raw).await
 }
 
-async fn slack_events(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
-    match &state.slack {
-        Some(slack) => respond(slack.http_event(&headers, &body).await),
-        None => slack_off(),
-    }
+async fn slack_interactivity(State(state): State<AppState>, raw: Raw) -> Response {
+    detached(state, Endpoint::Interactivity, raw).await
+}
+
+async fn slack_events(State(state): State<AppState>, raw: Raw) -> Response {
+    detached(state, Endpoint::Events, raw).await
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -127,8 +149,14 @@ async fn ready(State(state): State<AppState>) -> Response {
             missing.push("slack socket mode");
         }
     }
-    let dead: Vec<String> = state.readiness.tasks.iter().flat_map(|h| h.dead()).collect();
-    let dead_text = dead.iter().map(|d| format!("task {d}")).collect::<Vec<_>>();
+    let mut dead: Vec<String> = state.readiness.tasks.iter().flat_map(|h| h.dead()).collect();
+    if let Some(failed) = state.readiness.audit.as_ref().and_then(|a| a.failed()) {
+        dead.push(format!("audit store failed: {failed}"));
+    }
+    let dead_text = dead
+        .iter()
+        .map(|d| if d.starts_with("audit store") { d.clone() } else { format!("task {d}") })
+        .collect::<Vec<_>>();
     missing.extend(dead_text.iter().map(String::as_str));
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

@@ -24,8 +24,14 @@ impl Health {
         self.dead.lock().expect("health lock").clone()
     }
 
+    /// Records a death (the first 20 are kept word for word, then a count).
     pub fn mark_dead(&self, what: String) {
-        self.dead.lock().expect("health lock").push(what);
+        let mut dead = self.dead.lock().expect("health lock");
+        match dead.len() {
+            0..20 => dead.push(what),
+            20 => dead.push("more tasks died; see the log".into()),
+            _ => {}
+        }
     }
 }
 
@@ -71,6 +77,29 @@ impl Tasks {
                 health.mark_dead(what);
             }
         });
+    }
+
+    /// Runs `task` on its own tracked task, detached from whoever awaits the
+    /// returned handle: if that caller goes away (an HTTP client that hung
+    /// up, a socket session that ended), the work still runs to its end.
+    /// `None` if it panicked (logged; readiness false).
+    pub fn detach<T, F>(&self, name: &'static str, task: F) -> tokio::task::JoinHandle<Option<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let health = self.health.clone();
+        self.tracker.spawn(async move {
+            match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(value) => Some(value),
+                Err(panic) => {
+                    let what = format!("{name} panicked: {}", panic_text(&panic));
+                    tracing::error!(task = name, "{what}");
+                    health.mark_dead(what);
+                    None
+                }
+            }
+        })
     }
 
     /// A loop that must run until the bot stops: it gets the stop token; if

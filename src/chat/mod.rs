@@ -85,8 +85,12 @@ pub struct ApprovalView {
 /// What the core says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// A message to the channel or thread.
+    /// A message to the channel or thread. Adapters may drop it when a
+    /// channel's queue is full.
     Text(String),
+    /// A message to the channel that must be delivered, like an outcome (a
+    /// published audit checkpoint).
+    Announcement(String),
     /// Seen only by `to` (Slack ephemeral, Discord ephemeral).
     Private { to: Actor, text: String },
     /// A new approval request with its approve/deny controls.

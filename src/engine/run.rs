@@ -72,12 +72,33 @@ impl Engine {
         self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
 
         let engine = self.clone();
-        let id = id.to_string();
-        let requester = requester.clone();
-        let parsed = parsed.clone();
-        let reply = reply.clone();
+        let (id, requester, parsed, reply) = (id.to_string(), requester.clone(), parsed.clone(), reply.clone());
         self.tracker.spawn(async move {
-            engine.run_to_completion(id, requester, parsed, reply, service, action).await;
+            let run = engine.clone().run_to_completion(
+                id.clone(),
+                requester.clone(),
+                parsed.clone(),
+                reply.clone(),
+                service.clone(),
+                action,
+            );
+            if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+                // A bug outside the backend (recording, replying): the action's
+                // end is unknown; say so, free the service, and go unready.
+                let what = format!("running {id} panicked: {}", crate::tasks::panic_text(&panic));
+                tracing::error!(request = %id, "{what}");
+                engine.health.mark_dead(what);
+                let record = AuditEntry {
+                    args: None,
+                    ..engine.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply)
+                }
+                .outcome(Verdict::Unknown)
+                .detail("unknown: opsbot hit an internal error while running this; check the service's live state");
+                let release = engine.store.run_lock_release(&service.name, &id);
+                if let Err(e) = engine.audit.commit(vec![record], Some(release)).await {
+                    tracing::error!(error = %e, request = %id, "the outcome of a panicked action was not recorded");
+                }
+            }
         });
         Ok(())
     }

@@ -8,16 +8,22 @@
 //!   known): private notes and in-place updates are rated separately by
 //!   Slack, so they never wait behind the channel's posts.
 //!
-//! When a lane is full: approval cards, card updates, start and outcome
-//! messages wait for room (backpressure on whoever sends them; they are never
-//! dropped); plain texts and private notes are dropped and counted
-//! (`opsbot_slack_dropped_total`); a request's progress never takes more than
-//! one place — new lines are folded into the message already waiting. A 429
-//! waits `Retry-After` and tries again (until shutdown); 5xx and network
-//! errors are retried with backoff, then given up and counted. A lane idle
-//! for `channel_idle` ends, so a bot that has seen a thousand channels does
-//! not keep a thousand tasks. At shutdown [`SlackSink::drain`] waits a
-//! bounded time and names what was not delivered.
+//! Sending never waits, so no caller (a vote holding the engine's lock, an
+//! HTTP handler racing Slack's 3 s) is held up by a slow channel. When a lane
+//! is full (128 messages): a plain text or private note is dropped and counted
+//! (`opsbot_slack_dropped_total`); an approval card, card update, start or
+//! outcome message is never dropped — it takes the place of the oldest plain
+//! message waiting, or, if there is none, goes in over the limit (these are
+//! bounded by the requests and actions themselves, not by traffic); a
+//! request's progress never takes more than one place — new lines are folded
+//! into the message already waiting. A card update is rendered from the
+//! newest view when it is delivered, so updates that cross lanes cannot leave
+//! an old state showing. A 429 waits `Retry-After` and tries again (until
+//! shutdown); 5xx, network errors and calls that time out are retried with
+//! backoff, then given up and counted. A lane idle for `channel_idle` ends,
+//! so a bot that has seen a thousand channels does not keep a thousand tasks.
+//! At shutdown [`SlackSink::drain`] waits a bounded time and names what was
+//! not delivered.
 
 mod deliver;
 
@@ -33,7 +39,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Pacing of one lane.
@@ -64,8 +69,77 @@ enum Lane {
     Fast,
 }
 
-/// A live lane: its id and its queue.
-type LiveLane = (u64, mpsc::Sender<Job>);
+/// One lane's queue. Pushing never waits; the lane's worker takes from the front.
+struct LaneQueue {
+    id: u64,
+    state: Mutex<LaneState>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LaneState {
+    jobs: std::collections::VecDeque<Job>,
+    /// The worker has ended (idle, or shutdown): nothing more is taken.
+    closed: bool,
+}
+
+/// What became of a pushed job.
+enum Pushed {
+    Queued,
+    /// The lane was full and the job was a plain message.
+    Dropped,
+    /// The lane has ended; try a new one.
+    Closed(Job),
+}
+
+impl LaneQueue {
+    fn push(&self, job: Job, must: bool, inner: &Inner) -> Pushed {
+        let mut state = self.state.lock().expect("lane lock");
+        if state.closed {
+            return Pushed::Closed(job);
+        }
+        if state.jobs.len() >= LANE_CAPACITY {
+            if !must {
+                return Pushed::Dropped;
+            }
+            // A message that must arrive takes the place of the oldest plain
+            // one waiting; with none, it goes in over the limit.
+            if let Some(at) = state.jobs.iter().position(|j| j.work.droppable()) {
+                if let Some(evicted) = state.jobs.remove(at) {
+                    inner.dropped(evicted.id);
+                }
+            }
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    fn pop(&self) -> Option<Job> {
+        self.state.lock().expect("lane lock").jobs.pop_front()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().expect("lane lock").closed
+    }
+
+    /// Closes the lane if nothing is waiting; returns whether it did.
+    fn close_if_empty(&self) -> bool {
+        let mut state = self.state.lock().expect("lane lock");
+        if state.jobs.is_empty() {
+            state.closed = true;
+        }
+        state.closed
+    }
+
+    /// Closes the lane and returns what was waiting.
+    fn close(&self) -> Vec<Job> {
+        let mut state = self.state.lock().expect("lane lock");
+        state.closed = true;
+        state.jobs.drain(..).collect()
+    }
+}
 
 struct Job {
     id: u64,
@@ -86,9 +160,12 @@ struct Inner {
     metrics: Arc<Metrics>,
     settings: Settings,
     tasks: Tasks,
-    /// Live lanes: (channel, lane) → (the lane's id, its queue).
-    lanes: Mutex<HashMap<(String, Lane), LiveLane>>,
+    /// Live lanes: (channel, lane) → its queue.
+    lanes: Mutex<HashMap<(String, Lane), Arc<LaneQueue>>>,
     threads: Mutex<HashMap<String, Thread>>,
+    /// Final views of cards closed without an action (bounded), so an older
+    /// update delivered after the close cannot reopen the card.
+    closed_cards: Mutex<std::collections::VecDeque<crate::chat::ApprovalView>>,
     outstanding: Mutex<BTreeMap<u64, Outstanding>>,
     next_id: AtomicU64,
     /// Cancelled when shutdown stops waiting: lanes stop retrying and end.
@@ -112,6 +189,15 @@ impl Inner {
         let result = f(&mut threads);
         self.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
         result
+    }
+
+    /// A plain message dropped for lack of room.
+    fn dropped(&self, id: u64) {
+        self.done(id);
+        let n = self.metrics.slack_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(dropped = n, "a Slack send queue was full; plain replies were dropped");
+        }
     }
 
     fn done(&self, id: u64) {
@@ -138,6 +224,7 @@ impl SlackSink {
                 tasks,
                 lanes: Mutex::new(HashMap::new()),
                 threads: Mutex::new(HashMap::new()),
+                closed_cards: Mutex::new(std::collections::VecDeque::new()),
                 outstanding: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
                 closing: CancellationToken::new(),
@@ -172,66 +259,48 @@ impl SlackSink {
         undelivered
     }
 
-    /// The sender of `channel`'s `lane`, starting the lane if it has none.
-    fn lane(&self, channel: &str, lane: Lane) -> mpsc::Sender<Job> {
+    /// The queue of `channel`'s `lane`, starting the lane if it has none.
+    fn lane(&self, channel: &str, lane: Lane) -> Arc<LaneQueue> {
         let mut lanes = self.inner.lanes.lock().expect("lanes lock");
         let key = (channel.to_string(), lane);
-        if let Some((_, tx)) = lanes.get(&key).filter(|(_, tx)| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(queue) = lanes.get(&key).filter(|q| !q.is_closed()) {
+            return queue.clone();
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(LANE_CAPACITY);
-        lanes.insert(key, (id, tx.clone()));
+        let queue = Arc::new(LaneQueue {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::new(LaneState::default()),
+            ready: tokio::sync::Notify::new(),
+        });
+        lanes.insert(key, queue.clone());
         self.inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
-        let inner = self.inner.clone();
-        let channel = channel.to_string();
-        self.inner.tasks.spawn("slack send queue", run_lane(inner, channel, lane, id, rx));
-        tx
+        let (inner, channel, worker_queue) = (self.inner.clone(), channel.to_string(), queue.clone());
+        self.inner.tasks.spawn("slack send queue", run_lane(inner, channel, lane, worker_queue));
+        queue
     }
 
-    /// Queues `work` on a lane; waits for room if `must`, else drops it when
-    /// the lane is full. Registered as outstanding until done.
-    async fn enqueue(
-        &self,
-        target: &ReplyTarget,
-        channel: &str,
-        lane: Lane,
-        work: Work,
-        must: bool,
-    ) -> Result<(), ChatError> {
+    /// Queues `work` on a lane, never waiting (see the module docs for what
+    /// happens when the lane is full). Registered as outstanding until done.
+    fn enqueue(&self, target: &ReplyTarget, channel: &str, lane: Lane, work: Work) -> Result<(), ChatError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let must = !work.droppable();
         {
             let mut outstanding = self.inner.outstanding.lock().expect("outstanding lock");
-            outstanding
-                .insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
+            outstanding.insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
             self.inner.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
         }
         let mut job = Job { id, target: target.clone(), work };
         // A lane that just ended for idleness refuses the job; start a new one.
         for _ in 0..3 {
-            let tx = self.lane(channel, lane);
-            let refused = if must {
-                match tx.send(job).await {
-                    Ok(()) => return Ok(()),
-                    Err(mpsc::error::SendError(back)) => back,
+            match self.lane(channel, lane).push(job, must, &self.inner) {
+                Pushed::Queued => return Ok(()),
+                Pushed::Dropped => {
+                    self.inner.dropped(id);
+                    return Ok(());
                 }
-            } else {
-                match tx.try_send(job) {
-                    Ok(()) => return Ok(()),
-                    Err(mpsc::error::TrySendError::Full(dropped)) => {
-                        self.inner.done(dropped.id);
-                        let n = self.inner.metrics.slack_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n.is_power_of_two() {
-                            tracing::warn!(channel, dropped = n, "Slack send queue full; a plain reply was dropped");
-                        }
-                        return Ok(());
-                    }
-                    Err(mpsc::error::TrySendError::Closed(back)) => back,
-                }
-            };
-            job = refused;
+                Pushed::Closed(back) => job = back,
+            }
         }
-        self.inner.done(job.id);
+        self.inner.done(id);
         Err(ChatError::Delivery("the Slack send queue stopped".into()))
     }
 }
@@ -250,69 +319,66 @@ impl ChatSink for SlackSink {
                         .inner
                         .with_threads(|t| t.entry(request_id.clone()).or_default().add_line(&request_id, text));
                     match next {
-                        Some(work @ Work::ProgressPost { .. }) => {
-                            self.enqueue(target, channel, Lane::Posts, work, true).await
-                        }
-                        Some(work) => self.enqueue(target, channel, Lane::Fast, work, true).await,
+                        Some(work @ Work::ProgressPost { .. }) => self.enqueue(target, channel, Lane::Posts, work),
+                        Some(work) => self.enqueue(target, channel, Lane::Fast, work),
                         None => Ok(()),
                     }
                 }
-                Reply::Private { .. } => self.enqueue(target, channel, Lane::Fast, Work::Reply(reply), false).await,
-                Reply::Text(_) => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply), false).await,
-                Reply::ApprovalUpdate(ref view) => {
+                Reply::Private { .. } => self.enqueue(target, channel, Lane::Fast, Work::Reply(reply)),
+                Reply::Text(_) => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
+                Reply::Approval(ref view) | Reply::ApprovalUpdate(ref view) => {
+                    // Every card job shows the newest view when it is
+                    // delivered, so updates that cross lanes converge.
+                    let posted = self.inner.with_threads(|t| {
+                        let thread = t.entry(view.id.clone()).or_default();
+                        thread.view = Some(view.clone());
+                        thread.card.is_some()
+                    });
+                    let known = posted || deliver::card_of(&self.inner, channel, &view.id).is_some();
                     // An update goes the fast way once the card's message is known.
-                    let known = deliver::card_of(&self.inner, channel, &view.id).is_some();
-                    let lane = if known { Lane::Fast } else { Lane::Posts };
-                    self.enqueue(target, channel, lane, Work::Reply(reply), true).await
+                    let lane =
+                        if known && matches!(reply, Reply::ApprovalUpdate(_)) { Lane::Fast } else { Lane::Posts };
+                    self.enqueue(target, channel, lane, Work::Reply(reply))
                 }
-                Reply::Approval(_) | Reply::Started { .. } | Reply::Outcome { .. } => {
-                    self.enqueue(target, channel, Lane::Posts, Work::Reply(reply), true).await
+                Reply::Started { .. } | Reply::Outcome { .. } | Reply::Announcement(_) => {
+                    self.enqueue(target, channel, Lane::Posts, Work::Reply(reply))
                 }
             }
         })
     }
 }
 
-/// One lane's worker: jobs in order, paced; ends when idle.
-async fn run_lane(inner: Arc<Inner>, channel: String, lane: Lane, lane_id: u64, mut rx: mpsc::Receiver<Job>) {
+/// One lane's worker: jobs in order, paced; ends when idle or at shutdown.
+async fn run_lane(inner: Arc<Inner>, channel: String, lane: Lane, queue: Arc<LaneQueue>) {
     let pacing = match lane {
         Lane::Posts => inner.settings.posts,
         Lane::Fast => FAST,
     };
     let mut delivery = deliver::Delivery::new(&inner, &channel, pacing);
     loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(inner.settings.idle, rx.recv()) => next,
+        if let Some(job) = queue.pop() {
+            delivery.run(job).await;
+            continue;
+        }
+        let woken = tokio::select! {
+            _ = queue.ready.notified() => true,
+            _ = tokio::time::sleep(inner.settings.idle) => false,
             _ = inner.closing.cancelled() => {
                 // Shutdown stopped waiting: what is left was named by drain.
-                rx.close();
-                while let Ok(job) = rx.try_recv() {
+                for job in queue.close() {
                     inner.done(job.id);
                 }
-                return;
+                break;
             }
         };
-        let job = match next {
-            Ok(Some(job)) => job,
-            Ok(None) => break,
-            Err(_idle) => {
-                // Leave the map first, so new messages start a new lane; then
-                // refuse more, and deliver whatever slipped in meanwhile.
-                {
-                    let mut lanes = inner.lanes.lock().expect("lanes lock");
-                    let key = (channel.clone(), lane);
-                    if lanes.get(&key).is_some_and(|(id, _)| *id == lane_id) {
-                        lanes.remove(&key);
-                    }
-                    inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
-                }
-                rx.close();
-                while let Ok(job) = rx.try_recv() {
-                    delivery.run(job).await;
-                }
-                return;
-            }
-        };
-        delivery.run(job).await;
+        if !woken && queue.close_if_empty() {
+            break;
+        }
     }
+    let mut lanes = inner.lanes.lock().expect("lanes lock");
+    let key = (channel.clone(), lane);
+    if lanes.get(&key).is_some_and(|q| q.id == queue.id) {
+        lanes.remove(&key);
+    }
+    inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
 }

@@ -15,8 +15,12 @@
 //!   envelope) counts as life; with none for three intervals the socket is
 //!   taken for dead, closed, and replaced — a half-open connection no longer
 //!   goes unnoticed;
-//! - envelopes are handled on their own tasks (at most 64 at once), so the
-//!   socket keeps being read, and pinged, while a command runs;
+//! - envelopes are handled on their own tracked tasks (at most 64 at once),
+//!   so the socket keeps being read, and pinged, while a command runs; a
+//!   handler is never cut off when its session ends (the engine's work runs
+//!   to its end; only its ack is lost, and Slack redelivers — harmless, as
+//!   every input carries its dedup key); a handler that panics is logged and
+//!   makes readiness false, and the socket carries on;
 //! - `connected` is true only between Slack's `hello` and the end of that
 //!   session; readiness reads it;
 //! - the backoff grows on every failed attempt and on sessions that end
@@ -33,7 +37,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -56,8 +59,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STEADY: Duration = Duration::from_secs(60);
 /// Envelopes handled at once; past this, reading waits.
 const IN_FLIGHT: usize = 64;
-/// How long envelopes being handled may take once their session ended.
-const FINISHING: Duration = Duration::from_secs(5);
+/// Longest `apps.connections.open`, and the WebSocket handshake, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs until `stop` is cancelled. `connected` is true while a socket is
 /// open, alive, and Slack said hello.
@@ -67,23 +70,26 @@ pub async fn run(
     app_token: String,
     ping: Duration,
     connected: Arc<AtomicBool>,
+    tasks: crate::tasks::Tasks,
     stop: CancellationToken,
 ) {
     let token = SlackApiToken::new(app_token.into());
     let mut backoff = FIRST_BACKOFF;
     while !stop.is_cancelled() {
-        let url = {
+        let url = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let client = api.client();
             let session = client.open_session(&token);
             session.apps_connections_open(&SlackApiAppsConnectionOpenRequest::new()).await
-        };
+        })
+        .await;
         let started = Instant::now();
         match url {
-            Ok(open) => match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &stop).await {
+            Ok(Ok(open)) => match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &tasks, &stop).await {
                 Ok(()) => tracing::info!("Socket Mode session ended"),
                 Err(e) => tracing::warn!(error = %e, "Socket Mode connection ended"),
             },
-            Err(e) => tracing::warn!(error = %e, "apps.connections.open failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "apps.connections.open failed"),
+            Err(_) => tracing::warn!("apps.connections.open did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
         }
         connected.store(false, Ordering::SeqCst);
         if started.elapsed() >= STEADY {
@@ -103,12 +109,15 @@ async fn session_loop(
     url: &str,
     ping: Duration,
     connected: &AtomicBool,
+    tasks: &crate::tasks::Tasks,
     stop: &CancellationToken,
 ) -> Result<(), String> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| format!("the socket did not open within {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let (acks, mut to_send) = mpsc::channel::<String>(IN_FLIGHT);
     let room = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut handlers = JoinSet::new();
     let mut pings = tokio::time::interval(ping);
     pings.tick().await;
     let mut last_heard = Instant::now();
@@ -128,17 +137,6 @@ async fn session_loop(
             Some(ack) = to_send.recv() => {
                 if let Err(e) = socket.send(Message::Text(ack.into())).await {
                     break Err(format!("cannot ack: {e}"));
-                }
-                continue;
-            }
-            Some(done) = handlers.join_next(), if !handlers.is_empty() => {
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        // A bug: let it end this task, so the tracker logs it
-                        // and readiness goes false, rather than limp on.
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                    tracing::error!(error = %e, "a Socket Mode envelope handler failed");
                 }
                 continue;
             }
@@ -169,34 +167,23 @@ async fn session_loop(
                 let Some(id) = envelope.envelope_id.clone() else { continue };
                 let Ok(permit) = room.clone().acquire_owned().await else { continue };
                 let (ingress, acks) = (ingress.clone(), acks.clone());
-                handlers.spawn(async move {
+                tasks.spawn("slack socket mode envelope", async move {
                     let payload = handle(&ingress, &envelope).await;
                     let mut ack = json!({ "envelope_id": id });
                     if let Some(payload) = payload {
                         ack["payload"] = payload;
                     }
-                    let _ = acks.send(ack.to_string()).await;
+                    // The session may have ended meanwhile: then Slack redelivers.
+                    let _ = acks.try_send(ack.to_string());
                     drop(permit);
                 });
             }
         }
     };
     connected.store(false, Ordering::SeqCst);
-    // Envelopes already taken get a few seconds to finish and be acked if
-    // the socket still works; Slack redelivers any it saw no ack for, and
-    // every input carries its dedup key.
-    let finishing = async {
-        while let Some(done) = handlers.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a Socket Mode envelope handler failed");
-            }
-            while let Ok(ack) = to_send.try_recv() {
-                let _ = socket.send(Message::Text(ack.into())).await;
-            }
-        }
-    };
-    if tokio::time::timeout(FINISHING, finishing).await.is_err() {
-        handlers.abort_all();
+    // Acks already made still go out if the socket works.
+    while let Ok(ack) = to_send.try_recv() {
+        let _ = socket.send(Message::Text(ack.into())).await;
     }
     let _ = socket.close(None).await;
     result

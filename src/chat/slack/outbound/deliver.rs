@@ -14,9 +14,15 @@ use tokio::time::Instant;
 
 /// How long transient failures are retried before a message is given up.
 const MAX_ATTEMPTS: u32 = 8;
+/// Longest one Web API call may take. (A message whose call timed out may
+/// still have been posted; it is retried, so it can show twice, never not.)
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Progress lines shown in a request's progress message (the newest).
 const PROGRESS_LINES: usize = 20;
+
+/// Closed cards whose final view is kept, newest last.
+const CLOSED_CARDS: usize = 1024;
 
 /// What a queued job does.
 pub(super) enum Work {
@@ -32,9 +38,16 @@ pub(super) enum Work {
 }
 
 impl Work {
+    /// Plain replies and private notes may be dropped when a lane is full;
+    /// cards, start and outcome messages and progress may not.
+    pub(super) fn droppable(&self) -> bool {
+        matches!(self, Work::Reply(Reply::Text(_) | Reply::Private { .. }))
+    }
+
     pub(super) fn what(&self) -> &'static str {
         match self {
             Work::Reply(Reply::Text(_)) => "message",
+            Work::Reply(Reply::Announcement(_)) => "announcement",
             Work::Reply(Reply::Private { .. }) => "private note",
             Work::Reply(Reply::Approval(_)) => "approval card",
             Work::Reply(Reply::ApprovalUpdate(_)) => "approval card update",
@@ -56,7 +69,7 @@ impl Work {
             )
             | Work::ProgressPost { request_id }
             | Work::ProgressRefresh { request_id } => Some(request_id.clone()),
-            Work::Reply(Reply::Text(_) | Reply::Private { .. }) => None,
+            Work::Reply(Reply::Text(_) | Reply::Announcement(_) | Reply::Private { .. }) => None,
         }
     }
 }
@@ -65,12 +78,15 @@ impl Work {
 /// message until it ends (outcome, or a card decided without an action).
 #[derive(Default)]
 pub(super) struct Thread {
-    card: Option<String>,
+    pub(super) card: Option<String>,
     root: Option<String>,
     progress: Option<String>,
     lines: Vec<String>,
     /// A progress job is queued (post or refresh); new lines ride on it.
     progress_queued: bool,
+    /// The newest view of the request's approval card: what any card job
+    /// shows when it is delivered.
+    pub(super) view: Option<crate::chat::ApprovalView>,
 }
 
 impl Thread {
@@ -160,7 +176,18 @@ impl<'a> Delivery<'a> {
         let mut attempt = 0;
         loop {
             self.pace().await;
-            let wait = match call().await {
+            // A call Slack never answers (a half-open connection, a stuck
+            // proxy) is a transient failure, not a lane stuck for good; and
+            // shutdown does not wait for it.
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(CALL_TIMEOUT, call()) => answer.unwrap_or_else(|_| {
+                    Err(ApiError::Transient(format!("no answer within {}s", CALL_TIMEOUT.as_secs())))
+                }),
+                _ = self.inner.closing.cancelled() => {
+                    return Err(ApiError::Transient("opsbot is shutting down".into()));
+                }
+            };
+            let wait = match answer {
                 Ok(value) => return Ok(value),
                 Err(ApiError::RateLimited(after)) => {
                     // Rate limits delay; they never drop a message (until shutdown).
@@ -184,6 +211,16 @@ impl<'a> Delivery<'a> {
                 }
             }
         }
+    }
+
+    /// The newest view of `view`'s card (a later update may have been sent
+    /// on the other lane while this one waited, or already closed the card).
+    fn newest_view(&self, view: crate::chat::ApprovalView) -> crate::chat::ApprovalView {
+        if let Some(newest) = self.inner.with_threads(|t| t.get(&view.id).and_then(|t| t.view.clone())) {
+            return newest;
+        }
+        let closed = self.inner.closed_cards.lock().expect("closed cards lock");
+        closed.iter().rev().find(|v| v.id == view.id).cloned().unwrap_or(view)
     }
 
     fn remember_card(&self, request_id: &str, ts: &str) {
@@ -252,7 +289,7 @@ impl<'a> Delivery<'a> {
         let channel = self.channel.to_string();
         let thread = target.thread.as_deref();
         match reply {
-            Reply::Text(text) => {
+            Reply::Text(text) | Reply::Announcement(text) => {
                 self.post_text(thread, &text).await?;
             }
             Reply::Private { to, text } => {
@@ -262,11 +299,13 @@ impl<'a> Delivery<'a> {
                 }
             }
             Reply::Approval(view) => {
+                let view = self.newest_view(view);
                 let (text, blocks) = approval_card(&view);
                 let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
                 self.remember_card(&view.id, &ts);
             }
             Reply::ApprovalUpdate(view) => {
+                let view = self.newest_view(view);
                 let (text, blocks) = approval_card(&view);
                 match card_of(self.inner, &channel, &view.id) {
                     Some(ts) => self.call(|| api.update(&channel, &ts, &text, Some(&blocks))).await?,
@@ -276,9 +315,15 @@ impl<'a> Delivery<'a> {
                     }
                 }
                 // Denied, withdrawn, expired, invalidated: no action follows,
-                // so nothing more will be said in this thread.
+                // so nothing more will be said in this thread. The final view
+                // is kept a while, for any older update still on its way.
                 if !matches!(view.state, RequestState::Pending | RequestState::Approved) {
                     self.inner.with_threads(|t| t.remove(&view.id));
+                    let mut closed = self.inner.closed_cards.lock().expect("closed cards lock");
+                    closed.push_back(view);
+                    if closed.len() > CLOSED_CARDS {
+                        closed.pop_front();
+                    }
                 }
             }
             Reply::Started { request_id, text } => {
