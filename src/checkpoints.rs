@@ -47,6 +47,8 @@ pub struct Checkpointer {
     chat: Option<Arc<dyn ChatSink>>,
     /// The trail record that holds the last checkpoint made.
     last_record: Mutex<Option<u64>>,
+    /// The hash of the trail's record 1, which names the trail.
+    trail: std::sync::OnceLock<String>,
 }
 
 impl Checkpointer {
@@ -56,7 +58,21 @@ impl Checkpointer {
         audit: Arc<dyn AuditLog>,
         chat: Option<Arc<dyn ChatSink>>,
     ) -> Checkpointer {
-        Checkpointer { signer, settings, audit, chat, last_record: Mutex::new(None) }
+        Checkpointer { signer, settings, audit, chat, last_record: Mutex::new(None), trail: Default::default() }
+    }
+
+    /// The hash of record 1 (read once: record 1 never changes).
+    fn trail(&self) -> Result<String> {
+        if let Some(trail) = self.trail.get() {
+            return Ok(trail.clone());
+        }
+        let mut first = None;
+        self.audit.each(&Default::default(), &mut |record| {
+            first = Some(record.hash);
+            false
+        })?;
+        let first = first.ok_or_else(|| Error::Io("the audit trail is empty".into()))?;
+        Ok(self.trail.get_or_init(|| first).clone())
     }
 
     pub fn every(&self) -> std::time::Duration {
@@ -74,20 +90,25 @@ impl Checkpointer {
         if !force && *self.last_record.lock().expect("checkpoint lock") == Some(head.seq) {
             return Ok(None);
         }
-        let checkpoint = self.signer.sign(&head, chrono::Utc::now());
+        let checkpoint = self.signer.sign(&self.trail()?, &head, chrono::Utc::now());
         let line = checkpoint.line();
         let mut published = Vec::new();
         let mut failed = Vec::new();
         if let Some(file) = &self.settings.checkpoint_file {
-            match append_line(file, &line) {
-                Ok(()) => published.push(file.display().to_string()),
+            let (path, text) = (file.clone(), line.clone());
+            match tokio::task::spawn_blocking(move || append_line(&path, &text)).await {
+                Ok(Ok(())) => published.push(file.display().to_string()),
+                Ok(Err(e)) => failed.push(format!("{}: {e}", file.display())),
                 Err(e) => failed.push(format!("{}: {e}", file.display())),
             }
         }
         if let (Some(channel), Some(chat)) = (&self.settings.checkpoint_channel, &self.chat) {
+            // An announcement is never dropped to make room; it is queued and
+            // retried through rate limits, and a delivery that finally fails
+            // is logged. So the record says "queued", which is what is known.
             let text = format!("audit checkpoint of record {}: {line}", head.seq);
-            match chat.send(&ReplyTarget::channel(channel.clone()), Reply::Text(text)).await {
-                Ok(()) => published.push(channel.clone()),
+            match chat.send(&ReplyTarget::channel(channel.clone()), Reply::Announcement(text)).await {
+                Ok(()) => published.push(format!("{channel} (queued)")),
                 Err(e) => failed.push(format!("{channel}: {e}")),
             }
         }

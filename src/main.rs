@@ -128,7 +128,10 @@ fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
     match config::load(&cli.config) {
         Ok(mut loaded) => {
             if let Some(dir) = &cli.data_dir {
-                loaded.config.data_dir = dir.clone();
+                if let Err(problems) = loaded.config.set_data_dir(dir.clone()) {
+                    eprint!("{problems}");
+                    return Err(ExitCode::from(EXIT_CONFIG));
+                }
             }
             Ok(loaded)
         }

@@ -8,9 +8,13 @@
 //! extends every checkpoint in FILE.
 //!
 //! A checkpoint is one JSON object (found anywhere in a line, so a chat
-//! export or a log file can be checked as it is):
-//! `{"opsbot_checkpoint":1,"seq":N,"hash":"…","at":"RFC 3339","key":"ed25519 public key, hex","sig":"hex"}`.
-//! The signature is Ed25519 over `opsbot-audit-checkpoint/v1\n{seq}\n{hash}\n{at}`.
+//! export or a log file can be checked as it is, also when a JSON log
+//! pipeline or a chat export has escaped it inside a string):
+//! `{"opsbot_checkpoint":1,"trail":"…","seq":N,"hash":"…","at":"RFC 3339","key":"ed25519 public key, hex","sig":"hex"}`.
+//! `trail` names the trail: the hash of its record 1, so two trails signed
+//! with one key (staging and production, a restored copy) are told apart.
+//! The signature is Ed25519 over
+//! `opsbot-audit-checkpoint/v1\n{trail}\n{seq}\n{hash}\n{at}`.
 
 use super::chain::Head;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,11 +24,15 @@ use serde::{Deserialize, Serialize};
 const DOMAIN: &str = "opsbot-audit-checkpoint/v1";
 /// Marks a checkpoint object inside a line.
 const MARK: &str = "{\"opsbot_checkpoint\":";
+/// The same mark inside a JSON string (a JSON log line, a chat export).
+const ESCAPED_MARK: &str = "{\\\"opsbot_checkpoint\\\":";
 
 /// One signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub opsbot_checkpoint: u8,
+    /// The hash of the trail's record 1.
+    pub trail: String,
     pub seq: u64,
     pub hash: String,
     pub at: String,
@@ -33,8 +41,8 @@ pub struct Checkpoint {
     pub sig: String,
 }
 
-fn message(seq: u64, hash: &str, at: &str) -> Vec<u8> {
-    format!("{DOMAIN}\n{seq}\n{hash}\n{at}").into_bytes()
+fn message(trail: &str, seq: u64, hash: &str, at: &str) -> Vec<u8> {
+    format!("{DOMAIN}\n{trail}\n{seq}\n{hash}\n{at}").into_bytes()
 }
 
 impl Checkpoint {
@@ -54,7 +62,7 @@ impl Checkpoint {
         }
         let sig = hex::decode(&self.sig).map_err(|_| "its signature is not hex".to_string())?;
         UnparsedPublicKey::new(&ED25519, key.0)
-            .verify(&message(self.seq, &self.hash, &self.at), &sig)
+            .verify(&message(&self.trail, self.seq, &self.hash, &self.at), &sig)
             .map_err(|_| "its signature does not verify (the checkpoint was altered)".to_string())
     }
 }
@@ -115,11 +123,13 @@ impl Signer {
         PublicKey(key)
     }
 
-    pub fn sign(&self, head: &Head, at: DateTime<Utc>) -> Checkpoint {
+    /// Signs `head` of the trail whose record 1 has the hash `trail`.
+    pub fn sign(&self, trail: &str, head: &Head, at: DateTime<Utc>) -> Checkpoint {
         let at = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let sig = self.pair.sign(&message(head.seq, &head.hash, &at));
+        let sig = self.pair.sign(&message(trail, head.seq, &head.hash, &at));
         Checkpoint {
             opsbot_checkpoint: 1,
+            trail: trail.to_string(),
             seq: head.seq,
             hash: head.hash.clone(),
             at,
@@ -130,14 +140,17 @@ impl Signer {
 }
 
 /// Every checkpoint object in `text` (one per line at most, anywhere in the
-/// line), with its line number; lines without one are skipped, a damaged
-/// one is reported.
+/// line, escaped inside a JSON string or not), with its line number; lines
+/// without one are skipped, a damaged one is reported.
 pub fn find_all(text: &str) -> Vec<(usize, Result<Checkpoint, String>)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let Some(at) = line.find(MARK) else { continue };
-        let rest = &line[at..];
-        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Checkpoint>();
+        let rest = match (line.find(MARK), line.find(ESCAPED_MARK)) {
+            (Some(at), _) => line[at..].to_string(),
+            (None, Some(at)) => unescape(&line[at..]),
+            (None, None) => continue,
+        };
+        let mut stream = serde_json::Deserializer::from_str(&rest).into_iter::<Checkpoint>();
         let parsed = match stream.next() {
             Some(Ok(c)) if c.opsbot_checkpoint == 1 => Ok(c),
             Some(Ok(c)) => Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint)),
@@ -149,11 +162,29 @@ pub fn find_all(text: &str) -> Vec<(usize, Result<Checkpoint, String>)> {
     out
 }
 
+/// Undoes one level of JSON string escaping (enough for a checkpoint, whose
+/// values are digits, hex and a timestamp): `\"` → `"`, `\\` → `\`.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ ('"' | '\\' | '/'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const TRAIL: &str = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
 
     #[test]
     fn a_checkpoint_verifies_only_with_a_trusted_key_and_unaltered() {
@@ -161,7 +192,7 @@ mod tests {
         // RFC 8032 test vector 1: this seed's public key.
         assert_eq!(signer.public().hex(), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
         let head = Head { seq: 42, hash: "ab".repeat(32) };
-        let checkpoint = signer.sign(&head, Utc::now());
+        let checkpoint = signer.sign(TRAIL, &head, Utc::now());
         let trusted = [signer.public()];
         assert_eq!(checkpoint.check_signature(&trusted), Ok(()));
         let other = Signer::from_seed_hex(&"11".repeat(32)).unwrap();
@@ -170,19 +201,21 @@ mod tests {
             Checkpoint { seq: 41, ..checkpoint.clone() },
             Checkpoint { hash: "cd".repeat(32), ..checkpoint.clone() },
             Checkpoint { at: "2020-01-01T00:00:00Z".into(), ..checkpoint.clone() },
+            // Moved to another trail signed with the same key.
+            Checkpoint { trail: "ee".repeat(32), ..checkpoint.clone() },
         ] {
             assert!(altered.check_signature(&trusted).unwrap_err().contains("does not verify"), "{altered:?}");
         }
         // A forger who signs with their own key and claims it is ours.
-        let forged = Checkpoint { key: signer.public().hex(), ..other.sign(&head, Utc::now()) };
+        let forged = Checkpoint { key: signer.public().hex(), ..other.sign(TRAIL, &head, Utc::now()) };
         assert!(forged.check_signature(&trusted).is_err());
     }
 
     #[test]
     fn checkpoints_are_found_inside_log_and_chat_lines() {
         let signer = Signer::from_seed_hex(SEED).unwrap();
-        let one = signer.sign(&Head { seq: 1, hash: "aa".repeat(32) }, Utc::now()).line();
-        let two = signer.sign(&Head { seq: 9, hash: "bb".repeat(32) }, Utc::now()).line();
+        let one = signer.sign(TRAIL, &Head { seq: 1, hash: "aa".repeat(32) }, Utc::now()).line();
+        let two = signer.sign(TRAIL, &Head { seq: 9, hash: "bb".repeat(32) }, Utc::now()).line();
         let text = format!(
             "{one}\n2026-12-01T10:00:00Z INFO opsbot::checkpoint: {two} published\nnothing here\n{{\"opsbot_checkpoint\":1,\"seq\":\n"
         );
@@ -191,6 +224,15 @@ mod tests {
         assert_eq!(found[0].1.as_ref().unwrap().seq, 1);
         assert_eq!((found[1].0, found[1].1.as_ref().unwrap().seq), (2, 9));
         assert!(found[2].1.is_err());
+        // A JSON log pipeline (or a chat export) escapes the object inside a string.
+        let escaped = serde_json::to_string(&format!("INFO opsbot::checkpoint: {one}")).unwrap();
+        let logged = format!("{{\"level\":\"info\",\"message\":{escaped}}}\n");
+        assert!(logged.contains("{\\\"opsbot_checkpoint\\\":"), "{logged}");
+        let found = find_all(&logged);
+        assert_eq!(found.len(), 1);
+        let got = found[0].1.as_ref().unwrap();
+        assert_eq!((got.seq, got.trail.as_str()), (1, TRAIL));
+        assert_eq!(got.check_signature(&[signer.public()]), Ok(()));
         assert!(Signer::from_seed_hex("nope").unwrap_err().contains("64 hex"));
         assert_eq!(Signer::generate_seed_hex().unwrap().len(), 64);
     }

@@ -432,6 +432,26 @@ pub struct Loaded {
 }
 
 /// Reads and checks a config file and the command files it points at.
+impl Config {
+    /// Replaces the data directory (`--data-dir`, `OPSBOT_DATA_DIR`) and
+    /// re-checks what must stay outside it.
+    pub fn set_data_dir(&mut self, dir: PathBuf) -> Result<(), Problems> {
+        let mut problems = Vec::new();
+        for (key, file) in
+            [("audit.key_file", &self.audit.key_file), ("audit.checkpoint_file", &self.audit.checkpoint_file)]
+        {
+            if let Some(file) = file {
+                parse::outside_data_dir(&self.source, key, file, &dir, &mut problems);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        self.data_dir = dir;
+        Ok(())
+    }
+}
+
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem::new(

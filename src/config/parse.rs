@@ -672,14 +672,7 @@ fn check_audit(
     let defaults = AuditSettings::default();
     let outside = |key: &str, file: Option<String>, problems: &mut Vec<Problem>| {
         let file = base.join(file?);
-        if lexically_within(&file, data_dir) {
-            problems.push(Problem::new(
-                path,
-                key,
-                format!("{} is inside the data directory {}", file.display(), data_dir.display()),
-                "put it where whoever can write the store cannot (another disk, another owner)",
-            ));
-        }
+        outside_data_dir(path, key, &file, data_dir, problems);
         Some(file)
     };
     let key_file = outside("audit.key_file", raw.key_file, problems);
@@ -729,6 +722,19 @@ fn check_audit(
         checkpoint_channel: raw.checkpoint_channel,
         checkpoint_log: raw.checkpoint_log.unwrap_or(defaults.checkpoint_log),
         public_keys,
+    }
+}
+
+/// The audit key file and checkpoint file must not be where the store is:
+/// whoever can rewrite the store could then rewrite them too.
+pub(super) fn outside_data_dir(config: &Path, key: &str, file: &Path, data_dir: &Path, problems: &mut Vec<Problem>) {
+    if lexically_within(file, data_dir) {
+        problems.push(Problem::new(
+            config,
+            key,
+            format!("{} is inside the data directory {}", file.display(), data_dir.display()),
+            "put it where whoever can write the store cannot (another disk, another owner)",
+        ));
     }
 }
 

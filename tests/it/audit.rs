@@ -348,7 +348,52 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     // A checkpoint signed by an untrusted key proves nothing.
     let other = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
     let untrusted = check(other);
-    assert!(!untrusted.status.success() && stdout(&untrusted).contains("not a trusted key"), "{}", stdout(&untrusted));
+    assert!(
+        !untrusted.status.success() && stdout(&untrusted).contains("no checkpoint of this trail signed by a trusted key"),
+        "{}",
+        stdout(&untrusted)
+    );
+
+    // Another trail signed with the same key (staging next to production).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_file = elsewhere.path().join("checkpoints.jsonl");
+    let second =
+        Bot::with_config(&crate::support::config_text("30m", &format!("\n[audit]\ncheckpoint_file = \"{}\"\n", other_file.display())));
+    second.console_env(&["/status api-staging"], &[("OPSBOT_AUDIT_KEY", seed.as_ref())]);
+    let second_line = stdout(&second.command(&["audit", "checkpoint"]).env("OPSBOT_AUDIT_KEY", seed).output().unwrap());
+    // Only the other trail's checkpoint: nothing vouches for this one (were
+    // this store rewritten from record 1, this is what it would look like).
+    let only_other = bot.command(&["audit", "verify", "--checkpoints"]).arg(&other_file).args(["--public-key", public]).output().unwrap();
+    assert!(
+        !only_other.status.success() && stdout(&only_other).contains("of another trail"),
+        "{}",
+        stdout(&only_other)
+    );
+    // A log a collector keeps: JSON lines that escape the checkpoint, next
+    // to lines anyone in the channel could have posted. Those are warnings.
+    let log = published.path().join("collected.log");
+    let escaped = serde_json::to_string(&format!("audit checkpoint: {}", line.trim())).unwrap();
+    let forged = line.trim().replace(&format!("\"seq\":{covered},"), "\"seq\":1,");
+    std::fs::write(
+        &log,
+        format!(
+            "{{\"level\":\"INFO\",\"fields\":{{\"message\":{escaped}}}}}\nposted by someone: {{\"opsbot_checkpoint\":1}}\n{forged}\n{}\n",
+            second_line.trim()
+        ),
+    )
+    .unwrap();
+    let from_log = bot.command(&["audit", "verify", "--checkpoints"]).arg(&log).args(["--public-key", public]).output().unwrap();
+    let text = stdout(&from_log);
+    assert!(from_log.status.success(), "{text}");
+    assert!(text.contains("extends all 1 checkpoint(s)"), "{text}");
+    assert!(text.contains(":2: ignored: not a readable checkpoint"), "{text}");
+    assert!(text.contains(":3: ignored: its signature does not verify"), "{text}");
+    assert!(text.contains("1 checkpoint(s) are of another trail"), "{text}");
+    // The checkpoint file must stay outside the data directory, also when
+    // --data-dir (or OPSBOT_DATA_DIR) moves it.
+    let moved = bot.command(&["audit", "verify"]).arg("--data-dir").arg(published.path()).output().unwrap();
+    assert_eq!(moved.status.code(), Some(64), "{}", stdout(&moved));
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("is inside the data directory"));
 
     // A consistent rewrite of a covered record: the chain alone cannot tell…
     rewrite_consistently(&bot, |record| {
