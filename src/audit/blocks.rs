@@ -3,7 +3,8 @@
 //! Records are stored in blocks: `b` + the first record's sequence number
 //! (big-endian) → that record and the ones after it, one `hash + JSON body`
 //! line each (compact JSON never holds a raw newline). A commit writes as many
-//! blocks as it needs (each up to 32 KiB), so sled handles a few keys per
+//! blocks as it needs (each closed at about 6 KiB, see
+//! [`BLOCK_BYTES`]), so sled handles a few keys per
 //! commit rather than several per record. The last block of every commit ends
 //! with a seal line, `=` + sequence number + space + hash of the commit's last
 //! record: a block without a seal can only belong to a commit that has not

@@ -114,7 +114,7 @@ pub fn classify(tree: &sled::Tree) -> Result<End, AuditError> {
     let has_blocks = tree.scan_prefix([BLOCK_PREFIX]).next().is_some();
     if has_blocks && tree.get(FORMAT_KEY).map_err(store)?.is_none() {
         return Ok(broken(
-            "this trail was written by a development build of opsbot, before commits were sealed; `opsbot audit repair` converts it and keeps every record",
+            "the trail has records but no layout version (`v`): it was removed, or this is not a trail opsbot wrote; `opsbot audit repair` restores it if every record verifies",
         ));
     }
     // The unsealed blocks at the end (newest first), then the last sealed one.

@@ -796,7 +796,7 @@ pub struct Repaired {
 }
 
 /// `opsbot audit repair`: makes a trail whose end no crash explains (head
-/// deleted or moved back, seals missing, a development build's layout) open
+/// deleted or moved back, seals or the layout version removed) open
 /// again, keeping every stored record. It verifies the whole chain first and
 /// repairs nothing if any record fails: a broken chain cannot be made to
 /// verify without rewriting history. Then it seals the last block at the

@@ -18,9 +18,11 @@ pub fn audit_line(record: &AuditRecord) -> String {
         line.push_str(outcome.name());
     }
     if !e.detail.is_empty() {
+        // Details quote what people typed (lock and deny reasons, input
+        // echoed back): data, never markup or a mention.
         let detail: String = e.detail.chars().take(120).collect();
         line.push_str(" — ");
-        line.push_str(&detail);
+        line.push_str(&crate::chat::typed(&detail));
     }
     line
 }
@@ -34,7 +36,7 @@ impl Engine {
                 "\n  🔒 locked by {} until {}: {}",
                 hold.by,
                 hold.until.format("%Y-%m-%d %H:%M UTC"),
-                hold.reason
+                crate::chat::typed(&hold.reason)
             ));
         }
         for request in self.store.open_requests()?.into_iter().filter(|r| r.service == service.name) {

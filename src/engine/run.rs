@@ -41,6 +41,12 @@ impl Engine {
                 .outcome(Verdict::Refused)
                 .detail(busy.to_string());
             self.audit.append(AuditEntry { args: None, ..record }).await?;
+            if !approved_by.is_empty() {
+                // An approved request has a card and a thread the channel
+                // watches: close them with what happened, not only the voter.
+                let text = format!("{id} was approved but did not run: {busy}; request it again when it is free");
+                self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
+            }
             return Err(busy);
         }
         let approvals = if approved_by.is_empty() {
@@ -165,8 +171,10 @@ impl Engine {
             AuditEntry { args: None, live, ..self.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply) }
                 .outcome(verdict)
                 .detail(text.clone());
-        // The outcome and the lock's release are one commit: a crash leaves
-        // both or neither, never a finished action that looks interrupted.
+        // The lock's release rides on the outcome's commit, written after
+        // the outcome and flushed with it: a crash can leave the outcome
+        // without the release (recovery then only releases the lock, seeing
+        // the outcome), never the release without the outcome.
         let recorded = self.audit.commit(vec![record], Some(self.store.run_lock_release(&service.name, &id))).await;
         if recorded.is_err() {
             if let Err(e) = self.store.release_run_lock(&service.name, &id) {

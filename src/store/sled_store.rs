@@ -232,8 +232,9 @@ impl Store for SledStore {
     }
 
     /// [`Store::release_run_lock`] as an [`Effect`], for the audit writer to
-    /// make in the same commit as the action's outcome record: after a crash
-    /// either both are there or neither is.
+    /// make in the same commit as the action's outcome record, after it: a
+    /// crash can keep the outcome and lose the release (recovery releases
+    /// the lock, seeing the outcome), never the other way round.
     fn run_lock_release(&self, service: &str, request_id: &str) -> Effect {
         let (locks, service, request_id) = (self.locks.clone(), service.to_string(), request_id.to_string());
         Box::new(move || release_run_lock(&locks, &service, &request_id).map_err(|e| e.to_string()))

@@ -4,7 +4,7 @@
 
 use crate::support::commands_dir;
 use chrono::{DateTime, Utc};
-use opsbot::audit::{AuditLog, AuditQuery, RecordKind};
+use opsbot::audit::{AuditLog, AuditQuery, RecordKind, Verdict};
 use opsbot::chat::{RecordingSink, Reply};
 use opsbot::clock::ManualClock;
 use opsbot::command::Registry;
@@ -260,9 +260,9 @@ async fn concurrent_appends_form_one_valid_chain() {
     assert_eq!(summary.records, 64 * 20);
 }
 
-/// What a kill between an action's outcome and its run lock's release used
-/// to leave: the outcome durable, the lock still held. (Both are one commit
-/// now, so only a store from before, or a lost write, can be in this state.)
+/// What a crash between an action's outcome and its run lock's release
+/// leaves: the outcome durable, the lock still held (the release is written
+/// after the outcome in the same commit; sled keeps a prefix of its log).
 #[tokio::test]
 async fn recovery_never_calls_a_finished_action_interrupted() {
     use opsbot::audit::{AuditEntry, Verdict};
@@ -418,6 +418,45 @@ requesters = ["developers"]
     let busy =
         replies.iter().filter(|r| matches!(r, Reply::Private { text, .. } if text.contains("is busy with"))).count();
     assert_eq!((runs_now, started, busy), (1, 1, 39), "{replies:#?}");
+    h.engine.wait_idle().await;
+}
+
+/// An approved request that finds its service busy is refused where the
+/// channel sees it (its card's thread), not only to the last voter.
+#[tokio::test]
+async fn an_approved_request_that_finds_the_service_busy_is_refused_in_its_thread() {
+    let h = engine_with(
+        r#"
+[environments.production]
+[groups]
+everyone = ["console:u0", "console:u1", "console:u2"]
+sre = ["console:u1"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 2, step = "500ms" }
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["everyone"]
+approvers = ["sre"]
+approvals = 1
+[[rules]]
+commands = ["restart"]
+environments = ["production"]
+requesters = ["everyone"]
+"#,
+    );
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(command(user(2), "/restart api")).await;
+    assert!(h.sink.replies().iter().any(|r| matches!(r, Reply::Started { request_id, .. } if request_id == "r-2")));
+    h.engine.handle(vote(user(1), true)).await;
+    let replies = h.sink.replies();
+    let refused = replies.iter().find_map(|r| match r {
+        Reply::Outcome { request_id, verdict: Verdict::Refused, text } if request_id == "r-1" => Some(text.clone()),
+        _ => None,
+    });
+    assert!(refused.as_deref().is_some_and(|t| t.contains("busy with r-2")), "{replies:#?}");
+    assert_eq!(intents(&h.audit), 0, "r-1 never ran");
     h.engine.wait_idle().await;
 }
 

@@ -749,8 +749,18 @@ break_glass = ["developers"]
     // The break-glass start message repeats the reason.
     assert!(has(&calls, "chat.postMessage", &format!("BREAK-GLASS by <@UALICE>: {escaped}")), "{calls:#?}");
 
+    // /status shows the lock reason, /audit the reasons on the record.
+    let relocked = served.command("UALICE", "COPS", "/lock", &format!("api-staging \"{payload}\""), "t8");
+    let status = served.command("UBOB", "COPS", "/status", "api-staging", "t9");
+    let shown = status["text"].as_str().unwrap();
+    assert!(shown.contains("locked by <@UALICE>") && shown.contains(escaped), "status: {shown}");
+    let audit = served.command("UBOB", "COPS", "/audit", "api-staging", "t10");
+    let listed = audit["text"].as_str().unwrap();
+    assert!(listed.contains("&lt;!channel&gt;") && listed.contains("UALICE"), "audit: {listed}");
+
     // Nowhere did the raw markup reach Slack.
-    let mut everything: Vec<String> = acks.iter().chain([&pending, &denied]).map(|a| a.to_string()).collect();
+    let mut everything: Vec<String> =
+        acks.iter().chain([&pending, &denied, &relocked, &status, &audit]).map(|a| a.to_string()).collect();
     everything.extend(calls.iter().map(|c| text_of(&c.body)));
     for text in &everything {
         for raw in ["<!channel>", "<!here>", "<https://evil.example", "<@UBOB>  "] {
@@ -910,4 +920,35 @@ fn a_silent_socket_is_noticed_replaced_and_readiness_follows() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(served.log().contains("no frame from Slack"), "{}", served.log());
+}
+
+/// An answer longer than one Slack message (a long /audit) reaches the
+/// channel whole, in parts, instead of an ack cut at Slack's limit.
+#[test]
+fn a_long_answer_reaches_the_channel_whole_in_parts() {
+    let served = Served::start("http");
+    // 50 refused requests (no rule allows /lock here): 100 records.
+    for i in 0..25 {
+        served.command("UALICE", "COPS", "/lock", &format!("api-staging \"window {i}\""), &format!("l{i}"));
+        served.command("UALICE", "COPS", "/unlock", "api-staging", &format!("u{i}"));
+    }
+    let ack = served.command("UBOB", "COPS", "/audit", "api-staging 100", "a1");
+    assert_eq!(ack["response_type"], "ephemeral", "{ack}");
+    assert!(ack["text"].as_str().unwrap().contains("follows in the channel"), "{ack}");
+    let lines = |calls: &[Call]| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && c.status == 200)
+            .flat_map(|c| text_of(&c.body).lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|l| l.trim_start().starts_with('#'))
+            .collect()
+    };
+    served.slack.wait_for("all 100 audit lines", LONG, |calls| lines(calls).len() >= 100);
+    let calls = served.slack.calls();
+    let posts = calls.iter().filter(|c| c.method == "chat.postMessage" && text_of(&c.body).contains("  #")).count();
+    assert!(posts > 1, "split into several posts: {posts}");
+    for call in calls.iter().filter(|c| c.method == "chat.postMessage") {
+        assert!(text_of(&call.body).chars().count() <= 3_900, "each part fits one message");
+    }
+    assert_eq!(lines(&calls).len(), 100);
 }

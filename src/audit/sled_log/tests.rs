@@ -170,14 +170,21 @@ async fn every_prefix_of_a_commit_that_a_crash_can_leave_opens_and_loses_nothing
         let acknowledged = head_of(&tree, COMMITTED_KEY).unwrap();
         let writes = next_commit(&tree, 1000, per_commit);
         let before = snapshot(&tree);
-        for cut in 0..=writes.len() {
+        // The commit's state change (a run lock released with the outcome)
+        // is written after `c`: the last step of the commit.
+        let state = db.open_tree("state").unwrap();
+        for cut in 0..=writes.len() + 1 {
             // Back to the acknowledged state, then the first `cut` writes.
             tree.clear().unwrap();
             for (k, v) in &before {
                 tree.insert(k, v.clone()).unwrap();
             }
-            for (k, v) in &writes[..cut] {
+            for (k, v) in &writes[..cut.min(writes.len())] {
                 tree.insert(k, v.clone()).unwrap();
+            }
+            state.insert("lock", "r-1").unwrap();
+            if cut > writes.len() {
+                state.remove("lock").unwrap();
             }
             let end = end::classify(&tree).unwrap();
             assert!(!matches!(end, End::Broken { .. }), "{per_commit}/{cut}: a crash state was called broken: {end:?}");
@@ -190,6 +197,19 @@ async fn every_prefix_of_a_commit_that_a_crash_can_leave_opens_and_loses_nothing
                 "{per_commit}/{cut}: {summary:?}"
             );
             assert_eq!(end::classify(&tree).unwrap(), End::Clean { head: head_of(&tree, COMMITTED_KEY).unwrap() });
+            // A lock is never released without its outcome on the record
+            // (the other way round — outcome kept, lock held — recovery
+            // releases the lock without calling the action interrupted).
+            if state.get("lock").unwrap().is_none() {
+                assert_eq!(summary.records, acknowledged.seq + per_commit as u64, "{per_commit}/{cut}");
+            }
+            // No index entry points past the head, and service reads work.
+            for key in tree.scan_prefix([INDEX_PREFIX]).keys() {
+                assert!(key_seq(&key.unwrap()) <= summary.records, "{per_commit}/{cut}: an index entry past the head");
+            }
+            let query = AuditQuery { service: Some("api".into()), limit: Some(5), ..Default::default() };
+            let shown = (&reopened as &dyn AuditLog).read(&query).unwrap_or_else(|e| panic!("{per_commit}/{cut}: {e}"));
+            assert!(shown.iter().all(|r| r.seq <= summary.records && r.entry.service.as_deref() == Some("api")));
             // The chain goes on from what the store opened at.
             let next = (&reopened as &dyn AuditLog).append(entry(9999)).await.unwrap();
             assert_eq!(next.seq, summary.records + 1);
@@ -364,10 +384,10 @@ async fn repair_keeps_every_record_and_refuses_a_broken_chain() {
 }
 
 #[tokio::test]
-async fn a_development_builds_unsealed_trail_is_refused_until_repaired() {
+async fn a_trail_stripped_of_seals_and_layout_version_is_refused_until_repaired() {
     let db = temporary();
     let tree = db.open_tree("audit").unwrap();
-    // What builds before sealed commits wrote: blocks without seals, `h`, no format key.
+    // Records that verify, but seals, `c` and the layout version removed.
     let mut prev = chain::GENESIS.to_string();
     let mut value = Vec::new();
     for seq in 1..=5u64 {

@@ -140,7 +140,7 @@ impl SlackIngress {
         let mut private = Vec::new();
         for reply in replies {
             match reply {
-                Reply::Text(text) => public.push(blocks::render(&text)),
+                Reply::Text(text) => public.push(text),
                 Reply::Private { to, text } => private.push((to, text)),
                 _ => {}
             }
@@ -157,8 +157,14 @@ impl SlackIngress {
             self.engine.send_reply(target, Reply::Private { to, text }).await;
         }
         let text = public.join("\n");
-        let text = blocks::split(&text, blocks::MAX_TEXT).into_iter().next().unwrap_or_default();
-        json!({"response_type": "in_channel", "text": text})
+        let rendered = blocks::render(&text);
+        if rendered.chars().count() <= blocks::MAX_TEXT {
+            return json!({"response_type": "in_channel", "text": rendered});
+        }
+        // Longer than one message (a long /audit): the channel gets all of
+        // it as posts, split at line ends, instead of a silently cut ack.
+        self.engine.send_reply(target, Reply::Text(text)).await;
+        json!({"response_type": "ephemeral", "text": "The answer is long: it follows in the channel, in parts."})
     }
 
     /// `POST /slack/interactivity`.
