@@ -13,6 +13,7 @@ use super::{check_container, image_in, live_facts, refuse_if_paused, revision_of
 use crate::action::{ActionError, Outcome, Progress, RunContext};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
+use tokio::time::Instant;
 
 impl Kubernetes {
     pub(super) async fn deploy(
@@ -28,7 +29,7 @@ impl Kubernetes {
         refuse_if_paused(t, &before, "deploy")?;
         if image_in(template_of(&before), t.container).as_deref() == Some(image.as_str()) {
             progress.report(format!("{}: {} already has {image}; checking its rollout", t.service, t.path())).await;
-            let end = self.watch(t, &Expect::template_of(&before), progress).await;
+            let end = self.watch(t, &Expect::template_of(&before), Instant::now() + t.rollout_timeout, progress).await;
             let d = settle(t, &format!("deploy of {image}"), end)?;
             return Ok(Outcome {
                 summary: format!("{} already runs {image}; nothing changed ({})", t.service, describe_live(t, &d)),
@@ -56,7 +57,8 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: image set to {image}; watching the rollout", t.service)).await;
-        match self.watch(t, &Expect::template_of(&written.deployment()), progress).await {
+        let deadline = Instant::now() + t.rollout_timeout;
+        match self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await {
             WatchEnd::Complete(d) => Ok(Outcome {
                 summary: format!(
                     "{} runs {image} (revision {})",
@@ -70,6 +72,12 @@ impl Kubernetes {
             ))),
             WatchEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
                 "deploy of {image} was applied, but its rollout could not be read until the deadline ({why}); nothing was rolled back; check deployment {}",
+                t.path()
+            ))),
+            // Slow is not failed: no automatic rollback of a rollout that may
+            // still complete.
+            WatchEnd::StillRolling(why) => Err(ActionError::Unknown(format!(
+                "deploy of {image} was applied: {why}; nothing was rolled back; check deployment {}",
                 t.path()
             ))),
             WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, &image, &why, before_revision, progress).await),
@@ -98,19 +106,26 @@ impl Kubernetes {
         };
         progress.report(format!("{}: deploy failed ({why}); rolling back automatically", t.service)).await;
         let rollback = match self.undo(t, Some(revision), progress).await {
-            Ok((restored, expect)) => match self.watch(t, &expect, progress).await {
-                WatchEnd::Complete(d) => {
-                    return ActionError::Failed(format!(
-                        "{failed}; rolled back automatically to revision {restored}: {}",
-                        describe_live(t, &d)
-                    ))
+            Ok((restored, expect)) => {
+                match self.watch(t, &expect, Instant::now() + t.rollout_timeout, progress).await {
+                    WatchEnd::Complete(d) => {
+                        return ActionError::Failed(format!(
+                            "{failed}; rolled back automatically to revision {restored}: {}",
+                            describe_live(t, &d)
+                        ))
+                    }
+                    WatchEnd::Failed(w) => format!("the automatic rollback to revision {restored} failed too: {w}"),
+                    WatchEnd::Superseded(by) => format!("the automatic rollback to revision {restored} was {by}"),
+                    WatchEnd::StillRolling(w) => {
+                        format!("the automatic rollback to revision {restored} was applied: {w}")
+                    }
+                    WatchEnd::Unreadable(w) => {
+                        format!(
+                            "the automatic rollback to revision {restored} was applied but could not be watched ({w})"
+                        )
+                    }
                 }
-                WatchEnd::Failed(w) => format!("the automatic rollback to revision {restored} failed too: {w}"),
-                WatchEnd::Superseded(by) => format!("the automatic rollback to revision {restored} was {by}"),
-                WatchEnd::Unreadable(w) => {
-                    format!("the automatic rollback to revision {restored} was applied but could not be watched ({w})")
-                }
-            },
+            }
             Err(e) => format!("the automatic rollback to revision {revision} failed too: {e}"),
         };
         ActionError::Failed(format!("{failed}; {rollback}; {}", self.live_now(t).await))

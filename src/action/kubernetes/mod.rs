@@ -7,6 +7,7 @@
 //! - `call`: one API call, its typed failures, timeouts, backoff and retries.
 //! - `write`: writes whose answer may be lost, settled by re-reading.
 //! - `rollout`: watching a rollout this request started, to its end.
+//! - `pods`: the new ReplicaSet's pods and why they fail.
 //! - `deploy`, `undo`: the two template changes, with automatic rollback.
 //! - `status`: `/status`, showing what is readable and naming what is not.
 //! - `access`: `opsbot check --live`.
@@ -17,6 +18,7 @@
 mod access;
 mod call;
 mod deploy;
+mod pods;
 mod rollout;
 mod status;
 mod undo;

@@ -79,7 +79,7 @@ impl Kubernetes {
     ) -> Result<Outcome, ActionError> {
         let (restored, expect) = self.undo(t, to, progress).await?;
         progress.report(format!("{}: restoring revision {restored}", t.service)).await;
-        let end = self.watch(t, &expect, progress).await;
+        let end = self.watch(t, &expect, tokio::time::Instant::now() + t.rollout_timeout, progress).await;
         let d = settle(t, &format!("rollback of {} to revision {restored}", t.service), end)?;
         Ok(Outcome {
             summary: format!(

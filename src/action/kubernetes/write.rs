@@ -42,6 +42,9 @@ pub(super) fn settle(t: &Target<'_>, what: &str, end: WatchEnd) -> Result<Deploy
         WatchEnd::Complete(d) => Ok(*d),
         WatchEnd::Failed(why) => Err(ActionError::Failed(format!("{what} failed: {why}"))),
         WatchEnd::Superseded(by) => Err(ActionError::Failed(format!("{what}: {by}"))),
+        WatchEnd::StillRolling(why) => {
+            Err(ActionError::Unknown(format!("{what} was applied, but the rollout has not finished: {why}")))
+        }
         WatchEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
             "{what} was applied, but its rollout could not be read until the deadline ({why}); check deployment {}",
             t.path()
@@ -137,7 +140,8 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: restart requested; watching the rollout", t.service)).await;
-        let end = self.watch(t, &Expect::template_of(&written.deployment()), progress).await;
+        let deadline = Instant::now() + t.rollout_timeout;
+        let end = self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await;
         let d = settle(t, &format!("restart of {}", t.service), end)?;
         Ok(Outcome {
             summary: format!("{} restarted ({})", t.service, describe_live(t, &d)),
@@ -168,7 +172,7 @@ impl Kubernetes {
         .await?;
         progress.report(format!("{}: scaling to {replicas}", t.service)).await;
         let expect = Expect { template: None, replicas: Some(wanted) };
-        let end = self.watch(t, &expect, progress).await;
+        let end = self.watch(t, &expect, Instant::now() + t.rollout_timeout, progress).await;
         let d = settle(t, &format!("scale of {} to {replicas}", t.service), end)?;
         Ok(Outcome {
             summary: format!("{} runs {replicas} replicas (was {from}; {})", t.service, describe_live(t, &d)),

@@ -1,8 +1,10 @@
 //! Kubernetes: the fake API server (`fake_k8s`) proven with the real kubectl
 //! (`fake_proof`), the ordinary flows driven from the console (`flows`), and
 //! the cases where the bot must not claim success it cannot see (`truth`,
-//! issue #13). Every test asserts on the fake's state, not only on words.
+//! issue #13), and what happens at opsbot's own rollout deadline
+//! (`deadlines`). Every test asserts on the fake's state, not only on words.
 
+mod deadlines;
 mod fake_proof;
 mod flows;
 mod truth;
@@ -105,11 +107,18 @@ impl K8sBot {
     }
 
     fn with(k8s: FakeK8s) -> K8sBot {
+        K8sBot::with_rollout_timeout(k8s, "20s")
+    }
+
+    /// Every service with this `rollout_timeout` (opsbot's own deadline).
+    fn with_rollout_timeout(k8s: FakeK8s, rollout_timeout: &str) -> K8sBot {
         k8s.add_deployment("shop", "api", "app", "registry.example.com/api:v1.0.0", 3);
         k8s.add_deployment("shop", "web", "app", "registry.example.com/web:v1.0.0", 2);
         k8s.add_deployment("shop", "worker", "worker", "registry.example.com/worker:v3.0.0", 1);
         let relay = Relay::start(&k8s.url);
-        let bot = crate::support::Bot::with_config(&k8s_config(&[]));
+        let config =
+            k8s_config(&[]).replace("rollout_timeout = \"20s\"", &format!("rollout_timeout = \"{rollout_timeout}\""));
+        let bot = crate::support::Bot::with_config(&config);
         let kubeconfig = kubeconfig(&k8s, &relay, bot.dir.path());
         K8sBot { k8s, relay, bot, kubeconfig }
     }

@@ -218,18 +218,30 @@ fn rollback_history_reads_as_after_kubectls_own_undo() {
 fn status_shows_what_is_readable_names_what_is_not_and_recent_events() {
     let kb = K8sBot::new();
     kb.console(&["/deploy api-k8s v2.0.0"]);
-    kb.k8s.add_event("shop", "api", "Warning", "FailedCreate", "pods \"api-x\" is forbidden: exceeded quota");
-    kb.k8s.forbid("list", "replicasets");
+    // The replicaset controller records quota trouble on the ReplicaSet, not the Deployment.
+    let replicaset =
+        kb.k8s.replicasets("shop", "api").last().unwrap()["metadata"]["name"].as_str().unwrap().to_string();
+    kb.k8s.add_event(
+        "shop",
+        ("ReplicaSet", &replicaset),
+        "Warning",
+        "FailedCreate",
+        "pods \"api-x\" is forbidden: exceeded quota",
+    );
     kb.k8s.forbid("list", "pods");
     let out = kb.console(&["/status api-k8s"]);
     assert!(out.contains("deployment shop/api: registry.example.com/api:v2.0.0"), "{out}");
     assert!(out.contains("containers: app=registry.example.com/api:v2.0.0"), "{out}");
     assert!(out.contains("3 desired, 3 updated, 3 ready, 3 available — rollout complete"), "{out}");
-    assert!(out.contains("revisions: not readable: opsbot may not list replicasets in namespace shop (403"), "{out}");
+    assert!(out.contains("revisions: 2 registry.example.com/api:v2.0.0; 1 registry.example.com/api:v1.0.0;"), "{out}");
     assert!(out.contains("pods: not readable: opsbot may not list pods in namespace shop (403"), "{out}");
     let warning = out.find("Warning FailedCreate: pods \"api-x\" is forbidden: exceeded quota").expect("the warning");
     let normal = out.find("Normal ScalingReplicaSet").expect("the controller's event");
     assert!(warning < normal, "Warning events first: {out}");
+    kb.k8s.forbid("list", "replicasets");
+    let out = kb.console(&["/status api-k8s"]);
+    assert!(out.contains("revisions: not readable: opsbot may not list replicasets in namespace shop (403"), "{out}");
+    assert!(out.contains("pods: the new ReplicaSet is not known, so neither are its pods"), "{out}");
     kb.k8s.forbid("list", "events");
     let out = kb.console(&["/status api-k8s"]);
     assert!(out.contains("events: not readable: opsbot may not list events in namespace shop (403"), "{out}");
