@@ -21,6 +21,7 @@ impl Kubernetes {
         t: &Target<'_>,
         version: &str,
         context: &RunContext,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         let image = format!("{}:{version}", t.image);
@@ -29,7 +30,7 @@ impl Kubernetes {
         refuse_if_paused(t, &before, "deploy")?;
         if image_in(template_of(&before), t.container).as_deref() == Some(image.as_str()) {
             progress.report(format!("{}: {} already has {image}; checking its rollout", t.service, t.path())).await;
-            let end = self.watch(t, &Expect::template_of(&before), Instant::now() + t.rollout_timeout, progress).await;
+            let end = self.watch(t, &Expect::template_of(&before), deadline, progress).await;
             let d = settle(t, &format!("deploy of {image}"), end)?;
             return Ok(Outcome {
                 summary: format!("{} already runs {image}; nothing changed ({})", t.service, describe_live(t, &d)),
@@ -48,6 +49,7 @@ impl Kubernetes {
             .write(
                 t,
                 &format!("deploy of {image}"),
+                deadline,
                 || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
                 |d| {
                     image_in(template_of(d), t.container).as_deref() == Some(image.as_str())
@@ -57,7 +59,6 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: image set to {image}; watching the rollout", t.service)).await;
-        let deadline = Instant::now() + t.rollout_timeout;
         match self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await {
             WatchEnd::Complete(d) => Ok(Outcome {
                 summary: format!(
@@ -85,7 +86,10 @@ impl Kubernetes {
     }
 
     /// The deploy's rollout failed: roll back if configured, and say all of
-    /// it — why the deploy failed, how the rollback went, what runs now.
+    /// it — why the deploy failed, how the rollback went, what runs now. The
+    /// rollback has its own deadline (`rollout_timeout` from its start). When
+    /// where the rollback stands cannot be known, neither can what runs: the
+    /// outcome is then `unknown`, never "failed too".
     async fn after_failed_deploy(
         &self,
         t: &Target<'_>,
@@ -105,29 +109,45 @@ impl Kubernetes {
             ));
         };
         progress.report(format!("{}: deploy failed ({why}); rolling back automatically", t.service)).await;
-        let rollback = match self.undo(t, Some(revision), progress).await {
-            Ok((restored, expect)) => {
-                match self.watch(t, &expect, Instant::now() + t.rollout_timeout, progress).await {
-                    WatchEnd::Complete(d) => {
-                        return ActionError::Failed(format!(
-                            "{failed}; rolled back automatically to revision {restored}: {}",
-                            describe_live(t, &d)
-                        ))
-                    }
-                    WatchEnd::Failed(w) => format!("the automatic rollback to revision {restored} failed too: {w}"),
-                    WatchEnd::Superseded(by) => format!("the automatic rollback to revision {restored} was {by}"),
-                    WatchEnd::StillRolling(w) => {
-                        format!("the automatic rollback to revision {restored} was applied: {w}")
-                    }
-                    WatchEnd::Unreadable(w) => {
-                        format!(
-                            "the automatic rollback to revision {restored} was applied but could not be watched ({w})"
-                        )
-                    }
+        let deadline = Instant::now() + t.rollout_timeout;
+        let rollback = match self.undo(t, Some(revision), deadline, progress).await {
+            Ok((restored, expect)) => match self.watch(t, &expect, deadline, progress).await {
+                WatchEnd::Complete(d) => {
+                    return ActionError::Failed(format!(
+                        "{failed}; rolled back automatically to revision {restored}: {}",
+                        describe_live(t, &d)
+                    ))
                 }
-            }
-            Err(e) => format!("the automatic rollback to revision {revision} failed too: {e}"),
+                WatchEnd::Failed(w) => {
+                    Rollback::Failed(format!("the automatic rollback to revision {restored} failed too: {w}"))
+                }
+                WatchEnd::Superseded(by) => {
+                    Rollback::Failed(format!("the automatic rollback to revision {restored} was {by}"))
+                }
+                WatchEnd::StillRolling(w) => {
+                    Rollback::Unknown(format!("the automatic rollback to revision {restored} was applied: {w}"))
+                }
+                WatchEnd::Unreadable(w) => Rollback::Unknown(format!(
+                    "the automatic rollback to revision {restored} was applied but could not be watched ({w})"
+                )),
+            },
+            Err(ActionError::Unknown(e)) => Rollback::Unknown(format!(
+                "the automatic rollback to revision {revision} may or may not have been applied ({e})"
+            )),
+            Err(e) => Rollback::Failed(format!("the automatic rollback to revision {revision} failed too: {e}")),
         };
-        ActionError::Failed(format!("{failed}; {rollback}; {}", self.live_now(t).await))
+        let now = self.live_now(t).await;
+        match rollback {
+            Rollback::Failed(text) => ActionError::Failed(format!("{failed}; {text}; {now}")),
+            Rollback::Unknown(text) => ActionError::Unknown(format!("{failed}; {text}; {now}")),
+        }
     }
+}
+
+/// How an automatic rollback that did not complete ended.
+enum Rollback {
+    /// It failed, or another writer took over: what runs is what was read.
+    Failed(String),
+    /// Whether it took effect, or will, cannot be told.
+    Unknown(String),
 }

@@ -259,11 +259,14 @@ impl Kubernetes {
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         let t = target(service)?;
+        // One deadline for the change: its write (settling a lost answer
+        // included) and its rollout. An automatic rollback gets its own.
+        let deadline = tokio::time::Instant::now() + t.rollout_timeout;
         match action {
-            Action::Deploy { version } => self.deploy(&t, version, context, progress).await,
-            Action::Rollback { revision } => self.rollback(&t, revision.map(u64::from), progress).await,
-            Action::Restart => self.restart(&t, progress).await,
-            Action::Scale { replicas } => self.scale(&t, *replicas, progress).await,
+            Action::Deploy { version } => self.deploy(&t, version, context, deadline, progress).await,
+            Action::Rollback { revision } => self.rollback(&t, revision.map(u64::from), deadline, progress).await,
+            Action::Restart => self.restart(&t, deadline, progress).await,
+            Action::Scale { replicas } => self.scale(&t, *replicas, deadline, progress).await,
         }
     }
 }

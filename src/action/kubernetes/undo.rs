@@ -15,6 +15,7 @@ use crate::action::{ActionError, Outcome, Progress};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
+use tokio::time::Instant;
 
 /// Annotations that stay on the Deployment rather than come back from the
 /// ReplicaSet (kubectl's `annotationsToSkip`).
@@ -75,11 +76,12 @@ impl Kubernetes {
         &self,
         t: &Target<'_>,
         to: Option<u64>,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
-        let (restored, expect) = self.undo(t, to, progress).await?;
+        let (restored, expect) = self.undo(t, to, deadline, progress).await?;
         progress.report(format!("{}: restoring revision {restored}", t.service)).await;
-        let end = self.watch(t, &expect, tokio::time::Instant::now() + t.rollout_timeout, progress).await;
+        let end = self.watch(t, &expect, deadline, progress).await;
         let d = settle(t, &format!("rollback of {} to revision {restored}", t.service), end)?;
         Ok(Outcome {
             summary: format!(
@@ -98,6 +100,7 @@ impl Kubernetes {
         &self,
         t: &Target<'_>,
         to: Option<u64>,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<(u64, Expect), ActionError> {
         let api = self.deployments(t).await?;
@@ -138,7 +141,8 @@ impl Kubernetes {
             timed(t, "update", "deployments", api.replace(t.deployment, &PostParams::default(), &fresh)).await
         };
         let landed = |live: &Deployment| template_of(live).map(without_hash).as_ref() == Some(&template);
-        let written = self.write(t, &format!("rollback to revision {revision}"), call, landed, progress).await?;
+        let what = format!("rollback to revision {revision}");
+        let written = self.write(t, &what, deadline, call, landed, progress).await?;
         Ok((revision, Expect::template_of(&written.deployment())))
     }
 }

@@ -41,6 +41,9 @@ enum FaultKind {
     Status(u16),
     /// Handle the request (a write is applied), then answer only after this long.
     Slow(Duration),
+    /// Handle the request (a write is applied), then answer this status:
+    /// an API server that failed after etcd committed.
+    LandThenFail(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +211,13 @@ impl FakeK8s {
         self.world.lock().unwrap().faults.push(fault);
     }
 
+    /// Handles the `n`-th request from now with this verb (a write is
+    /// applied), then answers `status` instead of the result.
+    pub fn land_then_fail_nth(&self, verb: &str, n: u32, status: u16) {
+        let fault = Fault { verb: verb.into(), skip: n - 1, kind: FaultKind::LandThenFail(status) };
+        self.world.lock().unwrap().faults.push(fault);
+    }
+
     pub fn forbid(&self, verb: &str, resource: &str) {
         self.world.lock().unwrap().forbidden.push((verb.to_string(), resource.to_string()));
     }
@@ -320,6 +330,10 @@ async fn faults(State(s): State<Shared>, request: Request, next: Next) -> Respon
         hit.map(|i| world.faults.remove(i).kind)
     };
     match fault {
+        Some(FaultKind::LandThenFail(code)) => {
+            let _applied = next.run(request).await;
+            status_error(code, "InternalError", "Internal error occurred: etcdserver: leader changed")
+        }
         Some(FaultKind::Status(code)) => {
             let (reason, message) = match code {
                 409 => (

@@ -8,6 +8,7 @@ mod deadlines;
 mod fake_proof;
 mod flows;
 mod truth;
+mod writes;
 
 use crate::fake_k8s::FakeK8s;
 use crate::relay::Relay;
