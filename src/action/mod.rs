@@ -103,8 +103,6 @@ pub enum ActionError {
     Unknown(String),
     #[error("{service} is not known to its backend")]
     NotFound { service: String },
-    #[error("timed out after {0}")]
-    Timeout(String),
     /// The backend refused for lack of permission; says which verb on what.
     #[error("{0}")]
     Forbidden(String),

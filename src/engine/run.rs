@@ -94,7 +94,9 @@ impl Engine {
             let engine = self.clone();
             let (id, requester, parsed, reply) = (id.clone(), requester.clone(), parsed.clone(), reply.clone());
             tokio::spawn(async move {
+                let mut last = None;
                 while let Some(text) = milestones.recv().await {
+                    last = Some(text.clone());
                     let record = AuditEntry {
                         args: None,
                         ..engine.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
@@ -107,6 +109,7 @@ impl Engine {
                         }
                     }
                 }
+                last
             })
         };
         let executor = self.executors.for_service(&service);
@@ -116,12 +119,18 @@ impl Engine {
             history: self.verified_history(&service.name),
         };
         let timeout = self.config.action_timeout;
-        let result =
-            match tokio::time::timeout(timeout, executor.execute(&service, &action, &run_context, progress)).await {
-                Ok(result) => result,
-                Err(_) => Err(crate::action::ActionError::Timeout(crate::clock::format_duration(timeout))),
-            };
-        let _ = recorder.await;
+        let result = tokio::time::timeout(timeout, executor.execute(&service, &action, &run_context, progress)).await;
+        let last_seen = recorder.await.ok().flatten();
+        // Cut off, the backend may have applied its change, and a rollout
+        // may still be running: that is unknown, never a plain failure.
+        let result = result.unwrap_or_else(|_| {
+            Err(ActionError::Unknown(format!(
+                "no outcome within {} (bot.action_timeout); {} may have been changed and may still be changing{}; check it before trying again",
+                crate::clock::format_duration(timeout),
+                service.name,
+                last_seen.map(|text| format!("; last seen: {text}")).unwrap_or_default()
+            )))
+        });
         let (verdict, text, live) = match result {
             Ok(outcome) => (Verdict::Succeeded, outcome.summary, outcome.live),
             Err(ActionError::Unknown(text)) => (Verdict::Unknown, format!("unknown: {text}"), None),

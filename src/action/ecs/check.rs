@@ -10,9 +10,7 @@ use crate::config::Service;
 fn finding(error: ActionError) -> LiveFinding {
     match error {
         ActionError::Forbidden(text) => LiveFinding::MissingPermissions(text),
-        ActionError::Unreachable(text) | ActionError::Timeout(text) | ActionError::Unknown(text) => {
-            LiveFinding::Unreachable(text)
-        }
+        ActionError::Unreachable(text) | ActionError::Unknown(text) => LiveFinding::Unreachable(text),
         other => LiveFinding::Misconfigured(other.to_string()),
     }
 }
