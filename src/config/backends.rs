@@ -27,6 +27,42 @@ fn smoke_time(smoke: Option<&SmokeTest>) -> Duration {
     })
 }
 
+/// `bot.action_timeout` must hold each service's longest action, or the
+/// engine would cut a backend off mid-rollout (and could only say
+/// "unknown"). Set, it is checked: every service that may need longer is a
+/// problem at its `rollout_timeout`. Left out, it is `default` or, when
+/// longer, what the slowest service may need.
+pub(super) fn fit_action_timeout(
+    path: &Path,
+    set: Option<Duration>,
+    default: Duration,
+    services: &std::collections::BTreeMap<String, super::Service>,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    let budgets = services.iter().filter_map(|(name, s)| s.backend.longest_action().map(|b| (name, b)));
+    let Some(timeout) = set else {
+        return budgets.map(|(_, b)| b.total).fold(default, Duration::max);
+    };
+    let fmt = crate::clock::format_duration;
+    for (name, budget) in budgets.filter(|(_, b)| b.total > timeout) {
+        problems.push(Problem::new(
+            path,
+            &format!("services.{name}.backend.rollout_timeout"),
+            format!(
+                "an action on {name} may take up to {} ({}), longer than bot.action_timeout ({}): the engine would cut it off mid-rollout",
+                fmt(budget.total),
+                budget.parts,
+                fmt(timeout)
+            ),
+            format!(
+                "raise bot.action_timeout to at least {} (or leave it out: it then fits the slowest service), or lower this rollout_timeout",
+                fmt(budget.total)
+            ),
+        ));
+    }
+    timeout
+}
+
 impl Backend {
     /// How long one action may take by this backend's own deadlines: the
     /// rollout deadline, again for an automatic rollback (it has its own)
