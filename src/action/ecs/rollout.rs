@@ -126,10 +126,15 @@ fn judge(live: &Service, track: &Track) -> Verdict {
 }
 
 impl Ctx<'_> {
-    /// Follows `track` until it completes, fails, is superseded, or the
-    /// rollout deadline passes; reports progress.
-    pub(super) async fn wait(&self, service: &str, track: &Track, progress: &Progress) -> RolloutEnd {
-        let deadline = Instant::now() + self.t.rollout_timeout;
+    /// Follows `track` until it completes, fails, is superseded, or
+    /// `deadline` passes; reports progress.
+    pub(super) async fn wait(
+        &self,
+        service: &str,
+        track: &Track,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> RolloutEnd {
         let mut last = None;
         loop {
             let live = match self.describe_until(service, deadline).await {

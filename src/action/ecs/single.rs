@@ -10,6 +10,7 @@ use super::update::Change;
 use super::{smoke_at, Ctx};
 use crate::action::{Action, ActionError, Outcome, Progress};
 use aws_sdk_ecs::types::Service;
+use tokio::time::Instant;
 
 /// What runs now, as facts for the audit trail.
 fn facts(service: &str, live: &Service, definition: &Definition, container: &str) -> serde_json::Value {
@@ -49,11 +50,14 @@ impl Ctx<'_> {
             Action::Deploy { version } => self.deploy_single(service, version, progress).await,
             Action::Rollback { revision } => self.rollback_single(service, *revision, progress).await,
             Action::Restart => {
+                let deadline = Instant::now() + self.t.rollout_timeout;
                 let live = self.describe(service).await?;
                 let arn = live.task_definition.clone().unwrap_or_default();
-                let track = self.update(service, Change { arn: &arn, desired: None, force: true }, progress).await?;
+                let change = Change { arn: &arn, desired: None, force: true, deadline };
+                let track = self.update(service, change, progress).await?;
                 progress.report(format!("{service}: new deployment forced")).await;
-                let live = self.completed(&format!("restart of {}", self.t.name), service, &track, progress).await?;
+                let what = format!("restart of {}", self.t.name);
+                let live = self.completed(&what, service, &track, deadline, progress).await?;
                 let definition = self.definition(&arn).await?;
                 Ok(Outcome {
                     summary: format!("{} restarted ({})", self.t.name, short(&arn)),
@@ -61,15 +65,15 @@ impl Ctx<'_> {
                 })
             }
             Action::Scale { replicas } => {
+                let deadline = Instant::now() + self.t.rollout_timeout;
                 let live = self.describe(service).await?;
                 let arn = live.task_definition.clone().unwrap_or_default();
                 let desired = *replicas as i32;
-                let track =
-                    self.update(service, Change { arn: &arn, desired: Some(desired), force: false }, progress).await?;
+                let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
+                let track = self.update(service, change, progress).await?;
                 progress.report(format!("{service}: desired count {replicas}")).await;
-                let live = self
-                    .completed(&format!("scale of {} to {replicas}", self.t.name), service, &track, progress)
-                    .await?;
+                let what = format!("scale of {} to {replicas}", self.t.name);
+                let live = self.completed(&what, service, &track, deadline, progress).await?;
                 let definition = self.definition(&arn).await?;
                 Ok(Outcome {
                     summary: format!("{} runs {replicas} tasks of {}", self.t.name, short(&arn)),
@@ -85,9 +89,10 @@ impl Ctx<'_> {
         what: &str,
         service: &str,
         track: &Track,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Service, ActionError> {
-        match self.wait(service, track, progress).await {
+        match self.wait(service, track, deadline, progress).await {
             RolloutEnd::Complete(live) => Ok(*live),
             end => {
                 let (why, _) = not_completed(what, end)?;
@@ -97,6 +102,7 @@ impl Ctx<'_> {
     }
 
     async fn deploy_single(&self, service: &str, version: &str, progress: &Progress) -> Result<Outcome, ActionError> {
+        let deadline = Instant::now() + self.t.rollout_timeout;
         let image = format!("{}:{version}", self.t.image);
         let live = self.describe(service).await?;
         let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
@@ -106,11 +112,11 @@ impl Ctx<'_> {
             progress.report(format!("registered {} with {image}", short(&arn))).await;
         }
         let what = format!("deploy of {image}");
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await?;
+        let track = self.update(service, Change { arn: &arn, desired: None, force: false, deadline }, progress).await?;
         if let Track::Deployment { id, .. } = &track {
             progress.report(format!("{service}: updating to {} (deployment {id})", short(&arn))).await;
         }
-        let failure = match self.wait(service, &track, progress).await {
+        let failure = match self.wait(service, &track, deadline, progress).await {
             RolloutEnd::Complete(live) => match self.smoke(None, progress).await {
                 Ok(()) => {
                     let definition = self.definition(&arn).await?;
@@ -149,8 +155,10 @@ impl Ctx<'_> {
         }
         progress.report(format!("{what} failed ({why}); rolling back to {}", previous.name())).await;
         let arn = previous.arn();
-        let rollback = match self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await {
-            Ok(track) => match self.wait(service, &track, progress).await {
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let change = Change { arn: &arn, desired: None, force: false, deadline };
+        let rollback = match self.update(service, change, progress).await {
+            Ok(track) => match self.wait(service, &track, deadline, progress).await {
                 RolloutEnd::Complete(_) => {
                     return ActionError::Failed(format!("{failed}; rolled back automatically to {}", previous.name()))
                 }
@@ -191,9 +199,10 @@ impl Ctx<'_> {
         self.check_active(&target)?;
         self.check_container(&target.definition)?;
         let arn = target.arn();
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await?;
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let track = self.update(service, Change { arn: &arn, desired: None, force: false, deadline }, progress).await?;
         let what = format!("rollback of {} to {}", self.t.name, target.name());
-        let live = self.completed(&what, service, &track, progress).await?;
+        let live = self.completed(&what, service, &track, deadline, progress).await?;
         Ok(Outcome {
             summary: format!(
                 "{} rolled back to {} ({})",

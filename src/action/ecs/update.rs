@@ -1,9 +1,13 @@
 //! Reading a service, and updating it: the write compares the live state
-//! first (`UpdateService` takes no idempotency token), and a write whose
-//! answer was lost is settled by re-reading the service — landed: follow
-//! what it started; not landed: try again; unreadable: `unknown`.
+//! first (`UpdateService` takes no idempotency token), is sent once by the
+//! SDK (no blind re-sends), and a write whose answer was lost is settled by
+//! re-reading the service — landed: follow what it started; not landed: an
+//! idempotent change (a task definition, a count) is tried again, a forced
+//! new deployment never is; still not seen after the last try, or
+//! unreadable: `unknown` (it may still take effect). All of it within the
+//! action's deadline.
 
-use super::call::{AwsError, Failure};
+use super::call::{write_once, AwsError, Failure};
 use super::definitions::short;
 use super::rollout::{primary, settled, Track};
 use super::Ctx;
@@ -19,6 +23,8 @@ pub(super) struct Change<'a> {
     pub(super) desired: Option<i32>,
     /// Start a new deployment even without a change (restart).
     pub(super) force: bool,
+    /// When the change and its rollout must be done (settling included).
+    pub(super) deadline: Instant,
 }
 
 impl Ctx<'_> {
@@ -85,38 +91,45 @@ impl Ctx<'_> {
         }
         let mut backoff = Backoff::default();
         for attempt in 1..=UPDATE_ATTEMPTS {
-            let error = match self.call("ecs:UpdateService", plan.request(self, service).send()).await {
+            let request = plan.request(self, service).customize().config_override(write_once());
+            let error = match self.call("ecs:UpdateService", request.send()).await {
                 Ok(out) => return Ok(plan.follow(out.service.as_ref().unwrap_or(&before))),
                 Err(e) => e,
             };
+            let wait = backoff.next_wait();
+            let last = attempt == UPDATE_ATTEMPTS || Instant::now() + wait >= change.deadline;
             if error.failure.may_have_landed() {
-                if let Some(track) = self.settle(service, &plan, &error, progress).await? {
+                if let Some(track) = self.settle(service, &plan, &error, change.deadline, progress).await? {
                     return Ok(track);
                 }
-                if attempt == UPDATE_ATTEMPTS {
-                    return Err(ActionError::Failed(format!(
-                        "{}; re-read: the update did not take effect",
+                if last || plan.force {
+                    // Not seen yet is not "not applied": AWS may still be
+                    // applying it, and a second forced deployment would
+                    // replace every task again.
+                    return Err(ActionError::Unknown(format!(
+                        "{}; re-read: not applied yet, but it may still take effect; check ECS service {service} before trying again",
                         error.explain(self)
                     )));
                 }
-            } else if !error.failure.is_transient() || attempt == UPDATE_ATTEMPTS {
+            } else if !error.failure.is_transient() || last {
                 return Err(error.into_action(self));
             }
-            tokio::time::sleep(backoff.next_wait()).await;
+            tokio::time::sleep(wait).await;
         }
         unreachable!("the last attempt returns")
     }
 
-    /// An update got no answer: re-read. Landed → what to follow; not
-    /// landed → `None` (try again); unreadable → `unknown`.
+    /// An update got no answer: re-read (until `deadline`). Landed → what to
+    /// follow; not landed → `None`; unreadable → `unknown`.
     async fn settle(
         &self,
         service: &str,
         plan: &Plan,
         error: &AwsError,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Option<Track>, ActionError> {
-        match self.describe_until(service, Instant::now() + self.t.rollout_timeout).await {
+        match self.describe_until(service, deadline).await {
             Ok(live) if plan.landed(&live) => {
                 progress.report(format!("{service}: {}; re-read: the update was applied", error.explain(self))).await;
                 Ok(Some(plan.follow(&live)))

@@ -9,12 +9,14 @@
 //! - `rollouts`: following the deployment opsbot started (issue #13).
 //! - `blue_green`: switches, rollbacks and a split listener (issue #13).
 //! - `errors`: wrong names, regions, revisions; no Debug dumps (issue #13).
+//! - `writes`: writes sent once, their lost answers settled by re-reading.
 
 mod blue_green;
 mod errors;
 mod fakes;
 mod flows;
 mod rollouts;
+mod writes;
 
 use crate::aws_proxy::AwsProxy;
 use crate::fake_ecs::{Behaviour, FakeEcs};

@@ -4,9 +4,11 @@
 //! shown as it is and never guessed into "live".
 //!
 //! - `state`: reading the pair, and the facts recorded after a switch.
-//! - `switch`: moving traffic, safely, with context when a step fails.
+//! - `switch`: a switch, safely, with context when a step fails.
+//! - `listener`: moving the listener's traffic, settling lost answers.
 //! - `rollback`: back to the colour the audit trail last verified live.
 
+mod listener;
 mod rollback;
 pub(super) mod state;
 mod switch;
@@ -18,6 +20,7 @@ use crate::action::{Action, ActionError, Outcome, Progress, RunContext};
 use crate::config::BlueGreen;
 use state::Pair;
 use switch::Switch;
+use tokio::time::Instant;
 
 impl Ctx<'_> {
     pub(super) async fn blue_green(
@@ -111,8 +114,11 @@ impl Ctx<'_> {
         let pair = self.pair(bg).await?;
         let live = pair.live().ok_or_else(|| self.split(&pair, "restart"))?;
         let arn = live.definition.arn();
-        let track = self.update(&live.service, Change { arn: &arn, desired: None, force: true }, progress).await?;
-        let after = self.completed(&format!("restart of live {}", live.name), &live.service, &track, progress).await?;
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let change = Change { arn: &arn, desired: None, force: true, deadline };
+        let track = self.update(&live.service, change, progress).await?;
+        let what = format!("restart of live {}", live.name);
+        let after = self.completed(&what, &live.service, &track, deadline, progress).await?;
         Ok(Outcome::new(format!(
             "live colour {} restarted ({}, {}/{} tasks)",
             live.name,
@@ -135,12 +141,12 @@ impl Ctx<'_> {
         let desired = replicas as i32;
         for colour in [live, pair.other(live)] {
             let arn = colour.definition.arn();
-            let track = self
-                .update(&colour.service, Change { arn: &arn, desired: Some(desired), force: false }, progress)
-                .await?;
+            let deadline = Instant::now() + self.t.rollout_timeout;
+            let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
+            let track = self.update(&colour.service, change, progress).await?;
             progress.report(format!("{} ({}): desired count {replicas}", colour.name, colour.service)).await;
-            self.completed(&format!("scale of {} to {replicas}", colour.name), &colour.service, &track, progress)
-                .await?;
+            let what = format!("scale of {} to {replicas}", colour.name);
+            self.completed(&what, &colour.service, &track, deadline, progress).await?;
         }
         let now = self.pair(bg).await?;
         Ok(Outcome::new(format!(

@@ -10,9 +10,7 @@ use super::super::Ctx;
 use super::state::{ColourFacts, ColourNow, Pair};
 use crate::action::{ActionError, Outcome, Progress};
 use crate::config::BlueGreen;
-use aws_sdk_elasticloadbalancingv2::types::{
-    Action as ElbAction, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple,
-};
+use tokio::time::Instant;
 
 /// One switch: to which colour, with what, why.
 pub(super) struct Switch<'a> {
@@ -35,49 +33,6 @@ impl Ctx<'_> {
         image.strip_prefix(self.t.image).and_then(|rest| rest.strip_prefix(':'))
     }
 
-    /// Points the listener: `percent` to `to`, the rest to `from`.
-    async fn shift(
-        &self,
-        bg: &BlueGreen,
-        from: &ColourNow,
-        to: &ColourNow,
-        percent: u8,
-        progress: &Progress,
-    ) -> Result<(), ActionError> {
-        let action = if percent >= 100 {
-            ElbAction::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&to.target_group).build()
-        } else {
-            let tuple = |arn: &str, weight: u8| {
-                TargetGroupTuple::builder().target_group_arn(arn).weight(i32::from(weight)).build()
-            };
-            let forward = ForwardActionConfig::builder()
-                .target_groups(tuple(&to.target_group, percent))
-                .target_groups(tuple(&from.target_group, 100 - percent))
-                .build();
-            ElbAction::builder().r#type(ActionTypeEnum::Forward).forward_config(forward).build()
-        };
-        let sent = self
-            .call(
-                "elasticloadbalancing:ModifyListener",
-                self.elb.modify_listener().listener_arn(&bg.listener_arn).default_actions(action).send(),
-            )
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            // The answer was lost: the listener itself says whether it moved.
-            Err(e) if e.failure.may_have_landed() => match self.pair(bg).await {
-                Ok(now) if now.by_name(&to.name).is_some_and(|c| c.weight == i32::from(percent.min(100))) => {
-                    progress
-                        .report(format!("{}; re-read: the listener forwards {}", e.explain(self), now.weights()))
-                        .await;
-                    Ok(())
-                }
-                _ => Err(e.into_action(self)),
-            },
-            Err(e) => Err(e.into_action(self)),
-        }
-    }
-
     /// A step failed: say which, where the listener stands now, what each
     /// colour runs, and what to do next.
     async fn step_failed(&self, bg: &BlueGreen, s: &Switch<'_>, step: &str, error: ActionError) -> ActionError {
@@ -90,7 +45,16 @@ impl Ctx<'_> {
             ),
             _ => format!("next: `/rollback {}` returns to the colour last verified live", self.t.name),
         };
+        let unsettled = matches!(error, ActionError::Unknown(_));
         match self.pair(bg).await {
+            // A listener change that may still take effect leaves it unknown.
+            Ok(now) if unsettled => ActionError::Unknown(format!(
+                "switching traffic from {} to {} stopped at {step}: {error}; the listener now forwards {}; {}; {next}",
+                s.from.name,
+                s.to.name,
+                now.weights(),
+                now.describe(self.t.container)
+            )),
             Ok(now) => ActionError::Failed(format!(
                 "switching traffic from {} to {} failed at {step}: {error}; the listener now forwards {}; {}; {next}",
                 s.from.name,
@@ -108,10 +72,11 @@ impl Ctx<'_> {
     /// Brings `to` to `arn` and `from`'s task count, waits until healthy.
     async fn prepare(&self, s: &Switch<'_>, desired: i32, progress: &Progress) -> Result<(), ActionError> {
         let service = &s.to.service;
-        let change = Change { arn: s.arn, desired: Some(desired), force: false };
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let change = Change { arn: s.arn, desired: Some(desired), force: false, deadline };
         let track = self.update(service, change, progress).await?;
         let what = format!("preparing {} ({service})", s.to.name);
-        let live = self.completed(&what, service, &track, progress).await?;
+        let live = self.completed(&what, service, &track, deadline, progress).await?;
         progress
             .report(format!(
                 "{}: {}/{} tasks of {} running (as many as {} has)",
