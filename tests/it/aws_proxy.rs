@@ -101,6 +101,13 @@ impl AwsProxy {
         self.add(action, n, Kind::Slow(delay));
     }
 
+    /// Fails every call of `action` once `after` has been called.
+    pub fn fail_after(&self, after: &str, action: &str, status: u16, code: &str, message: &str) {
+        let kind = Kind::Error { status, code: code.into(), message: message.into() };
+        let fault = Fault { action: action.into(), skip: 0, kind, every: true, after: Some(after.into()) };
+        self.rules.lock().unwrap().faults.push(fault);
+    }
+
     /// The actions called so far.
     pub fn calls(&self) -> Vec<String> {
         self.rules.lock().unwrap().calls.clone()

@@ -37,19 +37,51 @@ pub(super) enum RolloutEnd {
     Superseded(String),
     TimedOut(String),
     Unreadable(String),
+    /// What happened to the rollout cannot be told.
+    Unknown(String),
 }
 
 /// One look at the service, against the tracked rollout.
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Complete,
-    Failed { deployment: String, reason: String },
+    Failed {
+        deployment: String,
+        reason: String,
+    },
     Superseded(String),
-    Progress { running: i32, desired: i32, state: String },
+    Progress {
+        running: i32,
+        desired: i32,
+        state: String,
+    },
+    /// The tracked deployment is not the rollout this request started.
+    NotOurs(String),
 }
 
 pub(super) fn deployments(s: &Service) -> &[Deployment] {
     s.deployments.as_deref().unwrap_or_default()
+}
+
+/// "ecs-svc/1 PRIMARY api:7 COMPLETED, …" for a message.
+pub(super) fn list_deployments(s: &Service) -> String {
+    let each: Vec<String> = deployments(s)
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {}",
+                d.id.as_deref().unwrap_or("?"),
+                d.status.as_deref().unwrap_or("?"),
+                d.task_definition.as_deref().map(short).unwrap_or("?"),
+                state_name(d)
+            )
+        })
+        .collect();
+    if each.is_empty() {
+        "none".into()
+    } else {
+        each.join(", ")
+    }
 }
 
 pub(super) fn primary(s: &Service) -> Option<&Deployment> {
@@ -72,6 +104,13 @@ fn judge(live: &Service, track: &Track) -> Verdict {
             let Some(ours) = deployments(live).iter().find(|d| d.id.as_deref() == Some(id.as_str())) else {
                 return Verdict::Superseded(format!("deployment {id} is gone; the service now runs {running_now}"));
             };
+            if ours.task_definition.as_deref() != Some(arn.as_str()) {
+                let runs = ours.task_definition.as_deref().map(short).unwrap_or("?");
+                return Verdict::NotOurs(format!(
+                    "deployment {id} runs {runs}, not {}: it is not the rollout this request started",
+                    short(arn)
+                ));
+            }
             if ours.rollout_state == Some(DeploymentRolloutState::Failed) {
                 return Verdict::Failed { deployment: id.clone(), reason: failure_reason(ours) };
             }
@@ -144,6 +183,7 @@ impl Ctx<'_> {
             match judge(&live, track) {
                 Verdict::Complete => return RolloutEnd::Complete(Box::new(live)),
                 Verdict::Superseded(by) => return RolloutEnd::Superseded(by),
+                Verdict::NotOurs(why) => return RolloutEnd::Unknown(why),
                 Verdict::Failed { deployment, reason } => {
                     return self.failed(service, &live, &deployment, &reason, deadline, progress).await
                 }
@@ -294,7 +334,7 @@ impl Verdict {
         match self {
             Verdict::Complete => "completed".into(),
             Verdict::Failed { deployment, reason } => format!("deployment {deployment} failed: {reason}"),
-            Verdict::Superseded(text) => text.clone(),
+            Verdict::Superseded(text) | Verdict::NotOurs(text) => text.clone(),
             Verdict::Progress { running, desired, state } => format!("{running}/{desired} tasks running ({state})"),
         }
     }
@@ -347,5 +387,9 @@ mod tests {
         assert!(matches!(judge(&replaced, &ours), Verdict::Superseded(_)));
         let gone = service("td/api:7", vec![deployment("d1", "PRIMARY", "td/api:7", Completed)]);
         assert!(matches!(judge(&gone, &ours), Verdict::Superseded(_)));
+        // The old deployment, COMPLETED on the old revision, is never our success.
+        let old = Track::Deployment { id: "d1".into(), arn: "td/api:8".into() };
+        let pointed = service("td/api:8", vec![deployment("d1", "PRIMARY", "td/api:7", Completed)]);
+        assert!(matches!(judge(&pointed, &old), Verdict::NotOurs(_)));
     }
 }

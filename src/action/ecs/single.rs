@@ -36,6 +36,7 @@ fn not_completed(what: &str, end: RolloutEnd) -> Result<(String, bool), ActionEr
         RolloutEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
             "{what} was applied, but its rollout could not be read until the deadline ({why})"
         ))),
+        RolloutEnd::Unknown(why) => Err(ActionError::Unknown(format!("{what} was applied, but {why}"))),
     }
 }
 

@@ -1,17 +1,20 @@
-//! ECS: effects against moto (the AWS emulator, seeded by `ecs_seed.py`,
+//! ECS: effects against moto (the AWS emulator, run by `moto_ecs.py` so that
+//! UpdateService starts a deployment as ECS's does, seeded by `ecs_seed.py`,
 //! read back by `ecs_query.py`, changed behind opsbot's back by
 //! `ecs_poke.py`) behind a fault proxy (`aws_proxy`); rollouts against the
-//! scripted ECS API (`fake_ecs`), since moto's deployments never progress;
+//! scripted ECS API (`fake_ecs`), since moto's deployments settle at once;
 //! smoke tests against a local server that can be healthy, unhealthy or hang.
 //!
 //! - `fakes`: the scripted API and the proxy proven with boto3.
 //! - `flows`: the ordinary flows against moto.
 //! - `rollouts`: following the deployment opsbot started (issue #13).
 //! - `blue_green`: switches, rollbacks and a split listener (issue #13).
+//! - `deployments`: the deployment followed is the one the update started.
 //! - `errors`: wrong names, regions, revisions; no Debug dumps (issue #13).
 //! - `writes`: writes sent once, their lost answers settled by re-reading.
 
 mod blue_green;
+mod deployments;
 mod errors;
 mod fakes;
 mod flows;
@@ -40,27 +43,40 @@ fn python(script: &str, endpoint: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// `moto_server` on a free loopback port; killed on drop.
+/// moto on a free loopback port; killed on drop.
 struct Moto {
     child: Child,
     url: String,
 }
 
 impl Moto {
+    /// moto with ECS deployments as ECS makes them (`moto_ecs.py`).
     fn start() -> Moto {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/moto_ecs.py");
+        let mut command = Command::new("python3");
+        command.arg(script);
+        Moto::run(command)
+    }
+
+    /// moto as it is: UpdateService starts no deployment.
+    fn start_unpatched() -> Moto {
+        Moto::run(Command::new("moto_server"))
+    }
+
+    fn run(mut command: Command) -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // moto's rollouts never progress; with this they start complete.
             .env("MOTO_ECS_SERVICE_RUNNING", "2")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server is installed (pip install 'moto[server]')");
+            .expect("moto is installed (pip install 'moto[server]')");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while ureq::get(&format!("{url}/moto-api/")).call().is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
+            assert!(Instant::now() < deadline, "moto did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto { child, url }
@@ -166,7 +182,10 @@ fn run_console(bot: &Bot, lines: &[&str], env: &[(&str, String)]) -> String {
 
 impl EcsBot {
     fn new(setup: Setup) -> EcsBot {
-        let moto = Moto::start();
+        EcsBot::against(Moto::start(), setup)
+    }
+
+    fn against(moto: Moto, setup: Setup) -> EcsBot {
         let arns = python("ecs_seed.py", &moto.url, &[]);
         let proxy = AwsProxy::start(&moto.url);
         let bot = Bot::with_config(&ecs_config(arns["listener"].as_str().unwrap(), &setup));
