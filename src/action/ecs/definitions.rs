@@ -51,6 +51,7 @@ fn with_image(definitions: &[ContainerDefinition], container: &str, image: &str)
 }
 
 /// A task definition and its tags.
+#[derive(Clone)]
 pub(super) struct Definition {
     pub(super) definition: TaskDefinition,
     pub(super) tags: Vec<Tag>,
@@ -114,7 +115,8 @@ impl Ctx<'_> {
     /// The task definition running `image` for the container: the current
     /// one if it already does, a recent active revision of the family that
     /// does (left by an earlier attempt), or a new registration copying the
-    /// current one, tags included. Returns (ARN, registered now).
+    /// current one, tags included. Returns it, and whether it was registered
+    /// now.
     ///
     /// The registration is sent once (no SDK re-sends, which would register
     /// duplicates); when its answer is lost, the family's newest revisions
@@ -123,14 +125,14 @@ impl Ctx<'_> {
         &self,
         current: &Definition,
         image: &str,
-    ) -> Result<(String, bool), ActionError> {
+    ) -> Result<(Definition, bool), ActionError> {
         let def = &current.definition;
         if image_of(def, self.t.container) == Some(image) {
-            return Ok((current.arn(), false));
+            return Ok((current.clone(), false));
         }
         let wanted = with_image(def.container_definitions.as_deref().unwrap_or_default(), self.t.container, image);
-        if let Some(arn) = self.recent_with(def, &wanted).await? {
-            return Ok((arn, false));
+        if let Some(found) = self.recent_with(def, &wanted).await? {
+            return Ok((found, false));
         }
         let request = self.registration(current, wanted.clone()).customize().config_override(write_once());
         match self.call("ecs:RegisterTaskDefinition", request.send()).await {
@@ -138,10 +140,10 @@ impl Ctx<'_> {
                 let definition = registered
                     .task_definition
                     .ok_or_else(|| ActionError::Failed("RegisterTaskDefinition returned nothing".into()))?;
-                Ok((definition.task_definition_arn.clone().unwrap_or_default(), true))
+                Ok((Definition { definition, tags: registered.tags.unwrap_or_default() }, true))
             }
             Err(e) if e.failure.may_have_landed() => match self.recent_with(def, &wanted).await? {
-                Some(arn) => Ok((arn, true)),
+                Some(found) => Ok((found, true)),
                 None => Err(ActionError::Failed(format!(
                     "{}; re-read: the family has no revision with {image}, so nothing was registered or changed",
                     e.explain(self)
@@ -156,7 +158,7 @@ impl Ctx<'_> {
         &self,
         def: &TaskDefinition,
         wanted: &[ContainerDefinition],
-    ) -> Result<Option<String>, ActionError> {
+    ) -> Result<Option<Definition>, ActionError> {
         let family = def.family.clone().unwrap_or_default();
         let recent = self
             .ask(
@@ -175,7 +177,7 @@ impl Ctx<'_> {
                 && !candidate.is_inactive()
                 && candidate.definition.container_definitions.as_deref() == Some(wanted)
             {
-                return Ok(Some(arn));
+                return Ok(Some(candidate));
             }
         }
         Ok(None)

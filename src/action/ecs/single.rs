@@ -12,15 +12,22 @@ use crate::action::{Action, ActionError, Outcome, Progress};
 use aws_sdk_ecs::types::Service;
 use tokio::time::Instant;
 
-/// What runs now, as facts for the audit trail.
-fn facts(service: &str, live: &Service, definition: &Definition, container: &str) -> serde_json::Value {
+/// What runs now, as facts for the audit trail: the service read back at
+/// the end of the rollout, and the definition it runs as read before the
+/// change (a definition never changes; reading it again after a completed
+/// rollout could only turn a verified success into an error).
+fn facts(service: &str, live: &Service, track: &Track, definition: &Definition, container: &str) -> serde_json::Value {
+    let deployment = match track {
+        Track::Deployment { id, .. } => Some(id.clone()),
+        Track::Count { .. } => primary(live).and_then(|p| p.id.clone()),
+    };
     serde_json::json!({
         "backend": "ecs",
         "service": service,
         "task_definition": definition.arn(),
         "revision": definition.name(),
         "image": image_of(&definition.definition, container),
-        "deployment": primary(live).and_then(|p| p.id.clone()),
+        "deployment": deployment,
         "desired": live.desired_count,
         "running": live.running_count,
     })
@@ -53,35 +60,38 @@ impl Ctx<'_> {
             Action::Restart => {
                 let deadline = Instant::now() + self.t.rollout_timeout;
                 let live = self.describe(service).await?;
-                let arn = live.task_definition.clone().unwrap_or_default();
+                let definition = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
+                let arn = definition.arn();
                 let change = Change { arn: &arn, desired: None, force: true, deadline };
                 let track = self.update(service, change, progress).await?;
                 progress.report(format!("{service}: new deployment forced")).await;
                 let what = format!("restart of {}", self.t.name);
                 let live = self.completed(&what, service, &track, deadline, progress).await?;
-                let definition = self.definition(&arn).await?;
                 Ok(Outcome {
                     summary: format!("{} restarted ({})", self.t.name, short(&arn)),
-                    live: Some(facts(service, &live, &definition, self.t.container)),
+                    live: Some(facts(service, &live, &track, &definition, self.t.container)),
                 })
             }
-            Action::Scale { replicas } => {
-                let deadline = Instant::now() + self.t.rollout_timeout;
-                let live = self.describe(service).await?;
-                let arn = live.task_definition.clone().unwrap_or_default();
-                let desired = *replicas as i32;
-                let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
-                let track = self.update(service, change, progress).await?;
-                progress.report(format!("{service}: desired count {replicas}")).await;
-                let what = format!("scale of {} to {replicas}", self.t.name);
-                let live = self.completed(&what, service, &track, deadline, progress).await?;
-                let definition = self.definition(&arn).await?;
-                Ok(Outcome {
-                    summary: format!("{} runs {replicas} tasks of {}", self.t.name, short(&arn)),
-                    live: Some(facts(service, &live, &definition, self.t.container)),
-                })
-            }
+            Action::Scale { replicas } => self.scale_single(service, *replicas, progress).await,
         }
+    }
+
+    async fn scale_single(&self, service: &str, replicas: u32, progress: &Progress) -> Result<Outcome, ActionError> {
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let desired =
+            i32::try_from(replicas).map_err(|_| ActionError::Failed(format!("{replicas} tasks is too many")))?;
+        let live = self.describe(service).await?;
+        let definition = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
+        let arn = definition.arn();
+        let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
+        let track = self.update(service, change, progress).await?;
+        progress.report(format!("{service}: desired count {replicas}")).await;
+        let what = format!("scale of {} to {replicas}", self.t.name);
+        let live = self.completed(&what, service, &track, deadline, progress).await?;
+        Ok(Outcome {
+            summary: format!("{} runs {replicas} tasks of {}", self.t.name, short(&arn)),
+            live: Some(facts(service, &live, &track, &definition, self.t.container)),
+        })
     }
 
     /// Waits for `track`; anything but completion is an error that says so.
@@ -108,7 +118,8 @@ impl Ctx<'_> {
         let live = self.describe(service).await?;
         let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
         self.check_container(&current.definition)?;
-        let (arn, registered) = self.definition_for(&current, &image).await?;
+        let (definition, registered) = self.definition_for(&current, &image).await?;
+        let arn = definition.arn();
         if registered {
             progress.report(format!("registered {} with {image}", short(&arn))).await;
         }
@@ -120,10 +131,9 @@ impl Ctx<'_> {
         let failure = match self.wait(service, &track, deadline, progress).await {
             RolloutEnd::Complete(live) => match self.smoke(None, progress).await {
                 Ok(()) => {
-                    let definition = self.definition(&arn).await?;
                     return Ok(Outcome {
                         summary: format!("{} runs {image} ({})", self.t.name, short(&arn)),
-                        live: Some(facts(service, &live, &definition, self.t.container)),
+                        live: Some(facts(service, &live, &track, &definition, self.t.container)),
                     });
                 }
                 Err(e) => (e.to_string(), false),
@@ -211,7 +221,7 @@ impl Ctx<'_> {
                 target.name(),
                 image_of(&target.definition, self.t.container).unwrap_or("?")
             ),
-            live: Some(facts(service, &live, &target, self.t.container)),
+            live: Some(facts(service, &live, &track, &target, self.t.container)),
         })
     }
 

@@ -12,12 +12,14 @@
 //! - `deployments`: the deployment followed is the one the update started.
 //! - `errors`: wrong names, regions, revisions; no Debug dumps (issue #13).
 //! - `writes`: writes sent once, their lost answers settled by re-reading.
+//! - `readback`: after a change, the outcome is what a read shows, or unknown.
 
 mod blue_green;
 mod deployments;
 mod errors;
 mod fakes;
 mod flows;
+mod readback;
 mod rollouts;
 mod writes;
 
@@ -90,7 +92,8 @@ impl Drop for Moto {
     }
 }
 
-/// A local HTTP server for smoke tests: /healthy, /unhealthy, /hang.
+/// A local HTTP server for smoke tests: /healthy, /unhealthy, /hang, and
+/// /once (healthy for the first request only).
 struct Health {
     base: String,
     _runtime: tokio::runtime::Runtime,
@@ -101,8 +104,22 @@ impl Health {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let app = Router::new()
             .route("/healthy", get(|| async { "status: ok" }))
+            .route(
+                "/once",
+                get(move || {
+                    let first = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            (axum::http::StatusCode::OK, "status: ok")
+                        } else {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database down")
+                        }
+                    }
+                }),
+            )
             .route("/unhealthy", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database down") }))
             .route(
                 "/hang",

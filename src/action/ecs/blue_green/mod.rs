@@ -80,7 +80,8 @@ impl Ctx<'_> {
                 None => return Err(self.split(&pair, "deploy")),
             },
         };
-        let (arn, registered) = self.definition_for(&to.definition, &image).await?;
+        let (definition, registered) = self.definition_for(&to.definition, &image).await?;
+        let arn = definition.arn();
         if registered {
             progress.report(format!("registered {} with {image}", short(&arn))).await;
         }

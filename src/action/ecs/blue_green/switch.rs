@@ -113,18 +113,21 @@ impl Ctx<'_> {
             }
             progress.report(format!("{percent}% of traffic on {}", s.to.name)).await;
             if let Err(failure) = self.smoke(Some(&s.to.url), progress).await {
-                if let Err(e) = self.shift(bg, s.to, s.from, 100, progress).await {
-                    let step = format!(
-                        "moving all traffic back to {} after the smoke test failed at {percent}% ({failure})",
-                        s.from.name
-                    );
-                    return Err(self.step_failed(bg, &s, &step, e).await);
-                }
-                progress.report(format!("smoke test failed at {percent}%; all traffic back on {}", s.from.name)).await;
-                return Err(ActionError::Failed(format!("{failure}; switched back: {} is live", s.from.name)));
+                return Err(self.switch_back(bg, &s, percent, failure, progress).await);
             }
         }
-        let now = self.pair(bg).await?;
+        self.read_back(bg, &s).await
+    }
+
+    /// All steps were sent: the outcome is the pair read back. When it
+    /// cannot be read, traffic may well be on the new colour: unknown.
+    async fn read_back(&self, bg: &BlueGreen, s: &Switch<'_>) -> Result<Outcome, ActionError> {
+        let now = self.pair(bg).await.map_err(|e| {
+            ActionError::Unknown(format!(
+                "every traffic step to {} was sent and acknowledged, but the listener could not be read back ({e}); check where it forwards before acting again",
+                s.to.name
+            ))
+        })?;
         match now.live() {
             Some(live) if live.name == s.to.name && live.definition.arn() == s.arn => Ok(Outcome {
                 summary: s.done.clone(),
@@ -136,6 +139,39 @@ impl Ctx<'_> {
                 now.weights(),
                 now.describe(self.t.container)
             ))),
+        }
+    }
+
+    /// The smoke test failed at `percent`: all traffic back to `from`, and
+    /// where the listener stands, read back (unknown if it cannot be read).
+    async fn switch_back(
+        &self,
+        bg: &BlueGreen,
+        s: &Switch<'_>,
+        percent: u8,
+        failure: ActionError,
+        progress: &Progress,
+    ) -> ActionError {
+        if let Err(e) = self.shift(bg, s.to, s.from, 100, progress).await {
+            let step = format!(
+                "moving all traffic back to {} after the smoke test failed at {percent}% ({failure})",
+                s.from.name
+            );
+            return self.step_failed(bg, s, &step, e).await;
+        }
+        match self.pair(bg).await {
+            Ok(now) => {
+                progress.report(format!("smoke test failed at {percent}%; the listener forwards {}", now.weights())).await;
+                ActionError::Failed(format!(
+                    "{failure}; switched back: the listener forwards {}; {}",
+                    now.weights(),
+                    now.describe(self.t.container)
+                ))
+            }
+            Err(e) => ActionError::Unknown(format!(
+                "{failure}; all traffic was sent back to {} (acknowledged), but the listener could not be read back ({e}); check where it forwards",
+                s.from.name
+            )),
         }
     }
 }
