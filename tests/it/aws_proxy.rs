@@ -41,8 +41,8 @@ struct Fault {
     kind: Kind,
     /// Every call hits, not just one.
     every: bool,
-    /// Only once this action has been called.
-    after: Option<String>,
+    /// Only once this action has been called this many times.
+    after: Option<(String, usize)>,
 }
 
 #[derive(Default)]
@@ -103,8 +103,13 @@ impl AwsProxy {
 
     /// Fails every call of `action` once `after` has been called.
     pub fn fail_after(&self, after: &str, action: &str, status: u16, code: &str, message: &str) {
+        self.fail_after_nth(after, 1, action, status, code, message);
+    }
+
+    /// Fails every call of `action` once `after` has been called `n` times.
+    pub fn fail_after_nth(&self, after: &str, n: usize, action: &str, status: u16, code: &str, message: &str) {
         let kind = Kind::Error { status, code: code.into(), message: message.into() };
-        let fault = Fault { action: action.into(), skip: 0, kind, every: true, after: Some(after.into()) };
+        let fault = Fault { action: action.into(), skip: 0, kind, every: true, after: Some((after.into(), n)) };
         self.rules.lock().unwrap().faults.push(fault);
     }
 
@@ -142,7 +147,9 @@ fn due_fault(rules: &Mutex<Rules>, action: &str) -> Option<Kind> {
     let mut rules = rules.lock().unwrap();
     rules.calls.push(action.to_string());
     let calls = rules.calls.clone();
-    let due = |f: &Fault| f.action == action && f.after.as_ref().is_none_or(|a| calls.contains(a));
+    let due = |f: &Fault| {
+        f.action == action && f.after.as_ref().is_none_or(|(a, n)| calls.iter().filter(|c| *c == a).count() >= *n)
+    };
     let mut hit = None;
     for (i, fault) in rules.faults.iter_mut().enumerate().filter(|(_, f)| due(f)) {
         if fault.skip > 0 {

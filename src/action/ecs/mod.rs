@@ -13,7 +13,9 @@
 //! - `definitions`: task definitions (image, containers, tags, registration).
 //! - `update`: reading and updating a service, settling lost answers.
 //! - `rollout`: following the deployment an update started.
-//! - `single`: the four actions on one service; `blue_green`: on a pair.
+//! - `failure`: what a rollout that did not complete left, and means.
+//! - `single`: the actions on one service (`deploy`: its deploy and the
+//!   automatic rollback); `blue_green`: on a pair.
 //! - `status`: `/status`; `check`: `opsbot check --live`.
 //!
 //! `UpdateService` has no idempotency token, so every write compares the
@@ -24,6 +26,8 @@ mod blue_green;
 mod call;
 mod check;
 mod definitions;
+mod deploy;
+mod failure;
 mod rollout;
 mod single;
 mod status;

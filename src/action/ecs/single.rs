@@ -5,7 +5,7 @@
 //! the deploy's.
 
 use super::definitions::{image_of, short, Definition};
-use super::rollout::{primary, RolloutEnd, Track};
+use super::rollout::{primary, Aftermath, RolloutEnd, Track};
 use super::update::Change;
 use super::{smoke_at, Ctx};
 use crate::action::{Action, ActionError, Outcome, Progress};
@@ -16,7 +16,13 @@ use tokio::time::Instant;
 /// the end of the rollout, and the definition it runs as read before the
 /// change (a definition never changes; reading it again after a completed
 /// rollout could only turn a verified success into an error).
-fn facts(service: &str, live: &Service, track: &Track, definition: &Definition, container: &str) -> serde_json::Value {
+pub(super) fn facts(
+    service: &str,
+    live: &Service,
+    track: &Track,
+    definition: &Definition,
+    container: &str,
+) -> serde_json::Value {
     let deployment = match track {
         Track::Deployment { id, .. } => Some(id.clone()),
         Track::Count { .. } => primary(live).and_then(|p| p.id.clone()),
@@ -33,13 +39,15 @@ fn facts(service: &str, live: &Service, track: &Track, definition: &Definition, 
     })
 }
 
-/// A rollout that did not complete, in words; Err(Unknown) when unreadable.
-fn not_completed(what: &str, end: RolloutEnd) -> Result<(String, bool), ActionError> {
+/// A rollout that did not complete: a failure (why, and what followed it),
+/// or the error that says it was superseded (❌) or cannot be judged
+/// (unknown: still rolling out, unreadable).
+pub(super) fn not_completed(what: &str, end: RolloutEnd) -> Result<(String, Aftermath), ActionError> {
     match end {
-        RolloutEnd::Complete(_) => Ok((format!("{what} completed"), false)),
-        RolloutEnd::Failed { why, rolled_back } => Ok((why, rolled_back)),
-        RolloutEnd::TimedOut(why) => Ok((why, false)),
+        RolloutEnd::Complete(_) => Ok((format!("{what} completed"), Aftermath::Nothing)),
+        RolloutEnd::Failed { why, then } => Ok((why, then)),
         RolloutEnd::Superseded(by) => Err(ActionError::Failed(format!("{what} did not finish: superseded: {by}"))),
+        RolloutEnd::StillRolling(why) => Err(ActionError::Unknown(format!("{what} was applied: {why}"))),
         RolloutEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
             "{what} was applied, but its rollout could not be read until the deadline ({why})"
         ))),
@@ -110,81 +118,6 @@ impl Ctx<'_> {
                 Err(ActionError::Failed(format!("{what} failed: {why}")))
             }
         }
-    }
-
-    async fn deploy_single(&self, service: &str, version: &str, progress: &Progress) -> Result<Outcome, ActionError> {
-        let deadline = Instant::now() + self.t.rollout_timeout;
-        let image = format!("{}:{version}", self.t.image);
-        let live = self.describe(service).await?;
-        let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
-        self.check_container(&current.definition)?;
-        let (definition, registered) = self.definition_for(&current, &image).await?;
-        let arn = definition.arn();
-        if registered {
-            progress.report(format!("registered {} with {image}", short(&arn))).await;
-        }
-        let what = format!("deploy of {image}");
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false, deadline }, progress).await?;
-        if let Track::Deployment { id, .. } = &track {
-            progress.report(format!("{service}: updating to {} (deployment {id})", short(&arn))).await;
-        }
-        let failure = match self.wait(service, &track, deadline, progress).await {
-            RolloutEnd::Complete(live) => match self.smoke(None, progress).await {
-                Ok(()) => {
-                    return Ok(Outcome {
-                        summary: format!("{} runs {image} ({})", self.t.name, short(&arn)),
-                        live: Some(facts(service, &live, &track, &definition, self.t.container)),
-                    });
-                }
-                Err(e) => (e.to_string(), false),
-            },
-            end => not_completed(&what, end)?,
-        };
-        Err(self.after_failed_deploy(service, &what, failure, &current, progress).await)
-    }
-
-    /// The deploy's rollout (or smoke test) failed: say why, roll back if
-    /// configured and the circuit breaker has not, and say what runs now.
-    async fn after_failed_deploy(
-        &self,
-        service: &str,
-        what: &str,
-        (why, rolled_back): (String, bool),
-        previous: &Definition,
-        progress: &Progress,
-    ) -> ActionError {
-        let failed = format!("{what} failed: {why}");
-        if rolled_back {
-            return ActionError::Failed(failed);
-        }
-        if !self.t.auto_rollback {
-            return ActionError::Failed(format!(
-                "{failed}; `/rollback {}` returns to {}",
-                self.t.name,
-                previous.name()
-            ));
-        }
-        progress.report(format!("{what} failed ({why}); rolling back to {}", previous.name())).await;
-        let arn = previous.arn();
-        let deadline = Instant::now() + self.t.rollout_timeout;
-        let change = Change { arn: &arn, desired: None, force: false, deadline };
-        let rollback = match self.update(service, change, progress).await {
-            Ok(track) => match self.wait(service, &track, deadline, progress).await {
-                RolloutEnd::Complete(_) => {
-                    return ActionError::Failed(format!("{failed}; rolled back automatically to {}", previous.name()))
-                }
-                end => match not_completed("the automatic rollback", end) {
-                    Ok((why, _)) => format!("the automatic rollback to {} failed too: {why}", previous.name()),
-                    Err(e) => e.to_string(),
-                },
-            },
-            Err(e) => format!("the automatic rollback to {} failed too: {e}", previous.name()),
-        };
-        let now = match self.describe(service).await {
-            Ok(live) => format!("the service now runs {}", live.task_definition.as_deref().map(short).unwrap_or("?")),
-            Err(e) => format!("the service cannot be read ({e})"),
-        };
-        ActionError::Failed(format!("{failed}; {rollback}; {now}"))
     }
 
     async fn rollback_single(
