@@ -64,9 +64,11 @@ enum Command {
     /// Check the configuration and command files; print every problem.
     Check {
         /// Also ask each backend whether what the configuration names exists
-        /// (deployments, containers, ECS clusters and services) and whether
-        /// opsbot has the permissions it needs. Exit 64 (configuration), 77
-        /// (permissions) or 69 (unreachable) for the most serious finding.
+        /// (deployments, containers, ECS clusters and services) and, for
+        /// Kubernetes, whether every verb opsbot uses is granted (for ECS only
+        /// the read calls are exercised). Exit 64 (configuration), 77
+        /// (permissions) or 69 (unreachable, or an outage) for the most
+        /// serious finding.
         #[arg(long)]
         live: bool,
     },
@@ -180,7 +182,7 @@ async fn check_live(config: &opsbot::config::Config) -> u8 {
             }
             Backend::Simulated { .. } => continue,
         };
-        let findings = findings.unwrap_or_else(|e| vec![LiveFinding::Unreachable(e.to_string())]);
+        let findings = findings.unwrap_or_else(|e| vec![LiveFinding::from_error(e)]);
         if findings.is_empty() {
             println!("{}: ok — {fine}", service.name);
         }

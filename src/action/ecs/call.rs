@@ -160,14 +160,20 @@ impl AwsError {
         }
     }
 
+    /// As an action's error: permissions (access denied, no credentials),
+    /// AWS not answering usefully (unreachable, timed out, throttled, a 5xx,
+    /// an unreadable answer), or the request itself is wrong.
     pub(super) fn into_action(self, ctx: &Ctx<'_>) -> ActionError {
         let text = self.explain(ctx);
         match self.failure {
-            Failure::AccessDenied(_) => ActionError::Forbidden(text),
-            Failure::Refused | Failure::Unreachable(_) | Failure::TimedOut | Failure::NoCredentials => {
-                ActionError::Unreachable(text)
-            }
-            _ => ActionError::Failed(text),
+            Failure::AccessDenied(_) | Failure::NoCredentials => ActionError::Forbidden(text),
+            Failure::Refused
+            | Failure::Unreachable(_)
+            | Failure::TimedOut
+            | Failure::Throttled
+            | Failure::ServerError { .. }
+            | Failure::Unreadable(_) => ActionError::Unreachable(text),
+            Failure::ClusterNotFound | Failure::ServiceNotFound | Failure::Rejected { .. } => ActionError::Failed(text),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! `opsbot check --live` for ECS: the cluster and service(s) exist in the
 //! region, their task definitions have the configured container, and — for
-//! blue-green — the listener forwards to the colours' target groups.
+//! blue-green — the listener forwards to the colours' target groups. It
+//! exercises only the read calls: write permissions are not simulated.
+//! The exit code follows the kind of failure (see `call::AwsError::into_action`):
+//! access denied or no credentials → 77, an outage or throttling → 69, a
+//! name the region does not have → 64.
 
 use super::call::Failure;
 use super::Ecs;

@@ -56,18 +56,22 @@ impl Kubernetes {
     /// What is wrong with one service, live; empty when all is well.
     pub async fn check_live(&self, service: &Service) -> Result<Vec<LiveFinding>, ActionError> {
         let t = target(service)?;
+        // No client (a kubeconfig context that is not there, say) is a
+        // configuration problem, told apart from an API server that is down.
+        if let Err(e) = self.client(&t).await {
+            return Ok(vec![LiveFinding::from_error(e)]);
+        }
         let d = match self.read(&t, super::call::Patience::few()).await {
             Ok(d) => d,
             Err(e) => {
-                let text = e.explain(&t);
                 return Ok(vec![match e.failure {
-                    Failure::NotFound => LiveFinding::Misconfigured(text),
+                    Failure::NotFound => LiveFinding::Misconfigured(e.explain(&t)),
                     Failure::Forbidden => LiveFinding::MissingPermissions(format!(
                         "missing permissions in namespace {}; add to opsbot's Role:\n{}",
                         t.namespace,
                         rbac_rules(&NEEDED[..1])
                     )),
-                    _ => LiveFinding::Unreachable(text),
+                    _ => LiveFinding::from_error(e.into_action(&t)),
                 }]);
             }
         };
@@ -98,8 +102,15 @@ impl Kubernetes {
             match answer {
                 Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
                 Ok(_) => missing.push(permission),
+                Err(e) if e.failure == Failure::Forbidden => {
+                    findings.push(LiveFinding::MissingPermissions(
+                        "opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions; add to opsbot's ClusterRole:\n- apiGroups: [\"authorization.k8s.io\"]\n  resources: [\"selfsubjectaccessreviews\"]\n  verbs: [\"create\"]\n"
+                            .to_string(),
+                    ));
+                    return Ok(findings);
+                }
                 Err(e) => {
-                    findings.push(LiveFinding::Unreachable(e.explain(&t)));
+                    findings.push(LiveFinding::from_error(e.into_action(&t)));
                     return Ok(findings);
                 }
             }

@@ -213,16 +213,18 @@ impl Kubernetes {
         let config = match t.context {
             Some(context) => {
                 let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+                // A kubeconfig that cannot be read, or lacks the context, is
+                // a configuration problem, not an unreachable cluster.
                 let kubeconfig = Kubeconfig::read().map_err(|e| {
-                    ActionError::Unreachable(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
+                    ActionError::Failed(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
                 })?;
                 Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|e| ActionError::Unreachable(format!("kubeconfig context {context}: {e}")))?
+                    .map_err(|e| ActionError::Failed(format!("kubeconfig context {context}: {e}")))?
             }
             None => Config::infer()
                 .await
-                .map_err(|e| ActionError::Unreachable(format!("no in-cluster or kubeconfig credentials: {e}")))?,
+                .map_err(|e| ActionError::Failed(format!("no in-cluster or kubeconfig credentials: {e}")))?,
         };
         let client = Client::try_from(config)
             .map_err(|e| ActionError::Unreachable(format!("cannot build a Kubernetes client: {e}")))?;

@@ -94,3 +94,31 @@ fn rolling_back_to_a_deregistered_revision_is_refused_before_anything_changes() 
     assert!(eb.state()["services"]["api"]["taskDefinition"].as_str().unwrap().ends_with("api:2"), "still on api:2");
     assert!(!eb.proxy.calls().iter().skip_while(|c| *c != "DeregisterTaskDefinition").any(|c| c == "UpdateService"));
 }
+
+#[test]
+fn check_live_tells_an_aws_outage_or_throttling_from_a_wrong_configuration_and_from_denied_access() {
+    use crate::fake_ecs::Behaviour;
+    let (fake, bot) = super::scripted(Behaviour::Completes, "10s", false);
+    let check = |fault: Option<(u16, &str)>| {
+        let proxy = crate::aws_proxy::AwsProxy::start(&fake.url);
+        if let Some((status, code)) = fault {
+            proxy.fail_after("DescribeServices", "DescribeServices", status, code, "from the fault proxy");
+        }
+        let mut command = bot.command(&["check", "--live"]);
+        for (key, value) in aws_env(&proxy.url) {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), crate::support::stdout(&output), proxy.calls())
+    };
+    let (code, out, _) = check(None);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, calls) = check(Some((500, "ServerException")));
+    assert_eq!(code, Some(69), "an AWS outage is not a configuration problem: {out}");
+    assert!(calls.iter().filter(|c| *c == "DescribeServices").count() > 1, "reads keep the SDK's retries");
+    let (code, out, _) = check(Some((400, "ThrottlingException")));
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("AWS kept throttling ecs:DescribeServices"), "{out}");
+    let (code, out, _) = check(Some((400, "AccessDeniedException")));
+    assert_eq!(code, Some(77), "{out}");
+}

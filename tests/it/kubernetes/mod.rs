@@ -71,13 +71,21 @@ struct K8sService {
     auto_rollback: bool,
 }
 
-const SERVICES: [K8sService; 5] = [
+const SERVICES: [K8sService; 6] = [
     K8sService { name: "api-k8s", deployment: "api", container: "app", context: "fake", auto_rollback: true },
     K8sService { name: "web-k8s", deployment: "web", container: "app", context: "fake", auto_rollback: false },
     K8sService { name: "down-k8s", deployment: "api", container: "app", context: "down", auto_rollback: false },
     K8sService { name: "api-relay", deployment: "api", container: "app", context: "relay", auto_rollback: true },
     // The pod's container is `worker`: a typo in the config.
     K8sService { name: "worker-k8s", deployment: "worker", container: "wrkr", context: "fake", auto_rollback: false },
+    // A context the kubeconfig does not have: a typo in the config.
+    K8sService {
+        name: "nocontext-k8s",
+        deployment: "api",
+        container: "app",
+        context: "prod-typo",
+        auto_rollback: false,
+    },
 ];
 
 /// The test configuration with the named Kubernetes services (all when empty).

@@ -294,3 +294,26 @@ fn check_live_exits_with_the_code_of_its_most_serious_finding() {
     assert_eq!(exit(&["api-k8s", "down-k8s"]), Some(77), "missing permissions outrank unreachable");
     assert_eq!(exit(&["api-k8s", "worker-k8s", "down-k8s"]), Some(64), "a wrong configuration outranks both");
 }
+
+#[test]
+fn check_live_calls_a_missing_context_a_configuration_problem_and_an_unasked_permission_check_missing_permissions() {
+    let kb = K8sBot::new();
+    let check = |only: &[&str]| {
+        kb.bot.rewrite_config(&k8s_config(only));
+        let output = kb.bot.command(&["check", "--live"]).env("KUBECONFIG", &kb.kubeconfig).output().unwrap();
+        (output.status.code(), crate::support::stdout(&output))
+    };
+    let (code, out) = check(&["nocontext-k8s"]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("nocontext-k8s: kubeconfig context prod-typo:"), "{out}");
+    kb.k8s.forbid("create", "selfsubjectaccessreviews");
+    let (code, out) = check(&["api-k8s"]);
+    assert_eq!(code, Some(77), "{out}");
+    assert!(
+        out.contains("api-k8s: opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions"),
+        "{out}"
+    );
+    let reviews =
+        kb.k8s.requests().iter().filter(|(m, p)| m == "POST" && p.ends_with("selfsubjectaccessreviews")).count();
+    assert!(reviews >= 1, "it did ask");
+}
