@@ -34,6 +34,14 @@ impl Ctx<'_> {
         let live = self.describe(service).await?;
         let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
         self.check_container(&current.definition)?;
+        if self.t.auto_rollback && current.is_inactive() {
+            progress
+                .report(format!(
+                    "automatic rollback is off for this deploy: {} (what runs now) is deregistered (INACTIVE), and ECS starts no tasks from it",
+                    current.name()
+                ))
+                .await;
+        }
         let (definition, registered) = self.definition_for(&current, &image).await?;
         let arn = definition.arn();
         if registered {
@@ -84,6 +92,13 @@ impl Ctx<'_> {
                 "{failed}; `/rollback {}` returns to {}",
                 self.t.name,
                 previous.name()
+            ));
+        }
+        if previous.is_inactive() {
+            return ActionError::Failed(format!(
+                "{failed}; no automatic rollback: {} is deregistered (INACTIVE) and ECS starts no tasks from it; `/rollback {} <revision>` names an active revision",
+                previous.name(),
+                self.t.name
             ));
         }
         progress.report(format!("{what} failed ({why}); rolling back to {}", previous.name())).await;

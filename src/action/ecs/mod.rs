@@ -15,7 +15,8 @@
 //! - `rollout`: following the deployment an update started.
 //! - `failure`: what a rollout that did not complete left, and means.
 //! - `single`: the actions on one service (`deploy`: its deploy and the
-//!   automatic rollback); `blue_green`: on a pair.
+//!   automatic rollback; `rollback`: back to what the trail verified);
+//!   `blue_green`: on a pair.
 //! - `status`: `/status`; `check`: `opsbot check --live`.
 //!
 //! `UpdateService` has no idempotency token, so every write compares the
@@ -28,6 +29,7 @@ mod check;
 mod definitions;
 mod deploy;
 mod failure;
+mod rollback;
 mod rollout;
 mod single;
 mod status;
@@ -167,7 +169,7 @@ impl Ecs {
         let ctx = self.context(service).await?;
         match (ctx.t.blue_green, ctx.t.service) {
             (Some(bg), _) => ctx.blue_green(bg, action, context, progress).await,
-            (None, Some(ecs_service)) => ctx.single(ecs_service, action, progress).await,
+            (None, Some(ecs_service)) => ctx.single(ecs_service, action, &context.history, progress).await,
             (None, None) => Err(ActionError::Failed(format!("{} names no ECS service", service.name))),
         }
     }

@@ -8,7 +8,7 @@ use super::definitions::{image_of, short, Definition};
 use super::rollout::{primary, Aftermath, RolloutEnd, Track};
 use super::update::Change;
 use super::{smoke_at, Ctx};
-use crate::action::{Action, ActionError, Outcome, Progress};
+use crate::action::{Action, ActionError, Outcome, Progress, Verified};
 use aws_sdk_ecs::types::Service;
 use tokio::time::Instant;
 
@@ -60,11 +60,12 @@ impl Ctx<'_> {
         &self,
         service: &str,
         action: &Action,
+        history: &[Verified],
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         match action {
             Action::Deploy { version } => self.deploy_single(service, version, progress).await,
-            Action::Rollback { revision } => self.rollback_single(service, *revision, progress).await,
+            Action::Rollback { revision } => self.rollback_single(service, *revision, history, progress).await,
             Action::Restart => {
                 let deadline = Instant::now() + self.t.rollout_timeout;
                 let live = self.describe(service).await?;
@@ -118,44 +119,6 @@ impl Ctx<'_> {
                 Err(ActionError::Failed(format!("{what} failed: {why}")))
             }
         }
-    }
-
-    async fn rollback_single(
-        &self,
-        service: &str,
-        revision: Option<u32>,
-        progress: &Progress,
-    ) -> Result<Outcome, ActionError> {
-        let live = self.describe(service).await?;
-        let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
-        let family = current.definition.family.clone().unwrap_or_default();
-        let wanted = match revision {
-            Some(n) => n as i32,
-            None if current.definition.revision > 1 => current.definition.revision - 1,
-            None => {
-                return Err(ActionError::Failed(format!(
-                    "{} is the first revision; nothing to roll back to",
-                    current.name()
-                )))
-            }
-        };
-        let target = self.definition(&format!("{family}:{wanted}")).await?;
-        self.check_active(&target)?;
-        self.check_container(&target.definition)?;
-        let arn = target.arn();
-        let deadline = Instant::now() + self.t.rollout_timeout;
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false, deadline }, progress).await?;
-        let what = format!("rollback of {} to {}", self.t.name, target.name());
-        let live = self.completed(&what, service, &track, deadline, progress).await?;
-        Ok(Outcome {
-            summary: format!(
-                "{} rolled back to {} ({})",
-                self.t.name,
-                target.name(),
-                image_of(&target.definition, self.t.container).unwrap_or("?")
-            ),
-            live: Some(facts(service, &live, &track, &target, self.t.container)),
-        })
     }
 
     /// Runs the smoke test, if one is configured, against `url` (else the

@@ -80,10 +80,11 @@ fn missing_credentials_and_an_unreachable_endpoint_are_said_plainly() {
 #[test]
 fn rolling_back_to_a_deregistered_revision_is_refused_before_anything_changes() {
     let eb = EcsBot::new(Setup::plain());
-    eb.console(&["/deploy api-ecs v2.0.0"]);
+    // The restart verifies api:1 live, so the trail knows what ran before v2.
+    eb.console(&["/restart api-ecs", "/wait", "/deploy api-ecs v2.0.0"]);
     eb.poke(&["deregister", "api:1"]);
     let out = eb.console(&["/rollback api-ecs", "/wait", "/rollback api-ecs 1"]);
-    for request in ["r-2", "r-3"] {
+    for request in ["r-3", "r-4"] {
         assert!(
             out.contains(&format!(
                 "❌ {request}: task definition api:1 is deregistered (INACTIVE): ECS starts no new tasks from it"

@@ -183,3 +183,21 @@ fn an_update_whose_answer_is_lost_is_settled_from_the_live_state() {
     assert_eq!(fake.calls().iter().filter(|c| *c == "UpdateService").count(), 1, "not sent twice");
     assert_eq!(outcome(&bot, "r-1"), "succeeded");
 }
+
+#[test]
+fn a_deploy_whose_rollback_target_is_deregistered_says_automatic_rollback_is_off_and_tries_none() {
+    let (fake, bot) = scripted(Behaviour::Fails, "10s", true);
+    fake.deregister("api:7");
+    let out = run_console(&bot, &["/deploy api-ecs v8.0.0"], &aws_env(&fake.url));
+    assert!(
+        out.contains("automatic rollback is off for this deploy: api:7 (what runs now) is deregistered (INACTIVE)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("❌ r-1: deploy of repo/api:v8.0.0 failed: deployment ecs-svc/1001 failed")
+            && out.contains("no automatic rollback: api:7 is deregistered (INACTIVE) and ECS starts no tasks from it"),
+        "{out}"
+    );
+    assert_eq!(updates(&fake), 1, "no rollback ECS would refuse");
+    assert_eq!(fake.running(), "api:8");
+}

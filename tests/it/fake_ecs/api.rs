@@ -105,12 +105,6 @@ impl World {
         if r["service"] != "api" {
             return Err(("ServiceNotFoundException".into(), "Service not found.".into()));
         }
-        if let Some(n) = r["desiredCount"].as_i64() {
-            self.desired = n;
-            if let Some(p) = self.deployments.iter_mut().find(|d| d.status == "PRIMARY") {
-                p.desired = n;
-            }
-        }
         let new_definition = r["taskDefinition"].as_str().map(|t| {
             let name = t.rsplit('/').next().unwrap();
             self.definitions
@@ -118,11 +112,23 @@ impl World {
                 .find(|d| d["taskDefinitionArn"].as_str().unwrap().ends_with(&format!("/{name}")))
                 .map(|d| d["taskDefinitionArn"].as_str().unwrap().to_string())
         });
+        let inactive =
+            |arn: &str| self.definitions.iter().any(|d| d["taskDefinitionArn"] == arn && d["status"] == "INACTIVE");
         let new_definition = match new_definition {
             Some(None) => return Err(("ClientException".into(), "TaskDefinition not found.".into())),
+            Some(Some(arn)) if inactive(&arn) => {
+                return Err(("ClientException".into(), "TaskDefinition is inactive".into()))
+            }
             Some(Some(arn)) if arn != self.task_definition => Some(arn),
             _ => None,
         };
+        // Checked, then applied: a refused update changes nothing.
+        if let Some(n) = r["desiredCount"].as_i64() {
+            self.desired = n;
+            if let Some(p) = self.deployments.iter_mut().find(|d| d.status == "PRIMARY") {
+                p.desired = n;
+            }
+        }
         if new_definition.is_some() || r["forceNewDeployment"] == true {
             for d in &mut self.deployments {
                 d.status = "ACTIVE";

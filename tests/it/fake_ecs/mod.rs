@@ -148,6 +148,16 @@ impl FakeEcs {
         self.world.lock().unwrap().slow = Some((action.to_string(), delay));
     }
 
+    /// Deregisters `api:N` (INACTIVE: ECS starts no new tasks from it).
+    pub fn deregister(&self, name: &str) {
+        let mut world = self.world.lock().unwrap();
+        for d in &mut world.definitions {
+            if d["taskDefinitionArn"].as_str().unwrap().ends_with(&format!("/{name}")) {
+                d["status"] = serde_json::json!("INACTIVE");
+            }
+        }
+    }
+
     /// The actions called so far, in order.
     pub fn calls(&self) -> Vec<String> {
         self.world.lock().unwrap().calls.clone()
