@@ -7,9 +7,11 @@
 //! - `switch`: a switch, safely, with context when a step fails.
 //! - `listener`: moving the listener's traffic, settling lost answers.
 //! - `rollback`: back to the colour the audit trail last verified live.
+//! - `scale`: both colours, the idle one never holding up the live one.
 
 mod listener;
 mod rollback;
+mod scale;
 pub(super) mod state;
 mod switch;
 
@@ -64,13 +66,16 @@ impl Ctx<'_> {
         let (to, from, steps) = match pair.live() {
             Some(live) if live.image(self.t.container) == image => {
                 // Nothing to do; no facts either, so the last real switch
-                // stays what a rollback returns from.
-                return Ok(Outcome::new(format!(
-                    "{} already runs {image} on live {} ({}); nothing changed",
+                // stays what a rollback returns from. Not ✅ while the live
+                // colour runs fewer tasks than it should.
+                let (running, desired) = (live.live.running_count, live.live.desired_count);
+                let text = format!(
+                    "{} already runs {image} on live {} ({}, {running}/{desired} tasks); nothing changed",
                     self.t.name,
                     live.name,
                     live.definition.name()
-                )));
+                );
+                return if running < desired { Err(ActionError::Unknown(text)) } else { Ok(Outcome::new(text)) };
             }
             Some(live) => (pair.other(live), live, if bg.steps.is_empty() { vec![100] } else { bg.steps.clone() }),
             // Split: finish (or undo) the half-done switch toward the colour
@@ -126,35 +131,6 @@ impl Ctx<'_> {
             live.definition.name(),
             after.running_count,
             after.desired_count
-        )))
-    }
-
-    /// Scales both colours, live first, so a later switch or rollback moves
-    /// traffic to as many tasks as serve it now.
-    async fn scale_blue_green(
-        &self,
-        bg: &BlueGreen,
-        replicas: u32,
-        progress: &Progress,
-    ) -> Result<Outcome, ActionError> {
-        let pair = self.pair(bg).await?;
-        let live = pair.live().ok_or_else(|| self.split(&pair, "scale"))?;
-        let desired = replicas as i32;
-        for colour in [live, pair.other(live)] {
-            let arn = colour.definition.arn();
-            let deadline = Instant::now() + self.t.rollout_timeout;
-            let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
-            let track = self.update(&colour.service, change, progress).await?;
-            progress.report(format!("{} ({}): desired count {replicas}", colour.name, colour.service)).await;
-            let what = format!("scale of {} to {replicas}", colour.name);
-            self.completed(&what, &colour.service, &track, deadline, progress).await?;
-        }
-        let now = self.pair(bg).await?;
-        Ok(Outcome::new(format!(
-            "{} runs {replicas} tasks in each colour ({} live); {}",
-            self.t.name,
-            live.name,
-            now.describe(self.t.container)
         )))
     }
 }

@@ -151,6 +151,26 @@ impl BlueGreenFacts {
     }
 }
 
+/// Refuses a pair whose colours cannot be told apart: behind one target
+/// group, or two target groups tagged with the same colour. Taking either
+/// for a pair would deploy into the live colour, or show it at 100% twice.
+fn distinct(colours: &[ColourNow], bg: &BlueGreen) -> Result<(), ActionError> {
+    let [a, b] = colours else { return Ok(()) };
+    if a.target_group == b.target_group {
+        return Err(ActionError::Failed(format!(
+            "{} and {} are behind the same target group ({}): opsbot cannot tell the colours apart; give each colour its own target group",
+            bg.blue_service, bg.green_service, a.target_group
+        )));
+    }
+    if a.name == b.name {
+        return Err(ActionError::Failed(format!(
+            "the target groups of {} and {} are both tagged Color={}: opsbot cannot tell the colours apart; tag one with the other colour",
+            bg.blue_service, bg.green_service, a.name
+        )));
+    }
+    Ok(())
+}
+
 impl Ctx<'_> {
     /// (target group ARN, weight) the listener's default action forwards to.
     async fn listener_weights(&self, bg: &BlueGreen) -> Result<Vec<(String, i32)>, ActionError> {
@@ -219,6 +239,7 @@ impl Ctx<'_> {
                 weight,
             });
         }
+        distinct(&colours, bg)?;
         if colours.iter().map(|c| c.weight).sum::<i32>() == 0 {
             return Err(ActionError::Failed("the listener forwards to neither colour's target group".into()));
         }
