@@ -3,6 +3,8 @@ Usage: python3 ecs_poke.py ENDPOINT split LISTENER_ARN TG_A WEIGHT_A TG_B WEIGHT
        python3 ecs_poke.py ENDPOINT desired SERVICE COUNT
        python3 ecs_poke.py ENDPOINT deregister FAMILY:REVISION
        python3 ecs_poke.py ENDPOINT tag TARGET_GROUP_ARN KEY VALUE
+       python3 ecs_poke.py ENDPOINT rule LISTENER_ARN PRIORITY PATH TARGET_GROUP_ARN
+       python3 ecs_poke.py ENDPOINT sticky LISTENER_ARN TARGET_GROUP_ARN
 Prints {} on success."""
 import json, sys
 import boto3
@@ -20,6 +22,16 @@ elif command == "deregister":
 elif command == "tag":
     arn, key, value = args
     boto3.client("elbv2", **kw).add_tags(ResourceArns=[arn], Tags=[{"Key": key, "Value": value}])
+elif command == "rule":
+    listener, priority, path, tg = args
+    boto3.client("elbv2", **kw).create_rule(ListenerArn=listener, Priority=int(priority),
+                                            Conditions=[{"Field": "path-pattern", "Values": [path]}],
+                                            Actions=[{"Type": "forward", "TargetGroupArn": tg}])
+elif command == "sticky":
+    listener, tg = args
+    boto3.client("elbv2", **kw).modify_listener(ListenerArn=listener, DefaultActions=[{"Type": "forward", "ForwardConfig": {
+        "TargetGroups": [{"TargetGroupArn": tg, "Weight": 1}],
+        "TargetGroupStickinessConfig": {"Enabled": True, "DurationSeconds": 300}}}])
 else:
     sys.exit(f"unknown command {command}")
 print("{}")

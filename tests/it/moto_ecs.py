@@ -18,6 +18,11 @@ This patch does that, and nothing else:
   deployment, now ACTIVE, keeps its tasks.
 - A desired-count change resizes the PRIMARY deployment; a FAILED one stays
   FAILED with nothing running.
+- As ECS registers a service's tasks with its load balancer's target group,
+  the target group holds one healthy target per running task of a
+  COMPLETED deployment (a FAILED one leaves the old targets). Tasks of an
+  image whose tag contains "unhealthy" run but never pass the health check:
+  moto cannot mark a target unhealthy, so none is registered for them.
 
 The ECS tests that need moto's plain behaviour start moto_server itself.
 """
@@ -25,10 +30,33 @@ import sys
 
 from moto.core.utils import utcnow
 from moto.ecs import models
+from moto.elbv2.models import elbv2_backends
 from moto.moto_api._internal import mock_random
 from moto.server import main
 
 original_update_service = models.EC2ContainerServiceBackend.update_service
+
+
+registered = [0]
+
+
+def sync_targets(backend, service):
+    """One healthy target per running task of the PRIMARY deployment."""
+    primary = service.deployments[0]
+    if primary.get("rolloutState") == "FAILED":
+        return
+    definition = backend.describe_task_definition(service.task_definition)
+    unhealthy = any("unhealthy" in c.get("image", "") for c in definition.container_definitions)
+    healthy = 0 if unhealthy else service.running_count
+    for lb in service.load_balancers:
+        group = elbv2_backends[backend.account_id][backend.region_name].target_groups.get(lb.get("targetGroupArn"))
+        if group is None:
+            continue
+        if group.targets:
+            group.deregister([{"Id": target} for target in list(group.targets)])
+        registered[0] += 1
+        port = lb.get("containerPort", 8080)
+        group.register([{"Id": f"10.{registered[0] % 250}.{i // 250}.{i % 250 + 1}", "Port": port} for i in range(healthy)])
 
 
 def start_deployment(backend, service):
@@ -72,8 +100,10 @@ def update_service(self, properties):
     service = original_update_service(self, dict(properties, force_new_deployment=False))
     if service.deployments and (service.task_definition != definition or force):
         start_deployment(self, service)
+        sync_targets(self, service)
     elif service.deployments and service.desired_count != desired:
         resize(service)
+        sync_targets(self, service)
     return service
 
 

@@ -55,8 +55,16 @@ impl Ecs {
         }
         if findings.is_empty() {
             if let Some(bg) = ctx.t.blue_green {
-                if let Err(e) = ctx.pair(bg).await {
-                    findings.push(finding(e));
+                match ctx.pair(bg).await {
+                    Ok(pair) => match ctx.rules_to_colours(bg, &pair).await {
+                        Ok(rules) if rules.is_empty() => {}
+                        Ok(rules) => findings.push(LiveFinding::Misconfigured(format!(
+                            "listener rules forward to a colour, and opsbot moves only the default action: {}",
+                            rules.join("; ")
+                        ))),
+                        Err(e) => findings.push(finding(e)),
+                    },
+                    Err(e) => findings.push(finding(e)),
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! (not among the deployments before), on the task definition it set. Never
 //! the deployment that was already there, COMPLETED on the old revision.
 
-use super::{ecs_config, EcsBot, Health, Moto, Setup};
+use super::{EcsBot, Health, Moto, Setup};
 use serde_json::Value;
 
 /// (id, status, task definition, rollout state) of a service's deployments in moto.
@@ -27,10 +27,7 @@ fn where_update_service_starts_no_new_deployment_a_deploy_is_unknown_never_succe
     // moto as it is: UpdateService only points the service at api:2; its one
     // deployment stays the old one, COMPLETED on api:1.
     let eb = EcsBot::against(Moto::start_unpatched(), Setup::plain());
-    let listener = eb.arns["listener"].as_str().unwrap().to_string();
-    eb.bot.rewrite_config(
-        &ecs_config(&listener, &Setup::plain()).replace("rollout_timeout = \"10s\"", "rollout_timeout = \"1s\""),
-    );
+    eb.set_rollout_timeout("1s");
     let before = deployments(&eb.state(), "api");
     let out = eb.console(&["/deploy api-ecs v2.0.0"]);
     assert!(

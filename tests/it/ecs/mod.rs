@@ -13,12 +13,14 @@
 //! - `errors`: wrong names, regions, revisions; no Debug dumps (issue #13).
 //! - `writes`: writes sent once, their lost answers settled by re-reading.
 //! - `readback`: after a change, the outcome is what a read shows, or unknown.
+//! - `listener`: what must hold before blue-green traffic moves, and what it keeps.
 
 mod blue_green;
 mod deployments;
 mod errors;
 mod fakes;
 mod flows;
+mod listener;
 mod readback;
 mod rollouts;
 mod writes;
@@ -213,6 +215,13 @@ impl EcsBot {
         run_console(&self.bot, lines, &aws_env(&self.proxy.url))
     }
 
+    /// Gives every service this `rollout_timeout` (opsbot's own deadline).
+    fn set_rollout_timeout(&self, timeout: &str) {
+        let text = std::fs::read_to_string(self.bot.config()).unwrap();
+        self.bot
+            .rewrite_config(&text.replace("rollout_timeout = \"10s\"", &format!("rollout_timeout = \"{timeout}\"")));
+    }
+
     /// moto's state, read with boto3.
     fn state(&self) -> Value {
         python("ecs_query.py", &self.moto.url, &[self.arns["listener"].as_str().unwrap()])
@@ -223,7 +232,8 @@ impl EcsBot {
         python("ecs_poke.py", &self.moto.url, args);
     }
 
-    /// (target group ARN, weight) the listener forwards to.
+    /// (target group ARN, weight) the listener forwards to (a single target
+    /// group, weighted or not, counts as 100).
     fn weights(&self) -> Vec<(String, i64)> {
         let action = &self.state()["listener"];
         match action["ForwardConfig"]["TargetGroups"].as_array() {
@@ -231,7 +241,8 @@ impl EcsBot {
                 .iter()
                 .map(|g| (g["TargetGroupArn"].as_str().unwrap().to_string(), g["Weight"].as_i64().unwrap_or(1)))
                 .collect(),
-            _ => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
+            Some(groups) => vec![(groups[0]["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
+            None => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
         }
     }
 

@@ -7,6 +7,7 @@ use super::super::Ctx;
 use crate::action::ActionError;
 use crate::config::BlueGreen;
 use aws_sdk_ecs::types::Service;
+use aws_sdk_elasticloadbalancingv2::types::TargetGroupStickinessConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,6 +55,8 @@ impl ColourNow {
 /// Both colours and the listener.
 pub(in crate::action::ecs) struct Pair {
     pub(in crate::action::ecs) colours: [ColourNow; 2],
+    /// The listener's target-group stickiness, kept when traffic moves.
+    pub(in crate::action::ecs) stickiness: Option<TargetGroupStickinessConfig>,
 }
 
 impl Pair {
@@ -172,8 +175,12 @@ fn distinct(colours: &[ColourNow], bg: &BlueGreen) -> Result<(), ActionError> {
 }
 
 impl Ctx<'_> {
-    /// (target group ARN, weight) the listener's default action forwards to.
-    async fn listener_weights(&self, bg: &BlueGreen) -> Result<Vec<(String, i32)>, ActionError> {
+    /// (target group ARN, weight) the listener's default action forwards to,
+    /// and its stickiness across target groups.
+    async fn listener_weights(
+        &self,
+        bg: &BlueGreen,
+    ) -> Result<(Vec<(String, i32)>, Option<TargetGroupStickinessConfig>), ActionError> {
         let listener = self
             .ask(
                 "elasticloadbalancing:DescribeListeners",
@@ -188,6 +195,7 @@ impl Ctx<'_> {
             .and_then(|l| l.default_actions)
             .and_then(|a| a.into_iter().next())
             .ok_or_else(|| ActionError::Failed("the listener has no default action".into()))?;
+        let stickiness = action.forward_config.as_ref().and_then(|f| f.target_group_stickiness_config.clone());
         let mut weights: Vec<(String, i32)> = action
             .forward_config
             .and_then(|f| f.target_groups)
@@ -200,13 +208,13 @@ impl Ctx<'_> {
                 weights.push((arn, 1));
             }
         }
-        Ok(weights)
+        Ok((weights, stickiness))
     }
 
     /// Reads both colours (service, task definition, `Color` tag) and the
     /// listener's weights.
     pub(in crate::action::ecs) async fn pair(&self, bg: &BlueGreen) -> Result<Pair, ActionError> {
-        let weights = self.listener_weights(bg).await?;
+        let (weights, stickiness) = self.listener_weights(bg).await?;
         let total: i32 = weights.iter().map(|(_, w)| *w).sum();
         let mut colours = Vec::new();
         for (service, url) in [(&bg.blue_service, &bg.blue_url), (&bg.green_service, &bg.green_url)] {
@@ -245,6 +253,6 @@ impl Ctx<'_> {
         }
         let green = colours.pop().expect("two colours");
         let blue = colours.pop().expect("two colours");
-        Ok(Pair { colours: [blue, green] })
+        Ok(Pair { colours: [blue, green], stickiness })
     }
 }

@@ -70,9 +70,14 @@ impl Ctx<'_> {
     }
 
     /// Brings `to` to `arn` and `from`'s task count, waits until healthy.
-    async fn prepare(&self, s: &Switch<'_>, desired: i32, progress: &Progress) -> Result<(), ActionError> {
+    async fn prepare(
+        &self,
+        s: &Switch<'_>,
+        desired: i32,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<(), ActionError> {
         let service = &s.to.service;
-        let deadline = Instant::now() + self.t.rollout_timeout;
         let change = Change { arn: s.arn, desired: Some(desired), force: false, deadline };
         let track = self.update(service, change, progress).await?;
         let what = format!("preparing {} ({service})", s.to.name);
@@ -103,17 +108,27 @@ impl Ctx<'_> {
             Some(live) => format!("traffic stays on {}", live.name),
             None => format!("traffic stays as it is ({})", pair.weights()),
         };
-        self.prepare(&s, desired, progress).await.map_err(|e| ActionError::Failed(format!("{e}; {stays}")))?;
-        self.smoke(Some(&s.to.url), progress).await.map_err(|e| ActionError::Failed(format!("{e}; {stays}")))?;
+        let rules = self.rules_to_colours(bg, pair).await?;
+        if !rules.is_empty() {
+            return Err(ActionError::Failed(format!(
+                "listener rules forward to a colour: {}; opsbot moves only the listener's default action, so the traffic they match would stay where it is; move or remove those rules first; {stays}",
+                rules.join("; ")
+            )));
+        }
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let held = |e: ActionError| ActionError::Failed(format!("{e}; {stays}"));
+        self.prepare(&s, desired, deadline, progress).await.map_err(held)?;
+        self.smoke(Some(&s.to.url), progress).await.map_err(held)?;
+        self.healthy_targets(s.to, desired, deadline, progress).await.map_err(held)?;
         let count = s.steps.len();
         for (i, percent) in s.steps.iter().copied().enumerate() {
             let step = format!("step {} of {count} ({percent}% to {})", i + 1, s.to.name);
-            if let Err(e) = self.shift(bg, s.from, s.to, percent, progress).await {
+            if let Err(e) = self.shift(bg, pair, s.from, s.to, percent, progress).await {
                 return Err(self.step_failed(bg, &s, &step, e).await);
             }
             progress.report(format!("{percent}% of traffic on {}", s.to.name)).await;
             if let Err(failure) = self.smoke(Some(&s.to.url), progress).await {
-                return Err(self.switch_back(bg, &s, percent, failure, progress).await);
+                return Err(self.switch_back(bg, pair, &s, percent, failure, progress).await);
             }
         }
         self.read_back(bg, &s).await
@@ -147,12 +162,13 @@ impl Ctx<'_> {
     async fn switch_back(
         &self,
         bg: &BlueGreen,
+        pair: &Pair,
         s: &Switch<'_>,
         percent: u8,
         failure: ActionError,
         progress: &Progress,
     ) -> ActionError {
-        if let Err(e) = self.shift(bg, s.to, s.from, 100, progress).await {
+        if let Err(e) = self.shift(bg, pair, s.to, s.from, 100, progress).await {
             let step = format!(
                 "moving all traffic back to {} after the smoke test failed at {percent}% ({failure})",
                 s.from.name
