@@ -7,6 +7,7 @@
 
 use super::call::timed;
 use super::rollout::{describe_live, Expect, WatchEnd};
+use super::undo::Undo;
 use super::write::settle;
 use super::CHANGE_CAUSE;
 use super::{check_container, image_in, live_facts, refuse_if_paused, revision_of, template_of, Kubernetes, Target};
@@ -59,7 +60,20 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: image set to {image}; watching the rollout", t.service)).await;
-        match self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await {
+        let end = self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await;
+        self.deployed(t, &image, end, before_revision, progress).await
+    }
+
+    /// The outcome of the deploy's rollout.
+    async fn deployed(
+        &self,
+        t: &Target<'_>,
+        image: &str,
+        end: WatchEnd,
+        before_revision: Option<u64>,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        match end {
             WatchEnd::Complete(d) => Ok(Outcome {
                 summary: format!(
                     "{} runs {image} (revision {})",
@@ -81,7 +95,7 @@ impl Kubernetes {
                 "deploy of {image} was applied: {why}; nothing was rolled back; check deployment {}",
                 t.path()
             ))),
-            WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, &image, &why, before_revision, progress).await),
+            WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, image, &why, before_revision, progress).await),
         }
     }
 
@@ -110,7 +124,12 @@ impl Kubernetes {
         };
         progress.report(format!("{}: deploy failed ({why}); rolling back automatically", t.service)).await;
         let deadline = Instant::now() + t.rollout_timeout;
-        let rollback = match self.undo(t, Some(revision), deadline, progress).await {
+        let undone = self.undo(t, Some(revision), deadline, progress).await.map(|undo| match undo {
+            Undo::Restored { revision, expect } => (revision, *expect),
+            // The deploy's own template is revision `revision`'s: follow it.
+            Undo::AlreadyThere { revision, live } => (revision, Expect::template_of(&live)),
+        });
+        let rollback = match undone {
             Ok((restored, expect)) => match self.watch(t, &expect, deadline, progress).await {
                 WatchEnd::Complete(d) => {
                     return ActionError::Failed(format!(
