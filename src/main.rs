@@ -257,7 +257,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let data_dir = loaded.config.data_dir.clone();
     match cli.command {
         Command::Check { live } => {
             let c = &loaded.config;
@@ -304,42 +303,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command } => match command {
-            AuditCommand::Verify { checkpoints, public_keys } => {
-                let check = match checkpoints {
-                    None => None,
-                    Some(file) => {
-                        let extra = public_keys
-                            .iter()
-                            .map(|k| opsbot::audit::checkpoint::PublicKey::parse(k))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-                        let trusted = opsbot::checkpoints::trusted_keys(&loaded.config.audit, &extra)?;
-                        Some(opsbot::admin::CheckpointCheck { file, trusted })
-                    }
-                };
-                let intact = runtime.block_on(opsbot::admin::verify(&data_dir, check))?;
-                Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
-            AuditCommand::Repair => {
-                let sound = runtime.block_on(opsbot::admin::repair(&data_dir))?;
-                Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
-            AuditCommand::Checkpoint => {
-                runtime.block_on(opsbot::admin::checkpoint(&data_dir, &loaded.config))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            AuditCommand::Keygen => keygen(),
-            AuditCommand::Export { since, service, request } => {
-                let since = since.as_deref().map(parse_since).transpose()?;
-                let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
-                runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            AuditCommand::Tail { lines, follow } => {
-                runtime.block_on(opsbot::admin::tail(&data_dir, lines, follow))?;
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+        Command::Audit { command } => audit(command, &loaded, &runtime),
+    }
+}
+
+/// `opsbot audit …` (all but `keygen`, which needs no configuration).
+fn audit(command: AuditCommand, loaded: &Loaded, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    let data_dir = loaded.config.data_dir.clone();
+    match command {
+        AuditCommand::Verify { checkpoints, public_keys } => {
+            let check = match checkpoints {
+                None => None,
+                Some(file) => {
+                    let extra = public_keys
+                        .iter()
+                        .map(|k| opsbot::audit::checkpoint::PublicKey::parse(k))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+                    let trusted = opsbot::checkpoints::trusted_keys(&loaded.config.audit, &extra)?;
+                    Some(opsbot::admin::CheckpointCheck { file, trusted })
+                }
+            };
+            let intact = runtime.block_on(opsbot::admin::verify(&data_dir, check))?;
+            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Repair => {
+            let sound = runtime.block_on(opsbot::admin::repair(&data_dir))?;
+            Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Checkpoint => {
+            runtime.block_on(opsbot::admin::checkpoint(&data_dir, &loaded.config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Keygen => keygen(),
+        AuditCommand::Export { since, service, request } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
+            runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail { lines, follow } => {
+            runtime.block_on(opsbot::admin::tail(&data_dir, lines, follow))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -67,6 +67,7 @@ fn missing_credentials_and_an_unreachable_endpoint_are_said_plainly() {
         .collect();
     let out = run_console(&eb.bot, &["/restart api-ecs"], &env);
     assert!(out.contains("❌ r-1: no usable AWS credentials for ecs:DescribeServices"), "{out}");
+    assert!(eb.proxy.calls().is_empty(), "nothing was sent to AWS: {:?}", eb.proxy.calls());
     let out = run_console(&eb.bot, &["/restart api-ecs"], &aws_env("http://127.0.0.1:1"));
     assert!(
         out.contains("❌ r-2: cannot reach AWS for ecs:DescribeServices in region us-east-1: connection refused"),

@@ -201,3 +201,15 @@ fn a_deploy_whose_rollback_target_is_deregistered_says_automatic_rollback_is_off
     assert_eq!(updates(&fake), 1, "no rollback ECS would refuse");
     assert_eq!(fake.running(), "api:8");
 }
+
+#[test]
+fn a_deployment_another_writer_replaces_mid_rollout_is_superseded_and_left_alone() {
+    let (fake, bot) = scripted(Behaviour::Superseded, "10s", true);
+    let out = run_console(&bot, &["/deploy api-ecs v8.0.0"], &aws_env(&fake.url));
+    assert!(
+        out.contains("❌ r-1: deploy of repo/api:v8.0.0 did not finish: superseded: deployment ecs-svc/1001 was replaced by deployment ecs-svc/1002 of api:8 before it completed"),
+        "{out}"
+    );
+    assert_eq!(updates(&fake), 1, "no automatic rollback of another writer's deployment");
+    assert_eq!(fake.deployments()[0].0, "ecs-svc/1002");
+}

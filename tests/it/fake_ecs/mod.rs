@@ -11,7 +11,8 @@
 //! which the failed one is gone (`CircuitBreakerQuick` does all of that
 //! between two looks); it fails without a rollback; its tasks keep stopping
 //! but nothing fails it (`Stalls`); another writer's deployment replaces it
-//! without a trace (`ReplacedQuickly`); or it hangs. A write can be made slow
+//! without a trace (`ReplacedQuickly`) or in plain sight (`Superseded`); or
+//! it hangs. A write can be made slow
 //! (applied at once, answered late).
 
 mod api;
@@ -43,6 +44,8 @@ pub enum Behaviour {
     /// Completes, and another writer's forced deployment replaces it and
     /// completes, all between two looks: it leaves no trace.
     ReplacedQuickly,
+    /// Another writer forces a new deployment while it is in progress.
+    Superseded,
     Hangs,
 }
 

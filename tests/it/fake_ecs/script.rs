@@ -39,6 +39,26 @@ impl World {
                 }];
                 self.events.insert(0, "(service api) has reached a steady state.".into());
             }
+            Behaviour::Superseded if due => {
+                let (desired, td) = (p.desired, p.task_definition.clone());
+                p.status = "ACTIVE";
+                let id = format!("ecs-svc/{}", self.next);
+                self.next += 1;
+                let reason = format!("ECS deployment {id} in progress.");
+                let other = Deployment {
+                    id,
+                    status: "PRIMARY",
+                    task_definition: td,
+                    desired,
+                    running: 0,
+                    failed: 0,
+                    state: "IN_PROGRESS",
+                    reason,
+                    rollback: false,
+                    looks: 0,
+                };
+                self.deployments.insert(0, other);
+            }
             Behaviour::Stalls if due && p.failed == 0 => {
                 p.failed = 3;
                 let (id, td) = (p.id.clone(), p.task_definition.clone());

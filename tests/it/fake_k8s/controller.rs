@@ -117,6 +117,36 @@ fn record_pod_trouble(world: &mut World, ns: &str, pod: &str, fate: Fate, contai
     }
 }
 
+/// A new ReplicaSet for `deployment`'s pod template (hash `hash`), with the
+/// Deployment's copied annotations and revision `revision`; its key.
+fn new_replicaset(
+    world: &mut World,
+    ns: &str,
+    deployment: &Value,
+    hash: &str,
+    copied: serde_json::Map<String, Value>,
+    revision: u64,
+) -> (String, String) {
+    let name = deployment["metadata"]["name"].as_str().unwrap_or("");
+    let template = &deployment["spec"]["template"];
+    let rs_name = format!("{name}-{hash}");
+    let mut rs_template = template.clone();
+    rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    let mut labels = template["metadata"]["labels"].clone();
+    labels["pod-template-hash"] = json!(hash);
+    let mut annotations = Value::Object(copied);
+    annotations[REVISION] = json!(revision.to_string());
+    let rs = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": annotations, "uid": format!("uid-{rs_name}"),
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"], "controller": true}]},
+        "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": rs_template},
+        "status": {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0}
+    });
+    world.replicasets.insert((ns.to_string(), rs_name.clone()), rs);
+    (ns.to_string(), rs_name)
+}
+
 /// How long a rollout may go without progress (`progressDeadlineSeconds`,
 /// 600 when unset, as the API server defaults it).
 fn progress_deadline(d: &Value) -> Duration {
@@ -182,24 +212,7 @@ impl Shared {
                 }
                 k
             }
-            None => {
-                let rs_name = format!("{name}-{hash}");
-                let mut rs_template = template.clone();
-                rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-                let mut labels = template["metadata"]["labels"].clone();
-                labels["pod-template-hash"] = json!(hash);
-                let mut annotations = Value::Object(copied);
-                annotations[REVISION] = json!((max_revision + 1).to_string());
-                let rs = json!({
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": annotations, "uid": format!("uid-{rs_name}"),
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"], "controller": true}]},
-                    "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": rs_template},
-                    "status": {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0}
-                });
-                world.replicasets.insert((ns.to_string(), rs_name.clone()), rs);
-                (ns.to_string(), rs_name)
-            }
+            None => new_replicaset(world, ns, &deployment, &hash, copied, max_revision + 1),
         };
         let rev = revision(&world.replicasets[&rs_key]);
         let d = world.deployments.get_mut(&key).unwrap();

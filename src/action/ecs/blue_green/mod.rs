@@ -24,6 +24,23 @@ use state::Pair;
 use switch::Switch;
 use tokio::time::Instant;
 
+/// A deploy of what the live colour runs: nothing to do, and no facts either,
+/// so the last real switch stays what a rollback returns from. Not ✅ while
+/// the live colour runs fewer tasks than it should.
+fn already_live(name: &str, live: &state::ColourNow, image: &str) -> Result<Outcome, ActionError> {
+    let (running, desired) = (live.live.running_count, live.live.desired_count);
+    let text = format!(
+        "{name} already runs {image} on live {} ({}, {running}/{desired} tasks); nothing changed",
+        live.name,
+        live.definition.name()
+    );
+    if running < desired {
+        Err(ActionError::Unknown(text))
+    } else {
+        Ok(Outcome::new(text))
+    }
+}
+
 impl Ctx<'_> {
     pub(super) async fn blue_green(
         &self,
@@ -64,19 +81,7 @@ impl Ctx<'_> {
             self.check_container(&colour.definition.definition)?;
         }
         let (to, from, steps) = match pair.live() {
-            Some(live) if live.image(self.t.container) == image => {
-                // Nothing to do; no facts either, so the last real switch
-                // stays what a rollback returns from. Not ✅ while the live
-                // colour runs fewer tasks than it should.
-                let (running, desired) = (live.live.running_count, live.live.desired_count);
-                let text = format!(
-                    "{} already runs {image} on live {} ({}, {running}/{desired} tasks); nothing changed",
-                    self.t.name,
-                    live.name,
-                    live.definition.name()
-                );
-                return if running < desired { Err(ActionError::Unknown(text)) } else { Ok(Outcome::new(text)) };
-            }
+            Some(live) if live.image(self.t.container) == image => return already_live(self.t.name, live, &image),
             Some(live) => (pair.other(live), live, if bg.steps.is_empty() { vec![100] } else { bg.steps.clone() }),
             // Split: finish (or undo) the half-done switch toward the colour
             // that runs the version asked for.
