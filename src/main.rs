@@ -64,9 +64,11 @@ enum Command {
     /// Check the configuration and command files; print every problem.
     Check {
         /// Also ask each backend whether what the configuration names exists
-        /// (deployments, containers, ECS clusters and services) and whether
-        /// opsbot has the permissions it needs. Exit 64 (configuration), 77
-        /// (permissions) or 69 (unreachable) for the most serious finding.
+        /// (deployments, containers, ECS clusters and services) and, for
+        /// Kubernetes, whether every verb opsbot uses is granted (for ECS only
+        /// the read calls are exercised). Exit 64 (configuration), 77
+        /// (permissions) or 69 (unreachable, or an outage) for the most
+        /// serious finding.
         #[arg(long)]
         live: bool,
     },
@@ -183,7 +185,7 @@ async fn check_live(config: &opsbot::config::Config) -> u8 {
             }
             Backend::Simulated { .. } => continue,
         };
-        let findings = findings.unwrap_or_else(|e| vec![LiveFinding::Unreachable(e.to_string())]);
+        let findings = findings.unwrap_or_else(|e| vec![LiveFinding::from_error(e)]);
         if findings.is_empty() {
             println!("{}: ok — {fine}", service.name);
         }
@@ -258,7 +260,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let data_dir = loaded.config.data_dir.clone();
     match cli.command {
         Command::Check { live } => {
             let c = &loaded.config;
@@ -305,42 +306,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command } => match command {
-            AuditCommand::Verify { checkpoints, public_keys } => {
-                let check = match checkpoints {
-                    None => None,
-                    Some(file) => {
-                        let extra = public_keys
-                            .iter()
-                            .map(|k| opsbot::audit::checkpoint::PublicKey::parse(k))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-                        let trusted = opsbot::checkpoints::trusted_keys(&loaded.config.audit, &extra)?;
-                        Some(opsbot::admin::CheckpointCheck { file, trusted })
-                    }
-                };
-                let intact = runtime.block_on(opsbot::admin::verify(&data_dir, check))?;
-                Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
-            AuditCommand::Repair => {
-                let sound = runtime.block_on(opsbot::admin::repair(&data_dir))?;
-                Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
-            AuditCommand::Checkpoint => {
-                runtime.block_on(opsbot::admin::checkpoint(&data_dir, &loaded.config))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            AuditCommand::Keygen => keygen(),
-            AuditCommand::Export { since, service, request } => {
-                let since = since.as_deref().map(parse_since).transpose()?;
-                let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
-                runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            AuditCommand::Tail { lines, follow } => {
-                runtime.block_on(opsbot::admin::tail(&data_dir, lines, follow))?;
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+        Command::Audit { command } => audit(command, &loaded, &runtime),
+    }
+}
+
+/// `opsbot audit …` (all but `keygen`, which needs no configuration).
+fn audit(command: AuditCommand, loaded: &Loaded, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    let data_dir = loaded.config.data_dir.clone();
+    match command {
+        AuditCommand::Verify { checkpoints, public_keys } => {
+            let check = match checkpoints {
+                None => None,
+                Some(file) => {
+                    let extra = public_keys
+                        .iter()
+                        .map(|k| opsbot::audit::checkpoint::PublicKey::parse(k))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+                    let trusted = opsbot::checkpoints::trusted_keys(&loaded.config.audit, &extra)?;
+                    Some(opsbot::admin::CheckpointCheck { file, trusted })
+                }
+            };
+            let intact = runtime.block_on(opsbot::admin::verify(&data_dir, check))?;
+            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Repair => {
+            let sound = runtime.block_on(opsbot::admin::repair(&data_dir))?;
+            Ok(if sound { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Checkpoint => {
+            runtime.block_on(opsbot::admin::checkpoint(&data_dir, &loaded.config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Keygen => keygen(),
+        AuditCommand::Export { since, service, request } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let request = request.map(|r| opsbot::command::parse::normalize_request_id(&r).unwrap_or(r));
+            runtime.block_on(opsbot::admin::export(&data_dir, service, request, since))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail { lines, follow } => {
+            runtime.block_on(opsbot::admin::tail(&data_dir, lines, follow))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

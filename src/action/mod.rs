@@ -103,12 +103,12 @@ pub enum ActionError {
     Unknown(String),
     #[error("{service} is not known to its backend")]
     NotFound { service: String },
-    #[error("timed out after {0}")]
-    Timeout(String),
-    /// The backend refused for lack of permission; says which verb on what.
+    /// The backend refused for lack of permission (or of credentials); says
+    /// which verb on what.
     #[error("{0}")]
     Forbidden(String),
-    /// The backend could not be reached.
+    /// The backend could not be reached, or could not answer (an outage,
+    /// throttling, a timeout).
     #[error("{0}")]
     Unreachable(String),
     /// The service's backend is not this executor's kind (a wiring bug).
@@ -130,6 +130,20 @@ pub enum LiveFinding {
 }
 
 impl LiveFinding {
+    /// What an error met while checking says: refused → permissions;
+    /// unreachable or unknown (an outage, throttling, a timeout) → the
+    /// backend could not be asked; anything else names something the
+    /// configuration got wrong.
+    pub fn from_error(error: ActionError) -> LiveFinding {
+        match error {
+            ActionError::Forbidden(text) => LiveFinding::MissingPermissions(text),
+            ActionError::Unreachable(text) | ActionError::Unknown(text) => LiveFinding::Unreachable(text),
+            other @ (ActionError::Failed(_) | ActionError::NotFound { .. } | ActionError::WrongBackend { .. }) => {
+                LiveFinding::Misconfigured(other.to_string())
+            }
+        }
+    }
+
     /// 64 (configuration), 77 (EX_NOPERM), 69 (EX_UNAVAILABLE).
     pub fn exit_code(&self) -> u8 {
         match self {

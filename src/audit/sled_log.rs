@@ -853,7 +853,8 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
         && was_head.as_ref() == Some(&head)
         && was_committed.as_ref() == Some(&head);
     if clean || !write {
-        let problem = if clean { None } else { problem.or_else(|| Some("seals or marks did not match the records".into())) };
+        let problem =
+            if clean { None } else { problem.or_else(|| Some("seals or marks did not match the records".into())) };
         return Ok(Repaired { problem, records: head.seq, head, was_head, was_committed });
     }
     for (key, unsealed, at) in reseal {

@@ -1,8 +1,119 @@
 //! Checks of each backend's settings: names the cloud accepts, image
-//! repositories without tags, blue-green and smoke-test consistency.
+//! repositories without tags, blue-green and smoke-test consistency; and how
+//! long one action on a backend may take by its own deadlines, so that
+//! `bot.action_timeout` never cuts a backend off mid-rollout.
 
-use super::{Backend, Problem};
+use super::{Backend, Problem, SmokeTest};
 use std::path::Path;
+use std::time::Duration;
+
+/// API calls an action makes outside its rollout deadlines (reads before a
+/// change, the reads that name failing pods or stopped tasks after a
+/// deadline, what runs now), each bounded by `call_timeout`.
+const CALLS_AROUND: u32 = 10;
+
+/// The longest one action may take by a backend's own settings, and how
+/// that adds up (for the message when it does not fit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub total: Duration,
+    pub parts: String,
+}
+
+fn smoke_time(smoke: Option<&SmokeTest>) -> Duration {
+    smoke.map_or(Duration::ZERO, |s| {
+        let attempts = s.retries.max(1);
+        s.timeout * attempts + s.interval.min(Duration::from_secs(60)) * (attempts - 1)
+    })
+}
+
+/// `bot.action_timeout` must hold each service's longest action, or the
+/// engine would cut a backend off mid-rollout (and could only say
+/// "unknown"). Set, it is checked: every service that may need longer is a
+/// problem at its `rollout_timeout`. Left out, it is `default` or, when
+/// longer, what the slowest service may need.
+pub(super) fn fit_action_timeout(
+    path: &Path,
+    set: Option<Duration>,
+    default: Duration,
+    services: &std::collections::BTreeMap<String, super::Service>,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    let budgets = services.iter().filter_map(|(name, s)| s.backend.longest_action().map(|b| (name, b)));
+    let Some(timeout) = set else {
+        return budgets.map(|(_, b)| b.total).fold(default, Duration::max);
+    };
+    let fmt = crate::clock::format_duration;
+    for (name, budget) in budgets.filter(|(_, b)| b.total > timeout) {
+        problems.push(Problem::new(
+            path,
+            &format!("services.{name}.backend.rollout_timeout"),
+            format!(
+                "an action on {name} may take up to {} ({}), longer than bot.action_timeout ({}): the engine would cut it off mid-rollout",
+                fmt(budget.total),
+                budget.parts,
+                fmt(timeout)
+            ),
+            format!(
+                "raise bot.action_timeout to at least {} (or leave it out: it then fits the slowest service), or lower this rollout_timeout",
+                fmt(budget.total)
+            ),
+        ));
+    }
+    timeout
+}
+
+impl Backend {
+    /// How long one action may take by this backend's own deadlines: the
+    /// rollout deadline, again for an automatic rollback (it has its own)
+    /// or for a blue-green pair's second colour, the API calls around them
+    /// and the smoke tests. `None` for the simulated backend, which has no
+    /// deadline of its own.
+    pub fn longest_action(&self) -> Option<Budget> {
+        let fmt = crate::clock::format_duration;
+        match self {
+            Backend::Simulated { .. } => None,
+            Backend::Kubernetes { rollout_timeout, call_timeout, auto_rollback, .. } => {
+                let rollouts = if *auto_rollback { 2 } else { 1 };
+                Some(Budget {
+                    total: *rollout_timeout * rollouts + *call_timeout * CALLS_AROUND,
+                    parts: format!(
+                        "rollout_timeout {}{}, plus {CALLS_AROUND} × call_timeout {} for the API calls around it",
+                        fmt(*rollout_timeout),
+                        if *auto_rollback { " twice (the automatic rollback has its own)" } else { "" },
+                        fmt(*call_timeout)
+                    ),
+                })
+            }
+            Backend::Ecs { rollout_timeout, call_timeout, auto_rollback, blue_green, smoke, .. } => {
+                let (rollouts, why, smokes, calls) = match blue_green {
+                    // The new colour's rollout, or /scale's two colours; a
+                    // smoke test before traffic moves and after each step.
+                    Some(bg) => {
+                        let steps = bg.steps.len().max(1) as u32;
+                        (2, " twice (a blue-green pair has two colours)", steps + 1, CALLS_AROUND + 2 * steps)
+                    }
+                    None if *auto_rollback => (2, " twice (the automatic rollback has its own)", 1, CALLS_AROUND),
+                    None => (1, "", 1, CALLS_AROUND),
+                };
+                let smoke = smoke_time(smoke.as_ref()) * smokes;
+                Some(Budget {
+                    total: *rollout_timeout * rollouts + *call_timeout * calls + smoke,
+                    parts: format!(
+                        "rollout_timeout {}{why}, plus {calls} × call_timeout {}{}",
+                        fmt(*rollout_timeout),
+                        fmt(*call_timeout),
+                        if smoke.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" and up to {} of smoke tests", fmt(smoke))
+                        }
+                    ),
+                })
+            }
+        }
+    }
+}
 
 /// Reports every problem with `backend` (the service at `key`, whose replica
 /// bounds are `min..=max`).
@@ -177,6 +288,23 @@ fn check_image(path: &Path, key: &str, image: &str, problems: &mut Vec<Problem>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_actions_budget_counts_each_rollout_deadline_and_the_calls_around_them() {
+        let backend = |text: &str| -> Backend {
+            let value: toml::Value = toml::from_str(&format!("backend = {text}")).unwrap();
+            value["backend"].clone().try_into().unwrap()
+        };
+        let total = |text: &str| backend(text).longest_action().map(|b| b.total);
+        let k8s =
+            r#"{ type = "kubernetes", namespace = "shop", deployment = "api", container = "app", image = "r/api" }"#;
+        assert_eq!(total(k8s), Some(Duration::from_secs(600 + 150)));
+        let rolling_back = k8s.replace("image = ", "auto_rollback = true, image = ");
+        assert_eq!(total(&rolling_back), Some(Duration::from_secs(1200 + 150)));
+        let ecs = r#"{ type = "ecs", cluster = "prod", service = "api", container = "app", image = "r/api", smoke = { url = "http://x", timeout = "5s", retries = 3, interval = "1s" } }"#;
+        assert_eq!(total(ecs), Some(Duration::from_secs(900 + 200 + 17)));
+        assert_eq!(total(r#"{ type = "simulated", version = "v1", replicas = 1 }"#), None);
+    }
 
     fn problems_for(backend: &str) -> Vec<String> {
         let value: toml::Value = toml::from_str(&format!("backend = {backend}")).unwrap();

@@ -7,6 +7,7 @@
 mod backends;
 mod parse;
 
+pub use backends::Budget;
 pub use parse::from_str;
 
 use crate::command::Registry;

@@ -199,6 +199,10 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
     }
 
+    // Every service's longest action must fit in it (see fit_action_timeout).
+    let set = bot.action_timeout.is_some().then_some(action_timeout);
+    let action_timeout = super::backends::fit_action_timeout(path, set, action_timeout, &services, problems);
+
     let raw_rules: Vec<RawRule> = list(path, "rules", section("rules"), problems);
     let rules: Vec<Rule> = raw_rules
         .into_iter()

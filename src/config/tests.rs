@@ -104,3 +104,32 @@ fn zero_durations_inside_a_backend_are_refused_too() {
         );
     }
 }
+
+#[test]
+fn an_action_timeout_that_cannot_hold_a_services_rollouts_is_refused_and_left_out_it_fits_them() {
+    let rule = "[[rules]]\ncommands = [\"deploy\"]\nenvironments = [\"*\"]\nrequesters = [\"sre\"]\n";
+    let k8s = r#"
+[services.web]
+environment = "production"
+backend = { type = "kubernetes", namespace = "shop", deployment = "web", container = "app", image = "r/web", auto_rollback = true, rollout_timeout = "10m", call_timeout = "15s" }
+"#;
+    let problems = problems(&format!("{BASE}{k8s}{rule}[bot]\naction_timeout = \"15m\"\n"));
+    let problem = problems.iter().find(|p| p.key == "services.web.backend.rollout_timeout").expect("refused");
+    assert!(
+        problem.message.contains("an action on web may take up to 22m30s (rollout_timeout 10m twice (the automatic rollback has its own), plus 10 × call_timeout 15s")
+            && problem.message.contains("longer than bot.action_timeout (15m)"),
+        "{problem:?}"
+    );
+    assert!(problem.hint.contains("raise bot.action_timeout to at least 22m30s"), "{problem:?}");
+    let mut problems = Vec::new();
+    let fits = super::from_str(
+        Path::new("ok.toml"),
+        &format!("{BASE}{k8s}{rule}[bot]\naction_timeout = \"23m\"\n"),
+        &mut problems,
+    );
+    assert_eq!(fits.map(|c| c.action_timeout), Some(std::time::Duration::from_secs(23 * 60)), "{problems:?}");
+    let derived = super::from_str(Path::new("ok.toml"), &format!("{BASE}{k8s}{rule}"), &mut problems);
+    assert_eq!(derived.map(|c| c.action_timeout), Some(std::time::Duration::from_secs(22 * 60 + 30)), "{problems:?}");
+    let simulated = super::from_str(Path::new("ok.toml"), &format!("{BASE}{rule}"), &mut problems);
+    assert_eq!(simulated.map(|c| c.action_timeout), Some(std::time::Duration::from_secs(15 * 60)), "the default");
+}

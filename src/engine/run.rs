@@ -122,7 +122,9 @@ impl Engine {
         // Milestones are recorded, then shown, in the same task as the run
         // (the executor's progress sender ends with it, which ends this loop).
         let recorder = async {
+            let mut last = None;
             while let Some(text) = milestones.recv().await {
+                last = Some(text.clone());
                 let record = AuditEntry {
                     args: None,
                     ..self.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
@@ -133,6 +135,7 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, request = %id, "progress not recorded; not shown"),
                 }
             }
+            last
         };
         let executor = self.executors.for_service(&service);
         let run_context = crate::action::RunContext {
@@ -143,24 +146,34 @@ impl Engine {
         let timeout = self.config.action_timeout;
         let run = async {
             // A panic in a backend ends this action, not the bot: it is
-            // recorded as failed (the live state unknown), logged, and makes
-            // readiness false, since it is a bug.
+            // recorded as unknown (the live state was not read), logged, and
+            // makes readiness false, since it is a bug.
             let execute = AssertUnwindSafe(executor.execute(&service, &action, &run_context, progress)).catch_unwind();
             match tokio::time::timeout(timeout, execute).await {
-                Ok(Ok(result)) => result,
+                Ok(Ok(result)) => Some(result),
                 Ok(Err(panic)) => {
                     let what = format!("the {} backend panicked running {id}", action.verb());
                     tracing::error!(request = %id, panic = %crate::tasks::panic_text(&panic), "{what}");
                     self.health.mark_dead(what);
-                    Err(ActionError::Unknown(
+                    Some(Err(ActionError::Unknown(
                         "opsbot hit an internal error while running this (a bug); check the service's live state"
                             .into(),
-                    ))
+                    )))
                 }
-                Err(_) => Err(ActionError::Timeout(crate::clock::format_duration(timeout))),
+                Err(_) => None,
             }
         };
-        let (result, ()) = tokio::join!(run, recorder);
+        let (result, last_seen) = tokio::join!(run, recorder);
+        // Cut off, the backend may have applied its change, and a rollout
+        // may still be running: that is unknown, never a plain failure.
+        let result = result.unwrap_or_else(|| {
+            Err(ActionError::Unknown(format!(
+                "no outcome within {} (bot.action_timeout); {} may have been changed and may still be changing{}; check it before trying again",
+                crate::clock::format_duration(timeout),
+                service.name,
+                last_seen.map(|text| format!("; last seen: {text}")).unwrap_or_default()
+            )))
+        });
         let (verdict, text, live) = match result {
             Ok(outcome) => (Verdict::Succeeded, outcome.summary, outcome.live),
             Err(ActionError::Unknown(text)) => (Verdict::Unknown, format!("unknown: {text}"), None),

@@ -349,7 +349,8 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     let other = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
     let untrusted = check(other);
     assert!(
-        !untrusted.status.success() && stdout(&untrusted).contains("no checkpoint of this trail signed by a trusted key"),
+        !untrusted.status.success()
+            && stdout(&untrusted).contains("no checkpoint of this trail signed by a trusted key"),
         "{}",
         stdout(&untrusted)
     );
@@ -357,13 +358,20 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     // Another trail signed with the same key (staging next to production).
     let elsewhere = tempfile::tempdir().unwrap();
     let other_file = elsewhere.path().join("checkpoints.jsonl");
-    let second =
-        Bot::with_config(&crate::support::config_text("30m", &format!("\n[audit]\ncheckpoint_file = \"{}\"\n", other_file.display())));
+    let second = Bot::with_config(&crate::support::config_text(
+        "30m",
+        &format!("\n[audit]\ncheckpoint_file = \"{}\"\n", other_file.display()),
+    ));
     second.console_env(&["/status api-staging"], &[("OPSBOT_AUDIT_KEY", seed.as_ref())]);
     let second_line = stdout(&second.command(&["audit", "checkpoint"]).env("OPSBOT_AUDIT_KEY", seed).output().unwrap());
     // Only the other trail's checkpoint: nothing vouches for this one (were
     // this store rewritten from record 1, this is what it would look like).
-    let only_other = bot.command(&["audit", "verify", "--checkpoints"]).arg(&other_file).args(["--public-key", public]).output().unwrap();
+    let only_other = bot
+        .command(&["audit", "verify", "--checkpoints"])
+        .arg(&other_file)
+        .args(["--public-key", public])
+        .output()
+        .unwrap();
     assert!(
         !only_other.status.success() && stdout(&only_other).contains("of another trail"),
         "{}",
@@ -382,7 +390,8 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
         ),
     )
     .unwrap();
-    let from_log = bot.command(&["audit", "verify", "--checkpoints"]).arg(&log).args(["--public-key", public]).output().unwrap();
+    let from_log =
+        bot.command(&["audit", "verify", "--checkpoints"]).arg(&log).args(["--public-key", public]).output().unwrap();
     let text = stdout(&from_log);
     assert!(from_log.status.success(), "{text}");
     assert!(text.contains("extends all 1 checkpoint(s)"), "{text}");

@@ -2,6 +2,9 @@
 Usage: python3 ecs_poke.py ENDPOINT split LISTENER_ARN TG_A WEIGHT_A TG_B WEIGHT_B
        python3 ecs_poke.py ENDPOINT desired SERVICE COUNT
        python3 ecs_poke.py ENDPOINT deregister FAMILY:REVISION
+       python3 ecs_poke.py ENDPOINT tag TARGET_GROUP_ARN KEY VALUE
+       python3 ecs_poke.py ENDPOINT rule LISTENER_ARN PRIORITY PATH TARGET_GROUP_ARN
+       python3 ecs_poke.py ENDPOINT sticky LISTENER_ARN TARGET_GROUP_ARN
 Prints {} on success."""
 import json, sys
 import boto3
@@ -16,6 +19,19 @@ elif command == "desired":
     boto3.client("ecs", **kw).update_service(cluster="prod", service=args[0], desiredCount=int(args[1]))
 elif command == "deregister":
     boto3.client("ecs", **kw).deregister_task_definition(taskDefinition=args[0])
+elif command == "tag":
+    arn, key, value = args
+    boto3.client("elbv2", **kw).add_tags(ResourceArns=[arn], Tags=[{"Key": key, "Value": value}])
+elif command == "rule":
+    listener, priority, path, tg = args
+    boto3.client("elbv2", **kw).create_rule(ListenerArn=listener, Priority=int(priority),
+                                            Conditions=[{"Field": "path-pattern", "Values": [path]}],
+                                            Actions=[{"Type": "forward", "TargetGroupArn": tg}])
+elif command == "sticky":
+    listener, tg = args
+    boto3.client("elbv2", **kw).modify_listener(ListenerArn=listener, DefaultActions=[{"Type": "forward", "ForwardConfig": {
+        "TargetGroups": [{"TargetGroupArn": tg, "Weight": 1}],
+        "TargetGroupStickinessConfig": {"Enabled": True, "DurationSeconds": 300}}}])
 else:
     sys.exit(f"unknown command {command}")
 print("{}")

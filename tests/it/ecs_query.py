@@ -10,7 +10,10 @@ out = {"services": {}, "definitions": {}, "tags": {}}
 for name in ("api", "web-blue", "web-green"):
     s = ecs.describe_services(cluster="prod", services=[name])["services"][0]
     out["services"][name] = {"taskDefinition": s["taskDefinition"], "desiredCount": s["desiredCount"],
-                             "deploymentIds": [d["id"] for d in s["deployments"]]}
+                             "deploymentIds": [d["id"] for d in s["deployments"]],
+                             "deployments": [{"id": d["id"], "status": d["status"], "rolloutState": d.get("rolloutState"),
+                                              "taskDefinition": d["taskDefinition"].rsplit("/", 1)[-1]}
+                                             for d in s["deployments"]]}
 for family in ("api", "web-blue", "web-green"):
     arns = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
     described = [ecs.describe_task_definition(taskDefinition=a, include=["TAGS"]) for a in arns]

@@ -34,9 +34,13 @@ for colour in ("blue", "green"):
     tg = elb.create_target_group(Name=f"web-{colour}", Protocol="HTTP", Port=8080, VpcId=vpc,
                                  Tags=[{"Key": "Color", "Value": colour}])["TargetGroups"][0]["TargetGroupArn"]
     groups[colour] = tg
+    # ECS registers each running task with the target group: two, healthy.
+    elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": f"10.9.{len(groups)}.{i}", "Port": 8080} for i in (1, 2)])
     td = task(f"web-{colour}", "repo/web:v1.0.0")
+    # The circuit breaker fails a deployment whose tasks do not start; no rollback: opsbot's switch decides.
     ecs.create_service(cluster="prod", serviceName=f"web-{colour}", taskDefinition=td, desiredCount=2,
-                       loadBalancers=[{"targetGroupArn": tg, "containerName": "app", "containerPort": 8080}])
+                       loadBalancers=[{"targetGroupArn": tg, "containerName": "app", "containerPort": 8080}],
+                       deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": False}})
 listener = elb.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80,
                                DefaultActions=[{"Type": "forward", "TargetGroupArn": groups["blue"]}])["Listeners"][0]["ListenerArn"]
 print(json.dumps({"listener": listener, "blue": groups["blue"], "green": groups["green"]}))

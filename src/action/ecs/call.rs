@@ -51,8 +51,13 @@ impl Failure {
         )
     }
 
+    /// For a write: AWS may have applied it although no success came back
+    /// (an answer cut off mid-body included), so only the live state can say.
     pub(super) fn may_have_landed(&self) -> bool {
-        matches!(self, Failure::ServerError { .. } | Failure::Unreachable(_) | Failure::TimedOut)
+        matches!(
+            self,
+            Failure::ServerError { .. } | Failure::Unreachable(_) | Failure::TimedOut | Failure::Unreadable(_)
+        )
     }
 
     fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(error: SdkError<E>) -> Failure {
@@ -155,21 +160,42 @@ impl AwsError {
         }
     }
 
+    /// As an action's error: permissions (access denied, no credentials),
+    /// AWS not answering usefully (unreachable, timed out, throttled, a 5xx,
+    /// an unreadable answer), or the request itself is wrong.
     pub(super) fn into_action(self, ctx: &Ctx<'_>) -> ActionError {
         let text = self.explain(ctx);
         match self.failure {
-            Failure::AccessDenied(_) => ActionError::Forbidden(text),
-            Failure::Refused | Failure::Unreachable(_) | Failure::TimedOut | Failure::NoCredentials => {
-                ActionError::Unreachable(text)
-            }
-            _ => ActionError::Failed(text),
+            Failure::AccessDenied(_) | Failure::NoCredentials => ActionError::Forbidden(text),
+            Failure::Refused
+            | Failure::Unreachable(_)
+            | Failure::TimedOut
+            | Failure::Throttled
+            | Failure::ServerError { .. }
+            | Failure::Unreadable(_) => ActionError::Unreachable(text),
+            Failure::ClusterNotFound | Failure::ServiceNotFound | Failure::Rejected { .. } => ActionError::Failed(text),
         }
     }
 }
 
+/// The SDK settings for a write (UpdateService, RegisterTaskDefinition): one
+/// attempt. The SDK would re-send a write whose answer was lost — a
+/// `forceNewDeployment` each time, say — before opsbot could look; instead,
+/// opsbot re-reads the live state and decides (see `update`). Reads keep the
+/// SDK's retries.
+pub(super) fn write_once() -> aws_sdk_ecs::config::Builder {
+    aws_sdk_ecs::config::Builder::default().retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
+}
+
+/// [`write_once`] for the load balancer (ModifyListener).
+pub(super) fn write_once_elb() -> aws_sdk_elasticloadbalancingv2::config::Builder {
+    aws_sdk_elasticloadbalancingv2::config::Builder::default()
+        .retry_config(aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled())
+}
+
 impl Ctx<'_> {
-    /// One call, bounded by the service's `call_timeout` (the SDK's own
-    /// retries of throttling and 5xx happen inside it).
+    /// One call, bounded by the service's `call_timeout` (for reads, the
+    /// SDK's own retries of throttling and 5xx happen inside it).
     pub(super) async fn call<T, E>(
         &self,
         action: &'static str,
@@ -246,7 +272,7 @@ mod tests {
             (Failure::Refused, true, false),
             (Failure::Unreachable("reset".into()), true, true),
             (Failure::TimedOut, true, true),
-            (Failure::Unreadable(String::new()), false, false),
+            (Failure::Unreadable(String::new()), false, true),
         ];
         for (failure, transient, landed) in cases {
             assert_eq!(failure.is_transient(), transient, "{failure:?}");

@@ -1,6 +1,10 @@
 //! `opsbot check --live` for ECS: the cluster and service(s) exist in the
 //! region, their task definitions have the configured container, and — for
-//! blue-green — the listener forwards to the colours' target groups.
+//! blue-green — the listener forwards to the colours' target groups. It
+//! exercises only the read calls: write permissions are not simulated.
+//! The exit code follows the kind of failure (see `call::AwsError::into_action`):
+//! access denied or no credentials → 77, an outage or throttling → 69, a
+//! name the region does not have → 64.
 
 use super::call::Failure;
 use super::Ecs;
@@ -10,9 +14,7 @@ use crate::config::Service;
 fn finding(error: ActionError) -> LiveFinding {
     match error {
         ActionError::Forbidden(text) => LiveFinding::MissingPermissions(text),
-        ActionError::Unreachable(text) | ActionError::Timeout(text) | ActionError::Unknown(text) => {
-            LiveFinding::Unreachable(text)
-        }
+        ActionError::Unreachable(text) | ActionError::Unknown(text) => LiveFinding::Unreachable(text),
         other => LiveFinding::Misconfigured(other.to_string()),
     }
 }
@@ -53,8 +55,16 @@ impl Ecs {
         }
         if findings.is_empty() {
             if let Some(bg) = ctx.t.blue_green {
-                if let Err(e) = ctx.pair(bg).await {
-                    findings.push(finding(e));
+                match ctx.pair(bg).await {
+                    Ok(pair) => match ctx.rules_to_colours(bg, &pair).await {
+                        Ok(rules) if rules.is_empty() => {}
+                        Ok(rules) => findings.push(LiveFinding::Misconfigured(format!(
+                            "listener rules forward to a colour, and opsbot moves only the default action: {}",
+                            rules.join("; ")
+                        ))),
+                        Err(e) => findings.push(finding(e)),
+                    },
+                    Err(e) => findings.push(finding(e)),
                 }
             }
         }

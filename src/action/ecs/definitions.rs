@@ -2,6 +2,7 @@
 //! definition has, deregistered (INACTIVE) revisions, and registering a copy
 //! with only one image changed — its tags carried over.
 
+use super::call::write_once;
 use super::Ctx;
 use crate::action::ActionError;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition, TaskDefinitionField, TaskDefinitionStatus};
@@ -50,6 +51,7 @@ fn with_image(definitions: &[ContainerDefinition], container: &str, image: &str)
 }
 
 /// A task definition and its tags.
+#[derive(Clone)]
 pub(super) struct Definition {
     pub(super) definition: TaskDefinition,
     pub(super) tags: Vec<Tag>,
@@ -113,16 +115,50 @@ impl Ctx<'_> {
     /// The task definition running `image` for the container: the current
     /// one if it already does, a recent active revision of the family that
     /// does (left by an earlier attempt), or a new registration copying the
-    /// current one, tags included. Returns (ARN, registered now).
+    /// current one, tags included. Returns it, and whether it was registered
+    /// now.
+    ///
+    /// The registration is sent once (no SDK re-sends, which would register
+    /// duplicates); when its answer is lost, the family's newest revisions
+    /// say whether it was registered.
     pub(super) async fn definition_for(
         &self,
         current: &Definition,
         image: &str,
-    ) -> Result<(String, bool), ActionError> {
+    ) -> Result<(Definition, bool), ActionError> {
         let def = &current.definition;
         if image_of(def, self.t.container) == Some(image) {
-            return Ok((current.arn(), false));
+            return Ok((current.clone(), false));
         }
+        let wanted = with_image(def.container_definitions.as_deref().unwrap_or_default(), self.t.container, image);
+        if let Some(found) = self.recent_with(def, &wanted).await? {
+            return Ok((found, false));
+        }
+        let request = self.registration(current, wanted.clone()).customize().config_override(write_once());
+        match self.call("ecs:RegisterTaskDefinition", request.send()).await {
+            Ok(registered) => {
+                let definition = registered
+                    .task_definition
+                    .ok_or_else(|| ActionError::Failed("RegisterTaskDefinition returned nothing".into()))?;
+                Ok((Definition { definition, tags: registered.tags.unwrap_or_default() }, true))
+            }
+            Err(e) if e.failure.may_have_landed() => match self.recent_with(def, &wanted).await? {
+                Some(found) => Ok((found, true)),
+                None => Err(ActionError::Failed(format!(
+                    "{}; re-read: the family has no revision with {image}, so nothing was registered or changed",
+                    e.explain(self)
+                ))),
+            },
+            Err(e) => Err(e.into_action(self)),
+        }
+    }
+
+    /// A recent active revision of `def`'s family with exactly `wanted`.
+    async fn recent_with(
+        &self,
+        def: &TaskDefinition,
+        wanted: &[ContainerDefinition],
+    ) -> Result<Option<Definition>, ActionError> {
         let family = def.family.clone().unwrap_or_default();
         let recent = self
             .ask(
@@ -135,43 +171,42 @@ impl Ctx<'_> {
                     .send(),
             )
             .await?;
-        let wanted = with_image(def.container_definitions.as_deref().unwrap_or_default(), self.t.container, image);
         for arn in recent.task_definition_arns.unwrap_or_default() {
             let candidate = self.definition(&arn).await?;
             if candidate.definition.family == def.family
                 && !candidate.is_inactive()
-                && candidate.definition.container_definitions.as_deref() == Some(wanted.as_slice())
+                && candidate.definition.container_definitions.as_deref() == Some(wanted)
             {
-                return Ok((arn, false));
+                return Ok(Some(candidate));
             }
         }
-        let registered = self
-            .ask(
-                "ecs:RegisterTaskDefinition",
-                self.ecs
-                    .register_task_definition()
-                    .set_family(def.family.clone())
-                    .set_container_definitions(Some(wanted))
-                    .set_task_role_arn(def.task_role_arn.clone())
-                    .set_execution_role_arn(def.execution_role_arn.clone())
-                    .set_network_mode(def.network_mode.clone())
-                    .set_volumes(def.volumes.clone())
-                    .set_placement_constraints(def.placement_constraints.clone())
-                    .set_requires_compatibilities(def.requires_compatibilities.clone())
-                    .set_cpu(def.cpu.clone())
-                    .set_memory(def.memory.clone())
-                    .set_pid_mode(def.pid_mode.clone())
-                    .set_ipc_mode(def.ipc_mode.clone())
-                    .set_proxy_configuration(def.proxy_configuration.clone())
-                    .set_ephemeral_storage(def.ephemeral_storage.clone())
-                    .set_runtime_platform(def.runtime_platform.clone())
-                    .set_tags(Some(current.tags.clone()).filter(|tags| !tags.is_empty()))
-                    .send(),
-            )
-            .await?;
-        let definition = registered
-            .task_definition
-            .ok_or_else(|| ActionError::Failed("RegisterTaskDefinition returned nothing".into()))?;
-        Ok((definition.task_definition_arn.clone().unwrap_or_default(), true))
+        Ok(None)
+    }
+
+    /// A registration copying `current` with `containers`, tags included.
+    fn registration(
+        &self,
+        current: &Definition,
+        containers: Vec<ContainerDefinition>,
+    ) -> aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionFluentBuilder {
+        let def = &current.definition;
+        self.ecs
+            .register_task_definition()
+            .set_family(def.family.clone())
+            .set_container_definitions(Some(containers))
+            .set_task_role_arn(def.task_role_arn.clone())
+            .set_execution_role_arn(def.execution_role_arn.clone())
+            .set_network_mode(def.network_mode.clone())
+            .set_volumes(def.volumes.clone())
+            .set_placement_constraints(def.placement_constraints.clone())
+            .set_requires_compatibilities(def.requires_compatibilities.clone())
+            .set_cpu(def.cpu.clone())
+            .set_memory(def.memory.clone())
+            .set_pid_mode(def.pid_mode.clone())
+            .set_ipc_mode(def.ipc_mode.clone())
+            .set_proxy_configuration(def.proxy_configuration.clone())
+            .set_ephemeral_storage(def.ephemeral_storage.clone())
+            .set_runtime_platform(def.runtime_platform.clone())
+            .set_tags(Some(current.tags.clone()).filter(|tags| !tags.is_empty()))
     }
 }

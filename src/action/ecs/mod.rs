@@ -13,7 +13,10 @@
 //! - `definitions`: task definitions (image, containers, tags, registration).
 //! - `update`: reading and updating a service, settling lost answers.
 //! - `rollout`: following the deployment an update started.
-//! - `single`: the four actions on one service; `blue_green`: on a pair.
+//! - `failure`: what a rollout that did not complete left, and means.
+//! - `single`: the actions on one service (`deploy`: its deploy and the
+//!   automatic rollback; `rollback`: back to what the trail verified);
+//!   `blue_green`: on a pair.
 //! - `status`: `/status`; `check`: `opsbot check --live`.
 //!
 //! `UpdateService` has no idempotency token, so every write compares the
@@ -24,6 +27,9 @@ mod blue_green;
 mod call;
 mod check;
 mod definitions;
+mod deploy;
+mod failure;
+mod rollback;
 mod rollout;
 mod single;
 mod status;
@@ -163,7 +169,7 @@ impl Ecs {
         let ctx = self.context(service).await?;
         match (ctx.t.blue_green, ctx.t.service) {
             (Some(bg), _) => ctx.blue_green(bg, action, context, progress).await,
-            (None, Some(ecs_service)) => ctx.single(ecs_service, action, progress).await,
+            (None, Some(ecs_service)) => ctx.single(ecs_service, action, &context.history, progress).await,
             (None, None) => Err(ActionError::Failed(format!("{} names no ECS service", service.name))),
         }
     }

@@ -5,36 +5,53 @@
 //! the deploy's.
 
 use super::definitions::{image_of, short, Definition};
-use super::rollout::{primary, RolloutEnd, Track};
+use super::rollout::{primary, Aftermath, RolloutEnd, Track};
 use super::update::Change;
 use super::{smoke_at, Ctx};
-use crate::action::{Action, ActionError, Outcome, Progress};
+use crate::action::{Action, ActionError, Outcome, Progress, Verified};
 use aws_sdk_ecs::types::Service;
+use tokio::time::Instant;
 
-/// What runs now, as facts for the audit trail.
-fn facts(service: &str, live: &Service, definition: &Definition, container: &str) -> serde_json::Value {
+/// What runs now, as facts for the audit trail: the service read back at
+/// the end of the rollout, and the definition it runs as read before the
+/// change (a definition never changes; reading it again after a completed
+/// rollout could only turn a verified success into an error).
+pub(super) fn facts(
+    service: &str,
+    live: &Service,
+    track: &Track,
+    definition: &Definition,
+    container: &str,
+) -> serde_json::Value {
+    let deployment = match track {
+        Track::Deployment { id, .. } => Some(id.clone()),
+        Track::Count { .. } => primary(live).and_then(|p| p.id.clone()),
+    };
     serde_json::json!({
         "backend": "ecs",
         "service": service,
         "task_definition": definition.arn(),
         "revision": definition.name(),
         "image": image_of(&definition.definition, container),
-        "deployment": primary(live).and_then(|p| p.id.clone()),
+        "deployment": deployment,
         "desired": live.desired_count,
         "running": live.running_count,
     })
 }
 
-/// A rollout that did not complete, in words; Err(Unknown) when unreadable.
-fn not_completed(what: &str, end: RolloutEnd) -> Result<(String, bool), ActionError> {
+/// A rollout that did not complete: a failure (why, and what followed it),
+/// or the error that says it was superseded (❌) or cannot be judged
+/// (unknown: still rolling out, unreadable).
+pub(super) fn not_completed(what: &str, end: RolloutEnd) -> Result<(String, Aftermath), ActionError> {
     match end {
-        RolloutEnd::Complete(_) => Ok((format!("{what} completed"), false)),
-        RolloutEnd::Failed { why, rolled_back } => Ok((why, rolled_back)),
-        RolloutEnd::TimedOut(why) => Ok((why, false)),
+        RolloutEnd::Complete(_) => Ok((format!("{what} completed"), Aftermath::Nothing)),
+        RolloutEnd::Failed { why, then } => Ok((why, then)),
         RolloutEnd::Superseded(by) => Err(ActionError::Failed(format!("{what} did not finish: superseded: {by}"))),
+        RolloutEnd::StillRolling(why) => Err(ActionError::Unknown(format!("{what} was applied: {why}"))),
         RolloutEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
             "{what} was applied, but its rollout could not be read until the deadline ({why})"
         ))),
+        RolloutEnd::Unknown(why) => Err(ActionError::Unknown(format!("{what} was applied, but {why}"))),
     }
 }
 
@@ -43,40 +60,47 @@ impl Ctx<'_> {
         &self,
         service: &str,
         action: &Action,
+        history: &[Verified],
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         match action {
             Action::Deploy { version } => self.deploy_single(service, version, progress).await,
-            Action::Rollback { revision } => self.rollback_single(service, *revision, progress).await,
+            Action::Rollback { revision } => self.rollback_single(service, *revision, history, progress).await,
             Action::Restart => {
+                let deadline = Instant::now() + self.t.rollout_timeout;
                 let live = self.describe(service).await?;
-                let arn = live.task_definition.clone().unwrap_or_default();
-                let track = self.update(service, Change { arn: &arn, desired: None, force: true }, progress).await?;
+                let definition = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
+                let arn = definition.arn();
+                let change = Change { arn: &arn, desired: None, force: true, deadline };
+                let track = self.update(service, change, progress).await?;
                 progress.report(format!("{service}: new deployment forced")).await;
-                let live = self.completed(&format!("restart of {}", self.t.name), service, &track, progress).await?;
-                let definition = self.definition(&arn).await?;
+                let what = format!("restart of {}", self.t.name);
+                let live = self.completed(&what, service, &track, deadline, progress).await?;
                 Ok(Outcome {
                     summary: format!("{} restarted ({})", self.t.name, short(&arn)),
-                    live: Some(facts(service, &live, &definition, self.t.container)),
+                    live: Some(facts(service, &live, &track, &definition, self.t.container)),
                 })
             }
-            Action::Scale { replicas } => {
-                let live = self.describe(service).await?;
-                let arn = live.task_definition.clone().unwrap_or_default();
-                let desired = *replicas as i32;
-                let track =
-                    self.update(service, Change { arn: &arn, desired: Some(desired), force: false }, progress).await?;
-                progress.report(format!("{service}: desired count {replicas}")).await;
-                let live = self
-                    .completed(&format!("scale of {} to {replicas}", self.t.name), service, &track, progress)
-                    .await?;
-                let definition = self.definition(&arn).await?;
-                Ok(Outcome {
-                    summary: format!("{} runs {replicas} tasks of {}", self.t.name, short(&arn)),
-                    live: Some(facts(service, &live, &definition, self.t.container)),
-                })
-            }
+            Action::Scale { replicas } => self.scale_single(service, *replicas, progress).await,
         }
+    }
+
+    async fn scale_single(&self, service: &str, replicas: u32, progress: &Progress) -> Result<Outcome, ActionError> {
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let desired =
+            i32::try_from(replicas).map_err(|_| ActionError::Failed(format!("{replicas} tasks is too many")))?;
+        let live = self.describe(service).await?;
+        let definition = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
+        let arn = definition.arn();
+        let change = Change { arn: &arn, desired: Some(desired), force: false, deadline };
+        let track = self.update(service, change, progress).await?;
+        progress.report(format!("{service}: desired count {replicas}")).await;
+        let what = format!("scale of {} to {replicas}", self.t.name);
+        let live = self.completed(&what, service, &track, deadline, progress).await?;
+        Ok(Outcome {
+            summary: format!("{} runs {replicas} tasks of {}", self.t.name, short(&arn)),
+            live: Some(facts(service, &live, &track, &definition, self.t.container)),
+        })
     }
 
     /// Waits for `track`; anything but completion is an error that says so.
@@ -85,124 +109,16 @@ impl Ctx<'_> {
         what: &str,
         service: &str,
         track: &Track,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Service, ActionError> {
-        match self.wait(service, track, progress).await {
+        match self.wait(service, track, deadline, progress).await {
             RolloutEnd::Complete(live) => Ok(*live),
             end => {
                 let (why, _) = not_completed(what, end)?;
                 Err(ActionError::Failed(format!("{what} failed: {why}")))
             }
         }
-    }
-
-    async fn deploy_single(&self, service: &str, version: &str, progress: &Progress) -> Result<Outcome, ActionError> {
-        let image = format!("{}:{version}", self.t.image);
-        let live = self.describe(service).await?;
-        let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
-        self.check_container(&current.definition)?;
-        let (arn, registered) = self.definition_for(&current, &image).await?;
-        if registered {
-            progress.report(format!("registered {} with {image}", short(&arn))).await;
-        }
-        let what = format!("deploy of {image}");
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await?;
-        if let Track::Deployment { id, .. } = &track {
-            progress.report(format!("{service}: updating to {} (deployment {id})", short(&arn))).await;
-        }
-        let failure = match self.wait(service, &track, progress).await {
-            RolloutEnd::Complete(live) => match self.smoke(None, progress).await {
-                Ok(()) => {
-                    let definition = self.definition(&arn).await?;
-                    return Ok(Outcome {
-                        summary: format!("{} runs {image} ({})", self.t.name, short(&arn)),
-                        live: Some(facts(service, &live, &definition, self.t.container)),
-                    });
-                }
-                Err(e) => (e.to_string(), false),
-            },
-            end => not_completed(&what, end)?,
-        };
-        Err(self.after_failed_deploy(service, &what, failure, &current, progress).await)
-    }
-
-    /// The deploy's rollout (or smoke test) failed: say why, roll back if
-    /// configured and the circuit breaker has not, and say what runs now.
-    async fn after_failed_deploy(
-        &self,
-        service: &str,
-        what: &str,
-        (why, rolled_back): (String, bool),
-        previous: &Definition,
-        progress: &Progress,
-    ) -> ActionError {
-        let failed = format!("{what} failed: {why}");
-        if rolled_back {
-            return ActionError::Failed(failed);
-        }
-        if !self.t.auto_rollback {
-            return ActionError::Failed(format!(
-                "{failed}; `/rollback {}` returns to {}",
-                self.t.name,
-                previous.name()
-            ));
-        }
-        progress.report(format!("{what} failed ({why}); rolling back to {}", previous.name())).await;
-        let arn = previous.arn();
-        let rollback = match self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await {
-            Ok(track) => match self.wait(service, &track, progress).await {
-                RolloutEnd::Complete(_) => {
-                    return ActionError::Failed(format!("{failed}; rolled back automatically to {}", previous.name()))
-                }
-                end => match not_completed("the automatic rollback", end) {
-                    Ok((why, _)) => format!("the automatic rollback to {} failed too: {why}", previous.name()),
-                    Err(e) => e.to_string(),
-                },
-            },
-            Err(e) => format!("the automatic rollback to {} failed too: {e}", previous.name()),
-        };
-        let now = match self.describe(service).await {
-            Ok(live) => format!("the service now runs {}", live.task_definition.as_deref().map(short).unwrap_or("?")),
-            Err(e) => format!("the service cannot be read ({e})"),
-        };
-        ActionError::Failed(format!("{failed}; {rollback}; {now}"))
-    }
-
-    async fn rollback_single(
-        &self,
-        service: &str,
-        revision: Option<u32>,
-        progress: &Progress,
-    ) -> Result<Outcome, ActionError> {
-        let live = self.describe(service).await?;
-        let current = self.definition(live.task_definition.as_deref().unwrap_or_default()).await?;
-        let family = current.definition.family.clone().unwrap_or_default();
-        let wanted = match revision {
-            Some(n) => n as i32,
-            None if current.definition.revision > 1 => current.definition.revision - 1,
-            None => {
-                return Err(ActionError::Failed(format!(
-                    "{} is the first revision; nothing to roll back to",
-                    current.name()
-                )))
-            }
-        };
-        let target = self.definition(&format!("{family}:{wanted}")).await?;
-        self.check_active(&target)?;
-        self.check_container(&target.definition)?;
-        let arn = target.arn();
-        let track = self.update(service, Change { arn: &arn, desired: None, force: false }, progress).await?;
-        let what = format!("rollback of {} to {}", self.t.name, target.name());
-        let live = self.completed(&what, service, &track, progress).await?;
-        Ok(Outcome {
-            summary: format!(
-                "{} rolled back to {} ({})",
-                self.t.name,
-                target.name(),
-                image_of(&target.definition, self.t.container).unwrap_or("?")
-            ),
-            live: Some(facts(service, &live, &target, self.t.container)),
-        })
     }
 
     /// Runs the smoke test, if one is configured, against `url` (else the

@@ -1,11 +1,15 @@
 //! Reading a service, and updating it: the write compares the live state
-//! first (`UpdateService` takes no idempotency token), and a write whose
-//! answer was lost is settled by re-reading the service — landed: follow
-//! what it started; not landed: try again; unreadable: `unknown`.
+//! first (`UpdateService` takes no idempotency token), is sent once by the
+//! SDK (no blind re-sends), and a write whose answer was lost is settled by
+//! re-reading the service — landed: follow what it started; not landed: an
+//! idempotent change (a task definition, a count) is tried again, a forced
+//! new deployment never is; still not seen after the last try, or
+//! unreadable: `unknown` (it may still take effect). All of it within the
+//! action's deadline.
 
-use super::call::{AwsError, Failure};
+use super::call::{write_once, AwsError, Failure};
 use super::definitions::short;
-use super::rollout::{primary, settled, Track};
+use super::rollout::{deployments, primary, settled, Track};
 use super::Ctx;
 use crate::action::backoff::Backoff;
 use crate::action::{ActionError, Progress};
@@ -19,6 +23,8 @@ pub(super) struct Change<'a> {
     pub(super) desired: Option<i32>,
     /// Start a new deployment even without a change (restart).
     pub(super) force: bool,
+    /// When the change and its rollout must be done (settling included).
+    pub(super) deadline: Instant,
 }
 
 impl Ctx<'_> {
@@ -85,49 +91,99 @@ impl Ctx<'_> {
         }
         let mut backoff = Backoff::default();
         for attempt in 1..=UPDATE_ATTEMPTS {
-            let error = match self.call("ecs:UpdateService", plan.request(self, service).send()).await {
-                Ok(out) => return Ok(plan.follow(out.service.as_ref().unwrap_or(&before))),
+            let request = plan.request(self, service).customize().config_override(write_once());
+            let error = match self.call("ecs:UpdateService", request.send()).await {
+                Ok(out) => return self.follow(service, &plan, out.service, change.deadline).await,
                 Err(e) => e,
             };
+            let wait = backoff.next_wait();
+            let last = attempt == UPDATE_ATTEMPTS || Instant::now() + wait >= change.deadline;
             if error.failure.may_have_landed() {
-                if let Some(track) = self.settle(service, &plan, &error, progress).await? {
+                if let Some(track) = self.settle(service, &plan, &error, change.deadline, progress).await? {
                     return Ok(track);
                 }
-                if attempt == UPDATE_ATTEMPTS {
-                    return Err(ActionError::Failed(format!(
-                        "{}; re-read: the update did not take effect",
+                if last || plan.force {
+                    // Not seen yet is not "not applied": AWS may still be
+                    // applying it, and a second forced deployment would
+                    // replace every task again.
+                    return Err(ActionError::Unknown(format!(
+                        "{}; re-read: not applied yet, but it may still take effect; check ECS service {service} before trying again",
                         error.explain(self)
                     )));
                 }
-            } else if !error.failure.is_transient() || attempt == UPDATE_ATTEMPTS {
+            } else if !error.failure.is_transient() || last {
                 return Err(error.into_action(self));
             }
-            tokio::time::sleep(backoff.next_wait()).await;
+            tokio::time::sleep(wait).await;
         }
         unreachable!("the last attempt returns")
     }
 
-    /// An update got no answer: re-read. Landed → what to follow; not
-    /// landed → `None` (try again); unreadable → `unknown`.
+    /// An update got no answer: re-read (until `deadline`). Landed → what to
+    /// follow; not landed → `None`; unreadable → `unknown`.
     async fn settle(
         &self,
         service: &str,
         plan: &Plan,
         error: &AwsError,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Option<Track>, ActionError> {
-        match self.describe_until(service, Instant::now() + self.t.rollout_timeout).await {
-            Ok(live) if plan.landed(&live) => {
-                progress.report(format!("{service}: {}; re-read: the update was applied", error.explain(self))).await;
-                Ok(Some(plan.follow(&live)))
-            }
-            Ok(_) => Ok(None),
+        match self.describe_until(service, deadline).await {
+            Ok(live) => match plan.landed(&live).then(|| plan.follow(&live)).flatten() {
+                Some(track) => {
+                    let lost = error.explain(self);
+                    progress.report(format!("{service}: {lost}; re-read: the update was applied")).await;
+                    Ok(Some(track))
+                }
+                None => Ok(None),
+            },
             Err(read) => Err(ActionError::Unknown(format!(
                 "{}, and the service cannot be read ({}); check ECS service {service} before trying again",
                 error.explain(self),
                 read.explain(self)
             ))),
         }
+    }
+}
+
+impl Ctx<'_> {
+    /// What an answered update started. For a new task definition or a
+    /// forced deployment that is a deployment that was not there before,
+    /// running the task definition asked for — never the one that was
+    /// already there. An answer that does not show it is re-read (until the
+    /// deadline); if it never appears, the outcome is `unknown`.
+    async fn follow(
+        &self,
+        service: &str,
+        plan: &Plan,
+        answered: Option<Service>,
+        deadline: Instant,
+    ) -> Result<Track, ActionError> {
+        if let Some(track) = answered.as_ref().and_then(|s| plan.follow(s)) {
+            return Ok(track);
+        }
+        let mut seen = answered;
+        while Instant::now() < deadline {
+            tokio::time::sleep(self.t.poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+            match self.describe_until(service, deadline).await {
+                Ok(live) => match plan.follow(&live) {
+                    Some(track) => return Ok(track),
+                    None => seen = Some(live),
+                },
+                Err(e) => {
+                    return Err(ActionError::Unknown(format!(
+                        "ecs:UpdateService was answered, but the service cannot be read to find the deployment it started ({})",
+                        e.explain(self)
+                    )))
+                }
+            }
+        }
+        let deployments = seen.as_ref().map(super::rollout::list_deployments).unwrap_or_else(|| "none read".into());
+        Err(ActionError::Unknown(format!(
+            "ecs:UpdateService was answered, but ECS service {service} shows no new deployment of {} (its deployments: {deployments}); opsbot cannot follow a rollout it cannot see; check the service",
+            short(&plan.arn)
+        )))
     }
 }
 
@@ -141,7 +197,8 @@ struct Plan {
     new_count: Option<i32>,
     desired: Option<i32>,
     force: bool,
-    before_primary: Option<String>,
+    /// The deployments the service had before the update.
+    before: Vec<String>,
 }
 
 impl Plan {
@@ -152,7 +209,7 @@ impl Plan {
             new_count: change.desired.filter(|d| *d != before.desired_count),
             desired: change.desired,
             force: change.force,
-            before_primary: primary(before).and_then(|p| p.id.clone()),
+            before: deployments(before).iter().filter_map(|d| d.id.clone()).collect(),
         }
     }
 
@@ -187,18 +244,26 @@ impl Plan {
         }
     }
 
-    /// What the update started, from the service it answered (or re-read).
-    fn follow(&self, service: &Service) -> Track {
-        match primary(service).and_then(|p| p.id.clone()) {
-            Some(id) if self.new_definition || self.force => Track::Deployment { id, arn: self.arn.clone() },
-            _ => Track::Count { desired: self.desired.unwrap_or(service.desired_count), arn: self.arn.clone() },
+    /// What the update started, as `service` (answered or re-read) shows
+    /// it: the new deployment (not there before, running `arn`), or for a
+    /// count change the count. `None` while no such deployment shows.
+    fn follow(&self, service: &Service) -> Option<Track> {
+        if !(self.new_definition || self.force) {
+            let desired = self.desired.unwrap_or(service.desired_count);
+            return Some(Track::Count { desired, arn: self.arn.clone() });
         }
+        deployments(service)
+            .iter()
+            .filter(|d| d.task_definition.as_deref() == Some(self.arn.as_str()))
+            .filter_map(|d| d.id.clone())
+            .find(|id| !self.before.contains(id))
+            .map(|id| Track::Deployment { id, arn: self.arn.clone() })
     }
 
     /// Whether `live` shows the update applied.
     fn landed(&self, live: &Service) -> bool {
         live.task_definition.as_deref() == Some(self.arn.as_str())
             && self.new_count.is_none_or(|d| live.desired_count == d)
-            && (!self.force || primary(live).and_then(|p| p.id.clone()) != self.before_primary)
+            && self.follow(live).is_some()
     }
 }

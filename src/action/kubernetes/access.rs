@@ -3,7 +3,7 @@
 //! granted (asked with SelfSubjectAccessReview).
 
 use super::call::{timed, Failure};
-use super::{check_container, target, Kubernetes};
+use super::{check_container, target, Kubernetes, Target};
 use crate::action::{ActionError, LiveFinding};
 use crate::config::Service;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -56,18 +56,22 @@ impl Kubernetes {
     /// What is wrong with one service, live; empty when all is well.
     pub async fn check_live(&self, service: &Service) -> Result<Vec<LiveFinding>, ActionError> {
         let t = target(service)?;
+        // No client (a kubeconfig context that is not there, say) is a
+        // configuration problem, told apart from an API server that is down.
+        if let Err(e) = self.client(&t).await {
+            return Ok(vec![LiveFinding::from_error(e)]);
+        }
         let d = match self.read(&t, super::call::Patience::few()).await {
             Ok(d) => d,
             Err(e) => {
-                let text = e.explain(&t);
                 return Ok(vec![match e.failure {
-                    Failure::NotFound => LiveFinding::Misconfigured(text),
+                    Failure::NotFound => LiveFinding::Misconfigured(e.explain(&t)),
                     Failure::Forbidden => LiveFinding::MissingPermissions(format!(
                         "missing permissions in namespace {}; add to opsbot's Role:\n{}",
                         t.namespace,
                         rbac_rules(&NEEDED[..1])
                     )),
-                    _ => LiveFinding::Unreachable(text),
+                    _ => LiveFinding::from_error(e.into_action(&t)),
                 }]);
             }
         };
@@ -75,7 +79,27 @@ impl Kubernetes {
         if let Err(e) = check_container(&t, &d) {
             findings.push(LiveFinding::Misconfigured(e.to_string()));
         }
-        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(&t).await?);
+        let missing = match self.ungranted(&t).await? {
+            Ok(missing) => missing,
+            Err(finding) => {
+                findings.push(finding);
+                return Ok(findings);
+            }
+        };
+        if !missing.is_empty() {
+            findings.push(LiveFinding::MissingPermissions(format!(
+                "missing permissions in namespace {}; add to opsbot's Role:\n{}",
+                t.namespace,
+                rbac_rules(&missing)
+            )));
+        }
+        Ok(findings)
+    }
+
+    /// The verbs SelfSubjectAccessReview says are not granted; or the
+    /// finding when the review itself cannot be asked.
+    async fn ungranted(&self, t: &Target<'_>) -> Result<Result<Vec<Permission>, LiveFinding>, ActionError> {
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(t).await?);
         let mut missing = Vec::new();
         for permission in NEEDED {
             let review = SelfSubjectAccessReview {
@@ -94,23 +118,19 @@ impl Kubernetes {
                 ..Default::default()
             };
             let answer =
-                timed(&t, "create", "selfsubjectaccessreviews", reviews.create(&PostParams::default(), &review)).await;
+                timed(t, "create", "selfsubjectaccessreviews", reviews.create(&PostParams::default(), &review)).await;
             match answer {
                 Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
                 Ok(_) => missing.push(permission),
-                Err(e) => {
-                    findings.push(LiveFinding::Unreachable(e.explain(&t)));
-                    return Ok(findings);
+                Err(e) if e.failure == Failure::Forbidden => {
+                    return Ok(Err(LiveFinding::MissingPermissions(
+                        "opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions; add to opsbot's ClusterRole:\n- apiGroups: [\"authorization.k8s.io\"]\n  resources: [\"selfsubjectaccessreviews\"]\n  verbs: [\"create\"]\n"
+                            .to_string(),
+                    )))
                 }
+                Err(e) => return Ok(Err(LiveFinding::from_error(e.into_action(t)))),
             }
         }
-        if !missing.is_empty() {
-            findings.push(LiveFinding::MissingPermissions(format!(
-                "missing permissions in namespace {}; add to opsbot's Role:\n{}",
-                t.namespace,
-                rbac_rules(&missing)
-            )));
-        }
-        Ok(findings)
+        Ok(Ok(missing))
     }
 }

@@ -142,12 +142,21 @@ impl CallError {
         }
     }
 
+    /// As an action's error: permissions (403), the API server not
+    /// answering usefully (unreachable, timed out, 429, 5xx), or the request
+    /// itself is wrong.
     pub(super) fn into_action(self, t: &Target<'_>) -> ActionError {
         let text = self.explain(t);
         match self.failure {
             Failure::Forbidden => ActionError::Forbidden(text),
-            Failure::Refused | Failure::Transport(_) | Failure::TimedOut => ActionError::Unreachable(text),
-            _ => ActionError::Failed(text),
+            Failure::Refused
+            | Failure::Transport(_)
+            | Failure::TimedOut
+            | Failure::Throttled
+            | Failure::ServerError { .. } => ActionError::Unreachable(text),
+            Failure::Conflict | Failure::NotFound | Failure::Rejected { .. } | Failure::Client(_) => {
+                ActionError::Failed(text)
+            }
         }
     }
 }

@@ -7,12 +7,14 @@
 
 use super::call::timed;
 use super::rollout::{describe_live, Expect, WatchEnd};
+use super::undo::Undo;
 use super::write::settle;
 use super::CHANGE_CAUSE;
 use super::{check_container, image_in, live_facts, refuse_if_paused, revision_of, template_of, Kubernetes, Target};
 use crate::action::{ActionError, Outcome, Progress, RunContext};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
+use tokio::time::Instant;
 
 impl Kubernetes {
     pub(super) async fn deploy(
@@ -20,6 +22,7 @@ impl Kubernetes {
         t: &Target<'_>,
         version: &str,
         context: &RunContext,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         let image = format!("{}:{version}", t.image);
@@ -28,7 +31,7 @@ impl Kubernetes {
         refuse_if_paused(t, &before, "deploy")?;
         if image_in(template_of(&before), t.container).as_deref() == Some(image.as_str()) {
             progress.report(format!("{}: {} already has {image}; checking its rollout", t.service, t.path())).await;
-            let end = self.watch(t, &Expect::template_of(&before), progress).await;
+            let end = self.watch(t, &Expect::template_of(&before), deadline, progress).await;
             let d = settle(t, &format!("deploy of {image}"), end)?;
             return Ok(Outcome {
                 summary: format!("{} already runs {image}; nothing changed ({})", t.service, describe_live(t, &d)),
@@ -47,6 +50,7 @@ impl Kubernetes {
             .write(
                 t,
                 &format!("deploy of {image}"),
+                deadline,
                 || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
                 |d| {
                     image_in(template_of(d), t.container).as_deref() == Some(image.as_str())
@@ -56,7 +60,20 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: image set to {image}; watching the rollout", t.service)).await;
-        match self.watch(t, &Expect::template_of(&written.deployment()), progress).await {
+        let end = self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await;
+        self.deployed(t, &image, end, before_revision, progress).await
+    }
+
+    /// The outcome of the deploy's rollout.
+    async fn deployed(
+        &self,
+        t: &Target<'_>,
+        image: &str,
+        end: WatchEnd,
+        before_revision: Option<u64>,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
+        match end {
             WatchEnd::Complete(d) => Ok(Outcome {
                 summary: format!(
                     "{} runs {image} (revision {})",
@@ -72,12 +89,21 @@ impl Kubernetes {
                 "deploy of {image} was applied, but its rollout could not be read until the deadline ({why}); nothing was rolled back; check deployment {}",
                 t.path()
             ))),
-            WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, &image, &why, before_revision, progress).await),
+            // Slow is not failed: no automatic rollback of a rollout that may
+            // still complete.
+            WatchEnd::StillRolling(why) => Err(ActionError::Unknown(format!(
+                "deploy of {image} was applied: {why}; nothing was rolled back; check deployment {}",
+                t.path()
+            ))),
+            WatchEnd::Failed(why) => Err(self.after_failed_deploy(t, image, &why, before_revision, progress).await),
         }
     }
 
     /// The deploy's rollout failed: roll back if configured, and say all of
-    /// it — why the deploy failed, how the rollback went, what runs now.
+    /// it — why the deploy failed, how the rollback went, what runs now. The
+    /// rollback has its own deadline (`rollout_timeout` from its start). When
+    /// where the rollback stands cannot be known, neither can what runs: the
+    /// outcome is then `unknown`, never "failed too".
     async fn after_failed_deploy(
         &self,
         t: &Target<'_>,
@@ -97,22 +123,50 @@ impl Kubernetes {
             ));
         };
         progress.report(format!("{}: deploy failed ({why}); rolling back automatically", t.service)).await;
-        let rollback = match self.undo(t, Some(revision), progress).await {
-            Ok((restored, expect)) => match self.watch(t, &expect, progress).await {
+        let deadline = Instant::now() + t.rollout_timeout;
+        let undone = self.undo(t, Some(revision), deadline, progress).await.map(|undo| match undo {
+            Undo::Restored { revision, expect } => (revision, *expect),
+            // The deploy's own template is revision `revision`'s: follow it.
+            Undo::AlreadyThere { revision, live } => (revision, Expect::template_of(&live)),
+        });
+        let rollback = match undone {
+            Ok((restored, expect)) => match self.watch(t, &expect, deadline, progress).await {
                 WatchEnd::Complete(d) => {
                     return ActionError::Failed(format!(
                         "{failed}; rolled back automatically to revision {restored}: {}",
                         describe_live(t, &d)
                     ))
                 }
-                WatchEnd::Failed(w) => format!("the automatic rollback to revision {restored} failed too: {w}"),
-                WatchEnd::Superseded(by) => format!("the automatic rollback to revision {restored} was {by}"),
-                WatchEnd::Unreadable(w) => {
-                    format!("the automatic rollback to revision {restored} was applied but could not be watched ({w})")
+                WatchEnd::Failed(w) => {
+                    Rollback::Failed(format!("the automatic rollback to revision {restored} failed too: {w}"))
                 }
+                WatchEnd::Superseded(by) => {
+                    Rollback::Failed(format!("the automatic rollback to revision {restored} was {by}"))
+                }
+                WatchEnd::StillRolling(w) => {
+                    Rollback::Unknown(format!("the automatic rollback to revision {restored} was applied: {w}"))
+                }
+                WatchEnd::Unreadable(w) => Rollback::Unknown(format!(
+                    "the automatic rollback to revision {restored} was applied but could not be watched ({w})"
+                )),
             },
-            Err(e) => format!("the automatic rollback to revision {revision} failed too: {e}"),
+            Err(ActionError::Unknown(e)) => Rollback::Unknown(format!(
+                "the automatic rollback to revision {revision} may or may not have been applied ({e})"
+            )),
+            Err(e) => Rollback::Failed(format!("the automatic rollback to revision {revision} failed too: {e}")),
         };
-        ActionError::Failed(format!("{failed}; {rollback}; {}", self.live_now(t).await))
+        let now = self.live_now(t).await;
+        match rollback {
+            Rollback::Failed(text) => ActionError::Failed(format!("{failed}; {text}; {now}")),
+            Rollback::Unknown(text) => ActionError::Unknown(format!("{failed}; {text}; {now}")),
+        }
     }
+}
+
+/// How an automatic rollback that did not complete ended.
+enum Rollback {
+    /// It failed, or another writer took over: what runs is what was read.
+    Failed(String),
+    /// Whether it took effect, or will, cannot be told.
+    Unknown(String),
 }

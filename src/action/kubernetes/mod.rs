@@ -7,6 +7,7 @@
 //! - `call`: one API call, its typed failures, timeouts, backoff and retries.
 //! - `write`: writes whose answer may be lost, settled by re-reading.
 //! - `rollout`: watching a rollout this request started, to its end.
+//! - `pods`: the new ReplicaSet's pods and why they fail.
 //! - `deploy`, `undo`: the two template changes, with automatic rollback.
 //! - `status`: `/status`, showing what is readable and naming what is not.
 //! - `access`: `opsbot check --live`.
@@ -17,6 +18,7 @@
 mod access;
 mod call;
 mod deploy;
+mod pods;
 mod rollout;
 mod status;
 mod undo;
@@ -211,16 +213,18 @@ impl Kubernetes {
         let config = match t.context {
             Some(context) => {
                 let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+                // A kubeconfig that cannot be read, or lacks the context, is
+                // a configuration problem, not an unreachable cluster.
                 let kubeconfig = Kubeconfig::read().map_err(|e| {
-                    ActionError::Unreachable(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
+                    ActionError::Failed(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
                 })?;
                 Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|e| ActionError::Unreachable(format!("kubeconfig context {context}: {e}")))?
+                    .map_err(|e| ActionError::Failed(format!("kubeconfig context {context}: {e}")))?
             }
             None => Config::infer()
                 .await
-                .map_err(|e| ActionError::Unreachable(format!("no in-cluster or kubeconfig credentials: {e}")))?,
+                .map_err(|e| ActionError::Failed(format!("no in-cluster or kubeconfig credentials: {e}")))?,
         };
         let client = Client::try_from(config)
             .map_err(|e| ActionError::Unreachable(format!("cannot build a Kubernetes client: {e}")))?;
@@ -257,11 +261,14 @@ impl Kubernetes {
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         let t = target(service)?;
+        // One deadline for the change: its write (settling a lost answer
+        // included) and its rollout. An automatic rollback gets its own.
+        let deadline = tokio::time::Instant::now() + t.rollout_timeout;
         match action {
-            Action::Deploy { version } => self.deploy(&t, version, context, progress).await,
-            Action::Rollback { revision } => self.rollback(&t, revision.map(u64::from), progress).await,
-            Action::Restart => self.restart(&t, progress).await,
-            Action::Scale { replicas } => self.scale(&t, *replicas, progress).await,
+            Action::Deploy { version } => self.deploy(&t, version, context, deadline, progress).await,
+            Action::Rollback { revision } => self.rollback(&t, revision.map(u64::from), deadline, progress).await,
+            Action::Restart => self.restart(&t, deadline, progress).await,
+            Action::Scale { replicas } => self.scale(&t, *replicas, deadline, progress).await,
         }
     }
 }

@@ -1,16 +1,18 @@
 //! Watching a rollout this request started, to its end: complete by
-//! kubectl's rule, failed (progress deadline, or opsbot's own deadline with
-//! the failing pods named), superseded by another writer, or unreadable.
-//! Reads that fail transiently are retried until the deadline, so one 500 or
-//! one slow answer never turns a healthy rollout into a failure.
+//! kubectl's rule; failed (the controller's progress deadline, or opsbot's
+//! own deadline *with failing pods named*); still rolling out at opsbot's
+//! deadline (slow but healthy, or pods that cannot be read: never a failure);
+//! superseded by another writer; or unreadable. Reads that fail transiently
+//! are retried until the deadline, so one 500 or one slow answer never turns
+//! a healthy rollout into a failure.
 
-use super::call::{timed, CallError, Patience};
-use super::{containers_of, image_in, revision_of, selector_of, template_of, without_hash, Kubernetes, Target};
+use super::call::Patience;
+use super::pods::pods_text;
+use super::{containers_of, image_in, revision_of, template_of, without_hash, Kubernetes, Target};
 use super::{CHANGE_CAUSE, REVISION};
 use crate::action::Progress;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use tokio::time::Instant;
 
 /// Where a rollout stands, by kubectl's rule.
@@ -72,8 +74,12 @@ impl Expect {
 #[derive(Debug)]
 pub(super) enum WatchEnd {
     Complete(Box<Deployment>),
-    /// A real rollout failure: the progress deadline, or opsbot's own.
+    /// A real rollout failure: the controller's progress deadline, or
+    /// opsbot's own deadline with failing pods named.
     Failed(String),
+    /// opsbot's deadline passed and nothing says the rollout failed: it is
+    /// slow, the controller has not observed it, or its pods cannot be read.
+    StillRolling(String),
     /// Another writer changed what this request wrote.
     Superseded(String),
     /// The state could not be read until the deadline.
@@ -120,9 +126,14 @@ pub(super) fn describe_live(t: &Target<'_>, d: &Deployment) -> String {
 
 impl Kubernetes {
     /// Polls until the rollout `expect` describes completes, fails, is
-    /// superseded, or cannot be read until the deadline; reports changes.
-    pub(super) async fn watch(&self, t: &Target<'_>, expect: &Expect, progress: &Progress) -> WatchEnd {
-        let deadline = Instant::now() + t.rollout_timeout;
+    /// superseded, or `deadline` passes; reports changes.
+    pub(super) async fn watch(
+        &self,
+        t: &Target<'_>,
+        expect: &Expect,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> WatchEnd {
         let mut last = None;
         loop {
             let d = match self.read(t, Patience::until(deadline)).await {
@@ -132,15 +143,16 @@ impl Kubernetes {
             if let Some(by) = superseded(t, expect, &d) {
                 return WatchEnd::Superseded(by);
             }
-            match rollout_state(&d) {
+            let state = rollout_state(&d);
+            match &state {
                 Rollout::Complete => return WatchEnd::Complete(Box::new(d)),
                 Rollout::NotObserved => {}
                 Rollout::DeadlineExceeded(message) => {
-                    let pods = self.failing_pods(t, &d).await.unwrap_or_default();
+                    let pods = pods_text(t, &self.failing_pods(t, &d).await);
                     return WatchEnd::Failed(format!("rollout exceeded its progress deadline ({message}){pods}"));
                 }
                 Rollout::Progressing { updated, available, desired } => {
-                    let now = (updated, available, desired);
+                    let now = (*updated, *available, *desired);
                     if last != Some(now) {
                         progress
                             .report(format!("{}: {updated}/{desired} updated, {available} available", t.deployment))
@@ -151,53 +163,37 @@ impl Kubernetes {
             }
             let now = Instant::now();
             if now >= deadline {
-                let pods = self.failing_pods(t, &d).await.unwrap_or_default();
-                return WatchEnd::Failed(format!(
-                    "timed out after {} waiting for the rollout{pods}",
-                    crate::clock::format_duration(t.rollout_timeout)
-                ));
+                return self.at_deadline(t, &d, &state).await;
             }
             tokio::time::sleep(t.poll.min(deadline - now)).await;
         }
     }
 
-    /// "; failing pods: x: CrashLoopBackOff (3 restarts)" for pods that are not ready.
-    pub(super) async fn failing_pods(&self, t: &Target<'_>, d: &Deployment) -> Result<String, CallError> {
-        let client = self.client(t).await.map_err(|e| CallError {
-            verb: "list",
-            resource: "pods",
-            failure: super::call::Failure::Client(e.to_string()),
-            attempts: 1,
-        })?;
-        let pods: Api<Pod> = Api::namespaced(client, t.namespace);
-        let list = timed(t, "list", "pods", pods.list(&ListParams::default().labels(&selector_of(d)))).await?;
-        let mut reasons = Vec::new();
-        for pod in list.items {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            for cs in pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default() {
-                if cs.ready {
-                    continue;
-                }
-                let state = cs.state.as_ref();
-                let reason = state
-                    .and_then(|s| s.waiting.as_ref().and_then(|w| w.reason.clone()))
-                    .or_else(|| state.and_then(|s| s.terminated.as_ref().and_then(|t| t.reason.clone())))
-                    .or_else(|| {
-                        cs.last_state.as_ref().and_then(|s| s.terminated.as_ref().and_then(|t| t.reason.clone()))
-                    })
-                    .unwrap_or_else(|| {
-                        pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "not ready".into())
-                    });
-                reasons.push(format!("{name}: {reason} ({} restarts)", cs.restart_count));
-            }
+    /// opsbot's own deadline passed: a failure only when failing pods are
+    /// named; else the rollout is still under way, as far as anyone can tell.
+    async fn at_deadline(&self, t: &Target<'_>, d: &Deployment, state: &Rollout) -> WatchEnd {
+        let waited = crate::clock::format_duration(t.rollout_timeout);
+        let pods = self.failing_pods(t, d).await;
+        let named = pods_text(t, &pods);
+        if pods.as_ref().is_ok_and(|p| !p.is_empty()) {
+            return WatchEnd::Failed(format!("the rollout did not complete within {waited}{named}"));
         }
-        reasons.truncate(5);
-        Ok(if reasons.is_empty() { String::new() } else { format!("; failing pods: {}", reasons.join("; ")) })
+        let seen = if pods.is_ok() { "; no failing pods seen" } else { "" };
+        let where_ = match state {
+            Rollout::NotObserved => format!(
+                "the deployment controller has not observed generation {} yet",
+                d.metadata.generation.unwrap_or(0)
+            ),
+            _ => "still rolling out".to_string(),
+        };
+        WatchEnd::StillRolling(format!("{where_} after {waited}; live state: {}{named}{seen}", describe_live(t, d)))
     }
 
-    /// What runs now, in words, for a message about a failure (best effort).
+    /// What runs now, in words, for a message about a failure (best effort:
+    /// a couple of tries within one call timeout each).
     pub(super) async fn live_now(&self, t: &Target<'_>) -> String {
-        match self.read(t, Patience::few()).await {
+        let patience = Patience { attempts: 2, until: Instant::now() + 2 * t.call_timeout };
+        match self.read(t, patience).await {
             Ok(d) => format!("live now: {}", describe_live(t, &d)),
             Err(e) => format!("the live state cannot be read ({})", e.explain(t)),
         }

@@ -1,12 +1,15 @@
 //! `/status`: the Deployment (images per container, replicas, rollout state,
 //! paused), then each thing opsbot may or may not be allowed to read —
-//! revisions (ReplicaSets), pods that are not ready, the Deployment's recent
-//! events (Warning first). What cannot be read is named, with why, and the
-//! rest is still shown.
+//! revisions (ReplicaSets), the new ReplicaSet's failing pods, and recent
+//! events (Warning first) of the objects where trouble is recorded: the
+//! Deployment (scaling), its newest ReplicaSets (`FailedCreate`: quota) and
+//! the failing pods (`BackOff`, `FailedScheduling`, `Unhealthy`). What cannot
+//! be read is named, with why, and the rest is still shown.
 
 use super::call::{retrying, timed, CallError, Failure, Patience};
+use super::pods::{newest, FailingPod};
 use super::rollout::{rollout_state, Rollout};
-use super::{containers_of, images_of, is_paused, paused_note, revision_of, selector_of, target, template_of};
+use super::{containers_of, images_of, is_paused, paused_note, revision_of, target, template_of};
 use super::{Kubernetes, Target};
 use crate::action::ActionError;
 use crate::config::Service;
@@ -16,6 +19,8 @@ use kube::api::{Api, ListParams};
 
 /// Events shown.
 const EVENTS: usize = 5;
+/// ReplicaSets whose events are read: the newest revisions.
+const REPLICASETS_WITH_EVENTS: usize = 2;
 
 fn unreadable(t: &Target<'_>, e: &CallError) -> String {
     match e.failure {
@@ -59,78 +64,83 @@ fn event_lines(mut events: Vec<Event>) -> Vec<String> {
         .collect()
 }
 
-impl Kubernetes {
-    async fn revisions(&self, t: &Target<'_>, d: &Deployment) -> Result<Vec<(u64, String)>, CallError> {
-        let client = self.client(t).await.map_err(|e| client_error("list", "replicasets", e))?;
-        let replicasets: Api<ReplicaSet> = Api::namespaced(client, t.namespace);
-        let params = ListParams::default().labels(&selector_of(d));
-        let list = retrying(Patience::few(), || timed(t, "list", "replicasets", replicasets.list(&params))).await?;
-        let mut history: Vec<(u64, String)> = list
-            .items
-            .iter()
-            .filter_map(|rs| {
-                let revision = revision_of(rs.metadata.annotations.as_ref())?;
-                Some((revision, images_of(rs.spec.as_ref().and_then(|s| s.template.as_ref()))))
-            })
-            .collect();
-        history.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
-        Ok(history)
-    }
+/// (revision, images) of each ReplicaSet, newest first.
+fn revisions(replicasets: &[ReplicaSet]) -> Vec<(u64, String)> {
+    let mut history: Vec<(u64, String)> = replicasets
+        .iter()
+        .filter_map(|rs| {
+            let revision = revision_of(rs.metadata.annotations.as_ref())?;
+            Some((revision, images_of(rs.spec.as_ref().and_then(|s| s.template.as_ref()))))
+        })
+        .collect();
+    history.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
+    history
+}
 
-    async fn events(&self, t: &Target<'_>) -> Result<Vec<String>, CallError> {
+/// The objects whose events `/status` shows: (kind, name).
+fn with_events(t: &Target<'_>, replicasets: &[ReplicaSet], pods: &[FailingPod]) -> Vec<(&'static str, String)> {
+    let mut newest_first: Vec<&ReplicaSet> = replicasets.iter().collect();
+    newest_first.sort_by_key(|rs| std::cmp::Reverse(revision_of(rs.metadata.annotations.as_ref())));
+    let mut objects = vec![("Deployment", t.deployment.to_string())];
+    objects.extend(
+        newest_first
+            .iter()
+            .take(REPLICASETS_WITH_EVENTS)
+            .filter_map(|rs| rs.metadata.name.clone())
+            .map(|n| ("ReplicaSet", n)),
+    );
+    objects.extend(pods.iter().take(3).map(|p| ("Pod", p.name.clone())));
+    objects
+}
+
+impl Kubernetes {
+    async fn events(&self, t: &Target<'_>, objects: &[(&'static str, String)]) -> Result<Vec<String>, CallError> {
         let client = self.client(t).await.map_err(|e| client_error("list", "events", e))?;
-        let events: Api<Event> = Api::namespaced(client, t.namespace);
-        let params = ListParams::default()
-            .fields(&format!("involvedObject.kind=Deployment,involvedObject.name={}", t.deployment));
-        let list = retrying(Patience::few(), || timed(t, "list", "events", events.list(&params))).await?;
-        Ok(event_lines(list.items))
+        let api: Api<Event> = Api::namespaced(client, t.namespace);
+        let mut events = Vec::new();
+        for (kind, name) in objects {
+            let params =
+                ListParams::default().fields(&format!("involvedObject.kind={kind},involvedObject.name={name}"));
+            events.extend(retrying(Patience::few(), || timed(t, "list", "events", api.list(&params))).await?.items);
+        }
+        Ok(event_lines(events))
     }
 
     pub(super) async fn describe(&self, service: &Service) -> Result<String, ActionError> {
         let t = target(service)?;
         let d = self.read_now(&t).await?;
-        let status = d.status.clone().unwrap_or_default();
-        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let state = if is_paused(&d) {
-            paused_note(&d)
-        } else {
-            match rollout_state(&d) {
-                Rollout::Complete => "rollout complete".to_string(),
-                Rollout::Progressing { .. } | Rollout::NotObserved => "rollout in progress".to_string(),
-                Rollout::DeadlineExceeded(_) => "ProgressDeadlineExceeded".to_string(),
-            }
+        let mut out = headline(&t, service, &d);
+        let replicasets = retrying(Patience::few(), || self.owned_replicasets(&t, &d)).await;
+        let pods = match &replicasets {
+            Ok(all) => match newest(&d, all) {
+                Some(rs) => self.failing_pods_of(&t, &d, rs).await.map(Some),
+                None => Ok(None),
+            },
+            Err(_) => Ok(None),
         };
-        let containers = containers_of(template_of(&d))
-            .into_iter()
-            .map(|(name, image)| format!("{name}={image}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut out = format!(
-            "{} ({}) — deployment {}: {}\n  containers: {containers}\n  replicas: {desired} desired, {} updated, {} ready, {} available — {state}\n  revision {}",
-            service.name,
-            service.environment,
-            t.path(),
-            images_of(template_of(&d)),
-            status.updated_replicas.unwrap_or(0),
-            status.ready_replicas.unwrap_or(0),
-            status.available_replicas.unwrap_or(0),
-            revision_of(d.metadata.annotations.as_ref()).unwrap_or(0),
-        );
-        match self.revisions(&t, &d).await {
-            Ok(history) => {
+        match &replicasets {
+            Ok(all) => {
                 out.push_str("\n  revisions:");
-                for (revision, image) in history.iter().take(5) {
+                for (revision, image) in revisions(all).iter().take(5) {
                     out.push_str(&format!(" {revision} {image};"));
                 }
             }
-            Err(e) => out.push_str(&format!("\n  revisions: {}", unreadable(&t, &e))),
+            Err(e) => out.push_str(&format!(
+                "\n  revisions: {}\n  pods: the new ReplicaSet is not known, so neither are its pods",
+                unreadable(&t, e)
+            )),
         }
-        match self.failing_pods(&t, &d).await {
-            Ok(pods) if pods.is_empty() => {}
-            Ok(pods) => out.push_str(&format!("\n  {}", pods.trim_start_matches("; "))),
-            Err(e) => out.push_str(&format!("\n  pods: {}", unreadable(&t, &e))),
+        match &pods {
+            Ok(Some(failing)) if !failing.is_empty() => {
+                let names: Vec<String> = failing.iter().take(5).map(|p| format!("{}: {}", p.name, p.why)).collect();
+                out.push_str(&format!("\n  failing pods: {}", names.join("; ")));
+            }
+            Ok(_) => {}
+            Err(e) => out.push_str(&format!("\n  pods: {}", unreadable(&t, e))),
         }
-        match self.events(&t).await {
+        let failing = pods.ok().flatten().unwrap_or_default();
+        let objects = with_events(&t, replicasets.as_deref().unwrap_or_default(), &failing);
+        match self.events(&t, &objects).await {
             Ok(lines) if lines.is_empty() => out.push_str("\n  events: none recent"),
             Ok(lines) => {
                 out.push_str("\n  events:");
@@ -142,4 +152,35 @@ impl Kubernetes {
         }
         Ok(out)
     }
+}
+
+/// The Deployment itself: images, replicas, rollout state, revision.
+fn headline(t: &Target<'_>, service: &Service, d: &Deployment) -> String {
+    let status = d.status.clone().unwrap_or_default();
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let state = if is_paused(d) {
+        paused_note(d)
+    } else {
+        match rollout_state(d) {
+            Rollout::Complete => "rollout complete".to_string(),
+            Rollout::Progressing { .. } | Rollout::NotObserved => "rollout in progress".to_string(),
+            Rollout::DeadlineExceeded(_) => "ProgressDeadlineExceeded".to_string(),
+        }
+    };
+    let containers = containers_of(template_of(d))
+        .into_iter()
+        .map(|(name, image)| format!("{name}={image}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} ({}) — deployment {}: {}\n  containers: {containers}\n  replicas: {desired} desired, {} updated, {} ready, {} available — {state}\n  revision {}",
+        service.name,
+        service.environment,
+        t.path(),
+        images_of(template_of(d)),
+        status.updated_replicas.unwrap_or(0),
+        status.ready_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+        revision_of(d.metadata.annotations.as_ref()).unwrap_or(0),
+    )
 }

@@ -7,7 +7,7 @@
 //! the same as after kubectl's own undo.
 
 use super::call::{retrying, timed, Patience};
-use super::rollout::Expect;
+use super::rollout::{describe_live, Expect};
 use super::write::settle;
 use super::{images_of, live_facts, revision_of, selector_of, template_of, without_hash, Kubernetes, Target};
 use super::{is_paused, paused_note, REVISION};
@@ -15,6 +15,7 @@ use crate::action::{ActionError, Outcome, Progress};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams, PostParams};
 use std::collections::BTreeMap;
+use tokio::time::Instant;
 
 /// Annotations that stay on the Deployment rather than come back from the
 /// ReplicaSet (kubectl's `annotationsToSkip`).
@@ -75,11 +76,24 @@ impl Kubernetes {
         &self,
         t: &Target<'_>,
         to: Option<u64>,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
-        let (restored, expect) = self.undo(t, to, progress).await?;
+        let (restored, expect) = match self.undo(t, to, deadline, progress).await? {
+            Undo::Restored { revision, expect } => (revision, *expect),
+            // As kubectl ("skipped rollback"): not an error, nothing written,
+            // and no facts, so the last real change stays what counts.
+            Undo::AlreadyThere { revision, live } => {
+                return Ok(Outcome::new(format!(
+                    "{}: nothing to roll back, {} already runs the pod template of revision {revision}; nothing changed ({})",
+                    t.service,
+                    t.path(),
+                    describe_live(t, &live)
+                )))
+            }
+        };
         progress.report(format!("{}: restoring revision {restored}", t.service)).await;
-        let end = self.watch(t, &expect, progress).await;
+        let end = self.watch(t, &expect, deadline, progress).await;
         let d = settle(t, &format!("rollback of {} to revision {restored}", t.service), end)?;
         Ok(Outcome {
             summary: format!(
@@ -92,14 +106,15 @@ impl Kubernetes {
         })
     }
 
-    /// Restores a revision's pod template; returns the revision and what the
-    /// Deployment must hold while the rollout is this request's.
+    /// Restores a revision's pod template, unless the Deployment already
+    /// holds it.
     pub(super) async fn undo(
         &self,
         t: &Target<'_>,
         to: Option<u64>,
+        deadline: Instant,
         progress: &Progress,
-    ) -> Result<(u64, Expect), ActionError> {
+    ) -> Result<Undo, ActionError> {
         let api = self.deployments(t).await?;
         let replicasets: Api<ReplicaSet> = Api::namespaced(self.client(t).await?, t.namespace);
         let d = self.read_now(t).await?;
@@ -122,10 +137,7 @@ impl Kubernetes {
             .map(without_hash)
             .ok_or_else(|| ActionError::Failed(format!("revision {revision} has no pod template")))?;
         if template_of(&d).map(without_hash).as_ref() == Some(&template) {
-            return Err(ActionError::Failed(format!(
-                "deployment {} already runs the pod template of revision {revision}; nothing to roll back",
-                t.path()
-            )));
+            return Ok(Undo::AlreadyThere { revision, live: Box::new(d) });
         }
         // Replace against the resourceVersion just read, so a concurrent
         // change is a 409 and the next attempt starts from fresh state.
@@ -138,7 +150,16 @@ impl Kubernetes {
             timed(t, "update", "deployments", api.replace(t.deployment, &PostParams::default(), &fresh)).await
         };
         let landed = |live: &Deployment| template_of(live).map(without_hash).as_ref() == Some(&template);
-        let written = self.write(t, &format!("rollback to revision {revision}"), call, landed, progress).await?;
-        Ok((revision, Expect::template_of(&written.deployment())))
+        let what = format!("rollback to revision {revision}");
+        let written = self.write(t, &what, deadline, call, landed, progress).await?;
+        Ok(Undo::Restored { revision, expect: Box::new(Expect::template_of(&written.deployment())) })
     }
+}
+
+/// What an undo did.
+pub(super) enum Undo {
+    /// The revision's template was written; the rollout must hold `expect`.
+    Restored { revision: u64, expect: Box<Expect> },
+    /// The Deployment already holds that revision's template: nothing written.
+    AlreadyThere { revision: u64, live: Box<Deployment> },
 }

@@ -1,8 +1,11 @@
-//! Writes whose answer may be lost. A 409 or a refused connection is retried
-//! with backoff; a write that got no answer (timeout, broken connection, 5xx)
-//! may still have been applied, so the live Deployment is re-read and decides:
-//! landed → carry on from there; not landed → the write (idempotent) is tried
-//! again; unreadable → the outcome is `unknown`, never a guess.
+//! Writes whose answer may be lost. A 409, 429 or a refused connection is
+//! retried with backoff; a write that got no answer (timeout, broken
+//! connection, 5xx) may still have been applied, so the live Deployment is
+//! re-read and decides: landed → carry on from there; not landed → the write
+//! (idempotent) is tried again, and after the last try the outcome is
+//! `unknown` (an API server can commit a write after its client gave up);
+//! unreadable → `unknown`, never a guess. All of it, and the rollout watch
+//! after it, share one deadline: the action's.
 //!
 //! Also the two simple writes, restart and scale.
 
@@ -36,12 +39,21 @@ impl Written<Deployment> {
     }
 }
 
+/// What re-reading after a lost answer showed.
+enum Reread {
+    Landed(Box<Deployment>),
+    NotYet(Box<Deployment>),
+}
+
 /// Ends a watch of a change other than a deploy (whose failure may roll back).
 pub(super) fn settle(t: &Target<'_>, what: &str, end: WatchEnd) -> Result<Deployment, ActionError> {
     match end {
         WatchEnd::Complete(d) => Ok(*d),
         WatchEnd::Failed(why) => Err(ActionError::Failed(format!("{what} failed: {why}"))),
         WatchEnd::Superseded(by) => Err(ActionError::Failed(format!("{what}: {by}"))),
+        WatchEnd::StillRolling(why) => {
+            Err(ActionError::Unknown(format!("{what} was applied, but the rollout has not finished: {why}")))
+        }
         WatchEnd::Unreadable(why) => Err(ActionError::Unknown(format!(
             "{what} was applied, but its rollout could not be read until the deadline ({why}); check deployment {}",
             t.path()
@@ -50,12 +62,14 @@ pub(super) fn settle(t: &Target<'_>, what: &str, end: WatchEnd) -> Result<Deploy
 }
 
 impl Kubernetes {
-    /// Runs `call` until answered; settles a lost answer by re-reading
-    /// (`landed` says whether the live Deployment holds the write).
+    /// Runs `call` until answered, a few tries and never past `deadline`;
+    /// settles a lost answer by re-reading (`landed` says whether the live
+    /// Deployment holds the write).
     pub(super) async fn write<T, F, Fut>(
         &self,
         t: &Target<'_>,
         what: &str,
+        deadline: Instant,
         mut call: F,
         landed: impl Fn(&Deployment) -> bool,
         progress: &Progress,
@@ -73,48 +87,65 @@ impl Kubernetes {
                 Err(e) => e,
             };
             error.attempts = attempt;
+            let wait = backoff.next_wait();
+            let last = attempt >= WRITE_ATTEMPTS || Instant::now() + wait >= deadline;
             if error.failure.may_have_landed() {
-                // Only the live state can settle it: keep asking as long as a
-                // rollout may take (an API server restarting, say).
-                match self.read(t, Patience::until(Instant::now() + t.rollout_timeout)).await {
-                    Ok(d) if landed(&d) => {
-                        progress
-                            .report(format!(
-                                "{}: {what} got no answer ({}); re-read: it was applied",
-                                t.service,
-                                error.explain(t)
-                            ))
-                            .await;
-                        return Ok(Written::ReadBack(Box::new(d)));
-                    }
-                    Ok(d) if attempt >= WRITE_ATTEMPTS => {
-                        return Err(ActionError::Failed(format!(
-                            "{what} did not take effect: {}; re-read: {}",
+                match self.after_lost_answer(t, what, &error, deadline, &landed, progress).await? {
+                    Reread::Landed(d) => return Ok(Written::ReadBack(d)),
+                    // The API server may still commit a write its client
+                    // gave up on: "not applied" is never certain.
+                    Reread::NotYet(d) if last => {
+                        return Err(ActionError::Unknown(format!(
+                            "{what}: {}; re-read: not applied yet ({}), but the API server may still apply it; check deployment {} before trying again",
                             error.explain(t),
-                            describe_live(t, &d)
+                            describe_live(t, &d),
+                            t.path()
                         )))
                     }
-                    Ok(_) => {}
-                    Err(read) => {
-                        return Err(ActionError::Unknown(format!(
-                        "{what}: {}, and the live state cannot be read ({}); check deployment {} before trying again",
-                        error.explain(t),
-                        read.explain(t),
-                        t.path()
-                    )))
-                    }
+                    Reread::NotYet(_) => {}
                 }
-            }
-            let retry = matches!(error.failure, Failure::Conflict | Failure::Refused | Failure::Throttled)
-                || error.failure.may_have_landed();
-            if !retry || attempt >= WRITE_ATTEMPTS {
+            } else if last || !matches!(error.failure, Failure::Conflict | Failure::Refused | Failure::Throttled) {
+                // Nothing was applied (a 409, 429 or refused connection says
+                // so), or retrying cannot help.
                 return Err(error.into_action(t));
             }
-            tokio::time::sleep(backoff.next_wait()).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
-    pub(super) async fn restart(&self, t: &Target<'_>, progress: &Progress) -> Result<Outcome, ActionError> {
+    /// A write got no answer: what the live Deployment shows; `unknown`
+    /// when it cannot be read.
+    async fn after_lost_answer(
+        &self,
+        t: &Target<'_>,
+        what: &str,
+        error: &CallError,
+        deadline: Instant,
+        landed: &impl Fn(&Deployment) -> bool,
+        progress: &Progress,
+    ) -> Result<Reread, ActionError> {
+        match self.read(t, Patience::until(deadline)).await {
+            Ok(d) if landed(&d) => {
+                let lost = error.explain(t);
+                progress.report(format!("{}: {what} got no answer ({lost}); re-read: it was applied", t.service)).await;
+                Ok(Reread::Landed(Box::new(d)))
+            }
+            Ok(d) => Ok(Reread::NotYet(Box::new(d))),
+            Err(read) => Err(ActionError::Unknown(format!(
+                "{what}: {}, and the live state cannot be read ({}); check deployment {} before trying again",
+                error.explain(t),
+                read.explain(t),
+                t.path()
+            ))),
+        }
+    }
+
+    pub(super) async fn restart(
+        &self,
+        t: &Target<'_>,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<Outcome, ActionError> {
         let before = self.read_now(t).await?;
         refuse_if_paused(t, &before, "restart")?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -125,6 +156,7 @@ impl Kubernetes {
             .write(
                 t,
                 "restart",
+                deadline,
                 || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
                 |d| {
                     super::template_of(d)
@@ -137,7 +169,7 @@ impl Kubernetes {
             )
             .await?;
         progress.report(format!("{}: restart requested; watching the rollout", t.service)).await;
-        let end = self.watch(t, &Expect::template_of(&written.deployment()), progress).await;
+        let end = self.watch(t, &Expect::template_of(&written.deployment()), deadline, progress).await;
         let d = settle(t, &format!("restart of {}", t.service), end)?;
         Ok(Outcome {
             summary: format!("{} restarted ({})", t.service, describe_live(t, &d)),
@@ -149,6 +181,7 @@ impl Kubernetes {
         &self,
         t: &Target<'_>,
         replicas: u32,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
         let before = self.read_now(t).await?;
@@ -161,6 +194,7 @@ impl Kubernetes {
         self.write(
             t,
             "scale",
+            deadline,
             || timed(t, "patch", "deployments/scale", api.patch_scale(t.deployment, &params, &patch)),
             |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(wanted),
             progress,
@@ -168,7 +202,7 @@ impl Kubernetes {
         .await?;
         progress.report(format!("{}: scaling to {replicas}", t.service)).await;
         let expect = Expect { template: None, replicas: Some(wanted) };
-        let end = self.watch(t, &expect, progress).await;
+        let end = self.watch(t, &expect, deadline, progress).await;
         let d = settle(t, &format!("scale of {} to {replicas}", t.service), end)?;
         Ok(Outcome {
             summary: format!("{} runs {replicas} replicas (was {from}; {})", t.service, describe_live(t, &d)),

@@ -285,7 +285,8 @@ impl SlackSink {
         let must = !work.droppable();
         {
             let mut outstanding = self.inner.outstanding.lock().expect("outstanding lock");
-            outstanding.insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
+            outstanding
+                .insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
             self.inner.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
         }
         let mut job = Job { id, target: target.clone(), work };

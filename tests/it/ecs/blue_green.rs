@@ -105,7 +105,9 @@ fn deploying_the_version_that_is_live_changes_nothing() {
     let (_health, eb) = healthy("[]");
     let out = eb.console(&["/deploy web-bg v2.0.0", "/wait", "/deploy web-bg v2.0.0"]);
     assert!(
-        out.contains("✅ r-2: web-bg already runs repo/web:v2.0.0 on live green (web-green:2); nothing changed"),
+        out.contains(
+            "✅ r-2: web-bg already runs repo/web:v2.0.0 on live green (web-green:2, 2/2 tasks); nothing changed"
+        ),
         "{out}"
     );
     let state = eb.state();
@@ -118,7 +120,12 @@ fn deploying_the_version_that_is_live_changes_nothing() {
 fn the_idle_colour_has_the_live_colours_task_count_before_traffic_moves() {
     let (_health, eb) = healthy("[]");
     let out = eb.console(&["/scale web-bg 3"]);
-    assert!(out.contains("✅ r-1: web-bg runs 3 tasks in each colour (blue live)"), "{out}");
+    assert!(
+        out.contains(
+            "✅ r-1: web-bg scaled to 3: live blue: 3/3 tasks of web-blue:1; idle green: 3/3 tasks of web-green:1"
+        ),
+        "{out}"
+    );
     let state = eb.state();
     assert_eq!(
         (
@@ -149,4 +156,48 @@ fn a_listener_change_whose_answer_is_lost_is_settled_by_reading_the_listener() {
     );
     assert!(out.contains("✅ r-1: green is live with repo/web:v2.0.0 (was blue)"), "{out}");
     assert_eq!(eb.weights(), [(eb.colour("green"), 100)]);
+}
+
+#[test]
+fn scaling_a_pair_whose_idle_colour_failed_its_rollout_does_not_wait_on_it() {
+    let (_health, eb) = healthy("[]");
+    let out = eb.console(&["/deploy web-bg v3.0.0-crash"]);
+    assert!(
+        out.contains("❌ r-1: preparing green (web-green) failed") && out.contains("traffic stays on blue"),
+        "{out}"
+    );
+    let started = std::time::Instant::now();
+    let out = eb.console(&["/scale web-bg 3"]);
+    assert!(
+        out.contains("✅ r-2: web-bg scaled to 3: live blue: 3/3 tasks of web-blue:1; idle green (web-green:2, its last rollout FAILED): desired count 3, not waited on"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "not held up by the broken colour (rollout_timeout 10s)"
+    );
+    let state = eb.state();
+    let desired = |s: &str| state["services"][s]["desiredCount"].as_i64();
+    assert_eq!((desired("web-blue"), desired("web-green")), (Some(3), Some(3)));
+    assert_eq!(eb.weights(), [(eb.colour("blue"), 100)]);
+}
+
+#[test]
+fn colours_that_cannot_be_told_apart_are_refused_before_anything_changes() {
+    let (_health, eb) = healthy("[]");
+    eb.poke(&["tag", &eb.colour("green"), "Color", "blue"]);
+    let out = eb.console(&["/deploy web-bg v2.0.0"]);
+    assert!(
+        out.contains("❌ r-1: the target groups of web-blue and web-green are both tagged Color=blue: opsbot cannot tell the colours apart"),
+        "{out}"
+    );
+    assert!(!eb.proxy.calls().iter().any(|c| c == "UpdateService" || c == "ModifyListener"), "nothing changed");
+    let mut command = eb.bot.command(&["check", "--live"]);
+    for (key, value) in super::aws_env(&eb.proxy.url) {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let out = crate::support::stdout(&output);
+    assert!(out.contains("web-bg: the target groups of web-blue and web-green are both tagged Color=blue"), "{out}");
+    assert_eq!(output.status.code(), Some(64));
 }

@@ -67,6 +67,7 @@ fn missing_credentials_and_an_unreachable_endpoint_are_said_plainly() {
         .collect();
     let out = run_console(&eb.bot, &["/restart api-ecs"], &env);
     assert!(out.contains("❌ r-1: no usable AWS credentials for ecs:DescribeServices"), "{out}");
+    assert!(eb.proxy.calls().is_empty(), "nothing was sent to AWS: {:?}", eb.proxy.calls());
     let out = run_console(&eb.bot, &["/restart api-ecs"], &aws_env("http://127.0.0.1:1"));
     assert!(
         out.contains("❌ r-2: cannot reach AWS for ecs:DescribeServices in region us-east-1: connection refused"),
@@ -80,10 +81,11 @@ fn missing_credentials_and_an_unreachable_endpoint_are_said_plainly() {
 #[test]
 fn rolling_back_to_a_deregistered_revision_is_refused_before_anything_changes() {
     let eb = EcsBot::new(Setup::plain());
-    eb.console(&["/deploy api-ecs v2.0.0"]);
+    // The restart verifies api:1 live, so the trail knows what ran before v2.
+    eb.console(&["/restart api-ecs", "/wait", "/deploy api-ecs v2.0.0"]);
     eb.poke(&["deregister", "api:1"]);
     let out = eb.console(&["/rollback api-ecs", "/wait", "/rollback api-ecs 1"]);
-    for request in ["r-2", "r-3"] {
+    for request in ["r-3", "r-4"] {
         assert!(
             out.contains(&format!(
                 "❌ {request}: task definition api:1 is deregistered (INACTIVE): ECS starts no new tasks from it"
@@ -93,4 +95,33 @@ fn rolling_back_to_a_deregistered_revision_is_refused_before_anything_changes() 
     }
     assert!(eb.state()["services"]["api"]["taskDefinition"].as_str().unwrap().ends_with("api:2"), "still on api:2");
     assert!(!eb.proxy.calls().iter().skip_while(|c| *c != "DeregisterTaskDefinition").any(|c| c == "UpdateService"));
+}
+
+#[test]
+fn check_live_tells_an_aws_outage_or_throttling_from_a_wrong_configuration_and_from_denied_access() {
+    use crate::fake_ecs::Behaviour;
+    let (fake, bot) = super::scripted(Behaviour::Completes, "10s", false);
+    let check = |fault: Option<(u16, &str)>| {
+        let proxy = crate::aws_proxy::AwsProxy::start(&fake.url);
+        if let Some((status, code)) = fault {
+            proxy.fail_after("DescribeServices", "DescribeServices", status, code, "from the fault proxy");
+        }
+        let mut command = bot.command(&["check", "--live"]);
+        for (key, value) in aws_env(&proxy.url) {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), crate::support::stdout(&output), proxy.calls())
+    };
+    let (code, out, _) = check(None);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, calls) = check(Some((500, "ServerException")));
+    assert_eq!(code, Some(69), "an AWS outage is not a configuration problem: {out}");
+    assert!(calls.iter().filter(|c| *c == "DescribeServices").count() > 1, "reads keep the SDK's retries");
+    let (code, out, _) = check(Some((400, "ThrottlingException")));
+    assert_eq!(code, Some(69), "{out}");
+    // Throttled through the SDK's retries, or past call_timeout while backing off: either way, 69.
+    assert!(out.contains("api-ecs: AWS") && out.contains("ecs:DescribeServices"), "{out}");
+    let (code, out, _) = check(Some((400, "AccessDeniedException")));
+    assert_eq!(code, Some(77), "{out}");
 }

@@ -90,3 +90,36 @@ fn a_failing_or_hanging_smoke_test_blocks_the_switch() {
         assert_eq!(eb.outcome("r-1"), "failed");
     }
 }
+
+#[test]
+fn rollback_returns_to_what_the_trail_last_verified_not_to_revision_minus_one() {
+    let eb = EcsBot::new(Setup::plain());
+    let out = eb.console(&["/rollback api-ecs"]);
+    assert!(
+        out.contains("❌ r-1: no rollback: opsbot's audit trail has no verified deployment of api-ecs other than the api:1 it runs now")
+            && out.contains("`/rollback api-ecs <revision>` (recent revisions of api: api:1)"),
+        "{out}"
+    );
+    // v2 (api:2), v3 (api:3), then v2 again: api:2 is reused, and the
+    // revision before it, api:1, is not what ran before.
+    let out = eb.console(&[
+        "/deploy api-ecs v2.0.0",
+        "/wait",
+        "/deploy api-ecs v3.0.0",
+        "/wait",
+        "/deploy api-ecs v2.0.0",
+        "/wait",
+        "/rollback api-ecs",
+    ]);
+    assert!(out.contains("✅ r-4: api-ecs runs repo/api:v2.0.0 (api:2)"), "{out}");
+    assert!(out.contains("returning to api:3, verified live by r-3"), "{out}");
+    assert!(out.contains("✅ r-5: api-ecs rolled back to api:3 (repo/api:v3.0.0)"), "{out}");
+    let state = eb.state();
+    assert!(state["services"]["api"]["taskDefinition"].as_str().unwrap().ends_with("task-definition/api:3"));
+    assert_eq!(state["definitions"]["api"].as_array().unwrap().len(), 3, "api:2 was reused, not registered again");
+    let out = eb.console(&["/rollback api-ecs 3"]);
+    assert!(
+        out.contains("✅ r-6: api-ecs already runs api:3 (repo/api:v3.0.0); nothing to roll back, nothing changed"),
+        "{out}"
+    );
+}

@@ -1,20 +1,29 @@
-//! ECS: effects against moto (the AWS emulator, seeded by `ecs_seed.py`,
+//! ECS: effects against moto (the AWS emulator, run by `moto_ecs.py` so that
+//! UpdateService starts a deployment as ECS's does, seeded by `ecs_seed.py`,
 //! read back by `ecs_query.py`, changed behind opsbot's back by
 //! `ecs_poke.py`) behind a fault proxy (`aws_proxy`); rollouts against the
-//! scripted ECS API (`fake_ecs`), since moto's deployments never progress;
+//! scripted ECS API (`fake_ecs`), since moto's deployments settle at once;
 //! smoke tests against a local server that can be healthy, unhealthy or hang.
 //!
 //! - `fakes`: the scripted API and the proxy proven with boto3.
 //! - `flows`: the ordinary flows against moto.
 //! - `rollouts`: following the deployment opsbot started (issue #13).
 //! - `blue_green`: switches, rollbacks and a split listener (issue #13).
+//! - `deployments`: the deployment followed is the one the update started.
 //! - `errors`: wrong names, regions, revisions; no Debug dumps (issue #13).
+//! - `writes`: writes sent once, their lost answers settled by re-reading.
+//! - `readback`: after a change, the outcome is what a read shows, or unknown.
+//! - `listener`: what must hold before blue-green traffic moves, and what it keeps.
 
 mod blue_green;
+mod deployments;
 mod errors;
 mod fakes;
 mod flows;
+mod listener;
+mod readback;
 mod rollouts;
+mod writes;
 
 use crate::aws_proxy::AwsProxy;
 use crate::fake_ecs::{Behaviour, FakeEcs};
@@ -38,27 +47,40 @@ fn python(script: &str, endpoint: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// `moto_server` on a free loopback port; killed on drop.
+/// moto on a free loopback port; killed on drop.
 struct Moto {
     child: Child,
     url: String,
 }
 
 impl Moto {
+    /// moto with ECS deployments as ECS makes them (`moto_ecs.py`).
     fn start() -> Moto {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/moto_ecs.py");
+        let mut command = Command::new("python3");
+        command.arg(script);
+        Moto::run(command)
+    }
+
+    /// moto as it is: UpdateService starts no deployment.
+    fn start_unpatched() -> Moto {
+        Moto::run(Command::new("moto_server"))
+    }
+
+    fn run(mut command: Command) -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // moto's rollouts never progress; with this they start complete.
             .env("MOTO_ECS_SERVICE_RUNNING", "2")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server is installed (pip install 'moto[server]')");
+            .expect("moto is installed (pip install 'moto[server]')");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while ureq::get(&format!("{url}/moto-api/")).call().is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
+            assert!(Instant::now() < deadline, "moto did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto { child, url }
@@ -72,7 +94,8 @@ impl Drop for Moto {
     }
 }
 
-/// A local HTTP server for smoke tests: /healthy, /unhealthy, /hang.
+/// A local HTTP server for smoke tests: /healthy, /unhealthy, /hang, and
+/// /once (healthy for the first request only).
 struct Health {
     base: String,
     _runtime: tokio::runtime::Runtime,
@@ -83,8 +106,22 @@ impl Health {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let app = Router::new()
             .route("/healthy", get(|| async { "status: ok" }))
+            .route(
+                "/once",
+                get(move || {
+                    let first = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            (axum::http::StatusCode::OK, "status: ok")
+                        } else {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database down")
+                        }
+                    }
+                }),
+            )
             .route("/unhealthy", get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database down") }))
             .route(
                 "/hang",
@@ -164,7 +201,10 @@ fn run_console(bot: &Bot, lines: &[&str], env: &[(&str, String)]) -> String {
 
 impl EcsBot {
     fn new(setup: Setup) -> EcsBot {
-        let moto = Moto::start();
+        EcsBot::against(Moto::start(), setup)
+    }
+
+    fn against(moto: Moto, setup: Setup) -> EcsBot {
         let arns = python("ecs_seed.py", &moto.url, &[]);
         let proxy = AwsProxy::start(&moto.url);
         let bot = Bot::with_config(&ecs_config(arns["listener"].as_str().unwrap(), &setup));
@@ -173,6 +213,13 @@ impl EcsBot {
 
     fn console(&self, lines: &[&str]) -> String {
         run_console(&self.bot, lines, &aws_env(&self.proxy.url))
+    }
+
+    /// Gives every service this `rollout_timeout` (opsbot's own deadline).
+    fn set_rollout_timeout(&self, timeout: &str) {
+        let text = std::fs::read_to_string(self.bot.config()).unwrap();
+        self.bot
+            .rewrite_config(&text.replace("rollout_timeout = \"10s\"", &format!("rollout_timeout = \"{timeout}\"")));
     }
 
     /// moto's state, read with boto3.
@@ -185,7 +232,8 @@ impl EcsBot {
         python("ecs_poke.py", &self.moto.url, args);
     }
 
-    /// (target group ARN, weight) the listener forwards to.
+    /// (target group ARN, weight) the listener forwards to (a single target
+    /// group, weighted or not, counts as 100).
     fn weights(&self) -> Vec<(String, i64)> {
         let action = &self.state()["listener"];
         match action["ForwardConfig"]["TargetGroups"].as_array() {
@@ -193,7 +241,8 @@ impl EcsBot {
                 .iter()
                 .map(|g| (g["TargetGroupArn"].as_str().unwrap().to_string(), g["Weight"].as_i64().unwrap_or(1)))
                 .collect(),
-            _ => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
+            Some(groups) => vec![(groups[0]["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
+            None => vec![(action["TargetGroupArn"].as_str().unwrap().to_string(), 100)],
         }
     }
 

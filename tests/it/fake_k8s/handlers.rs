@@ -1,6 +1,6 @@
 //! The REST endpoints of the fake API server.
 
-use super::controller::crashing;
+use super::controller::{fate, Fate, NO_NODE};
 use super::patch::apply_patch;
 use super::{gate, label_match, status_error, Shared, World};
 use axum::body::{Body, Bytes};
@@ -219,30 +219,16 @@ pub(super) async fn list_pods(State(s): State<Shared>, Path(ns): Path<String>, R
         if *rs_ns != ns {
             continue;
         }
-        let crash = crashing(&rs["spec"]["template"]);
+        let fate = fate(&rs["spec"]["template"]);
         for i in 0..rs["spec"]["replicas"].as_u64().unwrap_or(0) {
             let labels = rs["spec"]["template"]["metadata"]["labels"].clone();
             if !label_match(&labels, q.get("labelSelector")) {
                 continue;
             }
-            let containers: Vec<Value> = rs["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    if crash {
-                        json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 4,
-                            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
-                            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}})
-                    } else {
-                        json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0, "state": {"running": {}}})
-                    }
-                })
-                .collect();
             pods.push(json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("{rs_name}-{i}"), "namespace": ns, "labels": labels},
                 "spec": rs["spec"]["template"]["spec"],
-                "status": {"phase": "Running", "containerStatuses": containers}}));
+                "status": pod_status(&rs["spec"]["template"], fate)}));
         }
     }
     let mut map = Map::new();
@@ -250,7 +236,35 @@ pub(super) async fn list_pods(State(s): State<Shared>, Path(ns): Path<String>, R
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": map, "items": pods})).into_response()
 }
 
+/// A pod's status as the kubelet (or, unscheduled, the scheduler) reports it.
+fn pod_status(template: &Value, fate: Fate) -> Value {
+    let containers = template["spec"]["containers"].as_array().into_iter().flatten();
+    match fate {
+        Fate::Unschedulable => json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": NO_NODE}]}),
+        Fate::Crashes => {
+            let statuses: Vec<Value> = containers
+                .map(|c| json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}))
+                .collect();
+            json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+                "containerStatuses": statuses})
+        }
+        Fate::Runs => {
+            let statuses: Vec<Value> = containers
+                .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0, "state": {"running": {}}}))
+                .collect();
+            json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                "containerStatuses": statuses})
+        }
+    }
+}
+
 pub(super) async fn access_review(State(s): State<Shared>, body: Bytes) -> Response {
+    if let Some(denied) = gate(&s.world.lock().unwrap(), "create", "selfsubjectaccessreviews") {
+        return denied;
+    }
     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let attrs = &review["spec"]["resourceAttributes"];
     let verb = attrs["verb"].as_str().unwrap_or("").to_string();

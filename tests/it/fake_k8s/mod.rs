@@ -8,9 +8,15 @@
 //!
 //! - `controller`: the deployment controller — new ReplicaSets per pod
 //!   template with the Deployment's annotations copied, revisions, replicas
-//!   coming up one step at a time, paused Deployments, events, and images
-//!   whose pods crash until the progress deadline is exceeded.
+//!   coming up one step at a time, paused Deployments, events on the objects
+//!   the real components record them on, and images whose pods crash or
+//!   cannot be scheduled until the progress deadline is exceeded.
 //! - `handlers`: the REST endpoints; `patch`: the three patch formats.
+//!
+//! Where it differs from a real API server, knowingly: writes drop `null`s
+//! and empty objects from the pod template (`creationTimestamp: null`,
+//! `resources: {}`), which a real one keeps — harmless while opsbot compares
+//! typed templates; events are never aggregated (`count` stays 1).
 
 mod controller;
 mod handlers;
@@ -35,6 +41,9 @@ enum FaultKind {
     Status(u16),
     /// Handle the request (a write is applied), then answer only after this long.
     Slow(Duration),
+    /// Handle the request (a write is applied), then answer this status:
+    /// an API server that failed after etcd committed.
+    LandThenFail(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -59,8 +68,9 @@ struct World {
     deployments: BTreeMap<(String, String), Value>,
     replicasets: BTreeMap<(String, String), Value>,
     events: Vec<Value>,
-    /// When each deployment's current rollout started (for the deadline).
-    rollout_started: HashMap<(String, String), Instant>,
+    /// When each deployment's current rollout last progressed (for its
+    /// progress deadline); absent when no rollout is under way.
+    progressed: HashMap<(String, String), Instant>,
     faults: Vec<Fault>,
     forbidden: Vec<(String, String)>,
     requests: Vec<Seen>,
@@ -81,8 +91,8 @@ struct Shared {
 
 /// Tags containing this crash on start.
 pub const CRASHING: &str = "crash";
-/// How long a crashing rollout may try before `ProgressDeadlineExceeded`.
-const DEADLINE: Duration = Duration::from_millis(800);
+/// Pods of images whose tag contains this cannot be scheduled (no node has room).
+pub const UNSCHEDULABLE: &str = "unschedulable";
 /// One controller step (one replica up or down) by default.
 const STEP: Duration = Duration::from_millis(60);
 
@@ -143,7 +153,7 @@ impl FakeK8s {
                 rs["status"] = json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
             }
         }
-        world.rollout_started.remove(&key);
+        world.progressed.remove(&key);
         world.events.clear();
         let d = world.deployments.get_mut(&key).unwrap();
         d["status"] = json!({"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
@@ -201,6 +211,13 @@ impl FakeK8s {
         self.world.lock().unwrap().faults.push(fault);
     }
 
+    /// Handles the `n`-th request from now with this verb (a write is
+    /// applied), then answers `status` instead of the result.
+    pub fn land_then_fail_nth(&self, verb: &str, n: u32, status: u16) {
+        let fault = Fault { verb: verb.into(), skip: n - 1, kind: FaultKind::LandThenFail(status) };
+        self.world.lock().unwrap().faults.push(fault);
+    }
+
     pub fn forbid(&self, verb: &str, resource: &str) {
         self.world.lock().unwrap().forbidden.push((verb.to_string(), resource.to_string()));
     }
@@ -215,10 +232,24 @@ impl FakeK8s {
         self.world.lock().unwrap().requests.clone()
     }
 
-    /// Records an event about a Deployment, as a controller would.
-    pub fn add_event(&self, ns: &str, deployment: &str, kind: &str, reason: &str, message: &str) {
+    /// Records an event about an object (`("ReplicaSet", "api-1a2b")`), as
+    /// the component that owns it would.
+    pub fn add_event(&self, ns: &str, object: (&str, &str), type_: &str, reason: &str, message: &str) {
         let mut world = self.world.lock().unwrap();
-        controller::record_event(&mut world, ns, deployment, kind, reason, message);
+        controller::record_event(&mut world, ns, object, type_, reason, message);
+    }
+
+    /// The events recorded so far: (involved kind, involved name, reason).
+    pub fn events(&self) -> Vec<(String, String, String)> {
+        let world = self.world.lock().unwrap();
+        world
+            .events
+            .iter()
+            .map(|e| {
+                let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+                (text(&e["involvedObject"]["kind"]), text(&e["involvedObject"]["name"]), text(&e["reason"]))
+            })
+            .collect()
     }
 
     /// A kubeconfig file naming this server as context `fake`.
@@ -299,6 +330,10 @@ async fn faults(State(s): State<Shared>, request: Request, next: Next) -> Respon
         hit.map(|i| world.faults.remove(i).kind)
     };
     match fault {
+        Some(FaultKind::LandThenFail(code)) => {
+            let _applied = next.run(request).await;
+            status_error(code, "InternalError", "Internal error occurred: etcdserver: leader changed")
+        }
         Some(FaultKind::Status(code)) => {
             let (reason, message) = match code {
                 409 => (

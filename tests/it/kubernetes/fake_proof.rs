@@ -88,20 +88,25 @@ fn the_fake_keeps_change_causes_pauses_and_records_events_as_the_real_kubectl_se
     assert!(run(&["rollout", "status", "deploy/api", "--timeout=20s"]).contains("successfully rolled out"));
     assert_eq!(k8s.deployment("shop", "api")["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "5");
 
-    // Events, as `kubectl get events` and `kubectl describe` read them.
-    k8s.add_event("shop", "api", "Warning", "FailedCreate", "pods \"api-x\" is forbidden: exceeded quota");
-    let events: serde_json::Value = serde_json::from_str(&run(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=Deployment,involvedObject.name=api",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    let reasons: Vec<&str> =
-        events["items"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
-    assert!(reasons.contains(&"FailedCreate") && reasons.contains(&"ScalingReplicaSet"), "{reasons:?}");
-    let described = run(&["describe", "deployment", "api"]);
+    // Events, as `kubectl get events` and `kubectl describe` read them: the
+    // deployment controller's on the Deployment, the replicaset controller's
+    // (quota) on the ReplicaSet.
+    let replicaset = k8s.replicasets("shop", "api").last().unwrap()["metadata"]["name"].as_str().unwrap().to_string();
+    k8s.add_event(
+        "shop",
+        ("ReplicaSet", &replicaset),
+        "Warning",
+        "FailedCreate",
+        "pods \"api-x\" is forbidden: exceeded quota",
+    );
+    let reasons = |selector: &str| -> Vec<String> {
+        let events: serde_json::Value =
+            serde_json::from_str(&run(&["get", "events", "--field-selector", selector, "-o", "json"])).unwrap();
+        events["items"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(reasons("involvedObject.kind=Deployment,involvedObject.name=api").contains(&"ScalingReplicaSet".into()));
+    let on_replicaset = reasons(&format!("involvedObject.kind=ReplicaSet,involvedObject.name={replicaset}"));
+    assert_eq!(on_replicaset, ["FailedCreate"]);
+    let described = run(&["describe", "replicaset", &replicaset]);
     assert!(described.contains("FailedCreate") && described.contains("exceeded quota"), "{described}");
 }

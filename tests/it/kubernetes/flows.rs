@@ -121,3 +121,15 @@ fn check_live_names_missing_permissions_and_the_rule_that_fixes_them() {
     assert!(out.contains("resources: [\"deployments/scale\"]\n  verbs: [\"patch\"]"), "{out}");
     assert!(out.contains("- apiGroups: [\"\"]\n  resources: [\"pods\"]\n  verbs: [\"list\"]"), "{out}");
 }
+
+#[test]
+fn a_rollback_to_the_template_that_runs_is_skipped_as_kubectl_skips_it() {
+    let kb = K8sBot::new();
+    let out = kb.console(&["/rollback api-k8s 1"]);
+    assert!(
+        out.contains("✅ r-1: api-k8s: nothing to roll back, shop/api already runs the pod template of revision 1; nothing changed (deployment shop/api holds app=registry.example.com/api:v1.0.0 (revision 1)"),
+        "{out}"
+    );
+    assert!(!kb.k8s.requests().iter().any(|(m, _)| m == "PUT" || m == "PATCH"), "nothing written");
+    assert_eq!(kb.k8s.replicasets("shop", "api").len(), 1);
+}

@@ -1,11 +1,14 @@
 //! Kubernetes: the fake API server (`fake_k8s`) proven with the real kubectl
 //! (`fake_proof`), the ordinary flows driven from the console (`flows`), and
 //! the cases where the bot must not claim success it cannot see (`truth`,
-//! issue #13). Every test asserts on the fake's state, not only on words.
+//! issue #13), and what happens at opsbot's own rollout deadline
+//! (`deadlines`). Every test asserts on the fake's state, not only on words.
 
+mod deadlines;
 mod fake_proof;
 mod flows;
 mod truth;
+mod writes;
 
 use crate::fake_k8s::FakeK8s;
 use crate::relay::Relay;
@@ -68,13 +71,21 @@ struct K8sService {
     auto_rollback: bool,
 }
 
-const SERVICES: [K8sService; 5] = [
+const SERVICES: [K8sService; 6] = [
     K8sService { name: "api-k8s", deployment: "api", container: "app", context: "fake", auto_rollback: true },
     K8sService { name: "web-k8s", deployment: "web", container: "app", context: "fake", auto_rollback: false },
     K8sService { name: "down-k8s", deployment: "api", container: "app", context: "down", auto_rollback: false },
     K8sService { name: "api-relay", deployment: "api", container: "app", context: "relay", auto_rollback: true },
     // The pod's container is `worker`: a typo in the config.
     K8sService { name: "worker-k8s", deployment: "worker", container: "wrkr", context: "fake", auto_rollback: false },
+    // A context the kubeconfig does not have: a typo in the config.
+    K8sService {
+        name: "nocontext-k8s",
+        deployment: "api",
+        container: "app",
+        context: "prod-typo",
+        auto_rollback: false,
+    },
 ];
 
 /// The test configuration with the named Kubernetes services (all when empty).
@@ -105,11 +116,18 @@ impl K8sBot {
     }
 
     fn with(k8s: FakeK8s) -> K8sBot {
+        K8sBot::with_rollout_timeout(k8s, "20s")
+    }
+
+    /// Every service with this `rollout_timeout` (opsbot's own deadline).
+    fn with_rollout_timeout(k8s: FakeK8s, rollout_timeout: &str) -> K8sBot {
         k8s.add_deployment("shop", "api", "app", "registry.example.com/api:v1.0.0", 3);
         k8s.add_deployment("shop", "web", "app", "registry.example.com/web:v1.0.0", 2);
         k8s.add_deployment("shop", "worker", "worker", "registry.example.com/worker:v3.0.0", 1);
         let relay = Relay::start(&k8s.url);
-        let bot = crate::support::Bot::with_config(&k8s_config(&[]));
+        let config =
+            k8s_config(&[]).replace("rollout_timeout = \"20s\"", &format!("rollout_timeout = \"{rollout_timeout}\""));
+        let bot = crate::support::Bot::with_config(&config);
         let kubeconfig = kubeconfig(&k8s, &relay, bot.dir.path());
         K8sBot { k8s, relay, bot, kubeconfig }
     }

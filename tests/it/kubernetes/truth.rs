@@ -218,25 +218,37 @@ fn rollback_history_reads_as_after_kubectls_own_undo() {
 fn status_shows_what_is_readable_names_what_is_not_and_recent_events() {
     let kb = K8sBot::new();
     kb.console(&["/deploy api-k8s v2.0.0"]);
-    kb.k8s.add_event("shop", "api", "Warning", "FailedCreate", "pods \"api-x\" is forbidden: exceeded quota");
-    kb.k8s.forbid("list", "replicasets");
+    // The replicaset controller records quota trouble on the ReplicaSet, not the Deployment.
+    let replicaset =
+        kb.k8s.replicasets("shop", "api").last().unwrap()["metadata"]["name"].as_str().unwrap().to_string();
+    kb.k8s.add_event(
+        "shop",
+        ("ReplicaSet", &replicaset),
+        "Warning",
+        "FailedCreate",
+        "pods \"api-x\" is forbidden: exceeded quota",
+    );
     kb.k8s.forbid("list", "pods");
     let out = kb.console(&["/status api-k8s"]);
     assert!(out.contains("deployment shop/api: registry.example.com/api:v2.0.0"), "{out}");
     assert!(out.contains("containers: app=registry.example.com/api:v2.0.0"), "{out}");
     assert!(out.contains("3 desired, 3 updated, 3 ready, 3 available — rollout complete"), "{out}");
-    assert!(out.contains("revisions: not readable: opsbot may not list replicasets in namespace shop (403"), "{out}");
+    assert!(out.contains("revisions: 2 registry.example.com/api:v2.0.0; 1 registry.example.com/api:v1.0.0;"), "{out}");
     assert!(out.contains("pods: not readable: opsbot may not list pods in namespace shop (403"), "{out}");
     let warning = out.find("Warning FailedCreate: pods \"api-x\" is forbidden: exceeded quota").expect("the warning");
     let normal = out.find("Normal ScalingReplicaSet").expect("the controller's event");
     assert!(warning < normal, "Warning events first: {out}");
+    kb.k8s.forbid("list", "replicasets");
+    let out = kb.console(&["/status api-k8s"]);
+    assert!(out.contains("revisions: not readable: opsbot may not list replicasets in namespace shop (403"), "{out}");
+    assert!(out.contains("pods: the new ReplicaSet is not known, so neither are its pods"), "{out}");
     kb.k8s.forbid("list", "events");
     let out = kb.console(&["/status api-k8s"]);
     assert!(out.contains("events: not readable: opsbot may not list events in namespace shop (403"), "{out}");
 }
 
 #[test]
-fn conflicts_are_retried_after_growing_jittered_waits() {
+fn conflicts_are_retried_after_growing_waits() {
     let kb = K8sBot::new();
     for _ in 0..3 {
         kb.k8s.fail_next("patch", 409);
@@ -248,6 +260,7 @@ fn conflicts_are_retried_after_growing_jittered_waits() {
         kb.k8s.seen().into_iter().filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/api")).collect();
     assert_eq!(patches.len(), 4, "three conflicts, then success");
     let gaps: Vec<Duration> = patches.windows(2).map(|w| w[1].at - w[0].at).collect();
+    // The waits' jitter is the backoff's unit test's business.
     for (gap, least) in gaps.iter().zip([50, 100, 200]) {
         assert!(*gap >= Duration::from_millis(least), "backoff between conflicts: {gaps:?}");
     }
@@ -281,4 +294,27 @@ fn check_live_exits_with_the_code_of_its_most_serious_finding() {
     kb.k8s.forbid("list", "events");
     assert_eq!(exit(&["api-k8s", "down-k8s"]), Some(77), "missing permissions outrank unreachable");
     assert_eq!(exit(&["api-k8s", "worker-k8s", "down-k8s"]), Some(64), "a wrong configuration outranks both");
+}
+
+#[test]
+fn check_live_calls_a_missing_context_a_configuration_problem_and_an_unasked_permission_check_missing_permissions() {
+    let kb = K8sBot::new();
+    let check = |only: &[&str]| {
+        kb.bot.rewrite_config(&k8s_config(only));
+        let output = kb.bot.command(&["check", "--live"]).env("KUBECONFIG", &kb.kubeconfig).output().unwrap();
+        (output.status.code(), crate::support::stdout(&output))
+    };
+    let (code, out) = check(&["nocontext-k8s"]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("nocontext-k8s: kubeconfig context prod-typo:"), "{out}");
+    kb.k8s.forbid("create", "selfsubjectaccessreviews");
+    let (code, out) = check(&["api-k8s"]);
+    assert_eq!(code, Some(77), "{out}");
+    assert!(
+        out.contains("api-k8s: opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions"),
+        "{out}"
+    );
+    let reviews =
+        kb.k8s.requests().iter().filter(|(m, p)| m == "POST" && p.ends_with("selfsubjectaccessreviews")).count();
+    assert!(reviews >= 1, "it did ask");
 }

@@ -4,10 +4,14 @@
 //! shown as it is and never guessed into "live".
 //!
 //! - `state`: reading the pair, and the facts recorded after a switch.
-//! - `switch`: moving traffic, safely, with context when a step fails.
+//! - `switch`: a switch, safely, with context when a step fails.
+//! - `listener`: moving the listener's traffic, settling lost answers.
 //! - `rollback`: back to the colour the audit trail last verified live.
+//! - `scale`: both colours, the idle one never holding up the live one.
 
+mod listener;
 mod rollback;
+mod scale;
 pub(super) mod state;
 mod switch;
 
@@ -18,6 +22,24 @@ use crate::action::{Action, ActionError, Outcome, Progress, RunContext};
 use crate::config::BlueGreen;
 use state::Pair;
 use switch::Switch;
+use tokio::time::Instant;
+
+/// A deploy of what the live colour runs: nothing to do, and no facts either,
+/// so the last real switch stays what a rollback returns from. Not ✅ while
+/// the live colour runs fewer tasks than it should.
+fn already_live(name: &str, live: &state::ColourNow, image: &str) -> Result<Outcome, ActionError> {
+    let (running, desired) = (live.live.running_count, live.live.desired_count);
+    let text = format!(
+        "{name} already runs {image} on live {} ({}, {running}/{desired} tasks); nothing changed",
+        live.name,
+        live.definition.name()
+    );
+    if running < desired {
+        Err(ActionError::Unknown(text))
+    } else {
+        Ok(Outcome::new(text))
+    }
+}
 
 impl Ctx<'_> {
     pub(super) async fn blue_green(
@@ -59,16 +81,7 @@ impl Ctx<'_> {
             self.check_container(&colour.definition.definition)?;
         }
         let (to, from, steps) = match pair.live() {
-            Some(live) if live.image(self.t.container) == image => {
-                // Nothing to do; no facts either, so the last real switch
-                // stays what a rollback returns from.
-                return Ok(Outcome::new(format!(
-                    "{} already runs {image} on live {} ({}); nothing changed",
-                    self.t.name,
-                    live.name,
-                    live.definition.name()
-                )));
-            }
+            Some(live) if live.image(self.t.container) == image => return already_live(self.t.name, live, &image),
             Some(live) => (pair.other(live), live, if bg.steps.is_empty() { vec![100] } else { bg.steps.clone() }),
             // Split: finish (or undo) the half-done switch toward the colour
             // that runs the version asked for.
@@ -77,7 +90,8 @@ impl Ctx<'_> {
                 None => return Err(self.split(&pair, "deploy")),
             },
         };
-        let (arn, registered) = self.definition_for(&to.definition, &image).await?;
+        let (definition, registered) = self.definition_for(&to.definition, &image).await?;
+        let arn = definition.arn();
         if registered {
             progress.report(format!("registered {} with {image}", short(&arn))).await;
         }
@@ -111,43 +125,17 @@ impl Ctx<'_> {
         let pair = self.pair(bg).await?;
         let live = pair.live().ok_or_else(|| self.split(&pair, "restart"))?;
         let arn = live.definition.arn();
-        let track = self.update(&live.service, Change { arn: &arn, desired: None, force: true }, progress).await?;
-        let after = self.completed(&format!("restart of live {}", live.name), &live.service, &track, progress).await?;
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let change = Change { arn: &arn, desired: None, force: true, deadline };
+        let track = self.update(&live.service, change, progress).await?;
+        let what = format!("restart of live {}", live.name);
+        let after = self.completed(&what, &live.service, &track, deadline, progress).await?;
         Ok(Outcome::new(format!(
             "live colour {} restarted ({}, {}/{} tasks)",
             live.name,
             live.definition.name(),
             after.running_count,
             after.desired_count
-        )))
-    }
-
-    /// Scales both colours, live first, so a later switch or rollback moves
-    /// traffic to as many tasks as serve it now.
-    async fn scale_blue_green(
-        &self,
-        bg: &BlueGreen,
-        replicas: u32,
-        progress: &Progress,
-    ) -> Result<Outcome, ActionError> {
-        let pair = self.pair(bg).await?;
-        let live = pair.live().ok_or_else(|| self.split(&pair, "scale"))?;
-        let desired = replicas as i32;
-        for colour in [live, pair.other(live)] {
-            let arn = colour.definition.arn();
-            let track = self
-                .update(&colour.service, Change { arn: &arn, desired: Some(desired), force: false }, progress)
-                .await?;
-            progress.report(format!("{} ({}): desired count {replicas}", colour.name, colour.service)).await;
-            self.completed(&format!("scale of {} to {replicas}", colour.name), &colour.service, &track, progress)
-                .await?;
-        }
-        let now = self.pair(bg).await?;
-        Ok(Outcome::new(format!(
-            "{} runs {replicas} tasks in each colour ({} live); {}",
-            self.t.name,
-            live.name,
-            now.describe(self.t.container)
         )))
     }
 }

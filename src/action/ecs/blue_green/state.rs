@@ -7,6 +7,7 @@ use super::super::Ctx;
 use crate::action::ActionError;
 use crate::config::BlueGreen;
 use aws_sdk_ecs::types::Service;
+use aws_sdk_elasticloadbalancingv2::types::TargetGroupStickinessConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,6 +55,8 @@ impl ColourNow {
 /// Both colours and the listener.
 pub(in crate::action::ecs) struct Pair {
     pub(in crate::action::ecs) colours: [ColourNow; 2],
+    /// The listener's target-group stickiness, kept when traffic moves.
+    pub(in crate::action::ecs) stickiness: Option<TargetGroupStickinessConfig>,
 }
 
 impl Pair {
@@ -151,9 +154,33 @@ impl BlueGreenFacts {
     }
 }
 
+/// Refuses a pair whose colours cannot be told apart: behind one target
+/// group, or two target groups tagged with the same colour. Taking either
+/// for a pair would deploy into the live colour, or show it at 100% twice.
+fn distinct(colours: &[ColourNow], bg: &BlueGreen) -> Result<(), ActionError> {
+    let [a, b] = colours else { return Ok(()) };
+    if a.target_group == b.target_group {
+        return Err(ActionError::Failed(format!(
+            "{} and {} are behind the same target group ({}): opsbot cannot tell the colours apart; give each colour its own target group",
+            bg.blue_service, bg.green_service, a.target_group
+        )));
+    }
+    if a.name == b.name {
+        return Err(ActionError::Failed(format!(
+            "the target groups of {} and {} are both tagged Color={}: opsbot cannot tell the colours apart; tag one with the other colour",
+            bg.blue_service, bg.green_service, a.name
+        )));
+    }
+    Ok(())
+}
+
 impl Ctx<'_> {
-    /// (target group ARN, weight) the listener's default action forwards to.
-    async fn listener_weights(&self, bg: &BlueGreen) -> Result<Vec<(String, i32)>, ActionError> {
+    /// (target group ARN, weight) the listener's default action forwards to,
+    /// and its stickiness across target groups.
+    async fn listener_weights(
+        &self,
+        bg: &BlueGreen,
+    ) -> Result<(Vec<(String, i32)>, Option<TargetGroupStickinessConfig>), ActionError> {
         let listener = self
             .ask(
                 "elasticloadbalancing:DescribeListeners",
@@ -168,6 +195,7 @@ impl Ctx<'_> {
             .and_then(|l| l.default_actions)
             .and_then(|a| a.into_iter().next())
             .ok_or_else(|| ActionError::Failed("the listener has no default action".into()))?;
+        let stickiness = action.forward_config.as_ref().and_then(|f| f.target_group_stickiness_config.clone());
         let mut weights: Vec<(String, i32)> = action
             .forward_config
             .and_then(|f| f.target_groups)
@@ -180,13 +208,13 @@ impl Ctx<'_> {
                 weights.push((arn, 1));
             }
         }
-        Ok(weights)
+        Ok((weights, stickiness))
     }
 
     /// Reads both colours (service, task definition, `Color` tag) and the
     /// listener's weights.
     pub(in crate::action::ecs) async fn pair(&self, bg: &BlueGreen) -> Result<Pair, ActionError> {
-        let weights = self.listener_weights(bg).await?;
+        let (weights, stickiness) = self.listener_weights(bg).await?;
         let total: i32 = weights.iter().map(|(_, w)| *w).sum();
         let mut colours = Vec::new();
         for (service, url) in [(&bg.blue_service, &bg.blue_url), (&bg.green_service, &bg.green_url)] {
@@ -219,11 +247,12 @@ impl Ctx<'_> {
                 weight,
             });
         }
+        distinct(&colours, bg)?;
         if colours.iter().map(|c| c.weight).sum::<i32>() == 0 {
             return Err(ActionError::Failed("the listener forwards to neither colour's target group".into()));
         }
         let green = colours.pop().expect("two colours");
         let blue = colours.pop().expect("two colours");
-        Ok(Pair { colours: [blue, green] })
+        Ok(Pair { colours: [blue, green], stickiness })
     }
 }

@@ -10,9 +10,7 @@ use super::super::Ctx;
 use super::state::{ColourFacts, ColourNow, Pair};
 use crate::action::{ActionError, Outcome, Progress};
 use crate::config::BlueGreen;
-use aws_sdk_elasticloadbalancingv2::types::{
-    Action as ElbAction, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple,
-};
+use tokio::time::Instant;
 
 /// One switch: to which colour, with what, why.
 pub(super) struct Switch<'a> {
@@ -35,49 +33,6 @@ impl Ctx<'_> {
         image.strip_prefix(self.t.image).and_then(|rest| rest.strip_prefix(':'))
     }
 
-    /// Points the listener: `percent` to `to`, the rest to `from`.
-    async fn shift(
-        &self,
-        bg: &BlueGreen,
-        from: &ColourNow,
-        to: &ColourNow,
-        percent: u8,
-        progress: &Progress,
-    ) -> Result<(), ActionError> {
-        let action = if percent >= 100 {
-            ElbAction::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&to.target_group).build()
-        } else {
-            let tuple = |arn: &str, weight: u8| {
-                TargetGroupTuple::builder().target_group_arn(arn).weight(i32::from(weight)).build()
-            };
-            let forward = ForwardActionConfig::builder()
-                .target_groups(tuple(&to.target_group, percent))
-                .target_groups(tuple(&from.target_group, 100 - percent))
-                .build();
-            ElbAction::builder().r#type(ActionTypeEnum::Forward).forward_config(forward).build()
-        };
-        let sent = self
-            .call(
-                "elasticloadbalancing:ModifyListener",
-                self.elb.modify_listener().listener_arn(&bg.listener_arn).default_actions(action).send(),
-            )
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            // The answer was lost: the listener itself says whether it moved.
-            Err(e) if e.failure.may_have_landed() => match self.pair(bg).await {
-                Ok(now) if now.by_name(&to.name).is_some_and(|c| c.weight == i32::from(percent.min(100))) => {
-                    progress
-                        .report(format!("{}; re-read: the listener forwards {}", e.explain(self), now.weights()))
-                        .await;
-                    Ok(())
-                }
-                _ => Err(e.into_action(self)),
-            },
-            Err(e) => Err(e.into_action(self)),
-        }
-    }
-
     /// A step failed: say which, where the listener stands now, what each
     /// colour runs, and what to do next.
     async fn step_failed(&self, bg: &BlueGreen, s: &Switch<'_>, step: &str, error: ActionError) -> ActionError {
@@ -90,7 +45,16 @@ impl Ctx<'_> {
             ),
             _ => format!("next: `/rollback {}` returns to the colour last verified live", self.t.name),
         };
+        let unsettled = matches!(error, ActionError::Unknown(_));
         match self.pair(bg).await {
+            // A listener change that may still take effect leaves it unknown.
+            Ok(now) if unsettled => ActionError::Unknown(format!(
+                "switching traffic from {} to {} stopped at {step}: {error}; the listener now forwards {}; {}; {next}",
+                s.from.name,
+                s.to.name,
+                now.weights(),
+                now.describe(self.t.container)
+            )),
             Ok(now) => ActionError::Failed(format!(
                 "switching traffic from {} to {} failed at {step}: {error}; the listener now forwards {}; {}; {next}",
                 s.from.name,
@@ -106,12 +70,18 @@ impl Ctx<'_> {
     }
 
     /// Brings `to` to `arn` and `from`'s task count, waits until healthy.
-    async fn prepare(&self, s: &Switch<'_>, desired: i32, progress: &Progress) -> Result<(), ActionError> {
+    async fn prepare(
+        &self,
+        s: &Switch<'_>,
+        desired: i32,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<(), ActionError> {
         let service = &s.to.service;
-        let change = Change { arn: s.arn, desired: Some(desired), force: false };
+        let change = Change { arn: s.arn, desired: Some(desired), force: false, deadline };
         let track = self.update(service, change, progress).await?;
         let what = format!("preparing {} ({service})", s.to.name);
-        let live = self.completed(&what, service, &track, progress).await?;
+        let live = self.completed(&what, service, &track, deadline, progress).await?;
         progress
             .report(format!(
                 "{}: {}/{} tasks of {} running (as many as {} has)",
@@ -138,28 +108,41 @@ impl Ctx<'_> {
             Some(live) => format!("traffic stays on {}", live.name),
             None => format!("traffic stays as it is ({})", pair.weights()),
         };
-        self.prepare(&s, desired, progress).await.map_err(|e| ActionError::Failed(format!("{e}; {stays}")))?;
-        self.smoke(Some(&s.to.url), progress).await.map_err(|e| ActionError::Failed(format!("{e}; {stays}")))?;
+        let rules = self.rules_to_colours(bg, pair).await?;
+        if !rules.is_empty() {
+            return Err(ActionError::Failed(format!(
+                "listener rules forward to a colour: {}; opsbot moves only the listener's default action, so the traffic they match would stay where it is; move or remove those rules first; {stays}",
+                rules.join("; ")
+            )));
+        }
+        let deadline = Instant::now() + self.t.rollout_timeout;
+        let held = |e: ActionError| ActionError::Failed(format!("{e}; {stays}"));
+        self.prepare(&s, desired, deadline, progress).await.map_err(held)?;
+        self.smoke(Some(&s.to.url), progress).await.map_err(held)?;
+        self.healthy_targets(s.to, desired, deadline, progress).await.map_err(held)?;
         let count = s.steps.len();
         for (i, percent) in s.steps.iter().copied().enumerate() {
             let step = format!("step {} of {count} ({percent}% to {})", i + 1, s.to.name);
-            if let Err(e) = self.shift(bg, s.from, s.to, percent, progress).await {
+            if let Err(e) = self.shift(bg, pair, s.from, s.to, percent, progress).await {
                 return Err(self.step_failed(bg, &s, &step, e).await);
             }
             progress.report(format!("{percent}% of traffic on {}", s.to.name)).await;
             if let Err(failure) = self.smoke(Some(&s.to.url), progress).await {
-                if let Err(e) = self.shift(bg, s.to, s.from, 100, progress).await {
-                    let step = format!(
-                        "moving all traffic back to {} after the smoke test failed at {percent}% ({failure})",
-                        s.from.name
-                    );
-                    return Err(self.step_failed(bg, &s, &step, e).await);
-                }
-                progress.report(format!("smoke test failed at {percent}%; all traffic back on {}", s.from.name)).await;
-                return Err(ActionError::Failed(format!("{failure}; switched back: {} is live", s.from.name)));
+                return Err(self.switch_back(bg, pair, &s, percent, failure, progress).await);
             }
         }
-        let now = self.pair(bg).await?;
+        self.read_back(bg, &s).await
+    }
+
+    /// All steps were sent: the outcome is the pair read back. When it
+    /// cannot be read, traffic may well be on the new colour: unknown.
+    async fn read_back(&self, bg: &BlueGreen, s: &Switch<'_>) -> Result<Outcome, ActionError> {
+        let now = self.pair(bg).await.map_err(|e| {
+            ActionError::Unknown(format!(
+                "every traffic step to {} was sent and acknowledged, but the listener could not be read back ({e}); check where it forwards before acting again",
+                s.to.name
+            ))
+        })?;
         match now.live() {
             Some(live) if live.name == s.to.name && live.definition.arn() == s.arn => Ok(Outcome {
                 summary: s.done.clone(),
@@ -171,6 +154,40 @@ impl Ctx<'_> {
                 now.weights(),
                 now.describe(self.t.container)
             ))),
+        }
+    }
+
+    /// The smoke test failed at `percent`: all traffic back to `from`, and
+    /// where the listener stands, read back (unknown if it cannot be read).
+    async fn switch_back(
+        &self,
+        bg: &BlueGreen,
+        pair: &Pair,
+        s: &Switch<'_>,
+        percent: u8,
+        failure: ActionError,
+        progress: &Progress,
+    ) -> ActionError {
+        if let Err(e) = self.shift(bg, pair, s.to, s.from, 100, progress).await {
+            let step = format!(
+                "moving all traffic back to {} after the smoke test failed at {percent}% ({failure})",
+                s.from.name
+            );
+            return self.step_failed(bg, s, &step, e).await;
+        }
+        match self.pair(bg).await {
+            Ok(now) => {
+                progress.report(format!("smoke test failed at {percent}%; the listener forwards {}", now.weights())).await;
+                ActionError::Failed(format!(
+                    "{failure}; switched back: the listener forwards {}; {}",
+                    now.weights(),
+                    now.describe(self.t.container)
+                ))
+            }
+            Err(e) => ActionError::Unknown(format!(
+                "{failure}; all traffic was sent back to {} (acknowledged), but the listener could not be read back ({e}); check where it forwards",
+                s.from.name
+            )),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The core in-process with a manual clock, a throw-away store and a sink that
 //! records replies. Includes the property test over random users, groups,
-//! votes and timings.
+//! votes and timings; `timeout`: an action the engine cuts off.
+
+mod timeout;
 
 use crate::support::commands_dir;
 use chrono::{DateTime, Utc};
