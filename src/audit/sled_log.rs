@@ -265,6 +265,12 @@ impl Trail {
 
     /// Reads matching records, oldest first (see [`AuditLog::read`]).
     pub fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        self.read_upto(query, u64::MAX)
+    }
+
+    /// [`Trail::read`] of records up to `upto` only (a running bot's reads
+    /// stop at what the writer acknowledged: never a commit in flight).
+    pub fn read_upto(&self, query: &AuditQuery, upto: u64) -> Result<Vec<AuditRecord>, AuditError> {
         let lower = query.after_seq.map(|n| n + 1).unwrap_or(1);
         let look_back = query.look_back.unwrap_or(usize::MAX);
         let mut examined = 0usize;
@@ -285,7 +291,7 @@ impl Trail {
                     let wanted: Vec<u64> = index_entries(&listed)
                         .filter(|e| e.service == service.as_bytes() && (e.outcome || !outcomes_only))
                         .map(|e| e.offset)
-                        .filter(|offset| first + offset >= lower)
+                        .filter(|offset| first + offset >= lower && first + offset <= upto)
                         .collect();
                     if !wanted.is_empty() {
                         let Some(value) = self.tree.get(block_key(first)).map_err(store_error)? else { continue };
@@ -320,6 +326,9 @@ impl Trail {
                     let first = key_seq(&key);
                     for (i, bytes) in records_of(&value).into_iter().enumerate().rev() {
                         let seq = first + i as u64;
+                        if seq > upto {
+                            continue;
+                        }
                         if out.len() >= limit || examined >= look_back || seq < lower {
                             break 'blocks;
                         }
@@ -332,7 +341,7 @@ impl Trail {
                 }
                 out.reverse();
             }
-            (None, _) => self.each(query, &mut |record| {
+            (None, _) => self.each_upto(query, upto, &mut |record| {
                 out.push(record);
                 true
             })?,
@@ -505,16 +514,12 @@ impl SledAuditLog {
         let writer_tree = tree.clone();
         let notify = committed.clone();
         let recent = Arc::new(RecentOutcomes::default());
-        let writer_recent = recent.clone();
         let acked = Arc::new(Mutex::new(head.clone()));
-        let writer_acked = acked.clone();
         let failed = Arc::new(Mutex::new(None));
-        let writer_failed = failed.clone();
+        let told = Told { notify, recent: recent.clone(), acked: acked.clone(), failed: failed.clone() };
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || {
-                run_writer(durable, writer_tree, head, rx, notify, hook, writer_recent, writer_acked, writer_failed)
-            })
+            .spawn(move || run_writer(durable, writer_tree, head, rx, hook, told))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
         Ok(SledAuditLog {
             trail: Trail::new(tree),
@@ -598,17 +603,19 @@ impl Durable {
     }
 }
 
-fn run_writer(
-    db: Durable,
-    tree: sled::Tree,
-    mut head: Head,
-    rx: mpsc::Receiver<Job>,
+/// What the writer tells the rest of the process after each commit.
+struct Told {
+    /// Followers (`audit tail --follow`).
     notify: broadcast::Sender<AuditRecord>,
-    hook: CommitHook,
     recent: Arc<RecentOutcomes>,
+    /// The last acknowledged head.
     acked: Arc<Mutex<Head>>,
+    /// Why the store stopped, once a commit failed.
     failed: Arc<Mutex<Option<String>>>,
-) {
+}
+
+fn run_writer(db: Durable, tree: sled::Tree, mut head: Head, rx: mpsc::Receiver<Job>, hook: CommitHook, told: Told) {
+    let Told { notify, recent, acked, failed } = told;
     let mut last_ts = Utc::now();
     // A job that did not fit in the last commit: it starts the next one.
     let mut carried: Option<Job> = None;
@@ -718,7 +725,6 @@ fn run_writer(
                 // an order no crash leaves. What reaches the disk is a prefix
                 // of this commit, which the next start classifies like a
                 // crash. Readiness goes false (`failed`).
-                let _ = start_head;
                 recent.forget();
                 tracing::error!(error = %e, "audit commit failed; the audit store takes no more records until opsbot restarts");
                 *failed.lock().expect("failed lock") = Some(e.to_string());
@@ -757,7 +763,9 @@ impl AuditLog for SledAuditLog {
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        self.trail.read(query)
+        // Up to what the writer acknowledged: never a commit in flight (so
+        // /status and /audit never show what a crash could still take back).
+        self.trail.read_upto(query, self.acked().seq)
     }
 
     fn each(&self, query: &AuditQuery, visit: &mut dyn FnMut(AuditRecord) -> bool) -> Result<(), AuditError> {

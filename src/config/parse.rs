@@ -287,6 +287,10 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         let channel_idle =
             duration("slack.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
         let socket_ping = duration("slack.socket_ping", raw.socket_ping.as_deref(), Duration::from_secs(10), problems);
+        // Positive but absurd: a lane ended and rebuilt for every message, a
+        // socket that reconnects every few milliseconds.
+        at_least(path, "slack.channel_idle", channel_idle, Duration::from_millis(100), problems);
+        at_least(path, "slack.socket_ping", socket_ping, Duration::from_millis(100), problems);
         let shutdown_grace =
             duration("slack.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
         SlackSettings {
@@ -714,18 +718,30 @@ fn check_audit(
             )),
         }
     }
+    let checkpoint_every =
+        duration("audit.checkpoint_every", raw.checkpoint_every.as_deref(), defaults.checkpoint_every, problems);
+    // Each checkpoint is a record, a chat message and a file sync.
+    at_least(path, "audit.checkpoint_every", checkpoint_every, Duration::from_secs(1), problems);
     AuditSettings {
         key_file,
-        checkpoint_every: duration(
-            "audit.checkpoint_every",
-            raw.checkpoint_every.as_deref(),
-            defaults.checkpoint_every,
-            problems,
-        ),
+        checkpoint_every,
         checkpoint_file,
         checkpoint_channel: raw.checkpoint_channel,
         checkpoint_log: raw.checkpoint_log.unwrap_or(defaults.checkpoint_log),
         public_keys,
+    }
+}
+
+/// Refuses a duration shorter than `min` (one that would make the bot busy
+/// with itself).
+fn at_least(config: &Path, key: &str, value: Duration, min: Duration, problems: &mut Vec<Problem>) {
+    if !value.is_zero() && value < min {
+        problems.push(Problem::new(
+            config,
+            key,
+            format!("{} is too short", crate::clock::format_duration(value)),
+            format!("use at least {}, or leave the key out for the default", crate::clock::format_duration(min)),
+        ));
     }
 }
 

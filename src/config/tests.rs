@@ -92,6 +92,19 @@ fn the_default_durability_is_fdatasync_and_flush_is_an_explicit_choice() {
 }
 
 #[test]
+fn absurdly_short_intervals_are_refused() {
+    let rule = "[[rules]]\ncommands = [\"deploy\"]\nenvironments = [\"*\"]\nrequesters = [\"sre\"]\n";
+    for (section, key) in [("slack", "socket_ping"), ("slack", "channel_idle"), ("audit", "checkpoint_every")] {
+        let text = format!("{BASE}{rule}[{section}]\n{key} = \"1ms\"\n");
+        let problems = problems(&text);
+        assert!(
+            problems.iter().any(|p| p.key == format!("{section}.{key}") && p.message.contains("1ms is too short")),
+            "{key}: {problems:?}"
+        );
+    }
+}
+
+#[test]
 fn zero_durations_inside_a_backend_are_refused_too() {
     for field in ["poll = \"0s\"", "rollout_timeout = \"0ms\""] {
         let text = format!(

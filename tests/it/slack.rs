@@ -952,3 +952,82 @@ fn a_long_answer_reaches_the_channel_whole_in_parts() {
     }
     assert_eq!(lines(&calls).len(), 100);
 }
+
+/// A 429 storm in one channel, with its queue full of plain replies, holds
+/// up nothing elsewhere: votes and cards in another channel go through at
+/// once (a must-deliver message never waits for room, and never while a
+/// vote is being counted).
+#[test]
+fn a_storm_in_one_channel_never_stalls_votes_in_another() {
+    let text = config("http").replace("channel_burst = 5", "channel_burst = 5\nshutdown_grace = \"1s\"")
+        + r#"
+[services.jobs]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1, step = "30ms" }
+"#;
+    let served = Served::with_config(&text);
+    served.slack.storm(Fault {
+        method: "chat.postMessage".into(),
+        channel: Some("CFLOOD".into()),
+        status: 429,
+        retry_after: Some(30),
+    });
+    for i in 0..200 {
+        let mention = json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> help", "channel": "CFLOOD", "ts": format!("{i}.1")});
+        assert_eq!(served.event(&format!("EvFill{i}"), mention).0, 200);
+    }
+    let timed = |what: &str, f: &dyn Fn() -> Value| {
+        let started = std::time::Instant::now();
+        let answer = f();
+        assert!(started.elapsed() < Duration::from_secs(3), "{what} took {:?}: {answer}", started.elapsed());
+        answer
+    };
+    let flood =
+        timed("a request in the stormy channel", &|| served.command("UALICE", "CFLOOD", "/deploy", "jobs v2", "s1"));
+    assert!(flood["text"].as_str().unwrap().contains("waiting for 1 approval"), "{flood}");
+    let quiet =
+        timed("a request elsewhere", &|| served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "s2"));
+    assert!(quiet["text"].as_str().unwrap().contains("waiting for 1 approval"), "{quiet}");
+    served.slack.wait_for("the quiet channel's card", LONG, |c| has(c, "chat.postMessage", "opsbot_approve"));
+    timed("a vote in the stormy channel", &|| served.command("UBOB", "CFLOOD", "/approve", "r-1", "s3"));
+    timed("a vote elsewhere", &|| served.command("UBOB", "COPS", "/approve", "r-2", "s4"));
+    // The quiet channel's card closes and its action runs and is reported.
+    served.slack.wait_for("the quiet channel's outcome", LONG, |c| {
+        has(c, "chat.update", "Approved") && has(c, "chat.postMessage", ":white_check_mark: r-2")
+    });
+    assert!(served.slack.calls().iter().all(|c| c.body["channel"] != "CFLOOD" || c.status != 200));
+}
+
+/// Card updates held up by rate limits never land out of order: whatever
+/// was queued, the card ends showing the decision, without buttons.
+#[test]
+fn a_card_ends_showing_its_decision_whatever_the_rate_limits() {
+    let text = config("http").replace("approvals = 1", "approvals = 2");
+    let served = Served::with_config(&text);
+    let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "o1");
+    assert!(ack["text"].as_str().unwrap().contains("waiting for 2 approval"), "{ack}");
+    served.slack.wait_for("the card", LONG, |c| has(c, "chat.postMessage", "opsbot_approve"));
+    let card_ts =
+        served.slack.ok_calls("chat.postMessage").iter().find(|c| text_of(c).contains("opsbot_approve")).unwrap()["ts"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| "1700000000.000001".into());
+    served.slack.storm(Fault {
+        method: "chat.update".into(),
+        channel: Some("COPS".into()),
+        status: 429,
+        retry_after: Some(1),
+    });
+    assert_eq!(served.click("UBOB", "opsbot_approve", "r-1", &card_ts), 200);
+    assert_eq!(served.click("UDAVE", "opsbot_approve", "r-1", &card_ts), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    served.slack.calm();
+    served.slack.wait_for("the outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    served.slack.wait_for("the card's update", LONG, |c| has(c, "chat.update", "Approved"));
+    std::thread::sleep(Duration::from_millis(300));
+    let updates = served.slack.ok_calls("chat.update");
+    let last = updates.last().expect("the card was updated");
+    assert!(text_of(last).contains("Approved") && !text_of(last).contains("opsbot_approve"), "{updates:#?}");
+    let first_closed = updates.iter().position(|u| text_of(u).contains("Approved")).unwrap();
+    assert!(updates[first_closed..].iter().all(|u| !text_of(u).contains("opsbot_approve")), "{updates:#?}");
+}

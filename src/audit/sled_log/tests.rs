@@ -484,3 +484,19 @@ async fn the_memory_and_sled_logs_keep_one_contract() {
         assert_eq!(log.head().unwrap().seq, 121, "{name}: nothing more acknowledged");
     }
 }
+
+/// One commit never holds more than MAX_COMMIT records: that bound is what
+/// lets opening a store tell a commit cut short from records removed.
+#[tokio::test]
+async fn an_append_larger_than_one_commit_is_refused_whole() {
+    let db = temporary();
+    let log = SledAuditLog::open(&db).unwrap();
+    let audit: &dyn AuditLog = &log;
+    let too_many = (0..=MAX_COMMIT).map(|i| AuditEntry { detail: format!("{i}"), ..entry(1) }).collect();
+    let refused = audit.append_all(too_many).await.unwrap_err();
+    assert!(refused.to_string().contains("at most 4096 go in one commit"), "{refused}");
+    assert_eq!(log.acked().seq, 0, "nothing of it was written");
+    let fits = (0..MAX_COMMIT).map(|i| AuditEntry { detail: format!("{i}"), ..entry(1) }).collect();
+    assert_eq!(audit.append_all(fits).await.unwrap().len(), MAX_COMMIT);
+    assert_eq!(log.verify().unwrap().records, MAX_COMMIT as u64);
+}

@@ -89,14 +89,14 @@ enum Pushed {
     /// The lane was full and the job was a plain message.
     Dropped,
     /// The lane has ended; try a new one.
-    Closed(Job),
+    Closed(Box<Job>),
 }
 
 impl LaneQueue {
     fn push(&self, job: Job, must: bool, inner: &Inner) -> Pushed {
         let mut state = self.state.lock().expect("lane lock");
         if state.closed {
-            return Pushed::Closed(job);
+            return Pushed::Closed(Box::new(job));
         }
         if state.jobs.len() >= LANE_CAPACITY {
             if !must {
@@ -298,7 +298,7 @@ impl SlackSink {
                     self.inner.dropped(id);
                     return Ok(());
                 }
-                Pushed::Closed(back) => job = back,
+                Pushed::Closed(back) => job = *back,
             }
         }
         self.inner.done(id);

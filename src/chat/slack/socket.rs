@@ -24,7 +24,9 @@
 //! - `connected` is true only between Slack's `hello` and the end of that
 //!   session; readiness reads it;
 //! - the backoff grows on every failed attempt and on sessions that end
-//!   within a minute, and resets only after a session that lasted.
+//!   within a minute, and resets only after a session that lasted; Slack's
+//!   routine `disconnect` is answered with a new socket at once;
+//! - a socket that never says `hello` within 15 s is replaced.
 
 use super::api::SlackApi;
 use super::inbound::{EventsBody, SlashCommand};
@@ -59,8 +61,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STEADY: Duration = Duration::from_secs(60);
 /// Envelopes handled at once; past this, reading waits.
 const IN_FLIGHT: usize = 64;
-/// Longest `apps.connections.open`, and the WebSocket handshake, may take.
+/// Longest `apps.connections.open`, the WebSocket handshake, and the wait
+/// for Slack's `hello` after it, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A session that Slack ended after at least this long is routine, and is
+/// replaced without backoff.
+const ROUTINE: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` is cancelled. `connected` is true while a socket is
 /// open, alive, and Slack said hello.
@@ -83,9 +89,13 @@ pub async fn run(
         })
         .await;
         let started = Instant::now();
+        let mut routine = false;
         match url {
             Ok(Ok(open)) => match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &tasks, &stop).await {
-                Ok(()) => tracing::info!("Socket Mode session ended"),
+                Ok(()) => {
+                    tracing::info!("Socket Mode session ended");
+                    routine = started.elapsed() >= ROUTINE;
+                }
                 Err(e) => tracing::warn!(error = %e, "Socket Mode connection ended"),
             },
             Ok(Err(e)) => tracing::warn!(error = %e, "apps.connections.open failed"),
@@ -94,6 +104,12 @@ pub async fn run(
         connected.store(false, Ordering::SeqCst);
         if started.elapsed() >= STEADY {
             backoff = FIRST_BACKOFF;
+        }
+        // Slack's routine `disconnect` (it refreshes sockets every few
+        // hours) is answered at once, so readiness is false only for the
+        // moment a new socket takes to open; failures back off.
+        if routine {
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -121,10 +137,15 @@ async fn session_loop(
     let mut pings = tokio::time::interval(ping);
     pings.tick().await;
     let mut last_heard = Instant::now();
+    let opened = Instant::now();
     let result = loop {
         let silent_for = last_heard.elapsed();
         if silent_for >= ping * 3 {
             break Err(format!("no frame from Slack for {}ms; the connection is dead", silent_for.as_millis()));
+        }
+        // A socket that answers pings but never says hello delivers nothing.
+        if !connected.load(Ordering::SeqCst) && opened.elapsed() >= CONNECT_TIMEOUT {
+            break Err(format!("Slack sent no hello within {}s", CONNECT_TIMEOUT.as_secs()));
         }
         let message = tokio::select! {
             m = socket.next() => m,
