@@ -279,6 +279,31 @@ fn a_deleted_or_moved_back_head_is_reported_loses_nothing_and_is_repaired() {
     }
 }
 
+/// Records removed from the end leave sled leaves small enough to merge:
+/// reading such a store must not make sled finish (and write) that merge.
+/// verify, export, tail and a refused start leave every file as it was.
+#[test]
+fn reading_a_store_with_records_cut_from_its_end_writes_nothing() {
+    let bot = Bot::new();
+    let commands: Vec<String> = (0..200).map(|_| "/status api-staging".to_string()).collect();
+    bot.console(&commands.iter().map(String::as_str).collect::<Vec<_>>());
+    with_tree(&bot, |tree| {
+        let keys: Vec<_> = tree.scan_prefix(b"b").keys().map(|k| k.unwrap()).collect();
+        assert!(keys.len() > 100, "one block per console commit: {}", keys.len());
+        for key in keys.iter().rev().take(12) {
+            tree.remove(key).unwrap();
+        }
+    });
+    let files = crate::support::fingerprint(&bot.data());
+    let verify = bot.verify();
+    assert!(!verify.status.success() && stdout(&verify).contains("removed from the end"), "{}", stdout(&verify));
+    bot.export(&[]);
+    bot.command(&["audit", "tail", "-n", "5"]).output().unwrap();
+    let refused = bot.command(&["console"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(refused.status.code(), Some(65));
+    assert_eq!(crate::support::fingerprint(&bot.data()), files, "reading the store changed it");
+}
+
 /// What an outsider with write access to the data directory can do: rewrite
 /// the whole trail consistently (every hash recomputed, seals and head marks
 /// written in the store's own layout), with `change` applied to the records.

@@ -1584,7 +1584,9 @@ impl Tree {
             if let Some(node_view) = &node_view_opt {
                 let size = node_view.0.log_size();
                 let view = View { node_view: *node_view, pid, size };
-                if view.merging_child.is_some() {
+                // opsbot: a read-only open never helps finish a merge (that
+                // writes); the child's data is still there to read.
+                if view.merging_child.is_some() && !self.context.read_only {
                     self.merge_node(&view, view.merging_child.unwrap().get(), guard)?;
                 } else {
                     return Ok(Some(view));
@@ -1655,8 +1657,15 @@ impl Tree {
                 retry!();
             };
 
+            // opsbot: a read-only open changes no structure: it neither
+            // helps finish merges or splits nor starts them. A capped or
+            // half-merged child still holds its data, and a half-split node
+            // is read by following its `next` link.
+            let read_only = self.context.read_only;
+
             // When we encounter a merge intention, we collaboratively help out
-            if view.merging_child.is_some() {
+            if read_only {
+            } else if view.merging_child.is_some() {
                 self.merge_node(&view, view.merging_child.unwrap().get(), guard)?;
                 retry!();
             } else if view.merging {
@@ -1674,7 +1683,7 @@ impl Tree {
                 retry!();
             }
 
-            if view.should_split() {
+            if view.should_split() && !read_only {
                 self.split_node(&view, &parent_view, root_pid, guard)?;
                 retry!();
             }
@@ -1685,7 +1694,8 @@ impl Tree {
                     "if our hi bound is not Inf (inity), \
                      we should have a right sibling",
                 ).get();
-                if unsplit_parent.is_none() && parent_view.is_some() {
+                if read_only {
+                } else if unsplit_parent.is_none() && parent_view.is_some() {
                     unsplit_parent = parent_view.clone();
                 } else if parent_view.is_none() && view.lo.is_empty() {
                     assert!(unsplit_parent.is_none());
@@ -1736,7 +1746,7 @@ impl Tree {
             // would be merged into a different index, which
             // would add considerable complexity to this already
             // fairly complex implementation.
-            if view.should_merge() && !took_leftmost_branch {
+            if view.should_merge() && !took_leftmost_branch && !read_only {
                 if let Some(ref mut parent) = parent_view {
                     assert!(parent.merging_child.is_none());
                     if parent.can_merge_child() {

@@ -157,6 +157,13 @@ impl Log {
         blob_rewrite: Option<Lsn>,
         _: &Guard,
     ) -> Result<Reservation<'_>> {
+        // opsbot: nothing is ever written through a read-only open; a write
+        // that gets here is refused rather than reaching the disk.
+        if self.config.read_only {
+            return Err(Error::Unsupported(
+                "this database was opened read-only".into(),
+            ));
+        }
         let _measure = Measure::new(&M.reserve_lat);
 
         let serialized_len = item.serialized_size();
@@ -456,6 +463,10 @@ impl Drop for Log {
     fn drop(&mut self) {
         // don't do any more IO if we're crashing
         if self.config.global_error().is_err() {
+            return;
+        }
+        // opsbot: a read-only open writes nothing, not even at close.
+        if self.config.read_only {
             return;
         }
 
