@@ -544,6 +544,10 @@ pub async fn repair(data_dir: &Path) -> Result<bool> {
         }
         other => other?,
     };
+    if let Some(leftover) = &repaired.leftover {
+        println!("nothing to repair: {leftover}; starting opsbot does that, and records it");
+        return Ok(true);
+    }
     let Some(problem) = repaired.problem else {
         println!("audit trail sound: {} record(s), nothing to repair", repaired.records);
         return Ok(true);

@@ -30,6 +30,10 @@ pub(super) const BLOCK_PREFIX: u8 = b'b';
 pub(super) const HEAD_KEY: &[u8] = b"h";
 /// The committed head: written in each commit just after its sealed block.
 pub(super) const COMMITTED_KEY: &[u8] = b"c";
+/// Written after a commit that failed (a write or the flush returned an
+/// error): the head before it. Whatever that commit wrote is dropped at the
+/// next open, like a crash leftover: its callers were told it failed.
+pub(super) const FAILED_KEY: &[u8] = b"f";
 /// The layout's version, written when a trail is created.
 pub(super) const FORMAT_KEY: &[u8] = b"v";
 /// Sealed commits, `h` and `c` (this module's layout).

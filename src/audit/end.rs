@@ -19,7 +19,7 @@
 //! the store is not opened for writing until `opsbot audit repair` (which
 //! keeps every record) has been run.
 
-use super::blocks::{parse_block, BLOCK_PREFIX, COMMITTED_KEY, FORMAT_KEY, HEAD_KEY, MAX_COMMIT};
+use super::blocks::{parse_block, BLOCK_PREFIX, COMMITTED_KEY, FAILED_KEY, FORMAT_KEY, HEAD_KEY, MAX_COMMIT};
 use super::chain::{Head, Verifier};
 use super::AuditError;
 
@@ -45,11 +45,26 @@ pub struct Leftover {
     pub reset_head: bool,
     /// `c` stood one commit behind (state 3) and comes up to the seal.
     pub reset_committed: bool,
+    /// The records past `head` belong to a commit that failed (the `f`
+    /// mark): its callers were told so, and it is dropped.
+    pub failed: bool,
 }
 
 impl Leftover {
     /// One line for logs, `audit verify` and the trail's start record.
     pub fn describe(&self) -> String {
+        if self.failed {
+            return match self.unsealed {
+                Some((from, to)) => format!(
+                    "records {from}–{to} belong to a commit that failed (a write or flush error): they were never acknowledged, and the bot drops them when it opens the store (the trail ends at record {})",
+                    self.head.seq
+                ),
+                None => format!(
+                    "a commit failed (a write or flush error) before any of its records landed; the trail ends at record {}",
+                    self.head.seq
+                ),
+            };
+        }
         match (self.unsealed, self.reset_head, self.reset_committed) {
             (Some((from, to)), _, _) => format!(
                 "records {from}–{to} belong to a commit that a crash cut short: they were never acknowledged, and the bot drops them when it opens the store (the trail ends at record {})",
@@ -100,6 +115,11 @@ fn read_block(key: &[u8], value: &[u8]) -> Read {
 
 /// Classifies the end of the trail in `tree`.
 pub fn classify(tree: &sled::Tree) -> Result<End, AuditError> {
+    match read_head(tree, FAILED_KEY)? {
+        Some(Err(problem)) => return Ok(broken(problem)),
+        Some(Ok(failed)) => return after_failed_commit(tree, failed),
+        None => {}
+    }
     let h = match read_head(tree, HEAD_KEY)? {
         Some(Err(problem)) => return Ok(broken(problem)),
         Some(Ok(head)) => Some(head),
@@ -159,7 +179,7 @@ pub fn classify(tree: &sled::Tree) -> Result<End, AuditError> {
     let tail_end = verifier.head();
     let tail = (tail_end.seq > seal.seq).then_some((seal.seq + 1, tail_end.seq));
     let leftover = |reset_head, reset_committed| {
-        End::CrashLeftover(Leftover { head: seal.clone(), unsealed: tail, reset_head, reset_committed })
+        End::CrashLeftover(Leftover { head: seal.clone(), unsealed: tail, reset_head, reset_committed, failed: false })
     };
     let Some(h) = h else {
         // `h` is written before each sealed block, so only a crash in the
@@ -227,6 +247,62 @@ pub fn classify(tree: &sled::Tree) -> Result<End, AuditError> {
             c.map(|c| c.seq).unwrap_or(0),
             seal.seq
         )),
+    })
+}
+
+/// With the `f` mark: the trail ends at `failed` (the head before the commit
+/// that failed), which must be a sealed commit's end, and what follows it
+/// is at most one commit (so a forged mark can drop no more than deleting
+/// seals could).
+fn after_failed_commit(tree: &sled::Tree, failed: Head) -> Result<End, AuditError> {
+    let mut past = 0u64;
+    let mut end = failed.seq;
+    for item in tree.scan_prefix([BLOCK_PREFIX]).rev() {
+        let (key, value) = item.map_err(store)?;
+        let block = read_block(&key, &value);
+        if block.first > failed.seq {
+            // Only the failed commit's own last block may be sealed.
+            if block.seal.is_some() && past > 0 {
+                return Ok(broken(format!(
+                    "the failed-commit mark names record {} but more than one commit follows it",
+                    failed.seq
+                )));
+            }
+            past += block.records.len() as u64;
+            end = end.max(block.first + block.records.len() as u64 - 1);
+            if past > MAX_COMMIT as u64 {
+                return Ok(broken(format!(
+                    "the failed-commit mark names record {} but more than {MAX_COMMIT} records follow it, more than one commit holds",
+                    failed.seq
+                )));
+            }
+            continue;
+        }
+        let last = block.first + block.records.len() as u64 - 1;
+        return Ok(match check_sealed(&block) {
+            Ok(seal) if seal == failed && last == failed.seq => End::CrashLeftover(Leftover {
+                head: failed,
+                unsealed: (past > 0).then_some((seal.seq + 1, end)),
+                reset_head: true,
+                reset_committed: true,
+                failed: true,
+            }),
+            Ok(_) | Err(_) => broken(format!(
+                "the failed-commit mark names record {}, which does not end a sealed commit",
+                failed.seq
+            )),
+        });
+    }
+    Ok(if failed == Head::genesis() {
+        End::CrashLeftover(Leftover {
+            head: Head::genesis(),
+            unsealed: (past > 0).then_some((1, end)),
+            reset_head: true,
+            reset_committed: true,
+            failed: true,
+        })
+    } else {
+        broken(format!("the failed-commit mark names record {}, which the trail does not hold", failed.seq))
     })
 }
 

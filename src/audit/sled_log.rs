@@ -22,7 +22,7 @@
 
 use super::blocks::{
     block_key, index_entries, index_key, index_of, key_seq, parse_block, records_of, remove_past, sealed, BlockWriter,
-    BLOCK_PREFIX, COMMITTED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, INDEX_PREFIX, MAX_COMMIT,
+    BLOCK_PREFIX, COMMITTED_KEY, FAILED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, INDEX_PREFIX, MAX_COMMIT,
 };
 use super::chain::{self, Head, Verifier};
 use super::end::{self, End, Leftover};
@@ -500,6 +500,7 @@ impl SledAuditLog {
                 let mark = serde_json::to_vec(&leftover.head).expect("head serialises");
                 tree.insert(HEAD_KEY, mark.clone()).map_err(store_error)?;
                 tree.insert(COMMITTED_KEY, mark).map_err(store_error)?;
+                tree.remove(FAILED_KEY).map_err(store_error)?;
                 durable.flush().map_err(store_error)?;
                 tracing::warn!(blocks = dropped, "{}", leftover.describe());
                 (leftover.head.clone(), Some(leftover))
@@ -722,9 +723,17 @@ fn run_writer(db: Durable, tree: sled::Tree, mut head: Head, rx: mpsc::Receiver<
                 // Nothing in this batch is acknowledged, and the store takes
                 // no more: a write or flush that failed means the disk is
                 // failing, and undoing part of a commit in place could leave
-                // an order no crash leaves. What reaches the disk is a prefix
-                // of this commit, which the next start classifies like a
-                // crash. Readiness goes false (`failed`).
+                // an order no crash leaves. Instead the `f` mark, written
+                // after everything this commit wrote, names the head before
+                // it: if the mark reaches the disk, so did the commit, and
+                // the next open drops it (its callers were told it failed).
+                // If the mark cannot be written either, what reached the
+                // disk is a prefix of this commit, classified like a crash —
+                // or, if all of it landed, kept. Readiness goes false.
+                let mark = serde_json::to_vec(&start_head).expect("head serialises");
+                if let Err(also) = tree.insert(FAILED_KEY, mark).and_then(|_| db.flush()) {
+                    tracing::error!(error = %also, "the failed-commit mark was not written either");
+                }
                 recent.forget();
                 tracing::error!(error = %e, "audit commit failed; the audit store takes no more records until opsbot restarts");
                 *failed.lock().expect("failed lock") = Some(e.to_string());
@@ -801,6 +810,9 @@ pub struct Repaired {
     /// What `h` and `c` said before.
     pub was_head: Option<Head>,
     pub was_committed: Option<Head>,
+    /// A crash's (or a failed commit's) leftover, which opening the store
+    /// drops: repair leaves it to that, and changes nothing.
+    pub leftover: Option<String>,
 }
 
 /// `opsbot audit repair`: makes a trail whose end no crash explains (head
@@ -815,14 +827,25 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
         return Err(AuditError::Damaged("there is no audit trail in this store".into()));
     };
     let trail = Trail::new(tree.clone());
-    let problem = match trail.end()? {
-        End::Broken { problem } => Some(problem),
-        _ => None,
-    };
     let read_mark = |key: &[u8]| -> Result<Option<Head>, AuditError> {
         Ok(tree.get(key).map_err(store_error)?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     };
     let (was_head, was_committed) = (read_mark(HEAD_KEY)?, read_mark(COMMITTED_KEY)?);
+    let problem = match trail.end()? {
+        End::Broken { problem } => Some(problem),
+        // Never acknowledged: a repair must not seal it into the trail.
+        End::CrashLeftover(leftover) => {
+            return Ok(Repaired {
+                problem: None,
+                records: leftover.head.seq,
+                head: leftover.head.clone(),
+                was_head,
+                was_committed,
+                leftover: Some(leftover.describe()),
+            })
+        }
+        End::Clean { .. } => None,
+    };
     // Verify every record; note the blocks whose seal is missing or wrong.
     let mut verifier = Verifier::default();
     let mut reseal: Vec<(Vec<u8>, Vec<u8>, Head)> = Vec::new();
@@ -863,7 +886,7 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
     if clean || !write {
         let problem =
             if clean { None } else { problem.or_else(|| Some("seals or marks did not match the records".into())) };
-        return Ok(Repaired { problem, records: head.seq, head, was_head, was_committed });
+        return Ok(Repaired { problem, records: head.seq, head, was_head, was_committed, leftover: None });
     }
     for (key, unsealed, at) in reseal {
         tree.insert(key, sealed(&unsealed, &at)).map_err(store_error)?;
@@ -891,6 +914,7 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
         head,
         was_head,
         was_committed,
+        leftover: None,
     })
 }
 

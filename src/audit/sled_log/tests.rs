@@ -426,6 +426,81 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() 
     assert!(log.failed().is_some_and(|why| why.contains("no")));
     assert!(audit.append(entry(3)).await.is_err(), "a failed store takes no more records");
     assert_eq!(log.acked().seq, 1, "nothing past the last good commit was acknowledged");
+    // The failed commit's writes reach the disk anyway (sled's flusher, the
+    // shutdown flush): the next open drops them, since nobody was told they
+    // were kept, and says so.
+    log.close();
+    drop(log);
+    db.flush().unwrap();
+    let tree = db.open_tree("audit").unwrap();
+    let end = end::classify(&tree).unwrap();
+    assert!(matches!(&end, End::CrashLeftover(Leftover { failed: true, unsealed: Some((2, 2)), .. })), "{end:?}");
+    let dry = repair(&db, false).unwrap();
+    assert!(dry.leftover.as_deref().is_some_and(|l| l.contains("commit that failed")), "{dry:?}");
+    let reopened = SledAuditLog::open(&db).unwrap();
+    assert!(reopened.recovered().is_some_and(|l| l.failed));
+    assert_eq!(reopened.verify().unwrap().records, 1);
+    let next = (&reopened as &dyn AuditLog).append(entry(4)).await.unwrap();
+    assert_eq!(next.seq, 2, "the chain goes on from the last acknowledged record");
+    reopened.close();
+}
+
+/// A forged failed-commit mark can drop no more than one commit, and must
+/// name the end of a sealed commit.
+#[tokio::test]
+async fn a_failed_commit_mark_drops_at_most_one_commit() {
+    let db = temporary();
+    let log = filled(&db, 3, 70).await;
+    log.close();
+    drop(log);
+    let tree = db.open_tree("audit").unwrap();
+    let before = snapshot(&tree);
+    let at = |seq: u64| {
+        let mut hash = String::new();
+        let after = AuditQuery { after_seq: Some(seq - 1), ..Default::default() };
+        Trail::new(tree.clone())
+            .each(&after, &mut |r| {
+                hash = r.hash;
+                false
+            })
+            .unwrap();
+        serde_json::to_vec(&Head { seq, hash }).unwrap()
+    };
+    for (mark, why) in [
+        (at(70), "two commits follow it"),
+        (at(69), "not the end of a commit"),
+        (b"{}".to_vec(), "unreadable"),
+    ] {
+        tree.insert(FAILED_KEY, mark).unwrap();
+        let end = end::classify(&tree).unwrap();
+        assert!(matches!(end, End::Broken { .. }), "{why}: {end:?}");
+        assert!(matches!(SledAuditLog::open(&db), Err(AuditError::Damaged(_))), "{why}");
+    }
+    tree.insert(FAILED_KEY, at(140)).unwrap();
+    assert!(matches!(end::classify(&tree).unwrap(), End::CrashLeftover(Leftover { failed: true, .. })));
+    tree.remove(FAILED_KEY).unwrap();
+    assert_eq!(snapshot(&tree), before);
+}
+
+/// A crash leftover is the open's to drop: repair never seals it into the
+/// trail (those records were never acknowledged).
+#[tokio::test]
+async fn repair_leaves_a_crash_leftover_to_the_open() {
+    let db = temporary();
+    let log = filled(&db, 3, 70).await;
+    log.close();
+    drop(log);
+    let tree = db.open_tree("audit").unwrap();
+    let acknowledged = head_of(&tree, COMMITTED_KEY).unwrap();
+    let writes = next_commit(&tree, 1000, 70);
+    tree.insert(&writes[0].0, writes[0].1.clone()).unwrap();
+    let before = snapshot(&tree);
+    let repaired = repair(&db, true).unwrap();
+    assert!(repaired.problem.is_none() && repaired.leftover.is_some(), "{repaired:?}");
+    assert_eq!(snapshot(&tree), before, "repair changed nothing");
+    let reopened = SledAuditLog::open(&db).unwrap();
+    assert_eq!(reopened.verify().unwrap().records, acknowledged.seq);
+    reopened.close();
 }
 
 /// The in-memory log keeps the same contract as the sled one: appends,
