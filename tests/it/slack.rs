@@ -1031,3 +1031,32 @@ fn a_card_ends_showing_its_decision_whatever_the_rate_limits() {
     let first_closed = updates.iter().position(|u| text_of(u).contains("Approved")).unwrap();
     assert!(updates[first_closed..].iter().all(|u| !text_of(u).contains("opsbot_approve")), "{updates:#?}");
 }
+
+/// An update whose first try fails is retried with the card's newest view,
+/// not the one it was queued with, even after a newer update went out on the
+/// other lane (found by review: the card ended "1/2" with live buttons).
+#[test]
+fn a_retried_card_update_never_brings_back_an_older_view() {
+    let text = config("http").replace("approvals = 1", "approvals = 2");
+    let served = Served::with_config(&text);
+    // The card's first post fails once: its ts is unknown when the first vote comes.
+    served.slack.fail(Fault { method: "chat.postMessage".into(), channel: Some("COPS".into()), status: 500, retry_after: None });
+    let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "q1");
+    assert!(ack["text"].as_str().unwrap().contains("waiting for 2 approval"), "{ack}");
+    // The first update (1/2) goes on the posts lane behind the card; its first try fails.
+    served.slack.fail(Fault { method: "chat.update".into(), channel: Some("COPS".into()), status: 500, retry_after: None });
+    served.command("UBOB", "COPS", "/approve", "r-1", "q2");
+    served.slack.wait_for("the first update's failed try", LONG, |c| {
+        c.iter().any(|c| c.method == "chat.update" && c.status == 500)
+    });
+    // Meanwhile the second approval: the card is known, so its update goes the fast way.
+    served.command("UDAVE", "COPS", "/approve", "r-1", "q3");
+    served.slack.wait_for("the outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    std::thread::sleep(Duration::from_millis(800));
+    let updates = served.slack.ok_calls("chat.update");
+    let last = updates.last().expect("the card was updated");
+    assert!(
+        text_of(last).contains("Approved") && !text_of(last).contains("opsbot_approve"),
+        "the card must end approved, without buttons: {updates:#?}"
+    );
+}

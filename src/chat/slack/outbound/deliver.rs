@@ -108,6 +108,16 @@ impl Thread {
 }
 
 /// The card's message in `channel`, from memory or (after a restart) the store.
+/// The newest view of a card: its thread's, else the last one kept after
+/// the card closed, else `view` itself.
+fn newest_view(inner: &Inner, view: &crate::chat::ApprovalView) -> crate::chat::ApprovalView {
+    if let Some(newest) = inner.with_threads(|t| t.get(&view.id).and_then(|t| t.view.clone())) {
+        return newest;
+    }
+    let closed = inner.closed_cards.lock().expect("closed cards lock");
+    closed.iter().rev().find(|v| v.id == view.id).cloned().unwrap_or_else(|| view.clone())
+}
+
 pub(super) fn card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
     if let Some(ts) = inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
         return Some(ts);
@@ -215,12 +225,18 @@ impl<'a> Delivery<'a> {
 
     /// The newest view of `view`'s card (a later update may have been sent
     /// on the other lane while this one waited, or already closed the card).
-    fn newest_view(&self, view: crate::chat::ApprovalView) -> crate::chat::ApprovalView {
-        if let Some(newest) = self.inner.with_threads(|t| t.get(&view.id).and_then(|t| t.view.clone())) {
-            return newest;
+    fn newest_view(&self, view: &crate::chat::ApprovalView) -> crate::chat::ApprovalView {
+        newest_view(self.inner, view)
+    }
+
+    /// Keeps a card's last view a while after its thread is forgotten, for
+    /// any older update of it still on its way.
+    fn keep_closed(&self, view: crate::chat::ApprovalView) {
+        let mut closed = self.inner.closed_cards.lock().expect("closed cards lock");
+        closed.push_back(view);
+        if closed.len() > CLOSED_CARDS {
+            closed.pop_front();
         }
-        let closed = self.inner.closed_cards.lock().expect("closed cards lock");
-        closed.iter().rev().find(|v| v.id == view.id).cloned().unwrap_or(view)
     }
 
     fn remember_card(&self, request_id: &str, ts: &str) {
@@ -299,31 +315,49 @@ impl<'a> Delivery<'a> {
                 }
             }
             Reply::Approval(view) => {
-                let view = self.newest_view(view);
+                let view = self.newest_view(&view);
                 let (text, blocks) = approval_card(&view);
                 let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
                 self.remember_card(&view.id, &ts);
             }
             Reply::ApprovalUpdate(view) => {
-                let view = self.newest_view(view);
-                let (text, blocks) = approval_card(&view);
-                match card_of(self.inner, &channel, &view.id) {
-                    Some(ts) => self.call(|| api.update(&channel, &ts, &text, Some(&blocks))).await?,
-                    None => {
-                        let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
-                        self.remember_card(&view.id, &ts);
+                // Every attempt (retries included) sends the card's newest
+                // view, and once one is through, it is sent again if the
+                // card changed meanwhile: an update on the other lane may
+                // have reached Slack first, and the card must end showing
+                // the newest state, never an older one.
+                let inner = self.inner;
+                let mut sent = None;
+                for _ in 0..3 {
+                    let newest = self.newest_view(&view);
+                    if sent.as_ref() == Some(&newest) {
+                        break;
                     }
+                    match card_of(inner, &channel, &view.id) {
+                        Some(ts) => {
+                            let delivered = self
+                                .call(|| {
+                                    let (text, blocks) = approval_card(&newest_view(inner, &view));
+                                    let (api, channel, ts) = (api.clone(), channel.clone(), ts.clone());
+                                    async move { api.update(&channel, &ts, &text, Some(&blocks)).await }
+                                })
+                                .await;
+                            delivered?;
+                        }
+                        None => {
+                            let (text, blocks) = approval_card(&newest);
+                            let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
+                            self.remember_card(&view.id, &ts);
+                        }
+                    }
+                    sent = Some(newest);
                 }
                 // Denied, withdrawn, expired, invalidated: no action follows,
-                // so nothing more will be said in this thread. The final view
-                // is kept a while, for any older update still on its way.
-                if !matches!(view.state, RequestState::Pending | RequestState::Approved) {
-                    self.inner.with_threads(|t| t.remove(&view.id));
-                    let mut closed = self.inner.closed_cards.lock().expect("closed cards lock");
-                    closed.push_back(view);
-                    if closed.len() > CLOSED_CARDS {
-                        closed.pop_front();
-                    }
+                // so nothing more will be said in this thread.
+                let last = sent.unwrap_or(view);
+                if !matches!(last.state, RequestState::Pending | RequestState::Approved) {
+                    self.inner.with_threads(|t| t.remove(&last.id));
+                    self.keep_closed(last);
                 }
             }
             Reply::Started { request_id, text } => {
@@ -340,6 +374,9 @@ impl<'a> Delivery<'a> {
             }
             Reply::Outcome { request_id, verdict, text } => {
                 let followed = self.inner.with_threads(|t| t.remove(&request_id));
+                if let Some(view) = followed.as_ref().and_then(|f| f.view.clone()) {
+                    self.keep_closed(view);
+                }
                 // After a restart the thread is known only from the stored card.
                 let root = followed
                     .and_then(|f| f.root.or(f.card))
