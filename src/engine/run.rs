@@ -11,6 +11,7 @@ use crate::event::{Actor, ReplyTarget};
 use crate::store::RunLock;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 impl Engine {
@@ -70,6 +71,12 @@ impl Engine {
         if let Err(e) = self.audit.append(intent).await {
             // No intent record, no action.
             let _ = self.store.release_run_lock(service_name, id);
+            if !approved_by.is_empty() {
+                // As for a busy service: the card says approved and the
+                // channel watches its thread, so close it with the truth.
+                let text = format!("{id} was approved but did not run: the audit trail refused its start ({e})");
+                self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
+            }
             return Err(e.into());
         }
         if let Some(announce) = announce {
@@ -80,6 +87,7 @@ impl Engine {
         let engine = self.clone();
         let (id, requester, parsed, reply) = (id.to_string(), requester.clone(), parsed.clone(), reply.clone());
         self.tracker.spawn(async move {
+            let recorded = Arc::new(AtomicBool::new(false));
             let run = engine.clone().run_to_completion(
                 id.clone(),
                 requester.clone(),
@@ -87,6 +95,7 @@ impl Engine {
                 reply.clone(),
                 service.clone(),
                 action,
+                recorded.clone(),
             );
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
                 // A bug outside the backend (recording, replying): the action's
@@ -94,6 +103,12 @@ impl Engine {
                 let what = format!("running {id} panicked: {}", crate::tasks::panic_text(&panic));
                 tracing::error!(request = %id, "{what}");
                 engine.health.mark_dead(what);
+                if recorded.load(Ordering::Acquire) {
+                    // The outcome (and the lock's release) is in the trail
+                    // already: the panic came while announcing it. A second
+                    // outcome would contradict the first.
+                    return;
+                }
                 let record = AuditEntry {
                     args: None,
                     ..engine.entry(RecordKind::Outcome, Some(&id), &requester, &parsed, &reply)
@@ -117,6 +132,7 @@ impl Engine {
         reply: ReplyTarget,
         service: crate::config::Service,
         action: Action,
+        outcome_recorded: Arc<AtomicBool>,
     ) {
         let (progress, mut milestones) = Progress::channel(8);
         // Milestones are recorded, then shown, in the same task as the run
@@ -189,6 +205,7 @@ impl Engine {
         // without the release (recovery then only releases the lock, seeing
         // the outcome), never the release without the outcome.
         let recorded = self.audit.commit(vec![record], Some(self.store.run_lock_release(&service.name, &id))).await;
+        outcome_recorded.store(recorded.is_ok(), Ordering::Release);
         if recorded.is_err() {
             if let Err(e) = self.store.release_run_lock(&service.name, &id) {
                 tracing::error!(error = %e, request = %id, "run lock not released; it expires on its own");

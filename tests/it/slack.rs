@@ -1040,11 +1040,21 @@ fn a_retried_card_update_never_brings_back_an_older_view() {
     let text = config("http").replace("approvals = 1", "approvals = 2");
     let served = Served::with_config(&text);
     // The card's first post fails once: its ts is unknown when the first vote comes.
-    served.slack.fail(Fault { method: "chat.postMessage".into(), channel: Some("COPS".into()), status: 500, retry_after: None });
+    served.slack.fail(Fault {
+        method: "chat.postMessage".into(),
+        channel: Some("COPS".into()),
+        status: 500,
+        retry_after: None,
+    });
     let ack = served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "q1");
     assert!(ack["text"].as_str().unwrap().contains("waiting for 2 approval"), "{ack}");
     // The first update (1/2) goes on the posts lane behind the card; its first try fails.
-    served.slack.fail(Fault { method: "chat.update".into(), channel: Some("COPS".into()), status: 500, retry_after: None });
+    served.slack.fail(Fault {
+        method: "chat.update".into(),
+        channel: Some("COPS".into()),
+        status: 500,
+        retry_after: None,
+    });
     served.command("UBOB", "COPS", "/approve", "r-1", "q2");
     served.slack.wait_for("the first update's failed try", LONG, |c| {
         c.iter().any(|c| c.method == "chat.update" && c.status == 500)

@@ -466,11 +466,9 @@ async fn a_failed_commit_mark_drops_at_most_one_commit() {
             .unwrap();
         serde_json::to_vec(&Head { seq, hash }).unwrap()
     };
-    for (mark, why) in [
-        (at(70), "two commits follow it"),
-        (at(69), "not the end of a commit"),
-        (b"{}".to_vec(), "unreadable"),
-    ] {
+    for (mark, why) in
+        [(at(70), "two commits follow it"), (at(69), "not the end of a commit"), (b"{}".to_vec(), "unreadable")]
+    {
         tree.insert(FAILED_KEY, mark).unwrap();
         let end = end::classify(&tree).unwrap();
         assert!(matches!(end, End::Broken { .. }), "{why}: {end:?}");

@@ -163,7 +163,9 @@ impl SlackIngress {
         }
         // Longer than one message (a long /audit): the channel gets all of
         // it as posts, split at line ends, instead of a silently cut ack.
-        self.engine.send_reply(target, Reply::Text(text)).await;
+        // It goes as an announcement (never dropped, even through a 429
+        // storm), since the ack promises it.
+        self.engine.send_reply(target, Reply::Announcement(text)).await;
         json!({"response_type": "ephemeral", "text": "The answer is long: it follows in the channel, in parts."})
     }
 

@@ -529,3 +529,135 @@ requesters = ["developers"]
     assert!(dead.iter().any(|d| d.contains("panicked")), "{dead:?}");
     assert!(sink.replies().iter().any(|r| matches!(r, Reply::Outcome { .. })), "the channel is told");
 }
+
+/// A panic while announcing an outcome that is already recorded (a bug in
+/// a chat adapter, say) leaves that outcome as the request's only one: the
+/// trail never says "succeeded" and then "unknown" for the same run.
+#[tokio::test]
+async fn a_panic_after_the_outcome_is_recorded_adds_no_second_outcome() {
+    #[derive(Default)]
+    struct PanicsOnOutcome(RecordingSink);
+    impl opsbot::chat::ChatSink for PanicsOnOutcome {
+        fn send<'a>(
+            &'a self,
+            target: &'a opsbot::event::ReplyTarget,
+            reply: Reply,
+        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::chat::ChatError>> {
+            if matches!(reply, Reply::Outcome { .. }) {
+                panic!("adapter bug");
+            }
+            self.0.send(target, reply)
+        }
+    }
+    let text = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0"]
+[services.api]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["deploy"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let engine = Engine::new(Parts {
+        executors: Executors::from_config(&config),
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store: store.clone(),
+        audit: audit.clone(),
+        chat: Arc::new(PanicsOnOutcome::default()),
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    });
+    assert!(engine.handle(command(user(0), "/deploy api v2")).await);
+    engine.wait_idle().await;
+    let outcomes = audit.read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() }).unwrap();
+    let verdicts: Vec<_> = outcomes.iter().map(|r| r.entry.outcome).collect();
+    assert_eq!(verdicts, [Some(opsbot::audit::Verdict::Succeeded)], "{outcomes:#?}");
+    use opsbot::store::Store;
+    assert!(store.run_locks().unwrap().is_empty(), "the service is free");
+    assert!(engine.health().dead().iter().any(|d| d.contains("adapter bug")), "the bug is still reported");
+}
+
+/// An approved request whose start the trail refuses (a full disk, say)
+/// does not run, and its thread is told so: the card never stays
+/// "approved" over an action that never started.
+#[tokio::test]
+async fn an_approved_request_whose_start_is_not_recorded_is_closed_in_its_thread() {
+    struct RefusesStarts(opsbot::audit::MemoryAuditLog);
+    impl AuditLog for RefusesStarts {
+        fn commit(
+            &self,
+            entries: Vec<opsbot::audit::AuditEntry>,
+            then: Option<opsbot::audit::Effect>,
+        ) -> opsbot::audit::BoxFuture<'_, Result<Vec<opsbot::audit::AuditRecord>, opsbot::audit::AuditError>> {
+            if entries.iter().any(|e| e.kind == RecordKind::Intent) {
+                return Box::pin(async { Err(opsbot::audit::AuditError::Store("no space left on device".into())) });
+            }
+            self.0.commit(entries, then)
+        }
+        fn read(&self, q: &AuditQuery) -> Result<Vec<opsbot::audit::AuditRecord>, opsbot::audit::AuditError> {
+            self.0.read(q)
+        }
+        fn each(
+            &self,
+            q: &AuditQuery,
+            visit: &mut dyn FnMut(opsbot::audit::AuditRecord) -> bool,
+        ) -> Result<(), opsbot::audit::AuditError> {
+            self.0.each(q, visit)
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<opsbot::audit::AuditRecord> {
+            self.0.subscribe()
+        }
+        fn head(&self) -> Result<opsbot::audit::chain::Head, opsbot::audit::AuditError> {
+            self.0.head()
+        }
+    }
+    let text = r#"
+[environments.production]
+[groups]
+everyone = ["console:u0", "console:u1"]
+sre = ["console:u1"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["everyone"]
+approvers = ["sre"]
+approvals = 1
+"#;
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let sink = Arc::new(RecordingSink::default());
+    let engine = Engine::new(Parts {
+        executors: Executors::from_config(&config),
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store: store.clone(),
+        audit: Arc::new(RefusesStarts(Default::default())),
+        chat: sink.clone(),
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    });
+    engine.handle(command(user(0), "/deploy api v2")).await;
+    engine.handle(vote(user(1), true)).await;
+    engine.wait_idle().await;
+    let replies = sink.replies();
+    let told = replies.iter().find_map(|r| match r {
+        Reply::Outcome { request_id, verdict: Verdict::Refused, text } if request_id == "r-1" => Some(text.clone()),
+        _ => None,
+    });
+    assert!(told.as_deref().is_some_and(|t| t.contains("did not run") && t.contains("no space")), "{replies:#?}");
+    assert!(!replies.iter().any(|r| matches!(r, Reply::Started { .. })), "{replies:#?}");
+    use opsbot::store::Store;
+    assert!(store.run_locks().unwrap().is_empty(), "the service is free");
+}
