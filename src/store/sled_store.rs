@@ -68,16 +68,11 @@ impl SledStore {
         // A trail whose end no crash explains is refused before anything is
         // written, not even sled's own recovery: the directory stays as it
         // was found, as evidence.
-        if dir.join("db").is_file() && dir.join("conf").is_file() {
-            let read = ReadOnly::open(dir);
-            match read {
-                Ok(read) => {
-                    if let crate::audit::end::End::Broken { problem } = read.trail.end()? {
-                        return Err(crate::audit::AuditError::Damaged(problem).into());
-                    }
-                }
-                Err(StoreError::Open { .. }) => {} // no trail yet
-                Err(e) => return Err(e),
+        // Any other failure to read it (a corrupt log, say) refuses too,
+        // rather than letting a writing open run recovery over it.
+        if let Some(read) = ReadOnly::probe(dir)? {
+            if let crate::audit::end::End::Broken { problem } = read.trail.end()? {
+                return Err(crate::audit::AuditError::Damaged(problem).into());
             }
         }
         let db = open_db(dir)?;
@@ -343,17 +338,27 @@ pub struct ReadOnly {
 
 impl ReadOnly {
     pub fn open(dir: &Path) -> Result<ReadOnly, StoreError> {
-        let missing = || StoreError::Open {
+        ReadOnly::probe(dir)?.ok_or_else(|| StoreError::Open {
             path: dir.display().to_string(),
             reason: "there is no opsbot store here (nothing has been recorded yet); check --config or --data-dir"
                 .into(),
-        };
-        if !dir.join("db").is_file() || !dir.join("conf").is_file() {
-            return Err(missing());
+        })
+    }
+
+    /// `None` when `dir` holds no trail yet: no sled files, a log that
+    /// never got its first byte, or no audit tree. Every other failure to
+    /// open it is an error.
+    fn probe(dir: &Path) -> Result<Option<ReadOnly>, StoreError> {
+        let log = dir.join("db");
+        if !log.is_file()
+            || !dir.join("conf").is_file()
+            || std::fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false)
+        {
+            return Ok(None);
         }
         let db = open_sled(dir, true)?;
-        let tree = crate::audit::sled_log::existing_tree(&db)?.ok_or_else(missing)?;
-        Ok(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) })
+        let Some(tree) = crate::audit::sled_log::existing_tree(&db)? else { return Ok(None) };
+        Ok(Some(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) }))
     }
 }
 
@@ -515,5 +520,33 @@ mod tests {
             assert!(!store.first_delivery(key, at(20)).unwrap(), "{key} is remembered after a restart");
         }
         assert!(store.first_delivery("t4", at(20)).unwrap());
+    }
+
+    /// A first start cut off before sled's log got a byte is no trail yet;
+    /// a store sled cannot read (here: its config record is garbage) is
+    /// refused as it is, not handed to a writing open's recovery.
+    #[test]
+    fn an_empty_log_is_a_new_store_and_an_unreadable_one_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"").unwrap();
+        std::fs::write(dir.path().join("db"), b"").unwrap();
+        drop(SledStore::open(dir.path()).expect("a log with no byte yet is a new store"));
+
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("conf"), b"\xff\xfe not sled's config").unwrap();
+        let before = std::fs::read(dir.path().join("db")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let refused = loop {
+            match SledStore::open(dir.path()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => break e,
+                Ok(_) => panic!("an unreadable store was opened"),
+            }
+        };
+        assert!(matches!(refused, StoreError::Open { .. }), "{refused:?}");
+        assert_eq!(std::fs::read(dir.path().join("db")).unwrap(), before, "nothing was written");
     }
 }
