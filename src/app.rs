@@ -296,8 +296,13 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
             });
         }
     }
-    let state =
-        AppState { engine: engine.clone(), slack: slack_ingress, readiness: Arc::new(readiness), tasks: tasks.clone() };
+    let state = AppState {
+        engine: engine.clone(),
+        slack: slack_ingress,
+        readiness: Arc::new(readiness),
+        tasks: tasks.clone(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;

@@ -36,14 +36,21 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,
+    /// Permits for requests in flight ([`HANDLERS`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Slack requests handled at once over HTTP. An ack takes about a
+/// millisecond, so this is far above any real load; it bounds memory when
+/// something downstream stalls.
+pub const HANDLERS: usize = 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/slack/commands", post(slack_commands))
         .route("/slack/interactivity", post(slack_interactivity))
         .route("/slack/events", post(slack_events))
-        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -110,8 +117,8 @@ enum Endpoint {
 
 /// Runs a Slack request on a tracked task of its own, so the engine's work
 /// runs to its end even if Slack hangs up (it stops waiting after 3 s) and
-/// hyper drops this handler; a panic is logged, makes readiness false and
-/// answers 500.
+/// hyper drops this handler; a panic is logged, counted and answers 500.
+/// At most [`HANDLERS`] run at once; past that the answer is 503.
 async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Raw) -> Response {
     let Some(slack) = state.slack.clone() else { return slack_off() };
     let work = async move {
@@ -121,7 +128,18 @@ async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Ra
             Endpoint::Events => slack.http_event(&headers, &body).await,
         }
     };
-    match state.tasks.detach("slack request", work).await {
+    // Bounded: past this many requests in flight, Slack is told to come
+    // back later rather than the bot growing without limit.
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "opsbot is handling too many requests at once; retry shortly\n")
+            .into_response();
+    };
+    let work = async move {
+        let answer = work.await;
+        drop(permit);
+        answer
+    };
+    match state.tasks.request("slack request", work).await {
         Ok(Some(answer)) => respond(answer),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "opsbot hit an internal error; see its logs\n").into_response(),
     }
@@ -137,6 +155,20 @@ async fn slack_interactivity(State(state): State<AppState>, raw: Raw) -> Respons
 
 async fn slack_events(State(state): State<AppState>, raw: Raw) -> Response {
     detached(state, Endpoint::Events, raw).await
+}
+
+/// Liveness: false once the audit store has failed. The bot takes no
+/// command then (nothing unrecorded may run), and only a restart (after
+/// the disk is fixed) brings it back.
+async fn live(State(state): State<AppState>) -> Response {
+    liveness(&state.readiness).into_response()
+}
+
+fn liveness(readiness: &Readiness) -> (StatusCode, String) {
+    match readiness.audit.as_ref().and_then(|a| a.failed()) {
+        Some(failed) => (StatusCode::SERVICE_UNAVAILABLE, format!("not live: audit store failed: {failed}\n")),
+        None => (StatusCode::OK, "ok\n".into()),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -166,13 +198,33 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.engine.metrics().render(state.engine.open_requests());
+    let mut body = state.engine.metrics().render(state.engine.open_requests());
+    let panics: u64 = state.readiness.tasks.iter().map(|h| h.request_panics()).sum();
+    body.push_str(&format!(
+        "# HELP opsbot_request_panics_total Requests whose handler panicked (a bug; see the log).\n\
+         # TYPE opsbot_request_panics_total counter\nopsbot_request_panics_total {panics}\n"
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed audit store takes no more commands until a restart, so it
+    /// must fail liveness (a restart), not only readiness.
+    #[tokio::test]
+    async fn a_failed_audit_store_fails_liveness() {
+        use crate::audit::{AuditEntry, AuditLog, Effect, RecordKind};
+        let store = crate::store::SledStore::temporary().unwrap();
+        let readiness = Readiness { audit: Some(store.audit()), ..Default::default() };
+        assert_eq!(liveness(&readiness).0, StatusCode::OK);
+        let failing: Effect = Box::new(|| Err("disk full".into()));
+        assert!(store.audit().commit(vec![AuditEntry::new(RecordKind::Request)], Some(failing)).await.is_err());
+        let (status, why) = liveness(&readiness);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains("audit store failed") && why.contains("disk full"), "{why}");
+    }
     use axum::body::Body;
     use futures_util::stream;
     use std::pin::Pin;

@@ -2,11 +2,15 @@
 //! with a name, shutdown cancels them and waits for them to end, and a task
 //! that panics — or a loop that ends while the bot still runs — is logged
 //! and makes `/health/ready` false, instead of silently taking a piece of
-//! the bot with it.
+//! the bot with it. A panic while handling one request (one Slack payload)
+//! takes nothing else with it: it is logged and counted
+//! (`opsbot_request_panics_total`), and the bot stays ready, so one bad
+//! request cannot take it out of rotation.
 
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +20,23 @@ use tokio_util::task::TaskTracker;
 #[derive(Default, Debug)]
 pub struct Health {
     dead: Mutex<Vec<String>>,
+    request_panics: AtomicU64,
 }
 
 impl Health {
     /// Names of the tasks that died, with how.
     pub fn dead(&self) -> Vec<String> {
         self.dead.lock().expect("health lock").clone()
+    }
+
+    /// How many request handlers panicked.
+    pub fn request_panics(&self) -> u64 {
+        self.request_panics.load(Ordering::Relaxed)
+    }
+
+    fn request_panicked(&self, name: &str, panic: &Box<dyn std::any::Any + Send>) {
+        tracing::error!(task = name, panic = %panic_text(panic), "a request handler panicked (a bug); the request got no answer");
+        self.request_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a death (the first 20 are kept word for word, then a count).
@@ -79,11 +94,12 @@ impl Tasks {
         });
     }
 
-    /// Runs `task` on its own tracked task, detached from whoever awaits the
-    /// returned handle: if that caller goes away (an HTTP client that hung
-    /// up, a socket session that ended), the work still runs to its end.
-    /// `None` if it panicked (logged; readiness false).
-    pub fn detach<T, F>(&self, name: &'static str, task: F) -> tokio::task::JoinHandle<Option<T>>
+    /// Handles one request on its own tracked task, detached from whoever
+    /// awaits the returned handle: if that caller goes away (an HTTP client
+    /// that hung up, a socket session that ended), the work still runs to
+    /// its end. `None` if it panicked (logged and counted; the bot stays
+    /// ready).
+    pub fn request<T, F>(&self, name: &'static str, task: F) -> tokio::task::JoinHandle<Option<T>>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,
@@ -93,9 +109,7 @@ impl Tasks {
             match AssertUnwindSafe(task).catch_unwind().await {
                 Ok(value) => Some(value),
                 Err(panic) => {
-                    let what = format!("{name} panicked: {}", panic_text(&panic));
-                    tracing::error!(task = name, "{what}");
-                    health.mark_dead(what);
+                    health.request_panicked(name, &panic);
                     None
                 }
             }
@@ -161,5 +175,15 @@ mod tests {
         assert!(dead.contains(&"socket stopped while the bot runs".to_string()), "{dead:?}");
         assert!(tasks.shutdown(Duration::from_secs(1)).await, "the ticker ends when the bot stops");
         assert_eq!(tasks.health().dead().len(), 2, "an orderly stop is not a death");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_request_is_counted_and_leaves_the_bot_ready() {
+        let tasks = Tasks::default();
+        assert_eq!(tasks.request("request", async { 7 }).await.unwrap(), Some(7));
+        let panicked: Option<()> = tasks.request("request", async { panic!("bad payload") }).await.unwrap();
+        assert_eq!(panicked, None, "the caller learns it had no answer");
+        assert_eq!(tasks.health().request_panics(), 1);
+        assert!(tasks.health().dead().is_empty(), "one bad request does not make the bot unready");
     }
 }

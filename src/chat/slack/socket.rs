@@ -81,6 +81,9 @@ pub async fn run(
 ) {
     let token = SlackApiToken::new(app_token.into());
     let mut backoff = FIRST_BACKOFF;
+    // One limit for the loop's life: handlers still running from an earlier
+    // session hold their permits, so reconnects cannot pile them up.
+    let room = Arc::new(Semaphore::new(IN_FLIGHT));
     while !stop.is_cancelled() {
         let url = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let client = api.client();
@@ -91,13 +94,15 @@ pub async fn run(
         let started = Instant::now();
         let mut routine = false;
         match url {
-            Ok(Ok(open)) => match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &tasks, &stop).await {
-                Ok(()) => {
-                    tracing::info!("Socket Mode session ended");
-                    routine = started.elapsed() >= ROUTINE;
+            Ok(Ok(open)) => {
+                match session_loop(&ingress, open.url.0.as_str(), ping, &connected, &tasks, &room, &stop).await {
+                    Ok(()) => {
+                        tracing::info!("Socket Mode session ended");
+                        routine = started.elapsed() >= ROUTINE;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Socket Mode connection ended"),
                 }
-                Err(e) => tracing::warn!(error = %e, "Socket Mode connection ended"),
-            },
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "apps.connections.open failed"),
             Err(_) => tracing::warn!("apps.connections.open did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
         }
@@ -126,6 +131,7 @@ async fn session_loop(
     ping: Duration,
     connected: &AtomicBool,
     tasks: &crate::tasks::Tasks,
+    room: &Arc<Semaphore>,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let (mut socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
@@ -133,7 +139,6 @@ async fn session_loop(
         .map_err(|_| format!("the socket did not open within {}s", CONNECT_TIMEOUT.as_secs()))?
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (acks, mut to_send) = mpsc::channel::<String>(IN_FLIGHT);
-    let room = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut pings = tokio::time::interval(ping);
     pings.tick().await;
     let mut last_heard = Instant::now();
@@ -188,7 +193,7 @@ async fn session_loop(
                 let Some(id) = envelope.envelope_id.clone() else { continue };
                 let Ok(permit) = room.clone().acquire_owned().await else { continue };
                 let (ingress, acks) = (ingress.clone(), acks.clone());
-                tasks.spawn("slack socket mode envelope", async move {
+                tasks.request("slack socket mode envelope", async move {
                     let payload = handle(&ingress, &envelope).await;
                     let mut ack = json!({ "envelope_id": id });
                     if let Some(payload) = payload {
