@@ -389,6 +389,29 @@ pub async fn verify(data_dir: &Path, checkpoints: Option<CheckpointCheck>) -> Re
             others[0].0
         ));
     }
+    // One key per trail is what makes a checkpoint name its store. Where
+    // two trails share a key and a file, the one signed last should be the
+    // store being checked: if another trail signed after this one's newest,
+    // this store may have been swapped for the other (same key, its own
+    // intact checkpoints). Checkpoints of equal time are not ordered.
+    let newest = |list: &[(usize, checkpoint::Checkpoint)]| {
+        list.iter()
+            .filter_map(|(line, c)| {
+                chrono::DateTime::parse_from_rfc3339(&c.at).ok().map(|at| (at, *line, c.at.clone()))
+            })
+            .max_by_key(|(at, _, _)| *at)
+    };
+    if let (Some(check), Some(theirs), Some(mine)) = (checkpoints.as_ref(), newest(&others), newest(&ours)) {
+        if theirs.0 > mine.0 {
+            problems.push(format!(
+                "the newest checkpoint in {} (line {}, signed {}) is of another trail signed with the same key, after this trail's newest ({}): this store may have been replaced by that other trail. If two bots share this key, give each its own (docs/audit.md)",
+                check.file.display(),
+                theirs.1,
+                theirs.2,
+                mine.2
+            ));
+        }
+    }
     if let Some(check) = checkpoints.as_ref().filter(|_| ours.is_empty()) {
         problems.push(format!(
             "{} holds no checkpoint of this trail signed by a trusted key{}",

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 const DOMAIN: &str = "opsbot-audit-checkpoint/v1";
 /// Marks a checkpoint object inside a line.
 const MARK: &str = "{\"opsbot_checkpoint\":";
-/// The same mark inside a JSON string (a JSON log line, a chat export).
-const ESCAPED_MARK: &str = "{\\\"opsbot_checkpoint\\\":";
+/// The mark's name inside a JSON string, escaped once or more (a JSON log
+/// line, a chat export).
+const ESCAPED_NAME: &str = "opsbot_checkpoint\\";
 
 /// One signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,25 +140,47 @@ impl Signer {
     }
 }
 
-/// Every checkpoint object in `text` (one per line at most, anywhere in the
-/// line, escaped inside a JSON string or not), with its line number; lines
-/// without one are skipped, a damaged one is reported.
+/// How many levels of JSON string escaping are looked through (a JSON log
+/// line inside a container runtime's JSON log inside a chat export).
+const MAX_ESCAPING: usize = 4;
+
+/// Every checkpoint object in `text`, with its line number: every one in
+/// each line (a one-line JSON dump of a channel holds many), anywhere in
+/// it, and inside JSON strings escaped up to [`MAX_ESCAPING`] times. Lines
+/// without one are skipped; a damaged one is reported (and does not hide
+/// the others on its line).
 pub fn find_all(text: &str) -> Vec<(usize, Result<Checkpoint, String>)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let rest = match (line.find(MARK), line.find(ESCAPED_MARK)) {
-            (Some(at), _) => line[at..].to_string(),
-            (None, Some(at)) => unescape(&line[at..]),
-            (None, None) => continue,
-        };
-        let mut stream = serde_json::Deserializer::from_str(&rest).into_iter::<Checkpoint>();
-        let parsed = match stream.next() {
-            Some(Ok(c)) if c.opsbot_checkpoint == 1 => Ok(c),
-            Some(Ok(c)) => Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint)),
-            Some(Err(e)) => Err(format!("not a readable checkpoint: {e}")),
-            None => Err("not a readable checkpoint".into()),
-        };
-        out.push((i + 1, parsed));
+        if !line.contains("opsbot_checkpoint") {
+            continue;
+        }
+        // Unescaping leaves an unescaped object as it was, so one found at
+        // two levels is the same object: keep each once.
+        let mut seen = std::collections::HashSet::new();
+        let mut level = std::borrow::Cow::Borrowed(line);
+        for _ in 0..=MAX_ESCAPING {
+            for (at, _) in level.match_indices(MARK) {
+                let rest = &level[at..];
+                let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Checkpoint>();
+                let (key, parsed) = match stream.next() {
+                    Some(Ok(c)) if c.opsbot_checkpoint == 1 => (c.sig.clone(), Ok(c)),
+                    Some(Ok(c)) => {
+                        (c.sig.clone(), Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint)))
+                    }
+                    Some(Err(e)) => (rest.chars().take(400).collect(), Err(format!("not a readable checkpoint: {e}"))),
+                    None => (rest.chars().take(400).collect(), Err("not a readable checkpoint".into())),
+                };
+                if seen.insert(key) {
+                    out.push((i + 1, parsed));
+                }
+            }
+            // Escaped at some depth: the name ends in a backslash.
+            if !level.contains(ESCAPED_NAME) {
+                break;
+            }
+            level = std::borrow::Cow::Owned(unescape(&level));
+        }
     }
     out
 }
@@ -233,6 +256,23 @@ mod tests {
         let got = found[0].1.as_ref().unwrap();
         assert_eq!((got.seq, got.trail.as_str()), (1, TRAIL));
         assert_eq!(got.check_signature(&[signer.public()]), Ok(()));
+        // A one-line dump of a channel: every checkpoint on the line counts,
+        // a forged or damaged one before them hides none, and an object
+        // escaped twice (a JSON log inside a container's JSON log) is found.
+        let dump = serde_json::to_string(&serde_json::json!({"messages": [
+            {"text": "{\"opsbot_checkpoint\":1,\"seq\":\"spoof\"}"},
+            {"text": one},
+            {"text": two},
+        ]}))
+        .unwrap();
+        assert!(!dump.contains('\n'));
+        let seqs: Vec<_> = find_all(&dump).into_iter().map(|(line, c)| (line, c.map(|c| c.seq).ok())).collect();
+        assert_eq!(seqs, [(1, None), (1, Some(1)), (1, Some(9))]);
+        let twice = serde_json::to_string(&serde_json::json!({"log": logged})).unwrap();
+        assert!(twice.contains("{\\\\\\\"opsbot_checkpoint"), "{twice}");
+        let found = find_all(&twice);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1.as_ref().unwrap().check_signature(&[signer.public()]), Ok(()));
         assert!(Signer::from_seed_hex("nope").unwrap_err().contains("64 hex"));
         assert_eq!(Signer::generate_seed_hex().unwrap().len(), 64);
     }

@@ -423,6 +423,27 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     assert!(text.contains(":2: ignored: not a readable checkpoint"), "{text}");
     assert!(text.contains(":3: ignored: its signature does not verify"), "{text}");
     assert!(text.contains("1 checkpoint(s) are of another trail"), "{text}");
+    // One key signing two trails into one file: if the other trail signed
+    // last, this store may be that other trail swapped in. That fails.
+    let theirs: serde_json::Value = serde_json::from_str(second_line.trim()).unwrap();
+    let later = opsbot::audit::checkpoint::Signer::from_seed_hex(seed).unwrap().sign(
+        theirs["trail"].as_str().unwrap(),
+        &opsbot::audit::chain::Head {
+            seq: theirs["seq"].as_u64().unwrap(),
+            hash: theirs["hash"].as_str().unwrap().to_string(),
+        },
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    );
+    let shared = published.path().join("shared.jsonl");
+    std::fs::write(&shared, format!("{}\n{}\n", line.trim(), later.line())).unwrap();
+    let swapped = bot
+        .command(&["audit", "verify", "--checkpoints"])
+        .arg(&shared)
+        .args(["--public-key", public])
+        .output()
+        .unwrap();
+    let text = stdout(&swapped);
+    assert!(!swapped.status.success() && text.contains("may have been replaced by that other trail"), "{text}");
     // The checkpoint file must stay outside the data directory, also when
     // --data-dir (or OPSBOT_DATA_DIR) moves it.
     let moved = bot.command(&["audit", "verify"]).arg("--data-dir").arg(published.path()).output().unwrap();
