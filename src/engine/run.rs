@@ -14,6 +14,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// The request an action runs for.
+struct RunOf {
+    id: String,
+    requester: Actor,
+    parsed: ParsedCommand,
+    reply: ReplyTarget,
+    service: crate::config::Service,
+}
+
 impl Engine {
     /// Starts an allowed (or approved, or break-glass) change: takes the
     /// service's run lock, makes the intent durable, then says so (first
@@ -89,11 +98,13 @@ impl Engine {
         self.tracker.spawn(async move {
             let recorded = Arc::new(AtomicBool::new(false));
             let run = engine.clone().run_to_completion(
-                id.clone(),
-                requester.clone(),
-                parsed.clone(),
-                reply.clone(),
-                service.clone(),
+                RunOf {
+                    id: id.clone(),
+                    requester: requester.clone(),
+                    parsed: parsed.clone(),
+                    reply: reply.clone(),
+                    service: service.clone(),
+                },
                 action,
                 recorded.clone(),
             );
@@ -124,16 +135,8 @@ impl Engine {
         Ok(())
     }
 
-    async fn run_to_completion(
-        self: Arc<Self>,
-        id: String,
-        requester: Actor,
-        parsed: ParsedCommand,
-        reply: ReplyTarget,
-        service: crate::config::Service,
-        action: Action,
-        outcome_recorded: Arc<AtomicBool>,
-    ) {
+    async fn run_to_completion(self: Arc<Self>, run: RunOf, action: Action, outcome_recorded: Arc<AtomicBool>) {
+        let RunOf { id, requester, parsed, reply, service } = run;
         let (progress, mut milestones) = Progress::channel(8);
         // Milestones are recorded, then shown, in the same task as the run
         // (the executor's progress sender ends with it, which ends this loop).
