@@ -119,7 +119,8 @@ impl Running {
             }
         );
         if let Some(leftover) = store.audit().recovered() {
-            started.push_str(&format!("; recovered after a crash: {}", leftover.describe()));
+            let how = if leftover.failed { "after a failed commit" } else { "after a crash" };
+            started.push_str(&format!("; recovered {how}: {}", leftover.describe()));
         }
         if signer.is_none() && name == "serve" {
             tracing::warn!(
@@ -138,6 +139,25 @@ impl Running {
             metrics,
         });
         engine.audit().append(system_record(&started)).await?;
+        let lost: Vec<crate::audit::AuditEntry> = store
+            .audit()
+            .dropped_outcomes()
+            .iter()
+            .map(|entry| {
+                let was = entry.outcome.map(|v| v.to_string()).unwrap_or_else(|| "no verdict".into());
+                crate::audit::AuditEntry {
+                    outcome: Some(crate::audit::Verdict::Unknown),
+                    detail: format!(
+                        "unknown: the action ended ({was}), but the commit recording it failed and was dropped at restart; check the service's live state. It said: {}",
+                        entry.detail
+                    ),
+                    ..entry.clone()
+                }
+            })
+            .collect();
+        if !lost.is_empty() {
+            engine.audit().append_all(lost).await?;
+        }
         engine.recover().await;
         engine.tick().await;
         let checkpoints = signer

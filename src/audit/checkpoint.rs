@@ -164,10 +164,10 @@ pub fn find_all(text: &str) -> Vec<(usize, Result<Checkpoint, String>)> {
                 let rest = &level[at..];
                 let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Checkpoint>();
                 let (key, parsed) = match stream.next() {
-                    Some(Ok(c)) if c.opsbot_checkpoint == 1 => (c.sig.clone(), Ok(c)),
-                    Some(Ok(c)) => {
-                        (c.sig.clone(), Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint)))
-                    }
+                    // The whole object is the key: a forged copy that keeps
+                    // the real signature must not hide the real one.
+                    Some(Ok(c)) if c.opsbot_checkpoint == 1 => (c.line(), Ok(c)),
+                    Some(Ok(c)) => (c.line(), Err(format!("checkpoint version {} is not known", c.opsbot_checkpoint))),
                     Some(Err(e)) => (rest.chars().take(400).collect(), Err(format!("not a readable checkpoint: {e}"))),
                     None => (rest.chars().take(400).collect(), Err("not a readable checkpoint".into())),
                 };
@@ -259,15 +259,25 @@ mod tests {
         // A one-line dump of a channel: every checkpoint on the line counts,
         // a forged or damaged one before them hides none, and an object
         // escaped twice (a JSON log inside a container's JSON log) is found.
+        // A copy with the real signature but another head, posted before the
+        // real one, is found (and fails its signature later) without hiding
+        // the real one.
+        let forged = two.replace("\"seq\":9", "\"seq\":8");
+        assert_ne!(forged, two);
         let dump = serde_json::to_string(&serde_json::json!({"messages": [
             {"text": "{\"opsbot_checkpoint\":1,\"seq\":\"spoof\"}"},
+            {"text": forged},
             {"text": one},
             {"text": two},
         ]}))
         .unwrap();
         assert!(!dump.contains('\n'));
-        let seqs: Vec<_> = find_all(&dump).into_iter().map(|(line, c)| (line, c.map(|c| c.seq).ok())).collect();
-        assert_eq!(seqs, [(1, None), (1, Some(1)), (1, Some(9))]);
+        let found = find_all(&dump);
+        let seqs: Vec<_> = found.iter().map(|(line, c)| (*line, c.as_ref().map(|c| c.seq).ok())).collect();
+        assert_eq!(seqs, [(1, None), (1, Some(8)), (1, Some(1)), (1, Some(9))]);
+        let trusted = [signer.public()];
+        assert!(found[1].1.as_ref().unwrap().check_signature(&trusted).is_err(), "the forgery does not verify");
+        assert_eq!(found[3].1.as_ref().unwrap().check_signature(&trusted), Ok(()), "the real one is kept");
         let twice = serde_json::to_string(&serde_json::json!({"log": logged})).unwrap();
         assert!(twice.contains("{\\\\\\\"opsbot_checkpoint"), "{twice}");
         let found = find_all(&twice);

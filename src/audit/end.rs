@@ -56,11 +56,11 @@ impl Leftover {
         if self.failed {
             return match self.unsealed {
                 Some((from, to)) => format!(
-                    "records {from}–{to} belong to a commit that failed (a write or flush error): they were never acknowledged, and the bot drops them when it opens the store (the trail ends at record {})",
+                    "a failed-commit mark (left by the writer after a write or flush error, or placed by someone who can write the store) says records {from}–{to} belong to a commit that failed: its callers were told it failed, and the bot drops them when it opens the store (the trail ends at record {})",
                     self.head.seq
                 ),
                 None => format!(
-                    "a commit failed (a write or flush error) before any of its records landed; the trail ends at record {}",
+                    "a failed-commit mark (left by the writer after a write or flush error, or placed by someone who can write the store) names the trail's last record {}; nothing past it is dropped",
                     self.head.seq
                 ),
             };

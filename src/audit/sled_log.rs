@@ -474,6 +474,9 @@ pub struct SledAuditLog {
     committed: broadcast::Sender<AuditRecord>,
     recent: Arc<RecentOutcomes>,
     recovered: Option<Leftover>,
+    /// Outcomes in a failed commit that the open dropped (see
+    /// [`SledAuditLog::dropped_outcomes`]).
+    dropped_outcomes: Vec<AuditEntry>,
 }
 
 impl SledAuditLog {
@@ -489,6 +492,7 @@ impl SledAuditLog {
     /// whose end no crash explains is refused with [`AuditError::Damaged`].
     pub fn open_with_hook(db: &sled::Db, hook: CommitHook, durable: Durable) -> Result<SledAuditLog, AuditError> {
         let tree = db.open_tree("audit").map_err(store_error)?;
+        let mut dropped_outcomes = Vec::new();
         let (head, recovered) = match end::classify(&tree)? {
             End::Clean { head } => {
                 // Index values a commit cut short wrote before its blocks.
@@ -496,6 +500,25 @@ impl SledAuditLog {
                 (head, None)
             }
             End::CrashLeftover(leftover) => {
+                if leftover.failed {
+                    // A failed commit's state changes (a run lock's release)
+                    // may have reached the disk with it: an outcome in it
+                    // stood for an action that ended, so what it said must
+                    // not vanish with it. The bot records it again as unknown.
+                    let trail = Trail::new(tree.clone());
+                    let past = AuditQuery {
+                        after_seq: Some(leftover.head.seq),
+                        kind: Some(RecordKind::Outcome),
+                        ..Default::default()
+                    };
+                    let read = trail.each_upto(&past, u64::MAX, &mut |record| {
+                        dropped_outcomes.push(record.entry);
+                        true
+                    });
+                    if let Err(e) = read {
+                        tracing::error!(error = %e, "the failed commit's records could not be read; outcomes in it are lost");
+                    }
+                }
                 let dropped = remove_past(&tree, &leftover.head).map_err(store_error)?;
                 let mark = serde_json::to_vec(&leftover.head).expect("head serialises");
                 tree.insert(HEAD_KEY, mark.clone()).map_err(store_error)?;
@@ -532,7 +555,17 @@ impl SledAuditLog {
             committed,
             recent,
             recovered,
+            dropped_outcomes,
         })
+    }
+
+    /// The outcomes of a commit that failed, which this open dropped with
+    /// it. Their actions had ended (the channel was told "unknown"), and
+    /// the commit's run-lock releases may have landed: the bot records each
+    /// again as an unknown outcome, so no started action is left without
+    /// one.
+    pub fn dropped_outcomes(&self) -> &[AuditEntry] {
+        &self.dropped_outcomes
     }
 
     /// What opening the store had to fix after a crash, if anything.
@@ -725,11 +758,13 @@ fn run_writer(db: Durable, tree: sled::Tree, mut head: Head, rx: mpsc::Receiver<
                 // failing, and undoing part of a commit in place could leave
                 // an order no crash leaves. Instead the `f` mark, written
                 // after everything this commit wrote, names the head before
-                // it: if the mark reaches the disk, so did the commit, and
-                // the next open drops it (its callers were told it failed).
-                // If the mark cannot be written either, what reached the
-                // disk is a prefix of this commit, classified like a crash —
-                // or, if all of it landed, kept. Readiness goes false.
+                // it, and the next open drops what follows (its callers
+                // were told it failed; outcomes in it are handed back to be
+                // recorded again as unknown). If the mark cannot be written
+                // either (sled refuses every write after its own I/O error),
+                // what reached the disk is a prefix of this commit,
+                // classified like a crash — or, if all of it landed, kept.
+                // Readiness and liveness go false.
                 let mark = serde_json::to_vec(&start_head).expect("head serialises");
                 if let Err(also) = tree.insert(FAILED_KEY, mark).and_then(|_| db.flush()) {
                     tracing::error!(error = %also, "the failed-commit mark was not written either");
@@ -907,6 +942,9 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
     tree.insert(HEAD_KEY, mark.clone()).map_err(store_error)?;
     tree.insert(COMMITTED_KEY, mark).map_err(store_error)?;
     tree.insert(FORMAT_KEY, FORMAT).map_err(store_error)?;
+    // A failed-commit mark that named no failed commit (classify refused
+    // it): every record is kept, so the mark goes.
+    tree.remove(FAILED_KEY).map_err(store_error)?;
     db.flush().map_err(store_error)?;
     Ok(Repaired {
         problem: problem.or_else(|| Some("seals or marks did not match the records".into())),

@@ -83,15 +83,41 @@ impl Engine {
             if !approved_by.is_empty() {
                 // As for a busy service: the card says approved and the
                 // channel watches its thread, so close it with the truth.
-                let text = format!("{id} was approved but did not run: the audit trail refused its start ({e})");
+                // The store's error (paths, OS errors) goes to the log, not the channel.
+                tracing::error!(error = %e, request = %id, "an approved request's start was not recorded; it did not run");
+                let text = format!(
+                    "{id} was approved but did not run: the audit trail could not record its start; opsbot needs attention (see its log)"
+                );
                 self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
             }
             return Err(e.into());
         }
-        if let Some(announce) = announce {
-            self.say(reply, Reply::Text(announce)).await;
+        let announced = AssertUnwindSafe(async {
+            if let Some(announce) = announce {
+                self.say(reply, Reply::Text(announce)).await;
+            }
+            self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
+        })
+        .catch_unwind()
+        .await;
+        if let Err(panic) = announced {
+            // A bug while announcing the start (in a chat adapter, say):
+            // the action has not started and will not, so its intent gets
+            // an outcome now and the service is freed, rather than a run
+            // left open until the lock expires. Then the panic goes on to
+            // the request's handler, which counts it.
+            tracing::error!(request = %id, panic = %crate::tasks::panic_text(&panic), "announcing a start panicked; the action did not run");
+            let record =
+                AuditEntry { args: None, ..self.entry(RecordKind::Outcome, Some(id), requester, parsed, reply) }
+                    .outcome(Verdict::Refused)
+                    .detail("did not run: opsbot hit an internal error announcing its start (a bug; see its log)");
+            let release = self.store.run_lock_release(service_name, id);
+            if let Err(e) = self.audit.commit(vec![record], Some(release)).await {
+                tracing::error!(error = %e, request = %id, "the outcome of an unannounced start was not recorded");
+                let _ = self.store.release_run_lock(service_name, id);
+            }
+            std::panic::resume_unwind(panic);
         }
-        self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
 
         let engine = self.clone();
         let (id, requester, parsed, reply) = (id.to_string(), requester.clone(), parsed.clone(), reply.clone());
@@ -206,7 +232,9 @@ impl Engine {
         // The lock's release rides on the outcome's commit, written after
         // the outcome and flushed with it: a crash can leave the outcome
         // without the release (recovery then only releases the lock, seeing
-        // the outcome), never the release without the outcome.
+        // the outcome), never the release without the outcome. A commit
+        // that fails can (the release landed, the open drops the outcome):
+        // the next start records that outcome again, as unknown.
         let recorded = self.audit.commit(vec![record], Some(self.store.run_lock_release(&service.name, &id))).await;
         outcome_recorded.store(recorded.is_ok(), Ordering::Release);
         if recorded.is_err() {

@@ -402,6 +402,23 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
         "{}",
         stdout(&only_other)
     );
+    // The other trail's checkpoint, signed at a chosen time (the CLI signs
+    // "now", and one second apart is too close to order in a test).
+    let theirs: serde_json::Value = serde_json::from_str(second_line.trim()).unwrap();
+    let sign_theirs = |at: chrono::DateTime<chrono::Utc>| {
+        opsbot::audit::checkpoint::Signer::from_seed_hex(seed)
+            .unwrap()
+            .sign(
+                theirs["trail"].as_str().unwrap(),
+                &opsbot::audit::chain::Head {
+                    seq: theirs["seq"].as_u64().unwrap(),
+                    hash: theirs["hash"].as_str().unwrap().to_string(),
+                },
+                at,
+            )
+            .line()
+    };
+    let earlier = sign_theirs(chrono::Utc::now() - chrono::Duration::hours(1));
     // A log a collector keeps: JSON lines that escape the checkpoint, next
     // to lines anyone in the channel could have posted. Those are warnings.
     let log = published.path().join("collected.log");
@@ -410,8 +427,7 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     std::fs::write(
         &log,
         format!(
-            "{{\"level\":\"INFO\",\"fields\":{{\"message\":{escaped}}}}}\nposted by someone: {{\"opsbot_checkpoint\":1}}\n{forged}\n{}\n",
-            second_line.trim()
+            "{{\"level\":\"INFO\",\"fields\":{{\"message\":{escaped}}}}}\nposted by someone: {{\"opsbot_checkpoint\":1}}\n{forged}\n{earlier}\n"
         ),
     )
     .unwrap();
@@ -425,17 +441,9 @@ fn signed_checkpoints_catch_a_consistent_rewrite_that_the_chain_alone_cannot() {
     assert!(text.contains("1 checkpoint(s) are of another trail"), "{text}");
     // One key signing two trails into one file: if the other trail signed
     // last, this store may be that other trail swapped in. That fails.
-    let theirs: serde_json::Value = serde_json::from_str(second_line.trim()).unwrap();
-    let later = opsbot::audit::checkpoint::Signer::from_seed_hex(seed).unwrap().sign(
-        theirs["trail"].as_str().unwrap(),
-        &opsbot::audit::chain::Head {
-            seq: theirs["seq"].as_u64().unwrap(),
-            hash: theirs["hash"].as_str().unwrap().to_string(),
-        },
-        chrono::Utc::now() + chrono::Duration::hours(1),
-    );
+    let later = sign_theirs(chrono::Utc::now() + chrono::Duration::hours(1));
     let shared = published.path().join("shared.jsonl");
-    std::fs::write(&shared, format!("{}\n{}\n", line.trim(), later.line())).unwrap();
+    std::fs::write(&shared, format!("{}\n{later}\n", line.trim())).unwrap();
     let swapped = bot
         .command(&["audit", "verify", "--checkpoints"])
         .arg(&shared)

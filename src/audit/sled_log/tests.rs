@@ -422,7 +422,8 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() 
     // A commit that fails takes the store out of service: nothing is
     // acknowledged, nothing more is taken, and it says why.
     let failing: Effect = Box::new(|| Err("no".into()));
-    assert!(audit.commit(vec![entry(2)], Some(failing)).await.is_err());
+    // An outcome, then a request, in the failed commit.
+    assert!(audit.commit(vec![entry(5), entry(2)], Some(failing)).await.is_err());
     assert!(log.failed().is_some_and(|why| why.contains("no")));
     assert!(audit.append(entry(3)).await.is_err(), "a failed store takes no more records");
     assert_eq!(log.acked().seq, 1, "nothing past the last good commit was acknowledged");
@@ -434,11 +435,15 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() 
     db.flush().unwrap();
     let tree = db.open_tree("audit").unwrap();
     let end = end::classify(&tree).unwrap();
-    assert!(matches!(&end, End::CrashLeftover(Leftover { failed: true, unsealed: Some((2, 2)), .. })), "{end:?}");
+    assert!(matches!(&end, End::CrashLeftover(Leftover { failed: true, unsealed: Some((2, 3)), .. })), "{end:?}");
     let dry = repair(&db, false).unwrap();
     assert!(dry.leftover.as_deref().is_some_and(|l| l.contains("commit that failed")), "{dry:?}");
     let reopened = SledAuditLog::open(&db).unwrap();
     assert!(reopened.recovered().is_some_and(|l| l.failed));
+    // The outcome it held is handed back, to be recorded again as unknown
+    // (its action ended; its run lock's release may have landed).
+    let dropped: Vec<_> = reopened.dropped_outcomes().iter().map(|e| e.detail.clone()).collect();
+    assert_eq!(dropped, [entry(5).detail]);
     assert_eq!(reopened.verify().unwrap().records, 1);
     let next = (&reopened as &dyn AuditLog).append(entry(4)).await.unwrap();
     assert_eq!(next.seq, 2, "the chain goes on from the last acknowledged record");
@@ -473,6 +478,15 @@ async fn a_failed_commit_mark_drops_at_most_one_commit() {
         let end = end::classify(&tree).unwrap();
         assert!(matches!(end, End::Broken { .. }), "{why}: {end:?}");
         assert!(matches!(SledAuditLog::open(&db), Err(AuditError::Damaged(_))), "{why}");
+        // Repair removes a mark no failure explains, keeping every record.
+        let repaired = repair(&db, true).unwrap();
+        assert!(repaired.problem.is_some() && repaired.records == 210, "{why}: {repaired:?}");
+        assert!(tree.get(FAILED_KEY).unwrap().is_none(), "{why}");
+        let reopened = SledAuditLog::open(&db).unwrap();
+        assert_eq!(reopened.verify().unwrap().records, 210, "{why}");
+        reopened.close();
+        drop(reopened);
+        assert_eq!(snapshot(&tree), before, "{why}: the store is as it was before the mark");
     }
     tree.insert(FAILED_KEY, at(140)).unwrap();
     assert!(matches!(end::classify(&tree).unwrap(), End::CrashLeftover(Leftover { failed: true, .. })));

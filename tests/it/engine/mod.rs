@@ -656,8 +656,67 @@ approvals = 1
         Reply::Outcome { request_id, verdict: Verdict::Refused, text } if request_id == "r-1" => Some(text.clone()),
         _ => None,
     });
-    assert!(told.as_deref().is_some_and(|t| t.contains("did not run") && t.contains("no space")), "{replies:#?}");
+    assert!(told.as_deref().is_some_and(|t| t.contains("did not run") && !t.contains("no space")), "{replies:#?}");
     assert!(!replies.iter().any(|r| matches!(r, Reply::Started { .. })), "{replies:#?}");
+    use opsbot::store::Store;
+    assert!(store.run_locks().unwrap().is_empty(), "the service is free");
+}
+
+/// A panic while announcing a start (after the intent is recorded) leaves
+/// no run open: the request gets an outcome saying it did not run, the
+/// service is free, and nothing runs behind the channel's back.
+#[tokio::test]
+async fn a_panic_announcing_a_start_closes_the_request_and_runs_nothing() {
+    use futures_util::FutureExt;
+    #[derive(Default)]
+    struct PanicsOnStart(RecordingSink);
+    impl opsbot::chat::ChatSink for PanicsOnStart {
+        fn send<'a>(
+            &'a self,
+            target: &'a opsbot::event::ReplyTarget,
+            reply: Reply,
+        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::chat::ChatError>> {
+            if matches!(reply, Reply::Started { .. }) {
+                panic!("adapter bug");
+            }
+            self.0.send(target, reply)
+        }
+    }
+    let text = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0"]
+[services.api]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["deploy"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let engine = Engine::new(Parts {
+        executors: Executors::from_config(&config),
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store: store.clone(),
+        audit: audit.clone(),
+        chat: Arc::new(PanicsOnStart::default()),
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    });
+    let handled = std::panic::AssertUnwindSafe(engine.handle(command(user(0), "/deploy api v2"))).catch_unwind().await;
+    assert!(handled.is_err(), "the panic reaches the request's handler, which counts it");
+    engine.wait_idle().await;
+    let outcomes = audit.read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() }).unwrap();
+    let verdicts: Vec<_> = outcomes.iter().map(|r| (r.entry.outcome, r.entry.detail.clone())).collect();
+    assert!(
+        matches!(verdicts.as_slice(), [(Some(opsbot::audit::Verdict::Refused), detail)] if detail.contains("did not run")),
+        "{verdicts:#?}"
+    );
     use opsbot::store::Store;
     assert!(store.run_locks().unwrap().is_empty(), "the service is free");
 }
