@@ -50,7 +50,7 @@ fn outcome_mark(verdict: crate::audit::Verdict) -> &'static str {
 /// Renders one reply as the console shows it.
 pub fn render(reply: &Reply) -> String {
     match reply {
-        Reply::Text(text) | Reply::Announcement(text) => format!("opsbot: {text}"),
+        Reply::Text(text) | Reply::Announcement(text) | Reply::Answer(text) => format!("opsbot: {text}"),
         Reply::Private { to, text } => format!("opsbot (only {to} sees this): {text}"),
         Reply::Approval(view) => card(view, false),
         Reply::ApprovalUpdate(view) => card(view, true),

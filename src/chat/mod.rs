@@ -91,6 +91,11 @@ pub enum Reply {
     /// A message to the channel that must be delivered, like an outcome (a
     /// published audit checkpoint).
     Announcement(String),
+    /// A read's answer too long for the acknowledgement, which promises it
+    /// follows: an adapter takes it only where its queue has room (else
+    /// `send` fails, and the ack says so instead), and never drops it once
+    /// taken.
+    Answer(String),
     /// Seen only by `to` (Slack ephemeral, Discord ephemeral).
     Private { to: Actor, text: String },
     /// A new approval request with its approve/deny controls.

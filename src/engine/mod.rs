@@ -256,6 +256,11 @@ impl Engine {
         }
     }
 
+    /// Sends a reply and says whether the adapter took it.
+    pub async fn try_send_reply(&self, target: &ReplyTarget, reply: Reply) -> Result<(), crate::chat::ChatError> {
+        self.chat.send(target, reply).await
+    }
+
     /// Sends a reply; a delivery failure is logged, never fatal to the action.
     async fn say(&self, target: &ReplyTarget, reply: Reply) {
         if matches!(reply, Reply::Text(_) | Reply::Private { .. }) {

@@ -953,6 +953,48 @@ fn a_long_answer_reaches_the_channel_whole_in_parts() {
     assert_eq!(lines(&calls).len(), 100);
 }
 
+/// A long answer is promised only when the channel's queue takes it, and,
+/// once taken, is not pushed out by later plain messages; in a channel
+/// whose queue is full the ack says so instead. The queue stays bounded.
+#[test]
+fn a_long_answer_is_promised_only_when_queued_and_then_kept() {
+    let served = Served::start("http");
+    for i in 0..25 {
+        served.command("UALICE", "COPS", "/lock", &format!("api-staging \"window {i}\""), &format!("l{i}"));
+        served.command("UALICE", "COPS", "/unlock", "api-staging", &format!("u{i}"));
+    }
+    served.slack.storm(storm("CFULL"));
+    let ack = served.command("UBOB", "CFULL", "/audit", "api-staging 100", "a1");
+    assert!(ack["text"].as_str().unwrap().contains("follows in the channel"), "{ack}");
+    // Plain replies fill the queue and overflow it; the answer stays.
+    let mention = |i: usize| json!({"type": "app_mention", "user": "UALICE", "text": "<@UBOT> help", "channel": "CFULL", "ts": format!("{i}.1")});
+    for i in 0..300 {
+        assert_eq!(served.event(&format!("EvFull{i}"), mention(i)).0, 200);
+    }
+    let ack = served.command("UBOB", "CFULL", "/audit", "api-staging 100", "a2");
+    let text = ack["text"].as_str().unwrap();
+    assert!(text.contains("backed up") && !text.contains("follows"), "{ack}");
+    let (_, metrics) = served.get("/metrics");
+    let queued: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("opsbot_slack_queued "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(queued <= 130, "bounded: {queued}");
+    served.slack.calm();
+    let audit_lines = |calls: &[Call]| {
+        calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && c.status == 200 && c.body["channel"] == "CFULL")
+            .flat_map(|c| text_of(&c.body).lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+    };
+    served.slack.wait_for("the promised answer, all 100 lines", Duration::from_secs(60), |c| audit_lines(c) >= 100);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(audit_lines(&served.slack.calls()), 100, "the refused one was not sent");
+}
+
 /// A 429 storm in one channel, with its queue full of plain replies, holds
 /// up nothing elsewhere: votes and cards in another channel go through at
 /// once (a must-deliver message never waits for room, and never while a

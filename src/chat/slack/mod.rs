@@ -163,10 +163,16 @@ impl SlackIngress {
         }
         // Longer than one message (a long /audit): the channel gets all of
         // it as posts, split at line ends, instead of a silently cut ack.
-        // It goes as an announcement (never dropped, even through a 429
-        // storm), since the ack promises it.
-        self.engine.send_reply(target, Reply::Announcement(text)).await;
-        json!({"response_type": "ephemeral", "text": "The answer is long: it follows in the channel, in parts."})
+        // The ack promises it only once the channel's queue has taken it
+        // (then it is never dropped); a backed-up channel gets no more.
+        match self.engine.try_send_reply(target, Reply::Answer(text)).await {
+            Ok(()) => {
+                json!({"response_type": "ephemeral", "text": "The answer is long: it follows in the channel, in parts."})
+            }
+            Err(_) => {
+                json!({"response_type": "ephemeral", "text": "The answer is long, and this channel's messages are backed up (Slack is rate-limiting it): ask again in a minute, or narrow it (for example `/audit api-service 20`)."})
+            }
+        }
     }
 
     /// `POST /slack/interactivity`.

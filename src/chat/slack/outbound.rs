@@ -282,7 +282,10 @@ impl SlackSink {
     /// happens when the lane is full). Registered as outstanding until done.
     fn enqueue(&self, target: &ReplyTarget, channel: &str, lane: Lane, work: Work) -> Result<(), ChatError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let must = !work.droppable();
+        // An answer is admitted like a plain message (not past a full lane)
+        // but, once queued, kept like one that must arrive.
+        let answer = matches!(work, Work::Reply(Reply::Answer(_)));
+        let must = !work.droppable() && !answer;
         {
             let mut outstanding = self.inner.outstanding.lock().expect("outstanding lock");
             outstanding
@@ -296,6 +299,9 @@ impl SlackSink {
                 Pushed::Queued => return Ok(()),
                 Pushed::Dropped => {
                     self.inner.dropped(id);
+                    if answer {
+                        return Err(ChatError::Delivery(format!("the send queue for {channel} is full")));
+                    }
                     return Ok(());
                 }
                 Pushed::Closed(back) => job = *back,
@@ -341,7 +347,7 @@ impl ChatSink for SlackSink {
                         if known && matches!(reply, Reply::ApprovalUpdate(_)) { Lane::Fast } else { Lane::Posts };
                     self.enqueue(target, channel, lane, Work::Reply(reply))
                 }
-                Reply::Started { .. } | Reply::Outcome { .. } | Reply::Announcement(_) => {
+                Reply::Started { .. } | Reply::Outcome { .. } | Reply::Announcement(_) | Reply::Answer(_) => {
                     self.enqueue(target, channel, Lane::Posts, Work::Reply(reply))
                 }
             }

@@ -48,6 +48,7 @@ impl Work {
         match self {
             Work::Reply(Reply::Text(_)) => "message",
             Work::Reply(Reply::Announcement(_)) => "announcement",
+            Work::Reply(Reply::Answer(_)) => "long answer",
             Work::Reply(Reply::Private { .. }) => "private note",
             Work::Reply(Reply::Approval(_)) => "approval card",
             Work::Reply(Reply::ApprovalUpdate(_)) => "approval card update",
@@ -69,7 +70,7 @@ impl Work {
             )
             | Work::ProgressPost { request_id }
             | Work::ProgressRefresh { request_id } => Some(request_id.clone()),
-            Work::Reply(Reply::Text(_) | Reply::Announcement(_) | Reply::Private { .. }) => None,
+            Work::Reply(Reply::Text(_) | Reply::Announcement(_) | Reply::Answer(_) | Reply::Private { .. }) => None,
         }
     }
 }
@@ -305,7 +306,7 @@ impl<'a> Delivery<'a> {
         let channel = self.channel.to_string();
         let thread = target.thread.as_deref();
         match reply {
-            Reply::Text(text) | Reply::Announcement(text) => {
+            Reply::Text(text) | Reply::Announcement(text) | Reply::Answer(text) => {
                 self.post_text(thread, &text).await?;
             }
             Reply::Private { to, text } => {
