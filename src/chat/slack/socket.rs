@@ -124,6 +124,29 @@ pub async fn run(
     }
 }
 
+/// Handles one envelope on its own task, holding `permit` until it is done,
+/// and queues its ack for the session.
+fn handle_envelope(
+    tasks: &crate::tasks::Tasks,
+    ingress: &Arc<SlackIngress>,
+    acks: &mpsc::Sender<String>,
+    id: String,
+    envelope: Envelope,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (ingress, acks) = (ingress.clone(), acks.clone());
+    tasks.request("slack socket mode envelope", async move {
+        let payload = handle(&ingress, &envelope).await;
+        let mut ack = json!({ "envelope_id": id });
+        if let Some(payload) = payload {
+            ack["payload"] = payload;
+        }
+        // The session may have ended meanwhile: then Slack redelivers.
+        let _ = acks.try_send(ack.to_string());
+        drop(permit);
+    });
+}
+
 /// One WebSocket session; Ok(()) when Slack asked us to reconnect or we stop.
 async fn session_loop(
     ingress: &Arc<SlackIngress>,
@@ -143,9 +166,14 @@ async fn session_loop(
     pings.tick().await;
     let mut last_heard = Instant::now();
     let opened = Instant::now();
+    // An envelope read while every handler permit was taken: reading
+    // stops until one frees, while pings, acks and `stop` go on.
+    let mut waiting: Option<(String, Envelope)> = None;
     let result = loop {
         let silent_for = last_heard.elapsed();
-        if silent_for >= ping * 3 {
+        // Frames are not read while an envelope waits, so silence then
+        // says nothing about the connection.
+        if waiting.is_none() && silent_for >= ping * 3 {
             break Err(format!("no frame from Slack for {}ms; the connection is dead", silent_for.as_millis()));
         }
         // A socket that answers pings but never says hello delivers nothing.
@@ -153,7 +181,14 @@ async fn session_loop(
             break Err(format!("Slack sent no hello within {}s", CONNECT_TIMEOUT.as_secs()));
         }
         let message = tokio::select! {
-            m = socket.next() => m,
+            m = socket.next(), if waiting.is_none() => m,
+            Ok(permit) = room.clone().acquire_owned(), if waiting.is_some() => {
+                if let Some((id, envelope)) = waiting.take() {
+                    handle_envelope(tasks, ingress, &acks, id, envelope, permit);
+                }
+                last_heard = Instant::now();
+                continue;
+            }
             _ = pings.tick() => {
                 if let Err(e) = socket.send(Message::Ping(Vec::new().into())).await {
                     break Err(format!("cannot ping: {e}"));
@@ -191,18 +226,10 @@ async fn session_loop(
             }
             _ => {
                 let Some(id) = envelope.envelope_id.clone() else { continue };
-                let Ok(permit) = room.clone().acquire_owned().await else { continue };
-                let (ingress, acks) = (ingress.clone(), acks.clone());
-                tasks.request("slack socket mode envelope", async move {
-                    let payload = handle(&ingress, &envelope).await;
-                    let mut ack = json!({ "envelope_id": id });
-                    if let Some(payload) = payload {
-                        ack["payload"] = payload;
-                    }
-                    // The session may have ended meanwhile: then Slack redelivers.
-                    let _ = acks.try_send(ack.to_string());
-                    drop(permit);
-                });
+                match room.clone().try_acquire_owned() {
+                    Ok(permit) => handle_envelope(tasks, ingress, &acks, id, envelope, permit),
+                    Err(_) => waiting = Some((id, envelope)),
+                }
             }
         }
     };
