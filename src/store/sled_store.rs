@@ -345,19 +345,38 @@ impl ReadOnly {
         })
     }
 
-    /// `None` when `dir` holds no trail yet: no sled files, a log that
-    /// never got its first byte, or no audit tree. Every other failure to
-    /// open it is an error.
+    /// `None` when `dir` holds no trail yet: no sled log, one that never
+    /// got its first byte, or a store whose trees were created but hold
+    /// nothing and no audit tree yet (a first start cut short). Every other
+    /// failure to open it is an error: a log without sled's config file,
+    /// or opsbot state with no audit trail (deleted), is not a new store.
     fn probe(dir: &Path) -> Result<Option<ReadOnly>, StoreError> {
         let log = dir.join("db");
-        if !log.is_file()
-            || !dir.join("conf").is_file()
-            || std::fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false)
-        {
+        if !log.is_file() || std::fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false) {
             return Ok(None);
         }
+        if !dir.join("conf").is_file() {
+            return Err(StoreError::Open {
+                path: dir.display().to_string(),
+                reason: "sled's log is here but its config file `conf` is missing; opsbot will not recover a store it cannot check. Restore `conf` (from a backup or a copy of this store), or move this directory aside to start a new trail".into(),
+            });
+        }
         let db = open_sled(dir, true)?;
-        let Some(tree) = crate::audit::sled_log::existing_tree(&db)? else { return Ok(None) };
+        let Some(tree) = crate::audit::sled_log::existing_tree(&db)? else {
+            for name in db.tree_names() {
+                if name.as_ref() == b"__sled__default" {
+                    continue;
+                }
+                if db.open_tree(&name).map(|t| !t.is_empty()).unwrap_or(true) {
+                    return Err(crate::audit::AuditError::Damaged(format!(
+                        "the store holds opsbot state (`{}`) but no audit trail: the trail was deleted. Keep this directory as evidence; move it aside to start a new trail",
+                        String::from_utf8_lossy(&name)
+                    ))
+                    .into());
+                }
+            }
+            return Ok(None);
+        };
         Ok(Some(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) }))
     }
 }
@@ -522,11 +541,37 @@ mod tests {
         assert!(store.first_delivery("t4", at(20)).unwrap());
     }
 
-    /// A first start cut off before sled's log got a byte is no trail yet;
-    /// a store sled cannot read (here: its config record is garbage) is
-    /// refused as it is, not handed to a writing open's recovery.
+    /// Opens `dir` until sled has let go of it, returning the error.
+    fn open_err(dir: &Path) -> StoreError {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(dir) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => return e,
+                Ok(_) => panic!("{} was opened", dir.display()),
+            }
+        }
+    }
+
+    /// Every byte of the files in `dir`, by name.
+    fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+
+    /// Only a store with nothing in it is new. A first start cut off before
+    /// sled's log got a byte opens as a new store; a log whose `conf` is
+    /// missing or garbage, and opsbot state whose audit trail was deleted,
+    /// are refused as found, never handed to a writing open (which would
+    /// write a new `conf`, run recovery, or start a new trail at record 1).
     #[test]
-    fn an_empty_log_is_a_new_store_and_an_unreadable_one_is_refused_untouched() {
+    fn only_an_empty_store_is_new_and_an_unreadable_or_trail_less_one_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("conf"), b"").unwrap();
         std::fs::write(dir.path().join("db"), b"").unwrap();
@@ -534,19 +579,30 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         drop(SledStore::open(dir.path()).unwrap());
+        let conf = std::fs::read(dir.path().join("conf")).unwrap();
+        std::fs::remove_file(dir.path().join("conf")).unwrap();
+        let before = files(dir.path());
+        let refused = open_err(dir.path());
+        assert!(refused.to_string().contains("`conf` is missing"), "{refused}");
+        assert_eq!(files(dir.path()), before, "nothing was written, no conf created");
         std::fs::write(dir.path().join("conf"), b"\xff\xfe not sled's config").unwrap();
-        let before = std::fs::read(dir.path().join("db")).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let refused = loop {
-            match SledStore::open(dir.path()) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => break e,
-                Ok(_) => panic!("an unreadable store was opened"),
-            }
-        };
-        assert!(matches!(refused, StoreError::Open { .. }), "{refused:?}");
-        assert_eq!(std::fs::read(dir.path().join("db")).unwrap(), before, "nothing was written");
+        let before = files(dir.path());
+        assert!(matches!(open_err(dir.path()), StoreError::Open { .. }));
+        assert_eq!(files(dir.path()), before, "nothing was written");
+        std::fs::write(dir.path().join("conf"), conf).unwrap();
+
+        // opsbot state, but the audit tree is gone.
+        {
+            let store = reopen(dir.path());
+            let hold = Hold { by: Actor::parse("slack:U1").unwrap(), reason: "x".into(), until: at(60) };
+            store.set_hold("api", &hold).unwrap();
+            store.audit().close();
+            store.durable.db.drop_tree("audit").unwrap();
+            store.durable.db.flush().unwrap();
+        }
+        let before = files(dir.path());
+        let refused = open_err(dir.path());
+        assert!(refused.to_string().contains("no audit trail"), "{refused}");
+        assert_eq!(files(dir.path()), before, "nothing was written");
     }
 }

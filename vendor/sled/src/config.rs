@@ -567,7 +567,9 @@ impl Config {
     fn open_file(&self) -> Result<File> {
         let blob_dir: PathBuf = self.get_path().join("blobs");
 
-        if !blob_dir.exists() {
+        // opsbot patch: a read-only open creates nothing and opens the log
+        // for reading only (see OPSBOT.md).
+        if !blob_dir.exists() && !self.read_only {
             fs::create_dir_all(blob_dir)?;
         }
 
@@ -576,9 +578,9 @@ impl Config {
         // open the data file
         let mut options = fs::OpenOptions::new();
 
-        let _ = options.create(true);
+        let _ = options.create(!self.read_only);
         let _ = options.read(true);
-        let _ = options.write(true);
+        let _ = options.write(!self.read_only);
 
         if self.create_new {
             options.create_new(true);
@@ -659,6 +661,10 @@ impl Config {
                 );
                 Ok(())
             }
+            // opsbot patch: a read-only open never writes the config file.
+            Ok(None) if self.read_only => Err(Error::Unsupported(
+                "the store has no readable config file, and a read-only open writes none".into(),
+            )),
             Ok(None) => self.write_config(),
             Err(e) => Err(e),
         }
