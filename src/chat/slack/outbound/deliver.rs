@@ -108,7 +108,6 @@ impl Thread {
     }
 }
 
-/// The card's message in `channel`, from memory or (after a restart) the store.
 /// The newest view of a card: its thread's, else the last one kept after
 /// the card closed, else `view` itself.
 fn newest_view(inner: &Inner, view: &crate::chat::ApprovalView) -> crate::chat::ApprovalView {
@@ -119,6 +118,7 @@ fn newest_view(inner: &Inner, view: &crate::chat::ApprovalView) -> crate::chat::
     closed.iter().rev().find(|v| v.id == view.id).cloned().unwrap_or_else(|| view.clone())
 }
 
+/// The card's message in `channel`, from memory or (after a restart) the store.
 pub(super) fn card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
     if let Some(ts) = inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
         return Some(ts);
@@ -355,7 +355,9 @@ impl<'a> Delivery<'a> {
                 }
                 // Denied, withdrawn, expired, invalidated: no action follows,
                 // so nothing more will be said in this thread.
-                let last = sent.unwrap_or(view);
+                // Judged on the newest view (the loop may have ended on an
+                // older one), so a decided card's thread entry never lingers.
+                let last = self.newest_view(&view);
                 if !matches!(last.state, RequestState::Pending | RequestState::Approved) {
                     self.inner.with_threads(|t| t.remove(&last.id));
                     self.keep_closed(last);
