@@ -144,19 +144,30 @@ impl Running {
             .dropped_outcomes()
             .iter()
             .map(|entry| {
-                let was = entry.outcome.map(|v| v.to_string()).unwrap_or_else(|| "no verdict".into());
-                crate::audit::AuditEntry {
-                    outcome: Some(crate::audit::Verdict::Unknown),
-                    detail: format!(
-                        "unknown: the action ended ({was}), but the commit recording it failed and was dropped at restart; check the service's live state. It said: {}",
-                        entry.detail
+                use crate::audit::Verdict;
+                let (outcome, detail) = match entry.outcome {
+                    // Nothing ran: that stays what it was.
+                    Some(Verdict::Refused) => (
+                        Verdict::Refused,
+                        format!("{} (recorded again: the commit that first recorded it failed)", entry.detail),
                     ),
-                    ..entry.clone()
-                }
+                    was => (
+                        Verdict::Unknown,
+                        format!(
+                            "unknown: the action ended ({}), but the commit recording it failed and was dropped at restart; check the service's live state. It said: {}",
+                            was.map(|v| v.to_string()).unwrap_or_else(|| "no verdict".into()),
+                            entry.detail
+                        ),
+                    ),
+                };
+                crate::audit::AuditEntry { outcome: Some(outcome), detail, ..entry.clone() }
             })
             .collect();
         if !lost.is_empty() {
-            engine.audit().append_all(lost).await?;
+            for part in lost.chunks(crate::audit::MAX_COMMIT) {
+                engine.audit().append_all(part.to_vec()).await?;
+            }
+            store.audit().dropped_outcomes_recorded()?;
         }
         engine.recover().await;
         engine.tick().await;

@@ -34,6 +34,10 @@ pub(super) const COMMITTED_KEY: &[u8] = b"c";
 /// error): the head before it. Whatever that commit wrote is dropped at the
 /// next open, like a crash leftover: its callers were told it failed.
 pub(super) const FAILED_KEY: &[u8] = b"f";
+/// Outcomes of a failed commit that an open dropped, kept until the bot has
+/// recorded them again (a JSON [`super::sled_log::Unrecorded`]): written in
+/// the open's flush, before the records it drops.
+pub(super) const UNRECORDED_KEY: &[u8] = b"u";
 /// The layout's version, written when a trail is created.
 pub(super) const FORMAT_KEY: &[u8] = b"v";
 /// Sealed commits, `h` and `c` (this module's layout).

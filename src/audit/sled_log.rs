@@ -22,13 +22,14 @@
 
 use super::blocks::{
     block_key, index_entries, index_key, index_of, key_seq, parse_block, records_of, remove_past, sealed, BlockWriter,
-    BLOCK_PREFIX, COMMITTED_KEY, FAILED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, INDEX_PREFIX, MAX_COMMIT,
+    BLOCK_PREFIX, COMMITTED_KEY, FAILED_KEY, FORMAT, FORMAT_KEY, HEAD_KEY, INDEX_PREFIX, MAX_COMMIT, UNRECORDED_KEY,
 };
 use super::chain::{self, Head, Verifier};
 use super::end::{self, End, Leftover};
 use super::recent::{self, RecentOutcomes};
 use super::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, Effect, RecordKind};
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use tokio::sync::{broadcast, oneshot, Semaphore};
@@ -351,8 +352,14 @@ impl Trail {
 }
 
 impl Trail {
+    /// Whether the trail's layout version (`v`) is stored: every trail
+    /// opsbot opened has it, before any other state is written.
+    pub fn has_layout_version(&self) -> Result<bool, AuditError> {
+        self.tree.contains_key(FORMAT_KEY).map_err(store_error)
+    }
+
     /// The number of the newest stored record (0 for an empty trail).
-    fn newest_seq(&self) -> Result<u64, AuditError> {
+    pub fn newest_seq(&self) -> Result<u64, AuditError> {
         match self.tree.scan_prefix([BLOCK_PREFIX]).next_back() {
             None => Ok(0),
             Some(item) => {
@@ -504,19 +511,29 @@ impl SledAuditLog {
                     // A failed commit's state changes (a run lock's release)
                     // may have reached the disk with it: an outcome in it
                     // stood for an action that ended, so what it said must
-                    // not vanish with it. The bot records it again as unknown.
+                    // not vanish with it. It is kept under `u`, written
+                    // before anything is dropped (sled recovers a prefix of
+                    // its log), until the bot has recorded it again.
                     let trail = Trail::new(tree.clone());
                     let past = AuditQuery {
                         after_seq: Some(leftover.head.seq),
                         kind: Some(RecordKind::Outcome),
                         ..Default::default()
                     };
+                    let mut saved = Vec::new();
                     let read = trail.each_upto(&past, u64::MAX, &mut |record| {
-                        dropped_outcomes.push(record.entry);
+                        saved.push(record.entry);
                         true
                     });
                     if let Err(e) = read {
                         tracing::error!(error = %e, "the failed commit's records could not be read; outcomes in it are lost");
+                    }
+                    if !saved.is_empty() {
+                        let mut unrecorded = read_unrecorded(&tree)?
+                            .unwrap_or(Unrecorded { head: leftover.head.clone(), entries: Vec::new() });
+                        unrecorded.entries.extend(saved);
+                        let bytes = serde_json::to_vec(&unrecorded).expect("entries serialise");
+                        tree.insert(UNRECORDED_KEY, bytes).map_err(store_error)?;
                     }
                 }
                 let dropped = remove_past(&tree, &leftover.head).map_err(store_error)?;
@@ -530,6 +547,29 @@ impl SledAuditLog {
             }
             End::Broken { problem } => return Err(AuditError::Damaged(problem)),
         };
+        // Saved outcomes not yet in the trail: those whose request has an
+        // outcome after the save were recorded again (a crash may have come
+        // before `u` was removed).
+        if let Some(unrecorded) = read_unrecorded(&tree)? {
+            let mut recorded = std::collections::HashSet::new();
+            let after = AuditQuery {
+                after_seq: Some(unrecorded.head.seq),
+                kind: Some(RecordKind::Outcome),
+                ..Default::default()
+            };
+            Trail::new(tree.clone()).each_upto(&after, head.seq, &mut |record| {
+                recorded.extend(record.entry.request_id);
+                true
+            })?;
+            dropped_outcomes = unrecorded
+                .entries
+                .into_iter()
+                .filter(|e| e.request_id.as_ref().is_none_or(|id| !recorded.contains(id)))
+                .collect();
+            if dropped_outcomes.is_empty() {
+                tree.remove(UNRECORDED_KEY).map_err(store_error)?;
+            }
+        }
         if head.seq == 0 && tree.get(FORMAT_KEY).map_err(store_error)?.is_none() {
             tree.insert(FORMAT_KEY, FORMAT).map_err(store_error)?;
         }
@@ -559,13 +599,22 @@ impl SledAuditLog {
         })
     }
 
-    /// The outcomes of a commit that failed, which this open dropped with
-    /// it. Their actions had ended (the channel was told "unknown"), and
-    /// the commit's run-lock releases may have landed: the bot records each
-    /// again as an unknown outcome, so no started action is left without
-    /// one.
+    /// The outcomes of a commit that failed, which an open dropped with it
+    /// and which are not in the trail yet. Their actions had ended (the
+    /// channel was told "unknown"), and the commit's run-lock releases may
+    /// have landed: the bot records each again, so no started action is
+    /// left without an outcome, then calls
+    /// [`SledAuditLog::dropped_outcomes_recorded`]. Until then they are
+    /// kept in the store, across restarts.
     pub fn dropped_outcomes(&self) -> &[AuditEntry] {
         &self.dropped_outcomes
+    }
+
+    /// The dropped outcomes are in the trail now. (Should a crash come
+    /// before this reaches the disk, the next open sees they were recorded.)
+    pub fn dropped_outcomes_recorded(&self) -> Result<(), AuditError> {
+        self.trail.tree.remove(UNRECORDED_KEY).map_err(store_error)?;
+        Ok(())
     }
 
     /// What opening the store had to fix after a crash, if anything.
@@ -954,6 +1003,30 @@ pub fn repair(db: &sled::Db, write: bool) -> Result<Repaired, AuditError> {
         was_committed,
         leftover: None,
     })
+}
+
+/// Outcomes of failed commits that opens dropped, not yet recorded again
+/// (the `u` key).
+#[derive(Serialize, Deserialize)]
+pub struct Unrecorded {
+    /// The trail's head when the first of them was saved: outcomes recorded
+    /// again come after it.
+    head: Head,
+    entries: Vec<AuditEntry>,
+}
+
+fn read_unrecorded(tree: &sled::Tree) -> Result<Option<Unrecorded>, AuditError> {
+    match tree.get(UNRECORDED_KEY).map_err(store_error)? {
+        None => Ok(None),
+        Some(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(unrecorded) => Ok(Some(unrecorded)),
+            Err(e) => {
+                // The chain is intact without them; say so loudly and go on.
+                tracing::error!(error = %e, "the saved outcomes of a failed commit (the `u` key) are unreadable; they cannot be recorded again");
+                Ok(None)
+            }
+        },
+    }
 }
 
 #[cfg(test)]

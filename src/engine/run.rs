@@ -116,6 +116,18 @@ impl Engine {
                 tracing::error!(error = %e, request = %id, "the outcome of an unannounced start was not recorded");
                 let _ = self.store.release_run_lock(service_name, id);
             }
+            // Tell the channel (a card may say approved), unless the same
+            // bug strikes again.
+            let text =
+                format!("{id} did not run: opsbot hit an internal error announcing its start (a bug; see its log)");
+            let told = AssertUnwindSafe(
+                self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }),
+            )
+            .catch_unwind()
+            .await;
+            if told.is_err() {
+                tracing::error!(request = %id, "telling the channel that it did not run panicked too");
+            }
             std::panic::resume_unwind(panic);
         }
 

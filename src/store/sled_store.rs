@@ -355,31 +355,44 @@ impl ReadOnly {
         if !log.is_file() || std::fs::metadata(&log).map(|m| m.len() == 0).unwrap_or(false) {
             return Ok(None);
         }
-        if !dir.join("conf").is_file() {
+        let conf = dir.join("conf");
+        if !conf.is_file() || std::fs::metadata(&conf).map(|m| m.len() <= 8).unwrap_or(true) {
             return Err(StoreError::Open {
                 path: dir.display().to_string(),
-                reason: "sled's log is here but its config file `conf` is missing; opsbot will not recover a store it cannot check. Restore `conf` (from a backup or a copy of this store), or move this directory aside to start a new trail".into(),
+                reason: "sled's log is here but its config file `conf` is missing or empty (a power cut in a new store's first seconds can do that); opsbot will not recover a store it cannot check. Copy `conf` from a backup, a copy of this store, or any store made by the same opsbot version (its contents are the same), or move this directory aside to start a new trail".into(),
             });
         }
         let db = open_sled(dir, true)?;
-        let Some(tree) = crate::audit::sled_log::existing_tree(&db)? else {
-            for name in db.tree_names() {
-                if name.as_ref() == b"__sled__default" {
+        let tree = crate::audit::sled_log::existing_tree(&db)?;
+        let trail = tree.map(crate::audit::sled_log::Trail::new);
+        let deleted = match &trail {
+            None => true,
+            Some(trail) => trail.newest_seq()? == 0 && !trail.has_layout_version()?,
+        };
+        if deleted {
+            // Every store opsbot opened has its audit tree, with the layout
+            // version in it, before any other state is written: state
+            // without them is a trail deleted (its tree dropped or emptied).
+            for name in STATE_TREES {
+                let names = db.tree_names();
+                if !names.iter().any(|n| n.as_ref() == name.as_bytes()) {
                     continue;
                 }
-                if db.open_tree(&name).map(|t| !t.is_empty()).unwrap_or(true) {
+                if db.open_tree(name).map(|t| !t.is_empty()).unwrap_or(true) {
                     return Err(crate::audit::AuditError::Damaged(format!(
-                        "the store holds opsbot state (`{}`) but no audit trail: the trail was deleted. Keep this directory as evidence; move it aside to start a new trail",
-                        String::from_utf8_lossy(&name)
+                        "the store holds opsbot state (`{name}`) but no audit trail: the trail was deleted. Keep this directory as evidence; move it aside to start a new trail"
                     ))
                     .into());
                 }
             }
-            return Ok(None);
-        };
-        Ok(Some(ReadOnly { db, trail: crate::audit::sled_log::Trail::new(tree) }))
+        }
+        Ok(trail.map(|trail| ReadOnly { db, trail }))
     }
 }
+
+/// The trees of opsbot's state besides the trail (the dedup windows are
+/// left out: the first commit's hook may fill one before its records land).
+const STATE_TREES: [&str; 5] = ["requests", "open_requests", "locks", "meta", "links"];
 
 /// `opsbot audit repair` on the store in `dir` (no bot may be running).
 /// Verifies first on a read-only open: a store that needs no repair, or
@@ -604,5 +617,18 @@ mod tests {
         let refused = open_err(dir.path());
         assert!(refused.to_string().contains("no audit trail"), "{refused}");
         assert_eq!(files(dir.path()), before, "nothing was written");
+
+        // The same with the audit tree emptied rather than dropped.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let hold = Hold { by: Actor::parse("slack:U1").unwrap(), reason: "x".into(), until: at(60) };
+            store.set_hold("api", &hold).unwrap();
+            store.audit().close();
+            store.durable.db.open_tree("audit").unwrap().clear().unwrap();
+            store.durable.db.flush().unwrap();
+        }
+        let refused = open_err(dir.path());
+        assert!(refused.to_string().contains("no audit trail"), "{refused}");
     }
 }

@@ -958,7 +958,9 @@ fn a_long_answer_reaches_the_channel_whole_in_parts() {
 /// whose queue is full the ack says so instead. The queue stays bounded.
 #[test]
 fn a_long_answer_is_promised_only_when_queued_and_then_kept() {
-    let served = Served::start("http");
+    // A short shutdown grace: the storm in CTWO never ends.
+    let served =
+        Served::with_config(&config("http").replace("channel_burst = 5", "channel_burst = 5\nshutdown_grace = \"1s\""));
     for i in 0..25 {
         served.command("UALICE", "COPS", "/lock", &format!("api-staging \"window {i}\""), &format!("l{i}"));
         served.command("UALICE", "COPS", "/unlock", "api-staging", &format!("u{i}"));
@@ -993,6 +995,19 @@ fn a_long_answer_is_promised_only_when_queued_and_then_kept() {
     served.slack.wait_for("the promised answer, all 100 lines", Duration::from_secs(60), |c| audit_lines(c) >= 100);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(audit_lines(&served.slack.calls()), 100, "the refused one was not sent");
+
+    // A channel holds two long answers waiting at most (besides the one
+    // being posted), however empty its queue.
+    served.slack.storm(storm("CTWO"));
+    let ack = served.command("UBOB", "CTWO", "/audit", "api-staging 100", "two-first");
+    assert!(ack["text"].as_str().unwrap().contains("follows"), "{ack}");
+    served.slack.wait_for("the first answer being posted", LONG, |c| {
+        c.iter().any(|c| c.method == "chat.postMessage" && c.body["channel"] == "CTWO")
+    });
+    for (i, want) in ["follows", "follows", "backed up"].iter().enumerate() {
+        let ack = served.command("UBOB", "CTWO", "/audit", "api-staging 100", &format!("two{i}"));
+        assert!(ack["text"].as_str().unwrap().contains(want), "answer {i}: {ack}");
+    }
 }
 
 /// A 429 storm in one channel, with its queue full of plain replies, holds

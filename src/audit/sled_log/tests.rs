@@ -423,7 +423,8 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() 
     // acknowledged, nothing more is taken, and it says why.
     let failing: Effect = Box::new(|| Err("no".into()));
     // An outcome, then a request, in the failed commit.
-    assert!(audit.commit(vec![entry(5), entry(2)], Some(failing)).await.is_err());
+    let outcome = AuditEntry { request_id: Some("r-9".into()), ..entry(5) };
+    assert!(audit.commit(vec![outcome.clone(), entry(2)], Some(failing)).await.is_err());
     assert!(log.failed().is_some_and(|why| why.contains("no")));
     assert!(audit.append(entry(3)).await.is_err(), "a failed store takes no more records");
     assert_eq!(log.acked().seq, 1, "nothing past the last good commit was acknowledged");
@@ -444,9 +445,26 @@ async fn an_effect_lands_in_the_same_commit_and_a_failing_one_stops_the_store() 
     // (its action ended; its run lock's release may have landed).
     let dropped: Vec<_> = reopened.dropped_outcomes().iter().map(|e| e.detail.clone()).collect();
     assert_eq!(dropped, [entry(5).detail]);
-    assert_eq!(reopened.verify().unwrap().records, 1);
+    // Kept in the store until recorded again: a crash (or another writing
+    // open) before that loses nothing.
+    reopened.close();
+    drop(reopened);
+    let reopened = SledAuditLog::open(&db).unwrap();
+    assert!(reopened.recovered().is_none(), "the drop itself is done");
+    assert_eq!(reopened.dropped_outcomes().len(), 1, "still to be recorded");
+    // Recorded again, and a crash before `u` is removed: the next open sees
+    // the request has its outcome and hands back nothing.
+    let again = AuditEntry { detail: "unknown: recorded again".into(), ..outcome };
+    let recorded = (&reopened as &dyn AuditLog).append(again).await.unwrap();
+    assert_eq!(recorded.seq, 2);
+    reopened.close();
+    drop(reopened);
+    let reopened = SledAuditLog::open(&db).unwrap();
+    assert!(reopened.dropped_outcomes().is_empty(), "recorded once, not again");
+    assert!(tree.get(UNRECORDED_KEY).unwrap().is_none(), "and the saved copy is gone");
+    assert_eq!(reopened.verify().unwrap().records, 2);
     let next = (&reopened as &dyn AuditLog).append(entry(4)).await.unwrap();
-    assert_eq!(next.seq, 2, "the chain goes on from the last acknowledged record");
+    assert_eq!(next.seq, 3, "the chain goes on from the last acknowledged record");
     reopened.close();
 }
 

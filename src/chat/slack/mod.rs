@@ -169,8 +169,11 @@ impl SlackIngress {
             Ok(()) => {
                 json!({"response_type": "ephemeral", "text": "The answer is long: it follows in the channel, in parts."})
             }
+            Err(e) if e.to_string().contains("is full") => {
+                json!({"response_type": "ephemeral", "text": "The answer is long, and this channel's messages are backed up (other long answers or many messages are waiting to be posted): ask again in a minute, or narrow it (for example `/audit api-service 20`) to get it in this reply."})
+            }
             Err(_) => {
-                json!({"response_type": "ephemeral", "text": "The answer is long, and this channel's messages are backed up (Slack is rate-limiting it): ask again in a minute, or narrow it (for example `/audit api-service 20`)."})
+                json!({"response_type": "ephemeral", "text": "The answer is long and cannot be posted in this channel now (opsbot may be stopping): narrow it (for example `/audit api-service 20`) to get it in this reply."})
             }
         }
     }

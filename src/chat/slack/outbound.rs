@@ -62,6 +62,9 @@ pub struct Settings {
 const FAST: Pacing = Pacing { interval: Duration::from_millis(100), burst: 10 };
 /// Messages one lane holds.
 const LANE_CAPACITY: usize = 128;
+/// Long answers ([`Reply::Answer`]) one lane holds waiting (besides the
+/// one its worker may be posting).
+const ANSWERS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Lane {
@@ -97,6 +100,14 @@ impl LaneQueue {
         let mut state = self.state.lock().expect("lane lock");
         if state.closed {
             return Pushed::Closed(Box::new(job));
+        }
+        // Long answers are several posts each and are never evicted once
+        // taken: a channel holds a few at most, so one reader repeating a
+        // long question cannot push everyone's cards and outcomes back.
+        if matches!(job.work, Work::Reply(Reply::Answer(_)))
+            && state.jobs.iter().filter(|j| matches!(j.work, Work::Reply(Reply::Answer(_)))).count() >= ANSWERS
+        {
+            return Pushed::Dropped;
         }
         if state.jobs.len() >= LANE_CAPACITY {
             if !must {

@@ -660,6 +660,13 @@ approvals = 1
     assert!(!replies.iter().any(|r| matches!(r, Reply::Started { .. })), "{replies:#?}");
     use opsbot::store::Store;
     assert!(store.run_locks().unwrap().is_empty(), "the service is free");
+    let replies = sink.replies();
+    assert!(
+        replies.iter().any(
+            |r| matches!(r, Reply::Outcome { verdict: Verdict::Refused, text, .. } if text.contains("did not run"))
+        ),
+        "the channel is told: {replies:#?}"
+    );
 }
 
 /// A panic while announcing a start (after the intent is recorded) leaves
@@ -669,7 +676,7 @@ approvals = 1
 async fn a_panic_announcing_a_start_closes_the_request_and_runs_nothing() {
     use futures_util::FutureExt;
     #[derive(Default)]
-    struct PanicsOnStart(RecordingSink);
+    struct PanicsOnStart(Arc<RecordingSink>);
     impl opsbot::chat::ChatSink for PanicsOnStart {
         fn send<'a>(
             &'a self,
@@ -698,13 +705,14 @@ requesters = ["developers"]
     let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let sink = Arc::new(RecordingSink::default());
     let engine = Engine::new(Parts {
         executors: Executors::from_config(&config),
         config,
         registry: Registry::load_dir(&commands_dir()).unwrap(),
         store: store.clone(),
         audit: audit.clone(),
-        chat: Arc::new(PanicsOnStart::default()),
+        chat: Arc::new(PanicsOnStart(sink.clone())),
         clock: Arc::new(ManualClock::new(start())),
         metrics: Default::default(),
     });
@@ -719,4 +727,11 @@ requesters = ["developers"]
     );
     use opsbot::store::Store;
     assert!(store.run_locks().unwrap().is_empty(), "the service is free");
+    let replies = sink.replies();
+    assert!(
+        replies.iter().any(
+            |r| matches!(r, Reply::Outcome { verdict: Verdict::Refused, text, .. } if text.contains("did not run"))
+        ),
+        "the channel is told: {replies:#?}"
+    );
 }

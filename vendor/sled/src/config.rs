@@ -597,7 +597,13 @@ impl Config {
         {
             use fs2::FileExt;
 
-            let try_lock = if cfg!(feature = "testing") {
+            // opsbot patch: a read-only open takes a shared lock. It still
+            // conflicts with a writer's exclusive one, and NFS (which
+            // emulates flock with byte-range locks) grants an exclusive
+            // lock only on a file open for writing.
+            let try_lock = if self.read_only {
+                FileExt::try_lock_shared(&file)
+            } else if cfg!(feature = "testing") {
                 // we block here because during testing
                 // there are many filesystem race condition
                 // that happen, causing locks to be held
