@@ -182,6 +182,12 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
     }
     let mut dead: Vec<String> = state.readiness.tasks.iter().flat_map(|h| h.dead()).collect();
+    let recent_panics: Vec<String> = state
+        .readiness
+        .tasks
+        .iter()
+        .filter_map(|h| h.recent_request_panic(crate::tasks::REQUEST_PANIC_UNREADY))
+        .collect();
     if let Some(failed) = state.readiness.audit.as_ref().and_then(|a| a.failed()) {
         dead.push(format!("audit store failed: {failed}"));
     }
@@ -190,6 +196,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         .map(|d| if d.starts_with("audit store") { d.clone() } else { format!("task {d}") })
         .collect::<Vec<_>>();
     missing.extend(dead_text.iter().map(String::as_str));
+    missing.extend(recent_panics.iter().map(String::as_str));
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -3,9 +3,10 @@
 //! that panics — or a loop that ends while the bot still runs — is logged
 //! and makes `/health/ready` false, instead of silently taking a piece of
 //! the bot with it. A panic while handling one request (one Slack payload)
-//! takes nothing else with it: it is logged and counted
-//! (`opsbot_request_panics_total`), and the bot stays ready, so one bad
-//! request cannot take it out of rotation.
+//! takes nothing else with it: it is logged, counted
+//! (`opsbot_request_panics_total`), and makes readiness false for
+//! [`REQUEST_PANIC_UNREADY`], so one bad request cannot take the bot out of
+//! rotation for good, while a bug hit again and again keeps it out.
 
 use futures_util::FutureExt;
 use std::future::Future;
@@ -21,7 +22,11 @@ use tokio_util::task::TaskTracker;
 pub struct Health {
     dead: Mutex<Vec<String>>,
     request_panics: AtomicU64,
+    last_request_panic: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long readiness stays false after a request handler panicked.
+pub const REQUEST_PANIC_UNREADY: Duration = Duration::from_secs(60);
 
 impl Health {
     /// Names of the tasks that died, with how.
@@ -34,9 +39,19 @@ impl Health {
         self.request_panics.load(Ordering::Relaxed)
     }
 
+    /// The last request handler panic, if it came within `within`.
+    pub fn recent_request_panic(&self, within: Duration) -> Option<String> {
+        let last = self.last_request_panic.lock().expect("health lock");
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < within)
+            .map(|(at, what)| format!("a request handler panicked {}s ago: {what}", at.elapsed().as_secs()))
+    }
+
     fn request_panicked(&self, name: &str, panic: &Box<dyn std::any::Any + Send>) {
+        let what = format!("{name}: {}", panic_text(panic));
         tracing::error!(task = name, panic = %panic_text(panic), "a request handler panicked (a bug); the request got no answer");
         self.request_panics.fetch_add(1, Ordering::Relaxed);
+        *self.last_request_panic.lock().expect("health lock") = Some((std::time::Instant::now(), what));
     }
 
     /// Records a death (the first 20 are kept word for word, then a count).
@@ -184,6 +199,9 @@ mod tests {
         let panicked: Option<()> = tasks.request("request", async { panic!("bad payload") }).await.unwrap();
         assert_eq!(panicked, None, "the caller learns it had no answer");
         assert_eq!(tasks.health().request_panics(), 1);
-        assert!(tasks.health().dead().is_empty(), "one bad request does not make the bot unready");
+        assert!(tasks.health().dead().is_empty(), "one bad request does not make the bot unready for good");
+        let recent = tasks.health().recent_request_panic(REQUEST_PANIC_UNREADY);
+        assert!(recent.is_some_and(|r| r.contains("bad payload")), "but for a while");
+        assert_eq!(tasks.health().recent_request_panic(Duration::ZERO), None, "and then no more");
     }
 }
