@@ -47,7 +47,7 @@ impl Health {
             .map(|(at, what)| format!("a request handler panicked {}s ago: {what}", at.elapsed().as_secs()))
     }
 
-    fn request_panicked(&self, name: &str, panic: &Box<dyn std::any::Any + Send>) {
+    pub(crate) fn request_panicked(&self, name: &str, panic: &Box<dyn std::any::Any + Send>) {
         let what = format!("{name}: {}", panic_text(panic));
         tracing::error!(task = name, panic = %panic_text(panic), "a request handler panicked (a bug); the request got no answer");
         self.request_panics.fetch_add(1, Ordering::Relaxed);

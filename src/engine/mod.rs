@@ -33,8 +33,36 @@ use tokio_util::task::TaskTracker;
 
 tokio::task_local! {
     /// Set while an adapter waits for the immediate answer to one request
-    /// (Slack's ack body): plain replies are collected instead of sent.
-    static COLLECT: std::cell::RefCell<Vec<Reply>>;
+    /// (Slack's ack body): plain replies are collected instead of sent,
+    /// until the answer's deadline closes it.
+    static COLLECT: Arc<Responder>;
+}
+
+/// The immediate answer to one request being gathered: plain replies made
+/// before its deadline go into it; once closed, they go to the channel.
+#[derive(Default)]
+struct Responder {
+    state: std::sync::Mutex<(bool, Vec<Reply>)>,
+}
+
+impl Responder {
+    /// Takes `reply` into the answer, unless the answer is closed (then
+    /// hands it back to be sent).
+    fn offer(&self, reply: Reply) -> Option<Reply> {
+        let mut state = self.state.lock().expect("responder lock");
+        if state.0 {
+            return Some(reply);
+        }
+        state.1.push(reply);
+        None
+    }
+
+    /// Closes the answer and takes what it holds; later replies are sent.
+    fn close(&self) -> Vec<Reply> {
+        let mut state = self.state.lock().expect("responder lock");
+        state.0 = true;
+        std::mem::take(&mut state.1)
+    }
 }
 
 /// What [`Engine::handle_collecting`] gives back.
@@ -42,8 +70,11 @@ tokio::task_local! {
 pub struct Handled {
     /// The event was a duplicate delivery; nothing was done.
     pub duplicate: bool,
-    /// Plain replies made while handling it.
+    /// Plain replies made while handling it (before the deadline).
     pub replies: Vec<Reply>,
+    /// The deadline came first: handling goes on, and what it says from
+    /// now on goes to the channel through the sink.
+    pub deferred: bool,
 }
 
 /// The backends, by kind: the executor port the engine owns. Tests may put
@@ -239,13 +270,28 @@ impl Engine {
     /// (text and private notes) made while handling it instead of sending them,
     /// so an adapter can put them in its acknowledgement. Cards, progress and
     /// outcomes still go through the sink, where they can be threaded and updated.
-    pub async fn handle_collecting(self: &Arc<Self>, event: Event) -> Handled {
-        COLLECT
-            .scope(std::cell::RefCell::new(Vec::new()), async {
-                let handled = self.handle(event).await;
-                Handled { duplicate: !handled, replies: COLLECT.with(|collected| collected.take()) }
-            })
-            .await
+    ///
+    /// The answer closes at `deadline`: if handling is still going on then
+    /// (a backend slow to answer a `/status`), it goes on in a tracked task
+    /// of its own, and whatever it says afterwards is sent to the channel.
+    pub async fn handle_collecting(self: &Arc<Self>, event: Event, deadline: Duration) -> Handled {
+        let responder = Arc::new(Responder::default());
+        let engine = self.clone();
+        let mut work = Box::pin(COLLECT.scope(responder.clone(), async move { engine.handle(event).await }));
+        match tokio::time::timeout(deadline, &mut work).await {
+            Ok(handled) => Handled { duplicate: !handled, replies: responder.close(), deferred: false },
+            Err(_) => {
+                let replies = responder.close();
+                let health = self.health.clone();
+                self.tracker.spawn(async move {
+                    if let Err(panic) = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await
+                    {
+                        health.request_panicked("a request answered after its deadline", &panic);
+                    }
+                });
+                Handled { duplicate: false, replies, deferred: true }
+            }
+        }
     }
 
     /// Sends a reply through the sink (for adapters that answered part of a
@@ -263,12 +309,17 @@ impl Engine {
 
     /// Sends a reply; a delivery failure is logged, never fatal to the action.
     async fn say(&self, target: &ReplyTarget, reply: Reply) {
-        if matches!(reply, Reply::Text(_) | Reply::Private { .. }) {
-            let reply = reply.clone();
-            if COLLECT.try_with(|collected| collected.borrow_mut().push(reply)).is_ok() {
-                return;
+        let reply = if matches!(reply, Reply::Text(_) | Reply::Private { .. }) {
+            match COLLECT.try_with(|responder| responder.clone()) {
+                Ok(responder) => match responder.offer(reply) {
+                    None => return,
+                    Some(reply) => reply,
+                },
+                Err(_) => reply,
             }
-        }
+        } else {
+            reply
+        };
         if let Err(e) = self.chat.send(target, reply).await {
             tracing::warn!(error = %e, channel = %target.channel, "reply not delivered");
         }

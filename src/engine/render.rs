@@ -27,10 +27,26 @@ pub fn audit_line(record: &AuditRecord) -> String {
     line
 }
 
+/// The longest a `/status` waits for its backend.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Engine {
     pub(super) async fn status_text(&self, service: &Service) -> Result<String> {
         let now = self.clock.now();
-        let mut text = self.executors.for_service(service).status(service).await?;
+        // Backends have their own timeouts; this one holds whatever they do,
+        // so a /status always ends with an answer.
+        let status = self.executors.for_service(service).status(service);
+        let mut text = match tokio::time::timeout(STATUS_TIMEOUT, status).await {
+            Ok(text) => text?,
+            Err(_) => {
+                return Err(crate::action::ActionError::Unreachable(format!(
+                    "{}'s backend did not answer within {} s; try again, or check the backend",
+                    service.name,
+                    STATUS_TIMEOUT.as_secs()
+                ))
+                .into())
+            }
+        };
         if let Some(hold) = self.store.active_hold(&service.name, now)? {
             text.push_str(&format!(
                 "\n  🔒 locked by {} until {}: {}",

@@ -74,15 +74,21 @@ impl Served {
     }
 
     pub fn with_config(text: &str) -> Served {
+        Served::with_env(text, &[])
+    }
+
+    /// With these environment variables too (a KUBECONFIG, say).
+    pub fn with_env(text: &str, env: &[(&str, &std::ffi::OsStr)]) -> Served {
         let slack = FakeSlack::start();
         let bot = Bot::with_config(text);
-        let (child, base) = Served::spawn(&bot, &slack);
+        let (child, base) = Served::spawn(&bot, &slack, env);
         Served { bot, slack, base, child }
     }
 
-    fn spawn(bot: &Bot, slack: &FakeSlack) -> (Child, String) {
+    fn spawn(bot: &Bot, slack: &FakeSlack, env: &[(&str, &std::ffi::OsStr)]) -> (Child, String) {
         let mut child = bot
             .command(&["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env("SLACK_SIGNING_SECRET", SECRET)
             .env("SLACK_BOT_TOKEN", "xoxb-test-token")
             .env("SLACK_APP_TOKEN", "xapp-test-token")
@@ -123,7 +129,7 @@ impl Served {
     /// SIGTERM, then the same bot (config and store) serving again.
     pub fn restart(&mut self) {
         terminate(&mut self.child);
-        (self.child, self.base) = Served::spawn(&self.bot, &self.slack);
+        (self.child, self.base) = Served::spawn(&self.bot, &self.slack, &[]);
     }
 
     /// Posts `body` to `path`, signed at `ts` with `secret`.
@@ -1126,4 +1132,31 @@ fn a_retried_card_update_never_brings_back_an_older_view() {
         text_of(last).contains("Approved") && !text_of(last).contains("opsbot_approve"),
         "the card must end approved, without buttons: {updates:#?}"
     );
+}
+
+/// Slack shows an error if a slash command is not acknowledged within 3 s.
+/// A `/status` whose backend (here the Kubernetes API server) is slow is
+/// acknowledged in time, saying the answer follows, and the answer is
+/// posted in the channel when the backend gives it.
+#[test]
+fn a_status_whose_backend_is_slow_is_acknowledged_in_time_and_answered_in_the_channel() {
+    let k8s = crate::fake_k8s::FakeK8s::start();
+    k8s.add_deployment("shop", "api", "app", "registry.example.com/api:v1.0.0", 2);
+    let kubeconfig_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = k8s.kubeconfig(kubeconfig_dir.path());
+    let service = "\n[services.api-k8s]\nenvironment = \"staging\"\nbackend = { type = \"kubernetes\", context = \"fake\", namespace = \"shop\", deployment = \"api\", container = \"app\", image = \"registry.example.com/api\", call_timeout = \"10s\" }\n";
+    let text = config("http").replacen("[[rules]]", &format!("{service}\n[[rules]]"), 1);
+    let served = Served::with_env(&text, &[("KUBECONFIG", kubeconfig.as_os_str())]);
+    k8s.slow_nth("get", 1, Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    let ack = served.command("UALICE", "CSLOWK", "/status", "api-k8s", "slow-1");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2900), "acknowledged within Slack's 3 s: {took:?}");
+    assert!(ack["text"].as_str().unwrap().contains("Working on it"), "{ack}");
+    served.slack.wait_for("the status in the channel", LONG, |calls| {
+        calls.iter().any(|c| {
+            c.method == "chat.postMessage" && c.body["channel"] == "CSLOWK" && text_of(&c.body).contains("v1.0.0")
+        })
+    });
+    assert!(started.elapsed() >= Duration::from_secs(4), "posted when the backend answered, not before");
 }

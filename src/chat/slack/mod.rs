@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What an inbound Slack request gets back.
 #[derive(Debug, PartialEq)]
@@ -46,6 +46,10 @@ pub enum Answer {
 }
 
 /// Turns verified Slack input into engine events and builds the answers.
+/// How long a slash command's acknowledgement waits for the engine: Slack
+/// shows an error after 3 s. What the engine says later goes to the channel.
+const ACK_DEADLINE: Duration = Duration::from_millis(2500);
+
 pub struct SlackIngress {
     verifier: Option<verify::Verifier>,
     engine: Arc<Engine>,
@@ -125,10 +129,15 @@ impl SlackIngress {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
         self.learn_name(&event).await;
-        let handled = self.engine.handle_collecting(event).await;
+        let handled = self.engine.handle_collecting(event, ACK_DEADLINE).await;
         if handled.duplicate {
             // A retry of a command already answered: say so, do nothing.
             return json!({"response_type": "ephemeral", "text": "Already received."});
+        }
+        if handled.deferred && handled.replies.is_empty() {
+            // Slack gives up at 3 s: acknowledge now, and let the answer
+            // follow in the channel when the backend gives it.
+            return json!({"response_type": "ephemeral", "text": "Working on it: the backend is slow to answer. The answer will be posted in this channel when it comes, or say that it timed out."});
         }
         self.ack_body(handled.replies, &reply).await
     }

@@ -735,3 +735,78 @@ requesters = ["developers"]
         "the channel is told: {replies:#?}"
     );
 }
+
+/// The immediate answer has a deadline: a `/status` whose backend is slow
+/// is acknowledged when the deadline comes (with nothing yet), and its
+/// answer then goes to the channel when the backend gives it. A fast one
+/// is answered in the acknowledgement, as before.
+#[tokio::test]
+async fn a_slow_status_is_acknowledged_at_the_deadline_and_answered_in_the_channel() {
+    struct Slow;
+    impl opsbot::action::Executor for Slow {
+        fn execute<'a>(
+            &'a self,
+            _: &'a opsbot::config::Service,
+            _: &'a opsbot::action::Action,
+            _: &'a opsbot::action::RunContext,
+            _: opsbot::action::Progress,
+        ) -> opsbot::audit::BoxFuture<'a, Result<opsbot::action::Outcome, opsbot::action::ActionError>> {
+            Box::pin(async { Err(opsbot::action::ActionError::Failed("not in this test".into())) })
+        }
+        fn status<'a>(
+            &'a self,
+            service: &'a opsbot::config::Service,
+        ) -> opsbot::audit::BoxFuture<'a, Result<String, opsbot::action::ActionError>> {
+            Box::pin(async move {
+                if service.name == "slow" {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                }
+                Ok(format!("{} runs v1", service.name))
+            })
+        }
+    }
+    let text = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0"]
+[services.slow]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[services.fast]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["read"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
+    let mut executors = Executors::from_config(&config);
+    executors.simulated = Arc::new(Slow);
+    let sink = Arc::new(RecordingSink::default());
+    let engine = Engine::new(Parts {
+        executors,
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store: Arc::new(MemoryStore::default()),
+        audit: Arc::new(opsbot::audit::MemoryAuditLog::default()),
+        chat: sink.clone(),
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    });
+    let deadline = Duration::from_millis(200);
+    let fast = engine.handle_collecting(command(user(0), "/status fast"), deadline).await;
+    assert!(!fast.deferred);
+    assert!(matches!(fast.replies.as_slice(), [Reply::Text(t)] if t.contains("fast runs v1")), "{fast:?}");
+
+    let started = std::time::Instant::now();
+    let slow = engine.handle_collecting(command(user(0), "/status slow"), deadline).await;
+    assert!(started.elapsed() < Duration::from_millis(600), "acknowledged at the deadline: {:?}", started.elapsed());
+    assert!(slow.deferred && slow.replies.is_empty(), "{slow:?}");
+    assert!(sink.replies().is_empty(), "nothing yet");
+    engine.wait_idle().await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let replies = sink.replies();
+    assert!(matches!(replies.as_slice(), [Reply::Text(t)] if t.contains("slow runs v1")), "{replies:#?}");
+}
