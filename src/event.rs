@@ -5,7 +5,40 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The platforms an identity or a channel can belong to.
-pub const PLATFORMS: [&str; 3] = ["slack", "discord", "console"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Platform {
+    Slack,
+    Discord,
+    Console,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 3] = [Platform::Slack, Platform::Discord, Platform::Console];
+
+    /// The prefix of its identities and channels (`slack` in `slack:U1`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Discord => "discord",
+            Platform::Console => "console",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The platform of a `platform:id` text, if it names one.
+    fn of(text: &str) -> Option<Platform> {
+        text.split_once(':').and_then(|(p, _)| Platform::from_name(p))
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A platform-qualified identity: `slack:U024BE7LH`, `discord:80351110224678912`,
 /// `console:alice`. Policy, approvals and the audit trail only ever see these.
@@ -22,8 +55,12 @@ impl Actor {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    pub fn platform(&self) -> &str {
-        self.0.split_once(':').map(|(p, _)| p).unwrap_or("")
+    pub fn platform(&self) -> Platform {
+        Platform::of(&self.0).expect("an Actor is parsed with a known platform")
+    }
+    /// The platform's own id (`U024BE7LH`), if this identity is on `platform`.
+    pub fn id_on(&self, platform: Platform) -> Option<&str> {
+        self.0.strip_prefix(platform.name()).and_then(|rest| rest.strip_prefix(':'))
     }
 }
 
@@ -51,8 +88,9 @@ pub fn qualified_id<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
             "`{text}` is not a platform-qualified {what}; write it like slack:U024BE7LH, discord:80351110224678912 or console:alice"
         ));
     };
-    if !PLATFORMS.contains(&platform) {
-        return Err(format!("`{platform}` in `{text}` is not a platform; use one of {}", PLATFORMS.join(", ")));
+    if Platform::from_name(platform).is_none() {
+        let names: Vec<&str> = Platform::ALL.iter().map(|p| p.name()).collect();
+        return Err(format!("`{platform}` in `{text}` is not a platform; use one of {}", names.join(", ")));
     }
     let id_ok = !id.is_empty()
         && id.len() <= 64
@@ -77,8 +115,13 @@ impl ReplyTarget {
     pub fn channel(channel: impl Into<String>) -> Self {
         Self { channel: channel.into(), thread: None }
     }
-    pub fn platform(&self) -> &str {
-        self.channel.split_once(':').map(|(p, _)| p).unwrap_or("")
+    /// The channel's platform (`None` for a channel id with no known one).
+    pub fn platform(&self) -> Option<Platform> {
+        Platform::of(&self.channel)
+    }
+    /// The platform's own channel id, if the channel is on `platform`.
+    pub fn channel_on(&self, platform: Platform) -> Option<&str> {
+        self.channel.strip_prefix(platform.name()).and_then(|rest| rest.strip_prefix(':'))
     }
 }
 
@@ -117,6 +160,8 @@ mod tests {
         for bad in ["alice", "irc:bob", "slack:", "slack:U 1", "console:al<ice>", "slack:U1;rm"] {
             assert!(Actor::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Actor::parse("slack:U1").unwrap().platform(), "slack");
+        assert_eq!(Actor::parse("slack:U1").unwrap().platform(), Platform::Slack);
+        assert_eq!(ReplyTarget::channel("discord:123").platform(), Some(Platform::Discord));
+        assert_eq!(ReplyTarget::channel("irc:x").platform(), None);
     }
 }

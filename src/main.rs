@@ -279,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Console { actor, channel } => {
             let actor = Actor::parse(&actor).map_err(|e| anyhow::anyhow!("--as: {e}"))?;
-            if actor.platform() != "console" {
+            if actor.platform() != opsbot::event::Platform::Console {
                 anyhow::bail!("--as: the console can only act as console: identities");
             }
             if opsbot::event::qualified_id(&format!("console:{channel}"), "channel").is_err() {

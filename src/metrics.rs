@@ -39,9 +39,9 @@ fn escape(label: &str) -> String {
 }
 
 impl Metrics {
-    pub fn request(&self, platform: &str, command: &str, outcome: &str) {
+    pub fn request(&self, platform: crate::event::Platform, command: &str, outcome: &str) {
         let mut map = self.requests.lock().expect("metrics lock");
-        *map.entry((platform.to_string(), command.to_string(), outcome.to_string())).or_default() += 1;
+        *map.entry((platform.name().to_string(), command.to_string(), outcome.to_string())).or_default() += 1;
     }
 
     pub fn action(&self, outcome: &str) {

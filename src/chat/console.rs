@@ -99,7 +99,7 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
         let who = who.trim();
         let who = if who.contains(':') { who.to_string() } else { format!("console:{who}") };
         return match Actor::parse(&who) {
-            Ok(a) if a.platform() == "console" => Line::SwitchIdentity(a),
+            Ok(a) if a.platform() == crate::event::Platform::Console => Line::SwitchIdentity(a),
             Ok(_) => Line::Problem("the console can only act as console: identities".into()),
             Err(e) => Line::Problem(e),
         };

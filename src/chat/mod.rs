@@ -132,9 +132,9 @@ pub struct PlatformSinks {
 impl ChatSink for PlatformSinks {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         let sink = match target.platform() {
-            "slack" => self.slack.as_ref(),
-            "console" => self.console.as_ref(),
-            _ => None,
+            Some(crate::event::Platform::Slack) => self.slack.as_ref(),
+            Some(crate::event::Platform::Console) => self.console.as_ref(),
+            Some(crate::event::Platform::Discord) | None => None,
         };
         match sink {
             Some(sink) => sink.send(target, reply),

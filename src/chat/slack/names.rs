@@ -35,7 +35,7 @@ impl SlackNames {
     /// Makes sure the registry has a recent name for `actor` (`slack:U…`),
     /// asking Slack when the last lookup is too old.
     pub async fn refresh(&self, actor: &Actor) {
-        let Some(user) = actor.as_str().strip_prefix("slack:") else { return };
+        let Some(user) = actor.id_on(crate::event::Platform::Slack) else { return };
         if let Some(at) = self.looked_up.lock().expect("names lock").get(user) {
             let fresh_for = if self.names.get(actor.as_str()).is_some() { FOUND_FOR } else { MISSING_FOR };
             if at.elapsed() < fresh_for {

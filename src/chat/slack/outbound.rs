@@ -326,7 +326,7 @@ impl SlackSink {
 impl ChatSink for SlackSink {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
-            let Some(channel) = target.channel.strip_prefix("slack:") else {
+            let Some(channel) = target.channel_on(crate::event::Platform::Slack) else {
                 return Err(ChatError::Delivery(format!("{} is not a Slack channel", target.channel)));
             };
             match reply {

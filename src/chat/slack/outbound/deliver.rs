@@ -310,7 +310,7 @@ impl<'a> Delivery<'a> {
                 self.post_text(thread, &text).await?;
             }
             Reply::Private { to, text } => {
-                let Some(user) = to.as_str().strip_prefix("slack:") else { return Ok(()) };
+                let Some(user) = to.id_on(crate::event::Platform::Slack) else { return Ok(()) };
                 for chunk in split(&render(&text), MAX_TEXT) {
                     self.call(|| api.ephemeral(&channel, user, thread, &chunk)).await?;
                 }
