@@ -101,7 +101,7 @@ impl Running {
         config: crate::config::Config,
         registry: crate::command::Registry,
         store: SledStore,
-        chat: Arc<dyn crate::chat::ChatSink>,
+        chat: Arc<dyn crate::engine::reply::ChatSink>,
         metrics: Arc<crate::metrics::Metrics>,
         tasks: Tasks,
     ) -> Result<Running> {

@@ -7,8 +7,8 @@
 
 use crate::audit::checkpoint::{Checkpoint, PublicKey, Signer};
 use crate::audit::{AuditEntry, AuditLog, RecordKind};
-use crate::chat::{ChatSink, Reply};
 use crate::config::AuditSettings;
+use crate::engine::reply::{ChatSink, Reply};
 use crate::error::{Error, Result};
 use crate::event::ReplyTarget;
 use std::io::Write;

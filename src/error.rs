@@ -5,9 +5,9 @@
 use crate::action::ActionError;
 use crate::approval::VoteRefusal;
 use crate::audit::AuditError;
-use crate::chat::ChatError;
 use crate::command::ParseError;
 use crate::config::Problems;
+use crate::engine::reply::ChatError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -172,9 +172,9 @@ impl AuditEntry {
         self
     }
     /// The detail, as plain text: the marks of person-typed text in replies
-    /// ([`crate::chat::typed`]) never reach the trail.
+    /// ([`crate::engine::reply::typed`]) never reach the trail.
     pub fn detail(mut self, detail: impl AsRef<str>) -> Self {
-        self.detail = crate::chat::plain(detail.as_ref()).into_owned();
+        self.detail = crate::engine::reply::plain(detail.as_ref()).into_owned();
         self
     }
 }

@@ -4,8 +4,8 @@
 //! switches between console identities, so the terminal can never act as a
 //! Slack or Discord user.
 
-use super::{ApprovalView, ChatError, ChatSink, Reply};
 use crate::audit::BoxFuture;
+use crate::engine::reply::{plain, ApprovalView, ChatError, ChatSink, Reply};
 use crate::engine::Engine;
 use crate::event::{Actor, Event, ReplyTarget};
 use std::io::Write;
@@ -63,7 +63,7 @@ pub fn render(reply: &Reply) -> String {
 impl ChatSink for ConsoleSink {
     fn send<'a>(&'a self, _target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         // A terminal has no markup to escape; typed text is shown as typed.
-        let line = super::plain(&render(&reply)).into_owned();
+        let line = plain(&render(&reply)).into_owned();
         let mut out = std::io::stdout().lock();
         let result = writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| ChatError::Delivery(e.to_string()));
         Box::pin(async move { result })

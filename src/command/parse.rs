@@ -294,13 +294,13 @@ impl std::error::Error for ParseError {}
 
 /// Echoing user text back: cut it short, strip backticks so it cannot break
 /// out of the code span it is shown in, and mark it as typed (adapters
-/// render it inert; see [`crate::chat::typed`]).
+/// render it inert; see [`crate::engine::reply::typed`]).
 fn shorten(text: &str) -> String {
     let clean: String = text.chars().filter(|c| *c != '`' && !c.is_control()).collect();
     if clean.chars().count() > 40 {
-        crate::chat::typed(&format!("{}…", clean.chars().take(40).collect::<String>()))
+        crate::engine::reply::typed(&format!("{}…", clean.chars().take(40).collect::<String>()))
     } else {
-        crate::chat::typed(&clean)
+        crate::engine::reply::typed(&clean)
     }
 }
 

@@ -127,7 +127,7 @@ fn mistakes_get_usage_and_suggestions() {
     ];
     for (text, want) in cases {
         // What a person reads: the marks around echoed text are for adapters.
-        let message = crate::chat::plain(&err(text).to_string()).into_owned();
+        let message = crate::engine::reply::plain(&err(text).to_string()).into_owned();
         assert!(message.contains(want), "{text:?}: {message:?} should contain {want:?}");
     }
 }

@@ -11,17 +11,17 @@
 //! then is anyone told.
 
 mod render;
+pub mod reply;
 mod run;
 mod votes;
 
 use crate::action::simulated::Simulated;
 use crate::action::Executor;
 use crate::audit::{AuditEntry, AuditLog, RecordKind, Verdict};
-use crate::chat;
-use crate::chat::{ChatSink, Reply};
 use crate::clock::Clock;
 use crate::command::{self, Admin, Kind, ParsedCommand, Read, Registry, Request};
 use crate::config::{Backend, Config, Service};
+use crate::engine::reply::{ChatSink, Reply};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Event, ReplyTarget};
 use crate::metrics::Metrics;
@@ -303,7 +303,11 @@ impl Engine {
     }
 
     /// Sends a reply and says whether the adapter took it.
-    pub async fn try_send_reply(&self, target: &ReplyTarget, reply: Reply) -> Result<(), crate::chat::ChatError> {
+    pub async fn try_send_reply(
+        &self,
+        target: &ReplyTarget,
+        reply: Reply,
+    ) -> Result<(), crate::engine::reply::ChatError> {
         self.chat.send(target, reply).await
     }
 
@@ -483,7 +487,7 @@ impl Engine {
                 };
                 self.audit.append_all(vec![request_record, record]).await?;
                 let why = match parsed.emergency.as_deref() {
-                    Some(reason) => format!("🚨 break-glass by {actor} ({})", chat::typed(reason)),
+                    Some(reason) => format!("🚨 break-glass by {actor} ({})", reply::typed(reason)),
                     None => "no approval needed".to_string(),
                 };
                 // Said only once the run lock is taken and the intent is
@@ -569,14 +573,14 @@ impl Engine {
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
                 self.store.set_hold(service, &Hold { by: actor.clone(), reason: reason.to_string(), until })?;
                 let until = until.format("%Y-%m-%d %H:%M UTC");
-                (Verdict::Locked, format!("🔒 {service} locked by {actor} until {until}: {}", chat::typed(reason)))
+                (Verdict::Locked, format!("🔒 {service} locked by {actor} until {until}: {}", reply::typed(reason)))
             }
             Admin::Unlock { service } => {
                 let text = match self.store.remove_hold(service)? {
                     Some(hold) => format!(
                         "🔓 {service} unlocked by {actor} (was locked by {}: {})",
                         hold.by,
-                        chat::typed(&hold.reason)
+                        reply::typed(&hold.reason)
                     ),
                     None => format!("{service} was not locked"),
                 };

@@ -22,7 +22,7 @@ pub fn audit_line(record: &AuditRecord) -> String {
         // echoed back): data, never markup or a mention.
         let detail: String = e.detail.chars().take(120).collect();
         line.push_str(" — ");
-        line.push_str(&crate::chat::typed(&detail));
+        line.push_str(&crate::engine::reply::typed(&detail));
     }
     line
 }
@@ -52,7 +52,7 @@ impl Engine {
                 "\n  🔒 locked by {} until {}: {}",
                 hold.by,
                 hold.until.format("%Y-%m-%d %H:%M UTC"),
-                crate::chat::typed(&hold.reason)
+                crate::engine::reply::typed(&hold.reason)
             ));
         }
         for request in self.store.open_requests()?.into_iter().filter(|r| r.service == service.name) {

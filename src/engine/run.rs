@@ -4,8 +4,8 @@
 use super::{Engine, Start};
 use crate::action::{Action, ActionError, Progress, Verified};
 use crate::audit::{AuditEntry, AuditQuery, RecordKind, Verdict, LOOK_BACK};
-use crate::chat::Reply;
 use crate::command::ParsedCommand;
+use crate::engine::reply::Reply;
 use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::store::RunLock;
@@ -67,7 +67,10 @@ impl Engine {
         let loud = break_glass
             .as_ref()
             .map(|reason| {
-                format!("🚨 BREAK-GLASS by {requester}: {} — no approval was waited for. ", crate::chat::typed(reason))
+                format!(
+                    "🚨 BREAK-GLASS by {requester}: {} — no approval was waited for. ",
+                    crate::engine::reply::typed(reason)
+                )
             })
             .unwrap_or_default();
         let label = self.executors.for_service(&service).label().map(|l| format!("{l} ")).unwrap_or_default();

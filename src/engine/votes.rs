@@ -3,8 +3,8 @@
 use super::Engine;
 use crate::approval::{self, PendingRequest, RequestState, VoteEffect};
 use crate::audit::{AuditEntry, RecordKind, Verdict};
-use crate::chat::{ApprovalView, Reply};
 use crate::command::ParsedCommand;
+use crate::engine::reply::{ApprovalView, Reply};
 use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::policy::{ApprovalNeed, Decision};
@@ -167,7 +167,7 @@ impl Engine {
             }
             VoteEffect::Denied | VoteEffect::Withdrawn => {
                 let what = if effect == VoteEffect::Denied { "denied" } else { "withdrawn" };
-                let why = reason.map(|r| format!(": {}", crate::chat::typed(&r))).unwrap_or_default();
+                let why = reason.map(|r| format!(": {}", crate::engine::reply::typed(&r))).unwrap_or_default();
                 self.say(&target, Reply::Text(format!("{id} {what} by {voter}{why}; nothing will run"))).await;
                 self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                 Ok(())

@@ -100,7 +100,7 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
                 subject.service.map(|s| s.name.as_str()).unwrap_or("the service"),
                 hold.by,
                 hold.until.format("%Y-%m-%d %H:%M UTC"),
-                crate::chat::typed(&hold.reason),
+                crate::engine::reply::typed(&hold.reason),
                 subject.service.map(|s| s.name.as_str()).unwrap_or("")
             ));
         }

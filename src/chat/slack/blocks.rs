@@ -2,7 +2,7 @@
 
 use super::inbound::{APPROVE_ACTION, DENY_ACTION};
 use crate::approval::RequestState;
-use crate::chat::ApprovalView;
+use crate::engine::reply::ApprovalView;
 use serde_json::{json, Value};
 
 /// Slack truncates long messages; split well below its limits, at line ends.
@@ -19,11 +19,11 @@ pub fn mention(actor: &str) -> String {
 /// A reply's text as Slack text: every `&`, `<` and `>` escaped (so nothing
 /// in it is a mention, link or command Slack acts on: `<!channel>` stays
 /// text), then opsbot's own `slack:U…` identities turned into mentions. Text
-/// a person typed ([`crate::chat::typed`]) is escaped and never turned into
+/// a person typed ([`crate::engine::reply::typed`]) is escaped and never turned into
 /// a mention, even if it looks like an identity.
 pub fn render(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
-    for (typed, piece) in crate::chat::spans(text) {
+    for (typed, piece) in crate::engine::reply::spans(text) {
         let escaped = escape(piece);
         if typed {
             out.push_str(&escaped);
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn typed_text_is_escaped_and_never_becomes_a_mention_or_link() {
-        use crate::chat::typed;
+        use crate::engine::reply::typed;
         let text = format!(
             "locked by slack:U1 until 12:00: {} <usage>",
             typed("<!channel> <https://evil.example|runbook> slack:U2 <@U3> & co")

@@ -3,7 +3,7 @@
 //! - `verify`: request signatures, checked before anything is parsed;
 //! - `inbound`: payloads → [`crate::event::Event`]s with dedup keys;
 //! - `api`: the Web API through slack-morphism; `outbound`: the paced,
-//!   ordered, retrying [`crate::chat::ChatSink`];
+//!   ordered, retrying [`crate::engine::reply::ChatSink`];
 //! - `blocks`: Block Kit cards and text limits; `manifest`: the app manifest;
 //! - `names`: display names from `users.info`, cached, for the audit trail;
 //! - `socket`: Socket Mode (envelopes acked, reconnects with backoff).
@@ -19,7 +19,7 @@ pub mod outbound;
 pub mod socket;
 pub mod verify;
 
-use crate::chat::Reply;
+use crate::engine::reply::Reply;
 use crate::engine::Engine;
 use crate::event::{Event, ReplyTarget};
 use crate::metrics::Metrics;

@@ -29,7 +29,7 @@ mod deliver;
 
 use super::api::SlackApi;
 use crate::audit::BoxFuture;
-use crate::chat::{ChatError, ChatSink, Reply};
+use crate::engine::reply::{ChatError, ChatSink, Reply};
 use crate::event::ReplyTarget;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -176,7 +176,7 @@ struct Inner {
     threads: Mutex<HashMap<String, Thread>>,
     /// Final views of cards closed without an action (bounded), so an older
     /// update delivered after the close cannot reopen the card.
-    closed_cards: Mutex<std::collections::VecDeque<crate::chat::ApprovalView>>,
+    closed_cards: Mutex<std::collections::VecDeque<crate::engine::reply::ApprovalView>>,
     outstanding: Mutex<BTreeMap<u64, Outstanding>>,
     next_id: AtomicU64,
     /// Cancelled when shutdown stops waiting: lanes stop retrying and end.

@@ -7,10 +7,10 @@ mod timeout;
 use crate::support::commands_dir;
 use chrono::{DateTime, Utc};
 use opsbot::audit::{AuditLog, AuditQuery, RecordKind, Verdict};
-use opsbot::chat::{RecordingSink, Reply};
 use opsbot::clock::ManualClock;
 use opsbot::command::Registry;
 use opsbot::config;
+use opsbot::engine::reply::{RecordingSink, Reply};
 use opsbot::engine::{Engine, Executors, Parts};
 use opsbot::event::{Actor, Event, ReplyTarget};
 use opsbot::store::{MemoryStore, SledStore};
@@ -537,12 +537,12 @@ requesters = ["developers"]
 async fn a_panic_after_the_outcome_is_recorded_adds_no_second_outcome() {
     #[derive(Default)]
     struct PanicsOnOutcome(RecordingSink);
-    impl opsbot::chat::ChatSink for PanicsOnOutcome {
+    impl opsbot::engine::reply::ChatSink for PanicsOnOutcome {
         fn send<'a>(
             &'a self,
             target: &'a opsbot::event::ReplyTarget,
             reply: Reply,
-        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::chat::ChatError>> {
+        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::engine::reply::ChatError>> {
             if matches!(reply, Reply::Outcome { .. }) {
                 panic!("adapter bug");
             }
@@ -677,12 +677,12 @@ async fn a_panic_announcing_a_start_closes_the_request_and_runs_nothing() {
     use futures_util::FutureExt;
     #[derive(Default)]
     struct PanicsOnStart(Arc<RecordingSink>);
-    impl opsbot::chat::ChatSink for PanicsOnStart {
+    impl opsbot::engine::reply::ChatSink for PanicsOnStart {
         fn send<'a>(
             &'a self,
             target: &'a opsbot::event::ReplyTarget,
             reply: Reply,
-        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::chat::ChatError>> {
+        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::engine::reply::ChatError>> {
             if matches!(reply, Reply::Started { .. }) {
                 panic!("adapter bug");
             }

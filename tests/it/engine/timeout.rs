@@ -3,7 +3,7 @@
 
 use super::{command, engine_with, user};
 use opsbot::audit::{AuditQuery, RecordKind, Verdict};
-use opsbot::chat::Reply;
+use opsbot::engine::reply::Reply;
 
 #[tokio::test]
 async fn an_action_the_engine_cuts_off_is_unknown_and_says_what_was_last_seen() {

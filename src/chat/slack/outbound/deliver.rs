@@ -6,7 +6,7 @@ use crate::approval::RequestState;
 use crate::audit::Verdict;
 use crate::chat::slack::api::ApiError;
 use crate::chat::slack::blocks::{approval_card, render, split, MAX_TEXT};
-use crate::chat::Reply;
+use crate::engine::reply::Reply;
 use crate::event::ReplyTarget;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -87,7 +87,7 @@ pub(super) struct Thread {
     progress_queued: bool,
     /// The newest view of the request's approval card: what any card job
     /// shows when it is delivered.
-    pub(super) view: Option<crate::chat::ApprovalView>,
+    pub(super) view: Option<crate::engine::reply::ApprovalView>,
 }
 
 impl Thread {
@@ -110,7 +110,7 @@ impl Thread {
 
 /// The newest view of a card: its thread's, else the last one kept after
 /// the card closed, else `view` itself.
-fn newest_view(inner: &Inner, view: &crate::chat::ApprovalView) -> crate::chat::ApprovalView {
+fn newest_view(inner: &Inner, view: &crate::engine::reply::ApprovalView) -> crate::engine::reply::ApprovalView {
     if let Some(newest) = inner.with_threads(|t| t.get(&view.id).and_then(|t| t.view.clone())) {
         return newest;
     }
@@ -226,13 +226,13 @@ impl<'a> Delivery<'a> {
 
     /// The newest view of `view`'s card (a later update may have been sent
     /// on the other lane while this one waited, or already closed the card).
-    fn newest_view(&self, view: &crate::chat::ApprovalView) -> crate::chat::ApprovalView {
+    fn newest_view(&self, view: &crate::engine::reply::ApprovalView) -> crate::engine::reply::ApprovalView {
         newest_view(self.inner, view)
     }
 
     /// Keeps a card's last view a while after its thread is forgotten, for
     /// any older update of it still on its way.
-    fn keep_closed(&self, view: crate::chat::ApprovalView) {
+    fn keep_closed(&self, view: crate::engine::reply::ApprovalView) {
         let mut closed = self.inner.closed_cards.lock().expect("closed cards lock");
         closed.push_back(view);
         if closed.len() > CLOSED_CARDS {

@@ -1,0 +1,155 @@
+//! The reply port: what the core says ([`Reply`], [`ApprovalView`]) and the
+//! [`ChatSink`] it says it through. The core owns it; each chat adapter
+//! implements [`ChatSink`] and renders replies its own way (Block Kit
+//! buttons, Discord components, plain terminal lines). Text a person typed
+//! is marked ([`typed`]) so every adapter renders it inert.
+
+use crate::approval::RequestState;
+use crate::audit::{BoxFuture, Verdict};
+use crate::event::{Actor, ReplyTarget};
+use chrono::{DateTime, Utc};
+use std::sync::Mutex;
+
+/// Starts text a person typed, inside a reply (see [`typed`]).
+const TYPED_START: char = '\u{E000}';
+/// Ends it.
+const TYPED_END: char = '\u{E001}';
+
+/// Marks `text` as typed by a person (a lock reason, an emergency reason, a
+/// deny reason, an echo of what they typed), so each adapter renders it
+/// inert: Slack escapes it and never turns it into mentions, links or
+/// markup. The marks are Unicode private-use characters; any in the text
+/// itself are dropped, so typed text cannot end its own span early. The
+/// trail stores replies' text without them (see [`plain`]).
+pub fn typed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 6);
+    out.push(TYPED_START);
+    out.extend(text.chars().filter(|c| *c != TYPED_START && *c != TYPED_END));
+    out.push(TYPED_END);
+    out
+}
+
+/// `text` without the marks of [`typed`] (for the trail and plain terminals).
+pub fn plain(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([TYPED_START, TYPED_END]) {
+        text.chars().filter(|c| *c != TYPED_START && *c != TYPED_END).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}
+
+/// The pieces of `text`, each with whether a person typed it.
+pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = text;
+    let mut inside = false;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let mark = if inside { TYPED_END } else { TYPED_START };
+            let (piece, after) = match rest.find(mark) {
+                Some(at) => (&rest[..at], &rest[at + mark.len_utf8()..]),
+                None => (rest, ""),
+            };
+            let was_inside = inside;
+            if piece.len() + after.len() < rest.len() {
+                // A mark was found: the next piece is on its other side.
+                inside = !inside;
+            }
+            rest = after;
+            if !piece.is_empty() {
+                return Some((was_inside, piece));
+            }
+        }
+        None
+    })
+}
+
+/// An approval request as shown to people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalView {
+    pub id: String,
+    pub action: String,
+    pub service: String,
+    pub environment: String,
+    pub requester: Actor,
+    pub approvals_needed: u32,
+    pub approvals_have: u32,
+    pub approver_groups: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub freeze: Option<String>,
+    pub state: RequestState,
+    pub decided_by: Option<Actor>,
+}
+
+/// What the core says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A message to the channel or thread. Adapters may drop it when a
+    /// channel's queue is full.
+    Text(String),
+    /// A message to the channel that must be delivered, like an outcome (a
+    /// published audit checkpoint).
+    Announcement(String),
+    /// A read's answer too long for the acknowledgement, which promises it
+    /// follows: an adapter takes it only where its queue has room (else
+    /// `send` fails, and the ack says so instead), and never drops it once
+    /// taken.
+    Answer(String),
+    /// Seen only by `to` (Slack ephemeral, Discord ephemeral).
+    Private { to: Actor, text: String },
+    /// A new approval request with its approve/deny controls.
+    Approval(ApprovalView),
+    /// The same card, updated (votes counted, decided, expired).
+    ApprovalUpdate(ApprovalView),
+    /// An action started; platforms thread its progress and outcome under it.
+    Started { request_id: String, text: String },
+    /// A milestone of a running action (platforms update one threaded message).
+    Progress { request_id: String, text: String },
+    /// How an action ended: `Succeeded`, `Failed`, `Unknown` (the bot cannot
+    /// tell; never shown as success) or `Interrupted`.
+    Outcome { request_id: String, verdict: Verdict, text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("could not deliver a message: {0}")]
+    Delivery(String),
+}
+
+/// The seam the core replies through.
+pub trait ChatSink: Send + Sync {
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>>;
+}
+
+/// Keeps every reply, for tests.
+#[derive(Default)]
+pub struct RecordingSink {
+    pub sent: Mutex<Vec<(ReplyTarget, Reply)>>,
+}
+
+impl RecordingSink {
+    pub fn replies(&self) -> Vec<Reply> {
+        self.sent.lock().expect("sink lock").iter().map(|(_, r)| r.clone()).collect()
+    }
+}
+
+impl ChatSink for RecordingSink {
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
+        self.sent.lock().expect("sink lock").push((target.clone(), reply));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_text_is_marked_and_cannot_end_its_own_mark() {
+        let text = format!("locked by slack:U1: {} — ok", typed("db <!channel> \u{E001} slack:U2"));
+        let pieces: Vec<(bool, &str)> = spans(&text).collect();
+        assert_eq!(pieces, [(false, "locked by slack:U1: "), (true, "db <!channel>  slack:U2"), (false, " — ok")]);
+        assert_eq!(plain(&text), "locked by slack:U1: db <!channel>  slack:U2 — ok");
+        assert_eq!(spans("plain").collect::<Vec<_>>(), [(false, "plain")]);
+        assert_eq!(spans(&typed("")).count(), 0);
+    }
+}
