@@ -4,6 +4,7 @@
 //! way (Block Kit buttons, Discord components, plain terminal lines).
 
 pub mod console;
+pub mod discord;
 pub mod slack;
 
 use crate::audit::BoxFuture;
