@@ -101,7 +101,7 @@ mod tests {
         garbled.insert(SIGNATURE_HEADER, "zz".parse().unwrap());
         assert_eq!(verifier.verify(&garbled, body, now), Err(VerifyError::BadSignature));
         assert_eq!(verifier.verify(&HeaderMap::new(), body, now), Err(VerifyError::MissingHeader));
-        let other = Verifier::from_hex(&"3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c").unwrap();
+        let other = Verifier::from_hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c").unwrap();
         assert_eq!(other.verify(&headers, body, now), Err(VerifyError::BadSignature));
         assert!(Verifier::from_hex("abc").unwrap_err().contains("64 hex"));
     }
