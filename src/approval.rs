@@ -142,16 +142,24 @@ pub enum VoteEffect {
     Withdrawn,
 }
 
+/// Who may vote, under the *current* configuration.
+pub trait Voters {
+    /// Whether an identity is in the request's approver groups.
+    fn is_approver(&self, actor: &Actor) -> bool;
+    /// Who the identity is: linked accounts of one person give the same
+    /// answer, so a person is one requester and one approver across
+    /// platforms.
+    fn person(&self, actor: &Actor) -> String;
+}
+
 /// Applies one vote to `request` (mutating it) or refuses it.
-/// `is_approver` says whether an identity is in the request's approver groups
-/// under the *current* configuration.
 pub fn cast_vote(
     request: &mut PendingRequest,
     voter: &Actor,
     approve: bool,
     reason: Option<String>,
     now: DateTime<Utc>,
-    is_approver: impl Fn(&Actor) -> bool,
+    voters: &impl Voters,
 ) -> Result<VoteEffect, VoteRefusal> {
     let groups = request.approver_groups.join(", ");
     if !request.state.is_open() {
@@ -163,7 +171,8 @@ pub fn cast_vote(
             at: request.expires_at.format("%H:%M:%S UTC").to_string(),
         });
     }
-    if *voter == request.requester {
+    let person = voters.person(voter);
+    if person == voters.person(&request.requester) {
         if approve {
             return Err(VoteRefusal::OwnRequest { groups });
         }
@@ -172,12 +181,15 @@ pub fn cast_vote(
         request.closed_at = Some(now);
         return Ok(VoteEffect::Withdrawn);
     }
-    if !is_approver(voter) {
+    if !voters.is_approver(voter) {
         return Err(VoteRefusal::NotApprover { id: request.id.clone(), groups });
     }
-    // Approving twice counts once and is refused; denying after approving is a
-    // change of mind and always taken — the safe direction.
-    if approve && request.votes.iter().any(|v| v.voter == *voter && v.approve && v.digest == request.digest) {
+    // Approving twice (from any of one person's accounts) counts once and is
+    // refused; denying after approving is a change of mind and always
+    // taken — the safe direction.
+    if approve
+        && request.votes.iter().any(|v| v.approve && v.digest == request.digest && voters.person(&v.voter) == person)
+    {
         return Err(VoteRefusal::AlreadyVoted { id: request.id.clone() });
     }
     request.votes.push(Vote { voter: voter.clone(), approve, at: now, digest: request.digest.clone(), reason });
@@ -187,7 +199,7 @@ pub fn cast_vote(
         request.closed_at = Some(now);
         return Ok(VoteEffect::Denied);
     }
-    let have = valid_approvals(request, &is_approver);
+    let have = valid_approvals(request, voters);
     if have >= request.approvals_needed {
         Ok(VoteEffect::Approved)
     } else {
@@ -195,25 +207,21 @@ pub fn cast_vote(
     }
 }
 
-/// Approvals that count: distinct eligible non-requesters, cast on the current digest.
-pub fn valid_approvals(request: &PendingRequest, is_approver: impl Fn(&Actor) -> bool) -> u32 {
-    let mut voters: Vec<&Actor> = request
+/// Approvals that count: distinct eligible people other than the
+/// requester, cast on the current digest.
+pub fn valid_approvals(request: &PendingRequest, voters: &impl Voters) -> u32 {
+    let requester = voters.person(&request.requester);
+    let people: std::collections::BTreeSet<String> = request
         .votes
         .iter()
-        .filter(|v| v.approve && v.digest == request.digest && v.voter != request.requester && is_approver(&v.voter))
-        .map(|v| &v.voter)
+        .filter(|v| v.approve && v.digest == request.digest && voters.is_approver(&v.voter))
+        .map(|v| voters.person(&v.voter))
+        .filter(|person| *person != requester)
         .collect();
-    voters.sort();
-    voters.dedup();
-    voters.len() as u32
+    people.len() as u32
 }
 
 /// Whether the request may run now: open, not expired, enough valid approvals.
-pub fn may_execute(
-    request: &PendingRequest,
-    needed: u32,
-    now: DateTime<Utc>,
-    is_approver: impl Fn(&Actor) -> bool,
-) -> bool {
-    request.state.is_open() && now < request.expires_at && valid_approvals(request, is_approver) >= needed
+pub fn may_execute(request: &PendingRequest, needed: u32, now: DateTime<Utc>, voters: &impl Voters) -> bool {
+    request.state.is_open() && now < request.expires_at && valid_approvals(request, voters) >= needed
 }

@@ -74,6 +74,10 @@ pub struct Config {
     pub action_timeout: Duration,
     pub environments: BTreeMap<String, Environment>,
     pub groups: BTreeMap<String, BTreeSet<Actor>>,
+    /// `[people]`: a person's accounts on several platforms.
+    pub people: BTreeMap<String, BTreeSet<Actor>>,
+    /// Each linked account's person.
+    pub person_of: BTreeMap<Actor, String>,
     pub services: BTreeMap<String, Service>,
     pub rules: Vec<Rule>,
     pub freezes: Vec<FreezeWindow>,
@@ -387,6 +391,15 @@ mod duration_text {
 }
 
 impl Config {
+    /// Who `actor` is, for self-approval and for counting approvals: the
+    /// person it is linked to in `[people]` (`person:alice`), else itself.
+    pub fn person(&self, actor: &Actor) -> String {
+        match self.person_of.get(actor) {
+            Some(person) => format!("person:{person}"),
+            None => actor.to_string(),
+        }
+    }
+
     pub fn is_known(&self, actor: &Actor) -> bool {
         self.groups.values().any(|members| members.contains(actor))
     }

@@ -63,8 +63,8 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 9] =
-    ["bot", "server", "slack", "audit", "environments", "groups", "services", "rules", "freeze"];
+const TOP_LEVEL: [&str; 10] =
+    ["bot", "server", "slack", "audit", "environments", "groups", "people", "services", "rules", "freeze"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +189,36 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         groups.insert(name, set);
     }
 
+    // One person's accounts on several platforms: votes and approvals count
+    // people, not accounts.
+    let raw_people: BTreeMap<String, Vec<String>> = entries(path, "people", section("people"), problems);
+    let mut people = BTreeMap::new();
+    let mut person_of: BTreeMap<Actor, String> = BTreeMap::new();
+    for (name, accounts) in raw_people {
+        check_name(path, &format!("people.{name}"), &name, problems);
+        let mut set = BTreeSet::new();
+        for (i, account) in accounts.iter().enumerate() {
+            let key = format!("people.{name}[{i}]");
+            match Actor::parse(account) {
+                Ok(actor) => {
+                    if let Some(other) = person_of.get(&actor).filter(|other| **other != name) {
+                        problems.push(Problem::new(
+                            path,
+                            &key,
+                            format!("{actor} is already one of {other}'s accounts"),
+                            "an account belongs to one person; list it once",
+                        ));
+                        continue;
+                    }
+                    person_of.insert(actor.clone(), name.clone());
+                    set.insert(actor);
+                }
+                Err(e) => problems.push(Problem::new(path, &key, e, "accounts are platform:id")),
+            }
+        }
+        people.insert(name, set);
+    }
+
     let raw_services: BTreeMap<String, RawService> = entries(path, "services", section("services"), problems);
     let mut services = BTreeMap::new();
     for (name, raw) in raw_services {
@@ -207,7 +237,10 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let rules: Vec<Rule> = raw_rules
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| check_rule(path, &format!("rules[{i}]"), raw, &environments, &groups, &mut duration, problems))
+        .map(|(i, raw)| {
+            let who = Who { groups: &groups, person_of: &person_of };
+            check_rule(path, &format!("rules[{i}]"), raw, &environments, who, &mut duration, problems)
+        })
         .collect();
     if rules.is_empty() {
         problems.push(Problem::new(
@@ -320,6 +353,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         audit,
         environments,
         groups,
+        people,
+        person_of,
         services,
         rules,
         freezes,
@@ -488,15 +523,23 @@ fn check_service(
     })
 }
 
+/// The groups and the linked accounts, for checking a rule.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    groups: &'a BTreeMap<String, BTreeSet<Actor>>,
+    person_of: &'a BTreeMap<Actor, String>,
+}
+
 fn check_rule(
     path: &Path,
     key: &str,
     raw: RawRule,
     environments: &BTreeMap<String, Environment>,
-    groups: &BTreeMap<String, BTreeSet<Actor>>,
+    who: Who,
     duration: &mut impl FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration,
     problems: &mut Vec<Problem>,
 ) -> Rule {
+    let Who { groups, person_of } = who;
     for env in &raw.environments {
         check_environment(path, &format!("{key}.environments"), env, environments, problems);
     }
@@ -540,8 +583,13 @@ fn check_rule(
         ));
     }
     if raw.approvals > 0 {
-        let approvers: BTreeSet<&Actor> =
-            raw.approvers.iter().flat_map(|g| groups.get(g).into_iter().flatten()).collect();
+        // People, not accounts: two linked accounts are one approver.
+        let approvers: BTreeSet<String> = raw
+            .approvers
+            .iter()
+            .flat_map(|g| groups.get(g).into_iter().flatten())
+            .map(|a| person_of.get(a).map(|p| format!("person:{p}")).unwrap_or_else(|| a.to_string()))
+            .collect();
         if raw.approvers.is_empty() || raw.approvers.iter().any(|g| g == "*") {
             problems.push(Problem::new(
                 path,

@@ -127,9 +127,9 @@ impl Engine {
             self.expire(&mut request).await?;
         }
         let config = self.config.clone();
-        let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
         let mut updated = request.clone();
-        let effect = match approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, is_approver) {
+        let voters = Voters { config: &config, groups: &request.approver_groups };
+        let effect = match approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, &voters) {
             Ok(effect) => effect,
             Err(refusal) => {
                 let record = self.vote_entry(
@@ -144,7 +144,7 @@ impl Engine {
             }
         };
         let request = updated;
-        let have = approval::valid_approvals(&request, |a| config.in_any(a, &request.approver_groups));
+        let have = approval::valid_approvals(&request, &Voters { config: &config, groups: &request.approver_groups });
         let detail = match (&effect, &reason) {
             (VoteEffect::Denied, Some(r)) => format!("denied: {r}"),
             (VoteEffect::Withdrawn, _) => "withdrawn by the requester".into(),
@@ -183,7 +183,8 @@ impl Engine {
         let target = request.reply.clone();
         let now = self.clock.now();
         let config = self.config.clone();
-        let is_approver = |a: &Actor| config.in_any(a, &request.approver_groups);
+        let groups = request.approver_groups.clone();
+        let voters = Voters { config: &config, groups: &groups };
         let digest_now = self.current_digest(&request.id, &request.requester, &request.service, &request.request);
         let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
             Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
@@ -195,7 +196,7 @@ impl Engine {
                     request.approvals_needed = need.approvals;
                     request.freeze = need.freeze;
                     self.store.put_pending(&request)?;
-                    let have = approval::valid_approvals(&request, is_approver);
+                    let have = approval::valid_approvals(&request, &voters);
                     let text = format!(
                         "{} now needs {} approvals ({} in force); {have} so far",
                         request.id,
@@ -212,8 +213,8 @@ impl Engine {
                 _ => None,
             }
         };
-        let have = approval::valid_approvals(&request, is_approver);
-        if refusal.is_none() && !approval::may_execute(&request, request.approvals_needed, now, is_approver) {
+        let have = approval::valid_approvals(&request, &voters);
+        if refusal.is_none() && !approval::may_execute(&request, request.approvals_needed, now, &voters) {
             return Err(Error::Denied(format!(
                 "{} cannot run: it is not open with enough valid approvals",
                 request.id
@@ -282,7 +283,7 @@ impl Engine {
         .detail("no decision before the deadline; nothing ran");
         self.audit.append(record).await?;
         let config = self.config.clone();
-        let have = approval::valid_approvals(request, |a| config.in_any(a, &request.approver_groups));
+        let have = approval::valid_approvals(request, &Voters { config: &config, groups: &request.approver_groups });
         self.say(
             &request.reply,
             Reply::Text(format!("⌛ {} expired without enough approvals; nothing ran", request.id)),
@@ -302,5 +303,21 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The voters of one request under the current configuration: its approver
+/// groups, and `[people]` linking one person's accounts.
+struct Voters<'a> {
+    config: &'a crate::config::Config,
+    groups: &'a [String],
+}
+
+impl approval::Voters for Voters<'_> {
+    fn is_approver(&self, actor: &Actor) -> bool {
+        self.config.in_any(actor, self.groups)
+    }
+    fn person(&self, actor: &Actor) -> String {
+        self.config.person(actor)
     }
 }

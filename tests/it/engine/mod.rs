@@ -810,3 +810,60 @@ requesters = ["developers"]
     let replies = sink.replies();
     assert!(matches!(replies.as_slice(), [Reply::Text(t)] if t.contains("slow runs v1")), "{replies:#?}");
 }
+
+/// `[people]` links one person's accounts across platforms: the requester
+/// cannot approve their own request from another account, one person's two
+/// accounts count as one approval, and `check` counts people, not accounts.
+#[tokio::test]
+async fn linked_accounts_are_one_person_for_self_approval_and_for_counting() {
+    let text = r#"
+[environments.production]
+[groups]
+everyone = ["console:u0", "console:u1", "console:u2", "slack:UALICE", "slack:UBOB"]
+sre = ["console:u1", "console:u2", "slack:UALICE", "slack:UBOB"]
+[people]
+alice = ["console:u0", "slack:UALICE"]
+bob = ["console:u1", "slack:UBOB"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["everyone"]
+approvers = ["sre"]
+approvals = 2
+"#;
+    let h = engine_with(text);
+    let slack = |id: &str| Actor::parse(&format!("slack:{id}")).unwrap();
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    // Alice requested from the console; her Slack account is her too.
+    h.engine.handle(vote(slack("UALICE"), true)).await;
+    let refused = |replies: &[Reply], who: &str, what: &str| {
+        replies.iter().any(|r| matches!(r, Reply::Private { to, text } if to.as_str() == who && text.contains(what)))
+    };
+    assert!(refused(&h.sink.replies(), "slack:UALICE", "your own request"), "{:#?}", h.sink.replies());
+    // Bob approves from the console, then again from Slack: one approval.
+    h.engine.handle(vote(user(1), true)).await;
+    h.engine.handle(vote(slack("UBOB"), true)).await;
+    assert!(refused(&h.sink.replies(), "slack:UBOB", "already voted"), "{:#?}", h.sink.replies());
+    assert_eq!(intents(&h.audit), 0, "two accounts of one person are one approval of the two needed");
+    // A second person's approval runs it.
+    h.engine.handle(vote(user(2), true)).await;
+    h.engine.wait_idle().await;
+    assert_eq!(intents(&h.audit), 1);
+
+    // `check` counts people: two accounts of one person cannot meet approvals = 2.
+    let one_person = text.replace(
+        r#"sre = ["console:u1", "console:u2", "slack:UALICE", "slack:UBOB"]"#,
+        r#"sre = ["console:u1", "slack:UBOB"]"#,
+    );
+    let mut problems = Vec::new();
+    let _ = config::from_str(Path::new("t.toml"), &one_person, &mut problems);
+    assert!(problems.iter().any(|p| p.to_string().contains("hold 1 people")), "{problems:?}");
+    // An account belongs to one person.
+    let twice = text.replace(r#"bob = ["console:u1", "slack:UBOB"]"#, r#"bob = ["console:u1", "slack:UALICE"]"#);
+    let mut problems = Vec::new();
+    let _ = config::from_str(Path::new("t.toml"), &twice, &mut problems);
+    assert!(problems.iter().any(|p| p.to_string().contains("already one of alice's accounts")), "{problems:?}");
+}
