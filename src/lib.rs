@@ -4,10 +4,12 @@
 //! step to a hash-chained audit trail.
 //!
 //! Code map (follow one event top to bottom):
-//! - [`chat`]: the reply port the core owns ([`chat::ChatSink`], [`chat::Reply`],
-//!   marks for text a person typed) and the adapters: console, Slack.
-//! - [`engine`]: the core; dispatches events, owns the ordering rules and the
-//!   executor port ([`engine::Executors`]).
+//! - [`chat`]: the adapters: console, Slack, Discord (its signature check so
+//!   far); each implements the core's reply port.
+//! - [`engine`]: the core; dispatches events, owns the ordering rules, the
+//!   executor port ([`engine::Executors`]) and the reply port
+//!   ([`engine::reply::ChatSink`], [`engine::reply::Reply`], marks for text a
+//!   person typed).
 //! - [`command`]: `commands/*.toml` → registry → typed [`command::Request`];
 //!   [`command::Kind`] says what a request is (a change, an admin action, a
 //!   read, a vote), and so which paths it may take.

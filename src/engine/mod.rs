@@ -4,7 +4,8 @@
 //! - `mod.rs`: construction, event dispatch, commands that run at once;
 //! - `votes.rs`: approvals, denials, expiry;
 //! - `run.rs`: executing a mutating action (run lock, intent, progress, outcome);
-//! - `render.rs`: status and audit text.
+//! - `render.rs`: status and audit text;
+//! - `reply.rs`: the reply port adapters implement ([`reply::ChatSink`]).
 //!
 //! Ordering rule everywhere: state is written, then its audit record is
 //! appended and awaited (durable, and the flush covers the state), and only

@@ -45,11 +45,12 @@ pub enum Answer {
     BadRequest(String),
 }
 
-/// Turns verified Slack input into engine events and builds the answers.
-/// How long a slash command's acknowledgement waits for the engine: Slack
-/// shows an error after 3 s. What the engine says later goes to the channel.
+/// How long a slash command's acknowledgement may take, counted from the
+/// start of the request: Slack shows an error after 3 s. What the engine
+/// says later goes to the channel.
 const ACK_DEADLINE: Duration = Duration::from_millis(2500);
 
+/// Turns verified Slack input into engine events and builds the answers.
 pub struct SlackIngress {
     verifier: Option<verify::Verifier>,
     engine: Arc<Engine>,
@@ -121,6 +122,7 @@ impl SlackIngress {
 
     /// A slash command (HTTP or Socket Mode) → the ack body.
     pub async fn command(&self, command: SlashCommand) -> Value {
+        let started = Instant::now();
         let event = match command.into_event() {
             Ok(event) => event,
             Err(e) => return json!({"response_type": "ephemeral", "text": format!("opsbot cannot take this: {e}")}),
@@ -129,7 +131,9 @@ impl SlackIngress {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
         self.learn_name(&event).await;
-        let handled = self.engine.handle_collecting(event, ACK_DEADLINE).await;
+        // Looking up a name may have taken part of the window.
+        let deadline = ACK_DEADLINE.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let handled = self.engine.handle_collecting(event, deadline).await;
         if handled.duplicate {
             // A retry of a command already answered: say so, do nothing.
             return json!({"response_type": "ephemeral", "text": "Already received."});
@@ -137,7 +141,7 @@ impl SlackIngress {
         if handled.deferred && handled.replies.is_empty() {
             // Slack gives up at 3 s: acknowledge now, and let the answer
             // follow in the channel when the backend gives it.
-            return json!({"response_type": "ephemeral", "text": "Working on it: the backend is slow to answer. The answer will be posted in this channel when it comes, or say that it timed out."});
+            return json!({"response_type": "ephemeral", "text": "Working on it: this takes longer than Slack waits for an answer. It will be posted in this channel when it is ready (or say that it timed out)."});
         }
         self.ack_body(handled.replies, &reply).await
     }
