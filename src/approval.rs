@@ -188,7 +188,9 @@ pub fn cast_vote(
     // refused; denying after approving is a change of mind and always
     // taken — the safe direction.
     if approve
-        && request.votes.iter().any(|v| v.approve && v.digest == request.digest && voters.person(&v.voter) == person)
+        && request.votes.iter().any(|v| {
+            v.approve && v.digest == request.digest && voters.is_approver(&v.voter) && voters.person(&v.voter) == person
+        })
     {
         return Err(VoteRefusal::AlreadyVoted { id: request.id.clone() });
     }

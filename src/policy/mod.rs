@@ -133,7 +133,16 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
         return Decision::Allow;
     }
     let approver_groups = if rule.approvers.is_empty() { Vec::new() } else { rule.approvers.clone() };
-    let eligible = config.members(&approver_groups).into_iter().filter(|a| a != actor).count() as u32;
+    // People, not accounts: the requester's linked accounts are not
+    // approvers, and one person's accounts are one approver.
+    let requester = config.person(actor);
+    let eligible = config
+        .members(&approver_groups)
+        .iter()
+        .map(|a| config.person(a))
+        .filter(|person| *person != requester)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u32;
     if eligible < approvals {
         return Decision::Deny(format!(
             "this needs {approvals} approval(s) from {} but only {eligible} eligible approver(s) besides you exist",

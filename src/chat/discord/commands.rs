@@ -42,15 +42,18 @@ fn command(spec: &CommandSpec, name: &str) -> Value {
     json!({
         "name": name,
         "type": 1,
-        "description": clip(&spec.summary),
+        "description": if spec.summary.trim().is_empty() { clip(&spec.usage) } else { clip(&spec.summary) },
         "options": options,
-        // Guild channels only: a DM has no channel policy or approvers.
+        // Guild channels of a server the bot is installed in only: a DM has
+        // no channel policy or approvers, and a user install would take
+        // commands from servers the bot cannot post in.
         "contexts": [0],
+        "integration_types": [0],
     })
 }
 
 fn option(name: &str, kind: &ArgKind, required: bool, help: Option<&str>) -> Value {
-    let described = |fallback: &str| clip(help.unwrap_or(fallback));
+    let described = |fallback: &str| clip(help.filter(|h| !h.trim().is_empty()).unwrap_or(fallback));
     let mut option = match kind {
         ArgKind::Service => {
             json!({"type": STRING, "description": described("a configured service"), "autocomplete": true})
@@ -79,11 +82,14 @@ fn option(name: &str, kind: &ArgKind, required: bool, help: Option<&str>) -> Val
             json!({"type": STRING, "description": described("text"), "max_length": (*max_len).clamp(1, 6000)})
         }
         ArgKind::Choice { values } => {
-            let mut o = json!({"type": STRING, "description": described("one of the listed values")});
             if values.len() <= MAX_CHOICES {
-                o["choices"] = values.iter().map(|v| json!({"name": v, "value": v})).collect();
+                let choices: Vec<Value> = values.iter().map(|v| json!({"name": v, "value": v})).collect();
+                json!({"type": STRING, "description": described("one of the listed values"), "choices": choices})
+            } else {
+                // Past Discord's 25 choices, the value is typed and checked
+                // by the command parser as usual.
+                json!({"type": STRING, "description": described("one of the values /help lists"), "max_length": 100})
             }
-            o
         }
         ArgKind::RequestId => {
             json!({"type": STRING, "description": described("a request id such as r-12"), "max_length": 32})

@@ -51,7 +51,7 @@ impl Verifier {
             return Err(VerifyError::MissingHeader);
         };
         let ts: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
-        if (now - ts).abs() > WINDOW_SECS {
+        if now.abs_diff(ts) > WINDOW_SECS as u64 {
             return Err(VerifyError::Stale);
         }
         let mut given = [0u8; 64];
@@ -101,6 +101,10 @@ mod tests {
         garbled.insert(SIGNATURE_HEADER, "zz".parse().unwrap());
         assert_eq!(verifier.verify(&garbled, body, now), Err(VerifyError::BadSignature));
         assert_eq!(verifier.verify(&HeaderMap::new(), body, now), Err(VerifyError::MissingHeader));
+        // An absurd timestamp is stale, not an overflow.
+        let mut absurd = headers.clone();
+        absurd.insert(TIMESTAMP_HEADER, i64::MIN.to_string().parse().unwrap());
+        assert_eq!(verifier.verify(&absurd, body, now), Err(VerifyError::Stale));
         let other = Verifier::from_hex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c").unwrap();
         assert_eq!(other.verify(&headers, body, now), Err(VerifyError::BadSignature));
         assert!(Verifier::from_hex("abc").unwrap_err().contains("64 hex"));

@@ -50,7 +50,7 @@ impl Verifier {
             return Err(VerifyError::MissingHeader);
         };
         let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-        if (now - ts).abs() > WINDOW_SECS {
+        if now.abs_diff(ts) > WINDOW_SECS as u64 {
             return Err(VerifyError::Stale);
         }
         // Decoded into a fixed array: `hex::decode`'s collect was half the

@@ -861,6 +861,22 @@ approvals = 2
     let mut problems = Vec::new();
     let _ = config::from_str(Path::new("t.toml"), &one_person, &mut problems);
     assert!(problems.iter().any(|p| p.to_string().contains("hold 1 people")), "{problems:?}");
+    // The request-time check counts people too: with alice's own Slack
+    // account and bob as the only approvers, alice's request for two
+    // approvals cannot be met, and is refused at once instead of waiting.
+    let short = text.replace(
+        r#"sre = ["console:u1", "console:u2", "slack:UALICE", "slack:UBOB"]"#,
+        r#"sre = ["console:u1", "slack:UALICE"]"#,
+    );
+    let h = engine_with(&short);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    let replies = h.sink.replies();
+    assert!(
+        replies.iter().any(
+            |r| matches!(r, Reply::Private { text, .. } if text.contains("only 1 eligible approver(s) besides you"))
+        ),
+        "{replies:#?}"
+    );
     // An account belongs to one person.
     let twice = text.replace(r#"bob = ["console:u1", "slack:UBOB"]"#, r#"bob = ["console:u1", "slack:UALICE"]"#);
     let mut problems = Vec::new();
