@@ -113,14 +113,25 @@ fn superseded(t: &Target<'_>, expect: &Expect, d: &Deployment) -> Option<String>
 pub(super) fn describe_live(t: &Target<'_>, d: &Deployment) -> String {
     let status = d.status.clone().unwrap_or_default();
     let images = containers_of(template_of(d)).into_iter().map(|(n, i)| format!("{n}={i}")).collect::<Vec<_>>();
-    format!(
-        "deployment {} holds {} (revision {}): {} desired, {} updated, {} available",
-        t.path(),
-        images.join(", "),
-        revision_of(d.metadata.annotations.as_ref()).unwrap_or(0),
+    let counts = format!(
+        "{} desired, {} updated, {} available",
         d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
         status.updated_replicas.unwrap_or(0),
         status.available_replicas.unwrap_or(0)
+    );
+    // Until the controller has observed the newest generation, its counts
+    // describe the previous template, not the one the spec holds.
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let counts = if observed {
+        format!(": {counts}")
+    } else {
+        format!("; its status is not updated for this change yet (last: {counts})")
+    };
+    format!(
+        "deployment {} holds {} (revision {}){counts}",
+        t.path(),
+        images.join(", "),
+        revision_of(d.metadata.annotations.as_ref()).unwrap_or(0),
     )
 }
 
