@@ -281,6 +281,12 @@ impl Engine {
         let mut work = Box::pin(COLLECT.scope(responder.clone(), async move { engine.handle(event).await }));
         match tokio::time::timeout(deadline, &mut work).await {
             Ok(handled) => Handled { duplicate: !handled, replies: responder.close(), deferred: false },
+            Err(_) if self.tracker.is_closed() => {
+                // Stopping: shutdown may already have stopped waiting for
+                // tasks, so this one finishes here, late, rather than unseen.
+                let handled = work.await;
+                Handled { duplicate: !handled, replies: responder.close(), deferred: false }
+            }
             Err(_) => {
                 let replies = responder.close();
                 let health = self.health.clone();
