@@ -277,6 +277,9 @@ impl Engine {
     /// of its own, and whatever it says afterwards is sent to the channel.
     pub async fn handle_collecting(self: &Arc<Self>, event: Event, deadline: Duration) -> Handled {
         let responder = Arc::new(Responder::default());
+        let target = match &event {
+            Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
+        };
         let engine = self.clone();
         let mut work = Box::pin(COLLECT.scope(responder.clone(), async move { engine.handle(event).await }));
         match tokio::time::timeout(deadline, &mut work).await {
@@ -289,11 +292,15 @@ impl Engine {
             }
             Err(_) => {
                 let replies = responder.close();
-                let health = self.health.clone();
+                let engine = self.clone();
                 self.tracker.spawn(async move {
                     if let Err(panic) = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await
                     {
-                        health.request_panicked("a request answered after its deadline", &panic);
+                        engine.health.request_panicked("a request answered after its deadline", &panic);
+                        // The ack promised an answer: say there will be none.
+                        let text =
+                            "opsbot could not finish answering that (an internal error; see its log)".to_string();
+                        engine.send_reply(&target, Reply::Text(text)).await;
                     }
                 });
                 Handled { duplicate: false, replies, deferred: true }

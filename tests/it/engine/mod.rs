@@ -761,6 +761,10 @@ async fn a_slow_status_is_acknowledged_at_the_deadline_and_answered_in_the_chann
                 if service.name == "slow" {
                     tokio::time::sleep(Duration::from_millis(800)).await;
                 }
+                if service.name == "broken" {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    panic!("a bug in a backend's status");
+                }
                 Ok(format!("{} runs v1", service.name))
             })
         }
@@ -773,6 +777,9 @@ developers = ["console:u0"]
 environment = "staging"
 backend = { type = "simulated", version = "v1", replicas = 1 }
 [services.fast]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[services.broken]
 environment = "staging"
 backend = { type = "simulated", version = "v1", replicas = 1 }
 [[rules]]
@@ -809,6 +816,15 @@ requesters = ["developers"]
     tokio::time::sleep(Duration::from_millis(900)).await;
     let replies = sink.replies();
     assert!(matches!(replies.as_slice(), [Reply::Text(t)] if t.contains("slow runs v1")), "{replies:#?}");
+
+    // A deferred answer that ends in a panic still ends: the channel is
+    // told there will be no answer, and the panic is counted.
+    let broken = engine.handle_collecting(command(user(0), "/status broken"), deadline).await;
+    assert!(broken.deferred);
+    engine.wait_idle().await;
+    let replies = sink.replies();
+    assert!(matches!(replies.last(), Some(Reply::Text(t)) if t.contains("could not finish answering")), "{replies:#?}");
+    assert_eq!(engine.health().request_panics(), 1);
 }
 
 /// `[people]` links one person's accounts across platforms: the requester
