@@ -1,0 +1,211 @@
+//! Discord interactions (the payload of `INTERACTION_CREATE` or of a POST
+//! to the interactions endpoint, after its signature is checked) into what
+//! the core takes (issue #15, in progress: nothing calls this yet).
+//!
+//! A slash command's options are written back as the text opsbot's grammar
+//! reads (`/scale api-service 6 --emergency "db on fire"`), so Discord,
+//! Slack and the console share one parser, one set of errors and one audit
+//! shape. Values are quoted so that nothing a person typed can become
+//! another argument.
+
+use crate::command::spec::ArgKind;
+use crate::command::Registry;
+use crate::event::{Actor, Event, ReplyTarget};
+use serde_json::Value;
+
+/// What one interaction asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Discord checking the endpoint: answer `{"type": 1}`.
+    Ping,
+    /// A slash command, as opsbot's grammar reads it.
+    Command { event: Event, interaction: Interaction },
+    /// Autocomplete of a service option: what has been typed so far.
+    Autocomplete { typed: String, interaction: Interaction },
+    /// Something opsbot does not handle (a component of another app's
+    /// message, a modal): answered with a private note.
+    Other { kind: u64, interaction: Interaction },
+}
+
+/// What answering an interaction needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub id: String,
+    /// Valid for 15 minutes: follow-ups and edits of the answer go through it.
+    pub token: String,
+}
+
+/// Reads one interaction. An error says what is wrong, in words for the
+/// person who sent it.
+pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> {
+    let payload: Value = serde_json::from_slice(body).map_err(|e| format!("not an interaction: {e}"))?;
+    let kind = payload["type"].as_u64().ok_or("an interaction without a type")?;
+    if kind == 1 {
+        return Ok(Inbound::Ping);
+    }
+    let text =
+        |field: &str| payload[field].as_str().map(str::to_string).ok_or(format!("an interaction without `{field}`"));
+    let interaction = Interaction { id: text("id")?, token: text("token")? };
+    match kind {
+        2 => {
+            let user = payload["member"]["user"]["id"].as_str().or(payload["user"]["id"].as_str());
+            let actor = user
+                .and_then(|id| Actor::parse(&format!("discord:{id}")).ok())
+                .ok_or("an interaction without a readable user")?;
+            let channel = text("channel_id")?;
+            let reply = ReplyTarget::channel(format!("discord:{channel}"));
+            let command = command_text(registry, &payload["data"])?;
+            let dedup_key = Some(format!("discord:interaction:{}", interaction.id));
+            Ok(Inbound::Command { event: Event::Command { actor, text: command, reply, dedup_key }, interaction })
+        }
+        4 => {
+            let focused = payload["data"]["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["focused"] == true)
+                .and_then(|o| o["value"].as_str())
+                .unwrap_or("");
+            Ok(Inbound::Autocomplete { typed: focused.to_string(), interaction })
+        }
+        other => Ok(Inbound::Other { kind: other, interaction }),
+    }
+}
+
+/// `data` of an application command as `/name arg … --flag value`.
+fn command_text(registry: &Registry, data: &Value) -> Result<String, String> {
+    let name = data["name"].as_str().ok_or("a command without a name")?;
+    let spec = registry.find(name).ok_or_else(|| format!("`/{name}` is not an opsbot command here"))?;
+    let given: Vec<(&str, &Value)> = data["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| Some((o["name"].as_str()?, &o["value"])))
+        .collect();
+    let value_of = |option: &str| given.iter().find(|(n, _)| *n == option).map(|(_, v)| *v);
+    let mut text = format!("/{name}");
+    // Arguments are positional: one left out cannot be followed by another.
+    let mut skipped: Option<&str> = None;
+    for arg in &spec.args {
+        match value_of(&arg.name) {
+            Some(value) => {
+                if let Some(missing) = skipped {
+                    return Err(format!(
+                        "`/{name}`: give `{missing}` too when you give `{}` (its arguments go in order: {})",
+                        arg.name, spec.usage
+                    ));
+                }
+                text.push(' ');
+                text.push_str(&quoted(value)?);
+            }
+            None => skipped = skipped.or(Some(&arg.name)),
+        }
+    }
+    for flag in &spec.flags {
+        match (value_of(&flag.name), &flag.kind) {
+            (Some(Value::Bool(true)), ArgKind::Switch) => text.push_str(&format!(" --{}", flag.name)),
+            (Some(Value::Bool(false)) | None, _) => {}
+            (Some(value), _) => text.push_str(&format!(" --{}={}", flag.name, quoted(value)?)),
+        }
+    }
+    if let Some((unknown, _)) =
+        given.iter().find(|(n, _)| !spec.args.iter().any(|a| a.name == *n) && !spec.flags.iter().any(|f| f.name == *n))
+    {
+        return Err(format!("`/{name}` has no option `{unknown}`; its usage is {}", spec.usage));
+    }
+    Ok(text)
+}
+
+/// One token of the grammar holding exactly `value`: quoted with the first
+/// quote pair the value does not contain.
+fn quoted(value: &Value) -> Result<String, String> {
+    let raw = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return Err("an option value that is not text, a number or a switch".into()),
+    };
+    let pair = [('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’')]
+        .into_iter()
+        .find(|(_, close)| !raw.contains(*close))
+        .ok_or("that text holds every kind of closing quote; leave one kind out")?;
+    Ok(format!("{}{raw}{}", pair.0, pair.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::parse::tokenize;
+    use serde_json::json;
+
+    fn shipped() -> Registry {
+        Registry::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("commands")).unwrap()
+    }
+
+    fn command(data: Value) -> Vec<u8> {
+        json!({"type": 2, "id": "111", "token": "tok", "channel_id": "222", "guild_id": "9",
+               "member": {"user": {"id": "80351110224678912"}}, "data": data})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_slash_command_becomes_the_text_the_grammar_reads() {
+        let registry = shipped();
+        let body = command(json!({"name": "scale", "options": [
+            {"name": "replicas", "type": 4, "value": 6},
+            {"name": "service", "type": 3, "value": "api-service"},
+            {"name": "emergency", "type": 3, "value": "db \"on\" fire"},
+        ]}));
+        let Inbound::Command { event: Event::Command { actor, text, reply, dedup_key }, interaction: answer } =
+            interaction(&registry, &body).unwrap()
+        else {
+            panic!("not a command")
+        };
+        assert_eq!(actor.as_str(), "discord:80351110224678912");
+        assert_eq!(reply, ReplyTarget::channel("discord:222"));
+        assert_eq!(dedup_key.as_deref(), Some("discord:interaction:111"));
+        assert_eq!(answer, Interaction { id: "111".into(), token: "tok".into() });
+        assert_eq!(text, "/scale \"api-service\" \"6\" --emergency='db \"on\" fire'");
+        // The grammar reads back exactly the values given.
+        assert_eq!(tokenize(&text).unwrap(), ["/scale", "api-service", "6", "--emergency=db \"on\" fire"]);
+        // Typed text cannot become another argument or a flag of its own.
+        let body = command(json!({"name": "lock", "options": [
+            {"name": "service", "type": 3, "value": "api-service"},
+            {"name": "reason", "type": 3, "value": "migration' 1d --emergency x"},
+        ]}));
+        let Inbound::Command { event: Event::Command { text, .. }, .. } = interaction(&registry, &body).unwrap() else {
+            panic!("not a command")
+        };
+        assert_eq!(tokenize(&text).unwrap(), ["/lock", "api-service", "migration' 1d --emergency x"]);
+        let services = ["api-service".to_string()];
+        let parsed = crate::command::parse(&registry, &services, &text).unwrap();
+        assert_eq!(parsed.emergency, None, "the reason's `--emergency` stays text");
+        assert!(format!("{:?}", parsed.request).contains("migration' 1d --emergency x"), "{parsed:?}");
+        // And the grammar takes the whole command as Discord gave it.
+        let scale = "/scale \"api-service\" \"6\" --emergency='db \"on\" fire'";
+        let parsed = crate::command::parse(&registry, &services, scale).unwrap();
+        assert_eq!(parsed.emergency.as_deref(), Some("db \"on\" fire"));
+        assert_eq!(parsed.service(), Some("api-service"));
+        assert!(parsed.request.describe().contains('6'), "{}", parsed.request.describe());
+    }
+
+    #[test]
+    fn gaps_unknown_options_and_other_interactions_are_said_plainly() {
+        let registry = shipped();
+        let gap = command(json!({"name": "audit", "options": [{"name": "limit", "type": 4, "value": 20}]}));
+        assert!(interaction(&registry, &gap).unwrap_err().contains("give `service` too"));
+        let unknown = command(json!({"name": "status", "options": [
+            {"name": "service", "type": 3, "value": "api-service"}, {"name": "verbose", "type": 5, "value": true}]}));
+        assert!(interaction(&registry, &unknown).unwrap_err().contains("no option `verbose`"));
+        let missing = command(json!({"name": "nope"}));
+        assert!(interaction(&registry, &missing).unwrap_err().contains("not an opsbot command"));
+        assert_eq!(interaction(&registry, br#"{"type":1,"id":"1","token":"t"}"#).unwrap(), Inbound::Ping);
+        let auto = json!({"type": 4, "id": "5", "token": "t", "data": {"name": "deploy", "options": [
+            {"name": "service", "type": 3, "value": "api-s", "focused": true}]}});
+        assert!(matches!(interaction(&registry, auto.to_string().as_bytes()).unwrap(),
+            Inbound::Autocomplete { typed, .. } if typed == "api-s"));
+        assert!(interaction(&registry, b"{").unwrap_err().contains("not an interaction"));
+        assert!(quoted(&json!("a\"b'c”d’e")).unwrap_err().contains("closing quote"));
+    }
+}
