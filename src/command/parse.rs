@@ -306,9 +306,21 @@ fn shorten(text: &str) -> String {
 
 /// Splits on whitespace, honouring "double", 'single' and Slack's “curly” quotes.
 pub fn tokenize(text: &str) -> Result<Vec<String>, ParseError> {
+    Ok(tokenize_marked(text)?.into_iter().map(|t| t.text).collect())
+}
+
+/// One token, and whether it began with a quote: a quoted token is always
+/// a value, never a flag, even if it reads `--emergency`.
+struct Token {
+    text: String,
+    quoted: bool,
+}
+
+fn tokenize_marked(text: &str) -> Result<Vec<Token>, ParseError> {
     let mut tokens = Vec::new();
     let mut current = String::new();
     let mut in_token = false;
+    let mut quoted = false;
     let mut quote: Option<char> = None;
     for c in text.chars() {
         match quote {
@@ -316,11 +328,14 @@ pub fn tokenize(text: &str) -> Result<Vec<String>, ParseError> {
             Some(_) => current.push(c),
             None if c.is_whitespace() => {
                 if in_token {
-                    tokens.push(std::mem::take(&mut current));
+                    tokens.push(Token { text: std::mem::take(&mut current), quoted });
                     in_token = false;
                 }
             }
             None => {
+                if !in_token {
+                    quoted = matches!(c, '"' | '\'' | '“' | '‘');
+                }
                 in_token = true;
                 match c {
                     '"' => quote = Some('"'),
@@ -336,7 +351,7 @@ pub fn tokenize(text: &str) -> Result<Vec<String>, ParseError> {
         return Err(ParseError::UnbalancedQuote);
     }
     if in_token {
-        tokens.push(current);
+        tokens.push(Token { text: current, quoted });
     }
     Ok(tokens)
 }
@@ -352,11 +367,11 @@ enum Value {
 /// Parses one line: `/deploy api-service v1.4.2` (the slash is optional, so
 /// mentions like `@opsbot status api-service` use the same grammar).
 pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<ParsedCommand, ParseError> {
-    let tokens = tokenize(text)?;
+    let tokens = tokenize_marked(text)?;
     let Some((first, rest)) = tokens.split_first() else {
         return Err(ParseError::Empty);
     };
-    let typed = first.strip_prefix('/').unwrap_or(first).to_lowercase();
+    let typed = first.text.strip_prefix('/').unwrap_or(&first.text).to_lowercase();
     let spec = registry
         .find(&typed)
         .ok_or_else(|| ParseError::UnknownCommand { suggestion: registry.suggest(&typed), typed: typed.clone() })?;
@@ -365,13 +380,17 @@ pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<Par
     build(spec, values, flags)
 }
 
-fn split_flags(spec: &CommandSpec, tokens: &[String]) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
+fn split_flags(spec: &CommandSpec, tokens: &[Token]) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
     let mut positional = Vec::new();
     let mut flags = BTreeMap::new();
     let mut iter = tokens.iter();
     while let Some(token) = iter.next() {
-        let Some(body) = token.strip_prefix("--").filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic())) else {
-            positional.push(token.clone());
+        let flag_body = (!token.quoted)
+            .then(|| token.text.strip_prefix("--"))
+            .flatten()
+            .filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()));
+        let Some(body) = flag_body else {
+            positional.push(token.text.clone());
             continue;
         };
         let (name, inline) = match body.split_once('=') {
@@ -390,7 +409,7 @@ fn split_flags(spec: &CommandSpec, tokens: &[String]) -> Result<(Vec<String>, BT
         let value = if flag.kind == ArgKind::Switch {
             "true".to_string()
         } else {
-            match inline.or_else(|| iter.next().cloned()) {
+            match inline.or_else(|| iter.next().map(|t| t.text.clone())) {
                 Some(v) if !v.trim().is_empty() => v,
                 _ => {
                     return Err(ParseError::FlagNeedsValue {

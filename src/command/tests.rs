@@ -171,6 +171,18 @@ fn tokenizer_honours_quotes() {
     assert!(tokenize("\"open").is_err());
 }
 
+/// A token that begins with a quote is a value, never a flag: a reason can
+/// start with `--`, and typed text can never turn into `--emergency`.
+#[test]
+fn a_quoted_token_is_never_a_flag() {
+    let (request, emergency) = ok("/lock api-service \"--emergency=now\"");
+    assert_eq!(emergency, None);
+    assert!(format!("{request:?}").contains("--emergency=now"), "{request:?}");
+    let (request, _) = ok("/lock api-service '--force-push broke main' 2h");
+    assert!(format!("{request:?}").contains("--force-push broke main"), "{request:?}");
+    assert_eq!(ok("/deploy api-service v1.4.3 --emergency=\"db down\"").1.as_deref(), Some("db down"));
+}
+
 #[test]
 fn command_files_are_checked_with_file_and_key() {
     let bad = [

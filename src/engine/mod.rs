@@ -145,6 +145,9 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
+    /// Set once shutdown has stopped waiting for the tracker: work started
+    /// after that would run unwaited.
+    stopped: std::sync::atomic::AtomicBool,
     /// Serialises read-modify-write of pending requests (votes, expiry).
     votes: tokio::sync::Mutex<()>,
     names: Arc<crate::names::DisplayNames>,
@@ -178,6 +181,7 @@ impl Engine {
             clock: parts.clock,
             metrics: parts.metrics,
             tracker: TaskTracker::new(),
+            stopped: Default::default(),
             votes: tokio::sync::Mutex::new(()),
             names,
             health: Default::default(),
@@ -284,25 +288,32 @@ impl Engine {
         let mut work = Box::pin(COLLECT.scope(responder.clone(), async move { engine.handle(event).await }));
         match tokio::time::timeout(deadline, &mut work).await {
             Ok(handled) => Handled { duplicate: !handled, replies: responder.close(), deferred: false },
-            Err(_) if self.tracker.is_closed() => {
-                // Stopping: shutdown may already have stopped waiting for
-                // tasks, so this one finishes here, late, rather than unseen.
-                let handled = work.await;
-                Handled { duplicate: !handled, replies: responder.close(), deferred: false }
-            }
             Err(_) => {
                 let replies = responder.close();
                 let engine = self.clone();
-                self.tracker.spawn(async move {
-                    if let Err(panic) = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await
-                    {
+                let continuation = async move {
+                    use futures_util::FutureExt;
+                    if let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await {
                         engine.health.request_panicked("a request answered after its deadline", &panic);
-                        // The ack promised an answer: say there will be none.
+                        // The ack promised an answer: say there will be none
+                        // (unless the same bug strikes the sink too).
                         let text =
                             "opsbot could not finish answering that (an internal error; see its log)".to_string();
-                        engine.send_reply(&target, Reply::Text(text)).await;
+                        let told = std::panic::AssertUnwindSafe(engine.send_reply(&target, Reply::Text(text)))
+                            .catch_unwind()
+                            .await;
+                        if let Err(again) = told {
+                            engine.health.request_panicked("telling the channel there is no answer", &again);
+                        }
                     }
-                });
+                };
+                if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    // Shutdown no longer waits for tasks: finish here, late,
+                    // rather than unseen.
+                    continuation.await;
+                } else {
+                    self.tracker.spawn(continuation);
+                }
                 Handled { duplicate: false, replies, deferred: true }
             }
         }
@@ -625,6 +636,7 @@ impl Engine {
             tracing::warn!("actions still running after the grace period; recording them as interrupted");
             self.record_interrupted("opsbot shut down before it finished").await;
         }
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -95,11 +95,6 @@ fn command_text(registry: &Registry, data: &Value) -> Result<String, String> {
                         arg.name, spec.usage
                     ));
                 }
-                // The grammar reads a token starting with `--` as a flag,
-                // quoted or not: a value must never become one.
-                if value.as_str().is_some_and(|v| v.starts_with("--")) {
-                    return Err(format!("`/{name}`: `{}` cannot start with `--`", arg.name));
-                }
                 text.push(' ');
                 text.push_str(&quoted(value)?);
             }
@@ -203,11 +198,17 @@ mod tests {
         let unknown = command(json!({"name": "status", "options": [
             {"name": "service", "type": 3, "value": "api-service"}, {"name": "verbose", "type": 5, "value": true}]}));
         assert!(interaction(&registry, &unknown).unwrap_err().contains("no option `verbose`"));
-        // A value cannot smuggle in a flag (here, a break-glass request).
+        // A value cannot smuggle in a flag (here, a break-glass request):
+        // quoted, it stays a value.
         let smuggled = command(json!({"name": "lock", "options": [
             {"name": "service", "type": 3, "value": "api-service"},
             {"name": "reason", "type": 3, "value": "--emergency=now"}]}));
-        assert!(interaction(&registry, &smuggled).unwrap_err().contains("cannot start with `--`"));
+        let Inbound::Command { event: Event::Command { text, .. }, .. } = interaction(&registry, &smuggled).unwrap()
+        else {
+            panic!("not a command")
+        };
+        let parsed = crate::command::parse(&registry, &["api-service".to_string()], &text).unwrap();
+        assert_eq!(parsed.emergency, None, "{text}");
         let missing = command(json!({"name": "nope"}));
         assert!(interaction(&registry, &missing).unwrap_err().contains("not an opsbot command"));
         assert_eq!(interaction(&registry, br#"{"type":1,"id":"1","token":"t"}"#).unwrap(), Inbound::Ping);
