@@ -153,6 +153,14 @@ impl Ctx<'_> {
         }
     }
 
+    /// The five newest task definitions of `family`, newest first.
+    pub(super) fn recent_definitions(
+        &self,
+        family: &str,
+    ) -> aws_sdk_ecs::operation::list_task_definitions::builders::ListTaskDefinitionsFluentBuilder {
+        self.ecs.list_task_definitions().family_prefix(family).sort(aws_sdk_ecs::types::SortOrder::Desc).max_results(5)
+    }
+
     /// A recent active revision of `def`'s family with exactly `wanted`.
     async fn recent_with(
         &self,
@@ -160,17 +168,7 @@ impl Ctx<'_> {
         wanted: &[ContainerDefinition],
     ) -> Result<Option<Definition>, ActionError> {
         let family = def.family.clone().unwrap_or_default();
-        let recent = self
-            .ask(
-                "ecs:ListTaskDefinitions",
-                self.ecs
-                    .list_task_definitions()
-                    .family_prefix(&family)
-                    .sort(aws_sdk_ecs::types::SortOrder::Desc)
-                    .max_results(5)
-                    .send(),
-            )
-            .await?;
+        let recent = self.ask("ecs:ListTaskDefinitions", self.recent_definitions(&family).send()).await?;
         for arn in recent.task_definition_arns.unwrap_or_default() {
             let candidate = self.definition(&arn).await?;
             if candidate.definition.family == def.family

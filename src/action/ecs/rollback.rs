@@ -89,17 +89,7 @@ impl Ctx<'_> {
     /// " (recent revisions: api:9, api:8, …)" for a refusal (best effort).
     async fn recent_revisions(&self, current: &Definition) -> String {
         let family = current.definition.family.clone().unwrap_or_default();
-        let listed = self
-            .call(
-                "ecs:ListTaskDefinitions",
-                self.ecs
-                    .list_task_definitions()
-                    .family_prefix(&family)
-                    .sort(aws_sdk_ecs::types::SortOrder::Desc)
-                    .max_results(5)
-                    .send(),
-            )
-            .await;
+        let listed = self.call("ecs:ListTaskDefinitions", self.recent_definitions(&family).send()).await;
         match listed {
             Ok(out) => {
                 let names: Vec<&str> =

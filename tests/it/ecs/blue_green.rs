@@ -4,14 +4,7 @@
 //! traffic moves, and an AWS error mid-switch says where things stand.
 //! Every test checks moto's listener and services.
 
-use super::{EcsBot, Health, Setup};
-
-fn healthy(steps: &'static str) -> (Health, EcsBot) {
-    let health = Health::start();
-    let url = health.url("healthy");
-    let eb = EcsBot::new(Setup { blue_url: url.clone(), green_url: url, steps });
-    (health, eb)
-}
+use super::{healthy, EcsBot, Health, Setup};
 
 #[test]
 fn rollback_refuses_the_colour_whose_smoke_test_just_failed() {

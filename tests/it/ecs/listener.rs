@@ -3,14 +3,7 @@
 //! has enough healthy targets — and what a move keeps (stickiness). Each test
 //! checks moto's listener.
 
-use super::{EcsBot, Health, Setup};
-
-fn healthy(steps: &'static str) -> (Health, EcsBot) {
-    let health = Health::start();
-    let url = health.url("healthy");
-    let eb = EcsBot::new(Setup { blue_url: url.clone(), green_url: url, steps });
-    (health, eb)
-}
+use super::healthy;
 
 #[test]
 fn a_listener_rule_forwarding_to_a_colour_is_named_and_blocks_the_switch() {

@@ -274,3 +274,11 @@ fn scripted(behaviour: Behaviour, timeout: &str, auto_rollback: bool) -> (FakeEc
     let bot = Bot::with_config(&config_text("30m", "").replacen("[[rules]]", &format!("{service}\n[[rules]]"), 1));
     (fake, bot)
 }
+
+/// A blue-green bot whose colours both answer their smoke test.
+fn healthy(steps: &'static str) -> (Health, EcsBot) {
+    let health = Health::start();
+    let url = health.url("healthy");
+    let eb = EcsBot::new(Setup { blue_url: url.clone(), green_url: url, steps });
+    (health, eb)
+}

@@ -119,6 +119,16 @@ fn record_pod_trouble(world: &mut World, ns: &str, pod: &str, fate: Fate, contai
 
 /// A new ReplicaSet for `deployment`'s pod template (hash `hash`), with the
 /// Deployment's copied annotations and revision `revision`; its key.
+/// The keys of the ReplicaSets deployment `ns/name` owns.
+fn owned_replicasets(world: &World, ns: &str, name: &str) -> Vec<(String, String)> {
+    world
+        .replicasets
+        .iter()
+        .filter(|(k, rs)| k.0 == ns && rs["metadata"]["ownerReferences"][0]["name"] == name)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn new_replicaset(
     world: &mut World,
     ns: &str,
@@ -173,12 +183,7 @@ impl Shared {
         let deployment = world.deployments[&key].clone();
         let template = deployment["spec"]["template"].clone();
         let hash = template_hash(&template);
-        let owned: Vec<(String, String)> = world
-            .replicasets
-            .iter()
-            .filter(|(k, rs)| k.0 == ns && rs["metadata"]["ownerReferences"][0]["name"] == name)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let owned = owned_replicasets(world, ns, name);
         let max_revision = owned.iter().map(|k| revision(&world.replicasets[k])).max().unwrap_or(0);
         let current = owned
             .iter()
@@ -238,12 +243,7 @@ impl Shared {
         let d = world.deployments[key].clone();
         let desired = d["spec"]["replicas"].as_u64().unwrap_or(1);
         let paused = d["spec"]["paused"] == true;
-        let owned: Vec<(String, String)> = world
-            .replicasets
-            .iter()
-            .filter(|(k, rs)| k.0 == ns && rs["metadata"]["ownerReferences"][0]["name"] == name)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let owned = owned_replicasets(world, ns, name);
         let newest = owned.iter().find(|k| revision(&world.replicasets[*k]) == revision(&d)).cloned();
         let (hash, fate) = match (&newest, paused) {
             (Some(k), true) => {
