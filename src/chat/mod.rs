@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod signature;
 pub mod slack;
 
 use crate::audit::BoxFuture;

@@ -10,21 +10,7 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 
 pub const SIGNATURE_HEADER: &str = "x-signature-ed25519";
 pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
-/// The replay window.
-pub const WINDOW_SECS: i64 = 300;
-
-/// Why a request was refused. Deliberately coarse: the caller answers 401 for all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("missing signature or timestamp header")]
-    MissingHeader,
-    #[error("timestamp is not a number")]
-    BadTimestamp,
-    #[error("timestamp outside the replay window")]
-    Stale,
-    #[error("signature does not verify")]
-    BadSignature,
-}
+pub use crate::chat::signature::{VerifyError, WINDOW_SECS};
 
 /// The application's public key.
 #[derive(Debug, Clone)]
@@ -46,14 +32,7 @@ impl Verifier {
 
     /// Checks a request's headers and raw body at time `now` (Unix seconds).
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
-        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(timestamp), Some(signature)) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER)) else {
-            return Err(VerifyError::MissingHeader);
-        };
-        let ts: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
-        if now.abs_diff(ts) > WINDOW_SECS as u64 {
-            return Err(VerifyError::Stale);
-        }
+        let (timestamp, signature) = crate::chat::signature::fresh(headers, TIMESTAMP_HEADER, SIGNATURE_HEADER, now)?;
         let mut given = [0u8; 64];
         hex::decode_to_slice(signature, &mut given).map_err(|_| VerifyError::BadSignature)?;
         // The signed message is the timestamp exactly as sent, then the body.
