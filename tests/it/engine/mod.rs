@@ -33,6 +33,33 @@ struct Harness {
     audit: Arc<dyn AuditLog>,
 }
 
+/// The core over `text` (as [`engine_with`]) with its own backend for
+/// simulated services, store, trail and chat sink.
+fn custom_engine(
+    text: &str,
+    simulated: Option<Arc<dyn opsbot::action::Executor>>,
+    store: Arc<MemoryStore>,
+    audit: Arc<dyn AuditLog>,
+    chat: Arc<dyn opsbot::engine::reply::ChatSink>,
+) -> Arc<Engine> {
+    let mut problems = Vec::new();
+    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
+    let mut executors = Executors::from_config(&config);
+    if let Some(simulated) = simulated {
+        executors.simulated = simulated;
+    }
+    Engine::new(Parts {
+        executors,
+        config,
+        registry: Registry::load_dir(&commands_dir()).unwrap(),
+        store,
+        audit,
+        chat,
+        clock: Arc::new(ManualClock::new(start())),
+        metrics: Default::default(),
+    })
+}
+
 /// `requester` is u0; `approvers` are the members of the approver group.
 fn harness(approvers: &BTreeSet<usize>, needed: u32, ttl_secs: u64) -> Harness {
     let list = |set: &BTreeSet<usize>| set.iter().map(|i| format!("\"console:u{i}\"")).collect::<Vec<_>>().join(", ");
@@ -497,23 +524,10 @@ commands = ["deploy"]
 environments = ["staging"]
 requesters = ["developers"]
 "#;
-    let mut problems = Vec::new();
-    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
-    let mut executors = Executors::from_config(&config);
-    executors.simulated = Arc::new(Panics);
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
     let sink = Arc::new(RecordingSink::default());
-    let engine = Engine::new(Parts {
-        executors,
-        config,
-        registry: Registry::load_dir(&commands_dir()).unwrap(),
-        store: store.clone(),
-        audit: audit.clone(),
-        chat: sink.clone(),
-        clock: Arc::new(ManualClock::new(start())),
-        metrics: Default::default(),
-    });
+    let engine = custom_engine(text, Some(Arc::new(Panics)), store.clone(), audit.clone(), sink.clone());
     assert!(engine.handle(command(user(0), "/deploy api v2")).await);
     engine.wait_idle().await;
     let outcome = audit
@@ -561,20 +575,9 @@ commands = ["deploy"]
 environments = ["staging"]
 requesters = ["developers"]
 "#;
-    let mut problems = Vec::new();
-    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
-    let engine = Engine::new(Parts {
-        executors: Executors::from_config(&config),
-        config,
-        registry: Registry::load_dir(&commands_dir()).unwrap(),
-        store: store.clone(),
-        audit: audit.clone(),
-        chat: Arc::new(PanicsOnOutcome::default()),
-        clock: Arc::new(ManualClock::new(start())),
-        metrics: Default::default(),
-    });
+    let engine = custom_engine(text, None, store.clone(), audit.clone(), Arc::new(PanicsOnOutcome::default()));
     assert!(engine.handle(command(user(0), "/deploy api v2")).await);
     engine.wait_idle().await;
     let outcomes = audit.read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() }).unwrap();
@@ -634,20 +637,9 @@ requesters = ["everyone"]
 approvers = ["sre"]
 approvals = 1
 "#;
-    let mut problems = Vec::new();
-    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
     let store = Arc::new(MemoryStore::default());
     let sink = Arc::new(RecordingSink::default());
-    let engine = Engine::new(Parts {
-        executors: Executors::from_config(&config),
-        config,
-        registry: Registry::load_dir(&commands_dir()).unwrap(),
-        store: store.clone(),
-        audit: Arc::new(RefusesStarts(Default::default())),
-        chat: sink.clone(),
-        clock: Arc::new(ManualClock::new(start())),
-        metrics: Default::default(),
-    });
+    let engine = custom_engine(text, None, store.clone(), Arc::new(RefusesStarts(Default::default())), sink.clone());
     engine.handle(command(user(0), "/deploy api v2")).await;
     engine.handle(vote(user(1), true)).await;
     engine.wait_idle().await;
@@ -701,21 +693,10 @@ commands = ["deploy"]
 environments = ["staging"]
 requesters = ["developers"]
 "#;
-    let mut problems = Vec::new();
-    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
     let sink = Arc::new(RecordingSink::default());
-    let engine = Engine::new(Parts {
-        executors: Executors::from_config(&config),
-        config,
-        registry: Registry::load_dir(&commands_dir()).unwrap(),
-        store: store.clone(),
-        audit: audit.clone(),
-        chat: Arc::new(PanicsOnStart(sink.clone())),
-        clock: Arc::new(ManualClock::new(start())),
-        metrics: Default::default(),
-    });
+    let engine = custom_engine(text, None, store.clone(), audit.clone(), Arc::new(PanicsOnStart(sink.clone())));
     let handled = std::panic::AssertUnwindSafe(engine.handle(command(user(0), "/deploy api v2"))).catch_unwind().await;
     assert!(handled.is_err(), "the panic reaches the request's handler, which counts it");
     engine.wait_idle().await;
@@ -787,21 +768,14 @@ commands = ["read"]
 environments = ["staging"]
 requesters = ["developers"]
 "#;
-    let mut problems = Vec::new();
-    let config = config::from_str(Path::new("t.toml"), text, &mut problems).unwrap();
-    let mut executors = Executors::from_config(&config);
-    executors.simulated = Arc::new(Slow);
     let sink = Arc::new(RecordingSink::default());
-    let engine = Engine::new(Parts {
-        executors,
-        config,
-        registry: Registry::load_dir(&commands_dir()).unwrap(),
-        store: Arc::new(MemoryStore::default()),
-        audit: Arc::new(opsbot::audit::MemoryAuditLog::default()),
-        chat: sink.clone(),
-        clock: Arc::new(ManualClock::new(start())),
-        metrics: Default::default(),
-    });
+    let engine = custom_engine(
+        text,
+        Some(Arc::new(Slow)),
+        Arc::new(MemoryStore::default()),
+        Arc::new(opsbot::audit::MemoryAuditLog::default()),
+        sink.clone(),
+    );
     let deadline = Duration::from_millis(200);
     let fast = engine.handle_collecting(command(user(0), "/status fast"), deadline).await;
     assert!(!fast.deferred);
