@@ -212,15 +212,18 @@ pub fn cast_vote(
 /// Approvals that count: distinct eligible people other than the
 /// requester, cast on the current digest.
 pub fn valid_approvals(request: &PendingRequest, voters: &impl Voters) -> u32 {
-    let requester = voters.person(&request.requester);
-    let people: std::collections::BTreeSet<String> = request
-        .votes
-        .iter()
-        .filter(|v| v.approve && v.digest == request.digest && voters.is_approver(&v.voter))
-        .map(|v| voters.person(&v.voter))
-        .filter(|person| *person != requester)
-        .collect();
+    let people: std::collections::BTreeSet<String> =
+        counted_votes(request, voters).map(|v| voters.person(&v.voter)).collect();
     people.len() as u32
+}
+
+/// The approving votes that count: on the current digest, by an approver
+/// who is not the requester (one person may have several).
+pub fn counted_votes<'a>(request: &'a PendingRequest, voters: &'a impl Voters) -> impl Iterator<Item = &'a Vote> {
+    let requester = voters.person(&request.requester);
+    request.votes.iter().filter(move |v| {
+        v.approve && v.digest == request.digest && voters.is_approver(&v.voter) && voters.person(&v.voter) != requester
+    })
 }
 
 /// Whether the request may run now: open, not expired, enough valid approvals.

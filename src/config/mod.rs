@@ -74,9 +74,7 @@ pub struct Config {
     pub action_timeout: Duration,
     pub environments: BTreeMap<String, Environment>,
     pub groups: BTreeMap<String, BTreeSet<Actor>>,
-    /// `[people]`: a person's accounts on several platforms.
-    pub people: BTreeMap<String, BTreeSet<Actor>>,
-    /// Each linked account's person.
+    /// `[people]`: each linked account's person.
     pub person_of: BTreeMap<Actor, String>,
     pub services: BTreeMap<String, Service>,
     pub rules: Vec<Rule>,
@@ -390,14 +388,19 @@ mod duration_text {
     }
 }
 
+/// [`Config::person`] over a `[people]` map (also while parsing).
+pub(crate) fn person_key(person_of: &BTreeMap<Actor, String>, actor: &Actor) -> String {
+    match person_of.get(actor) {
+        Some(person) => format!("person:{person}"),
+        None => actor.to_string(),
+    }
+}
+
 impl Config {
     /// Who `actor` is, for self-approval and for counting approvals: the
     /// person it is linked to in `[people]` (`person:alice`), else itself.
     pub fn person(&self, actor: &Actor) -> String {
-        match self.person_of.get(actor) {
-            Some(person) => format!("person:{person}"),
-            None => actor.to_string(),
-        }
+        person_key(&self.person_of, actor)
     }
 
     pub fn is_known(&self, actor: &Actor) -> bool {

@@ -192,11 +192,9 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     // One person's accounts on several platforms: votes and approvals count
     // people, not accounts.
     let raw_people: BTreeMap<String, Vec<String>> = entries(path, "people", section("people"), problems);
-    let mut people = BTreeMap::new();
     let mut person_of: BTreeMap<Actor, String> = BTreeMap::new();
     for (name, accounts) in raw_people {
         check_name(path, &format!("people.{name}"), &name, problems);
-        let mut set = BTreeSet::new();
         for (i, account) in accounts.iter().enumerate() {
             let key = format!("people.{name}[{i}]");
             match Actor::parse(account) {
@@ -210,13 +208,11 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                         ));
                         continue;
                     }
-                    person_of.insert(actor.clone(), name.clone());
-                    set.insert(actor);
+                    person_of.insert(actor, name.clone());
                 }
                 Err(e) => problems.push(Problem::new(path, &key, e, "accounts are platform:id")),
             }
         }
-        people.insert(name, set);
     }
 
     let raw_services: BTreeMap<String, RawService> = entries(path, "services", section("services"), problems);
@@ -353,7 +349,6 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         audit,
         environments,
         groups,
-        people,
         person_of,
         services,
         rules,
@@ -588,7 +583,7 @@ fn check_rule(
             .approvers
             .iter()
             .flat_map(|g| groups.get(g).into_iter().flatten())
-            .map(|a| person_of.get(a).map(|p| format!("person:{p}")).unwrap_or_else(|| a.to_string()))
+            .map(|a| super::person_key(person_of, a))
             .collect();
         if raw.approvers.is_empty() || raw.approvers.iter().any(|g| g == "*") {
             problems.push(Problem::new(

@@ -246,19 +246,7 @@ impl Engine {
             )
             .await?;
         self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
-        // The approvals that counted (as valid_approvals counts them).
-        let requester = config.person(&request.requester);
-        let approvers: Vec<Actor> = request
-            .votes
-            .iter()
-            .filter(|v| {
-                v.approve
-                    && v.digest == request.digest
-                    && config.in_any(&v.voter, &request.approver_groups)
-                    && config.person(&v.voter) != requester
-            })
-            .map(|v| v.voter.clone())
-            .collect();
+        let approvers: Vec<Actor> = approval::counted_votes(&request, &voters).map(|v| v.voter.clone()).collect();
         let crate::command::Kind::Change { service, action } = request.request.kind() else {
             // Only changes are ever held for approval; a stored request that is
             // not one (from a store written by a build that allowed it) is refused.
