@@ -4,14 +4,17 @@
 # - slack_sdk: Slack's own Python SDK signs one test's requests;
 # - moto[server]: the AWS emulator the ECS tests start on a free loopback port
 #   (boto3 comes with it and seeds it);
+# - discord.py and PyNaCl: discord.py proves the fake Discord (REST and
+#   gateway), PyNaCl signs one test's interactions as Discord does;
 # - kubectl: proves the fake Kubernetes API server against the real client
 #   (present on these machines; Debian's kubernetes-client elsewhere).
-# Every other peer (Slack Web API and Socket Mode, Kubernetes API server,
+# Every other peer (Slack Web API and Socket Mode, Discord REST and gateway, Kubernetes API server,
 # scripted ECS API, smoke-test targets) is a fake inside the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check 'slack_sdk>=3,<4' 'moto[server]>=5,<6'
+python3 -m pip install --quiet --disable-pip-version-check 'slack_sdk>=3,<4' 'moto[server]>=5,<6' \
+  'discord.py>=2.4,<3' 'PyNaCl>=1.5,<2'
 if ! command -v kubectl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq kubernetes-client
 fi

@@ -240,12 +240,12 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     // Every missing secret is reported at once, before anything is opened.
     let mut problems = Vec::new();
-    let mut need = |name: &str, why: &str| {
+    let mut need = |section: &str, name: &str, why: &str| {
         let value = secret(name);
         if value.is_none() {
             problems.push(Problem::new(
                 &config.source,
-                "slack",
+                section,
                 format!("{name} is not set"),
                 format!("export {name} ({why})"),
             ));
@@ -253,15 +253,47 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         value
     };
     let slack_secrets = config.slack.as_ref().map(|s| {
-        let bot = need("SLACK_BOT_TOKEN", "the bot token, xoxb-…, to post replies");
-        let signing = if s.mode.http() { need("SLACK_SIGNING_SECRET", "to verify Slack's requests") } else { None };
+        let bot = need("slack", "SLACK_BOT_TOKEN", "the bot token, xoxb-…, to post replies");
+        let signing =
+            if s.mode.http() { need("slack", "SLACK_SIGNING_SECRET", "to verify Slack's requests") } else { None };
         let app = if s.mode.socket() {
-            need("SLACK_APP_TOKEN", "the app-level token, xapp-…, for Socket Mode")
+            need("slack", "SLACK_APP_TOKEN", "the app-level token, xapp-…, for Socket Mode")
         } else {
             None
         };
         (bot, signing, app)
     });
+    let discord_secrets = config.discord.as_ref().map(|d| {
+        let token = need("discord", "DISCORD_TOKEN", "the bot token, to post replies and hold the gateway");
+        let application = need("discord", "DISCORD_APPLICATION_ID", "the application's id, to answer interactions");
+        let key = if d.mode.http() {
+            need("discord", "DISCORD_PUBLIC_KEY", "the application's public key, to verify interactions")
+        } else {
+            None
+        };
+        (token, application, key)
+    });
+    let mut discord_parts = None;
+    if let Some((Some(token), Some(application), key)) = &discord_secrets {
+        let verifier = match key.as_deref().map(crate::chat::discord::verify::Verifier::from_hex).transpose() {
+            Ok(verifier) => verifier,
+            Err(e) => {
+                problems.push(Problem::new(
+                    &config.source,
+                    "discord",
+                    e,
+                    "export DISCORD_PUBLIC_KEY=<64 hex characters>",
+                ));
+                None
+            }
+        };
+        match crate::chat::discord::api::DiscordApi::new(token, application, secret("DISCORD_API_URL").as_deref()) {
+            Ok(api) => discord_parts = Some((api, verifier, token.clone())),
+            Err(e) => {
+                problems.push(Problem::new(&config.source, "discord", e, "export DISCORD_APPLICATION_ID=<digits>"))
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }
@@ -288,6 +320,21 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         slack_sink = Some(sink);
         slack_api = Some(api);
     }
+    let mut discord_sink = None;
+    if let (Some(settings), Some((api, _, _))) = (&config.discord, &discord_parts) {
+        let pacing = outbound::Pacing { interval: settings.channel_interval, burst: settings.channel_burst };
+        let sink_settings = outbound::Settings { posts: pacing, idle: settings.channel_idle };
+        let sink = crate::chat::discord::outbound::DiscordSink::new(
+            api.clone(),
+            engine_store.clone(),
+            metrics.clone(),
+            sink_settings,
+            tasks.clone(),
+        );
+        sinks.discord = Some(Arc::new(sink.clone()));
+        discord_sink = Some(sink);
+    }
+    let discord_settings = config.discord.clone();
     let slack_mode = config.slack.as_ref().map(|s| s.mode);
     let slack_grace = config.slack.as_ref().map(|s| s.shutdown_grace);
     let socket_ping = config.slack.as_ref().map(|s| s.socket_ping).unwrap_or(Duration::from_secs(10));
@@ -327,9 +374,32 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
             });
         }
     }
+    let mut discord_ingress = None;
+    if let (Some(settings), Some((api, verifier, token))) = (&discord_settings, discord_parts) {
+        let ingress = Arc::new(crate::chat::discord::DiscordIngress::new(verifier, engine.clone(), api.clone()));
+        if settings.mode.http() {
+            discord_ingress = Some(ingress.clone());
+        }
+        if let Some(place) = settings.register.clone() {
+            let registry = engine.registry().clone();
+            tasks.spawn("discord command registration", async move {
+                if let Err(e) = crate::chat::discord::commands::register(&api, &registry, &place).await {
+                    tracing::error!(error = %e, "Discord commands not registered");
+                }
+            });
+        }
+        if settings.mode.gateway() {
+            let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            readiness.discord_gateway = Some(connected.clone());
+            tasks.spawn_loop("discord gateway", move |stop| {
+                crate::chat::discord::gateway::run(ingress, token, connected, stop)
+            });
+        }
+    }
     let state = AppState {
         engine: engine.clone(),
         slack: slack_ingress,
+        discord: discord_ingress,
         readiness: Arc::new(readiness),
         tasks: tasks.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),
@@ -352,6 +422,16 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
                 count = undelivered.len(),
                 undelivered = %undelivered.join("; "),
                 "Slack messages not delivered before shutdown"
+            );
+        }
+    }
+    if let (Some(sink), Some(settings)) = (discord_sink, discord_settings) {
+        let undelivered = sink.drain(settings.shutdown_grace).await;
+        if !undelivered.is_empty() {
+            tracing::error!(
+                count = undelivered.len(),
+                undelivered = %undelivered.join("; "),
+                "Discord messages not delivered before shutdown"
             );
         }
     }

@@ -127,6 +127,8 @@ pub enum VoteRefusal {
     Closed { id: String, state: String },
     #[error("you already voted on {id}")]
     AlreadyVoted { id: String },
+    #[error("that button belongs to an earlier state of {id} (opsbot's data was reset, or the request changed); vote on its current message, or with `/approve {id}`")]
+    Stale { id: String },
 }
 
 /// What a vote did.

@@ -106,14 +106,38 @@ pub fn qualified_id<'a>(text: &'a str, what: &str) -> Result<&'a str, String> {
 pub struct ReplyTarget {
     /// Platform-qualified channel id, e.g. `slack:C0123456` or `console:ops`.
     pub channel: String,
-    /// Platform thread handle (Slack `thread_ts`), when the reply belongs in one.
+    /// Platform thread handle (Slack `thread_ts`, the Discord message a
+    /// thread hangs from), when the reply belongs in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
+    /// The request itself, when the platform answers through it (a Discord
+    /// interaction, for 15 minutes). Never stored: it is a credential.
+    #[serde(skip)]
+    pub interaction: Option<InteractionHandle>,
+}
+
+/// A platform's handle on one request it waits to have answered (Discord's
+/// interaction id and token). The token is a credential: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InteractionHandle {
+    pub id: String,
+    pub token: String,
+    /// When the platform stops taking answers through it.
+    pub expires: std::time::Instant,
+}
+
+impl fmt::Debug for InteractionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InteractionHandle({}, <token>)", self.id)
+    }
 }
 
 impl ReplyTarget {
     pub fn channel(channel: impl Into<String>) -> Self {
-        Self { channel: channel.into(), thread: None }
+        Self { channel: channel.into(), thread: None, interaction: None }
+    }
+    pub fn in_thread(channel: impl Into<String>, thread: impl Into<String>) -> Self {
+        Self { channel: channel.into(), thread: Some(thread.into()), interaction: None }
     }
     /// The channel's platform (`None` for a channel id with no known one).
     pub fn platform(&self) -> Option<Platform> {
@@ -132,7 +156,16 @@ pub enum Event {
     /// (`/deploy api-service v1.4.2` or `deploy api-service v1.4.2`).
     Command { actor: Actor, text: String, reply: ReplyTarget, dedup_key: Option<String> },
     /// A vote from a button or a reaction on an approval request.
-    Vote { actor: Actor, request_id: String, approve: bool, reply: ReplyTarget, dedup_key: Option<String> },
+    Vote {
+        actor: Actor,
+        request_id: String,
+        approve: bool,
+        reply: ReplyTarget,
+        dedup_key: Option<String>,
+        /// The request's version the button was made for
+        /// ([`crate::engine::reply::ApprovalView::version`]): a vote for another is refused.
+        version: Option<String>,
+    },
 }
 
 impl Event {

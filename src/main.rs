@@ -81,6 +81,18 @@ enum Command {
         #[arg(long, default_value = "opsbot")]
         name: String,
     },
+    /// Register the Discord application commands made from the command
+    /// files (bulk overwrite; nothing is written when Discord already has
+    /// them). Needs DISCORD_TOKEN and DISCORD_APPLICATION_ID.
+    DiscordRegister {
+        /// Register in this guild only (shows at once; global commands can
+        /// take a while to appear everywhere).
+        #[arg(long)]
+        guild: Option<String>,
+    },
+    /// Print the URL that adds the bot to a Discord server with the
+    /// permissions opsbot needs. Needs DISCORD_APPLICATION_ID.
+    DiscordInviteUrl,
     /// Read and check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -205,7 +217,11 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let default_level =
-        if matches!(cli.command, Command::Console { .. } | Command::SlackManifest { .. }) { "warn" } else { "info" };
+        if matches!(cli.command, Command::Console { .. } | Command::SlackManifest { .. } | Command::DiscordInviteUrl) {
+            "warn"
+        } else {
+            "info"
+        };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG").unwrap_or_else(|_| default_level.into()),
@@ -304,6 +320,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let manifest = opsbot::chat::slack::manifest::manifest(&loaded.registry, url.as_deref(), &name);
             println!("{}", serde_json::to_string_pretty(&manifest)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DiscordRegister { guild } => {
+            let place = match guild {
+                Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+                    opsbot::config::Registration::Guild(id)
+                }
+                Some(_) => anyhow::bail!("--guild: a guild id is digits (Server Settings → Widget, or Copy Server ID)"),
+                None => opsbot::config::Registration::Global,
+            };
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            let (Some(token), Some(app)) = (env("DISCORD_TOKEN"), env("DISCORD_APPLICATION_ID")) else {
+                anyhow::bail!("export DISCORD_TOKEN (the bot token) and DISCORD_APPLICATION_ID (the application's id)");
+            };
+            let api = opsbot::chat::discord::api::DiscordApi::new(&token, &app, env("DISCORD_API_URL").as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let registered = runtime
+                .block_on(opsbot::chat::discord::commands::register(&api, &loaded.registry, &place))
+                .map_err(|e| anyhow::anyhow!("Discord refused the commands: {e}"))?;
+            match registered {
+                opsbot::chat::discord::commands::Registered::Unchanged(n) => {
+                    println!("Discord already has these {n} commands; nothing was written")
+                }
+                opsbot::chat::discord::commands::Registered::Overwritten(n) => println!("registered {n} commands"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DiscordInviteUrl => {
+            let app = std::env::var("DISCORD_APPLICATION_ID").unwrap_or_default();
+            if app.is_empty() || !app.bytes().all(|b| b.is_ascii_digit()) {
+                anyhow::bail!("export DISCORD_APPLICATION_ID (the application's id, digits)");
+            }
+            println!("{}", opsbot::chat::discord::commands::invite_url(&app));
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),

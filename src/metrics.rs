@@ -19,19 +19,52 @@ pub struct Metrics {
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
-    pub slack_rate_limited: AtomicU64,
     pub rejected_signatures: AtomicU64,
-    /// Requests whose Slack card or thread opsbot still follows (gauge).
-    pub slack_threads: AtomicU64,
-    /// Slack messages accepted and not yet delivered or given up (gauge).
-    pub slack_queued: AtomicU64,
+    pub slack: OutboundMetrics,
+    pub discord: OutboundMetrics,
+}
+
+/// One platform's send queues (see [`crate::chat::outbound`]).
+#[derive(Default)]
+pub struct OutboundMetrics {
+    /// Answers of 429 from the platform's API.
+    pub rate_limited: AtomicU64,
+    /// Requests whose card or thread opsbot still follows (gauge).
+    pub threads: AtomicU64,
+    /// Messages accepted and not yet delivered or given up (gauge).
+    pub queued: AtomicU64,
     /// Channels with a live send queue (gauge; idle ones end).
-    pub slack_channels: AtomicU64,
+    pub channels: AtomicU64,
     /// Messages dropped because their channel's queue was full (plain
     /// replies and private notes only; cards and outcomes wait for room).
-    pub slack_dropped: AtomicU64,
-    /// Messages given up after Slack kept failing them.
-    pub slack_undelivered: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Messages given up after the platform kept failing them.
+    pub undelivered: AtomicU64,
+}
+
+impl OutboundMetrics {
+    fn render(&self, platform: &str, title: &str, out: &mut String) {
+        let series: [(&str, &str, &str, &AtomicU64); 6] = [
+            ("rate_limited_total", "counter", "API answers of 429.", &self.rate_limited),
+            ("threads", "gauge", "Requests whose card or thread opsbot follows until they end.", &self.threads),
+            ("queued", "gauge", "Messages accepted and not yet delivered.", &self.queued),
+            ("channels", "gauge", "Channels with a live send queue.", &self.channels),
+            (
+                "dropped_total",
+                "counter",
+                "Plain replies dropped because their channel's send queue was full.",
+                &self.dropped,
+            ),
+            ("undelivered_total", "counter", "Messages given up after repeated failures.", &self.undelivered),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP opsbot_{platform}_{name} {title}: {help}\n# TYPE opsbot_{platform}_{name} {kind}"
+            );
+            let _ = writeln!(out, "opsbot_{platform}_{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
 }
 
 fn escape(label: &str) -> String {
@@ -42,6 +75,15 @@ impl Metrics {
     pub fn request(&self, platform: crate::event::Platform, command: &str, outcome: &str) {
         let mut map = self.requests.lock().expect("metrics lock");
         *map.entry((platform.name().to_string(), command.to_string(), outcome.to_string())).or_default() += 1;
+    }
+
+    /// The send-queue counters of `platform` (the console has none; it
+    /// shares Slack's, which it never moves).
+    pub fn outbound(&self, platform: crate::event::Platform) -> &OutboundMetrics {
+        match platform {
+            crate::event::Platform::Discord => &self.discord,
+            crate::event::Platform::Slack | crate::event::Platform::Console => &self.slack,
+        }
     }
 
     pub fn action(&self, outcome: &str) {
@@ -94,22 +136,10 @@ impl Metrics {
         for (outcome, n) in self.actions.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "opsbot_actions_total{{outcome=\"{}\"}} {n}", escape(outcome));
         }
-        out.push_str("# HELP opsbot_slack_rate_limited_total Slack Web API answers of 429.\n# TYPE opsbot_slack_rate_limited_total counter\n");
-        let _ = writeln!(out, "opsbot_slack_rate_limited_total {}", self.slack_rate_limited.load(Ordering::Relaxed));
         out.push_str("# HELP opsbot_rejected_signatures_total Requests refused for a bad or missing signature.\n# TYPE opsbot_rejected_signatures_total counter\n");
         let _ = writeln!(out, "opsbot_rejected_signatures_total {}", self.rejected_signatures.load(Ordering::Relaxed));
-        out.push_str("# HELP opsbot_slack_threads Requests whose Slack card or thread opsbot follows until they end.\n# TYPE opsbot_slack_threads gauge\n");
-        let _ = writeln!(out, "opsbot_slack_threads {}", self.slack_threads.load(Ordering::Relaxed));
-        out.push_str("# HELP opsbot_slack_queued Slack messages accepted and not yet delivered.\n# TYPE opsbot_slack_queued gauge\n");
-        let _ = writeln!(out, "opsbot_slack_queued {}", self.slack_queued.load(Ordering::Relaxed));
-        out.push_str(
-            "# HELP opsbot_slack_channels Slack channels with a live send queue.\n# TYPE opsbot_slack_channels gauge\n",
-        );
-        let _ = writeln!(out, "opsbot_slack_channels {}", self.slack_channels.load(Ordering::Relaxed));
-        out.push_str("# HELP opsbot_slack_dropped_total Plain replies dropped because their channel's send queue was full.\n# TYPE opsbot_slack_dropped_total counter\n");
-        let _ = writeln!(out, "opsbot_slack_dropped_total {}", self.slack_dropped.load(Ordering::Relaxed));
-        out.push_str("# HELP opsbot_slack_undelivered_total Slack messages given up after repeated failures.\n# TYPE opsbot_slack_undelivered_total counter\n");
-        let _ = writeln!(out, "opsbot_slack_undelivered_total {}", self.slack_undelivered.load(Ordering::Relaxed));
+        self.slack.render("slack", "Slack", &mut out);
+        self.discord.render("discord", "Discord", &mut out);
         out
     }
 }

@@ -1,7 +1,8 @@
-//! The one HTTP listener of `opsbot serve`: the Slack endpoints, health and
-//! metrics. Handlers take the raw body so signatures are checked over the
+//! The one HTTP listener of `opsbot serve`: the Slack endpoints, Discord's
+//! interactions endpoint, health and metrics. Handlers take the raw body so signatures are checked over the
 //! exact bytes before anything is parsed.
 
+use crate::chat::discord::{DiscordIngress, HttpAnswer};
 use crate::chat::slack::{Answer, SlackIngress};
 use crate::engine::Engine;
 use axum::body::{Bytes, HttpBody};
@@ -22,6 +23,8 @@ pub struct Readiness {
     pub store_open: AtomicBool,
     /// Set only when Socket Mode is enabled: true while connected.
     pub slack_socket: Option<Arc<AtomicBool>>,
+    /// Set only when the Discord gateway is enabled: true while connected.
+    pub discord_gateway: Option<Arc<AtomicBool>>,
     /// Background tasks that died (panicked, or a loop that ended), and
     /// actions whose backend panicked.
     pub tasks: Vec<Arc<crate::tasks::Health>>,
@@ -33,6 +36,7 @@ pub struct Readiness {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub slack: Option<Arc<SlackIngress>>,
+    pub discord: Option<Arc<DiscordIngress>>,
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,
@@ -50,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/slack/commands", post(slack_commands))
         .route("/slack/interactivity", post(slack_interactivity))
         .route("/slack/events", post(slack_events))
+        .route("/discord/interactions", post(discord_interactions))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -115,21 +120,48 @@ enum Endpoint {
     Events,
 }
 
-/// Runs a Slack request on a tracked task of its own, so the engine's work
-/// runs to its end even if Slack hangs up (it stops waiting after 3 s) and
-/// hyper drops this handler; a panic is logged, counted and answers 500.
-/// At most [`HANDLERS`] run at once; past that the answer is 503.
+/// Runs a Slack request on a tracked task of its own (see [`run_detached`]).
 async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Raw) -> Response {
     let Some(slack) = state.slack.clone() else { return slack_off() };
     let work = async move {
-        match endpoint {
+        respond(match endpoint {
             Endpoint::Commands => slack.http_command(&headers, &body).await,
             Endpoint::Interactivity => slack.http_interaction(&headers, &body).await,
             Endpoint::Events => slack.http_event(&headers, &body).await,
+        })
+    };
+    run_detached(&state, "slack request", work).await
+}
+
+/// `POST /discord/interactions`.
+async fn discord_interactions(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
+    let Some(discord) = state.discord.clone() else {
+        return (StatusCode::NOT_FOUND, "Discord interactions are not enabled in this opsbot's configuration\n")
+            .into_response();
+    };
+    let work = async move {
+        match discord.http(&headers, &body).await {
+            HttpAnswer::Json(body) => Json(body).into_response(),
+            HttpAnswer::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "invalid or missing Discord signature\n").into_response()
+            }
+            HttpAnswer::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
         }
     };
-    // Bounded: past this many requests in flight, Slack is told to come
-    // back later rather than the bot growing without limit.
+    run_detached(&state, "discord interaction", work).await
+}
+
+/// Runs a request on a tracked task of its own, so the engine's work runs
+/// to its end even if the platform hangs up (both stop waiting after 3 s)
+/// and hyper drops this handler; a panic is logged, counted and answers
+/// 500. At most [`HANDLERS`] run at once; past that the answer is 503.
+async fn run_detached(
+    state: &AppState,
+    name: &'static str,
+    work: impl std::future::Future<Output = Response> + Send + 'static,
+) -> Response {
+    // Bounded: past this many requests in flight, the platform is told to
+    // come back later rather than the bot growing without limit.
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "opsbot is handling too many requests at once; retry shortly\n")
             .into_response();
@@ -139,8 +171,8 @@ async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Ra
         drop(permit);
         answer
     };
-    match state.tasks.request("slack request", work).await {
-        Ok(Some(answer)) => respond(answer),
+    match state.tasks.request(name, work).await {
+        Ok(Some(answer)) => answer,
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "opsbot hit an internal error; see its logs\n").into_response(),
     }
 }
@@ -179,6 +211,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     if let Some(socket) = &state.readiness.slack_socket {
         if !socket.load(Ordering::SeqCst) {
             missing.push("slack socket mode");
+        }
+    }
+    if let Some(gateway) = &state.readiness.discord_gateway {
+        if !gateway.load(Ordering::SeqCst) {
+            missing.push("discord gateway");
         }
     }
     let mut dead: Vec<String> = state.readiness.tasks.iter().flat_map(|h| h.dead()).collect();

@@ -29,7 +29,7 @@ run_phases() {
   local conns count out rps p50 p99 done_n bad hwm
   for conns in 1 16 64; do
     count=$([ "$conns" = 1 ] && echo $((10000 * secs)) || echo $((60000 * secs)))
-    python3 "$phases_dir/gen.py" "$secret" "$count" "$work/bodies.tsv" 1
+    python3 "${GEN:-$phases_dir/gen.py}" "$secret" "$count" "$work/bodies.tsv" 1
     out="$work/wrk-$conns.txt"
     BODIES="$work/bodies.tsv" wrk -t1 -c"$conns" -d"${secs}s" --latency \
       -s "$phases_dir/signed.lua" "http://127.0.0.1:$port" > "$out"

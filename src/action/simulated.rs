@@ -140,7 +140,7 @@ impl Executor for Simulated {
                     })?;
                     let Some(target) = target else {
                         let what =
-                            revision.map(|n| format!("revision {n}")).unwrap_or_else(|| "an earlier revision".into());
+                            revision.map(|n| format!("revision {n}")).unwrap_or_else(|| "earlier revision".into());
                         return Err(ActionError::Failed(format!("{TAG} {name} has no {what} to roll back to")));
                     };
                     let new = self.roll(service, target.version.clone(), "rollback", &progress).await?;

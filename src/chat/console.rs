@@ -116,9 +116,14 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
             return Line::Problem(format!("react with `{first} <request id>`, like `{first} r-3`"));
         };
         return match crate::command::parse::normalize_request_id(id) {
-            Some(request_id) => {
-                Line::Event(Event::Vote { actor: actor.clone(), request_id, approve, reply, dedup_key: None })
-            }
+            Some(request_id) => Line::Event(Event::Vote {
+                actor: actor.clone(),
+                request_id,
+                approve,
+                reply,
+                dedup_key: None,
+                version: None,
+            }),
             None => Line::Problem(format!("`{id}` is not a request id; they look like r-3")),
         };
     }

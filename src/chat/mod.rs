@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod outbound;
 pub mod signature;
 pub mod slack;
 
@@ -16,6 +17,7 @@ use crate::event::ReplyTarget;
 #[derive(Default)]
 pub struct PlatformSinks {
     pub slack: Option<std::sync::Arc<dyn ChatSink>>,
+    pub discord: Option<std::sync::Arc<dyn ChatSink>>,
     pub console: Option<std::sync::Arc<dyn ChatSink>>,
 }
 
@@ -24,7 +26,8 @@ impl ChatSink for PlatformSinks {
         let sink = match target.platform() {
             Some(crate::event::Platform::Slack) => self.slack.as_ref(),
             Some(crate::event::Platform::Console) => self.console.as_ref(),
-            Some(crate::event::Platform::Discord) | None => None,
+            Some(crate::event::Platform::Discord) => self.discord.as_ref(),
+            None => None,
         };
         match sink {
             Some(sink) => sink.send(target, reply),
@@ -33,5 +36,48 @@ impl ChatSink for PlatformSinks {
                 Box::pin(async move { Err(ChatError::Delivery(format!("no adapter is running for {channel}"))) })
             }
         }
+    }
+}
+
+/// Splits text into chunks of at most `max` characters, preferring line breaks.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        let mut line = line;
+        while line.chars().count() > max {
+            if !current.is_empty() {
+                chunks.push(std::mem::take(&mut current));
+            }
+            let cut = line.char_indices().nth(max).map(|(i, _)| i).unwrap_or(line.len());
+            chunks.push(line[..cut].to_string());
+            line = &line[cut..];
+        }
+        if current.chars().count() + line.chars().count() > max {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_split_at_line_ends_within_the_limit() {
+        let text = (0..500).map(|i| format!("line {i} of the status report")).collect::<Vec<_>>().join("\n");
+        let chunks = split(&text, 1000);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.chars().count() <= 1000));
+        assert_eq!(chunks.concat(), text);
+        let long_line = "x".repeat(2500);
+        let chunks = split(&long_line, 1000);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), long_line);
     }
 }

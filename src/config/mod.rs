@@ -83,6 +83,8 @@ pub struct Config {
     pub listen: String,
     /// `[slack]`: absent means Slack is off.
     pub slack: Option<SlackSettings>,
+    /// `[discord]`: absent means Discord is off.
+    pub discord: Option<DiscordSettings>,
     /// `[audit]`: signed checkpoints of the trail.
     pub audit: AuditSettings,
 }
@@ -181,6 +183,48 @@ pub struct SlackSettings {
     pub socket_ping: Duration,
     /// At shutdown, how long queued messages may take to be delivered.
     pub shutdown_grace: Duration,
+}
+
+/// How Discord reaches opsbot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscordMode {
+    /// Discord POSTs interactions to `/discord/interactions` (commands and
+    /// buttons; no reactions).
+    Http,
+    /// opsbot holds a gateway connection (commands, buttons and ✅/❌
+    /// reactions; no public URL needed).
+    Gateway,
+    Both,
+}
+
+impl DiscordMode {
+    pub fn http(self) -> bool {
+        matches!(self, DiscordMode::Http | DiscordMode::Both)
+    }
+    pub fn gateway(self) -> bool {
+        matches!(self, DiscordMode::Gateway | DiscordMode::Both)
+    }
+}
+
+/// Where `serve` registers the application commands at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    Global,
+    Guild(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscordSettings {
+    pub mode: DiscordMode,
+    /// Steady pace of one channel's send queue (Discord allows 5 messages
+    /// per 5 s per channel).
+    pub channel_interval: Duration,
+    pub channel_burst: u32,
+    pub channel_idle: Duration,
+    pub shutdown_grace: Duration,
+    /// Register the commands at start (`None`: only `opsbot discord-register`).
+    pub register: Option<Registration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,7 +2,8 @@
 //! typo does not hide the problems after it, then every value is checked.
 
 use super::{
-    AuditSettings, Backend, Config, Durability, Environment, Problem, Rule, Service, SlackMode, SlackSettings,
+    AuditSettings, Backend, Config, DiscordMode, DiscordSettings, Durability, Environment, Problem, Rule, Service,
+    SlackMode, SlackSettings,
 };
 use crate::clock::parse_duration;
 use crate::command::Registry;
@@ -63,8 +64,8 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 10] =
-    ["bot", "server", "slack", "audit", "environments", "groups", "people", "services", "rules", "freeze"];
+const TOP_LEVEL: [&str; 11] =
+    ["bot", "server", "slack", "discord", "audit", "environments", "groups", "people", "services", "rules", "freeze"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +94,17 @@ struct RawSlack {
     channel_idle: Option<String>,
     socket_ping: Option<String>,
     shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    mode: Option<DiscordMode>,
+    channel_interval: Option<String>,
+    channel_burst: Option<u32>,
+    channel_idle: Option<String>,
+    shutdown_grace: Option<String>,
+    register: Option<String>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -331,6 +343,54 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
             shutdown_grace,
         }
     });
+    let discord = decode::<RawDiscord>(path, "discord", section("discord"), problems).map(|raw| {
+        let channel_interval = duration(
+            "discord.channel_interval",
+            raw.channel_interval.as_deref(),
+            Duration::from_millis(1000),
+            problems,
+        );
+        let channel_burst = raw.channel_burst.unwrap_or(5);
+        if channel_burst == 0 {
+            problems.push(Problem::new(
+                path,
+                "discord.channel_burst",
+                "must be at least 1".into(),
+                "5 suits Discord's 5 messages per 5 s per channel",
+            ));
+        }
+        let channel_idle =
+            duration("discord.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
+        at_least(path, "discord.channel_idle", channel_idle, Duration::from_millis(100), problems);
+        let shutdown_grace =
+            duration("discord.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
+        let register = match raw.register.as_deref() {
+            None | Some("off") => None,
+            Some("global") => Some(crate::config::Registration::Global),
+            Some(other) => match other.strip_prefix("guild:") {
+                Some(id) if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(crate::config::Registration::Guild(id.to_string()))
+                }
+                _ => {
+                    problems.push(Problem::new(
+                        path,
+                        "discord.register",
+                        format!("`{other}` is not a place to register commands"),
+                        "write \"off\", \"global\" or \"guild:<guild id>\"",
+                    ));
+                    None
+                }
+            },
+        };
+        DiscordSettings {
+            mode: raw.mode.unwrap_or(DiscordMode::Http),
+            channel_interval,
+            channel_burst,
+            channel_idle,
+            shutdown_grace,
+            register,
+        }
+    });
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -346,6 +406,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         action_timeout,
         listen,
         slack,
+        discord,
         audit,
         environments,
         groups,

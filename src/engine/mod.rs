@@ -209,8 +209,8 @@ impl Engine {
         }
         let result = match event {
             Event::Command { actor, text, reply, .. } => self.on_command(&actor, &text, &reply).await,
-            Event::Vote { actor, request_id, approve, reply, .. } => {
-                Box::pin(self.vote(&actor, &request_id, approve, None, &reply)).await
+            Event::Vote { actor, request_id, approve, reply, version, .. } => {
+                Box::pin(self.vote(&actor, &request_id, approve, None, version.as_deref(), &reply)).await
             }
         };
         if let Err(error) = result {
@@ -242,7 +242,7 @@ impl Engine {
             // and inline they made every command's future (a /status too)
             // ~6 KiB, copied on each move.
             Kind::Vote { request, approve, reason } => {
-                Box::pin(self.vote(actor, request, approve, reason.map(str::to_string), reply)).await
+                Box::pin(self.vote(actor, request, approve, reason.map(str::to_string), None, reply)).await
             }
             Kind::Read(Read::Help { command }) => {
                 // Help reveals nothing but the command files; still deny unknown users.

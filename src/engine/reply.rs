@@ -67,6 +67,10 @@ pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalView {
     pub id: String,
+    /// Which form of the request this is (its digest's start): buttons
+    /// carry it, so a click on a card of an earlier request with the same
+    /// id is refused.
+    pub version: String,
     pub action: String,
     pub service: String,
     pub environment: String,
@@ -78,6 +82,20 @@ pub struct ApprovalView {
     pub freeze: Option<String>,
     pub state: RequestState,
     pub decided_by: Option<Actor>,
+}
+
+impl ApprovalView {
+    /// The card's headline for its state.
+    pub fn title(&self) -> &'static str {
+        match self.state {
+            RequestState::Pending => "Approval needed",
+            RequestState::Approved => "Approved",
+            RequestState::Denied => "Denied",
+            RequestState::Withdrawn => "Withdrawn",
+            RequestState::Expired => "Expired — nothing ran",
+            RequestState::Invalidated => "Closed — nothing ran",
+        }
+    }
 }
 
 /// What the core says.

@@ -11,9 +11,13 @@ use crate::policy::{ApprovalNeed, Decision};
 use std::sync::Arc;
 
 /// The card people see for `request`.
+/// Characters of a request's digest its buttons carry as its version.
+const VERSION_LEN: usize = 12;
+
 pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
     ApprovalView {
         id: request.id.clone(),
+        version: request.digest.chars().take(VERSION_LEN).collect(),
         action: request.request.describe(),
         service: request.service.clone(),
         environment: request.environment.clone(),
@@ -117,6 +121,7 @@ impl Engine {
         id: &str,
         approve: bool,
         reason: Option<String>,
+        version: Option<&str>,
         reply: &ReplyTarget,
     ) -> Result<()> {
         self.metrics.request(voter.platform(), if approve { "approve" } else { "deny" }, "vote");
@@ -129,7 +134,15 @@ impl Engine {
         let config = self.config.clone();
         let mut updated = request.clone();
         let voters = Voters { config: &config, groups: &request.approver_groups };
-        let effect = match approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, &voters) {
+        let cast = match version {
+            // A button made for another request that had this id (a reset
+            // store), or for an older form of it: never applied to this one.
+            Some(version) if !request.digest.starts_with(version) => {
+                Err(approval::VoteRefusal::Stale { id: request.id.clone() })
+            }
+            _ => approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, &voters),
+        };
+        let effect = match cast {
             Ok(effect) => effect,
             Err(refusal) => {
                 let record = self.vote_entry(

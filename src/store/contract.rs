@@ -27,7 +27,7 @@ pub(super) fn pending(id: &str, state: RequestState) -> PendingRequest {
         freeze: None,
         created_at: at(0),
         expires_at: at(30),
-        reply: crate::event::ReplyTarget { channel: "slack:C1".into(), thread: None },
+        reply: crate::event::ReplyTarget::channel("slack:C1"),
         votes: vec![],
         state,
         closed_by: None,

@@ -9,6 +9,8 @@
 //!   scripted ECS API for rollout watching; smoke tests against a local server.
 //! - `kubernetes`: the fake API server (`fake_k8s`) proven with the real
 //!   kubectl, then the kube-rs backend driven from the console against it.
+//! - `discord`: `opsbot serve` against `fake_discord` (REST and gateway on one
+//!   port, proven with discord.py), interactions signed with Ed25519.
 //! - `slack`: `opsbot serve` against `fake_slack`, a fake Slack Web API and
 //!   Socket Mode on 127.0.0.1, with requests signed as Slack signs them.
 
@@ -18,8 +20,10 @@ mod audit;
 mod aws_proxy;
 mod console;
 mod crash;
+mod discord;
 mod ecs;
 mod engine;
+mod fake_discord;
 mod fake_ecs;
 mod fake_k8s;
 mod fake_slack;

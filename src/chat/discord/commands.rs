@@ -3,8 +3,9 @@
 //! alias, with typed options: a service with autocomplete from the
 //! configured services, integers with their bounds, choices, text with its
 //! length limit, switches as booleans. Required options come first, as
-//! Discord demands. Registering them (`opsbot discord-register`) is not
-//! built yet.
+//! Discord demands. [`register`] puts them in place (`opsbot
+//! discord-register`, or `serve` at start with `[discord] register`):
+//! one bulk overwrite, skipped when Discord already has exactly these.
 
 use crate::command::spec::ArgKind;
 use crate::command::{CommandSpec, Registry};
@@ -17,6 +18,73 @@ const BOOLEAN: u8 = 5;
 /// Discord allows at most this many choices, and this long a description.
 const MAX_CHOICES: usize = 25;
 const MAX_DESCRIPTION: usize = 100;
+
+/// The permissions opsbot's messages need: View Channel (1 << 10), Send
+/// Messages (1 << 11), Send Messages in Threads (1 << 38), Create Public
+/// Threads (1 << 35), Read Message History (1 << 16), Add Reactions (1 << 6).
+pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16) | (1 << 6);
+
+/// The URL that installs the bot in a server with [`PERMISSIONS`] and its commands.
+pub fn invite_url(application_id: &str) -> String {
+    format!(
+        "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot%20applications.commands&permissions={PERMISSIONS}"
+    )
+}
+
+/// What [`register`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Discord already had exactly these commands: nothing was written.
+    Unchanged(usize),
+    /// The commands were overwritten with these many.
+    Overwritten(usize),
+}
+
+/// Registers the application commands of `registry` globally or in one
+/// guild. Reads what Discord has first and writes only if it differs, so
+/// running it again (each start, a deploy) rewrites nothing.
+pub async fn register(
+    api: &super::api::DiscordApi,
+    registry: &Registry,
+    place: &crate::config::Registration,
+) -> Result<Registered, crate::chat::outbound::ApiError> {
+    let guild = match place {
+        crate::config::Registration::Global => None,
+        crate::config::Registration::Guild(id) => Some(id.as_str()),
+    };
+    let wanted = application_commands(registry);
+    let have = api.commands(guild).await?;
+    let count = wanted.as_array().map_or(0, Vec::len);
+    if same_commands(&wanted, &have) {
+        tracing::info!(count, "Discord commands are up to date");
+        return Ok(Registered::Unchanged(count));
+    }
+    api.overwrite_commands(guild, &wanted).await?;
+    tracing::info!(count, "Discord commands registered");
+    Ok(Registered::Overwritten(count))
+}
+
+/// Whether Discord's `have` already holds exactly the `wanted` commands
+/// (by name; fields Discord adds, like ids and versions, are not compared;
+/// a field Discord leaves out stands for its default).
+pub fn same_commands(wanted: &Value, have: &Value) -> bool {
+    let (Some(wanted), Some(have)) = (wanted.as_array(), have.as_array()) else { return false };
+    wanted.len() == have.len() && wanted.iter().all(|w| have.iter().any(|h| h["name"] == w["name"] && covers(w, h)))
+}
+
+/// Every field of `wanted` is in `have` with the same value (or left out
+/// by Discord because it is the default: false, empty).
+fn covers(wanted: &Value, have: &Value) -> bool {
+    match (wanted, have) {
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(key, value)| match h.get(key) {
+            Some(found) => covers(value, found),
+            None => matches!(value, Value::Bool(false) | Value::Null) || value.as_array().is_some_and(Vec::is_empty),
+        }),
+        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| covers(a, b)),
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => wanted == have,
+    }
+}
 
 /// Every command of `registry`, as the JSON array Discord's bulk-overwrite
 /// endpoint (`PUT /applications/{id}/commands`) takes.
@@ -185,5 +253,31 @@ mod tests {
         assert_eq!(reason["max_length"], 300);
         assert_eq!(find("history")["description"], find("audit")["description"], "an alias is the same command");
         assert_eq!(clip(&"x".repeat(150)).chars().count(), 100);
+    }
+
+    #[test]
+    fn registering_again_changes_nothing_and_a_change_is_seen() {
+        let wanted = application_commands(&shipped());
+        // What Discord answers: our fields, its own added, defaults left out.
+        let mut have = wanted.clone();
+        for command in have.as_array_mut().unwrap() {
+            command["id"] = json!("123");
+            command["version"] = json!("9");
+            command["application_id"] = json!("42");
+            for option in command["options"].as_array_mut().unwrap() {
+                if option["required"] == false {
+                    option.as_object_mut().unwrap().remove("required");
+                }
+            }
+        }
+        have.as_array_mut().unwrap().reverse();
+        assert!(same_commands(&wanted, &have));
+        let mut changed = have.clone();
+        changed[0]["description"] = json!("something else");
+        assert!(!same_commands(&wanted, &changed));
+        let mut fewer = have.clone();
+        fewer.as_array_mut().unwrap().pop();
+        assert!(!same_commands(&wanted, &fewer));
+        assert!(!same_commands(&wanted, &json!({"message": "401: Unauthorized"})));
     }
 }

@@ -1,6 +1,7 @@
 //! Discord interactions (the payload of `INTERACTION_CREATE` or of a POST
 //! to the interactions endpoint, after its signature is checked) into what
-//! the core takes (issue #15, in progress: nothing calls this yet).
+//! the core takes: slash commands become command text, opsbot's buttons
+//! become votes, and ✅/❌ reactions on a card become votes too.
 //!
 //! A slash command's options are written back as the text opsbot's grammar
 //! reads (`/scale api-service 6 --emergency "db on fire"`), so Discord,
@@ -20,6 +21,8 @@ pub enum Inbound {
     Ping,
     /// A slash command, as opsbot's grammar reads it.
     Command { event: Event, interaction: Interaction },
+    /// A click on an Approve or Deny button of an opsbot card.
+    Button { event: Event, interaction: Interaction },
     /// Autocomplete of a service option: what has been typed so far.
     Autocomplete { typed: String, interaction: Interaction },
     /// Something opsbot does not handle (a component of another app's
@@ -27,12 +30,48 @@ pub enum Inbound {
     Other { kind: u64, interaction: Interaction },
 }
 
+impl Inbound {
+    /// The interaction to answer, if any.
+    pub fn interaction(&self) -> Option<&Interaction> {
+        match self {
+            Inbound::Ping => None,
+            Inbound::Command { interaction, .. }
+            | Inbound::Button { interaction, .. }
+            | Inbound::Autocomplete { interaction, .. }
+            | Inbound::Other { interaction, .. } => Some(interaction),
+        }
+    }
+}
+
+/// The id and token of an interaction that could not be read otherwise,
+/// so it can still be answered.
+pub fn handle_of(body: &[u8]) -> Option<Interaction> {
+    let payload: Value = serde_json::from_slice(body).ok()?;
+    Some(Interaction { id: id_text(&payload["id"])?, token: payload["token"].as_str()?.to_string() })
+}
+
+/// An id Discord sends as a string (or, re-serialised, a number).
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
 /// What answering an interaction needs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Interaction {
     pub id: String,
-    /// Valid for 15 minutes: follow-ups and edits of the answer go through it.
+    /// Valid for 15 minutes: follow-ups and edits of the answer go through
+    /// it. A credential: never printed.
     pub token: String,
+}
+
+impl std::fmt::Debug for Interaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interaction({}, <token>)", self.id)
+    }
 }
 
 /// Reads one interaction. An error says what is wrong, in words for the
@@ -43,20 +82,32 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
     if kind == 1 {
         return Ok(Inbound::Ping);
     }
-    let text =
-        |field: &str| payload[field].as_str().map(str::to_string).ok_or(format!("an interaction without `{field}`"));
+    let text = |field: &str| id_text(&payload[field]).ok_or(format!("an interaction without `{field}`"));
     let interaction = Interaction { id: text("id")?, token: text("token")? };
+    let actor = || {
+        let user = id_text(&payload["member"]["user"]["id"]).or(id_text(&payload["user"]["id"]));
+        user.and_then(|id| Actor::parse(&format!("discord:{id}")).ok()).ok_or("an interaction without a readable user")
+    };
+    let channel = || {
+        let id = text("channel_id")?;
+        crate::event::qualified_id(&format!("discord:{id}"), "channel").map(str::to_string)
+    };
+    let dedup_key = Some(format!("discord:interaction:{}", interaction.id));
     match kind {
         2 => {
-            let user = payload["member"]["user"]["id"].as_str().or(payload["user"]["id"].as_str());
-            let actor = user
-                .and_then(|id| Actor::parse(&format!("discord:{id}")).ok())
-                .ok_or("an interaction without a readable user")?;
-            let channel = text("channel_id")?;
-            let reply = ReplyTarget::channel(format!("discord:{channel}"));
+            let (actor, reply) = (actor()?, ReplyTarget::channel(channel()?));
             let command = command_text(registry, &payload["data"])?;
-            let dedup_key = Some(format!("discord:interaction:{}", interaction.id));
             Ok(Inbound::Command { event: Event::Command { actor, text: command, reply, dedup_key }, interaction })
+        }
+        3 => {
+            let custom_id = payload["data"]["custom_id"].as_str().unwrap_or("");
+            let Some((approve, request_id, version)) = button(custom_id) else {
+                return Ok(Inbound::Other { kind, interaction });
+            };
+            let mut reply = ReplyTarget::channel(channel()?);
+            reply.thread = id_text(&payload["message"]["id"]);
+            let event = Event::Vote { actor: actor()?, request_id, approve, reply, dedup_key, version: Some(version) };
+            Ok(Inbound::Button { event, interaction })
         }
         4 => {
             let focused = payload["data"]["options"]
@@ -69,6 +120,32 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
             Ok(Inbound::Autocomplete { typed: focused.to_string(), interaction })
         }
         other => Ok(Inbound::Other { kind: other, interaction }),
+    }
+}
+
+/// `opsbot:approve:r-7:<version>` → (approve, request id, version).
+pub fn button(custom_id: &str) -> Option<(bool, String, String)> {
+    let mut parts = custom_id.split(':');
+    if parts.next()? != super::outbound::BUTTON_PREFIX {
+        return None;
+    }
+    let approve = match parts.next()? {
+        "approve" => true,
+        "deny" => false,
+        _ => return None,
+    };
+    let request_id = crate::command::parse::normalize_request_id(parts.next()?)?;
+    let version =
+        parts.next().filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    parts.next().is_none().then(|| (approve, request_id, version.to_string()))
+}
+
+/// A reaction that votes: ✅ (or ☑️, ✔️, 👍) approves, ❌ (or 👎) denies.
+pub fn reaction_vote(emoji: &str) -> Option<bool> {
+    match emoji.trim_end_matches('\u{FE0F}') {
+        "✅" | "☑" | "✔" | "👍" => Some(true),
+        "❌" | "👎" => Some(false),
+        _ => None,
     }
 }
 

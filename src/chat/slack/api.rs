@@ -2,24 +2,14 @@
 //! errors sorted into what the send queue does next: wait (429), retry (5xx,
 //! network), or give up (a request Slack will never accept).
 
+pub use crate::chat::outbound::ApiError;
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub type Connector =
     SlackClientHyperConnector<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    #[error("rate limited (retry after {0:?})")]
-    RateLimited(Option<Duration>),
-    #[error("temporary failure: {0}")]
-    Transient(String),
-    #[error("refused: {0}")]
-    Permanent(String),
-}
 
 impl From<SlackClientError> for ApiError {
     fn from(e: SlackClientError) -> Self {

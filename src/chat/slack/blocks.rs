@@ -49,31 +49,6 @@ fn mentions_in(text: &str) -> String {
         .join(" ")
 }
 
-/// Splits text into chunks of at most `max` characters, preferring line breaks.
-pub fn split(text: &str, max: usize) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    for line in text.split_inclusive('\n') {
-        let mut line = line;
-        while line.chars().count() > max {
-            if !current.is_empty() {
-                chunks.push(std::mem::take(&mut current));
-            }
-            let cut = line.char_indices().nth(max).map(|(i, _)| i).unwrap_or(line.len());
-            chunks.push(line[..cut].to_string());
-            line = &line[cut..];
-        }
-        if current.chars().count() + line.chars().count() > max {
-            chunks.push(std::mem::take(&mut current));
-        }
-        current.push_str(line);
-    }
-    if !current.is_empty() || chunks.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 /// Escapes Slack's control characters (its docs: `&`, `<`, `>`).
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -84,14 +59,7 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
     let expires = view.expires_at.timestamp();
     let fallback = view.expires_at.format("%H:%M UTC");
     let freeze = view.freeze.as_ref().map(|f| format!(" — freeze *{}* in force", escape(f))).unwrap_or_default();
-    let title = match view.state {
-        RequestState::Pending => "Approval needed",
-        RequestState::Approved => "Approved",
-        RequestState::Denied => "Denied",
-        RequestState::Withdrawn => "Withdrawn",
-        RequestState::Expired => "Expired — nothing ran",
-        RequestState::Invalidated => "Closed — nothing ran",
-    };
+    let title = view.title();
     let summary = format!(
         "*{title}* · `{id}`\n*{action}* in *{env}*\nRequested by {who} · {have}/{need} approval(s) from {groups}{freeze}\nExpires <!date^{expires}^{{date_short_pretty}} {{time}}|{fallback}>",
         id = view.id,
@@ -123,19 +91,6 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_text_is_split_at_line_ends_within_the_limit() {
-        let text = (0..500).map(|i| format!("line {i} of the status report")).collect::<Vec<_>>().join("\n");
-        let chunks = split(&text, 1000);
-        assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| c.chars().count() <= 1000));
-        assert_eq!(chunks.concat(), text);
-        let long_line = "x".repeat(2500);
-        let chunks = split(&long_line, 1000);
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks.concat(), long_line);
-    }
 
     #[test]
     fn typed_text_is_escaped_and_never_becomes_a_mention_or_link() {

@@ -177,8 +177,10 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
         reply: ReplyTarget {
             channel: channel(&channel_id)?,
             thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
+            interaction: None,
         },
         dedup_key: Some(format!("slack:action:{}:{}:{}", action.action_id, message_ts, parsed.user.id)),
+        version: None,
     }))
 }
 
@@ -272,7 +274,7 @@ pub fn event_callback(event_id: &str, event: &serde_json::Value) -> Result<Callb
             Ok(Callback::Event(Event::Command {
                 actor: actor(&m.user)?,
                 text,
-                reply: ReplyTarget { channel: channel(&m.channel)?, thread: Some(m.thread_ts.unwrap_or(m.ts)) },
+                reply: ReplyTarget::in_thread(channel(&m.channel)?, m.thread_ts.unwrap_or(m.ts)),
                 dedup_key: Some(format!("slack:event:{event_id}")),
             }))
         }

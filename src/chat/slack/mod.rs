@@ -2,8 +2,8 @@
 //!
 //! - `verify`: request signatures, checked before anything is parsed;
 //! - `inbound`: payloads → [`crate::event::Event`]s with dedup keys;
-//! - `api`: the Web API through slack-morphism; `outbound`: the paced,
-//!   ordered, retrying [`crate::engine::reply::ChatSink`];
+//! - `api`: the Web API through slack-morphism; `outbound`: Slack's side of
+//!   the paced, ordered, retrying send queues ([`crate::chat::outbound`]);
 //! - `blocks`: Block Kit cards and text limits; `manifest`: the app manifest;
 //! - `names`: display names from `users.info`, cached, for the audit trail;
 //! - `socket`: Socket Mode (envelopes acked, reconnects with backoff).
@@ -237,9 +237,15 @@ impl SlackIngress {
                         let channel_id = channel.trim_start_matches("slack:");
                         match self.store.resolve(&outbound::card_link(channel_id, &ts)) {
                             Ok(Some(request_id)) => {
-                                let reply = ReplyTarget { channel, thread: Some(ts) };
-                                let vote =
-                                    Event::Vote { actor, request_id, approve, reply, dedup_key: Some(dedup_key) };
+                                let reply = ReplyTarget::in_thread(channel, ts);
+                                let vote = Event::Vote {
+                                    actor,
+                                    request_id,
+                                    approve,
+                                    reply,
+                                    dedup_key: Some(dedup_key),
+                                    version: None,
+                                };
                                 self.handle(vote).await;
                             }
                             Ok(None) => tracing::debug!("reaction on a message that is not an approval card"),

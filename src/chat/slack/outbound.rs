@@ -1,402 +1,84 @@
-//! The Slack side of [`ChatSink`]: bounded, ordered send queues per channel.
-//!
-//! Each channel has two lanes, each a bounded queue worked by one tracked task:
-//! - **posts** (`chat.postMessage`: texts, cards, start and outcome messages,
-//!   a request's first progress message), in order, paced to Slack's ~1
-//!   message/s per channel (`channel_interval`, `channel_burst`);
-//! - **fast** (`chat.postEphemeral` and `chat.update` of a message whose `ts` is
-//!   known): private notes and in-place updates are rated separately by
-//!   Slack, so they never wait behind the channel's posts.
-//!
-//! Sending never waits, so no caller (a vote holding the engine's lock, an
-//! HTTP handler racing Slack's 3 s) is held up by a slow channel. When a lane
-//! is full (128 messages): a plain text or private note is dropped and counted
-//! (`opsbot_slack_dropped_total`); an approval card, card update, start or
-//! outcome message is never dropped — it takes the place of the oldest plain
-//! message waiting, or, if there is none, goes in over the limit (these are
-//! bounded by the requests and actions themselves, not by traffic); a
-//! request's progress never takes more than one place — new lines are folded
-//! into the message already waiting. A card update is rendered from the
-//! newest view when it is delivered, so updates that cross lanes cannot leave
-//! an old state showing. A 429 waits `Retry-After` and tries again (until
-//! shutdown); 5xx, network errors and calls that time out are retried with
-//! backoff, then given up and counted. A lane idle for `channel_idle` ends,
-//! so a bot that has seen a thousand channels does not keep a thousand tasks.
-//! At shutdown [`SlackSink::drain`] waits a bounded time and names what was
-//! not delivered.
-
-mod deliver;
+//! Slack's [`Wire`] for the shared send queues ([`crate::chat::outbound`]):
+//! `chat.postMessage` (threads by `thread_ts`), `chat.update`,
+//! `chat.postEphemeral`, Block Kit cards, mrkdwn escaping.
 
 use super::api::SlackApi;
-use crate::audit::BoxFuture;
-use crate::engine::reply::{ChatError, ChatSink, Reply};
-use crate::event::ReplyTarget;
-use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::tasks::Tasks;
-use deliver::{Thread, Work};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use super::blocks::{approval_card, render, MAX_TEXT};
+use crate::audit::{BoxFuture, Verdict};
+use crate::chat::outbound::{ApiError, Sink, Wire};
+use crate::engine::reply::ApprovalView;
+use crate::event::{Platform, ReplyTarget};
 
-/// Pacing of one lane.
-#[derive(Debug, Clone, Copy)]
-pub struct Pacing {
-    pub interval: Duration,
-    pub burst: u32,
-}
+pub use crate::chat::outbound::{Pacing, Settings};
 
-/// How the sink paces and keeps its queues.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// The posts lane (Slack allows about one message per second per channel).
-    pub posts: Pacing,
-    /// How long a channel's lane lives without messages.
-    pub idle: Duration,
-}
+/// Slack's send queues.
+pub type SlackSink = Sink<SlackApi>;
 
-/// The fast lane: ephemerals (Slack's Tier 4) and updates (Tier 3) are
-/// limited per workspace, well above one per second.
-const FAST: Pacing = Pacing { interval: Duration::from_millis(100), burst: 10 };
-/// Messages one lane holds.
-const LANE_CAPACITY: usize = 128;
-/// Long answers ([`Reply::Answer`]) one lane holds waiting (besides the
-/// one its worker may be posting).
-const ANSWERS: usize = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Lane {
-    Posts,
-    Fast,
-}
-
-/// One lane's queue. Pushing never waits; the lane's worker takes from the front.
-struct LaneQueue {
-    id: u64,
-    state: Mutex<LaneState>,
-    ready: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct LaneState {
-    jobs: std::collections::VecDeque<Job>,
-    /// The worker has ended (idle, or shutdown): nothing more is taken.
-    closed: bool,
-}
-
-/// What became of a pushed job.
-enum Pushed {
-    Queued,
-    /// The lane was full and the job was a plain message.
-    Dropped,
-    /// The lane has ended; try a new one.
-    Closed(Box<Job>),
-}
-
-impl LaneQueue {
-    fn push(&self, job: Job, must: bool, inner: &Inner) -> Pushed {
-        let mut state = self.state.lock().expect("lane lock");
-        if state.closed {
-            return Pushed::Closed(Box::new(job));
-        }
-        // Long answers are several posts each and are never evicted once
-        // taken: a channel holds a few at most, so one reader repeating a
-        // long question cannot push everyone's cards and outcomes back.
-        if matches!(job.work, Work::Reply(Reply::Answer(_)))
-            && state.jobs.iter().filter(|j| matches!(j.work, Work::Reply(Reply::Answer(_)))).count() >= ANSWERS
-        {
-            return Pushed::Dropped;
-        }
-        if state.jobs.len() >= LANE_CAPACITY {
-            if !must {
-                return Pushed::Dropped;
-            }
-            // A message that must arrive takes the place of the oldest plain
-            // one waiting; with none, it goes in over the limit.
-            if let Some(at) = state.jobs.iter().position(|j| j.work.droppable()) {
-                if let Some(evicted) = state.jobs.remove(at) {
-                    inner.dropped(evicted.id);
-                }
-            }
-        }
-        state.jobs.push_back(job);
-        drop(state);
-        self.ready.notify_one();
-        Pushed::Queued
-    }
-
-    fn pop(&self) -> Option<Job> {
-        self.state.lock().expect("lane lock").jobs.pop_front()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.state.lock().expect("lane lock").closed
-    }
-
-    /// Closes the lane if nothing is waiting; returns whether it did.
-    fn close_if_empty(&self) -> bool {
-        let mut state = self.state.lock().expect("lane lock");
-        if state.jobs.is_empty() {
-            state.closed = true;
-        }
-        state.closed
-    }
-
-    /// Closes the lane and returns what was waiting.
-    fn close(&self) -> Vec<Job> {
-        let mut state = self.state.lock().expect("lane lock");
-        state.closed = true;
-        state.jobs.drain(..).collect()
-    }
-}
-
-struct Job {
-    id: u64,
-    target: ReplyTarget,
-    work: Work,
-}
-
-/// A message accepted and not yet delivered, for the shutdown report.
-struct Outstanding {
-    channel: String,
-    what: &'static str,
-    request: Option<String>,
-}
-
-struct Inner {
-    api: SlackApi,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    settings: Settings,
-    tasks: Tasks,
-    /// Live lanes: (channel, lane) → its queue.
-    lanes: Mutex<HashMap<(String, Lane), Arc<LaneQueue>>>,
-    threads: Mutex<HashMap<String, Thread>>,
-    /// Final views of cards closed without an action (bounded), so an older
-    /// update delivered after the close cannot reopen the card.
-    closed_cards: Mutex<std::collections::VecDeque<crate::engine::reply::ApprovalView>>,
-    outstanding: Mutex<BTreeMap<u64, Outstanding>>,
-    next_id: AtomicU64,
-    /// Cancelled when shutdown stops waiting: lanes stop retrying and end.
-    closing: CancellationToken,
-}
-
-#[derive(Clone)]
-pub struct SlackSink {
-    inner: Arc<Inner>,
-}
-
-/// The store key linking a card message to its request (for reactions).
+/// The store key linking a Slack card message to its request (for reactions).
 pub fn card_link(channel: &str, ts: &str) -> String {
-    format!("slack:card:{channel}:{ts}")
+    crate::chat::outbound::card_link(Platform::Slack, channel, ts)
 }
 
-impl Inner {
-    /// Runs `f` on the followed threads and publishes how many there are.
-    fn with_threads<R>(&self, f: impl FnOnce(&mut HashMap<String, Thread>) -> R) -> R {
-        let mut threads = self.threads.lock().expect("threads lock");
-        let result = f(&mut threads);
-        self.metrics.slack_threads.store(threads.len() as u64, Ordering::Relaxed);
-        result
+impl Wire for SlackApi {
+    const PLATFORM: Platform = Platform::Slack;
+    const MAX_TEXT: usize = MAX_TEXT;
+
+    fn render(&self, text: &str) -> String {
+        render(text)
     }
 
-    /// A plain message dropped for lack of room.
-    fn dropped(&self, id: u64) {
-        self.done(id);
-        let n = self.metrics.slack_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_power_of_two() {
-            tracing::warn!(dropped = n, "a Slack send queue was full; plain replies were dropped");
+    fn mark(verdict: Verdict) -> &'static str {
+        match verdict {
+            Verdict::Succeeded => ":white_check_mark:",
+            Verdict::Unknown => ":grey_question:",
+            _ => ":x:",
         }
     }
 
-    fn done(&self, id: u64) {
-        let mut outstanding = self.outstanding.lock().expect("outstanding lock");
-        outstanding.remove(&id);
-        self.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
-    }
-}
-
-impl SlackSink {
-    pub fn new(
-        api: SlackApi,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-        tasks: Tasks,
-    ) -> SlackSink {
-        SlackSink {
-            inner: Arc::new(Inner {
-                api,
-                store,
-                metrics,
-                settings,
-                tasks,
-                lanes: Mutex::new(HashMap::new()),
-                threads: Mutex::new(HashMap::new()),
-                closed_cards: Mutex::new(std::collections::VecDeque::new()),
-                outstanding: Mutex::new(BTreeMap::new()),
-                next_id: AtomicU64::new(1),
-                closing: CancellationToken::new(),
-            }),
-        }
+    fn post<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(SlackApi::post(self, channel, thread, text, None))
     }
 
-    /// Waits up to `limit` for every accepted message to be delivered (or
-    /// given up); then stops the lanes and returns what was not delivered,
-    /// as "r-3 outcome in C0123" lines.
-    pub async fn drain(&self, limit: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.inner.outstanding.lock().expect("outstanding lock").is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // What is still outstanding now was not delivered; then the lanes
-        // stop retrying and give the rest up.
-        let undelivered = self
-            .inner
-            .outstanding
-            .lock()
-            .expect("outstanding lock")
-            .values()
-            .map(|o| match &o.request {
-                Some(request) => format!("{request} {} in {}", o.what, o.channel),
-                None => format!("a {} in {}", o.what, o.channel),
-            })
-            .collect();
-        self.inner.closing.cancel();
-        undelivered
+    fn update<'a>(&'a self, channel: &'a str, message: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(SlackApi::update(self, channel, message, text, None))
     }
 
-    /// The queue of `channel`'s `lane`, starting the lane if it has none.
-    fn lane(&self, channel: &str, lane: Lane) -> Arc<LaneQueue> {
-        let mut lanes = self.inner.lanes.lock().expect("lanes lock");
-        let key = (channel.to_string(), lane);
-        if let Some(queue) = lanes.get(&key).filter(|q| !q.is_closed()) {
-            return queue.clone();
-        }
-        let queue = Arc::new(LaneQueue {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-            state: Mutex::new(LaneState::default()),
-            ready: tokio::sync::Notify::new(),
-        });
-        lanes.insert(key, queue.clone());
-        self.inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
-        let (inner, channel, worker_queue) = (self.inner.clone(), channel.to_string(), queue.clone());
-        self.inner.tasks.spawn("slack send queue", run_lane(inner, channel, lane, worker_queue));
-        queue
-    }
-
-    /// Queues `work` on a lane, never waiting (see the module docs for what
-    /// happens when the lane is full). Registered as outstanding until done.
-    fn enqueue(&self, target: &ReplyTarget, channel: &str, lane: Lane, work: Work) -> Result<(), ChatError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        // An answer is admitted like a plain message (not past a full lane)
-        // but, once queued, kept like one that must arrive.
-        let answer = matches!(work, Work::Reply(Reply::Answer(_)));
-        let must = !work.droppable() && !answer;
-        {
-            let mut outstanding = self.inner.outstanding.lock().expect("outstanding lock");
-            outstanding
-                .insert(id, Outstanding { channel: channel.to_string(), what: work.what(), request: work.request() });
-            self.inner.metrics.slack_queued.store(outstanding.len() as u64, Ordering::Relaxed);
-        }
-        let mut job = Job { id, target: target.clone(), work };
-        // A lane that just ended for idleness refuses the job; start a new one.
-        for _ in 0..3 {
-            match self.lane(channel, lane).push(job, must, &self.inner) {
-                Pushed::Queued => return Ok(()),
-                Pushed::Dropped => {
-                    self.inner.dropped(id);
-                    if answer {
-                        return Err(ChatError::Delivery(format!("the send queue for {channel} is full")));
-                    }
-                    return Ok(());
-                }
-                Pushed::Closed(back) => job = *back,
-            }
-        }
-        self.inner.done(id);
-        Err(ChatError::Delivery("the Slack send queue stopped".into()))
-    }
-}
-
-impl ChatSink for SlackSink {
-    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
+    fn post_card<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        view: &'a ApprovalView,
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
         Box::pin(async move {
-            let Some(channel) = target.channel_on(crate::event::Platform::Slack) else {
-                return Err(ChatError::Delivery(format!("{} is not a Slack channel", target.channel)));
-            };
-            match reply {
-                Reply::Progress { request_id, text } => {
-                    // Folded into the request's one progress message: at most
-                    // one job per request is ever waiting.
-                    let next = self
-                        .inner
-                        .with_threads(|t| t.entry(request_id.clone()).or_default().add_line(&request_id, text));
-                    match next {
-                        Some(work @ Work::ProgressPost { .. }) => self.enqueue(target, channel, Lane::Posts, work),
-                        Some(work) => self.enqueue(target, channel, Lane::Fast, work),
-                        None => Ok(()),
-                    }
-                }
-                Reply::Private { .. } => self.enqueue(target, channel, Lane::Fast, Work::Reply(reply)),
-                Reply::Text(_) => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
-                Reply::Approval(ref view) | Reply::ApprovalUpdate(ref view) => {
-                    // Every card job shows the newest view when it is
-                    // delivered, so updates that cross lanes converge.
-                    let posted = self.inner.with_threads(|t| {
-                        let thread = t.entry(view.id.clone()).or_default();
-                        thread.view = Some(view.clone());
-                        thread.card.is_some()
-                    });
-                    let known = posted || deliver::card_of(&self.inner, channel, &view.id).is_some();
-                    // An update goes the fast way once the card's message is known.
-                    let lane =
-                        if known && matches!(reply, Reply::ApprovalUpdate(_)) { Lane::Fast } else { Lane::Posts };
-                    self.enqueue(target, channel, lane, Work::Reply(reply))
-                }
-                Reply::Started { .. } | Reply::Outcome { .. } | Reply::Announcement(_) | Reply::Answer(_) => {
-                    self.enqueue(target, channel, Lane::Posts, Work::Reply(reply))
-                }
-            }
+            let (text, blocks) = approval_card(view);
+            SlackApi::post(self, channel, thread, &text, Some(&blocks)).await
         })
     }
-}
 
-/// One lane's worker: jobs in order, paced; ends when idle or at shutdown.
-async fn run_lane(inner: Arc<Inner>, channel: String, lane: Lane, queue: Arc<LaneQueue>) {
-    let pacing = match lane {
-        Lane::Posts => inner.settings.posts,
-        Lane::Fast => FAST,
-    };
-    let mut delivery = deliver::Delivery::new(&inner, &channel, pacing);
-    loop {
-        if let Some(job) = queue.pop() {
-            delivery.run(job).await;
-            continue;
-        }
-        let woken = tokio::select! {
-            _ = queue.ready.notified() => true,
-            _ = tokio::time::sleep(inner.settings.idle) => false,
-            _ = inner.closing.cancelled() => {
-                // Shutdown stopped waiting: what is left was named by drain.
-                for job in queue.close() {
-                    inner.done(job.id);
-                }
-                break;
-            }
-        };
-        if !woken && queue.close_if_empty() {
-            break;
-        }
+    fn update_card<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+        view: &'a ApprovalView,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let (text, blocks) = approval_card(view);
+            SlackApi::update(self, channel, message, &text, Some(&blocks)).await
+        })
     }
-    let mut lanes = inner.lanes.lock().expect("lanes lock");
-    let key = (channel.clone(), lane);
-    if lanes.get(&key).is_some_and(|q| q.id == queue.id) {
-        lanes.remove(&key);
+
+    fn private<'a>(
+        &'a self,
+        target: &'a ReplyTarget,
+        channel: &'a str,
+        user: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.ephemeral(channel, user, target.thread.as_deref(), text))
     }
-    inner.metrics.slack_channels.store(lanes.len() as u64, Ordering::Relaxed);
 }

@@ -129,6 +129,7 @@ fn vote(actor: Actor, approve: bool) -> Event {
         approve,
         reply: ReplyTarget::channel("console:ops"),
         dedup_key: None,
+        version: None,
     }
 }
 

@@ -1,11 +1,9 @@
 //! Delivering one queued message: pacing, retries, and what opsbot follows of
-//! each request in Slack (its card, its thread, its one progress message).
+//! each request in a channel (its card, its thread, its one progress message).
 
-use super::{card_link, Inner, Job, Pacing};
+use super::{card_link, ApiError, Inner, Job, Pacing, Wire};
 use crate::approval::RequestState;
-use crate::audit::Verdict;
-use crate::chat::slack::api::ApiError;
-use crate::chat::slack::blocks::{approval_card, render, split, MAX_TEXT};
+use crate::chat::split;
 use crate::engine::reply::Reply;
 use crate::event::ReplyTarget;
 use std::sync::atomic::Ordering;
@@ -24,7 +22,9 @@ const PROGRESS_LINES: usize = 20;
 /// Closed cards whose final view is kept, newest last.
 const CLOSED_CARDS: usize = 1024;
 
-/// What a queued job does.
+/// What a queued job does. (Its reply is held inline: one allocation per
+/// message less, for a few hundred bytes per queued message.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Work {
     Reply(Reply),
     /// Post the request's first progress message (its lines as they are then).
@@ -75,7 +75,7 @@ impl Work {
     }
 }
 
-/// What opsbot follows of one request in Slack, from its card or start
+/// What opsbot follows of one request in a channel, from its card or start
 /// message until it ends (outcome, or a card decided without an action).
 #[derive(Default)]
 pub(super) struct Thread {
@@ -110,7 +110,10 @@ impl Thread {
 
 /// The newest view of a card: its thread's, else the last one kept after
 /// the card closed, else `view` itself.
-fn newest_view(inner: &Inner, view: &crate::engine::reply::ApprovalView) -> crate::engine::reply::ApprovalView {
+fn newest_view<W: Wire>(
+    inner: &Inner<W>,
+    view: &crate::engine::reply::ApprovalView,
+) -> crate::engine::reply::ApprovalView {
     if let Some(newest) = inner.with_threads(|t| t.get(&view.id).and_then(|t| t.view.clone())) {
         return newest;
     }
@@ -119,7 +122,7 @@ fn newest_view(inner: &Inner, view: &crate::engine::reply::ApprovalView) -> crat
 }
 
 /// The card's message in `channel`, from memory or (after a restart) the store.
-pub(super) fn card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
+pub(super) fn card_of<W: Wire>(inner: &Inner<W>, channel: &str, request_id: &str) -> Option<String> {
     if let Some(ts) = inner.with_threads(|t| t.get(request_id).and_then(|t| t.card.clone())) {
         return Some(ts);
     }
@@ -127,23 +130,23 @@ pub(super) fn card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<
 }
 
 /// The card's message as stored, for requests memory knows nothing of.
-fn stored_card_of(inner: &Inner, channel: &str, request_id: &str) -> Option<String> {
-    let stored = inner.store.resolve(&format!("slack:card-of:{request_id}")).ok().flatten()?;
+fn stored_card_of<W: Wire>(inner: &Inner<W>, channel: &str, request_id: &str) -> Option<String> {
+    let stored = inner.store.resolve(&format!("{}:card-of:{request_id}", W::PLATFORM)).ok().flatten()?;
     let (stored_channel, ts) = stored.split_once(' ')?;
     (stored_channel == channel).then(|| ts.to_string())
 }
 
 /// One lane's delivery state.
-pub(super) struct Delivery<'a> {
-    inner: &'a Inner,
+pub(super) struct Delivery<'a, W: Wire> {
+    inner: &'a Inner<W>,
     channel: &'a str,
     pacing: Pacing,
     /// Generic cell rate: when the next call would be due at the steady rate.
     tat: Instant,
 }
 
-impl<'a> Delivery<'a> {
-    pub(super) fn new(inner: &'a Inner, channel: &'a str, pacing: Pacing) -> Delivery<'a> {
+impl<'a, W: Wire> Delivery<'a, W> {
+    pub(super) fn new(inner: &'a Inner<W>, channel: &'a str, pacing: Pacing) -> Delivery<'a, W> {
         Delivery { inner, channel, pacing, tat: Instant::now() }
     }
 
@@ -158,8 +161,8 @@ impl<'a> Delivery<'a> {
             return;
         }
         if let Err(e) = self.deliver(&target, work).await {
-            self.inner.metrics.slack_undelivered.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(channel = %self.channel, request = request.as_deref().unwrap_or("-"), what, error = %e, "Slack message given up");
+            self.inner.counters().undelivered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(platform = %W::PLATFORM, channel = %self.channel, request = request.as_deref().unwrap_or("-"), what, error = %e, "message given up");
         }
         self.inner.done(id);
     }
@@ -187,7 +190,7 @@ impl<'a> Delivery<'a> {
         let mut attempt = 0;
         loop {
             self.pace().await;
-            // A call Slack never answers (a half-open connection, a stuck
+            // A call the platform never answers (a half-open connection, a stuck
             // proxy) is a transient failure, not a lane stuck for good; and
             // shutdown does not wait for it.
             let answer = tokio::select! {
@@ -202,15 +205,15 @@ impl<'a> Delivery<'a> {
                 Ok(value) => return Ok(value),
                 Err(ApiError::RateLimited(after)) => {
                     // Rate limits delay; they never drop a message (until shutdown).
-                    self.inner.metrics.slack_rate_limited.fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters().rate_limited.fetch_add(1, Ordering::Relaxed);
                     let wait = after.unwrap_or(Duration::from_secs(1));
-                    tracing::warn!(channel = %self.channel, ?wait, "Slack rate limit; waiting");
+                    tracing::warn!(platform = %W::PLATFORM, channel = %self.channel, ?wait, "rate limited; waiting");
                     wait
                 }
                 Err(ApiError::Transient(e)) if attempt + 1 < MAX_ATTEMPTS => {
                     attempt += 1;
                     let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(7)));
-                    tracing::warn!(channel = %self.channel, error = %e, ?backoff, "Slack call failed; retrying");
+                    tracing::warn!(platform = %W::PLATFORM, channel = %self.channel, error = %e, ?backoff, "call failed; retrying");
                     backoff
                 }
                 Err(e) => return Err(e),
@@ -245,8 +248,8 @@ impl<'a> Delivery<'a> {
         if let Err(e) = self
             .inner
             .store
-            .link(&card_link(self.channel, ts), request_id)
-            .and_then(|_| self.inner.store.link(&format!("slack:card-of:{request_id}"), &link))
+            .link(&card_link(W::PLATFORM, self.channel, ts), request_id)
+            .and_then(|_| self.inner.store.link(&format!("{}:card-of:{request_id}", W::PLATFORM), &link))
         {
             tracing::warn!(error = %e, "card link not stored; reactions to it will not count after a restart");
         }
@@ -254,11 +257,11 @@ impl<'a> Delivery<'a> {
     }
 
     async fn post_text(&mut self, thread: Option<&str>, text: &str) -> Result<Option<String>, ApiError> {
-        let api = self.inner.api.clone();
-        let channel = self.channel.to_string();
+        let wire = &self.inner.wire;
+        let channel = self.channel;
         let mut first = None;
-        for chunk in split(&render(text), MAX_TEXT) {
-            let ts = self.call(|| api.post(&channel, thread, &chunk, None)).await?;
+        for chunk in split(&wire.render(text), W::MAX_TEXT) {
+            let ts = self.call(|| wire.post(channel, thread, &chunk)).await?;
             first.get_or_insert(ts);
         }
         Ok(first)
@@ -276,8 +279,8 @@ impl<'a> Delivery<'a> {
     /// A refresh of a request that has ended (its outcome delivered, on the
     /// other lane) does nothing: the outcome says the rest.
     async fn progress(&mut self, target: &ReplyTarget, request_id: &str, refresh: bool) -> Result<(), ApiError> {
-        let api = self.inner.api.clone();
-        let channel = self.channel.to_string();
+        let wire = &self.inner.wire;
+        let channel = self.channel;
         // Lines added from here on queue a new job.
         let found = self.inner.with_threads(|t| {
             if refresh && !t.contains_key(request_id) {
@@ -288,13 +291,15 @@ impl<'a> Delivery<'a> {
             Some((state.root.clone().or(state.card.clone()), state.progress.clone(), state.lines.join("\n")))
         });
         let Some((root, progress, body)) = found else { return Ok(()) };
-        let body = render(&body);
+        // One message: the newest lines that fit.
+        let body = wire.render(&body);
+        let body = split(&body, W::MAX_TEXT).pop().unwrap_or_default();
         match progress {
-            Some(ts) => self.call(|| api.update(&channel, &ts, &body, None)).await,
+            Some(ts) => self.call(|| wire.update(channel, &ts, &body)).await,
             None => {
                 // After a restart the thread is known only from the stored card.
-                let root = root.or_else(|| stored_card_of(self.inner, &channel, request_id)).or(target.thread.clone());
-                let ts = self.call(|| api.post(&channel, root.as_deref(), &body, None)).await?;
+                let root = root.or_else(|| stored_card_of(self.inner, channel, request_id)).or(target.thread.clone());
+                let ts = self.call(|| wire.post(channel, root.as_deref(), &body)).await?;
                 self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().progress = Some(ts));
                 Ok(())
             }
@@ -302,30 +307,34 @@ impl<'a> Delivery<'a> {
     }
 
     async fn deliver_reply(&mut self, target: &ReplyTarget, reply: Reply) -> Result<(), ApiError> {
-        let api = self.inner.api.clone();
-        let channel = self.channel.to_string();
+        let wire = &self.inner.wire;
+        let channel = self.channel;
         let thread = target.thread.as_deref();
         match reply {
+            Reply::Text(text) | Reply::Answer(text) if wire.answers_in_place(target) => {
+                for chunk in split(&wire.render(&text), W::MAX_TEXT) {
+                    self.call(|| wire.answer_in_place(target, &chunk)).await?;
+                }
+            }
             Reply::Text(text) | Reply::Announcement(text) | Reply::Answer(text) => {
                 self.post_text(thread, &text).await?;
             }
             Reply::Private { to, text } => {
-                let Some(user) = to.id_on(crate::event::Platform::Slack) else { return Ok(()) };
-                for chunk in split(&render(&text), MAX_TEXT) {
-                    self.call(|| api.ephemeral(&channel, user, thread, &chunk)).await?;
+                let Some(user) = to.id_on(W::PLATFORM) else { return Ok(()) };
+                for chunk in split(&wire.render(&text), W::MAX_TEXT) {
+                    self.call(|| wire.private(target, channel, user, &chunk)).await?;
                 }
             }
             Reply::Approval(view) => {
                 let view = self.newest_view(&view);
-                let (text, blocks) = approval_card(&view);
-                let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
+                let ts = self.call(|| wire.post_card(channel, thread, &view)).await?;
                 self.remember_card(&view.id, &ts);
             }
             Reply::ApprovalUpdate(view) => {
                 // Every attempt (retries included) sends the card's newest
                 // view, and once one is through, it is sent again if the
                 // card changed meanwhile: an update on the other lane may
-                // have reached Slack first, and the card must end showing
+                // have reached the platform first, and the card must end showing
                 // the newest state, never an older one.
                 let inner = self.inner;
                 let mut sent = None;
@@ -334,20 +343,18 @@ impl<'a> Delivery<'a> {
                     if sent.as_ref() == Some(&newest) {
                         break;
                     }
-                    match card_of(inner, &channel, &view.id) {
+                    match card_of(inner, channel, &view.id) {
                         Some(ts) => {
                             let delivered = self
                                 .call(|| {
-                                    let (text, blocks) = approval_card(&newest_view(inner, &view));
-                                    let (api, channel, ts) = (api.clone(), channel.clone(), ts.clone());
-                                    async move { api.update(&channel, &ts, &text, Some(&blocks)).await }
+                                    let (view, ts) = (newest_view(inner, &view), ts.clone());
+                                    async move { wire.update_card(channel, &ts, &view).await }
                                 })
                                 .await;
                             delivered?;
                         }
                         None => {
-                            let (text, blocks) = approval_card(&newest);
-                            let ts = self.call(|| api.post(&channel, thread, &text, Some(&blocks))).await?;
+                            let ts = self.call(|| wire.post_card(channel, thread, &newest)).await?;
                             self.remember_card(&view.id, &ts);
                         }
                     }
@@ -364,7 +371,7 @@ impl<'a> Delivery<'a> {
                 }
             }
             Reply::Started { request_id, text } => {
-                let card = card_of(self.inner, &channel, &request_id);
+                let card = card_of(self.inner, channel, &request_id);
                 let root_thread = card.as_deref().or(thread);
                 let ts = self.post_text(root_thread, &text).await?;
                 let root = root_thread.map(str::to_string).or(ts);
@@ -383,12 +390,8 @@ impl<'a> Delivery<'a> {
                 // After a restart the thread is known only from the stored card.
                 let root = followed
                     .and_then(|f| f.root.or(f.card))
-                    .or_else(|| stored_card_of(self.inner, &channel, &request_id));
-                let mark = match verdict {
-                    Verdict::Succeeded => ":white_check_mark:",
-                    Verdict::Unknown => ":grey_question:",
-                    _ => ":x:",
-                };
+                    .or_else(|| stored_card_of(self.inner, channel, &request_id));
+                let mark = W::mark(verdict);
                 self.post_text(root.as_deref().or(thread), &format!("{mark} {request_id}: {text}")).await?;
             }
         }

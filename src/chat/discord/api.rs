@@ -1,0 +1,509 @@
+//! Discord's REST API, the calls opsbot makes, with Discord's rate limits
+//! kept here rather than in serenity: serenity's limiter only runs against
+//! discord.com itself (it ignores a base URL), so a test against a fake would
+//! not exercise it, and its 429 handling reads only a header.
+//!
+//! - **Per-route buckets**: each route (method, path and its major id: the
+//!   channel, the interaction's webhook) remembers the `X-RateLimit-Remaining`
+//!   and `X-RateLimit-Reset-After` Discord last sent; a call to a spent bucket
+//!   waits for its reset.
+//! - **Global limit**: at most 50 calls a second from this bot, and after a
+//!   429 with `global` every call waits the `retry_after`.
+//! - **429**: the bucket (or everything, if global) waits `retry_after` (the
+//!   header, else the JSON body), and the call is handed back as
+//!   [`ApiError::RateLimited`] so the send queue retries it in order.
+//!
+//! Errors never carry the token or an interaction token: URLs are not
+//! logged, only the route's template.
+
+use crate::chat::outbound::ApiError;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Discord's API, and the version opsbot speaks.
+pub const DISCORD_API: &str = "https://discord.com/api/v10";
+/// Longest one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Discord's global limit: 50 calls a second per bot.
+const GLOBAL_INTERVAL: Duration = Duration::from_millis(20);
+const GLOBAL_BURST: u32 = 50;
+/// Buckets remembered (oldest forgotten first).
+const MAX_BUCKETS: usize = 4096;
+/// Discord's error code for "a thread has already been created for this message".
+const THREAD_EXISTS: i64 = 160004;
+
+/// A client bound to the bot token and the application.
+#[derive(Clone)]
+pub struct DiscordApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    /// `DISCORD_API_URL`, when it points elsewhere than Discord.
+    custom: Option<String>,
+    /// `Bot …`.
+    authorization: String,
+    application_id: String,
+    limits: Mutex<Limits>,
+    /// Answers to a deferred interaction (type 5) not yet given: the first
+    /// one edits Discord's "thinking…" message, later ones follow it.
+    deferred: Mutex<HashMap<String, Instant>>,
+    /// DM channels opened, by user.
+    dms: Mutex<HashMap<String, String>>,
+    /// Messages known to have a thread (its id is theirs).
+    threads: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for DiscordApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DiscordApi({}, <token>)", self.inner.base)
+    }
+}
+
+#[derive(Default)]
+struct Limits {
+    /// Generic cell rate for the global limit: when the next call is due.
+    global_tat: Option<Instant>,
+    /// After a global 429: nothing is sent before this.
+    global_until: Option<Instant>,
+    /// Route → (calls left, when it refills).
+    buckets: HashMap<String, (u64, Instant)>,
+    order: VecDeque<String>,
+}
+
+impl Limits {
+    /// How long a call on `route` must wait now (and takes its global slot
+    /// when it need not).
+    fn wait(&mut self, route: &str, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.global_until.filter(|u| *u > now) {
+            return Some(until - now);
+        }
+        if let Some((0, reset)) = self.buckets.get(route).copied().filter(|(_, reset)| *reset > now) {
+            return Some(reset - now);
+        }
+        let tat = self.global_tat.unwrap_or(now).max(now);
+        let allowance = GLOBAL_INTERVAL * (GLOBAL_BURST - 1);
+        if tat > now + allowance {
+            return Some(tat - allowance - now);
+        }
+        self.global_tat = Some(tat + GLOBAL_INTERVAL);
+        // Spend one call of the bucket until Discord says how many are left.
+        if let Some((left, _)) = self.buckets.get_mut(route) {
+            *left = left.saturating_sub(1);
+        }
+        None
+    }
+
+    fn learn(&mut self, route: &str, headers: &HeaderMap, now: Instant) {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+        if let (Some(left), Some(after)) = (number("x-ratelimit-remaining"), number("x-ratelimit-reset-after")) {
+            let reset = now + Duration::from_secs_f64(after.clamp(0.0, 3600.0));
+            if self.buckets.insert(route.to_string(), (left.max(0.0) as u64, reset)).is_none() {
+                self.order.push_back(route.to_string());
+                if self.order.len() > MAX_BUCKETS {
+                    if let Some(old) = self.order.pop_front() {
+                        self.buckets.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    fn limited(&mut self, route: &str, wait: Duration, global: bool, now: Instant) {
+        if global {
+            self.global_until = Some(now + wait);
+        } else {
+            self.buckets.insert(route.to_string(), (0, now + wait));
+            if !self.order.contains(&route.to_string()) {
+                self.order.push_back(route.to_string());
+            }
+        }
+    }
+}
+
+/// A message's handle as opsbot keeps it: `MESSAGE` in the channel it was
+/// sent to, or `THREAD/MESSAGE` inside a thread.
+fn handle(thread: Option<&str>, message: &str) -> String {
+    match thread {
+        Some(thread) => format!("{thread}/{message}"),
+        None => message.to_string(),
+    }
+}
+
+/// `(channel, message)` of a handle, the channel defaulting to `channel`.
+pub fn locate<'a>(channel: &'a str, handle: &'a str) -> (&'a str, &'a str) {
+    handle.split_once('/').unwrap_or((channel, handle))
+}
+
+/// Whether an id is a Discord snowflake (digits): everything put in a path is.
+fn snowflake(id: &str) -> Result<&str, ApiError> {
+    if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        Err(ApiError::Permanent(format!("`{id}` is not a Discord id")))
+    }
+}
+
+/// Interaction tokens are long URL-safe strings; anything else is refused
+/// before it is put in a path.
+fn token_ok(token: &str) -> Result<&str, ApiError> {
+    if !token.is_empty()
+        && token.len() <= 512
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        Ok(token)
+    } else {
+        Err(ApiError::Permanent("not an interaction token".into()))
+    }
+}
+
+/// Mentions are never pinged from opsbot's messages: names show, nobody is
+/// notified, `@everyone` stays text.
+pub fn no_pings() -> Value {
+    json!({"parse": []})
+}
+
+impl DiscordApi {
+    /// `api_url` overrides Discord's (`DISCORD_API_URL`, for a local fake:
+    /// `http://127.0.0.1:P`, to which `/api/v10` is added).
+    pub fn new(token: &str, application_id: &str, api_url: Option<&str>) -> Result<DiscordApi, String> {
+        let base = match api_url {
+            Some(url) => format!("{}/api/v10", url.trim_end_matches('/')),
+            None => DISCORD_API.to_string(),
+        };
+        snowflake(application_id).map_err(|_| "DISCORD_APPLICATION_ID must be the application's id (digits)")?;
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .user_agent(concat!("DiscordBot (https://github.com/opsbot, ", env!("CARGO_PKG_VERSION"), ")"))
+            .build()
+            .map_err(|e| format!("cannot set up the Discord client: {e}"))?;
+        let token = token.trim();
+        let authorization = if token.starts_with("Bot ") { token.to_string() } else { format!("Bot {token}") };
+        Ok(DiscordApi {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                custom: api_url.map(|u| u.trim_end_matches('/').to_string()),
+                authorization,
+                application_id: application_id.to_string(),
+                limits: Mutex::new(Limits::default()),
+                deferred: Mutex::new(HashMap::new()),
+                dms: Mutex::new(HashMap::new()),
+                threads: Mutex::new(std::collections::HashSet::new()),
+            }),
+        })
+    }
+
+    /// `DISCORD_API_URL`, if set (a local fake).
+    pub fn custom_base(&self) -> Option<&str> {
+        self.inner.custom.as_deref()
+    }
+
+    pub fn application_id(&self) -> &str {
+        &self.inner.application_id
+    }
+
+    /// One call: waits for its bucket and the global limit, then sorts the
+    /// answer. `route` names the bucket (template and major id) and is what
+    /// errors show; `path` is the real one.
+    async fn call(&self, method: Method, route: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+        loop {
+            let wait = self.inner.limits.lock().expect("limits lock").wait(route, Instant::now());
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break,
+            }
+        }
+        let mut request = self
+            .inner
+            .http
+            .request(method, format!("{}{path}", self.inner.base))
+            .header("authorization", &self.inner.authorization);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            // reqwest's error text holds the URL, and so interaction tokens.
+            let kind = if e.is_timeout() {
+                "no answer in time"
+            } else if e.is_connect() {
+                "cannot connect"
+            } else {
+                "the connection failed"
+            };
+            ApiError::Transient(format!("{route}: {kind}"))
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.inner.limits.lock().expect("limits lock").learn(route, &headers, Instant::now());
+        let text = response.text().await.map_err(|_| ApiError::Transient(format!("{route}: the answer broke off")))?;
+        let value: Value =
+            if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        if status.is_success() {
+            return Ok(value);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let seconds = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .or(value["retry_after"].as_f64())
+                .unwrap_or(1.0)
+                .clamp(0.0, 3600.0);
+            let global = value["global"].as_bool().unwrap_or(false) || headers.contains_key("x-ratelimit-global");
+            let wait = Duration::from_secs_f64(seconds);
+            self.inner.limits.lock().expect("limits lock").limited(route, wait, global, Instant::now());
+            return Err(ApiError::RateLimited(Some(wait)));
+        }
+        let code = value["code"].as_i64().unwrap_or(0);
+        let message = value["message"].as_str().unwrap_or("").chars().take(200).collect::<String>();
+        let what = format!("{route}: HTTP {} (Discord code {code}: {message})", status.as_u16());
+        if status.is_server_error() {
+            Err(ApiError::Transient(what))
+        } else {
+            Err(ApiError::Permanent(what))
+        }
+    }
+
+    /// The Discord error code in a refusal, if any.
+    fn code_of(error: &ApiError) -> Option<i64> {
+        let ApiError::Permanent(text) = error else { return None };
+        let start = text.find("Discord code ")? + "Discord code ".len();
+        text[start..].split(':').next()?.parse().ok()
+    }
+
+    /// `POST /channels/{channel}/messages`; returns the new message's id.
+    pub async fn create_message(&self, channel: &str, body: &Value) -> Result<String, ApiError> {
+        let channel = snowflake(channel)?;
+        let made = self
+            .call(
+                Method::POST,
+                &format!("POST /channels/{channel}/messages"),
+                &format!("/channels/{channel}/messages"),
+                Some(body),
+            )
+            .await?;
+        made["id"].as_str().map(str::to_string).ok_or_else(|| ApiError::Permanent("a message without an id".into()))
+    }
+
+    /// `PATCH /channels/{channel}/messages/{message}`.
+    pub async fn edit_message(&self, channel: &str, message: &str, body: &Value) -> Result<(), ApiError> {
+        let (channel, message) = (snowflake(channel)?, snowflake(message)?);
+        self.call(
+            Method::PATCH,
+            &format!("PATCH /channels/{channel}/messages/:id"),
+            &format!("/channels/{channel}/messages/{message}"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The thread under `message` in `channel` (made if it has none); its
+    /// id is the message's.
+    pub async fn thread_of(&self, channel: &str, message: &str, name: &str) -> Result<String, ApiError> {
+        let (channel, message) = (snowflake(channel)?, snowflake(message)?);
+        if self.inner.threads.lock().expect("threads lock").contains(message) {
+            return Ok(message.to_string());
+        }
+        let body = json!({"name": name, "auto_archive_duration": 1440});
+        let made = self
+            .call(
+                Method::POST,
+                &format!("POST /channels/{channel}/messages/:id/threads"),
+                &format!("/channels/{channel}/messages/{message}/threads"),
+                Some(&body),
+            )
+            .await;
+        let thread = match made {
+            Ok(thread) => thread["id"].as_str().unwrap_or(message).to_string(),
+            Err(e) if Self::code_of(&e) == Some(THREAD_EXISTS) => message.to_string(),
+            Err(e) => return Err(e),
+        };
+        let mut threads = self.inner.threads.lock().expect("threads lock");
+        if threads.len() >= MAX_BUCKETS {
+            threads.clear();
+        }
+        threads.insert(thread.clone());
+        Ok(thread)
+    }
+
+    /// Posts `body` in `channel`, or in the thread under `thread` (a
+    /// message handle); returns the new message's handle.
+    pub async fn post(&self, channel: &str, thread: Option<&str>, body: &Value) -> Result<String, ApiError> {
+        let Some(root) = thread else { return self.create_message(channel, body).await };
+        let (root_channel, root_message) = locate(channel, root);
+        let thread = if root_channel != channel {
+            // The root is itself in a thread: post beside it.
+            root_channel.to_string()
+        } else {
+            self.thread_of(channel, root_message, "opsbot: progress and outcome").await?
+        };
+        let message = self.create_message(&thread, body).await?;
+        Ok(handle(Some(&thread), &message))
+    }
+
+    /// `POST /interactions/{id}/{token}/callback`: the first answer to an
+    /// interaction received over the gateway.
+    pub async fn interaction_callback(&self, id: &str, token: &str, body: &Value) -> Result<(), ApiError> {
+        let (id, token) = (snowflake(id)?, token_ok(token)?);
+        self.call(
+            Method::POST,
+            &format!("POST /interactions/{id}/:token/callback"),
+            &format!("/interactions/{id}/{token}/callback"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Remembers that the interaction with `token` was deferred, so its
+    /// first answer replaces Discord's "thinking…".
+    pub fn deferred(&self, token: &str) {
+        let mut deferred = self.inner.deferred.lock().expect("deferred lock");
+        let now = Instant::now();
+        // Tokens live 15 minutes: older entries can never be answered.
+        deferred.retain(|_, at| now.duration_since(*at) < Duration::from_secs(15 * 60));
+        deferred.insert(token.to_string(), now);
+    }
+
+    /// An answer through the interaction's webhook: the deferred original's
+    /// edit first, follow-ups after.
+    pub async fn interaction_answer(&self, token: &str, body: &Value) -> Result<(), ApiError> {
+        let token = token_ok(token)?;
+        let app = &self.inner.application_id;
+        let route = format!("/webhooks/{app}/:token");
+        let original = self.inner.deferred.lock().expect("deferred lock").remove(token).is_some();
+        let result = if original {
+            self.call(
+                Method::PATCH,
+                &format!("PATCH {route}/messages/@original"),
+                &format!("/webhooks/{app}/{token}/messages/@original"),
+                Some(body),
+            )
+            .await
+        } else {
+            self.call(Method::POST, &format!("POST {route}"), &format!("/webhooks/{app}/{token}"), Some(body)).await
+        };
+        if original && result.is_err() {
+            // Not edited: the next try edits it again.
+            self.inner.deferred.lock().expect("deferred lock").insert(token.to_string(), Instant::now());
+        }
+        result.map(|_| ())
+    }
+
+    /// A private (ephemeral) follow-up. A deferred original still showing
+    /// "thinking…" is first told the answer went privately (an edit cannot
+    /// make it ephemeral).
+    pub async fn interaction_private(&self, token: &str, body: &Value) -> Result<(), ApiError> {
+        let token = token_ok(token)?;
+        let pending = self.inner.deferred.lock().expect("deferred lock").contains_key(token);
+        if pending {
+            self.interaction_answer(token, &json!({"content": "(answered privately)", "allowed_mentions": no_pings()}))
+                .await?;
+        }
+        let app = &self.inner.application_id;
+        self.call(
+            Method::POST,
+            &format!("POST /webhooks/{app}/:token"),
+            &format!("/webhooks/{app}/{token}"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The DM channel with `user` (opened once).
+    pub async fn dm_channel(&self, user: &str) -> Result<String, ApiError> {
+        let user = snowflake(user)?;
+        if let Some(channel) = self.inner.dms.lock().expect("dms lock").get(user) {
+            return Ok(channel.clone());
+        }
+        let made = self
+            .call(Method::POST, "POST /users/@me/channels", "/users/@me/channels", Some(&json!({"recipient_id": user})))
+            .await?;
+        let channel =
+            made["id"].as_str().map(str::to_string).ok_or_else(|| ApiError::Permanent("a DM without an id".into()))?;
+        let mut dms = self.inner.dms.lock().expect("dms lock");
+        if dms.len() >= MAX_BUCKETS {
+            dms.clear();
+        }
+        dms.insert(user.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn commands_path(&self, guild: Option<&str>) -> Result<String, ApiError> {
+        let app = &self.inner.application_id;
+        Ok(match guild {
+            Some(guild) => format!("/applications/{app}/guilds/{}/commands", snowflake(guild)?),
+            None => format!("/applications/{app}/commands"),
+        })
+    }
+
+    /// The application's commands (global, or a guild's).
+    pub async fn commands(&self, guild: Option<&str>) -> Result<Value, ApiError> {
+        let path = self.commands_path(guild)?;
+        self.call(Method::GET, &format!("GET {path}"), &path, None).await
+    }
+
+    /// Bulk overwrite of the application's commands.
+    pub async fn overwrite_commands(&self, guild: Option<&str>, commands: &Value) -> Result<Value, ApiError> {
+        let path = self.commands_path(guild)?;
+        self.call(Method::PUT, &format!("PUT {path}"), &path, Some(commands)).await
+    }
+
+    /// `GET /gateway/bot`: where the gateway is.
+    pub async fn gateway_url(&self) -> Result<String, ApiError> {
+        let found = self.call(Method::GET, "GET /gateway/bot", "/gateway/bot", None).await?;
+        found["url"].as_str().map(str::to_string).ok_or_else(|| ApiError::Permanent("no gateway url".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spent_bucket_waits_for_its_reset_and_the_global_limit_paces() {
+        let now = Instant::now();
+        let mut limits = Limits::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        headers.insert("x-ratelimit-reset-after", "1.5".parse().unwrap());
+        limits.learn("POST /channels/1/messages", &headers, now);
+        assert_eq!(limits.wait("POST /channels/1/messages", now), Some(Duration::from_millis(1500)));
+        // Another channel's bucket is not held up.
+        assert_eq!(limits.wait("POST /channels/2/messages", now), None);
+        // 49 more go at once (50 in all); the next waits its slot.
+        for _ in 0..49 {
+            assert_eq!(limits.wait("GET /x", now), None);
+        }
+        assert!(limits.wait("GET /x", now).is_some());
+        // A global 429 holds every route.
+        let mut limits = Limits::default();
+        limits.limited("POST /channels/1/messages", Duration::from_secs(2), true, now);
+        assert_eq!(limits.wait("GET /y", now), Some(Duration::from_secs(2)));
+        assert_eq!(limits.wait("GET /y", now + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn paths_take_only_ids_and_tokens_of_the_right_shape() {
+        assert!(snowflake("80351110224678912").is_ok());
+        for bad in ["", "12a", "../x", "1/2", "123456789012345678901"] {
+            assert!(snowflake(bad).is_err(), "{bad}");
+        }
+        assert!(token_ok("aW50ZXJhY3Rpb246MTIz-_.x").is_ok());
+        assert!(token_ok("a/b").is_err() && token_ok("a?b").is_err() && token_ok("").is_err());
+        assert_eq!(locate("1", "2/3"), ("2", "3"));
+        assert_eq!(locate("1", "3"), ("1", "3"));
+        let refusal = ApiError::Permanent("POST x: HTTP 400 (Discord code 160004: thread exists)".into());
+        assert_eq!(DiscordApi::code_of(&refusal), Some(160004));
+    }
+}

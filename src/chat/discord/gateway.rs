@@ -1,0 +1,214 @@
+//! The Discord gateway through serenity: slash commands, button clicks and
+//! ✅/❌ reactions arrive over it (no public URL needed).
+//!
+//! Only the intents opsbot needs (`GUILDS`, `GUILD_MESSAGE_REACTIONS`; no
+//! privileged intent). serenity keeps the connection: it resumes after
+//! op 7 and after a dropped socket, re-identifies after op 9, and starts a
+//! new session at most once every 5 s, so IDENTIFY never loops (Discord
+//! resets a token after 1,000 a day). opsbot asks Discord where the
+//! gateway is itself, so a failure never falls back to another address, and
+//! readiness is false whenever the shard is not connected.
+
+use super::DiscordIngress;
+use serenity::all::{
+    ApplicationId, ConnectionStage, Context, EventHandler, GatewayIntents, Interaction, Reaction, ReactionType, Ready,
+    ResumedEvent, ShardStageUpdateEvent,
+};
+use serenity::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Gateway events handled at once; past this, an event is answered "busy"
+/// (interactions) or dropped with a log line (reactions) rather than the
+/// bot growing without limit.
+const IN_FLIGHT: usize = 1024;
+/// How long a stop waits for serenity to close the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+struct Handler {
+    ingress: Arc<DiscordIngress>,
+    connected: Arc<AtomicBool>,
+    /// The bot's own user: its reactions (none today) are never votes.
+    me: OnceLock<u64>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+fn interaction_type(interaction: &Interaction) -> u8 {
+    match interaction {
+        Interaction::Ping(_) => 1,
+        Interaction::Command(_) => 2,
+        Interaction::Component(_) => 3,
+        Interaction::Autocomplete(_) => 4,
+        Interaction::Modal(_) => 5,
+        _ => 0,
+    }
+}
+
+#[async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, _ctx: Context, ready: Ready) {
+        let _ = self.me.set(ready.user.id.get());
+        self.connected.store(true, Ordering::SeqCst);
+        tracing::info!(guilds = ready.guilds.len(), "Discord gateway ready");
+    }
+
+    async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
+        self.connected.store(true, Ordering::SeqCst);
+        tracing::info!("Discord gateway resumed");
+    }
+
+    async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
+        self.connected.store(event.new == ConnectionStage::Connected, Ordering::SeqCst);
+    }
+
+    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        // The same reading as the HTTP endpoint's: back to Discord's JSON.
+        let mut payload = match serde_json::to_value(&interaction) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(error = %e, "a Discord interaction that does not serialise");
+                return;
+            }
+        };
+        payload["type"] = serde_json::json!(interaction_type(&interaction));
+        let bytes = payload.to_string().into_bytes();
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            self.ingress.busy(&bytes).await;
+            return;
+        };
+        self.ingress.gateway(&bytes).await;
+    }
+
+    async fn reaction_add(&self, _ctx: Context, reaction: Reaction) {
+        let ReactionType::Unicode(emoji) = &reaction.emoji else { return };
+        let Some(user) = reaction.user_id else { return };
+        if self.me.get() == Some(&user.get()) {
+            return;
+        }
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::warn!("too many Discord events at once; a reaction was not taken");
+            return;
+        };
+        self.ingress
+            .reaction(
+                &user.get().to_string(),
+                &reaction.channel_id.get().to_string(),
+                &reaction.message_id.get().to_string(),
+                emoji,
+            )
+            .await;
+    }
+}
+
+/// Holds the gateway until `stop`: connects, lets serenity keep the
+/// connection, and starts over (with backoff) if serenity gives up.
+pub async fn run(ingress: Arc<DiscordIngress>, token: String, connected: Arc<AtomicBool>, stop: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            outcome = session(&ingress, &token, &connected, &stop) => outcome,
+            _ = stop.cancelled() => Ok(()),
+        };
+        connected.store(false, Ordering::SeqCst);
+        if stop.is_cancelled() {
+            return;
+        }
+        if let Err(Fatal(reason)) = outcome {
+            {
+                // A token or intents Discord refuses: trying again cannot
+                // help and would spend IDENTIFYs. Readiness stays false.
+                tracing::error!(%reason, "the Discord gateway refused opsbot; fix the configuration and restart");
+                return;
+            }
+        }
+        // A session that held a while starts the backoff over.
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        failures += 1;
+        let wait = backoff(failures);
+        tracing::warn!(?wait, "the Discord gateway connection ended; connecting again");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Exponential from 1 s to 5 min, with up to 50% jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+    base + base.mul_f64(fastrand::f64() * 0.5)
+}
+
+struct Fatal(String);
+
+/// One serenity client, until it ends or `stop`.
+async fn session(
+    ingress: &Arc<DiscordIngress>,
+    token: &str,
+    connected: &Arc<AtomicBool>,
+    stop: &CancellationToken,
+) -> Result<(), Fatal> {
+    let api = ingress.api().clone();
+    // Where the gateway is, asked here so a failure is retried, never
+    // answered by serenity's fallback to Discord's public address.
+    let url = match api.gateway_url().await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the Discord gateway");
+            return Ok(());
+        }
+    };
+    let mut http = serenity::http::HttpBuilder::new(token);
+    if let Some(base) = api.custom_base() {
+        // A local fake: serenity's own REST (which opsbot does not use for
+        // replies) goes there too, without its limiter (which would not).
+        http = http.proxy(base).ratelimiter_disabled(true);
+    }
+    if let Ok(id) = api.application_id().parse::<u64>() {
+        http = http.application_id(ApplicationId::new(id.max(1)));
+    }
+    let handler = Handler {
+        ingress: ingress.clone(),
+        connected: connected.clone(),
+        me: OnceLock::new(),
+        permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+    };
+    let intents = GatewayIntents::GUILDS | GatewayIntents::GUILD_MESSAGE_REACTIONS;
+    let built = serenity::all::ClientBuilder::new_with_http(http.build(), intents).event_handler(handler).await;
+    let mut client = match built {
+        Ok(client) => client,
+        Err(e) => return Err(Fatal(format!("cannot set up the gateway client: {e}"))),
+    };
+    *client.ws_url.lock().await = url;
+    let manager = client.shard_manager.clone();
+    let mut running = tokio::spawn(async move { client.start().await });
+    tokio::select! {
+        ended = &mut running => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(serenity::Error::Gateway(e))) if matches!(e,
+                serenity::gateway::GatewayError::InvalidAuthentication
+                | serenity::gateway::GatewayError::InvalidGatewayIntents
+                | serenity::gateway::GatewayError::DisallowedGatewayIntents) => Err(Fatal(e.to_string())),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the Discord gateway client stopped");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the Discord gateway client panicked");
+                Ok(())
+            }
+        },
+        _ = stop.cancelled() => {
+            // shutdown_all does nothing before a shard exists; the task is
+            // aborted after a grace either way.
+            let _ = tokio::time::timeout(CLOSE_GRACE, manager.shutdown_all()).await;
+            running.abort();
+            Ok(())
+        }
+    }
+}
