@@ -122,6 +122,8 @@ pub struct ReplyTarget {
 pub struct InteractionHandle {
     pub id: String,
     pub token: String,
+    /// Who made it: only they may be answered privately through it.
+    pub user: Actor,
     /// When the platform stops taking answers through it.
     pub expires: std::time::Instant,
 }

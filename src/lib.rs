@@ -4,8 +4,9 @@
 //! step to a hash-chained audit trail.
 //!
 //! Code map (follow one event top to bottom):
-//! - [`chat`]: the adapters: console, Slack, Discord (its signature check so
-//!   far); each implements the core's reply port.
+//! - [`chat`]: the adapters: console, Slack, Discord; Slack and Discord
+//!   share the bounded send queues (`chat::outbound`) and differ in their
+//!   `Wire`; each implements the core's reply port.
 //! - [`engine`]: the core; dispatches events, owns the ordering rules, the
 //!   executor port ([`engine::Executors`]) and the reply port
 //!   ([`engine::reply::ChatSink`], [`engine::reply::Reply`], marks for text a

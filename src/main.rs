@@ -222,12 +222,13 @@ fn main() -> ExitCode {
         } else {
             "info"
         };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG").unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG").unwrap_or_else(|_| default_level.into());
+    // serenity's debug lines print raw gateway payloads, interaction tokens
+    // included: only its warnings, unless asked for by name.
+    if !std::env::var("OPSBOT_LOG").unwrap_or_default().contains("serenity") {
+        filter = filter.add_directive("serenity=warn".parse().expect("a valid directive"));
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

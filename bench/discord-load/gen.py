@@ -20,7 +20,7 @@ requests = [[] for _ in range(threads)]
 size = None
 for i in range(count):
     body = json.dumps({
-        "type": 2, "id": f"{1300000000000000000 + i}", "application_id": "4242424242424242",
+        "type": 2, "id": f"{ts}{i:09d}", "application_id": "4242424242424242",
         "token": f"bench-token-{i:09d}", "version": 1, "channel_id": "7000000000000001", "guild_id": "5555555555555555",
         "member": {"user": {"id": "1000000000000001", "username": "bench"}, "roles": []},
         "data": {"id": "1", "name": "status", "type": 1, "options": [{"name": "service", "type": 3, "value": "api-service"}]},

@@ -78,7 +78,7 @@ pub enum Line {
     /// `/wait`: let running actions finish before reading on (for scripts).
     Wait,
     SwitchIdentity(Actor),
-    Event(Event),
+    Event(Box<Event>),
     Problem(String),
 }
 
@@ -116,18 +116,18 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
             return Line::Problem(format!("react with `{first} <request id>`, like `{first} r-3`"));
         };
         return match crate::command::parse::normalize_request_id(id) {
-            Some(request_id) => Line::Event(Event::Vote {
+            Some(request_id) => Line::Event(Box::new(Event::Vote {
                 actor: actor.clone(),
                 request_id,
                 approve,
                 reply,
                 dedup_key: None,
                 version: None,
-            }),
+            })),
             None => Line::Problem(format!("`{id}` is not a request id; they look like r-3")),
         };
     }
-    Line::Event(Event::Command { actor: actor.clone(), text: line.to_string(), reply, dedup_key: None })
+    Line::Event(Box::new(Event::Command { actor: actor.clone(), text: line.to_string(), reply, dedup_key: None }))
 }
 
 /// Reads stdin until EOF or `/quit`, handing each line to the engine.
@@ -154,7 +154,7 @@ pub async fn run(engine: Arc<Engine>, mut actor: Actor, channel: String, interac
             }
             Line::Problem(text) => println!("opsbot: {text}"),
             Line::Event(event) => {
-                engine.handle(event).await;
+                engine.handle(*event).await;
             }
         }
     }

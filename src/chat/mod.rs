@@ -39,6 +39,31 @@ impl ChatSink for PlatformSinks {
     }
 }
 
+/// The last lines of `text` that fit in `max` characters together (the
+/// end of the last line, if even that one is longer).
+pub fn newest_lines(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for line in text.lines().rev() {
+        let cost = line.chars().count() + usize::from(!kept.is_empty());
+        if used + cost > max {
+            break;
+        }
+        used += cost;
+        kept.push(line);
+    }
+    if kept.is_empty() {
+        let last = text.lines().last().unwrap_or("");
+        let skip = last.chars().count().saturating_sub(max);
+        return last.chars().skip(skip).collect();
+    }
+    kept.reverse();
+    kept.join("\n")
+}
+
 /// Splits text into chunks of at most `max` characters, preferring line breaks.
 pub fn split(text: &str, max: usize) -> Vec<String> {
     let mut chunks = Vec::new();
@@ -79,5 +104,13 @@ mod tests {
         let chunks = split(&long_line, 1000);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks.concat(), long_line);
+    }
+
+    #[test]
+    fn the_newest_lines_that_fit_are_kept() {
+        let text = (0..100).map(|i| format!("line {i:03}")).collect::<Vec<_>>().join("\n");
+        assert_eq!(newest_lines(&text, 17), "line 098\nline 099");
+        assert_eq!(newest_lines(&text, 5000), text);
+        assert_eq!(newest_lines("abcdef", 3), "def");
     }
 }

@@ -49,6 +49,10 @@ use tokio_util::sync::CancellationToken;
 pub enum ApiError {
     #[error("rate limited (retry after {0:?})")]
     RateLimited(Option<Duration>),
+    /// Not sent: opsbot's own account of the platform's limits says to
+    /// wait this long first (no 429 was had).
+    #[error("held back by the rate limit for {0:?}")]
+    Wait(Duration),
     #[error("temporary failure: {0}")]
     Transient(String),
     #[error("refused: {0}")]
@@ -59,6 +63,8 @@ pub enum ApiError {
 /// given rendered ([`Wire::render`]) and within [`Wire::MAX_TEXT`].
 pub trait Wire: Send + Sync + 'static {
     const PLATFORM: Platform;
+    /// The name of a channel's send-queue task (in logs and readiness).
+    const QUEUE_TASK: &'static str;
     /// Longest text of one message, in characters, once rendered.
     const MAX_TEXT: usize;
     /// A reply's text as the platform shows it: typed text inert, markup escaped.
@@ -356,7 +362,7 @@ impl<W: Wire> Sink<W> {
         lanes.insert(key, queue.clone());
         self.inner.counters().channels.store(lanes.len() as u64, Ordering::Relaxed);
         let (inner, channel, worker_queue) = (self.inner.clone(), channel.to_string(), queue.clone());
-        self.inner.tasks.spawn("send queue", run_lane(inner, channel, lane, worker_queue));
+        self.inner.tasks.spawn(W::QUEUE_TASK, run_lane(inner, channel, lane, worker_queue));
         queue
     }
 

@@ -63,6 +63,9 @@ pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
     })
 }
 
+/// Characters of a request's digest its buttons carry as its version.
+pub const VERSION_LEN: usize = 12;
+
 /// An approval request as shown to people.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalView {

@@ -4,16 +4,13 @@ use super::Engine;
 use crate::approval::{self, PendingRequest, RequestState, VoteEffect};
 use crate::audit::{AuditEntry, RecordKind, Verdict};
 use crate::command::ParsedCommand;
-use crate::engine::reply::{ApprovalView, Reply};
+use crate::engine::reply::{ApprovalView, Reply, VERSION_LEN};
 use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::policy::{ApprovalNeed, Decision};
 use std::sync::Arc;
 
 /// The card people see for `request`.
-/// Characters of a request's digest its buttons carry as its version.
-const VERSION_LEN: usize = 12;
-
 pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
     ApprovalView {
         id: request.id.clone(),
@@ -137,7 +134,7 @@ impl Engine {
         let cast = match version {
             // A button made for another request that had this id (a reset
             // store), or for an older form of it: never applied to this one.
-            Some(version) if !request.digest.starts_with(version) => {
+            Some(version) if version.len() != VERSION_LEN || !request.digest.starts_with(version) => {
                 Err(approval::VoteRefusal::Stale { id: request.id.clone() })
             }
             _ => approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, &voters),

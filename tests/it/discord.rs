@@ -220,7 +220,7 @@ fn a_production_rollback_over_http_is_approved_by_button_and_runs_in_a_thread() 
 
     // The requester's own click: refused, privately, with why.
     let own = bot.interact(&bot.discord.button_interaction(ALICE, OPS, &card.id, &approve));
-    assert_eq!((own["type"].as_u64(), own["data"]["flags"].as_u64()), (Some(4), Some(64)), "{own}");
+    assert_eq!((own["type"].as_u64(), own["data"]["flags"].as_u64().map(|f| f & 64)), (Some(4), Some(64)), "{own}");
     assert!(own["data"]["content"].as_str().unwrap().contains("cannot approve your own request"), "{own}");
     // Someone outside the approver group: refused too.
     let outsider = bot.interact(&bot.discord.button_interaction(MALLORY, OPS, &card.id, &approve));
@@ -342,7 +342,7 @@ fn a_request_made_in_slack_is_approved_from_discord_but_never_by_the_requesters_
     assert!(ack["text"].as_str().unwrap().contains("r-1 is waiting"), "{ack}");
     // Alice's Discord account is Alice: her approval is refused.
     let own = bot.slash(ALICE, "approve", json!([option("request", 3, json!("r-1"))]));
-    assert_eq!(own["data"]["flags"], 64, "{own}");
+    assert_eq!(own["data"]["flags"].as_u64().unwrap() & 64, 64, "private: {own}");
     assert!(own["data"]["content"].as_str().unwrap().contains("cannot approve your own request"), "{own}");
     // Bob, on Discord, approves; it runs, and Slack's thread says so.
     let approved = bot.slash(BOB, "approve", json!([option("request", 3, json!("r-1"))]));
@@ -376,8 +376,16 @@ fn a_stale_button_is_refused_and_applied_to_nothing() {
     assert!(answer["data"]["content"].as_str().unwrap().contains("earlier state of r-1"), "{answer}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(bot.card().content.contains("Approval needed"), "still waiting");
+    // The card's own Deny button closes it; nothing runs.
+    let deny = bot.interact(&bot.discord.button_interaction(BOB, OPS, &card.id, &button_id(&card, "Deny")));
+    assert_eq!(deny["type"], 6, "{deny}");
+    bot.discord.wait_for("the card closed", LONG, |d| d.message(&card.id).unwrap().content.contains("**Denied**"));
+    assert_eq!(bot.discord.message(&card.id).unwrap().components, json!([]));
     let records = bot.served.bot.export(&["--request", "r-1"]);
     assert!(!records.iter().any(|r| r["kind"] == "intent"), "nothing ran: {records:#?}");
+    let votes: Vec<&str> =
+        records.iter().filter(|r| r["kind"] == "vote").map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(votes, ["refused", "deny"]);
 }
 
 #[test]
@@ -520,13 +528,27 @@ fn over_the_gateway_a_reaction_approves_and_the_requesters_own_is_refused() {
     assert!(answer["data"]["content"].as_str().unwrap().contains("r-2 is waiting"), "{answer}");
     let card = bot.pending_card();
 
-    // Alice reacts ✅ on her own request: refused, and told by DM.
+    // Alice reacts ✅ on her own request: refused, and told by DM (Discord
+    // has no private message outside an interaction).
     bot.discord.dispatch("MESSAGE_REACTION_ADD", bot.discord.reaction(ALICE, OPS, &card.id, "✅"));
-    bot.discord.wait_for("the DM", LONG, |d| {
-        d.calls().iter().any(|c| {
-            c.status == 200 && c.body["content"].as_str().is_some_and(|t| t.contains("cannot approve your own request"))
-        })
-    });
+    let refusal = |c: &crate::fake_discord::Call| {
+        c.status == 200 && c.body["content"].as_str().is_some_and(|t| t.contains("Vote not counted"))
+    };
+    bot.discord.wait_for("the DM", LONG, |d| d.calls().iter().any(refusal));
+    let opened = bot.discord.ok_calls("POST /users/@me/channels");
+    assert_eq!(
+        opened.len(),
+        1,
+        "{:#?}",
+        bot.discord
+            .calls()
+            .iter()
+            .map(|c| format!("{} {} {} {}", c.status, c.method, c.path, c.body))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(opened[0].body["recipient_id"], ALICE);
+    let dm = bot.discord.calls().into_iter().find(refusal).unwrap();
+    assert!(dm.path.starts_with("/channels/9") && !dm.path.contains(OPS), "a DM, not the channel: {}", dm.path);
     // Bob's ✅ approves; it runs in the card's thread.
     bot.discord.dispatch("MESSAGE_REACTION_ADD", bot.discord.reaction(BOB, OPS, &card.id, "✅"));
     bot.discord.wait_for("the outcome in the thread", LONG, |d| {
@@ -535,7 +557,7 @@ fn over_the_gateway_a_reaction_approves_and_the_requesters_own_is_refused() {
     let records = bot.served.bot.export(&["--request", "r-2"]);
     let votes: Vec<&str> =
         records.iter().filter(|r| r["kind"] == "vote").map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(votes, ["refused", "approve"]);
+    assert_eq!(votes, ["refused", "approve"], "{records:#?}");
     assert!(bot.served.bot.verify().status.success());
 }
 
@@ -547,15 +569,23 @@ fn the_gateway_resumes_after_op_7_reidentifies_after_op_9_and_survives_drops() {
     bot.slash_over_gateway_and_wait(ALICE, "deploy");
     let card = bot.wait_for_card();
 
-    // op 7: resume on a new connection; a reaction sent meanwhile counts once.
+    // op 7: resumed on a new connection; a reaction sent while it was down
+    // is replayed by the RESUME and counts once.
+    bot.discord.slow_connect(300);
     bot.discord.reconnect();
+    bot.discord.wait_for("the old connection gone", LONG, |d| !d.gateway_ready());
     bot.discord.dispatch("MESSAGE_REACTION_ADD", bot.discord.reaction(BOB, OPS, &card.id, "✅"));
     bot.discord.wait_for("a resume", LONG, |d| d.resumes() >= 1 && d.gateway_ready());
+    bot.discord.slow_connect(0);
+    assert_eq!(bot.discord.replayed(), 1, "the reaction came in the RESUME's replay");
     bot.discord
         .wait_for("the outcome", LONG, |d| d.messages_in(&card.id).iter().any(|m| m.content.starts_with("✅ r-1")));
     assert_eq!(bot.discord.identifies(), 1, "a resume is not a new session");
+    // The same event again (as a second replay would bring it): it counts once.
+    bot.discord.dispatch("MESSAGE_REACTION_ADD", bot.discord.reaction(BOB, OPS, &card.id, "✅"));
+    std::thread::sleep(Duration::from_millis(500));
     let approvals = bot.served.bot.export(&["--request", "r-1"]).iter().filter(|r| r["kind"] == "vote").count();
-    assert_eq!(approvals, 1, "replayed or not, the reaction counted once");
+    assert_eq!(approvals, 1, "a replayed reaction counts once");
 
     // A dropped socket: resumed too.
     bot.discord.drop_socket();
@@ -592,6 +622,53 @@ impl DiscordServed {
         self.discord.dispatch("INTERACTION_CREATE", interaction);
         self.discord.wait_for("the callback", LONG, |d| d.callback_of(&id).is_some());
     }
+}
+
+#[test]
+fn readiness_is_false_while_the_gateway_session_is_not_up() {
+    let bot = DiscordServed::start("gateway");
+    gateway_up(&bot);
+    // The gateway takes the socket but never starts the session.
+    bot.discord.hold_identify(true);
+    bot.discord.invalidate();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let (status, body) = bot.served.get("/health/ready");
+        if status == 503 {
+            assert!(body.contains("discord gateway"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bot.discord.wait_for("a new IDENTIFY", Duration::from_secs(30), |d| d.identifies() >= 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(bot.served.get("/health/ready").0, 503, "identifying is not connected");
+    // The session starts again: ready again.
+    bot.discord.hold_identify(false);
+    bot.discord.invalidate();
+    bot.discord.wait_for("a session", Duration::from_secs(30), |d| d.gateway_ready());
+    gateway_up(&bot);
+}
+
+#[test]
+fn a_command_run_in_a_thread_gets_its_progress_and_outcome_there() {
+    let bot = DiscordServed::start("http");
+    bot.deployed();
+    // The card of r-1 has a thread: a channel of its own, which cannot hold threads.
+    let card = bot.card();
+    assert!(bot.discord.has_thread(&card.id));
+    let options = json!([option("service", 3, json!("api-staging")), option("version", 3, json!("v2.0.0"))]);
+    let ack = bot.interact(&bot.discord.command_interaction(BOB, &card.id, "deploy", options));
+    assert!(ack["data"]["content"].as_str().unwrap().contains("r-2 runs now"), "{ack}");
+    bot.discord.wait_for("the outcome in the thread", LONG, |d| {
+        d.messages_in(&card.id).iter().any(|m| m.content.starts_with("✅ r-2"))
+    });
+    let thread = bot.discord.messages_in(&card.id);
+    assert!(
+        thread.iter().any(|m| m.content.contains("r-2: [simulated] deploy api-staging v2.0.0 started")),
+        "{thread:#?}"
+    );
 }
 
 #[test]

@@ -86,6 +86,16 @@ struct Inner {
     gateway: Mutex<Gateway>,
     identifies: AtomicU64,
     resumes: AtomicU64,
+    /// Frames sent again in RESUME replays.
+    replayed: AtomicU64,
+    /// Tokens of interactions dispatched over the gateway, and those whose
+    /// callback has been made: Discord knows their webhook only after it.
+    dispatched_tokens: Mutex<HashSet<String>>,
+    acknowledged: Mutex<HashSet<String>>,
+    /// While set, a new connection waits this long before it is served.
+    slow_connect: AtomicU64,
+    /// While set, IDENTIFY gets no answer.
+    hold_identify: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     heartbeats: AtomicU64,
     intents: AtomicU64,
@@ -172,6 +182,21 @@ impl FakeDiscord {
         self.inner.resumes.load(Ordering::SeqCst)
     }
 
+    pub fn replayed(&self) -> u64 {
+        self.inner.replayed.load(Ordering::SeqCst)
+    }
+
+    /// New connections wait `millis` before they are served (0: none).
+    pub fn slow_connect(&self, millis: u64) {
+        self.inner.slow_connect.store(millis, Ordering::SeqCst);
+    }
+
+    /// IDENTIFY goes unanswered while `hold` (a gateway that accepts the
+    /// socket but never lets the session start).
+    pub fn hold_identify(&self, hold: bool) {
+        self.inner.hold_identify.store(hold, Ordering::SeqCst);
+    }
+
     pub fn heartbeats(&self) -> u64 {
         self.inner.heartbeats.load(Ordering::SeqCst)
     }
@@ -201,6 +226,9 @@ impl FakeDiscord {
     /// Dispatches an event to the gateway session (kept for a RESUME's
     /// replay if no connection is live).
     pub fn dispatch(&self, event: &str, data: Value) {
+        if let Some(token) = data["token"].as_str().filter(|_| event == "INTERACTION_CREATE") {
+            self.inner.dispatched_tokens.lock().unwrap().insert(token.to_string());
+        }
         let mut gateway = self.inner.gateway.lock().unwrap();
         gateway.seq += 1;
         let frame = json!({"op": 0, "s": gateway.seq, "t": event, "d": data});
@@ -388,6 +416,10 @@ async fn rest(
             if !known {
                 return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
             }
+            // A thread cannot hold threads.
+            if inner.threads.lock().unwrap().contains(*channel) {
+                return discord_error(StatusCode::BAD_REQUEST, 50024, "Cannot execute action on this channel type");
+            }
             if !inner.threads.lock().unwrap().insert(message.to_string()) {
                 return discord_error(
                     StatusCode::BAD_REQUEST,
@@ -398,7 +430,10 @@ async fn rest(
             Json(json!({"id": message, "type": 11, "name": parsed["name"], "parent_id": channel, "guild_id": GUILD}))
                 .into_response()
         }
-        ("POST", ["interactions", id, _token, "callback"]) => {
+        ("POST", ["interactions", id, token, "callback"]) => {
+            if !inner.acknowledged.lock().unwrap().insert(token.to_string()) {
+                return discord_error(StatusCode::BAD_REQUEST, 40060, "Interaction has already been acknowledged.");
+            }
             // Discord reads a boolean query value as true, True or 1.
             let with_response = query
                 .as_deref()
@@ -419,6 +454,13 @@ async fn rest(
             } else {
                 StatusCode::NO_CONTENT.into_response()
             }
+        }
+        ("PATCH" | "POST", ["webhooks", _app, token, ..])
+            if inner.dispatched_tokens.lock().unwrap().contains(*token)
+                && !inner.acknowledged.lock().unwrap().contains(*token) =>
+        {
+            // Before the callback, Discord knows no webhook for the interaction.
+            discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook")
         }
         ("PATCH", ["webhooks", _app, token, "messages", "@original"]) => {
             let id = format!("original-{token}");
@@ -507,6 +549,10 @@ async fn gateway(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> 
 /// whatever the test sends.
 async fn serve_gateway(inner: Arc<Inner>, mut ws: WebSocket) {
     let number = inner.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let slow = inner.slow_connect.load(Ordering::SeqCst);
+    if slow > 0 {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<Control>();
     {
         let mut gateway = inner.gateway.lock().unwrap();
@@ -565,6 +611,9 @@ fn answer_frame(inner: &Inner, frame: &Value) -> Vec<Value> {
         }
         Some(2) => {
             inner.identifies.fetch_add(1, Ordering::SeqCst);
+            if inner.hold_identify.load(Ordering::SeqCst) {
+                return Vec::new();
+            }
             inner.intents.store(frame["d"]["intents"].as_u64().unwrap_or(0), Ordering::SeqCst);
             let token = frame["d"]["token"].as_str().unwrap_or("");
             if token.trim_start_matches("Bot ") != TOKEN {
@@ -590,6 +639,7 @@ fn answer_frame(inner: &Inner, frame: &Value) -> Vec<Value> {
             let after = frame["d"]["seq"].as_u64().unwrap_or(0);
             let mut replies: Vec<Value> =
                 gateway.log.iter().filter(|(seq, _)| *seq > after).map(|(_, f)| f.clone()).collect();
+            inner.replayed.fetch_add(replies.len() as u64, Ordering::SeqCst);
             gateway.seq += 1;
             replies.push(json!({"op": 0, "s": gateway.seq, "t": "RESUMED", "d": {}}));
             gateway.ready = true;

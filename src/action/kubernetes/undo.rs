@@ -66,7 +66,7 @@ fn choose(
         None => owned.into_iter().rev().nth(1),
     };
     chosen.ok_or_else(|| {
-        let what = to.map(|n| format!("revision {n}")).unwrap_or_else(|| "an earlier revision".into());
+        let what = to.map(|n| format!("revision {n}")).unwrap_or_else(|| "earlier revision".into());
         ActionError::Failed(format!("deployment {} has no {what} to roll back to (revisions: {known})", t.path()))
     })
 }

@@ -8,10 +8,18 @@
 //!   and `X-RateLimit-Reset-After` Discord last sent; a call to a spent bucket
 //!   waits for its reset.
 //! - **Global limit**: at most 50 calls a second from this bot, and after a
-//!   429 with `global` every call waits the `retry_after`.
+//!   429 with `global` every call waits the `retry_after`. Interaction
+//!   callbacks and webhooks are exempt, as Discord exempts them, and each
+//!   interaction's webhook is its own bucket.
 //! - **429**: the bucket (or everything, if global) waits `retry_after` (the
 //!   header, else the JSON body), and the call is handed back as
-//!   [`ApiError::RateLimited`] so the send queue retries it in order.
+//!   [`ApiError::RateLimited`] so the send queue retries it in order. A wait
+//!   longer than a moment is handed back too ([`ApiError::Wait`]), so it is
+//!   never mistaken for a call that timed out.
+//!
+//! Answers through an interaction (its webhook) wait until the interaction
+//! has had its first response ([`DiscordApi::acknowledged`]): Discord knows
+//! no webhook before that.
 //!
 //! Errors never carry the token or an interaction token: URLs are not
 //! logged, only the route's template.
@@ -36,6 +44,17 @@ const GLOBAL_BURST: u32 = 50;
 const MAX_BUCKETS: usize = 4096;
 /// Discord's error code for "a thread has already been created for this message".
 const THREAD_EXISTS: i64 = 160004;
+/// "Unknown Webhook", "Unknown Message": what an interaction's webhook
+/// answers before its first response has been taken.
+const NOT_YET: [i64; 2] = [10015, 10008];
+/// Interactions whose answers are tracked at once (deferrals, first responses).
+const MAX_INTERACTIONS: usize = 10_000;
+/// How long Discord takes interaction answers.
+const TOKEN_LIFE: Duration = Duration::from_secs(15 * 60);
+/// Waits for a bucket up to this long are taken inside the call.
+const SHORT_WAIT: Duration = Duration::from_secs(2);
+/// How long an answer waits for its interaction's first response.
+const ACK_WAIT: Duration = Duration::from_secs(3);
 
 /// A client bound to the bot token and the application.
 #[derive(Clone)]
@@ -55,10 +74,33 @@ struct Inner {
     /// Answers to a deferred interaction (type 5) not yet given: the first
     /// one edits Discord's "thinking…" message, later ones follow it.
     deferred: Mutex<HashMap<String, Instant>>,
+    /// Interactions whose first response is on its way: their answers wait.
+    unanswered: Mutex<HashMap<String, (Instant, Arc<Gate>)>>,
     /// DM channels opened, by user.
     dms: Mutex<HashMap<String, String>>,
     /// Messages known to have a thread (its id is theirs).
     threads: Mutex<std::collections::HashSet<String>>,
+    /// Channels where threads cannot be started (threads, forum posts, voice
+    /// chats): progress goes in the channel itself.
+    no_threads: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Opens when an interaction's first response has gone out.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    opened: tokio::sync::Notify,
+}
+
+/// Drops the oldest entries of `map` (by their time) past `cap`, and any
+/// older than an interaction token lives.
+fn prune<V>(map: &mut HashMap<String, V>, at: impl Fn(&V) -> Instant, cap: usize) {
+    let now = Instant::now();
+    map.retain(|_, v| now.duration_since(at(v)) < TOKEN_LIFE);
+    while map.len() >= cap {
+        let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone()) else { break };
+        map.remove(&oldest);
+    }
 }
 
 impl std::fmt::Debug for DiscordApi {
@@ -82,18 +124,21 @@ impl Limits {
     /// How long a call on `route` must wait now (and takes its global slot
     /// when it need not).
     fn wait(&mut self, route: &str, now: Instant) -> Option<Duration> {
-        if let Some(until) = self.global_until.filter(|u| *u > now) {
+        let global = !exempt(route);
+        if let Some(until) = self.global_until.filter(|u| global && *u > now) {
             return Some(until - now);
         }
         if let Some((0, reset)) = self.buckets.get(route).copied().filter(|(_, reset)| *reset > now) {
             return Some(reset - now);
         }
-        let tat = self.global_tat.unwrap_or(now).max(now);
-        let allowance = GLOBAL_INTERVAL * (GLOBAL_BURST - 1);
-        if tat > now + allowance {
-            return Some(tat - allowance - now);
+        if global {
+            let tat = self.global_tat.unwrap_or(now).max(now);
+            let allowance = GLOBAL_INTERVAL * (GLOBAL_BURST - 1);
+            if tat > now + allowance {
+                return Some(tat - allowance - now);
+            }
+            self.global_tat = Some(tat + GLOBAL_INTERVAL);
         }
-        self.global_tat = Some(tat + GLOBAL_INTERVAL);
         // Spend one call of the bucket until Discord says how many are left.
         if let Some((left, _)) = self.buckets.get_mut(route) {
             *left = left.saturating_sub(1);
@@ -103,16 +148,13 @@ impl Limits {
 
     fn learn(&mut self, route: &str, headers: &HeaderMap, now: Instant) {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+        // A callback is made once per interaction: its bucket is never reused.
+        if route.starts_with("POST /interactions/") {
+            return;
+        }
         if let (Some(left), Some(after)) = (number("x-ratelimit-remaining"), number("x-ratelimit-reset-after")) {
             let reset = now + Duration::from_secs_f64(after.clamp(0.0, 3600.0));
-            if self.buckets.insert(route.to_string(), (left.max(0.0) as u64, reset)).is_none() {
-                self.order.push_back(route.to_string());
-                if self.order.len() > MAX_BUCKETS {
-                    if let Some(old) = self.order.pop_front() {
-                        self.buckets.remove(&old);
-                    }
-                }
-            }
+            self.remember(route, (left.max(0.0) as u64, reset));
         }
     }
 
@@ -120,12 +162,34 @@ impl Limits {
         if global {
             self.global_until = Some(now + wait);
         } else {
-            self.buckets.insert(route.to_string(), (0, now + wait));
-            if !self.order.contains(&route.to_string()) {
-                self.order.push_back(route.to_string());
+            self.remember(route, (0, now + wait));
+        }
+    }
+
+    /// Sets a bucket, forgetting the oldest past [`MAX_BUCKETS`].
+    fn remember(&mut self, route: &str, bucket: (u64, Instant)) {
+        if self.buckets.insert(route.to_string(), bucket).is_none() {
+            self.order.push_back(route.to_string());
+            while self.order.len() > MAX_BUCKETS {
+                if let Some(old) = self.order.pop_front() {
+                    self.buckets.remove(&old);
+                }
             }
         }
     }
+}
+
+/// Calls outside the global limit: Discord does not count interaction
+/// callbacks and webhooks against it.
+fn exempt(route: &str) -> bool {
+    route.starts_with("POST /interactions/") || route.contains(" /webhooks/")
+}
+
+/// A short, stable name for an interaction token in a bucket key (the
+/// token itself is a credential and never goes in a key or a message).
+fn token_key(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(token.as_bytes())[..6])
 }
 
 /// A message's handle as opsbot keeps it: `MESSAGE` in the channel it was
@@ -195,8 +259,10 @@ impl DiscordApi {
                 application_id: application_id.to_string(),
                 limits: Mutex::new(Limits::default()),
                 deferred: Mutex::new(HashMap::new()),
+                unanswered: Mutex::new(HashMap::new()),
                 dms: Mutex::new(HashMap::new()),
                 threads: Mutex::new(std::collections::HashSet::new()),
+                no_threads: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -217,7 +283,8 @@ impl DiscordApi {
         loop {
             let wait = self.inner.limits.lock().expect("limits lock").wait(route, Instant::now());
             match wait {
-                Some(wait) => tokio::time::sleep(wait).await,
+                Some(wait) if wait <= SHORT_WAIT => tokio::time::sleep(wait).await,
+                Some(wait) => return Err(ApiError::Wait(wait)),
                 None => break,
             }
         }
@@ -340,14 +407,78 @@ impl DiscordApi {
     pub async fn post(&self, channel: &str, thread: Option<&str>, body: &Value) -> Result<String, ApiError> {
         let Some(root) = thread else { return self.create_message(channel, body).await };
         let (root_channel, root_message) = locate(channel, root);
-        let thread = if root_channel != channel {
+        if root_channel != channel {
             // The root is itself in a thread: post beside it.
-            root_channel.to_string()
-        } else {
-            self.thread_of(channel, root_message, "opsbot: progress and outcome").await?
-        };
-        let message = self.create_message(&thread, body).await?;
-        Ok(handle(Some(&thread), &message))
+            let message = self.create_message(root_channel, body).await?;
+            return Ok(handle(Some(root_channel), &message));
+        }
+        let threadless = self.inner.no_threads.lock().expect("no-threads lock").contains(channel);
+        if threadless {
+            return self.create_message(channel, body).await;
+        }
+        match self.thread_of(channel, root_message, "opsbot: progress and outcome").await {
+            Ok(thread) => {
+                let message = self.create_message(&thread, body).await?;
+                Ok(handle(Some(&thread), &message))
+            }
+            // A thread, a forum post or a voice chat cannot hold threads (or
+            // the bot may not start them): the channel itself gets it all.
+            Err(e @ ApiError::Permanent(_)) => {
+                let code = Self::code_of(&e);
+                tracing::info!(channel, error = %e, "no thread here; the reply goes in the channel");
+                // "Cannot execute action on this channel type", missing
+                // access or permissions: this channel never gets threads.
+                if matches!(code, Some(50024 | 50001 | 50013)) {
+                    let mut no_threads = self.inner.no_threads.lock().expect("no-threads lock");
+                    if no_threads.len() >= MAX_BUCKETS {
+                        no_threads.clear();
+                    }
+                    no_threads.insert(channel.to_string());
+                }
+                self.create_message(channel, body).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An interaction whose first response is being made: its answers
+    /// ([`DiscordApi::interaction_answer`] and private notes) wait for
+    /// [`DiscordApi::acknowledged`] (at most 3 s).
+    pub fn answering(&self, token: &str) {
+        let mut unanswered = self.inner.unanswered.lock().expect("unanswered lock");
+        prune(&mut unanswered, |(at, _)| *at, MAX_INTERACTIONS);
+        unanswered.insert(token.to_string(), (Instant::now(), Arc::new(Gate::default())));
+    }
+
+    /// The interaction's first response has gone out: its answers may follow.
+    pub fn acknowledged(&self, token: &str) {
+        if let Some((_, gate)) = self.inner.unanswered.lock().expect("unanswered lock").remove(token) {
+            gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+            gate.opened.notify_waiters();
+        }
+    }
+
+    /// Waits until the interaction has had its first response (or 3 s).
+    async fn first_response(&self, token: &str) {
+        let gate = self.inner.unanswered.lock().expect("unanswered lock").get(token).map(|(_, g)| g.clone());
+        let Some(gate) = gate else { return };
+        let opened = gate.opened.notified();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        if !gate.open.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::time::timeout(ACK_WAIT, opened).await;
+        }
+    }
+
+    /// A webhook call of an interaction: Discord may not know the webhook
+    /// for a moment after the first response (so that is retried).
+    async fn webhook(&self, method: Method, route: &str, path: &str, body: &Value) -> Result<Value, ApiError> {
+        match self.call(method, route, path, Some(body)).await {
+            Err(e) if Self::code_of(&e).is_some_and(|c| NOT_YET.contains(&c)) => {
+                Err(ApiError::Transient(format!("{route}: the interaction is not known yet")))
+            }
+            other => other,
+        }
     }
 
     /// `POST /interactions/{id}/{token}/callback`: the first answer to an
@@ -368,35 +499,47 @@ impl DiscordApi {
     /// first answer replaces Discord's "thinking…".
     pub fn deferred(&self, token: &str) {
         let mut deferred = self.inner.deferred.lock().expect("deferred lock");
-        let now = Instant::now();
-        // Tokens live 15 minutes: older entries can never be answered.
-        deferred.retain(|_, at| now.duration_since(*at) < Duration::from_secs(15 * 60));
-        deferred.insert(token.to_string(), now);
+        prune(&mut deferred, |at| *at, MAX_INTERACTIONS);
+        deferred.insert(token.to_string(), Instant::now());
+    }
+
+    /// Forgets a deferral whose answer will not come.
+    pub fn not_deferred(&self, token: &str) {
+        self.inner.deferred.lock().expect("deferred lock").remove(token);
+    }
+
+    /// Edits the deferred original if it still shows "thinking…" (returns
+    /// whether it did); the deferral is taken once, and put back (with
+    /// its first time) if the edit fails.
+    async fn edit_original(&self, token: &str, body: &Value) -> Result<bool, ApiError> {
+        let Some(since) = self.inner.deferred.lock().expect("deferred lock").remove(token) else { return Ok(false) };
+        let app = &self.inner.application_id;
+        let route = format!("PATCH /webhooks/{app}/{}/messages/@original", token_key(token));
+        let path = format!("/webhooks/{app}/{token}/messages/@original");
+        match self.webhook(Method::PATCH, &route, &path, body).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.inner.deferred.lock().expect("deferred lock").insert(token.to_string(), since);
+                Err(e)
+            }
+        }
+    }
+
+    async fn follow_up(&self, token: &str, body: &Value) -> Result<(), ApiError> {
+        let app = &self.inner.application_id;
+        let route = format!("POST /webhooks/{app}/{}", token_key(token));
+        self.webhook(Method::POST, &route, &format!("/webhooks/{app}/{token}"), body).await.map(|_| ())
     }
 
     /// An answer through the interaction's webhook: the deferred original's
     /// edit first, follow-ups after.
     pub async fn interaction_answer(&self, token: &str, body: &Value) -> Result<(), ApiError> {
         let token = token_ok(token)?;
-        let app = &self.inner.application_id;
-        let route = format!("/webhooks/{app}/:token");
-        let original = self.inner.deferred.lock().expect("deferred lock").remove(token).is_some();
-        let result = if original {
-            self.call(
-                Method::PATCH,
-                &format!("PATCH {route}/messages/@original"),
-                &format!("/webhooks/{app}/{token}/messages/@original"),
-                Some(body),
-            )
-            .await
-        } else {
-            self.call(Method::POST, &format!("POST {route}"), &format!("/webhooks/{app}/{token}"), Some(body)).await
-        };
-        if original && result.is_err() {
-            // Not edited: the next try edits it again.
-            self.inner.deferred.lock().expect("deferred lock").insert(token.to_string(), Instant::now());
+        self.first_response(token).await;
+        if self.edit_original(token, body).await? {
+            return Ok(());
         }
-        result.map(|_| ())
+        self.follow_up(token, body).await
     }
 
     /// A private (ephemeral) follow-up. A deferred original still showing
@@ -404,20 +547,9 @@ impl DiscordApi {
     /// make it ephemeral).
     pub async fn interaction_private(&self, token: &str, body: &Value) -> Result<(), ApiError> {
         let token = token_ok(token)?;
-        let pending = self.inner.deferred.lock().expect("deferred lock").contains_key(token);
-        if pending {
-            self.interaction_answer(token, &json!({"content": "(answered privately)", "allowed_mentions": no_pings()}))
-                .await?;
-        }
-        let app = &self.inner.application_id;
-        self.call(
-            Method::POST,
-            &format!("POST /webhooks/{app}/:token"),
-            &format!("/webhooks/{app}/{token}"),
-            Some(body),
-        )
-        .await
-        .map(|_| ())
+        self.first_response(token).await;
+        self.edit_original(token, &json!({"content": "(answered privately)", "allowed_mentions": no_pings()})).await?;
+        self.follow_up(token, body).await
     }
 
     /// The DM channel with `user` (opened once).

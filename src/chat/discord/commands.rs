@@ -21,8 +21,8 @@ const MAX_DESCRIPTION: usize = 100;
 
 /// The permissions opsbot's messages need: View Channel (1 << 10), Send
 /// Messages (1 << 11), Send Messages in Threads (1 << 38), Create Public
-/// Threads (1 << 35), Read Message History (1 << 16), Add Reactions (1 << 6).
-pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16) | (1 << 6);
+/// Threads (1 << 35), Read Message History (1 << 16).
+pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16);
 
 /// The URL that installs the bot in a server with [`PERMISSIONS`] and its commands.
 pub fn invite_url(application_id: &str) -> String {
@@ -52,10 +52,10 @@ pub async fn register(
         crate::config::Registration::Global => None,
         crate::config::Registration::Guild(id) => Some(id.as_str()),
     };
-    let wanted = application_commands(registry);
+    let wanted = if guild.is_some() { guild_commands(registry) } else { application_commands(registry) };
     let have = api.commands(guild).await?;
     let count = wanted.as_array().map_or(0, Vec::len);
-    if same_commands(&wanted, &have) {
+    if same_commands(&wanted, &have, guild.is_some()) {
         tracing::info!(count, "Discord commands are up to date");
         return Ok(Registered::Unchanged(count));
     }
@@ -64,25 +64,46 @@ pub async fn register(
     Ok(Registered::Overwritten(count))
 }
 
-/// Whether Discord's `have` already holds exactly the `wanted` commands
-/// (by name; fields Discord adds, like ids and versions, are not compared;
-/// a field Discord leaves out stands for its default).
-pub fn same_commands(wanted: &Value, have: &Value) -> bool {
+/// Fields Discord adds to a command it stores (never sent by opsbot).
+const ADDED: [&str; 11] = [
+    "id",
+    "application_id",
+    "version",
+    "guild_id",
+    "default_member_permissions",
+    "dm_permission",
+    "nsfw",
+    "name_localizations",
+    "description_localizations",
+    "default_permission",
+    "handler",
+];
+
+/// Whether Discord's `have` already holds exactly the `wanted` commands:
+/// the same names, and every field the same both ways (a field left out
+/// on one side stands for its default: false, null, empty), apart from
+/// those Discord adds. Guild commands have no install contexts, so those
+/// are not compared for them.
+pub fn same_commands(wanted: &Value, have: &Value, guild: bool) -> bool {
     let (Some(wanted), Some(have)) = (wanted.as_array(), have.as_array()) else { return false };
-    wanted.len() == have.len() && wanted.iter().all(|w| have.iter().any(|h| h["name"] == w["name"] && covers(w, h)))
+    let ignored = |key: &str| ADDED.contains(&key) || (guild && matches!(key, "contexts" | "integration_types"));
+    wanted.len() == have.len()
+        && wanted.iter().all(|w| have.iter().any(|h| h["name"] == w["name"] && same(w, h, &ignored)))
 }
 
-/// Every field of `wanted` is in `have` with the same value (or left out
-/// by Discord because it is the default: false, empty).
-fn covers(wanted: &Value, have: &Value) -> bool {
-    match (wanted, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(key, value)| match h.get(key) {
-            Some(found) => covers(value, found),
-            None => matches!(value, Value::Bool(false) | Value::Null) || value.as_array().is_some_and(Vec::is_empty),
-        }),
-        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| covers(a, b)),
+fn same(a: &Value, b: &Value, ignored: &dyn Fn(&str) -> bool) -> bool {
+    let default = |v: &Value| matches!(v, Value::Null | Value::Bool(false)) || v.as_array().is_some_and(Vec::is_empty);
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.keys().chain(b.keys()).filter(|k| !ignored(k)).all(|key| match (a.get(key), b.get(key)) {
+                (Some(x), Some(y)) => same(x, y, ignored),
+                (Some(x), None) | (None, Some(x)) => default(x),
+                (None, None) => true,
+            })
+        }
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y, ignored)),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        _ => wanted == have,
+        _ => a == b,
     }
 }
 
@@ -96,6 +117,18 @@ pub fn application_commands(registry: &Registry) -> Value {
         }
     }
     Value::Array(commands)
+}
+
+/// The same, for one guild: install contexts apply to global commands only.
+pub fn guild_commands(registry: &Registry) -> Value {
+    let mut commands = application_commands(registry);
+    for command in commands.as_array_mut().into_iter().flatten() {
+        if let Some(fields) = command.as_object_mut() {
+            fields.remove("contexts");
+            fields.remove("integration_types");
+        }
+    }
+    commands
 }
 
 fn command(spec: &CommandSpec, name: &str) -> Value {
@@ -271,13 +304,26 @@ mod tests {
             }
         }
         have.as_array_mut().unwrap().reverse();
-        assert!(same_commands(&wanted, &have));
+        assert!(same_commands(&wanted, &have, false));
         let mut changed = have.clone();
         changed[0]["description"] = json!("something else");
-        assert!(!same_commands(&wanted, &changed));
+        assert!(!same_commands(&wanted, &changed, false));
         let mut fewer = have.clone();
         fewer.as_array_mut().unwrap().pop();
-        assert!(!same_commands(&wanted, &fewer));
-        assert!(!same_commands(&wanted, &json!({"message": "401: Unauthorized"})));
+        assert!(!same_commands(&wanted, &fewer, false));
+        assert!(!same_commands(&wanted, &json!({"message": "401: Unauthorized"}), false));
+        // Something Discord still has that the files no longer say (a bound,
+        // autocomplete) is a difference too.
+        let mut stale = have.clone();
+        stale[0]["options"][0]["min_value"] = json!(3);
+        assert!(!same_commands(&wanted, &stale, false));
+        // A guild's commands come back without install contexts (or null).
+        let guild = guild_commands(&shipped());
+        let mut stored = guild.clone();
+        for command in stored.as_array_mut().unwrap() {
+            command["contexts"] = Value::Null;
+        }
+        assert!(same_commands(&guild, &stored, true));
+        assert!(guild[0].get("contexts").is_none());
     }
 }

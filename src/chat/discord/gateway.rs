@@ -4,10 +4,12 @@
 //! Only the intents opsbot needs (`GUILDS`, `GUILD_MESSAGE_REACTIONS`; no
 //! privileged intent). serenity keeps the connection: it resumes after
 //! op 7 and after a dropped socket, re-identifies after op 9, and starts a
-//! new session at most once every 5 s, so IDENTIFY never loops (Discord
-//! resets a token after 1,000 a day). opsbot asks Discord where the
-//! gateway is itself, so a failure never falls back to another address, and
-//! readiness is false whenever the shard is not connected.
+//! new session at most once every 5 s. On top of that opsbot keeps an
+//! IDENTIFY budget (Discord resets a token after 1,000 a day): past 30 in an
+//! hour it closes the connection and waits until the hour allows another.
+//! opsbot asks Discord where the gateway is itself, so a failure never
+//! falls back to another address, and readiness is read from the shard's
+//! own stage every second: false whenever it is not connected.
 
 use super::DiscordIngress;
 use serenity::all::{
@@ -26,13 +28,52 @@ use tokio_util::sync::CancellationToken;
 const IN_FLIGHT: usize = 1024;
 /// How long a stop waits for serenity to close the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// IDENTIFYs allowed in [`BUDGET_WINDOW`]: 720 a day at most, under
+/// Discord's 1,000.
+const IDENTIFY_BUDGET: usize = 30;
+const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+/// How often readiness is read from the shard.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// When each recent IDENTIFY was sent (kept across sessions).
+#[derive(Default)]
+struct Identifies {
+    sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    /// Told when the budget is spent: the session ends.
+    spent: tokio::sync::Notify,
+}
+
+impl Identifies {
+    /// Counts one; returns whether the budget still holds.
+    fn count(&self) -> bool {
+        let mut sent = self.sent.lock().expect("identifies lock");
+        let now = tokio::time::Instant::now();
+        sent.retain(|at| now.duration_since(*at) < BUDGET_WINDOW);
+        sent.push_back(now);
+        sent.len() <= IDENTIFY_BUDGET
+    }
+
+    /// How long until another IDENTIFY is within the budget.
+    fn wait(&self) -> Duration {
+        let sent = self.sent.lock().expect("identifies lock");
+        if sent.len() < IDENTIFY_BUDGET {
+            return Duration::ZERO;
+        }
+        let oldest = sent[sent.len() - IDENTIFY_BUDGET];
+        (oldest + BUDGET_WINDOW).saturating_duration_since(tokio::time::Instant::now())
+    }
+}
 
 struct Handler {
     ingress: Arc<DiscordIngress>,
     connected: Arc<AtomicBool>,
     /// The bot's own user: its reactions (none today) are never votes.
     me: OnceLock<u64>,
+    /// Shared by every session, so handlers of an old session still count.
     permits: Arc<tokio::sync::Semaphore>,
+    /// Answers "busy" (a few at once; past that the interaction times out).
+    busy: Arc<tokio::sync::Semaphore>,
+    identifies: Arc<Identifies>,
 }
 
 fn interaction_type(interaction: &Interaction) -> u8 {
@@ -60,7 +101,12 @@ impl EventHandler for Handler {
     }
 
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
-        self.connected.store(event.new == ConnectionStage::Connected, Ordering::SeqCst);
+        if event.new != ConnectionStage::Connected {
+            self.connected.store(false, Ordering::SeqCst);
+        }
+        if event.new == ConnectionStage::Identifying && !self.identifies.count() {
+            self.identifies.spent.notify_one();
+        }
     }
 
     async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
@@ -75,7 +121,9 @@ impl EventHandler for Handler {
         payload["type"] = serde_json::json!(interaction_type(&interaction));
         let bytes = payload.to_string().into_bytes();
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            self.ingress.busy(&bytes).await;
+            if let Ok(_busy) = self.busy.clone().try_acquire_owned() {
+                self.ingress.busy(&bytes).await;
+            }
             return;
         };
         self.ingress.gateway(&bytes).await;
@@ -106,12 +154,25 @@ impl EventHandler for Handler {
 /// connection, and starts over (with backoff) if serenity gives up.
 pub async fn run(ingress: Arc<DiscordIngress>, token: String, connected: Arc<AtomicBool>, stop: CancellationToken) {
     let mut failures: u32 = 0;
+    let shared = Shared {
+        permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        busy: Arc::new(tokio::sync::Semaphore::new(8)),
+        identifies: Arc::new(Identifies::default()),
+    };
     loop {
+        let budget = shared.identifies.wait();
+        if !budget.is_zero() {
+            tracing::error!(
+                wait = ?budget,
+                "the Discord gateway identified {IDENTIFY_BUDGET} times within an hour; waiting before the next, so Discord does not reset the token"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(budget) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
         let started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            outcome = session(&ingress, &token, &connected, &stop) => outcome,
-            _ = stop.cancelled() => Ok(()),
-        };
+        let outcome = session(&ingress, &token, &connected, &shared, &stop).await;
         connected.store(false, Ordering::SeqCst);
         if stop.is_cancelled() {
             return;
@@ -146,22 +207,34 @@ fn backoff(failures: u32) -> Duration {
 
 struct Fatal(String);
 
-/// One serenity client, until it ends or `stop`.
+/// What every session shares.
+struct Shared {
+    permits: Arc<tokio::sync::Semaphore>,
+    busy: Arc<tokio::sync::Semaphore>,
+    identifies: Arc<Identifies>,
+}
+
+/// One serenity client, until it ends, its IDENTIFY budget is spent, or
+/// the bot stops (the connection is closed, then the client's task aborted).
 async fn session(
     ingress: &Arc<DiscordIngress>,
     token: &str,
     connected: &Arc<AtomicBool>,
+    shared: &Shared,
     stop: &CancellationToken,
 ) -> Result<(), Fatal> {
     let api = ingress.api().clone();
     // Where the gateway is, asked here so a failure is retried, never
     // answered by serenity's fallback to Discord's public address.
-    let url = match api.gateway_url().await {
-        Ok(url) => url,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the Discord gateway");
-            return Ok(());
-        }
+    let url = tokio::select! {
+        found = api.gateway_url() => match found {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the Discord gateway");
+                return Ok(());
+            }
+        },
+        _ = stop.cancelled() => return Ok(()),
     };
     let mut http = serenity::http::HttpBuilder::new(token);
     if let Some(base) = api.custom_base() {
@@ -176,7 +249,9 @@ async fn session(
         ingress: ingress.clone(),
         connected: connected.clone(),
         me: OnceLock::new(),
-        permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        permits: shared.permits.clone(),
+        busy: shared.busy.clone(),
+        identifies: shared.identifies.clone(),
     };
     let intents = GatewayIntents::GUILDS | GatewayIntents::GUILD_MESSAGE_REACTIONS;
     let built = serenity::all::ClientBuilder::new_with_http(http.build(), intents).event_handler(handler).await;
@@ -186,9 +261,24 @@ async fn session(
     };
     *client.ws_url.lock().await = url;
     let manager = client.shard_manager.clone();
-    let mut running = tokio::spawn(async move { client.start().await });
+    let running = tokio::spawn(async move { client.start().await });
+    // Aborted however this session ends (also when the caller stops it).
+    let mut running = AbortOnDrop(running);
+    let watched = manager.clone();
+    let flag = connected.clone();
+    let watch = async move {
+        // The shard's own stage is the truth: serenity does not report
+        // every change (a missed heartbeat, a failed resume).
+        loop {
+            let runners = watched.runners.lock().await;
+            let up = !runners.is_empty() && runners.values().all(|r| r.stage == ConnectionStage::Connected);
+            drop(runners);
+            flag.store(up, Ordering::SeqCst);
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    };
     tokio::select! {
-        ended = &mut running => match ended {
+        ended = &mut running.0 => match ended {
             Ok(Ok(())) => Ok(()),
             Ok(Err(serenity::Error::Gateway(e))) if matches!(e,
                 serenity::gateway::GatewayError::InvalidAuthentication
@@ -203,12 +293,25 @@ async fn session(
                 Ok(())
             }
         },
+        _ = watch => Ok(()),
         _ = stop.cancelled() => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, manager.shutdown_all()).await;
+            Ok(())
+        }
+        _ = shared.identifies.spent.notified() => {
             // shutdown_all does nothing before a shard exists; the task is
             // aborted after a grace either way.
             let _ = tokio::time::timeout(CLOSE_GRACE, manager.shutdown_all()).await;
-            running.abort();
             Ok(())
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

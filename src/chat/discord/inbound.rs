@@ -135,8 +135,9 @@ pub fn button(custom_id: &str) -> Option<(bool, String, String)> {
         _ => return None,
     };
     let request_id = crate::command::parse::normalize_request_id(parts.next()?)?;
-    let version =
-        parts.next().filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let version = parts
+        .next()
+        .filter(|v| v.len() == crate::engine::reply::VERSION_LEN && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
     parts.next().is_none().then(|| (approve, request_id, version.to_string()))
 }
 

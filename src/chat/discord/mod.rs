@@ -66,8 +66,10 @@ pub struct DiscordIngress {
     metrics: Arc<Metrics>,
 }
 
+/// A private answer (cut to one message: these are short notes).
 fn private(text: &str) -> Value {
-    json!({"type": MESSAGE, "data": {"content": outbound::render(text), "flags": EPHEMERAL, "allowed_mentions": api::no_pings()}})
+    let content = crate::chat::split(&outbound::render(text), outbound::MAX_TEXT).swap_remove(0);
+    json!({"type": MESSAGE, "data": {"content": content, "flags": EPHEMERAL | outbound::SUPPRESS_EMBEDS, "allowed_mentions": api::no_pings()}})
 }
 
 impl DiscordIngress {
@@ -93,7 +95,15 @@ impl DiscordIngress {
         }
         let read = inbound::interaction(self.engine.registry(), body);
         let answer = match read {
-            Ok(inbound) => HttpAnswer::Json(self.answer(inbound, started).await),
+            Ok(inbound) => {
+                let token = inbound.interaction().map(|i| i.token.clone());
+                let response = self.answer(inbound, started).await;
+                // The response is on its way: answers that follow may go.
+                if let Some(token) = token {
+                    self.api.acknowledged(&token);
+                }
+                HttpAnswer::Json(response)
+            }
             Err(e) if serde_json::from_slice::<Value>(body).is_err() => HttpAnswer::BadRequest(e),
             // A signed interaction opsbot cannot take (an option it does
             // not have): the person is told why.
@@ -121,6 +131,7 @@ impl DiscordIngress {
         if let Err(e) = self.api.interaction_callback(&interaction.id, &interaction.token, &response).await {
             tracing::warn!(error = %e, "could not answer a Discord interaction");
         }
+        self.api.acknowledged(&interaction.token);
     }
 
     /// An interaction that came while too many were being handled.
@@ -194,6 +205,7 @@ impl DiscordIngress {
         let handle = InteractionHandle {
             id: interaction.id.clone(),
             token: interaction.token.clone(),
+            user: event.actor().clone(),
             expires: Instant::now() + TOKEN_LIFE,
         };
         let (Event::Command { reply, .. } | Event::Vote { reply, .. }) = &mut event;
@@ -202,6 +214,8 @@ impl DiscordIngress {
     }
 
     async fn command(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
+        // What follows through the interaction waits for this first answer.
+        self.api.answering(&interaction.token);
         let event = Self::with_interaction(event, &interaction);
         let target = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
@@ -228,18 +242,22 @@ impl DiscordIngress {
             self.engine.send_reply(&target, Reply::Private { to, text }).await;
         }
         if text.chars().count() <= outbound::MAX_TEXT {
-            return json!({"type": MESSAGE, "data": {"content": text, "allowed_mentions": api::no_pings()}});
+            return json!({"type": MESSAGE, "data": {"content": text, "flags": outbound::SUPPRESS_EMBEDS, "allowed_mentions": api::no_pings()}});
         }
         // Longer than one message (a long /audit): it follows in parts,
         // promised only once the channel's queue has taken it.
         self.api.deferred(&interaction.token);
         match self.engine.try_send_reply(&target, Reply::Answer(public.join("\n"))).await {
             Ok(()) => json!({"type": DEFERRED_MESSAGE}),
-            Err(_) => private("The answer is long, and this channel's messages are backed up: ask again in a minute, or narrow it (for example `/audit api-service 20`)."),
+            Err(_) => {
+                self.api.not_deferred(&interaction.token);
+                private("The answer is long, and this channel's messages are backed up: ask again in a minute, or narrow it (for example `/audit api-service 20`).")
+            }
         }
     }
 
     async fn button(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
+        self.api.answering(&interaction.token);
         let event = Self::with_interaction(event, &interaction);
         let target = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),

@@ -48,7 +48,8 @@ pub fn escape(text: &str) -> String {
         }
         line_start = c == '\n' || (line_start && c.is_whitespace());
     }
-    out
+    // A bare URL would be a live link: a zero-width space breaks it.
+    out.replace("://", ":\u{200B}//")
 }
 
 /// `discord:80351110224678912` → `<@80351110224678912>` (shown as the
@@ -118,12 +119,15 @@ pub fn approval_card(view: &ApprovalView) -> Value {
         }
         json!([])
     };
-    json!({"content": content, "components": components, "allowed_mentions": no_pings()})
+    json!({"content": content, "components": components, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
 }
 
 fn text_body(text: &str) -> Value {
-    json!({"content": text, "allowed_mentions": no_pings()})
+    json!({"content": text, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
 }
+
+/// The message flag that shows no link previews.
+pub const SUPPRESS_EMBEDS: u64 = 4;
 
 /// The interaction a target may still be answered through.
 fn open_interaction(target: &ReplyTarget) -> Option<&crate::event::InteractionHandle> {
@@ -132,6 +136,7 @@ fn open_interaction(target: &ReplyTarget) -> Option<&crate::event::InteractionHa
 
 impl Wire for DiscordApi {
     const PLATFORM: Platform = Platform::Discord;
+    const QUEUE_TASK: &'static str = "discord send queue";
     const MAX_TEXT: usize = MAX_TEXT;
 
     fn render(&self, text: &str) -> String {
@@ -187,9 +192,10 @@ impl Wire for DiscordApi {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            let body = json!({"content": text, "flags": 64, "allowed_mentions": no_pings()});
-            match open_interaction(target) {
-                // Seen only by the person who clicked or typed.
+            let body = json!({"content": text, "flags": 64 | SUPPRESS_EMBEDS, "allowed_mentions": no_pings()});
+            match open_interaction(target).filter(|i| i.user.id_on(Platform::Discord) == Some(user)) {
+                // Seen only by the person who clicked or typed (never sent
+                // through someone else's interaction).
                 Some(interaction) => self.interaction_private(&interaction.token, &body).await,
                 // No interaction (a reaction): Discord has no ephemeral
                 // message outside one, so the note goes by DM.
@@ -229,5 +235,7 @@ mod tests {
         assert!(shown.contains("\\<@\u{200B}1>") && shown.contains("\\*\\*x\\*\\*"), "{shown}");
         // opsbot's own text cannot ping everyone either.
         assert_eq!(render("@here now"), "@\u{200B}here now");
+        let link = render(&typed("see https://evil.example/login"));
+        assert!(!link.contains("https://"), "{link}");
     }
 }

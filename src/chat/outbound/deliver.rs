@@ -203,6 +203,9 @@ impl<'a, W: Wire> Delivery<'a, W> {
             };
             let wait = match answer {
                 Ok(value) => return Ok(value),
+                // Waits outside the call's timeout, however long, and
+                // never counts as a failed attempt.
+                Err(ApiError::Wait(wait)) => wait,
                 Err(ApiError::RateLimited(after)) => {
                     // Rate limits delay; they never drop a message (until shutdown).
                     self.inner.counters().rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -292,8 +295,7 @@ impl<'a, W: Wire> Delivery<'a, W> {
         });
         let Some((root, progress, body)) = found else { return Ok(()) };
         // One message: the newest lines that fit.
-        let body = wire.render(&body);
-        let body = split(&body, W::MAX_TEXT).pop().unwrap_or_default();
+        let body = crate::chat::newest_lines(&wire.render(&body), W::MAX_TEXT);
         match progress {
             Some(ts) => self.call(|| wire.update(channel, &ts, &body)).await,
             None => {

@@ -21,6 +21,7 @@ pub fn card_link(channel: &str, ts: &str) -> String {
 
 impl Wire for SlackApi {
     const PLATFORM: Platform = Platform::Slack;
+    const QUEUE_TASK: &'static str = "slack send queue";
     const MAX_TEXT: usize = MAX_TEXT;
 
     fn render(&self, text: &str) -> String {
