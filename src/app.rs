@@ -391,8 +391,9 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         if settings.mode.gateway() {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
             readiness.discord_gateway = Some(connected.clone());
+            let budget = settings.identify_budget as usize;
             tasks.spawn_loop("discord gateway", move |stop| {
-                crate::chat::discord::gateway::run(ingress, token, connected, stop)
+                crate::chat::discord::gateway::run(ingress, token, budget, connected, stop)
             });
         }
     }

@@ -225,6 +225,8 @@ pub struct DiscordSettings {
     pub shutdown_grace: Duration,
     /// Register the commands at start (`None`: only `opsbot discord-register`).
     pub register: Option<Registration>,
+    /// New gateway sessions (IDENTIFYs) allowed per hour.
+    pub identify_budget: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

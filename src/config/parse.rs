@@ -105,6 +105,7 @@ struct RawDiscord {
     channel_idle: Option<String>,
     shutdown_grace: Option<String>,
     register: Option<String>,
+    identify_budget: Option<u32>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -382,7 +383,17 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
                 }
             },
         };
+        let identify_budget = raw.identify_budget.unwrap_or(30);
+        if !(1..=41).contains(&identify_budget) {
+            problems.push(Problem::new(
+                path,
+                "discord.identify_budget",
+                format!("{identify_budget} is not 1 to 41"),
+                "Discord resets a token after 1,000 IDENTIFYs a day: 41 an hour at most (30 leaves room)",
+            ));
+        }
         DiscordSettings {
+            identify_budget,
             mode: raw.mode.unwrap_or(DiscordMode::Http),
             channel_interval,
             channel_burst,

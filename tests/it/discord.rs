@@ -727,3 +727,26 @@ asyncio.run(asyncio.wait_for(client.start("{TOKEN}"), 60))
     assert_eq!(answer["data"]["content"], "pong from discord.py status");
     assert_eq!(answer["data"]["flags"], 64);
 }
+
+#[test]
+fn past_its_identify_budget_the_gateway_starts_no_new_session() {
+    let text = config("gateway").replace("[discord]\n", "[discord]\nidentify_budget = 2\n");
+    let bot = DiscordServed::with_config(&text);
+    gateway_up(&bot);
+    // A second session (op 9): the budget of 2 an hour is used up.
+    bot.discord.invalidate();
+    bot.discord.wait_for("the second session", Duration::from_secs(30), |d| d.identifies() == 2 && d.gateway_ready());
+    gateway_up(&bot);
+    // Another op 9 would need a third IDENTIFY: none is sent, and the bot
+    // says it is not ready rather than spend the token's daily allowance.
+    bot.discord.invalidate();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(bot.discord.identifies(), 2, "no IDENTIFY past the budget");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, body) = bot.served.get("/health/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("discord gateway"), "{body}");
+    assert!(bot.served.log().contains("IDENTIFY budget"), "{}", bot.served.log());
+}

@@ -85,12 +85,18 @@ struct Inner {
     no_threads: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Opens when an interaction's first response has gone out.
+/// Opens when an interaction's first response has gone out (or failed).
 #[derive(Default)]
 struct Gate {
     open: std::sync::atomic::AtomicBool,
+    /// The first response could not be given: nothing can follow it.
+    failed: std::sync::atomic::AtomicBool,
     opened: tokio::sync::Notify,
 }
+
+/// What [`DiscordApi::interaction_answer`] fails with when the interaction
+/// never had its first response (its answers belong in the channel).
+pub const NOT_ANSWERED: &str = "the interaction was never answered";
 
 /// Drops the oldest entries of `map` (by their time) past `cap`, and any
 /// older than an interaction token lives.
@@ -450,24 +456,47 @@ impl DiscordApi {
         unanswered.insert(token.to_string(), (Instant::now(), Arc::new(Gate::default())));
     }
 
-    /// The interaction's first response has gone out: its answers may follow.
-    pub fn acknowledged(&self, token: &str) {
-        if let Some((_, gate)) = self.inner.unanswered.lock().expect("unanswered lock").remove(token) {
-            gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// The interaction's first response has gone out (`answered`), or could
+    /// not be given: its answers may follow, or go elsewhere.
+    pub fn acknowledged(&self, token: &str, answered: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut unanswered = self.inner.unanswered.lock().expect("unanswered lock");
+        let gate = if answered {
+            unanswered.remove(token).map(|(_, gate)| gate)
+        } else {
+            // Kept (until it expires) so later answers know to go elsewhere.
+            unanswered.get(token).map(|(_, gate)| gate.clone())
+        };
+        drop(unanswered);
+        if let Some(gate) = gate {
+            gate.failed.store(!answered, SeqCst);
+            gate.open.store(true, SeqCst);
             gate.opened.notify_waiters();
         }
     }
 
-    /// Waits until the interaction has had its first response (or 3 s).
-    async fn first_response(&self, token: &str) {
+    /// Whether the interaction's first response failed (so nothing can follow it).
+    pub fn never_answered(&self, token: &str) -> bool {
+        let unanswered = self.inner.unanswered.lock().expect("unanswered lock");
+        unanswered.get(token).is_some_and(|(_, gate)| gate.failed.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Waits until the interaction has had its first response (at most
+    /// 3 s); fails if it could not be given.
+    async fn first_response(&self, token: &str) -> Result<(), ApiError> {
+        use std::sync::atomic::Ordering::SeqCst;
         let gate = self.inner.unanswered.lock().expect("unanswered lock").get(token).map(|(_, g)| g.clone());
-        let Some(gate) = gate else { return };
+        let Some(gate) = gate else { return Ok(()) };
         let opened = gate.opened.notified();
         tokio::pin!(opened);
         opened.as_mut().enable();
-        if !gate.open.load(std::sync::atomic::Ordering::SeqCst) {
+        if !gate.open.load(SeqCst) {
             let _ = tokio::time::timeout(ACK_WAIT, opened).await;
         }
+        if gate.failed.load(SeqCst) {
+            return Err(ApiError::Permanent(NOT_ANSWERED.into()));
+        }
+        Ok(())
     }
 
     /// A webhook call of an interaction: Discord may not know the webhook
@@ -535,7 +564,7 @@ impl DiscordApi {
     /// edit first, follow-ups after.
     pub async fn interaction_answer(&self, token: &str, body: &Value) -> Result<(), ApiError> {
         let token = token_ok(token)?;
-        self.first_response(token).await;
+        self.first_response(token).await?;
         if self.edit_original(token, body).await? {
             return Ok(());
         }
@@ -547,7 +576,7 @@ impl DiscordApi {
     /// make it ephemeral).
     pub async fn interaction_private(&self, token: &str, body: &Value) -> Result<(), ApiError> {
         let token = token_ok(token)?;
-        self.first_response(token).await;
+        self.first_response(token).await?;
         self.edit_original(token, &json!({"content": "(answered privately)", "allowed_mentions": no_pings()})).await?;
         self.follow_up(token, body).await
     }

@@ -4,12 +4,14 @@
 //! Only the intents opsbot needs (`GUILDS`, `GUILD_MESSAGE_REACTIONS`; no
 //! privileged intent). serenity keeps the connection: it resumes after
 //! op 7 and after a dropped socket, re-identifies after op 9, and starts a
-//! new session at most once every 5 s. On top of that opsbot keeps an
-//! IDENTIFY budget (Discord resets a token after 1,000 a day): past 30 in an
-//! hour it closes the connection and waits until the hour allows another.
-//! opsbot asks Discord where the gateway is itself, so a failure never
-//! falls back to another address, and readiness is read from the shard's
-//! own stage every second: false whenever it is not connected.
+//! new session at most once every 5 s, but without a limit per day, and
+//! Discord resets a token after 1,000 IDENTIFYs a day. So opsbot counts the
+//! sessions Discord starts (each READY answers one IDENTIFY) and keeps a
+//! budget: once the hour's is used, serenity is pointed at an address that
+//! refuses connections (it reads the address on every connect) until the
+//! hour allows another, so nothing more is sent to Discord. opsbot asks Discord where the gateway is itself, so a failure
+//! never falls back to another address, and readiness is read from the
+//! shard's own stage every second: false whenever it is not connected.
 
 use super::DiscordIngress;
 use serenity::all::{
@@ -28,44 +30,47 @@ use tokio_util::sync::CancellationToken;
 const IN_FLIGHT: usize = 1024;
 /// How long a stop waits for serenity to close the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// IDENTIFYs allowed in [`BUDGET_WINDOW`]: 720 a day at most, under
-/// Discord's 1,000.
-const IDENTIFY_BUDGET: usize = 30;
+/// The IDENTIFY budget's window (`[discord] identify_budget` per hour;
+/// 30, the default, is 720 a day at most, under Discord's 1,000).
 const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
-/// How often readiness is read from the shard.
+/// How often readiness is read from the shard manager.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Where serenity is pointed while the budget is used: nothing listens
+/// on port 1, so a connect is refused at once and nothing reaches Discord.
+const NOWHERE: &str = "ws://127.0.0.1:1";
 
 /// When each recent IDENTIFY was sent (kept across sessions).
-#[derive(Default)]
 struct Identifies {
+    budget: usize,
     sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
-    /// Told when the budget is spent: the session ends.
-    spent: tokio::sync::Notify,
 }
 
 impl Identifies {
-    /// Counts one; returns whether the budget still holds.
+    /// Counts one; returns whether another is still within the budget.
     fn count(&self) -> bool {
         let mut sent = self.sent.lock().expect("identifies lock");
         let now = tokio::time::Instant::now();
         sent.retain(|at| now.duration_since(*at) < BUDGET_WINDOW);
         sent.push_back(now);
-        sent.len() <= IDENTIFY_BUDGET
+        sent.len() < self.budget
     }
 
     /// How long until another IDENTIFY is within the budget.
     fn wait(&self) -> Duration {
         let sent = self.sent.lock().expect("identifies lock");
-        if sent.len() < IDENTIFY_BUDGET {
+        if sent.len() < self.budget {
             return Duration::ZERO;
         }
-        let oldest = sent[sent.len() - IDENTIFY_BUDGET];
+        let oldest = sent[sent.len() - self.budget];
         (oldest + BUDGET_WINDOW).saturating_duration_since(tokio::time::Instant::now())
     }
 }
 
 struct Handler {
     ingress: Arc<DiscordIngress>,
+    identifies: Arc<Identifies>,
+    /// serenity's gateway address, read on every connect (set once the client exists).
+    ws_url: Arc<OnceLock<Arc<tokio::sync::Mutex<String>>>>,
     connected: Arc<AtomicBool>,
     /// The bot's own user: its reactions (none today) are never votes.
     me: OnceLock<u64>,
@@ -73,7 +78,6 @@ struct Handler {
     permits: Arc<tokio::sync::Semaphore>,
     /// Answers "busy" (a few at once; past that the interaction times out).
     busy: Arc<tokio::sync::Semaphore>,
-    identifies: Arc<Identifies>,
 }
 
 fn interaction_type(interaction: &Interaction) -> u8 {
@@ -91,6 +95,16 @@ fn interaction_type(interaction: &Interaction) -> u8 {
 impl EventHandler for Handler {
     async fn ready(&self, _ctx: Context, ready: Ready) {
         let _ = self.me.set(ready.user.id.get());
+        if !self.identifies.count() {
+            // The hour's budget is used: no new session until it allows one.
+            tracing::error!(
+                budget = self.identifies.budget,
+                "the Discord gateway used its IDENTIFY budget for the hour; no new session until the hour allows one, so Discord does not reset the token"
+            );
+            if let Some(url) = self.ws_url.get() {
+                *url.lock().await = NOWHERE.to_string();
+            }
+        }
         self.connected.store(true, Ordering::SeqCst);
         tracing::info!(guilds = ready.guilds.len(), "Discord gateway ready");
     }
@@ -103,9 +117,6 @@ impl EventHandler for Handler {
     async fn shard_stage_update(&self, _ctx: Context, event: ShardStageUpdateEvent) {
         if event.new != ConnectionStage::Connected {
             self.connected.store(false, Ordering::SeqCst);
-        }
-        if event.new == ConnectionStage::Identifying && !self.identifies.count() {
-            self.identifies.spent.notify_one();
         }
     }
 
@@ -152,20 +163,24 @@ impl EventHandler for Handler {
 
 /// Holds the gateway until `stop`: connects, lets serenity keep the
 /// connection, and starts over (with backoff) if serenity gives up.
-pub async fn run(ingress: Arc<DiscordIngress>, token: String, connected: Arc<AtomicBool>, stop: CancellationToken) {
+pub async fn run(
+    ingress: Arc<DiscordIngress>,
+    token: String,
+    identify_budget: usize,
+    connected: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     let mut failures: u32 = 0;
     let shared = Shared {
         permits: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         busy: Arc::new(tokio::sync::Semaphore::new(8)),
-        identifies: Arc::new(Identifies::default()),
+        identifies: Arc::new(Identifies { budget: identify_budget.max(1), sent: Default::default() }),
     };
     loop {
+        // A new client identifies at once: it too waits for the budget.
         let budget = shared.identifies.wait();
         if !budget.is_zero() {
-            tracing::error!(
-                wait = ?budget,
-                "the Discord gateway identified {IDENTIFY_BUDGET} times within an hour; waiting before the next, so Discord does not reset the token"
-            );
+            tracing::error!(wait = ?budget, "the Discord gateway's IDENTIFY budget is spent; waiting");
             tokio::select! {
                 _ = tokio::time::sleep(budget) => {}
                 _ = stop.cancelled() => return,
@@ -245,13 +260,15 @@ async fn session(
     if let Ok(id) = api.application_id().parse::<u64>() {
         http = http.application_id(ApplicationId::new(id.max(1)));
     }
+    let ws_url_slot = Arc::new(OnceLock::new());
     let handler = Handler {
         ingress: ingress.clone(),
+        identifies: shared.identifies.clone(),
+        ws_url: ws_url_slot.clone(),
         connected: connected.clone(),
         me: OnceLock::new(),
         permits: shared.permits.clone(),
         busy: shared.busy.clone(),
-        identifies: shared.identifies.clone(),
     };
     let intents = GatewayIntents::GUILDS | GatewayIntents::GUILD_MESSAGE_REACTIONS;
     let built = serenity::all::ClientBuilder::new_with_http(http.build(), intents).event_handler(handler).await;
@@ -259,21 +276,30 @@ async fn session(
         Ok(client) => client,
         Err(e) => return Err(Fatal(format!("cannot set up the gateway client: {e}"))),
     };
-    *client.ws_url.lock().await = url;
+    *client.ws_url.lock().await = url.clone();
+    let ws_url = client.ws_url.clone();
+    let _ = ws_url_slot.set(ws_url.clone());
     let manager = client.shard_manager.clone();
     let running = tokio::spawn(async move { client.start().await });
     // Aborted however this session ends (also when the caller stops it).
     let mut running = AbortOnDrop(running);
     let watched = manager.clone();
     let flag = connected.clone();
+    let identifies = shared.identifies.clone();
     let watch = async move {
-        // The shard's own stage is the truth: serenity does not report
-        // every change (a missed heartbeat, a failed resume).
         loop {
             let runners = watched.runners.lock().await;
+            // The shard's own stage is the truth: serenity does not report
+            // every change (a missed heartbeat, a failed resume).
             let up = !runners.is_empty() && runners.values().all(|r| r.stage == ConnectionStage::Connected);
             drop(runners);
             flag.store(up, Ordering::SeqCst);
+            let mut current = ws_url.lock().await;
+            if *current == NOWHERE && identifies.wait().is_zero() {
+                tracing::info!("the Discord gateway's IDENTIFY budget allows a session again");
+                *current = url.clone();
+            }
+            drop(current);
             tokio::time::sleep(WATCH_EVERY).await;
         }
     };
@@ -295,12 +321,8 @@ async fn session(
         },
         _ = watch => Ok(()),
         _ = stop.cancelled() => {
-            let _ = tokio::time::timeout(CLOSE_GRACE, manager.shutdown_all()).await;
-            Ok(())
-        }
-        _ = shared.identifies.spent.notified() => {
-            // shutdown_all does nothing before a shard exists; the task is
-            // aborted after a grace either way.
+            // shutdown_all does nothing while no shard runs; the task is
+            // aborted after a grace either way (the process is stopping).
             let _ = tokio::time::timeout(CLOSE_GRACE, manager.shutdown_all()).await;
             Ok(())
         }

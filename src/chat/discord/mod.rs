@@ -100,7 +100,7 @@ impl DiscordIngress {
                 let response = self.answer(inbound, started).await;
                 // The response is on its way: answers that follow may go.
                 if let Some(token) = token {
-                    self.api.acknowledged(&token);
+                    self.api.acknowledged(&token, true);
                 }
                 HttpAnswer::Json(response)
             }
@@ -128,10 +128,11 @@ impl DiscordIngress {
             }
         };
         let Some(interaction) = interaction else { return };
-        if let Err(e) = self.api.interaction_callback(&interaction.id, &interaction.token, &response).await {
-            tracing::warn!(error = %e, "could not answer a Discord interaction");
+        let answered = self.api.interaction_callback(&interaction.id, &interaction.token, &response).await;
+        if let Err(e) = &answered {
+            tracing::warn!(error = %e, "could not answer a Discord interaction; what follows goes to the channel");
         }
-        self.api.acknowledged(&interaction.token);
+        self.api.acknowledged(&interaction.token, answered.is_ok());
     }
 
     /// An interaction that came while too many were being handled.

@@ -4,7 +4,7 @@
 //! ephemeral interaction follow-ups (or a DM when no interaction is open),
 //! and Discord's markdown made inert wherever a person typed the text.
 
-use super::api::{locate, no_pings, DiscordApi};
+use super::api::{locate, no_pings, DiscordApi, NOT_ANSWERED};
 use crate::approval::RequestState;
 use crate::audit::{BoxFuture, Verdict};
 use crate::chat::outbound::{ApiError, Sink, Wire};
@@ -193,30 +193,43 @@ impl Wire for DiscordApi {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             let body = json!({"content": text, "flags": 64 | SUPPRESS_EMBEDS, "allowed_mentions": no_pings()});
-            match open_interaction(target).filter(|i| i.user.id_on(Platform::Discord) == Some(user)) {
+            let own = open_interaction(target)
+                .filter(|i| i.user.id_on(Platform::Discord) == Some(user))
+                .filter(|i| !self.never_answered(&i.token));
+            if let Some(interaction) = own {
                 // Seen only by the person who clicked or typed (never sent
                 // through someone else's interaction).
-                Some(interaction) => self.interaction_private(&interaction.token, &body).await,
-                // No interaction (a reaction): Discord has no ephemeral
-                // message outside one, so the note goes by DM.
-                None => {
-                    let dm = self.dm_channel(user).await?;
-                    self.create_message(&dm, &text_body(text)).await.map(|_| ())
+                match self.interaction_private(&interaction.token, &body).await {
+                    Err(ApiError::Permanent(why)) if why == NOT_ANSWERED => {}
+                    other => return other,
                 }
             }
+            // No interaction to answer through (a reaction, or one whose
+            // first response failed): Discord has no ephemeral message
+            // outside one, so the note goes by DM.
+            let dm = self.dm_channel(user).await?;
+            self.create_message(&dm, &text_body(text)).await.map(|_| ())
         })
     }
 
     fn answers_in_place(&self, target: &ReplyTarget) -> bool {
-        open_interaction(target).is_some()
+        open_interaction(target).is_some_and(|i| !self.never_answered(&i.token))
     }
 
     fn answer_in_place<'a>(&'a self, target: &'a ReplyTarget, text: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
-            let Some(interaction) = open_interaction(target) else {
-                return Err(ApiError::Permanent("the interaction has expired".into()));
+            let channel = target.channel_on(Platform::Discord).unwrap_or_default();
+            let answered = match open_interaction(target) {
+                Some(interaction) => self.interaction_answer(&interaction.token, &text_body(text)).await,
+                None => Err(ApiError::Permanent(NOT_ANSWERED.into())),
             };
-            self.interaction_answer(&interaction.token, &text_body(text)).await
+            match answered {
+                // Expired, or never answered: the channel gets it instead.
+                Err(ApiError::Permanent(why)) if why == NOT_ANSWERED => {
+                    DiscordApi::post(self, channel, target.thread.as_deref(), &text_body(text)).await.map(|_| ())
+                }
+                other => other,
+            }
         })
     }
 }
