@@ -36,6 +36,7 @@ fn parse_and_policy(c: &mut Criterion) {
             let service = parsed.service().and_then(|s| loaded.config.services.get(s));
             let subject = Subject {
                 actor: &actor,
+                granted: &[],
                 policy: &parsed.policy,
                 mutates: parsed.mutates,
                 service,

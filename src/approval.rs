@@ -62,6 +62,10 @@ pub struct Vote {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The role ids the platform said the voter held when voting (Discord's);
+    /// mapped to groups under the configuration of each count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// A request waiting for approval.
@@ -83,6 +87,10 @@ pub struct PendingRequest {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub reply: ReplyTarget,
+    /// The role ids the platform said the requester held when asking, for
+    /// the policy's re-check before running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_roles: Vec<String>,
     pub votes: Vec<Vote>,
     pub state: RequestState,
     /// Who closed it (denied, withdrew) and when.
@@ -146,8 +154,9 @@ pub enum VoteEffect {
 
 /// Who may vote, under the *current* configuration.
 pub trait Voters {
-    /// Whether an identity is in the request's approver groups.
-    fn is_approver(&self, actor: &Actor) -> bool;
+    /// Whether an identity is in the request's approver groups, by
+    /// configuration or by the platform roles it held (`roles`).
+    fn is_approver(&self, actor: &Actor, roles: &[String]) -> bool;
     /// Who the identity is: linked accounts of one person give the same
     /// answer, so a person is one requester and one approver across
     /// platforms.
@@ -160,6 +169,7 @@ pub fn cast_vote(
     voter: &Actor,
     approve: bool,
     reason: Option<String>,
+    roles: &[String],
     now: DateTime<Utc>,
     voters: &impl Voters,
 ) -> Result<VoteEffect, VoteRefusal> {
@@ -183,7 +193,7 @@ pub fn cast_vote(
         request.closed_at = Some(now);
         return Ok(VoteEffect::Withdrawn);
     }
-    if !voters.is_approver(voter) {
+    if !voters.is_approver(voter, roles) {
         return Err(VoteRefusal::NotApprover { id: request.id.clone(), groups });
     }
     // Approving twice (from any of one person's accounts) counts once and is
@@ -191,12 +201,22 @@ pub fn cast_vote(
     // taken — the safe direction.
     if approve
         && request.votes.iter().any(|v| {
-            v.approve && v.digest == request.digest && voters.is_approver(&v.voter) && voters.person(&v.voter) == person
+            v.approve
+                && v.digest == request.digest
+                && voters.is_approver(&v.voter, &v.roles)
+                && voters.person(&v.voter) == person
         })
     {
         return Err(VoteRefusal::AlreadyVoted { id: request.id.clone() });
     }
-    request.votes.push(Vote { voter: voter.clone(), approve, at: now, digest: request.digest.clone(), reason });
+    request.votes.push(Vote {
+        voter: voter.clone(),
+        approve,
+        at: now,
+        digest: request.digest.clone(),
+        reason,
+        roles: roles.to_vec(),
+    });
     if !approve {
         request.state = RequestState::Denied;
         request.closed_by = Some(voter.clone());
@@ -224,7 +244,10 @@ pub fn valid_approvals(request: &PendingRequest, voters: &impl Voters) -> u32 {
 pub fn counted_votes<'a>(request: &'a PendingRequest, voters: &'a impl Voters) -> impl Iterator<Item = &'a Vote> {
     let requester = voters.person(&request.requester);
     request.votes.iter().filter(move |v| {
-        v.approve && v.digest == request.digest && voters.is_approver(&v.voter) && voters.person(&v.voter) != requester
+        v.approve
+            && v.digest == request.digest
+            && voters.is_approver(&v.voter, &v.roles)
+            && voters.person(&v.voter) != requester
     })
 }
 

@@ -156,7 +156,16 @@ impl ReplyTarget {
 pub enum Event {
     /// A slash command or a mention, as the text after the bot's trigger
     /// (`/deploy api-service v1.4.2` or `deploy api-service v1.4.2`).
-    Command { actor: Actor, text: String, reply: ReplyTarget, dedup_key: Option<String> },
+    Command {
+        actor: Actor,
+        text: String,
+        reply: ReplyTarget,
+        dedup_key: Option<String>,
+        /// The role ids the platform says the actor holds (Discord's,
+        /// authenticated with the event); `[discord.roles]` maps them to
+        /// groups whenever a decision is made.
+        roles: Vec<String>,
+    },
     /// A vote from a button or a reaction on an approval request.
     Vote {
         actor: Actor,
@@ -167,6 +176,8 @@ pub enum Event {
         /// The request's version the button was made for
         /// ([`crate::engine::reply::ApprovalView::version`]): a vote for another is refused.
         version: Option<String>,
+        /// As for [`Event::Command`].
+        roles: Vec<String>,
     },
 }
 

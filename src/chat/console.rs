@@ -123,11 +123,18 @@ pub fn interpret(line: &str, actor: &Actor, channel: &str) -> Line {
                 reply,
                 dedup_key: None,
                 version: None,
+                roles: Vec::new(),
             })),
             None => Line::Problem(format!("`{id}` is not a request id; they look like r-3")),
         };
     }
-    Line::Event(Box::new(Event::Command { actor: actor.clone(), text: line.to_string(), reply, dedup_key: None }))
+    Line::Event(Box::new(Event::Command {
+        actor: actor.clone(),
+        text: line.to_string(),
+        reply,
+        dedup_key: None,
+        roles: Vec::new(),
+    }))
 }
 
 /// Reads stdin until EOF or `/quit`, handing each line to the engine.

@@ -227,6 +227,8 @@ pub struct DiscordSettings {
     pub register: Option<Registration>,
     /// New gateway sessions (IDENTIFYs) allowed per hour.
     pub identify_budget: u32,
+    /// `[discord.roles]`: role id → the groups its members are in.
+    pub roles: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -451,6 +453,50 @@ impl Config {
 
     pub fn is_known(&self, actor: &Actor) -> bool {
         self.groups.values().any(|members| members.contains(actor))
+    }
+
+    /// The groups `actor`'s platform roles grant: Discord roles, mapped by
+    /// `[discord.roles]`; nothing for any other platform's identity.
+    pub fn granted_to(&self, actor: &Actor, roles: &[String]) -> Vec<String> {
+        if actor.platform() != crate::event::Platform::Discord {
+            return Vec::new();
+        }
+        self.granted_by_roles(roles)
+    }
+
+    /// What the audit trail says of an actor's platform roles, if they grant
+    /// anything: the groups and the role ids they came from.
+    pub fn roles_note(&self, actor: &Actor, roles: &[String]) -> Option<String> {
+        let granted = self.granted_to(actor, roles);
+        (!granted.is_empty())
+            .then(|| format!("groups from Discord roles: {} (roles {})", granted.join(", "), roles.join(", ")))
+    }
+
+    /// The groups `[discord.roles]` grants to a member with these role ids.
+    pub fn granted_by_roles(&self, roles: &[String]) -> Vec<String> {
+        let Some(discord) = &self.discord else { return Vec::new() };
+        let mut groups: Vec<String> = roles.iter().filter_map(|r| discord.roles.get(r)).flatten().cloned().collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// Whether members of `group` can come from Discord roles (so who is
+    /// in it is known only from each event).
+    pub fn role_mapped(&self, group: &str) -> bool {
+        self.discord.as_ref().is_some_and(|d| d.roles.values().flatten().any(|g| g == group))
+    }
+
+    /// Whether `actor` is known: in a configured group, or granted one by
+    /// the platform for this event.
+    pub fn is_known_with(&self, actor: &Actor, granted: &[String]) -> bool {
+        self.is_known(actor) || !granted.is_empty()
+    }
+
+    /// [`Config::in_any`], counting the groups the platform granted `actor`
+    /// for this event (`granted`) too.
+    pub fn in_any_with(&self, actor: &Actor, granted: &[String], groups: &[String]) -> bool {
+        self.in_any(actor, groups) || groups.iter().any(|g| (g == "*" && !granted.is_empty()) || granted.contains(g))
     }
 
     /// Whether `actor` belongs to any of `groups` (`*` means any known user).

@@ -106,6 +106,7 @@ struct RawDiscord {
     shutdown_grace: Option<String>,
     register: Option<String>,
     identify_budget: Option<u32>,
+    roles: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -228,6 +229,91 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
     }
 
+    // Before the rules: Discord roles may grant approver groups.
+    let discord = decode::<RawDiscord>(path, "discord", section("discord"), problems).map(|raw| {
+        let channel_interval = duration(
+            "discord.channel_interval",
+            raw.channel_interval.as_deref(),
+            Duration::from_millis(1000),
+            problems,
+        );
+        let channel_burst = raw.channel_burst.unwrap_or(5);
+        if channel_burst == 0 {
+            problems.push(Problem::new(
+                path,
+                "discord.channel_burst",
+                "must be at least 1".into(),
+                "5 suits Discord's 5 messages per 5 s per channel",
+            ));
+        }
+        let channel_idle =
+            duration("discord.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
+        at_least(path, "discord.channel_idle", channel_idle, Duration::from_millis(100), problems);
+        let shutdown_grace =
+            duration("discord.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
+        let register = match raw.register.as_deref() {
+            None | Some("off") => None,
+            Some("global") => Some(crate::config::Registration::Global),
+            Some(other) => match other.strip_prefix("guild:") {
+                Some(id) if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(crate::config::Registration::Guild(id.to_string()))
+                }
+                _ => {
+                    problems.push(Problem::new(
+                        path,
+                        "discord.register",
+                        format!("`{other}` is not a place to register commands"),
+                        "write \"off\", \"global\" or \"guild:<guild id>\"",
+                    ));
+                    None
+                }
+            },
+        };
+        let identify_budget = raw.identify_budget.unwrap_or(30);
+        if !(1..=41).contains(&identify_budget) {
+            problems.push(Problem::new(
+                path,
+                "discord.identify_budget",
+                format!("{identify_budget} is not 1 to 41"),
+                "Discord resets a token after 1,000 IDENTIFYs a day: 41 an hour at most (30 leaves room)",
+            ));
+        }
+        let mut roles = BTreeMap::new();
+        for (role, granted) in raw.roles.unwrap_or_default() {
+            let key = format!("discord.roles.{role}");
+            if role.is_empty() || role.len() > 20 || !role.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(Problem::new(
+                    path,
+                    &key,
+                    format!("`{role}` is not a Discord role id"),
+                    "role ids are digits (Server Settings → Roles → ⋯ → Copy Role ID)",
+                ));
+                continue;
+            }
+            for group in &granted {
+                if !groups.contains_key(group) {
+                    problems.push(Problem::new(
+                        path,
+                        &key,
+                        format!("`{group}` is not a group in [groups]"),
+                        "name a group from [groups] (it may list no one: `sre = []`)",
+                    ));
+                }
+            }
+            roles.insert(role, granted);
+        }
+        DiscordSettings {
+            roles,
+            identify_budget,
+            mode: raw.mode.unwrap_or(DiscordMode::Http),
+            channel_interval,
+            channel_burst,
+            channel_idle,
+            shutdown_grace,
+            register,
+        }
+    });
+
     let raw_services: BTreeMap<String, RawService> = entries(path, "services", section("services"), problems);
     let mut services = BTreeMap::new();
     for (name, raw) in raw_services {
@@ -247,7 +333,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            let who = Who { groups: &groups, person_of: &person_of };
+            let role_groups: BTreeSet<&String> = discord.iter().flat_map(|d| d.roles.values().flatten()).collect();
+            let who = Who { groups: &groups, person_of: &person_of, role_groups: &role_groups };
             check_rule(path, &format!("rules[{i}]"), raw, &environments, who, &mut duration, problems)
         })
         .collect();
@@ -342,64 +429,6 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
             channel_idle,
             socket_ping,
             shutdown_grace,
-        }
-    });
-    let discord = decode::<RawDiscord>(path, "discord", section("discord"), problems).map(|raw| {
-        let channel_interval = duration(
-            "discord.channel_interval",
-            raw.channel_interval.as_deref(),
-            Duration::from_millis(1000),
-            problems,
-        );
-        let channel_burst = raw.channel_burst.unwrap_or(5);
-        if channel_burst == 0 {
-            problems.push(Problem::new(
-                path,
-                "discord.channel_burst",
-                "must be at least 1".into(),
-                "5 suits Discord's 5 messages per 5 s per channel",
-            ));
-        }
-        let channel_idle =
-            duration("discord.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
-        at_least(path, "discord.channel_idle", channel_idle, Duration::from_millis(100), problems);
-        let shutdown_grace =
-            duration("discord.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
-        let register = match raw.register.as_deref() {
-            None | Some("off") => None,
-            Some("global") => Some(crate::config::Registration::Global),
-            Some(other) => match other.strip_prefix("guild:") {
-                Some(id) if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) => {
-                    Some(crate::config::Registration::Guild(id.to_string()))
-                }
-                _ => {
-                    problems.push(Problem::new(
-                        path,
-                        "discord.register",
-                        format!("`{other}` is not a place to register commands"),
-                        "write \"off\", \"global\" or \"guild:<guild id>\"",
-                    ));
-                    None
-                }
-            },
-        };
-        let identify_budget = raw.identify_budget.unwrap_or(30);
-        if !(1..=41).contains(&identify_budget) {
-            problems.push(Problem::new(
-                path,
-                "discord.identify_budget",
-                format!("{identify_budget} is not 1 to 41"),
-                "Discord resets a token after 1,000 IDENTIFYs a day: 41 an hour at most (30 leaves room)",
-            ));
-        }
-        DiscordSettings {
-            identify_budget,
-            mode: raw.mode.unwrap_or(DiscordMode::Http),
-            channel_interval,
-            channel_burst,
-            channel_idle,
-            shutdown_grace,
-            register,
         }
     });
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
@@ -595,6 +624,8 @@ fn check_service(
 struct Who<'a> {
     groups: &'a BTreeMap<String, BTreeSet<Actor>>,
     person_of: &'a BTreeMap<Actor, String>,
+    /// Groups Discord roles can grant: who is in them is known per event.
+    role_groups: &'a BTreeSet<&'a String>,
 }
 
 fn check_rule(
@@ -606,7 +637,7 @@ fn check_rule(
     duration: &mut impl FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration,
     problems: &mut Vec<Problem>,
 ) -> Rule {
-    let Who { groups, person_of } = who;
+    let Who { groups, person_of, role_groups } = who;
     for env in &raw.environments {
         check_environment(path, &format!("{key}.environments"), env, environments, problems);
     }
@@ -664,7 +695,7 @@ fn check_rule(
                 "approvals need a named approver group".into(),
                 "set approvers = [\"sre\"]",
             ));
-        } else if (approvers.len() as u32) < raw.approvals {
+        } else if (approvers.len() as u32) < raw.approvals && !raw.approvers.iter().any(|g| role_groups.contains(g)) {
             problems.push(Problem::new(
                 path,
                 &format!("{key}.approvals"),

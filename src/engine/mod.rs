@@ -208,9 +208,9 @@ impl Engine {
             }
         }
         let result = match event {
-            Event::Command { actor, text, reply, .. } => self.on_command(&actor, &text, &reply).await,
-            Event::Vote { actor, request_id, approve, reply, version, .. } => {
-                Box::pin(self.vote(&actor, &request_id, approve, None, version.as_deref(), &reply)).await
+            Event::Command { actor, text, reply, roles, .. } => self.on_command(&actor, &roles, &text, &reply).await,
+            Event::Vote { actor, request_id, approve, reply, version, roles, .. } => {
+                Box::pin(self.vote(&actor, &roles, &request_id, approve, None, version.as_deref(), &reply)).await
             }
         };
         if let Err(error) = result {
@@ -229,7 +229,13 @@ impl Engine {
         self.say(reply, Reply::Private { to: actor.clone(), text: error.user_message() }).await;
     }
 
-    async fn on_command(self: &Arc<Self>, actor: &Actor, text: &str, reply: &ReplyTarget) -> Result<()> {
+    async fn on_command(
+        self: &Arc<Self>,
+        actor: &Actor,
+        roles: &[String],
+        text: &str,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
         let parsed = match command::parse(&self.registry, &self.service_names, text) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -242,11 +248,11 @@ impl Engine {
             // and inline they made every command's future (a /status too)
             // ~6 KiB, copied on each move.
             Kind::Vote { request, approve, reason } => {
-                Box::pin(self.vote(actor, request, approve, reason.map(str::to_string), None, reply)).await
+                Box::pin(self.vote(actor, roles, request, approve, reason.map(str::to_string), None, reply)).await
             }
             Kind::Read(Read::Help { command }) => {
                 // Help reveals nothing but the command files; still deny unknown users.
-                if let Decision::Deny(reason) = self.decide(actor, &parsed, &reply.channel, None)? {
+                if let Decision::Deny(reason) = self.decide(actor, roles, &parsed, &reply.channel, None)? {
                     return Err(Error::Denied(reason));
                 }
                 let text = match command.and_then(|c| self.registry.find(c)) {
@@ -256,7 +262,7 @@ impl Engine {
                 self.say(reply, Reply::Text(text)).await;
                 Ok(())
             }
-            _ => self.on_request(actor, &parsed, reply).await,
+            _ => self.on_request(actor, roles, &parsed, reply).await,
         }
     }
 
@@ -268,11 +274,14 @@ impl Engine {
     fn decide(
         &self,
         actor: &Actor,
+        roles: &[String],
         parsed: &ParsedCommand,
         channel: &str,
         emergency: Option<&str>,
     ) -> Result<Decision> {
         let now = self.clock.now();
+        // The groups the actor's platform roles grant under the current configuration.
+        let granted = self.config.granted_to(actor, roles);
         let service = self.service(parsed.service());
         let hold: Option<Hold> = match (service, parsed.mutates) {
             (Some(s), true) => self.store.active_hold(&s.name, now)?,
@@ -282,6 +291,7 @@ impl Engine {
             &self.config,
             &Subject {
                 actor,
+                granted: &granted,
                 policy: &parsed.policy,
                 mutates: parsed.mutates,
                 service,
@@ -321,9 +331,15 @@ impl Engine {
 
     /// A request that is not a vote or `/help`: decided by the policy, then,
     /// by its kind, held for approval, run, or answered.
-    async fn on_request(self: &Arc<Self>, actor: &Actor, parsed: &ParsedCommand, reply: &ReplyTarget) -> Result<()> {
+    async fn on_request(
+        self: &Arc<Self>,
+        actor: &Actor,
+        roles: &[String],
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
         self.check_bounds(parsed)?;
-        let decision = self.decide(actor, parsed, &reply.channel, parsed.emergency.as_deref())?;
+        let decision = self.decide(actor, roles, parsed, &reply.channel, parsed.emergency.as_deref())?;
         let plan = match parsed.request.kind() {
             Kind::Change { service, action } => Plan::Change { id: self.store.next_request_id()?, service, action },
             Kind::Admin(admin) => Plan::Admin { id: self.store.next_request_id()?, admin },
@@ -333,8 +349,14 @@ impl Engine {
         let id = plan.id().map(str::to_string);
         let id = id.as_deref();
         let request_record = self.entry(RecordKind::Request, id, actor, parsed, reply);
+        // Why someone the configuration does not list was allowed (or not).
+        let roles_note = self.config.roles_note(actor, roles);
         let decided = |outcome: Verdict, detail: String| {
             self.metrics.request(actor.platform(), &parsed.command, outcome.name());
+            let detail = match &roles_note {
+                Some(note) => format!("{detail}; {note}"),
+                None => detail,
+            };
             AuditEntry { args: None, ..self.entry(RecordKind::Decision, id, actor, parsed, reply) }
                 .outcome(outcome)
                 .detail(detail)
@@ -361,7 +383,7 @@ impl Engine {
             (Decision::NeedsApproval(need), Plan::Change { id, service, .. }) => {
                 let detail = format!("needs {} approval(s) from {}", need.approvals, need.approver_groups.join(", "));
                 let record = decided(Verdict::Pending, detail);
-                let pending = self.open_request(&id, actor, parsed, service, reply, need)?;
+                let pending = self.open_request(&id, actor, roles, parsed, service, reply, need)?;
                 self.store.put_pending(&pending)?;
                 self.audit.append_all(vec![request_record, record]).await?;
                 let view = votes::view(&pending, 0);

@@ -43,10 +43,12 @@ impl Engine {
         Some(approval::action_digest(id, requester, &service.name, &service.environment, request, &target))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_request(
         &self,
         id: &str,
         actor: &Actor,
+        roles: &[String],
         parsed: &ParsedCommand,
         service: &str,
         reply: &ReplyTarget,
@@ -73,6 +75,7 @@ impl Engine {
             created_at: now,
             expires_at: now + chrono::Duration::from_std(need.ttl).unwrap_or(chrono::Duration::minutes(30)),
             reply: reply.clone(),
+            requester_roles: roles.to_vec(),
             votes: Vec::new(),
             state: RequestState::Pending,
             closed_by: None,
@@ -112,9 +115,11 @@ impl Engine {
     }
 
     /// A vote from `/approve`, `/deny`, a button or a reaction.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn vote(
         self: &Arc<Self>,
         voter: &Actor,
+        roles: &[String],
         id: &str,
         approve: bool,
         reason: Option<String>,
@@ -137,7 +142,7 @@ impl Engine {
             Some(version) if version.len() != VERSION_LEN || !request.digest.starts_with(version) => {
                 Err(approval::VoteRefusal::Stale { id: request.id.clone() })
             }
-            _ => approval::cast_vote(&mut updated, voter, approve, reason.clone(), now, &voters),
+            _ => approval::cast_vote(&mut updated, voter, approve, reason.clone(), roles, now, &voters),
         };
         let effect = match cast {
             Ok(effect) => effect,
@@ -147,7 +152,12 @@ impl Engine {
                     voter,
                     reply,
                     Verdict::Refused,
-                    format!("{} vote refused: {refusal}", if approve { "approve" } else { "deny" }),
+                    match config.roles_note(voter, roles) {
+                        Some(note) => {
+                            format!("{} vote refused: {refusal}; {note}", if approve { "approve" } else { "deny" })
+                        }
+                        None => format!("{} vote refused: {refusal}", if approve { "approve" } else { "deny" }),
+                    },
                 );
                 self.audit.append(record).await?;
                 return Err(refusal.into());
@@ -159,6 +169,11 @@ impl Engine {
             (VoteEffect::Denied, Some(r)) => format!("denied: {r}"),
             (VoteEffect::Withdrawn, _) => "withdrawn by the requester".into(),
             _ => format!("{} ({have}/{})", if approve { "approved" } else { "denied" }, request.approvals_needed),
+        };
+        // Why someone the configuration does not list could vote.
+        let detail = match config.roles_note(voter, roles) {
+            Some(note) => format!("{detail}; {note}"),
+            None => detail,
         };
         let outcome = match effect {
             VoteEffect::Counted { .. } | VoteEffect::Approved => Verdict::Approve,
@@ -199,7 +214,7 @@ impl Engine {
         let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
             Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
         } else {
-            match self.decide(&request.requester, &parsed, &request.reply.channel, None)? {
+            match self.decide(&request.requester, &request.requester_roles, &parsed, &request.reply.channel, None)? {
                 Decision::Deny(reason) => Some(reason),
                 Decision::NeedsApproval(need) if need.approvals > request.approvals_needed => {
                     // A freeze began while it waited: it needs more approvals now.
@@ -324,8 +339,10 @@ struct Voters<'a> {
 }
 
 impl approval::Voters for Voters<'_> {
-    fn is_approver(&self, actor: &Actor) -> bool {
-        self.config.in_any(actor, self.groups)
+    fn is_approver(&self, actor: &Actor, roles: &[String]) -> bool {
+        // Roles are mapped under the current configuration: removing a
+        // mapping revokes the votes it allowed, as removing a member does.
+        self.config.in_any_with(actor, &self.config.granted_to(actor, roles), self.groups)
     }
     fn person(&self, actor: &Actor) -> String {
         self.config.person(actor)

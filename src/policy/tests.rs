@@ -271,6 +271,7 @@ fn policy_decides_in_its_documented_order() {
         let service = c.service.map(|s| &cfg.services[s]);
         let subject = Subject {
             actor: &actor,
+            granted: &[],
             policy: c.policy,
             mutates: c.mutates,
             service,
@@ -351,4 +352,49 @@ to = "Mon 06:00"
         assert!(keys.contains(&want), "missing {want} in {keys:?}");
     }
     assert!(problems.iter().all(|p| p.file == Path::new("bad.toml") && !p.hint.is_empty()), "{problems:?}");
+}
+
+#[test]
+fn discord_roles_grant_groups_for_the_event_and_only_mapped_groups() {
+    // sre is granted by a role only: nobody is listed, and `check` accepts
+    // approvals = 1 because who holds the role is known when they act.
+    let text = CONFIG.replace(
+        "[groups]\n",
+        "[discord]\nmode = \"http\"\n[discord.roles]\n\"8000000000000001\" = [\"sre\"]\n\n[groups]\noncall = []\n",
+    ) + "\n[[rules]]\ncommands = [\"rollback\"]\nenvironments = [\"production\"]\nrequesters = [\"sre\"]\napprovers = [\"oncall\"]\napprovals = 1\n";
+    let text = text.replace(
+        "\"8000000000000001\" = [\"sre\"]",
+        "\"8000000000000001\" = [\"sre\"]\n\"8000000000000002\" = [\"oncall\"]",
+    );
+    let mut problems = Vec::new();
+    let cfg = config::from_str(Path::new("roles.toml"), &text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let actor = Actor::parse("discord:1234").unwrap();
+    assert_eq!(cfg.granted_by_roles(&["8000000000000001".into(), "999".into()]), ["sre"]);
+    let subject = |granted: &'static [String]| Subject {
+        actor: &actor,
+        granted,
+        policy: "lock",
+        mutates: true,
+        service: Some(&cfg.services["api"]),
+        channel: "console:ops",
+        emergency: None,
+        hold: None,
+        now: at(WEDNESDAY),
+    };
+    // Unknown without the role; with it, in sre for this request only.
+    assert!(matches!(evaluate(&cfg, &subject(&[])), Decision::Deny(r) if r.contains("not in any group")));
+    let sre: &'static [String] = Box::leak(Box::new(["sre".to_string()]));
+    assert_eq!(evaluate(&cfg, &subject(sre)), Decision::Allow);
+    // A role never grants a group it is not mapped to.
+    let other: &'static [String] = Box::leak(Box::new(["developers".to_string()]));
+    assert!(matches!(evaluate(&cfg, &subject(other)), Decision::Deny(r) if r.contains("only sre")));
+    // A rule whose approvers come from a role needs no listed approver.
+    let rollback = Subject { policy: "rollback", ..subject(sre) };
+    assert!(matches!(evaluate(&cfg, &rollback), Decision::NeedsApproval(_)), "{:?}", evaluate(&cfg, &rollback));
+    // Mapping a role to a group that does not exist is refused.
+    let bad = text.replace("= [\"oncall\"]\n\n[groups]", "= [\"nobody\"]\n\n[groups]");
+    let mut problems = Vec::new();
+    assert!(config::from_str(Path::new("roles.toml"), &bad, &mut problems).is_none());
+    assert!(problems.iter().any(|p| p.to_string().contains("`nobody` is not a group")), "{problems:?}");
 }

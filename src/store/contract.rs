@@ -28,6 +28,7 @@ pub(super) fn pending(id: &str, state: RequestState) -> PendingRequest {
         created_at: at(0),
         expires_at: at(30),
         reply: crate::event::ReplyTarget::channel("slack:C1"),
+        requester_roles: vec![],
         votes: vec![],
         state,
         closed_by: None,

@@ -750,3 +750,36 @@ fn past_its_identify_budget_the_gateway_starts_no_new_session() {
     assert!(body.contains("discord gateway"), "{body}");
     assert!(bot.served.log().contains("IDENTIFY budget"), "{}", bot.served.log());
 }
+
+#[test]
+fn a_discord_role_mapped_to_the_approver_group_lets_its_holder_approve() {
+    const ONCALL_ROLE: &str = "8000000000000009";
+    let text =
+        config("http").replace("[groups]\n", &format!("[discord.roles]\n\"{ONCALL_ROLE}\" = [\"sre\"]\n\n[groups]\n"));
+    let bot = DiscordServed::with_config(&text);
+    let ack = bot.slash(
+        ALICE,
+        "deploy",
+        json!([option("service", 3, json!("api-service")), option("version", 3, json!("v1.4.2"))]),
+    );
+    assert!(ack["data"]["content"].as_str().unwrap().contains("r-1 is waiting"), "{ack}");
+    let card = bot.wait_for_card();
+    let approve = button_id(&card, "Approve");
+    // Mallory is in no configured group: without the role, refused.
+    let without = bot.interact(&bot.discord.button_interaction(MALLORY, OPS, &card.id, &approve));
+    assert!(without["data"]["content"].as_str().unwrap().contains("only sre can vote"), "{without}");
+    // Holding the role Discord says she has, she is in sre for this vote.
+    let with =
+        bot.interact(&bot.discord.button_interaction_with_roles(MALLORY, OPS, &card.id, &approve, &[ONCALL_ROLE]));
+    assert_eq!(with["type"], 6, "{with}");
+    bot.discord
+        .wait_for("the outcome", LONG, |d| d.messages_in(&card.id).iter().any(|m| m.content.starts_with("✅ r-1")));
+    let records = bot.served.bot.export(&["--request", "r-1"]);
+    let votes: Vec<&str> =
+        records.iter().filter(|r| r["kind"] == "vote").map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(votes, ["refused", "approve"]);
+    // The trail says why someone the configuration does not list could approve.
+    let approved = records.iter().find(|r| r["kind"] == "vote" && r["outcome"] == "approve").unwrap();
+    let detail = approved["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("groups from Discord roles: sre (roles {ONCALL_ROLE})")), "{detail}");
+}

@@ -273,12 +273,26 @@ impl FakeDiscord {
 
     /// An `INTERACTION_CREATE` payload for a click on `custom_id` on `message`.
     pub fn button_interaction(&self, user: &str, channel: &str, message: &str, custom_id: &str) -> Value {
+        self.button_interaction_with_roles(user, channel, message, custom_id, &[])
+    }
+
+    /// The same, by a member holding these roles.
+    pub fn button_interaction_with_roles(
+        &self,
+        user: &str,
+        channel: &str,
+        message: &str,
+        custom_id: &str,
+        roles: &[&str],
+    ) -> Value {
         let stored = self.message(message);
+        let mut member = member(user);
+        member["roles"] = json!(roles);
         json!({
             "id": self.inner.id(), "application_id": APPLICATION, "type": 3, "token": format!("itoken-{}", self.inner.id()),
             "version": 1, "locale": "en-US", "entitlements": [], "attachment_size_limit": 8388608,
             "channel_id": channel, "guild_id": GUILD,
-            "member": member(user),
+            "member": member,
             "message": message_json(message, channel, &stored.map(|s| s.content).unwrap_or_default()),
             "data": {"custom_id": custom_id, "component_type": 2},
         })

@@ -146,16 +146,23 @@ impl EventHandler for Handler {
         if self.me.get() == Some(&user.get()) {
             return;
         }
+        // Bots never vote (a bot given a mapped role could otherwise approve).
+        if reaction.member.as_ref().is_some_and(|m| m.user.bot) {
+            return;
+        }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!("too many Discord events at once; a reaction was not taken");
             return;
         };
+        let roles: Vec<String> =
+            reaction.member.as_ref().map(|m| m.roles.iter().map(|r| r.get().to_string()).collect()).unwrap_or_default();
         self.ingress
             .reaction(
                 &user.get().to_string(),
                 &reaction.channel_id.get().to_string(),
                 &reaction.message_id.get().to_string(),
                 emoji,
+                &roles,
             )
             .await;
     }

@@ -47,7 +47,7 @@ impl Inbound {
 /// so it can still be answered.
 pub fn handle_of(body: &[u8]) -> Option<Interaction> {
     let payload: Value = serde_json::from_slice(body).ok()?;
-    Some(Interaction { id: id_text(&payload["id"])?, token: payload["token"].as_str()?.to_string() })
+    Some(Interaction { id: id_text(&payload["id"])?, token: payload["token"].as_str()?.to_string(), roles: Vec::new() })
 }
 
 /// An id Discord sends as a string (or, re-serialised, a number).
@@ -66,6 +66,8 @@ pub struct Interaction {
     /// Valid for 15 minutes: follow-ups and edits of the answer go through
     /// it. A credential: never printed.
     pub token: String,
+    /// The member's role ids in the guild (none in a DM).
+    pub roles: Vec<String>,
 }
 
 impl std::fmt::Debug for Interaction {
@@ -83,7 +85,8 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
         return Ok(Inbound::Ping);
     }
     let text = |field: &str| id_text(&payload[field]).ok_or(format!("an interaction without `{field}`"));
-    let interaction = Interaction { id: text("id")?, token: text("token")? };
+    let roles = payload["member"]["roles"].as_array().into_iter().flatten().filter_map(id_text).collect();
+    let interaction = Interaction { id: text("id")?, token: text("token")?, roles };
     let actor = || {
         let user = id_text(&payload["member"]["user"]["id"]).or(id_text(&payload["user"]["id"]));
         user.and_then(|id| Actor::parse(&format!("discord:{id}")).ok()).ok_or("an interaction without a readable user")
@@ -97,7 +100,8 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
         2 => {
             let (actor, reply) = (actor()?, ReplyTarget::channel(channel()?));
             let command = command_text(registry, &payload["data"])?;
-            Ok(Inbound::Command { event: Event::Command { actor, text: command, reply, dedup_key }, interaction })
+            let event = Event::Command { actor, text: command, reply, dedup_key, roles: Vec::new() };
+            Ok(Inbound::Command { event, interaction })
         }
         3 => {
             let custom_id = payload["data"]["custom_id"].as_str().unwrap_or("");
@@ -106,7 +110,15 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
             };
             let mut reply = ReplyTarget::channel(channel()?);
             reply.thread = id_text(&payload["message"]["id"]);
-            let event = Event::Vote { actor: actor()?, request_id, approve, reply, dedup_key, version: Some(version) };
+            let event = Event::Vote {
+                actor: actor()?,
+                request_id,
+                approve,
+                reply,
+                dedup_key,
+                version: Some(version),
+                roles: Vec::new(),
+            };
             Ok(Inbound::Button { event, interaction })
         }
         4 => {
@@ -235,7 +247,7 @@ mod tests {
             {"name": "service", "type": 3, "value": "api-service"},
             {"name": "emergency", "type": 3, "value": "db \"on\" fire"},
         ]}));
-        let Inbound::Command { event: Event::Command { actor, text, reply, dedup_key }, interaction: answer } =
+        let Inbound::Command { event: Event::Command { actor, text, reply, dedup_key, .. }, interaction: answer } =
             interaction(&registry, &body).unwrap()
         else {
             panic!("not a command")
@@ -243,7 +255,7 @@ mod tests {
         assert_eq!(actor.as_str(), "discord:80351110224678912");
         assert_eq!(reply, ReplyTarget::channel("discord:222"));
         assert_eq!(dedup_key.as_deref(), Some("discord:interaction:111"));
-        assert_eq!(answer, Interaction { id: "111".into(), token: "tok".into() });
+        assert_eq!(answer, Interaction { id: "111".into(), token: "tok".into(), roles: Vec::new() });
         assert_eq!(text, "/scale \"api-service\" \"6\" --emergency='db \"on\" fire'");
         // The grammar reads back exactly the values given.
         assert_eq!(tokenize(&text).unwrap(), ["/scale", "api-service", "6", "--emergency=db \"on\" fire"]);

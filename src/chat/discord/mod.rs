@@ -146,7 +146,7 @@ impl DiscordIngress {
     }
 
     /// A reaction added to a message: a vote if it is ✅/❌ on an opsbot card.
-    pub async fn reaction(&self, user: &str, channel: &str, message: &str, emoji: &str) {
+    pub async fn reaction(&self, user: &str, channel: &str, message: &str, emoji: &str, roles: &[String]) {
         let Some(approve) = inbound::reaction_vote(emoji) else { return };
         let request_id = match self.engine.store().resolve(&outbound::card_link(channel, message)) {
             Ok(Some(id)) => id,
@@ -170,6 +170,7 @@ impl DiscordIngress {
             // A resumed session may replay the event: it counts once.
             dedup_key: Some(format!("discord:reaction:{channel}:{message}:{user}:{approve}")),
             version: None,
+            roles: roles.to_vec(),
         };
         let _ = self.engine.handle(vote).await;
     }
@@ -201,8 +202,12 @@ impl DiscordIngress {
         ACK_DEADLINE.saturating_sub(started.elapsed()).max(Duration::from_millis(100))
     }
 
-    /// `event` answerable through `interaction` for its token's life.
-    fn with_interaction(mut event: Event, interaction: &Interaction) -> Event {
+    /// `event` answerable through `interaction` for its token's life, with
+    /// the member's roles.
+    fn with_interaction(&self, mut event: Event, interaction: &Interaction) -> Event {
+        match &mut event {
+            Event::Command { roles, .. } | Event::Vote { roles, .. } => roles.clone_from(&interaction.roles),
+        }
         let handle = InteractionHandle {
             id: interaction.id.clone(),
             token: interaction.token.clone(),
@@ -217,7 +222,7 @@ impl DiscordIngress {
     async fn command(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
         // What follows through the interaction waits for this first answer.
         self.api.answering(&interaction.token);
-        let event = Self::with_interaction(event, &interaction);
+        let event = self.with_interaction(event, &interaction);
         let target = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
@@ -259,7 +264,7 @@ impl DiscordIngress {
 
     async fn button(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
         self.api.answering(&interaction.token);
-        let event = Self::with_interaction(event, &interaction);
+        let event = self.with_interaction(event, &interaction);
         let target = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };

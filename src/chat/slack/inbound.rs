@@ -76,6 +76,7 @@ impl SlashCommand {
             text: text.trim().to_string(),
             reply: ReplyTarget::channel(channel(&self.channel_id)?),
             dedup_key: (!self.trigger_id.is_empty()).then(|| format!("slack:trigger:{}", self.trigger_id)),
+            roles: Vec::new(),
         })
     }
 }
@@ -181,6 +182,7 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
         },
         dedup_key: Some(format!("slack:action:{}:{}:{}", action.action_id, message_ts, parsed.user.id)),
         version: None,
+        roles: Vec::new(),
     }))
 }
 
@@ -276,6 +278,7 @@ pub fn event_callback(event_id: &str, event: &serde_json::Value) -> Result<Callb
                 text,
                 reply: ReplyTarget::in_thread(channel(&m.channel)?, m.thread_ts.unwrap_or(m.ts)),
                 dedup_key: Some(format!("slack:event:{event_id}")),
+                roles: Vec::new(),
             }))
         }
         _ => Ok(Callback::Ignored),
@@ -291,7 +294,7 @@ mod tests {
     fn slash_commands_become_commands_with_trigger_dedup() {
         let body = "command=%2Fdeploy&text=api-service+v1.4.2&user_id=U1&channel_id=C1&trigger_id=T.1&team_id=T";
         let cmd = SlashCommand::from_form(body.as_bytes()).unwrap();
-        let Event::Command { actor, text, reply, dedup_key } = cmd.into_event().unwrap() else { panic!() };
+        let Event::Command { actor, text, reply, dedup_key, .. } = cmd.into_event().unwrap() else { panic!() };
         assert_eq!(
             (actor.as_str(), text.as_str(), reply.channel.as_str()),
             ("slack:U1", "/deploy api-service v1.4.2", "slack:C1")

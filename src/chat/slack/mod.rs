@@ -245,6 +245,7 @@ impl SlackIngress {
                                     reply,
                                     dedup_key: Some(dedup_key),
                                     version: None,
+                                    roles: Vec::new(),
                                 };
                                 self.handle(vote).await;
                             }

@@ -119,7 +119,13 @@ fn start() -> DateTime<Utc> {
 }
 
 fn command(actor: Actor, text: &str) -> Event {
-    Event::Command { actor, text: text.into(), reply: ReplyTarget::channel("console:ops"), dedup_key: None }
+    Event::Command {
+        actor,
+        text: text.into(),
+        reply: ReplyTarget::channel("console:ops"),
+        dedup_key: None,
+        roles: Vec::new(),
+    }
 }
 
 fn vote(actor: Actor, approve: bool) -> Event {
@@ -130,6 +136,7 @@ fn vote(actor: Actor, approve: bool) -> Event {
         reply: ReplyTarget::channel("console:ops"),
         dedup_key: None,
         version: None,
+        roles: Vec::new(),
     }
 }
 
@@ -258,6 +265,7 @@ async fn duplicate_deliveries_run_once() {
         text: "/deploy api v2".into(),
         reply: ReplyTarget::channel("console:ops"),
         dedup_key: Some(key.into()),
+        roles: Vec::new(),
     };
     let requests =
         || h.audit.read(&AuditQuery { kind: Some(RecordKind::Request), ..Default::default() }).unwrap().len();
@@ -436,6 +444,7 @@ requesters = ["developers"]
             text: format!("/deploy api v2.{i}"),
             reply: ReplyTarget::channel("console:ops"),
             dedup_key: Some(format!("trigger-{i}")),
+            roles: Vec::new(),
         };
         tasks.push(tokio::spawn(async move { engine.handle(event).await }));
     }
