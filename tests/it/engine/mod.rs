@@ -883,3 +883,79 @@ approvals = 2
     let _ = config::from_str(Path::new("t.toml"), &twice, &mut problems);
     assert!(problems.iter().any(|p| p.to_string().contains("already one of alice's accounts")), "{problems:?}");
 }
+
+const ROLES: &str = r#"
+[environments.production]
+[discord]
+mode = "http"
+[discord.roles]
+"900" = ["sre"]
+"901" = ["developers"]
+[groups]
+developers = ["discord:10"]
+sre = ["discord:21", "discord:22"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
+[[rules]]
+commands = ["deploy"]
+environments = ["production"]
+requesters = ["developers"]
+approvers = ["sre"]
+approvals = 2
+"#;
+
+fn discord(id: &str) -> Actor {
+    Actor::parse(&format!("discord:{id}")).unwrap()
+}
+
+fn with_roles(event: Event, given: &[&str]) -> Event {
+    let mut event = event;
+    match &mut event {
+        Event::Command { roles, .. } | Event::Vote { roles, .. } => {
+            *roles = given.iter().map(|r| r.to_string()).collect()
+        }
+    }
+    event
+}
+
+/// A vote allowed by a Discord role counts while the configuration maps the
+/// role; once the mapping is removed (a restart with the new file), it no
+/// longer does, as a member removed from a group no longer counts.
+#[tokio::test]
+async fn a_role_vote_counts_only_while_the_configuration_maps_the_role() {
+    for revoked in [false, true] {
+        let store = Arc::new(MemoryStore::default());
+        let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
+        let sink = Arc::new(RecordingSink::default());
+        let before = custom_engine(ROLES, None, store.clone(), audit.clone(), sink.clone());
+        before.handle(command(discord("10"), "/deploy api v2")).await;
+        // discord:30 is in no group; its role 900 puts it in sre.
+        before.handle(with_roles(vote(discord("30"), true), &["900"])).await;
+        let text = if revoked { ROLES.replace("\"900\" = [\"sre\"]\n", "") } else { ROLES.to_string() };
+        let after = custom_engine(&text, None, store.clone(), audit.clone(), sink.clone());
+        after.handle(vote(discord("21"), true)).await;
+        after.wait_idle().await;
+        assert_eq!(intents(&audit), usize::from(!revoked), "revoked: {revoked}");
+    }
+}
+
+/// A requester in a group only by a Discord role passes the re-check
+/// before running: the request keeps the roles it was made with.
+#[tokio::test]
+async fn a_requester_by_role_passes_the_recheck_before_running() {
+    let h = engine_with(ROLES);
+    h.engine.handle(with_roles(command(discord("40"), "/deploy api v2"), &["901"])).await;
+    h.engine.handle(vote(discord("21"), true)).await;
+    h.engine.handle(vote(discord("22"), true)).await;
+    h.engine.wait_idle().await;
+    assert_eq!(intents(&h.audit), 1);
+    // Without the role, the same person is refused outright.
+    let h = engine_with(ROLES);
+    h.engine.handle(command(discord("40"), "/deploy api v2")).await;
+    assert!(h
+        .sink
+        .replies()
+        .iter()
+        .any(|r| matches!(r, Reply::Private { text, .. } if text.contains("not in any group"))));
+}
