@@ -154,8 +154,10 @@ impl Limits {
 
     fn learn(&mut self, route: &str, headers: &HeaderMap, now: Instant) {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
-        // A callback is made once per interaction: its bucket is never reused.
-        if route.starts_with("POST /interactions/") {
+        // A callback is made once per interaction, and an interaction's
+        // webhook lives 15 minutes: their buckets would only push channel
+        // buckets out of the table (a 429 on them is still remembered).
+        if exempt(route) {
             return;
         }
         if let (Some(left), Some(after)) = (number("x-ratelimit-remaining"), number("x-ratelimit-reset-after")) {

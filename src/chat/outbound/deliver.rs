@@ -205,7 +205,12 @@ impl<'a, W: Wire> Delivery<'a, W> {
                 Ok(value) => return Ok(value),
                 // Waits outside the call's timeout, however long, and
                 // never counts as a failed attempt.
-                Err(ApiError::Wait(wait)) => wait,
+                Err(ApiError::Wait(wait)) => {
+                    if wait > Duration::from_secs(10) {
+                        tracing::warn!(platform = %W::PLATFORM, channel = %self.channel, ?wait, "held back by the platform's rate limit; waiting");
+                    }
+                    wait
+                }
                 Err(ApiError::RateLimited(after)) => {
                     // Rate limits delay; they never drop a message (until shutdown).
                     self.inner.counters().rate_limited.fetch_add(1, Ordering::Relaxed);
