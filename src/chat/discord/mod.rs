@@ -219,14 +219,25 @@ impl DiscordIngress {
         event
     }
 
-    async fn command(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
-        // What follows through the interaction waits for this first answer.
+    /// Hands `event` to the engine, answerable through `interaction`, and
+    /// gathers what it says before the deadline.
+    async fn handle(
+        &self,
+        event: Event,
+        interaction: &Interaction,
+        started: Instant,
+    ) -> (crate::engine::Handled, crate::event::ReplyTarget) {
+        // What follows through the interaction waits for its first answer.
         self.api.answering(&interaction.token);
-        let event = self.with_interaction(event, &interaction);
+        let event = self.with_interaction(event, interaction);
         let target = match &event {
             Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
         };
-        let handled = self.engine.handle_collecting(event, Self::deadline(started)).await;
+        (self.engine.handle_collecting(event, Self::deadline(started)).await, target)
+    }
+
+    async fn command(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
+        let (handled, target) = self.handle(event, &interaction, started).await;
         if handled.duplicate {
             return private("Already received.");
         }
@@ -263,12 +274,7 @@ impl DiscordIngress {
     }
 
     async fn button(&self, event: Event, interaction: Interaction, started: Instant) -> Value {
-        self.api.answering(&interaction.token);
-        let event = self.with_interaction(event, &interaction);
-        let target = match &event {
-            Event::Command { reply, .. } | Event::Vote { reply, .. } => reply.clone(),
-        };
-        let handled = self.engine.handle_collecting(event, Self::deadline(started)).await;
+        let (handled, target) = self.handle(event, &interaction, started).await;
         if handled.duplicate {
             return json!({"type": DEFERRED_UPDATE});
         }
