@@ -39,6 +39,23 @@ impl ChatSink for PlatformSinks {
     }
 }
 
+/// Replaces each word of `text` that `is_identity` takes for one of
+/// opsbot's platform-qualified identities (trailing punctuation aside) with
+/// its `mention`.
+pub fn mentions_in(text: &str, is_identity: impl Fn(&str) -> bool, mention: impl Fn(&str) -> String) -> String {
+    text.split(' ')
+        .map(|word| {
+            let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
+            if is_identity(trimmed) {
+                word.replacen(trimmed, &mention(trimmed), 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The last lines of `text` that fit in `max` characters together (the
 /// end of the last line, if even that one is longer).
 pub fn newest_lines(text: &str, max: usize) -> String {

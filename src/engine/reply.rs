@@ -130,6 +130,26 @@ pub enum Reply {
     Outcome { request_id: String, verdict: Verdict, text: String },
 }
 
+/// The plain replies of an immediate answer, split into what the channel
+/// sees (texts) and what only one person does (private notes, with whom).
+pub fn split_plain(replies: Vec<Reply>) -> (Vec<String>, Vec<(Actor, String)>) {
+    let mut public = Vec::new();
+    let mut private = Vec::new();
+    for reply in replies {
+        match reply {
+            Reply::Text(text) => public.push(text),
+            Reply::Private { to, text } => private.push((to, text)),
+            _ => {}
+        }
+    }
+    (public, private)
+}
+
+/// The texts of private notes, one per line.
+pub fn note_texts(notes: Vec<(Actor, String)>) -> String {
+    notes.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join("\n")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("could not deliver a message: {0}")]

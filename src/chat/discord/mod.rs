@@ -18,7 +18,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod verify;
 
-use crate::engine::reply::Reply;
+use crate::engine::reply::{note_texts, split_plain, Reply};
 use crate::engine::Engine;
 use crate::event::{Event, InteractionHandle};
 use crate::metrics::Metrics;
@@ -246,12 +246,12 @@ impl DiscordIngress {
             self.api.deferred(&interaction.token);
             return json!({"type": DEFERRED_MESSAGE});
         }
-        let (public, privates) = split_replies(handled.replies);
+        let (public, privates) = split_plain(handled.replies);
         if public.is_empty() {
             if privates.is_empty() {
                 return private("Done — follow the request's thread.");
             }
-            return private(&texts(privates));
+            return private(&note_texts(privates));
         }
         let text = outbound::render(&public.join("\n"));
         // Seen only by the person they are for, after the public answer.
@@ -278,7 +278,7 @@ impl DiscordIngress {
         if handled.duplicate {
             return json!({"type": DEFERRED_UPDATE});
         }
-        let (public, privates) = split_replies(handled.replies);
+        let (public, privates) = split_plain(handled.replies);
         for text in public {
             self.engine.send_reply(&target, Reply::Text(text)).await;
         }
@@ -286,25 +286,7 @@ impl DiscordIngress {
             // The card itself is edited through the send queue.
             json!({"type": DEFERRED_UPDATE})
         } else {
-            private(&texts(privates))
+            private(&note_texts(privates))
         }
     }
-}
-
-fn texts(notes: Vec<(crate::event::Actor, String)>) -> String {
-    notes.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join("\n")
-}
-
-/// Plain replies into what the channel sees and what only the requester does.
-fn split_replies(replies: Vec<Reply>) -> (Vec<String>, Vec<(crate::event::Actor, String)>) {
-    let mut public = Vec::new();
-    let mut privates = Vec::new();
-    for reply in replies {
-        match reply {
-            Reply::Text(text) => public.push(text),
-            Reply::Private { to, text } => privates.push((to, text)),
-            _ => {}
-        }
-    }
-    (public, privates)
 }

@@ -71,18 +71,8 @@ pub fn render(text: &str) -> String {
             continue;
         }
         let piece = piece.replace('@', "@\u{200B}");
-        let words: Vec<String> = piece
-            .split(' ')
-            .map(|word| {
-                let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
-                if trimmed.starts_with("discord:") && trimmed.len() > "discord:".len() {
-                    word.replacen(trimmed, &mention(trimmed), 1)
-                } else {
-                    word.to_string()
-                }
-            })
-            .collect();
-        out.push_str(&words.join(" "));
+        let is_identity = |w: &str| w.starts_with("discord:") && w.len() > "discord:".len();
+        out.push_str(&crate::chat::mentions_in(&piece, is_identity, mention));
     }
     out
 }

@@ -36,17 +36,7 @@ pub fn render(text: &str) -> String {
 
 /// Replaces every `slack:U…` identity in `text` with a mention.
 fn mentions_in(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
-            if trimmed.starts_with("slack:U") || trimmed.starts_with("slack:W") {
-                word.replacen(trimmed, &mention(trimmed), 1)
-            } else {
-                word.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::chat::mentions_in(text, |w| w.starts_with("slack:U") || w.starts_with("slack:W"), mention)
 }
 
 /// Escapes Slack's control characters (its docs: `&`, `<`, `>`).

@@ -149,21 +149,13 @@ impl SlackIngress {
     /// The immediate answer: what will happen, visible to the channel, or a
     /// private note when the request was refused.
     async fn ack_body(&self, replies: Vec<Reply>, target: &ReplyTarget) -> Value {
-        let mut public = Vec::new();
-        let mut private = Vec::new();
-        for reply in replies {
-            match reply {
-                Reply::Text(text) => public.push(text),
-                Reply::Private { to, text } => private.push((to, text)),
-                _ => {}
-            }
-        }
+        let (public, private) = crate::engine::reply::split_plain(replies);
         if public.is_empty() {
             if private.is_empty() {
                 // Everything went to the thread (an approval that started an action).
                 return json!({"response_type": "ephemeral", "text": "Done — follow the request's thread."});
             }
-            let text = private.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n");
+            let text = crate::engine::reply::note_texts(private);
             return json!({"response_type": "ephemeral", "text": blocks::render(&text)});
         }
         for (to, text) in private {
