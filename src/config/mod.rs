@@ -5,6 +5,7 @@
 //! `mod.rs` holds the validated types; `parse.rs` reads and checks the TOML.
 
 mod backends;
+mod chat;
 mod parse;
 
 pub use backends::Budget;

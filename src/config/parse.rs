@@ -1,10 +1,7 @@
 //! Reading a config text: each section and entry is decoded on its own so one
 //! typo does not hide the problems after it, then every value is checked.
 
-use super::{
-    AuditSettings, Backend, Config, DiscordMode, DiscordSettings, Durability, Environment, Problem, Rule, Service,
-    SlackMode, SlackSettings,
-};
+use super::{AuditSettings, Backend, Config, Durability, Environment, Problem, Rule, Service};
 use crate::clock::parse_duration;
 use crate::command::Registry;
 use crate::event::{qualified_id, Actor};
@@ -83,30 +80,6 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSlack {
-    mode: Option<SlackMode>,
-    channel_interval: Option<String>,
-    channel_burst: Option<u32>,
-    channel_idle: Option<String>,
-    socket_ping: Option<String>,
-    shutdown_grace: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDiscord {
-    mode: Option<DiscordMode>,
-    channel_interval: Option<String>,
-    channel_burst: Option<u32>,
-    channel_idle: Option<String>,
-    shutdown_grace: Option<String>,
-    register: Option<String>,
-    identify_budget: Option<u32>,
-    roles: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -230,89 +203,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     }
 
     // Before the rules: Discord roles may grant approver groups.
-    let discord = decode::<RawDiscord>(path, "discord", section("discord"), problems).map(|raw| {
-        let channel_interval = duration(
-            "discord.channel_interval",
-            raw.channel_interval.as_deref(),
-            Duration::from_millis(1000),
-            problems,
-        );
-        let channel_burst = raw.channel_burst.unwrap_or(5);
-        if channel_burst == 0 {
-            problems.push(Problem::new(
-                path,
-                "discord.channel_burst",
-                "must be at least 1".into(),
-                "5 suits Discord's 5 messages per 5 s per channel",
-            ));
-        }
-        let channel_idle =
-            duration("discord.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
-        at_least(path, "discord.channel_idle", channel_idle, Duration::from_millis(100), problems);
-        let shutdown_grace =
-            duration("discord.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
-        let register = match raw.register.as_deref() {
-            None | Some("off") => None,
-            Some("global") => Some(crate::config::Registration::Global),
-            Some(other) => match other.strip_prefix("guild:") {
-                Some(id) if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) => {
-                    Some(crate::config::Registration::Guild(id.to_string()))
-                }
-                _ => {
-                    problems.push(Problem::new(
-                        path,
-                        "discord.register",
-                        format!("`{other}` is not a place to register commands"),
-                        "write \"off\", \"global\" or \"guild:<guild id>\"",
-                    ));
-                    None
-                }
-            },
-        };
-        let identify_budget = raw.identify_budget.unwrap_or(30);
-        if !(1..=41).contains(&identify_budget) {
-            problems.push(Problem::new(
-                path,
-                "discord.identify_budget",
-                format!("{identify_budget} is not 1 to 41"),
-                "Discord resets a token after 1,000 IDENTIFYs a day: 41 an hour at most (30 leaves room)",
-            ));
-        }
-        let mut roles = BTreeMap::new();
-        for (role, granted) in raw.roles.unwrap_or_default() {
-            let key = format!("discord.roles.{role}");
-            if role.is_empty() || role.len() > 20 || !role.bytes().all(|b| b.is_ascii_digit()) {
-                problems.push(Problem::new(
-                    path,
-                    &key,
-                    format!("`{role}` is not a Discord role id"),
-                    "role ids are digits (Server Settings → Roles → ⋯ → Copy Role ID)",
-                ));
-                continue;
-            }
-            for group in &granted {
-                if !groups.contains_key(group) {
-                    problems.push(Problem::new(
-                        path,
-                        &key,
-                        format!("`{group}` is not a group in [groups]"),
-                        "name a group from [groups] (it may list no one: `sre = []`)",
-                    ));
-                }
-            }
-            roles.insert(role, granted);
-        }
-        DiscordSettings {
-            roles,
-            identify_budget,
-            mode: raw.mode.unwrap_or(DiscordMode::Http),
-            channel_interval,
-            channel_burst,
-            channel_idle,
-            shutdown_grace,
-            register,
-        }
-    });
+    let discord = decode::<super::chat::RawDiscord>(path, "discord", section("discord"), problems)
+        .map(|raw| super::chat::discord(path, raw, &groups, &mut duration, problems));
 
     let raw_services: BTreeMap<String, RawService> = entries(path, "services", section("services"), problems);
     let mut services = BTreeMap::new();
@@ -401,36 +293,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
             "write it like 0.0.0.0:3000",
         ));
     }
-    let slack = decode::<RawSlack>(path, "slack", section("slack"), problems).map(|raw| {
-        let channel_interval =
-            duration("slack.channel_interval", raw.channel_interval.as_deref(), Duration::from_secs(1), problems);
-        let channel_burst = raw.channel_burst.unwrap_or(3);
-        if channel_burst == 0 {
-            problems.push(Problem::new(
-                path,
-                "slack.channel_burst",
-                "must be at least 1".into(),
-                "3 suits Slack's limits",
-            ));
-        }
-        let channel_idle =
-            duration("slack.channel_idle", raw.channel_idle.as_deref(), Duration::from_secs(60), problems);
-        let socket_ping = duration("slack.socket_ping", raw.socket_ping.as_deref(), Duration::from_secs(10), problems);
-        // Positive but absurd: a lane ended and rebuilt for every message, a
-        // socket that reconnects every few milliseconds.
-        at_least(path, "slack.channel_idle", channel_idle, Duration::from_millis(100), problems);
-        at_least(path, "slack.socket_ping", socket_ping, Duration::from_millis(100), problems);
-        let shutdown_grace =
-            duration("slack.shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30), problems);
-        SlackSettings {
-            mode: raw.mode.unwrap_or(SlackMode::Http),
-            channel_interval,
-            channel_burst,
-            channel_idle,
-            socket_ping,
-            shutdown_grace,
-        }
-    });
+    let slack = decode::<super::chat::RawSlack>(path, "slack", section("slack"), problems)
+        .map(|raw| super::chat::slack(path, raw, &mut duration, problems));
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -880,7 +744,7 @@ fn check_audit(
 
 /// Refuses a duration shorter than `min` (one that would make the bot busy
 /// with itself).
-fn at_least(config: &Path, key: &str, value: Duration, min: Duration, problems: &mut Vec<Problem>) {
+pub(super) fn at_least(config: &Path, key: &str, value: Duration, min: Duration, problems: &mut Vec<Problem>) {
     if !value.is_zero() && value < min {
         problems.push(Problem::new(
             config,
