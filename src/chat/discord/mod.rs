@@ -2,7 +2,7 @@
 //!
 //! - `verify`: interaction signatures (Ed25519), checked before anything is parsed;
 //! - `inbound`: interactions and reactions → [`crate::event::Event`]s;
-//! - `api`: the REST calls, with Discord's per-route and global rate limits;
+//! - `api`: the REST calls; `limits`: Discord's per-route and global rate limits;
 //! - `outbound`: Discord's side of the shared send queues (threads, cards
 //!   with buttons, ephemeral notes, escaping);
 //! - `commands`: the application commands made from the command files;
@@ -15,6 +15,7 @@ pub mod api;
 pub mod commands;
 pub mod gateway;
 pub mod inbound;
+mod limits;
 pub mod outbound;
 pub mod verify;
 
