@@ -60,6 +60,46 @@ fn custom_engine(
     })
 }
 
+/// One staging service that u0, a developer, deploys at once.
+const STAGING_API: &str = r#"
+[environments.staging]
+[groups]
+developers = ["console:u0"]
+[services.api]
+environment = "staging"
+backend = { type = "simulated", version = "v1", replicas = 1 }
+[[rules]]
+commands = ["deploy"]
+environments = ["staging"]
+requesters = ["developers"]
+"#;
+
+/// A chat adapter with a bug: it panics on the replies `on` picks and
+/// records the others in `sink`.
+struct PanicsOn {
+    sink: Arc<RecordingSink>,
+    on: fn(&Reply) -> bool,
+}
+
+impl PanicsOn {
+    fn new(sink: Arc<RecordingSink>, on: fn(&Reply) -> bool) -> PanicsOn {
+        PanicsOn { sink, on }
+    }
+}
+
+impl opsbot::engine::reply::ChatSink for PanicsOn {
+    fn send<'a>(
+        &'a self,
+        target: &'a opsbot::event::ReplyTarget,
+        reply: Reply,
+    ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::engine::reply::ChatError>> {
+        if (self.on)(&reply) {
+            panic!("adapter bug");
+        }
+        self.sink.send(target, reply)
+    }
+}
+
 /// `requester` is u0; `approvers` are the members of the approver group.
 fn harness(approvers: &BTreeSet<usize>, needed: u32, ttl_secs: u64) -> Harness {
     let list = |set: &BTreeSet<usize>| set.iter().map(|i| format!("\"console:u{i}\"")).collect::<Vec<_>>().join(", ");
@@ -522,18 +562,7 @@ async fn a_panicking_backend_is_recorded_frees_the_service_and_marks_the_bot_unh
             Box::pin(async { Ok(String::new()) })
         }
     }
-    let text = r#"
-[environments.staging]
-[groups]
-developers = ["console:u0"]
-[services.api]
-environment = "staging"
-backend = { type = "simulated", version = "v1", replicas = 1 }
-[[rules]]
-commands = ["deploy"]
-environments = ["staging"]
-requesters = ["developers"]
-"#;
+    let text = STAGING_API;
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
     let sink = Arc::new(RecordingSink::default());
@@ -559,35 +588,16 @@ requesters = ["developers"]
 /// trail never says "succeeded" and then "unknown" for the same run.
 #[tokio::test]
 async fn a_panic_after_the_outcome_is_recorded_adds_no_second_outcome() {
-    #[derive(Default)]
-    struct PanicsOnOutcome(RecordingSink);
-    impl opsbot::engine::reply::ChatSink for PanicsOnOutcome {
-        fn send<'a>(
-            &'a self,
-            target: &'a opsbot::event::ReplyTarget,
-            reply: Reply,
-        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::engine::reply::ChatError>> {
-            if matches!(reply, Reply::Outcome { .. }) {
-                panic!("adapter bug");
-            }
-            self.0.send(target, reply)
-        }
-    }
-    let text = r#"
-[environments.staging]
-[groups]
-developers = ["console:u0"]
-[services.api]
-environment = "staging"
-backend = { type = "simulated", version = "v1", replicas = 1 }
-[[rules]]
-commands = ["deploy"]
-environments = ["staging"]
-requesters = ["developers"]
-"#;
+    let text = STAGING_API;
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
-    let engine = custom_engine(text, None, store.clone(), audit.clone(), Arc::new(PanicsOnOutcome::default()));
+    let engine = custom_engine(
+        text,
+        None,
+        store.clone(),
+        audit.clone(),
+        Arc::new(PanicsOn::new(Arc::default(), |r| matches!(r, Reply::Outcome { .. }))),
+    );
     assert!(engine.handle(command(user(0), "/deploy api v2")).await);
     engine.wait_idle().await;
     let outcomes = audit.read(&AuditQuery { kind: Some(RecordKind::Outcome), ..Default::default() }).unwrap();
@@ -677,36 +687,17 @@ approvals = 1
 #[tokio::test]
 async fn a_panic_announcing_a_start_closes_the_request_and_runs_nothing() {
     use futures_util::FutureExt;
-    #[derive(Default)]
-    struct PanicsOnStart(Arc<RecordingSink>);
-    impl opsbot::engine::reply::ChatSink for PanicsOnStart {
-        fn send<'a>(
-            &'a self,
-            target: &'a opsbot::event::ReplyTarget,
-            reply: Reply,
-        ) -> opsbot::audit::BoxFuture<'a, Result<(), opsbot::engine::reply::ChatError>> {
-            if matches!(reply, Reply::Started { .. }) {
-                panic!("adapter bug");
-            }
-            self.0.send(target, reply)
-        }
-    }
-    let text = r#"
-[environments.staging]
-[groups]
-developers = ["console:u0"]
-[services.api]
-environment = "staging"
-backend = { type = "simulated", version = "v1", replicas = 1 }
-[[rules]]
-commands = ["deploy"]
-environments = ["staging"]
-requesters = ["developers"]
-"#;
+    let text = STAGING_API;
     let store = Arc::new(MemoryStore::default());
     let audit: Arc<dyn AuditLog> = Arc::new(opsbot::audit::MemoryAuditLog::default());
     let sink = Arc::new(RecordingSink::default());
-    let engine = custom_engine(text, None, store.clone(), audit.clone(), Arc::new(PanicsOnStart(sink.clone())));
+    let engine = custom_engine(
+        text,
+        None,
+        store.clone(),
+        audit.clone(),
+        Arc::new(PanicsOn::new(sink.clone(), |r| matches!(r, Reply::Started { .. }))),
+    );
     let handled = std::panic::AssertUnwindSafe(engine.handle(command(user(0), "/deploy api v2"))).catch_unwind().await;
     assert!(handled.is_err(), "the panic reaches the request's handler, which counts it");
     engine.wait_idle().await;
