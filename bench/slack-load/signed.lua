@@ -32,3 +32,17 @@ function request()
   end
   return requests[index]
 end
+
+-- PACE_MS (optional): every connection waits a random 0 to 2 x PACE_MS
+-- milliseconds (PACE_MS on average) before each request, so N connections
+-- offer at most about N / PACE_MS requests per millisecond: latency at a
+-- chosen load below saturation, not only at the most the server can take.
+-- The wait is random so that the connections do not fall into step and
+-- arrive as one burst. wrk starts a request's clock when it is written, so
+-- the wait itself is not counted.
+local pace = tonumber(os.getenv("PACE_MS") or "")
+if pace then
+  function delay()
+    return math.random(0, 2 * pace)
+  end
+end
