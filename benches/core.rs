@@ -43,6 +43,7 @@ fn parse_and_policy(c: &mut Criterion) {
                 channel: "console:ops",
                 emergency: None,
                 hold: None,
+                incident: None,
                 now,
             };
             std::hint::black_box(policy::evaluate(&loaded.config, &subject))

@@ -509,6 +509,46 @@ pub async fn export(
     Ok(())
 }
 
+/// The records matching `query`, from the store directly or through the
+/// running bot's socket. For bounded questions (an incident's window).
+async fn records(data_dir: &Path, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+    match source(data_dir)? {
+        Source::Direct(store) => Ok(store.trail.read(&query)?),
+        Source::Running(socket) => {
+            let AuditQuery { service, request_id, since, .. } = query;
+            let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
+            let mut out = Vec::new();
+            while let Some(line) = lines.next_line().await? {
+                out.push(
+                    serde_json::from_str(&line)
+                        .map_err(|e| Error::Io(format!("the bot sent a record opsbot cannot read: {e}")))?,
+                );
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `opsbot incident export INC-n`: the incident as its newest record in the
+/// trail states it, and its timeline, from the trail alone (a running bot's
+/// or the store's). Never writes.
+pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident::Format) -> Result<()> {
+    let own = records(data_dir, AuditQuery { request_id: Some(id.to_string()), ..Default::default() }).await?;
+    let incident = own
+        .iter()
+        .rev()
+        .filter(|r| r.entry.kind == RecordKind::Incident)
+        .find_map(|r| serde_json::from_value::<crate::incident::Incident>(r.entry.args.clone()?).ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!("the audit trail has no incident {id}; `opsbot audit export` shows what it holds"))
+        })?;
+    let window = records(data_dir, AuditQuery { since: Some(incident.declared_at), ..Default::default() }).await?;
+    let timeline = crate::incident::Timeline::build(&incident, window);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", timeline.render(format))?;
+    Ok(())
+}
+
 /// `opsbot audit tail`: the last `last` records, then (with `follow`) new ones
 /// as the running bot commits them. Without a running bot it waits for one,
 /// never holding the store's lock while it waits (that would stop the bot

@@ -92,6 +92,10 @@ pub struct PendingRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requester_roles: Vec<String>,
     pub votes: Vec<Vote>,
+    /// Someone whose approval must be among those counted (an open
+    /// incident's lead), who may approve whatever their groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<crate::policy::Required>,
     pub state: RequestState,
     /// Who closed it (denied, withdrew) and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,7 +177,14 @@ pub fn cast_vote(
     now: DateTime<Utc>,
     voters: &impl Voters,
 ) -> Result<VoteEffect, VoteRefusal> {
-    let groups = request.approver_groups.join(", ");
+    let mut groups = request.approver_groups.join(", ");
+    if let Some(required) = &request.required {
+        groups = if groups.is_empty() {
+            required.approver.to_string()
+        } else {
+            format!("{groups} (and {} must approve: {})", required.approver, required.because)
+        };
+    }
     if !request.state.is_open() {
         return Err(VoteRefusal::Closed { id: request.id.clone(), state: request.state.name().to_string() });
     }
@@ -224,11 +235,20 @@ pub fn cast_vote(
         return Ok(VoteEffect::Denied);
     }
     let have = valid_approvals(request, voters);
-    if have >= request.approvals_needed {
-        Ok(VoteEffect::Approved)
-    } else {
-        Ok(VoteEffect::Counted { remaining: request.approvals_needed - have })
+    let missing = request.approvals_needed.saturating_sub(have);
+    match (missing, required_approved(request, voters)) {
+        (0, true) => Ok(VoteEffect::Approved),
+        (0, false) => Ok(VoteEffect::Counted { remaining: 1 }),
+        (n, _) => Ok(VoteEffect::Counted { remaining: n }),
     }
+}
+
+/// Whether the person whose approval the request requires (if any) has
+/// given one that counts.
+pub fn required_approved(request: &PendingRequest, voters: &impl Voters) -> bool {
+    let Some(required) = &request.required else { return true };
+    let person = voters.person(&required.approver);
+    counted_votes(request, voters).any(|v| voters.person(&v.voter) == person)
 }
 
 /// Approvals that count: distinct eligible people other than the
@@ -253,5 +273,8 @@ pub fn counted_votes<'a>(request: &'a PendingRequest, voters: &'a impl Voters) -
 
 /// Whether the request may run now: open, not expired, enough valid approvals.
 pub fn may_execute(request: &PendingRequest, needed: u32, now: DateTime<Utc>, voters: &impl Voters) -> bool {
-    request.state.is_open() && now < request.expires_at && valid_approvals(request, voters) >= needed
+    request.state.is_open()
+        && now < request.expires_at
+        && valid_approvals(request, voters) >= needed
+        && required_approved(request, voters)
 }

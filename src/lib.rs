@@ -16,6 +16,8 @@
 //!   read, a vote), and so which paths it may take.
 //! - [`policy`]: pure decisions (rules, freezes, locks, break-glass).
 //! - [`approval`]: pending requests, votes, action digests.
+//! - [`incident`]: incidents (lead, severity, services), their summary and
+//!   their timeline from the trail; an open SEV1/SEV2 is a policy input.
 //! - [`action`]: the [`action::Action`] enum and executors: simulated,
 //!   Kubernetes, ECS.
 //! - [`audit`]: the hash-chained trail (group commit, sealed commits, read-only
@@ -63,6 +65,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod incident;
 pub mod metrics;
 pub mod names;
 pub mod policy;

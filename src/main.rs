@@ -98,6 +98,24 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Incidents, from the audit trail.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentCommand {
+    /// Print an incident's timeline as a postmortem skeleton (Markdown) or
+    /// as JSON, from the audit trail alone. Never writes.
+    Export {
+        /// The incident, like INC-3.
+        id: String,
+        /// md or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +375,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),
+        Command::Incident { command: IncidentCommand::Export { id, format } } => {
+            let format = opsbot::incident::Format::parse(&format).map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+            let id = opsbot::command::parse::normalize_incident_id(&id)
+                .ok_or_else(|| anyhow::anyhow!("`{id}` is not an incident id; write it like INC-3"))?;
+            runtime.block_on(opsbot::admin::incident_export(&loaded.config.data_dir, &id, format))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub enum RecordKind {
     Expired,
     /// A `/lock` or `/unlock`.
     Lock,
+    /// An incident declared, led, updated, re-graded, noted or resolved
+    /// (`request_id` is its id, `INC-3`; `args` the incident as it stands
+    /// after the change, so the trail alone can tell its story).
+    Incident,
     /// Process lifecycle: start, stop.
     System,
 }

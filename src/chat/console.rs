@@ -57,6 +57,9 @@ pub fn render(reply: &Reply) -> String {
         Reply::Started { text, .. } => format!("opsbot: {text}"),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
         Reply::Outcome { request_id, verdict, text } => format!("{} {request_id}: {text}", outcome_mark(*verdict)),
+        Reply::Summary { text, .. } => {
+            format!("📌 {}", text.replace('\n', "\n   "))
+        }
     }
 }
 

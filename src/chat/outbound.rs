@@ -103,6 +103,9 @@ pub trait Wire: Send + Sync + 'static {
         user: &'a str,
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Pins a message opsbot posted (an incident's summary), where the
+    /// platform allows bots to.
+    fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
     /// Whether plain answers to `target`'s request go back through the
     /// request itself (a Discord interaction) rather than to the channel.
     fn answers_in_place(&self, _target: &ReplyTarget) -> bool {
@@ -435,9 +438,12 @@ impl<W: Wire> ChatSink for Sink<W> {
                         if known && matches!(reply, Reply::ApprovalUpdate(_)) { Lane::Fast } else { Lane::Posts };
                     self.enqueue(target, channel, lane, Work::Reply(reply))
                 }
-                Reply::Started { .. } | Reply::Outcome { .. } | Reply::Announcement(_) | Reply::Answer(_) => {
-                    self.enqueue(target, channel, Lane::Posts, Work::Reply(reply))
-                }
+                // A summary's edits follow its post in the one ordered lane.
+                Reply::Started { .. }
+                | Reply::Outcome { .. }
+                | Reply::Announcement(_)
+                | Reply::Answer(_)
+                | Reply::Summary { .. } => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
             }
         })
     }

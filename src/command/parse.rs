@@ -73,6 +73,56 @@ pub enum Request {
     Help {
         command: Option<String>,
     },
+    /// `/incident …`: see [`IncidentOp`].
+    Incident {
+        #[serde(flatten)]
+        op: IncidentOp,
+    },
+}
+
+/// What an `/incident` command does. `incident` is the id given (`INC-3`);
+/// without one the engine picks the open incident of the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum IncidentOp {
+    Declare { title: String, severity: u8, services: Vec<String> },
+    Lead { incident: Option<String>, person: String },
+    Update { incident: Option<String>, text: String },
+    Severity { incident: Option<String>, severity: u8 },
+    Note { incident: Option<String>, text: String },
+    Status { incident: Option<String> },
+    Resolve { incident: Option<String>, summary: Option<String> },
+    Timeline { incident: Option<String> },
+}
+
+impl IncidentOp {
+    /// The incident named, if one was.
+    pub fn incident(&self) -> Option<&str> {
+        match self {
+            IncidentOp::Declare { .. } => None,
+            IncidentOp::Lead { incident, .. }
+            | IncidentOp::Update { incident, .. }
+            | IncidentOp::Severity { incident, .. }
+            | IncidentOp::Note { incident, .. }
+            | IncidentOp::Status { incident }
+            | IncidentOp::Resolve { incident, .. }
+            | IncidentOp::Timeline { incident } => incident.as_deref(),
+        }
+    }
+
+    /// The verb, as typed after `/incident`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            IncidentOp::Declare { .. } => "declare",
+            IncidentOp::Lead { .. } => "lead",
+            IncidentOp::Update { .. } => "update",
+            IncidentOp::Severity { .. } => "sev",
+            IncidentOp::Note { .. } => "note",
+            IncidentOp::Status { .. } => "status",
+            IncidentOp::Resolve { .. } => "resolve",
+            IncidentOp::Timeline { .. } => "timeline",
+        }
+    }
 }
 
 mod opt_secs {
@@ -103,7 +153,7 @@ impl Request {
             | Request::Lock { service, .. }
             | Request::Unlock { service } => Some(service),
             Request::Audit { service, .. } => service.as_deref(),
-            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } => None,
+            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } | Request::Incident { .. } => None,
         }
     }
 
@@ -128,6 +178,10 @@ impl Request {
             Request::Help { command } => Kind::Read(Read::Help { command: command.as_deref() }),
             Request::Approve { request } => Kind::Vote { request, approve: true, reason: None },
             Request::Deny { request, reason } => Kind::Vote { request, approve: false, reason: reason.as_deref() },
+            Request::Incident { op: op @ (IncidentOp::Status { .. } | IncidentOp::Timeline { .. }) } => {
+                Kind::Read(Read::Incident(op))
+            }
+            Request::Incident { op } => Kind::Admin(Admin::Incident(op)),
         }
     }
 
@@ -148,6 +202,10 @@ impl Request {
             Request::Deny { request, .. } => format!("deny {request}"),
             Request::Audit { .. } => "audit".into(),
             Request::Help { .. } => "help".into(),
+            Request::Incident { op } => match op.incident() {
+                Some(id) => format!("incident {} {id}", op.verb()),
+                None => format!("incident {}", op.verb()),
+            },
         }
     }
 }
@@ -169,15 +227,32 @@ pub enum Kind<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admin<'a> {
-    Lock { service: &'a str, reason: &'a str, ttl: Option<Duration> },
-    Unlock { service: &'a str },
+    Lock {
+        service: &'a str,
+        reason: &'a str,
+        ttl: Option<Duration>,
+    },
+    Unlock {
+        service: &'a str,
+    },
+    /// Declaring an incident and keeping its record.
+    Incident(&'a IncidentOp),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read<'a> {
-    Status { service: &'a str },
-    Audit { service: Option<&'a str>, limit: Option<u32> },
-    Help { command: Option<&'a str> },
+    Status {
+        service: &'a str,
+    },
+    Audit {
+        service: Option<&'a str>,
+        limit: Option<u32>,
+    },
+    Help {
+        command: Option<&'a str>,
+    },
+    /// `/incident status` and `/incident timeline`.
+    Incident(&'a IncidentOp),
 }
 
 /// The class of what a command file's action does.
@@ -205,8 +280,19 @@ impl ActionKind {
     pub fn class(self) -> Class {
         match self {
             ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale => Class::Change,
-            ActionKind::Lock | ActionKind::Unlock => Class::Admin,
-            ActionKind::Status | ActionKind::Audit | ActionKind::Help => Class::Read,
+            ActionKind::Lock
+            | ActionKind::Unlock
+            | ActionKind::IncidentDeclare
+            | ActionKind::IncidentLead
+            | ActionKind::IncidentUpdate
+            | ActionKind::IncidentSeverity
+            | ActionKind::IncidentNote
+            | ActionKind::IncidentResolve => Class::Admin,
+            ActionKind::Status
+            | ActionKind::Audit
+            | ActionKind::Help
+            | ActionKind::IncidentStatus
+            | ActionKind::IncidentTimeline => Class::Read,
             ActionKind::Approve | ActionKind::Deny => Class::Vote,
         }
     }
@@ -251,6 +337,16 @@ pub enum ParseError {
         usage: String,
         flag: String,
     },
+    /// A flag given twice that takes one value.
+    FlagRepeated {
+        usage: String,
+        flag: String,
+    },
+    /// A group (`/incident`) without one of its commands after it.
+    MissingSubcommand {
+        group: String,
+        choices: Vec<String>,
+    },
 }
 
 impl fmt::Display for ParseError {
@@ -285,6 +381,12 @@ impl fmt::Display for ParseError {
             }
             ParseError::FlagNeedsValue { usage, flag, .. } => {
                 write!(f, "`--{flag}` needs a value. Usage: `{usage}`")
+            }
+            ParseError::FlagRepeated { usage, flag } => {
+                write!(f, "`--{flag}` takes one value; give it once. Usage: `{usage}`")
+            }
+            ParseError::MissingSubcommand { group, choices } => {
+                write!(f, "`/{group}` needs one of: {}. Type `/help {group}` for details.", choices.join(", "))
             }
         }
     }
@@ -371,18 +473,42 @@ pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<Par
     let Some((first, rest)) = tokens.split_first() else {
         return Err(ParseError::Empty);
     };
-    let typed = first.text.strip_prefix('/').unwrap_or(&first.text).to_lowercase();
+    let mut typed = first.text.strip_prefix('/').unwrap_or(&first.text).to_lowercase();
+    let mut rest = rest;
+    if registry.is_group(&typed) {
+        // `/incident declare …`: the group's command is the next word.
+        let Some((word, after)) = rest.split_first().filter(|(w, _)| !w.quoted && !w.text.starts_with("--")) else {
+            let choices = registry
+                .group_members(&typed)
+                .iter()
+                .map(|c| c.name.rsplit(' ').next().unwrap_or(&c.name).to_string())
+                .collect();
+            return Err(ParseError::MissingSubcommand { group: typed, choices });
+        };
+        typed = format!("{typed} {}", word.text.to_lowercase());
+        rest = after;
+    }
     let spec = registry
         .find(&typed)
         .ok_or_else(|| ParseError::UnknownCommand { suggestion: registry.suggest(&typed), typed: typed.clone() })?;
     let (positional, flags) = split_flags(spec, rest)?;
     let values = bind_positional(spec, services, registry, &positional)?;
-    build(spec, values, flags)
+    let mut checked: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (name, given) in flags {
+        let kind = &spec.flags.iter().find(|f| f.name == name).expect("split_flags found it").kind;
+        for value in given {
+            checked.entry(name.clone()).or_default().push(check_value(spec, &name, kind, &value, services, registry)?);
+        }
+    }
+    build(spec, values, checked)
 }
 
-fn split_flags(spec: &CommandSpec, tokens: &[Token]) -> Result<(Vec<String>, BTreeMap<String, String>), ParseError> {
+/// Each flag given, with its values in the order typed.
+type FlagValues = BTreeMap<String, Vec<String>>;
+
+fn split_flags(spec: &CommandSpec, tokens: &[Token]) -> Result<(Vec<String>, FlagValues), ParseError> {
     let mut positional = Vec::new();
-    let mut flags = BTreeMap::new();
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut iter = tokens.iter();
     while let Some(token) = iter.next() {
         let flag_body = (!token.quoted)
@@ -420,7 +546,12 @@ fn split_flags(spec: &CommandSpec, tokens: &[Token]) -> Result<(Vec<String>, BTr
                 }
             }
         };
-        flags.insert(flag.name.clone(), value);
+        let repeatable = spec.action.flags().iter().any(|(n, _, many)| *n == flag.name && *many);
+        let values = flags.entry(flag.name.clone()).or_default();
+        if !values.is_empty() && !repeatable {
+            return Err(ParseError::FlagRepeated { usage: spec.usage.clone(), flag: flag.name.clone() });
+        }
+        values.push(value);
     }
     Ok((positional, flags))
 }
@@ -483,11 +614,13 @@ fn bind_positional(
                         index += 1;
                     }
                     // An optional argument may be left out: `/audit 20` skips the
-                    // service when a later argument accepts the word.
+                    // service when a later argument accepts the word, or has
+                    // its shape (then that argument says what is wrong).
                     Err(_)
                         if !arg.required
                             && spec.args[position + 1..].iter().any(|later| {
                                 check_value(spec, &later.name, &later.kind, token, services, registry).is_ok()
+                                    || looks_like(&later.kind, token)
                             }) => {}
                     Err(e) => return Err(e),
                 }
@@ -517,6 +650,8 @@ fn looks_like(kind: &ArgKind, token: &str) -> bool {
                 && token.chars().all(|c| c.is_ascii_alphanumeric())
                 && token.ends_with(|c: char| c.is_ascii_alphabetic())
         }
+        ArgKind::Person => token.starts_with(['<', '@']) || token.contains(':'),
+        ArgKind::IncidentId => token.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("inc-")),
         _ => false,
     }
 }
@@ -621,11 +756,60 @@ fn check_value(
             let name = token.strip_prefix('/').unwrap_or(token).to_lowercase();
             match registry.find(&name) {
                 Some(found) => Ok(Value::Str(found.name.clone())),
+                None if registry.is_group(&name) => Ok(Value::Str(name)),
                 None => fail("no such command".into(), registry.suggest(&name)),
             }
         }
+        ArgKind::IncidentId => match normalize_incident_id(token) {
+            Some(id) => Ok(Value::Str(id)),
+            None => fail("an incident id looks like INC-3".into(), None),
+        },
+        ArgKind::Person => match normalize_person(token) {
+            Some(person) => Ok(Value::Str(person)),
+            None => fail(
+                "name a person with an @mention, or by id like slack:U024BE7LH or discord:80351110224678912".into(),
+                None,
+            ),
+        },
         ArgKind::Switch => Ok(Value::Str("true".into())),
     }
+}
+
+/// `INC-3` and `inc-3` name incident `INC-3` (the prefix is required, so a
+/// number is never mistaken for an incident).
+pub fn normalize_incident_id(token: &str) -> Option<String> {
+    let digits = token.get(..4).filter(|p| p.eq_ignore_ascii_case("inc-")).map(|_| &token[4..])?;
+    let n: u64 = digits.parse().ok()?;
+    (n > 0 && digits.len() <= 18 && digits.chars().all(|c| c.is_ascii_digit())).then(|| format!("INC-{n}"))
+}
+
+/// A person as typed: a Slack mention (`<@U024BE7LH>`, `<@U024BE7LH|bob>`)
+/// or a Discord one (`<@80351110224678912>`, `<@!…>`) becomes the
+/// platform-qualified identity; an identity (`slack:U…`, `discord:…`,
+/// `console:alice`) is kept; a bare `@name` is kept as typed, for the
+/// engine to resolve where names are identities (the console).
+pub fn normalize_person(token: &str) -> Option<String> {
+    let id_chars = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if let Some(inner) = token.strip_prefix("<@").and_then(|t| t.strip_suffix('>')) {
+        let id = inner.split('|').next().unwrap_or("").trim_start_matches('!');
+        if !id.is_empty() && id.len() <= 20 && id.chars().all(|c| c.is_ascii_digit()) {
+            return Some(format!("discord:{id}"));
+        }
+        if id.len() <= 20
+            && id.starts_with(['U', 'W'])
+            && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
+            return Some(format!("slack:{id}"));
+        }
+        return None;
+    }
+    if let Some(name) = token.strip_prefix('@') {
+        return id_chars(name, 64).then(|| token.to_string());
+    }
+    let (platform, id) = token.split_once(':')?;
+    (matches!(platform, "slack" | "discord" | "console") && id_chars(id, 64)).then(|| token.to_string())
 }
 
 /// `r-12`, `R-12` and `12` all name request `r-12`.
@@ -638,8 +822,25 @@ pub fn normalize_request_id(token: &str) -> Option<String> {
 fn build(
     spec: &CommandSpec,
     mut values: BTreeMap<String, Value>,
-    flags: BTreeMap<String, String>,
+    mut flags: BTreeMap<String, Vec<Value>>,
 ) -> Result<ParsedCommand, ParseError> {
+    let mut flag_strs = |name: &str| -> Vec<String> {
+        flags
+            .remove(name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::Str(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    };
+    let emergency = flag_strs("emergency").pop();
+    let flag_services = flag_strs("service");
+    let flag_sev = flags.remove("sev").and_then(|mut v| v.pop()).and_then(|v| match v {
+        Value::Int(n) => u8::try_from(n).ok(),
+        _ => None,
+    });
     let mut take_str = |name: &str| match values.remove(name) {
         Some(Value::Str(s)) => Some(s),
         _ => None,
@@ -652,6 +853,11 @@ fn build(
     let reason = take_str("reason");
     let request_id = take_str("request");
     let command = take_str("command");
+    let incident = take_str("incident");
+    let person = take_str("person");
+    let title = take_str("title");
+    let text = take_str("text");
+    let summary = take_str("summary");
     let int = |name: &str| match values.get(name) {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
@@ -685,12 +891,29 @@ fn build(
         ActionKind::Deny => Request::Deny { request: need(request_id), reason },
         ActionKind::Audit => Request::Audit { service, limit: to_u32(int("limit")) },
         ActionKind::Help => Request::Help { command },
+        ActionKind::IncidentDeclare => {
+            let mut services = flag_services;
+            services.dedup();
+            Request::Incident {
+                op: IncidentOp::Declare { title: need(title), severity: flag_sev.unwrap_or(3), services },
+            }
+        }
+        ActionKind::IncidentLead => Request::Incident { op: IncidentOp::Lead { incident, person: need(person) } },
+        ActionKind::IncidentUpdate => Request::Incident { op: IncidentOp::Update { incident, text: need(text) } },
+        ActionKind::IncidentNote => Request::Incident { op: IncidentOp::Note { incident, text: need(text) } },
+        ActionKind::IncidentSeverity => {
+            let severity = int("severity").and_then(|n| u8::try_from(n).ok()).unwrap_or(3);
+            Request::Incident { op: IncidentOp::Severity { incident, severity } }
+        }
+        ActionKind::IncidentStatus => Request::Incident { op: IncidentOp::Status { incident } },
+        ActionKind::IncidentResolve => Request::Incident { op: IncidentOp::Resolve { incident, summary } },
+        ActionKind::IncidentTimeline => Request::Incident { op: IncidentOp::Timeline { incident } },
     };
     Ok(ParsedCommand {
         command: spec.name.clone(),
         policy: spec.policy_key().to_string(),
         mutates: spec.mutates,
         request,
-        emergency: flags.get("emergency").cloned(),
+        emergency,
     })
 }

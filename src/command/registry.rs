@@ -11,8 +11,11 @@ use std::sync::Arc;
 /// Every loaded command, by canonical name, plus an alias index.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
+    /// By whole invocation: `deploy`, `incident declare`.
     commands: BTreeMap<String, Arc<CommandSpec>>,
     aliases: BTreeMap<String, String>,
+    /// Group names (`incident`), each typed before one of its commands.
+    groups: std::collections::BTreeSet<String>,
 }
 
 impl Registry {
@@ -70,6 +73,12 @@ impl Registry {
             };
             let before = problems.len();
             validate_spec(path, &spec, &mut problems);
+            let mut spec = spec;
+            if let Some(group) = spec.group.clone() {
+                // Kept whole from here on: `incident declare`.
+                spec.name = format!("{group} {}", spec.name);
+                spec.aliases = spec.aliases.iter().map(|a| format!("{group} {a}")).collect();
+            }
             for name in std::iter::once(&spec.name).chain(&spec.aliases) {
                 if let Some(other) = owner.get(name) {
                     problems.push(Problem::new(
@@ -83,6 +92,9 @@ impl Registry {
                 }
             }
             if problems.len() == before {
+                if let Some(group) = &spec.group {
+                    registry.groups.insert(group.clone());
+                }
                 for alias in &spec.aliases {
                     registry.aliases.insert(alias.clone(), spec.name.clone());
                 }
@@ -97,11 +109,67 @@ impl Registry {
                 "ship at least help.toml; see the README's command-file reference",
             ));
         }
+        for group in &registry.groups {
+            if let Some(plain) = registry.find(group) {
+                problems.push(Problem::new(
+                    Path::new("commands/"),
+                    "group",
+                    format!("`{group}` is both a group and the command `/{}`", plain.name),
+                    "rename one of them",
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(registry)
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether `name` is a group (`incident`) rather than a command.
+    pub fn is_group(&self, name: &str) -> bool {
+        self.groups.contains(name)
+    }
+
+    /// The commands of group `group`, by their word in it.
+    pub fn group_members(&self, group: &str) -> Vec<&Arc<CommandSpec>> {
+        self.commands.values().filter(|c| c.group.as_deref() == Some(group)).collect()
+    }
+
+    /// Top-level names as typed after the slash: every command outside a
+    /// group (with its aliases) and every group once.
+    pub fn top_level_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .commands
+            .values()
+            .filter(|c| c.group.is_none())
+            .flat_map(|c| std::iter::once(c.name.clone()).chain(c.aliases.iter().cloned()))
+            .chain(self.groups.iter().cloned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `/help`, `/help deploy` or `/help incident`.
+    pub fn render_help(&self, command: Option<&str>) -> String {
+        match command {
+            Some(group) if self.is_group(group) => self.render_group(group),
+            Some(name) => match self.find(name) {
+                Some(spec) => self.render_command(spec),
+                None => self.render_overview(),
+            },
+            None => self.render_overview(),
+        }
+    }
+
+    /// `/help incident`: every command of the group, in full.
+    pub fn render_group(&self, group: &str) -> String {
+        let members = self.group_members(group);
+        let mut out = format!("/{group} has {} commands:\n", members.len());
+        for spec in members {
+            out.push_str(&format!("\n{}\n", self.render_command(spec)));
+        }
+        out.trim_end().to_string()
     }
 
     pub fn find(&self, name: &str) -> Option<&Arc<CommandSpec>> {
@@ -235,7 +303,9 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
         if spec.args[..i].iter().any(|a| a.name == arg.name) {
             report(&key, format!("argument `{}` is declared twice", arg.name), "give each argument one entry");
         }
-        if arg.required && seen_optional && !matches!(arg.kind, ArgKind::Text { .. }) {
+        // An optional incident id may come first: only `INC-n` is taken as one.
+        let optional_before = spec.args[..i].iter().any(|a| !a.required && a.kind != ArgKind::IncidentId);
+        if arg.required && seen_optional && optional_before && !matches!(arg.kind, ArgKind::Text { .. }) {
             report(
                 &key,
                 format!("required argument `{}` follows an optional one", arg.name),
@@ -280,18 +350,38 @@ fn validate_spec(path: &Path, spec: &CommandSpec, problems: &mut Vec<Problem>) {
             _ => {}
         }
     }
+    let known = spec.action.flags();
     for (i, flag) in spec.flags.iter().enumerate() {
         let key = format!("flags[{i}]");
-        if flag.name != "emergency" {
-            report(
+        if spec.flags[..i].iter().any(|f| f.name == flag.name) {
+            report(&key, format!("flag `{}` is declared twice", flag.name), "give each flag one entry");
+        }
+        check_kind(&flag.kind, &key, &mut report);
+        match known.iter().find(|(name, _, _)| *name == flag.name) {
+            None if known.is_empty() => report(
                 &key,
-                format!("unknown flag `{}`", flag.name),
-                "the only flag opsbot understands is `emergency` (type text)",
-            );
-        } else if !matches!(flag.kind, ArgKind::Text { .. }) {
-            report(&key, "`emergency` must be of type text (its value is the reason)".into(), "set type = \"text\"");
-        } else if !spec.mutates {
-            report(&key, "`emergency` only makes sense on a mutating command".into(), "remove the flag");
+                format!("action `{:?}` reads no flags; `{}` would be ignored", spec.action, flag.name),
+                "remove the flag",
+            ),
+            None => {
+                let names: Vec<&str> = known.iter().map(|(n, _, _)| *n).collect();
+                report(
+                    &key,
+                    format!("action `{:?}` does not read a flag named `{}`", spec.action, flag.name),
+                    &format!("use the flags it reads: {}", names.join(", ")),
+                )
+            }
+            Some((_, kind_ok, _)) if !kind_ok(&flag.kind) => report(
+                &key,
+                format!("flag `{}` has the wrong type for action `{:?}`", flag.name, spec.action),
+                "see the command-file reference (docs/commands.md)",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(group) = &spec.group {
+        if !is_word(group) {
+            report("group", format!("`{group}` is not a group name"), "use lowercase letters, digits and `-`");
         }
     }
 }

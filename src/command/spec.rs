@@ -7,8 +7,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
-    /// What users type after the slash: `deploy` for `/deploy`.
+    /// What users type after the slash: `deploy` for `/deploy`. In a
+    /// group, the word after the group's (`declare` in `/incident declare`);
+    /// the registry then keeps the whole invocation (`incident declare`) here.
     pub name: String,
+    /// The group this command belongs to: `incident` makes this file's
+    /// command `/incident <name>` (one slash command with subcommands).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Other names for the same command (`ship` for `deploy`).
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -26,7 +32,8 @@ pub struct CommandSpec {
     /// Whether it changes infrastructure (and so needs locks and the audit intent).
     #[serde(default)]
     pub mutates: bool,
-    /// The key `[[rules]]` and `[[freeze]]` in config refer to. Defaults to `name`.
+    /// The key `[[rules]]` and `[[freeze]]` in config refer to. Defaults to
+    /// `name`, or to the group's name for a command in a group.
     #[serde(default)]
     pub policy: Option<String>,
     /// Positional arguments, in order.
@@ -39,7 +46,7 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     pub fn policy_key(&self) -> &str {
-        self.policy.as_deref().unwrap_or(&self.name)
+        self.policy.as_deref().or(self.group.as_deref()).unwrap_or(&self.name)
     }
 }
 
@@ -108,6 +115,8 @@ impl RawArg {
             "version" => ArgKind::Version,
             "request_id" => ArgKind::RequestId,
             "command" => ArgKind::Command,
+            "incident" => ArgKind::IncidentId,
+            "person" => ArgKind::Person,
             "switch" => ArgKind::Switch,
             "integer" => {
                 let max = match &self.max {
@@ -129,7 +138,7 @@ impl RawArg {
             "choice" => ArgKind::Choice { values: self.values.clone().unwrap_or_default() },
             other => {
                 return Err(format!(
-                    "argument `{name}`: unknown type `{other}`; use service, version, integer, duration, text, choice, request_id, command or switch"
+                    "argument `{name}`: unknown type `{other}`; use service, version, integer, duration, text, choice, request_id, incident, person, command or switch"
                 ))
             }
         };
@@ -167,8 +176,13 @@ pub enum ArgKind {
     Choice { values: Vec<String> },
     /// An approval request id such as `r-12` (or just `12`).
     RequestId,
-    /// The name of another command (for `/help deploy`).
+    /// The name of another command (for `/help deploy`), or of a group.
     Command,
+    /// An incident id such as `INC-3`.
+    IncidentId,
+    /// Someone on a chat platform: a mention (`<@U024BE7LH>`, `<@80351110224678912>`)
+    /// or a platform-qualified identity (`slack:U024BE7LH`, `console:alice`).
+    Person,
     /// A flag with no value.
     Switch,
 }
@@ -193,6 +207,8 @@ impl ArgKind {
             ArgKind::Choice { values } => format!("one of {}", values.join(", ")),
             ArgKind::RequestId => "a request id like r-12".into(),
             ArgKind::Command => "a command name".into(),
+            ArgKind::IncidentId => "an incident id like INC-3".into(),
+            ArgKind::Person => "a person: an @mention or an id like slack:U024BE7LH".into(),
             ArgKind::Switch => "nothing (a switch)".into(),
         }
     }
@@ -216,7 +232,19 @@ pub enum ActionKind {
     Deny,
     Audit,
     Help,
+    IncidentDeclare,
+    IncidentLead,
+    IncidentUpdate,
+    IncidentSeverity,
+    IncidentNote,
+    IncidentStatus,
+    IncidentResolve,
+    IncidentTimeline,
 }
+
+/// A flag an action reads: its name, a check of its kind, and whether it may
+/// be given more than once.
+pub type NeededFlag = (&'static str, fn(&ArgKind) -> bool, bool);
 
 impl ActionKind {
     /// The arguments (name, kind check, required) each action reads. The registry
@@ -243,6 +271,15 @@ impl ActionKind {
         fn command(k: &ArgKind) -> bool {
             *k == ArgKind::Command
         }
+        fn incident(k: &ArgKind) -> bool {
+            *k == ArgKind::IncidentId
+        }
+        fn person(k: &ArgKind) -> bool {
+            *k == ArgKind::Person
+        }
+        fn severity(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Integer { min: Some(min), max: Some(max) } if *min >= 1 && *max <= 4)
+        }
         match self {
             ActionKind::Deploy => &[("service", service, true), ("version", version, true)],
             ActionKind::Rollback => &[("service", service, true), ("revision", integer, false)],
@@ -253,6 +290,34 @@ impl ActionKind {
             ActionKind::Deny => &[("request", request, true), ("reason", text, false)],
             ActionKind::Audit => &[("service", service, false), ("limit", integer, false)],
             ActionKind::Help => &[("command", command, false)],
+            ActionKind::IncidentDeclare => &[("title", text, true)],
+            ActionKind::IncidentLead => &[("incident", incident, false), ("person", person, true)],
+            ActionKind::IncidentUpdate | ActionKind::IncidentNote => {
+                &[("incident", incident, false), ("text", text, true)]
+            }
+            ActionKind::IncidentSeverity => &[("incident", incident, false), ("severity", severity, true)],
+            ActionKind::IncidentStatus | ActionKind::IncidentTimeline => &[("incident", incident, false)],
+            ActionKind::IncidentResolve => &[("incident", incident, false), ("summary", text, false)],
+        }
+    }
+
+    /// The flags each action reads (all optional).
+    pub fn flags(self) -> &'static [NeededFlag] {
+        fn text(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Text { .. })
+        }
+        fn severity(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Integer { min: Some(min), max: Some(max) } if *min >= 1 && *max <= 4)
+        }
+        fn service(k: &ArgKind) -> bool {
+            *k == ArgKind::Service
+        }
+        match self {
+            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale => {
+                &[("emergency", text, false)]
+            }
+            ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
+            _ => &[],
         }
     }
 

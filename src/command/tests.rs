@@ -191,7 +191,7 @@ fn command_files_are_checked_with_file_and_key() {
         ("missing.toml", "name = \"dep\"\nsummary = \"s\"\nusage = \"/dep\"\naction = \"deploy\"\nmutates = true\n[[args]]\nname = \"service\"\ntype = \"service\"\n", "needs an argument named `version`"),
         ("typo.toml", "name = \"st\"\nsummary = \"s\"\nusage = \"/st\"\naction = \"status\"\n[[args]]\nname = \"service\"\ntype = \"servise\"\n", "unknown type `servise`"),
         ("extra.toml", "name = \"st\"\nsummary = \"s\"\nusage = \"/st\"\naction = \"status\"\ncolour = \"red\"\n[[args]]\nname = \"service\"\ntype = \"service\"\n", "unknown field `colour`"),
-        ("flag.toml", "name = \"st\"\nsummary = \"s\"\nusage = \"/st\"\naction = \"status\"\n[[args]]\nname = \"service\"\ntype = \"service\"\n[[flags]]\nname = \"force\"\ntype = \"switch\"\n", "unknown flag `force`"),
+        ("flag.toml", "name = \"st\"\nsummary = \"s\"\nusage = \"/st\"\naction = \"status\"\n[[args]]\nname = \"service\"\ntype = \"service\"\n[[flags]]\nname = \"force\"\ntype = \"switch\"\n", "reads no flags; `force` would be ignored"),
         ("opt.toml", "name = \"st\"\nsummary = \"s\"\nusage = \"/st\"\naction = \"status\"\n[[args]]\nname = \"service\"\ntype = \"service\"\nmax_len = 3\n", "`max_len` does not apply"),
     ];
     for (file, text, want) in bad {
@@ -228,4 +228,93 @@ fn help_is_rendered_from_the_files() {
     }
     let deploy = registry.render_command(registry.find("deploy").unwrap());
     assert!(deploy.contains("Aliases: /ship") && deploy.contains("/deploy api-service v1.4.2"), "{deploy}");
+}
+
+fn incident(text: &str) -> super::IncidentOp {
+    match ok(text).0 {
+        Request::Incident { op } => op,
+        other => panic!("{text:?} is not an incident command: {other:?}"),
+    }
+}
+
+#[test]
+fn incident_commands_are_a_group_with_typed_arguments() {
+    use super::IncidentOp::*;
+    assert_eq!(
+        incident("/incident declare \"pool exhausted\" --sev 1 --service api-service --service payment-service"),
+        Declare { title: s("pool exhausted"), severity: 1, services: vec![s("api-service"), s("payment-service")] }
+    );
+    assert_eq!(
+        incident("/incident declare db slow"),
+        Declare { title: s("db slow"), severity: 3, services: vec![] },
+        "severity defaults to 3"
+    );
+    assert_eq!(incident("/INCIDENT Update pool drained"), Update { incident: None, text: s("pool drained") });
+    assert_eq!(
+        incident("/incident update inc-3 pool drained"),
+        Update { incident: Some(s("INC-3")), text: s("pool drained") }
+    );
+    // A number is never taken for an incident: the prefix is required.
+    assert_eq!(incident("/incident sev 2"), Severity { incident: None, severity: 2 });
+    assert_eq!(incident("/incident sev INC-4 2"), Severity { incident: Some(s("INC-4")), severity: 2 });
+    assert_eq!(incident("/incident update 3 replicas down"), Update { incident: None, text: s("3 replicas down") });
+    assert_eq!(incident("/incident lead <@U0G9QF9C6|bob>"), Lead { incident: None, person: s("slack:U0G9QF9C6") });
+    assert_eq!(
+        incident("/incident lead INC-2 <@!80351110224678912>"),
+        Lead { incident: Some(s("INC-2")), person: s("discord:80351110224678912") }
+    );
+    assert_eq!(incident("/incident lead @dave"), Lead { incident: None, person: s("@dave") });
+    assert_eq!(incident("/incident lead console:dave"), Lead { incident: None, person: s("console:dave") });
+    assert_eq!(incident("/incident resolve"), Resolve { incident: None, summary: None });
+    assert_eq!(incident("/incident timeline INC-12"), Timeline { incident: Some(s("INC-12")) });
+}
+
+#[test]
+fn incident_mistakes_are_named_with_what_to_do() {
+    let text = |e: ParseError| crate::engine::reply::plain(&e.to_string()).into_owned();
+    assert!(
+        text(err("/incident")).contains("needs one of: declare, lead, note, resolve, sev, status, timeline, update")
+    );
+    assert!(text(err("/incident declre x")).contains("Did you mean `/incident declare`?"));
+    assert!(text(err("/incident sev 5")).contains("a whole number from 1 to 4"));
+    assert!(text(err("/incident declare x --sev 0")).contains("a whole number from 1 to 4"));
+    assert!(text(err("/incident declare x --sev 1 --sev 2")).contains("`--sev` takes one value; give it once"));
+    assert!(text(err("/incident declare x --service nope")).contains("no such service"));
+    assert!(text(err("/incident lead")).contains("Missing <person>"));
+    // A person is an id or a mention; markup and made-up platforms are not.
+    assert!(text(err("/incident lead <!channel>")).contains("name a person"));
+    assert!(text(err("/incident lead irc:bob")).contains("name a person"));
+    assert!(text(err("/incident lead <@U1;rm>")).contains("name a person"));
+    // A flag of another command is unknown here.
+    assert!(text(err("/incident note x --emergency now")).contains("Unknown option `--emergency`"));
+    assert!(text(err("/deploy api-service v1 --sev 1")).contains("Unknown option `--sev`"));
+}
+
+#[test]
+fn help_explains_a_group() {
+    let registry = shipped();
+    let group = registry.render_help(Some("incident"));
+    assert!(group.starts_with("/incident has 8 commands:"), "{group}");
+    assert!(group.contains("Usage: /incident declare <title> [--sev 1-4] [--service S]..."), "{group}");
+    let (request, _) = ok("/help incident");
+    assert_eq!(request, Request::Help { command: Some(s("incident")) });
+    assert!(registry.render_overview().contains("/incident resolve"));
+}
+
+#[test]
+fn groups_are_checked_like_commands() {
+    let sub = "group = \"incident\"\nname = \"status\"\nsummary = \"s\"\nusage = \"/incident status\"\naction = \"incident_status\"\n";
+    let plain = "name = \"incident\"\nsummary = \"s\"\nusage = \"/incident\"\naction = \"help\"\n";
+    let problems = Registry::from_sources([(Path::new("a.toml"), sub), (Path::new("b.toml"), plain)]).unwrap_err();
+    assert!(problems.iter().any(|p| p.to_string().contains("is both a group and the command")), "{problems:?}");
+    let bad_group = sub.replace("group = \"incident\"", "group = \"In Cident\"");
+    let problems = Registry::from_sources([(Path::new("a.toml"), bad_group.as_str())]).unwrap_err();
+    assert!(problems.iter().any(|p| p.to_string().contains("is not a group name")), "{problems:?}");
+    // Grouped commands take the group's policy key unless they name one.
+    let registry = Registry::from_sources([(Path::new("a.toml"), sub)]).unwrap();
+    assert_eq!(registry.policy_keys(), ["incident"]);
+    // An incident severity flag must be bounded to 1–4.
+    let loose = "group = \"incident\"\nname = \"declare\"\nsummary = \"s\"\nusage = \"/incident declare\"\naction = \"incident_declare\"\n[[args]]\nname = \"title\"\ntype = \"text\"\n[[flags]]\nname = \"sev\"\ntype = \"integer\"\n";
+    let problems = Registry::from_sources([(Path::new("d.toml"), loose)]).unwrap_err();
+    assert!(problems.iter().any(|p| p.to_string().contains("flag `sev` has the wrong type")), "{problems:?}");
 }

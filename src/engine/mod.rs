@@ -14,6 +14,7 @@
 //! then is anyone told.
 
 mod answer;
+mod incident;
 mod render;
 pub mod reply;
 pub use answer::Handled;
@@ -24,7 +25,7 @@ use crate::action::simulated::Simulated;
 use crate::action::Executor;
 use crate::audit::{AuditEntry, AuditLog, RecordKind, Verdict};
 use crate::clock::Clock;
-use crate::command::{self, Admin, Kind, ParsedCommand, Read, Registry, Request};
+use crate::command::{self, Admin, IncidentOp, Kind, ParsedCommand, Read, Registry, Request};
 use crate::config::{Backend, Config, Service};
 use crate::engine::reply::{ChatSink, Reply};
 use crate::error::{Error, Result};
@@ -63,15 +64,25 @@ impl Executors {
 
 /// What an allowed or pending request will do, with the id it gets.
 enum Plan<'a> {
-    Change { id: String, service: &'a str, action: crate::action::Action },
-    Admin { id: String, admin: Admin<'a> },
+    Change {
+        id: String,
+        service: &'a str,
+        action: crate::action::Action,
+    },
+    /// `id` is the request's (`r-N`) for a lock, the incident's for an
+    /// incident command when known.
+    Admin {
+        id: Option<String>,
+        admin: Admin<'a>,
+    },
     Read(Read<'a>),
 }
 
 impl Plan<'_> {
     fn id(&self) -> Option<&str> {
         match self {
-            Plan::Change { id, .. } | Plan::Admin { id, .. } => Some(id),
+            Plan::Change { id, .. } => Some(id),
+            Plan::Admin { id, .. } => id.as_deref(),
             Plan::Read(_) => None,
         }
     }
@@ -255,11 +266,7 @@ impl Engine {
                 if let Decision::Deny(reason) = self.decide(actor, roles, &parsed, &reply.channel, None)? {
                     return Err(Error::Denied(reason));
                 }
-                let text = match command.and_then(|c| self.registry.find(c)) {
-                    Some(spec) => self.registry.render_command(spec),
-                    None => self.registry.render_overview(),
-                };
-                self.say(reply, Reply::Text(text)).await;
+                self.say(reply, Reply::Text(self.registry.render_help(command))).await;
                 Ok(())
             }
             _ => self.on_request(actor, roles, &parsed, reply).await,
@@ -287,6 +294,14 @@ impl Engine {
             (Some(s), true) => self.store.active_hold(&s.name, now)?,
             _ => None,
         };
+        // An open SEV1/SEV2 on the service holds a deploy for its lead.
+        let incidents = match (service, &parsed.request) {
+            (Some(_), crate::command::Request::Deploy { .. }) => self.store.open_incidents()?,
+            _ => Vec::new(),
+        };
+        let gate =
+            service.and_then(|s| incidents.iter().filter(|i| i.gates_deploys(&s.name)).min_by_key(|i| i.severity));
+        let incident = gate.map(|i| policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
         Ok(policy::evaluate(
             &self.config,
             &Subject {
@@ -298,6 +313,7 @@ impl Engine {
                 channel,
                 emergency,
                 hold: hold.as_ref(),
+                incident,
                 now,
             },
         ))
@@ -342,7 +358,18 @@ impl Engine {
         let decision = self.decide(actor, roles, parsed, &reply.channel, parsed.emergency.as_deref())?;
         let plan = match parsed.request.kind() {
             Kind::Change { service, action } => Plan::Change { id: self.store.next_request_id()?, service, action },
-            Kind::Admin(admin) => Plan::Admin { id: self.store.next_request_id()?, admin },
+            Kind::Admin(Admin::Incident(op)) => {
+                // Incident records carry the incident's id, not a request's.
+                let id = match op {
+                    IncidentOp::Declare { .. } if !matches!(decision, Decision::Deny(_)) => {
+                        Some(self.store.next_incident_id()?)
+                    }
+                    IncidentOp::Declare { .. } => None,
+                    _ => self.incident_for(op.incident(), reply).ok().map(|i| i.id),
+                };
+                Plan::Admin { id, admin: Admin::Incident(op) }
+            }
+            Kind::Admin(admin) => Plan::Admin { id: Some(self.store.next_request_id()?), admin },
             Kind::Read(read) => Plan::Read(read),
             Kind::Vote { .. } => return Err(Error::Invalid("a vote is not a request".into())),
         };
@@ -388,10 +415,15 @@ impl Engine {
                 self.audit.append_all(vec![request_record, record]).await?;
                 let view = votes::view(&pending, 0);
                 let groups = pending.approver_groups.join(", ");
+                let from = match (&pending.required, groups.is_empty()) {
+                    (Some(r), true) => format!("{} ({})", r.approver, r.because),
+                    (Some(r), false) => format!("{groups}, {} among them ({})", r.approver, r.because),
+                    (None, _) => groups,
+                };
                 self.say(
                     reply,
                     Reply::Text(format!(
-                        "{} requested by {actor} — {id} is waiting for {} approval(s) from {groups}",
+                        "{} requested by {actor} — {id} is waiting for {} approval(s) from {from}",
                         parsed.request.describe(),
                         pending.approvals_needed
                     )),
@@ -428,10 +460,15 @@ impl Engine {
                 };
                 Box::pin(self.start_action(start)).await
             }
+            (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin: Admin::Incident(op) }) => {
+                // One record says what was done (an incident record carries
+                // its decision, as an allowed read does).
+                self.run_incident(actor, parsed, op, id.as_deref(), reply).await
+            }
             (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin }) => {
                 let record = decided(Verdict::Allowed, String::new());
                 self.audit.append_all(vec![request_record, record]).await?;
-                self.run_admin(actor, parsed, &id, admin, reply).await
+                self.run_admin(actor, parsed, id.as_deref().unwrap_or_default(), admin, reply).await
             }
             (Decision::Allow | Decision::BreakGlass { .. }, Plan::Read(read)) => {
                 // An allowed read is one record carrying its decision.
@@ -470,10 +507,8 @@ impl Engine {
                 self.status_text(service).await?
             }
             Read::Audit { service, limit } => self.audit_text(service, limit.unwrap_or(10) as usize)?,
-            Read::Help { command } => match command.and_then(|c| self.registry.find(c)) {
-                Some(spec) => self.registry.render_command(spec),
-                None => self.registry.render_overview(),
-            },
+            Read::Help { command } => self.registry.render_help(command),
+            Read::Incident(op) => self.incident_read(op, reply)?,
         };
         self.say(reply, Reply::Text(text)).await;
         Ok(())
@@ -490,6 +525,7 @@ impl Engine {
     ) -> Result<()> {
         let now = self.clock.now();
         let (verdict, text) = match admin {
+            Admin::Incident(op) => return self.run_incident(actor, parsed, op, Some(id), reply).await,
             Admin::Lock { service, reason, ttl } => {
                 let ttl = ttl.unwrap_or(self.config.lock_ttl);
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));

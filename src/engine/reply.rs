@@ -128,6 +128,10 @@ pub enum Reply {
     /// How an action ended: `Succeeded`, `Failed`, `Unknown` (the bot cannot
     /// tell; never shown as success) or `Interrupted`.
     Outcome { request_id: String, verdict: Verdict, text: String },
+    /// A standing summary (an incident's): posted once in the channel, at
+    /// its top level, and pinned where the platform allows; later ones with
+    /// the same `key` edit that message in place. Must be delivered.
+    Summary { key: String, text: String },
 }
 
 /// The plain replies of an immediate answer, split into what the channel

@@ -77,6 +77,7 @@ impl Engine {
             reply: reply.clone(),
             requester_roles: roles.to_vec(),
             votes: Vec::new(),
+            required: need.required,
             state: RequestState::Pending,
             closed_by: None,
             closed_at: None,
@@ -135,7 +136,7 @@ impl Engine {
         }
         let config = self.config.clone();
         let mut updated = request.clone();
-        let voters = Voters { config: &config, groups: &request.approver_groups };
+        let voters = Voters::of(&config, &request);
         let cast = match version {
             // A button made for another request that had this id (a reset
             // store), or for an older form of it: never applied to this one.
@@ -164,7 +165,7 @@ impl Engine {
             }
         };
         let request = updated;
-        let have = approval::valid_approvals(&request, &Voters { config: &config, groups: &request.approver_groups });
+        let have = approval::valid_approvals(&request, &Voters::of(&config, &request));
         let detail = match (&effect, &reason) {
             (VoteEffect::Denied, Some(r)) => format!("denied: {r}"),
             (VoteEffect::Withdrawn, _) => "withdrawn by the requester".into(),
@@ -185,8 +186,23 @@ impl Engine {
         let target = request.reply.clone();
         match effect {
             VoteEffect::Counted { remaining } => {
-                self.say(&target, Reply::Text(format!("{voter} approved {id}; {remaining} more approval(s) needed")))
-                    .await;
+                let text = match &request.required {
+                    Some(required) if !approval::required_approved(&request, &Voters::of(&config, &request)) => {
+                        if have >= request.approvals_needed {
+                            format!(
+                                "{voter} approved {id}; waiting for {}'s approval ({})",
+                                required.approver, required.because
+                            )
+                        } else {
+                            format!(
+                                "{voter} approved {id}; {remaining} more approval(s) needed, {}'s among them ({})",
+                                required.approver, required.because
+                            )
+                        }
+                    }
+                    _ => format!("{voter} approved {id}; {remaining} more approval(s) needed"),
+                };
+                self.say(&target, Reply::Text(text)).await;
                 self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
                 Ok(())
             }
@@ -208,20 +224,41 @@ impl Engine {
         let target = request.reply.clone();
         let now = self.clock.now();
         let config = self.config.clone();
-        let groups = request.approver_groups.clone();
-        let voters = Voters { config: &config, groups: &groups };
         let digest_now = self.current_digest(&request.id, &request.requester, &request.service, &request.request);
         let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
             Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
         } else {
             match self.decide(&request.requester, &request.requester_roles, &parsed, &request.reply.channel, None)? {
                 Decision::Deny(reason) => Some(reason),
+                Decision::NeedsApproval(ApprovalNeed { required: Some(needed), .. })
+                    if request.required.as_ref().is_none_or(|r| r.approver != needed.approver) =>
+                {
+                    // An incident was declared on the service while it waited.
+                    let text = format!(
+                        "{} now needs {}'s approval too ({}); approvals so far still count",
+                        request.id, needed.approver, needed.because
+                    );
+                    request.required = Some(needed);
+                    request.approvals_needed = request.approvals_needed.max(1);
+                    self.store.put_pending(&request)?;
+                    let have = approval::valid_approvals(&request, &Voters::of(&config, &request));
+                    if approval::may_execute(&request, request.approvals_needed, now, &Voters::of(&config, &request)) {
+                        // The lead's approval is already among them.
+                        return Box::pin(self.run_approved(request, last_voter)).await;
+                    }
+                    self.audit
+                        .append(self.vote_entry(&request, last_voter, &target, Verdict::Pending, text.clone()))
+                        .await?;
+                    self.say(&target, Reply::Text(text)).await;
+                    self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
+                    return Ok(());
+                }
                 Decision::NeedsApproval(need) if need.approvals > request.approvals_needed => {
                     // A freeze began while it waited: it needs more approvals now.
                     request.approvals_needed = need.approvals;
                     request.freeze = need.freeze;
                     self.store.put_pending(&request)?;
-                    let have = approval::valid_approvals(&request, &voters);
+                    let have = approval::valid_approvals(&request, &Voters::of(&config, &request));
                     let text = format!(
                         "{} now needs {} approvals ({} in force); {have} so far",
                         request.id,
@@ -238,6 +275,9 @@ impl Engine {
                 _ => None,
             }
         };
+        let groups = request.approver_groups.clone();
+        let required = request.required.clone();
+        let voters = Voters { config: &config, groups: &groups, required: required.as_ref() };
         let have = approval::valid_approvals(&request, &voters);
         if refusal.is_none() && !approval::may_execute(&request, request.approvals_needed, now, &voters) {
             return Err(Error::Denied(format!(
@@ -308,7 +348,7 @@ impl Engine {
         .detail("no decision before the deadline; nothing ran");
         self.audit.append(record).await?;
         let config = self.config.clone();
-        let have = approval::valid_approvals(request, &Voters { config: &config, groups: &request.approver_groups });
+        let have = approval::valid_approvals(request, &Voters::of(&config, request));
         self.say(
             &request.reply,
             Reply::Text(format!("⌛ {} expired without enough approvals; nothing ran", request.id)),
@@ -336,6 +376,14 @@ impl Engine {
 struct Voters<'a> {
     config: &'a crate::config::Config,
     groups: &'a [String],
+    /// The person whose approval the request requires (an incident's lead).
+    required: Option<&'a crate::policy::Required>,
+}
+
+impl<'a> Voters<'a> {
+    fn of(config: &'a crate::config::Config, request: &'a PendingRequest) -> Voters<'a> {
+        Voters { config, groups: &request.approver_groups, required: request.required.as_ref() }
+    }
 }
 
 impl approval::Voters for Voters<'_> {
@@ -343,6 +391,7 @@ impl approval::Voters for Voters<'_> {
         // Roles are mapped under the current configuration: removing a
         // mapping revokes the votes it allowed, as removing a member does.
         self.config.in_any_with(actor, &self.config.granted_to(actor, roles), self.groups)
+            || self.required.is_some_and(|r| self.config.person(&r.approver) == self.config.person(actor))
     }
     fn person(&self, actor: &Actor) -> String {
         self.config.person(actor)

@@ -10,7 +10,10 @@
 //! 6. `--emergency`: the actor is in the rule's break-glass groups → break-glass
 //!    (skips the approval wait and any freeze), else deny;
 //! 7. an active freeze denies, or raises the approvals needed;
-//! 8. approvals needed → pending (if enough eligible approvers exist besides the
+//! 8. for a deploy, an open SEV1/SEV2 incident on the service asks for its
+//!    lead's approval (at least one approval, and the lead's among them),
+//!    unless the lead is the requester;
+//! 9. approvals needed → pending (if enough eligible approvers exist besides the
 //!    requester, else deny); otherwise allow.
 
 pub mod freeze;
@@ -46,7 +49,17 @@ pub struct Subject<'a> {
     pub emergency: Option<&'a str>,
     /// The active `/lock` on the service, if any.
     pub hold: Option<&'a Hold>,
+    /// For a deploy: the open SEV1/SEV2 incident on the service, if any.
+    pub incident: Option<IncidentGate<'a>>,
     pub now: DateTime<Utc>,
+}
+
+/// An open SEV1 or SEV2 incident on the service a deploy names.
+#[derive(Debug, Clone, Copy)]
+pub struct IncidentGate<'a> {
+    pub id: &'a str,
+    pub severity: u8,
+    pub lead: &'a Actor,
 }
 
 /// The outcome.
@@ -68,6 +81,16 @@ pub struct ApprovalNeed {
     pub ttl: Duration,
     /// The freeze that raised the count, if one did.
     pub freeze: Option<String>,
+    /// Whose approval must be among them (an incident's lead), and why.
+    pub required: Option<Required>,
+}
+
+/// One person whose approval a request needs besides the count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Required {
+    pub approver: Actor,
+    /// `INC-3 (SEV1) is open on api-service`.
+    pub because: String,
 }
 
 /// Decides; see the module docs for the order.
@@ -132,17 +155,30 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
             Some(_) => {}
         }
     }
+    // People, not accounts: the requester's linked accounts are not
+    // approvers, and one person's accounts are one approver.
+    let requester = config.person(actor);
+    let required = subject.incident.filter(|gate| config.person(gate.lead) != requester).map(|gate| Required {
+        approver: gate.lead.clone(),
+        because: format!(
+            "{} (SEV{}) is open on {}",
+            gate.id,
+            gate.severity,
+            subject.service.map(|s| s.name.as_str()).unwrap_or("the service")
+        ),
+    });
+    if required.is_some() {
+        approvals = approvals.max(1);
+    }
     if approvals == 0 {
         return Decision::Allow;
     }
     let approver_groups = if rule.approvers.is_empty() { Vec::new() } else { rule.approvers.clone() };
-    // People, not accounts: the requester's linked accounts are not
-    // approvers, and one person's accounts are one approver.
-    let requester = config.person(actor);
     let eligible = config
         .members(&approver_groups)
         .iter()
         .map(|a| config.person(a))
+        .chain(required.as_ref().map(|r| config.person(&r.approver)))
         .filter(|person| *person != requester)
         .collect::<std::collections::BTreeSet<_>>()
         .len() as u32;
@@ -155,5 +191,5 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
             approver_groups.join(", ")
         ));
     }
-    Decision::NeedsApproval(ApprovalNeed { approvals, approver_groups, ttl: rule.ttl, freeze: freeze_name })
+    Decision::NeedsApproval(ApprovalNeed { approvals, approver_groups, ttl: rule.ttl, freeze: freeze_name, required })
 }

@@ -278,6 +278,7 @@ fn policy_decides_in_its_documented_order() {
             channel: c.channel,
             emergency: c.emergency,
             hold: hold.as_ref(),
+            incident: None,
             now: at(c.now),
         };
         let got = evaluate(&cfg, &subject);
@@ -380,6 +381,7 @@ fn discord_roles_grant_groups_for_the_event_and_only_mapped_groups() {
         channel: "console:ops",
         emergency: None,
         hold: None,
+        incident: None,
         now: at(WEDNESDAY),
     };
     // Unknown without the role; with it, in sre for this request only.

@@ -30,6 +30,7 @@ pub(super) fn pending(id: &str, state: RequestState) -> PendingRequest {
         reply: crate::event::ReplyTarget::channel("slack:C1"),
         requester_roles: vec![],
         votes: vec![],
+        required: None,
         state,
         closed_by: None,
         closed_at: None,
@@ -132,5 +133,46 @@ fn links_are_remembered() {
         assert_eq!(store.resolve("slack:card:C1:1.2").unwrap(), None, "{name}");
         store.link("slack:card:C1:1.2", "r-7").unwrap();
         assert_eq!(store.resolve("slack:card:C1:1.2").unwrap().as_deref(), Some("r-7"), "{name}");
+    });
+}
+
+pub(super) fn incident(id: &str, severity: u8) -> crate::incident::Incident {
+    let alice = Actor::parse("slack:UALICE").unwrap();
+    crate::incident::Incident {
+        id: id.into(),
+        title: "pool exhausted".into(),
+        severity,
+        services: vec!["api".into()],
+        lead: alice.clone(),
+        declared_by: alice,
+        declared_at: at(0),
+        channel: crate::event::ReplyTarget::channel("slack:C1"),
+        last_update: None,
+        resolved_at: None,
+        resolved_by: None,
+        resolution: None,
+    }
+}
+
+#[test]
+fn incidents_count_up_and_only_open_ones_are_open() {
+    each_store(|name, store| {
+        assert_eq!(store.next_incident_id().unwrap(), "INC-1", "{name}");
+        assert_eq!(store.next_incident_id().unwrap(), "INC-2", "{name}");
+        // Request ids are a sequence of their own.
+        assert_eq!(store.next_request_id().unwrap(), "r-1", "{name}");
+        assert_eq!(store.get_incident("INC-1").unwrap(), None, "{name}");
+        store.put_incident(&incident("INC-1", 1)).unwrap();
+        store.put_incident(&incident("INC-2", 3)).unwrap();
+        let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(open, ["INC-1", "INC-2"], "{name}");
+        let mut resolved = incident("INC-1", 1);
+        resolved.resolved_at = Some(at(30));
+        store.put_incident(&resolved).unwrap();
+        let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(open, ["INC-2"], "{name}");
+        assert_eq!(store.get_incident("INC-1").unwrap(), Some(resolved), "{name}");
+        assert_eq!(store.get_incident("INC-9").unwrap(), None, "{name}");
+        assert_eq!(store.get_incident("nonsense").unwrap(), None, "{name}");
     });
 }

@@ -18,6 +18,8 @@ struct State {
     /// Dedup window number → the keys taken in it.
     windows: BTreeMap<u64, HashSet<String>>,
     links: HashMap<String, String>,
+    incident_counter: u64,
+    incidents: BTreeMap<u64, crate::incident::Incident>,
 }
 
 #[derive(Default, Clone)]
@@ -37,7 +39,31 @@ fn release(state: &mut State, service: &str, request_id: &str) {
     }
 }
 
+/// `INC-12` → 12, the order incidents are kept in.
+fn incident_number(id: &str) -> u64 {
+    id.strip_prefix("INC-").and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 impl Store for MemoryStore {
+    fn next_incident_id(&self) -> Result<String, StoreError> {
+        let mut state = self.state();
+        state.incident_counter += 1;
+        Ok(format!("INC-{}", state.incident_counter))
+    }
+
+    fn put_incident(&self, incident: &crate::incident::Incident) -> Result<(), StoreError> {
+        self.state().incidents.insert(incident_number(&incident.id), incident.clone());
+        Ok(())
+    }
+
+    fn get_incident(&self, id: &str) -> Result<Option<crate::incident::Incident>, StoreError> {
+        Ok(self.state().incidents.get(&incident_number(id)).filter(|i| i.id == id).cloned())
+    }
+
+    fn open_incidents(&self) -> Result<Vec<crate::incident::Incident>, StoreError> {
+        Ok(self.state().incidents.values().filter(|i| i.is_open()).cloned().collect())
+    }
+
     fn next_request_id(&self) -> Result<String, StoreError> {
         let mut state = self.state();
         state.counter += 1;

@@ -8,6 +8,7 @@
 
 use crate::approval::PendingRequest;
 use crate::audit::{AuditError, BoxFuture, Effect};
+use crate::incident::Incident;
 use crate::policy::Hold;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,14 @@ pub trait Store: Send + Sync {
     fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Forgets dedup windows older than the previous one; returns how many.
     fn sweep_dedup(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+    /// Next incident id, `INC-1`, `INC-2` … (never reused).
+    fn next_incident_id(&self) -> Result<String, StoreError>;
+    /// Stores an incident (open or resolved).
+    fn put_incident(&self, incident: &Incident) -> Result<(), StoreError>;
+    fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError>;
+    /// Incidents not yet resolved, oldest first (read on every change
+    /// request, so kept in memory).
+    fn open_incidents(&self) -> Result<Vec<Incident>, StoreError>;
     /// Remembers a small adapter-owned mapping (which Slack message is the
     /// card of which request), so it survives a restart.
     fn link(&self, key: &str, value: &str) -> Result<(), StoreError>;

@@ -46,6 +46,12 @@ pub struct SledStore {
     dedup: Arc<dedup::Dedup>,
     meta: sled::Tree,
     links: sled::Tree,
+    /// Incidents by number (big-endian), each its JSON.
+    incidents: sled::Tree,
+    /// The open ones, decoded (or why one cannot be: then every question
+    /// about open incidents fails, closed), kept in memory because every
+    /// change request asks.
+    open_incidents: Arc<RwLock<std::collections::BTreeMap<u64, Result<crate::incident::Incident, String>>>>,
     audit: Arc<SledAuditLog>,
     /// How every flush, the audit writer's and [`Store::flush`], is made
     /// durable (with `durability = "fdatasync"`, `fdatasync` on sled's log).
@@ -113,7 +119,24 @@ impl SledStore {
             let service = String::from_utf8_lossy(&key[HOLD_PREFIX.len()..]).to_string();
             holds.insert(service, decode_hold(&bytes));
         }
+        let incidents = db.open_tree("incidents")?;
+        let mut open_incidents = std::collections::BTreeMap::new();
+        for item in incidents.iter() {
+            let (key, bytes) = item?;
+            let number = key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            match serde_json::from_slice::<crate::incident::Incident>(&bytes) {
+                Ok(incident) if !incident.is_open() => {}
+                Ok(incident) => {
+                    open_incidents.insert(number, Ok(incident));
+                }
+                Err(e) => {
+                    open_incidents.insert(number, Err(format!("incident {number}: {e}")));
+                }
+            }
+        }
         Ok(SledStore {
+            incidents,
+            open_incidents: Arc::new(RwLock::new(open_incidents)),
             requests: db.open_tree("requests")?,
             open,
             open_ids: Arc::new(Mutex::new(open_ids)),
@@ -146,7 +169,51 @@ impl SledStore {
     }
 }
 
+/// `INC-12` → 12, the key incidents are kept under.
+fn incident_number(id: &str) -> Option<u64> {
+    id.strip_prefix("INC-").and_then(|n| n.parse().ok())
+}
+
 impl Store for SledStore {
+    fn next_incident_id(&self) -> Result<String, StoreError> {
+        let next = self.meta.update_and_fetch("incident_counter", |old| {
+            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let n = next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1);
+        Ok(format!("INC-{n}"))
+    }
+
+    fn put_incident(&self, incident: &crate::incident::Incident) -> Result<(), StoreError> {
+        let Some(number) = incident_number(&incident.id) else {
+            return Err(StoreError::Corrupt(format!("`{}` is not an incident id", incident.id)));
+        };
+        let bytes = serde_json::to_vec(incident).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut open = self.open_incidents.write().expect("open incidents lock");
+        self.incidents.insert(number.to_be_bytes(), bytes)?;
+        if incident.is_open() {
+            open.insert(number, Ok(incident.clone()));
+        } else {
+            open.remove(&number);
+        }
+        Ok(())
+    }
+
+    fn get_incident(&self, id: &str) -> Result<Option<crate::incident::Incident>, StoreError> {
+        let Some(number) = incident_number(id) else { return Ok(None) };
+        match self.incidents.get(number.to_be_bytes())? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))
+            }
+        }
+    }
+
+    fn open_incidents(&self) -> Result<Vec<crate::incident::Incident>, StoreError> {
+        let open = self.open_incidents.read().expect("open incidents lock");
+        open.values().map(|i| i.clone().map_err(StoreError::Corrupt)).collect()
+    }
+
     /// Next request id, `r-1`, `r-2` … (never reused, also across restarts).
     fn next_request_id(&self) -> Result<String, StoreError> {
         let next = self.meta.update_and_fetch("request_counter", |old| {
@@ -392,7 +459,7 @@ impl ReadOnly {
 
 /// The trees of opsbot's state besides the trail (the dedup windows are
 /// left out: the first commit's hook may fill one before its records land).
-const STATE_TREES: [&str; 5] = ["requests", "open_requests", "locks", "meta", "links"];
+const STATE_TREES: [&str; 6] = ["requests", "open_requests", "locks", "meta", "links", "incidents"];
 
 /// `opsbot audit repair` on the store in `dir` (no bot may be running).
 /// Verifies first on a read-only open: a store that needs no repair, or
@@ -506,6 +573,33 @@ mod tests {
             other => panic!("expected a corrupt-store error, got {other:?}"),
         }
         assert_eq!(store.active_hold("web", at(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn open_incidents_survive_a_restart_and_an_unreadable_one_fails_closed() {
+        use crate::store::contract::incident;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.next_incident_id().unwrap(), "INC-1");
+            store.put_incident(&incident("INC-1", 1)).unwrap();
+            let mut resolved = incident("INC-2", 2);
+            resolved.resolved_at = Some(at(5));
+            store.put_incident(&resolved).unwrap();
+        }
+        let store = reopen(dir.path());
+        let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(open, ["INC-1"]);
+        assert_eq!(store.next_incident_id().unwrap(), "INC-2", "the counter survives too");
+        store.incidents.insert(3u64.to_be_bytes(), &b"{not json"[..]).unwrap();
+        drop(store);
+        // An incident that cannot be read might be an open SEV1: every
+        // question about open incidents fails rather than answer "none".
+        let store = reopen(dir.path());
+        match store.open_incidents() {
+            Err(StoreError::Corrupt(problem)) => assert!(problem.contains("incident 3"), "{problem}"),
+            other => panic!("expected a corrupt-store error, got {other:?}"),
+        }
     }
 
     #[tokio::test]

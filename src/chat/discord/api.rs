@@ -298,6 +298,19 @@ impl DiscordApi {
         .map(|_| ())
     }
 
+    /// Pins `message` in `channel` (the bot needs the Pin Messages permission).
+    pub async fn pin(&self, channel: &str, message: &str) -> Result<(), ApiError> {
+        let (channel, message) = (snowflake(channel)?, snowflake(message)?);
+        self.call(
+            Method::PUT,
+            &format!("PUT /channels/{channel}/messages/pins/:id"),
+            &format!("/channels/{channel}/messages/pins/{message}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// The thread under `message` in `channel` (made if it has none); its
     /// id is the message's.
     pub async fn thread_of(&self, channel: &str, message: &str, name: &str) -> Result<String, ApiError> {

@@ -15,14 +15,17 @@ use serde_json::{json, Value};
 const STRING: u8 = 3;
 const INTEGER: u8 = 4;
 const BOOLEAN: u8 = 5;
+const USER: u8 = 6;
+const SUB_COMMAND: u8 = 1;
 /// Discord allows at most this many choices, and this long a description.
 const MAX_CHOICES: usize = 25;
 const MAX_DESCRIPTION: usize = 100;
 
 /// The permissions opsbot's messages need: View Channel (1 << 10), Send
 /// Messages (1 << 11), Send Messages in Threads (1 << 38), Create Public
-/// Threads (1 << 35), Read Message History (1 << 16).
-pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16);
+/// Threads (1 << 35), Read Message History (1 << 16), Pin Messages (1 << 51,
+/// for an incident's summary).
+pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16) | (1 << 51);
 
 /// The URL that installs the bot in a server with [`PERMISSIONS`] and its commands.
 pub fn invite_url(application_id: &str) -> String {
@@ -111,10 +114,38 @@ fn same(a: &Value, b: &Value, ignored: &dyn Fn(&str) -> bool) -> bool {
 /// endpoint (`PUT /applications/{id}/commands`) takes.
 pub fn application_commands(registry: &Registry) -> Value {
     let mut commands = Vec::new();
-    for spec in registry.commands() {
+    for spec in registry.commands().filter(|c| c.group.is_none()) {
         for name in std::iter::once(&spec.name).chain(&spec.aliases) {
             commands.push(command(spec, name));
         }
+    }
+    // A group (`/incident`) is one command whose subcommands are its members.
+    for name in registry.top_level_names() {
+        if !registry.is_group(&name) {
+            continue;
+        }
+        let mut subcommands = Vec::new();
+        for spec in registry.group_members(&name) {
+            for full in std::iter::once(&spec.name).chain(&spec.aliases) {
+                let word = full.rsplit(' ').next().unwrap_or(full);
+                let mut sub = command(spec, word);
+                sub["type"] = json!(SUB_COMMAND);
+                if let Some(fields) = sub.as_object_mut() {
+                    fields.remove("contexts");
+                    fields.remove("integration_types");
+                }
+                subcommands.push(sub);
+            }
+        }
+        let words: Vec<&str> = subcommands.iter().filter_map(|s| s["name"].as_str()).collect();
+        commands.push(json!({
+            "name": name,
+            "type": 1,
+            "description": clip(&format!("/{name} {}", words.join(", "))),
+            "options": subcommands,
+            "contexts": [0],
+            "integration_types": [0],
+        }));
     }
     Value::Array(commands)
 }
@@ -196,6 +227,11 @@ fn option(name: &str, kind: &ArgKind, required: bool, help: Option<&str>) -> Val
             json!({"type": STRING, "description": described("a request id such as r-12"), "max_length": 32})
         }
         ArgKind::Command => json!({"type": STRING, "description": described("a command name"), "max_length": 32}),
+        ArgKind::IncidentId => {
+            json!({"type": STRING, "description": described("an incident id such as INC-3"), "max_length": 24})
+        }
+        // Discord hands over the chosen member's id (see inbound's command_text).
+        ArgKind::Person => json!({"type": USER, "description": described("a member of this server")}),
         ArgKind::Switch => json!({"type": BOOLEAN, "description": described("on or off")}),
     };
     option["name"] = json!(name);
@@ -232,16 +268,31 @@ mod tests {
         let commands = commands.as_array().unwrap();
         let names: Vec<&str> = commands.iter().map(|c| c["name"].as_str().unwrap()).collect();
         for spec in registry.commands() {
-            assert!(names.contains(&spec.name.as_str()), "{} is registered", spec.name);
-            for alias in &spec.aliases {
-                assert!(names.contains(&alias.as_str()), "alias {alias} is registered");
+            match &spec.group {
+                None => {
+                    assert!(names.contains(&spec.name.as_str()), "{} is registered", spec.name);
+                    for alias in &spec.aliases {
+                        assert!(names.contains(&alias.as_str()), "alias {alias} is registered");
+                    }
+                }
+                // `/incident declare` is the subcommand `declare` of `/incident`.
+                Some(group) => {
+                    let top = commands.iter().find(|c| c["name"] == group.as_str()).expect("the group is registered");
+                    let word = spec.name.rsplit(' ').next().unwrap();
+                    let subs = top["options"].as_array().unwrap();
+                    assert!(subs.iter().any(|s| s["name"] == word && s["type"] == SUB_COMMAND), "{}", spec.name);
+                }
             }
         }
         let valid_name = |n: &str| {
             (1..=32).contains(&n.chars().count())
                 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         };
-        for command in commands {
+        let subcommands: Vec<&Value> = commands
+            .iter()
+            .flat_map(|c| c["options"].as_array().unwrap().iter().filter(|o| o["type"] == SUB_COMMAND))
+            .collect();
+        for command in commands.iter().chain(subcommands) {
             let name = command["name"].as_str().unwrap();
             assert!(valid_name(name), "{name}");
             let description = command["description"].as_str().unwrap();
@@ -250,7 +301,7 @@ mod tests {
             assert!(options.len() <= 25, "{name}");
             let required: Vec<bool> = options.iter().map(|o| o["required"] == true).collect();
             assert!(required.windows(2).all(|w| w[0] || !w[1]), "{name}: a required option after an optional one");
-            for option in options {
+            for option in options.iter().filter(|o| o["type"] != SUB_COMMAND) {
                 let option_name = option["name"].as_str().unwrap();
                 assert!(valid_name(option_name), "{name}.{option_name}");
                 let text = option["description"].as_str().unwrap();

@@ -122,14 +122,15 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
             Ok(Inbound::Button { event, interaction })
         }
         4 => {
-            let focused = payload["data"]["options"]
-                .as_array()
+            // A subcommand's options are one level down.
+            let options = |o: &Value| o["options"].as_array().cloned().unwrap_or_default();
+            let focused = options(&payload["data"])
                 .into_iter()
-                .flatten()
+                .flat_map(|o| if o["type"] == 1 { options(&o) } else { vec![o] })
                 .find(|o| o["focused"] == true)
-                .and_then(|o| o["value"].as_str())
-                .unwrap_or("");
-            Ok(Inbound::Autocomplete { typed: focused.to_string(), interaction })
+                .and_then(|o| o["value"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            Ok(Inbound::Autocomplete { typed: focused, interaction })
         }
         other => Ok(Inbound::Other { kind: other, interaction }),
     }
@@ -164,7 +165,16 @@ pub fn reaction_vote(emoji: &str) -> Option<bool> {
 
 /// `data` of an application command as `/name arg … --flag value`.
 fn command_text(registry: &Registry, data: &Value) -> Result<String, String> {
-    let name = data["name"].as_str().ok_or("a command without a name")?;
+    let top = data["name"].as_str().ok_or("a command without a name")?;
+    // A group's command arrives as the group with one subcommand option.
+    let (name, data) = match data["options"].as_array().and_then(|o| o.first()).filter(|o| o["type"] == 1) {
+        Some(sub) if registry.is_group(top) => {
+            let word = sub["name"].as_str().ok_or("a subcommand without a name")?;
+            (format!("{top} {word}"), sub)
+        }
+        _ => (top.to_string(), data),
+    };
+    let name = name.as_str();
     let spec = registry.find(name).ok_or_else(|| format!("`/{name}` is not an opsbot command here"))?;
     let given: Vec<(&str, &Value)> = data["options"]
         .as_array()
@@ -186,8 +196,19 @@ fn command_text(registry: &Registry, data: &Value) -> Result<String, String> {
                     ));
                 }
                 text.push(' ');
-                text.push_str(&quoted(value)?);
+                match (&arg.kind, value) {
+                    // A USER option's value is the member's id.
+                    (ArgKind::Person, Value::String(id))
+                        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        text.push_str(&format!("<@{id}>"))
+                    }
+                    _ => text.push_str(&quoted(value)?),
+                }
             }
+            // An incident id may be left out before later arguments: the
+            // parser takes only `INC-n` as one, and values arrive quoted.
+            None if arg.kind == ArgKind::IncidentId => {}
             None => skipped = skipped.or(Some(&arg.name)),
         }
     }
@@ -308,5 +329,51 @@ mod tests {
             Inbound::Autocomplete { typed, .. } if typed == "api-s"));
         assert!(interaction(&registry, b"{").unwrap_err().contains("not an interaction"));
         assert!(quoted(&json!("a\"b'c”d’e")).unwrap_err().contains("closing quote"));
+    }
+
+    #[test]
+    fn a_subcommand_of_a_group_becomes_the_groups_text() {
+        let registry = shipped();
+        let services = ["api-service".to_string()];
+        let text_of = |data: Value| match interaction(&registry, &command(data)).unwrap() {
+            Inbound::Command { event: Event::Command { text, .. }, .. } => text,
+            _ => panic!("not a command"),
+        };
+        let text = text_of(json!({"name": "incident", "options": [{"name": "declare", "type": 1, "options": [
+            {"name": "title", "type": 3, "value": "pool --sev 4 exhausted"},
+            {"name": "sev", "type": 4, "value": 1},
+            {"name": "service", "type": 3, "value": "api-service"},
+        ]}]}));
+        let parsed = crate::command::parse(&registry, &services, &text).unwrap();
+        assert_eq!(
+            parsed.request,
+            crate::command::Request::Incident {
+                op: crate::command::IncidentOp::Declare {
+                    title: "pool --sev 4 exhausted".into(),
+                    severity: 1,
+                    services: vec!["api-service".into()],
+                }
+            },
+            "{text}"
+        );
+        // A USER option arrives as the member's id; the incident id may be left out.
+        let text = text_of(json!({"name": "incident", "options": [{"name": "lead", "type": 1, "options": [
+            {"name": "person", "type": 6, "value": "80351110224678999"},
+        ]}]}));
+        let parsed = crate::command::parse(&registry, &services, &text).unwrap();
+        assert_eq!(
+            parsed.request,
+            crate::command::Request::Incident {
+                op: crate::command::IncidentOp::Lead { incident: None, person: "discord:80351110224678999".into() }
+            }
+        );
+        // Autocomplete inside a subcommand finds the focused option.
+        let body = json!({"type": 4, "id": "112", "token": "tok", "channel_id": "222", "guild_id": "9",
+            "member": {"user": {"id": "80351110224678912"}},
+            "data": {"name": "incident", "options": [{"name": "declare", "type": 1, "options": [
+                {"name": "service", "type": 3, "value": "pay", "focused": true}]}]}})
+        .to_string();
+        assert!(matches!(interaction(&registry, body.as_bytes()).unwrap(),
+            Inbound::Autocomplete { typed, .. } if typed == "pay"));
     }
 }

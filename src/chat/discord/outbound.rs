@@ -174,6 +174,11 @@ impl Wire for DiscordApi {
         Box::pin(async move { self.edit_message(channel, message, &approval_card(view)).await })
     }
 
+    fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        let (channel, message) = locate(channel, message);
+        Box::pin(DiscordApi::pin(self, channel, message))
+    }
+
     fn private<'a>(
         &'a self,
         target: &'a ReplyTarget,

@@ -57,6 +57,7 @@ impl Work {
                 "progress message"
             }
             Work::Reply(Reply::Outcome { .. }) => "outcome",
+            Work::Reply(Reply::Summary { .. }) => "summary",
         }
     }
 
@@ -70,7 +71,13 @@ impl Work {
             )
             | Work::ProgressPost { request_id }
             | Work::ProgressRefresh { request_id } => Some(request_id.clone()),
-            Work::Reply(Reply::Text(_) | Reply::Announcement(_) | Reply::Answer(_) | Reply::Private { .. }) => None,
+            Work::Reply(
+                Reply::Text(_)
+                | Reply::Announcement(_)
+                | Reply::Answer(_)
+                | Reply::Private { .. }
+                | Reply::Summary { .. },
+            ) => None,
         }
     }
 }
@@ -264,6 +271,33 @@ impl<'a, W: Wire> Delivery<'a, W> {
         self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
     }
 
+    /// Posts the summary `key` (top level, then pinned) or edits the
+    /// message it was posted as; the message is remembered in the store so
+    /// edits after a restart land on it too.
+    async fn summary(&mut self, key: &str, text: &str) -> Result<(), ApiError> {
+        let wire = &self.inner.wire;
+        let channel = self.channel;
+        let body = split(&wire.render(text), W::MAX_TEXT).into_iter().next().unwrap_or_default();
+        let link = format!("{}:summary-of:{key}", W::PLATFORM);
+        let posted = self.inner.store.resolve(&link).ok().flatten().and_then(|stored| {
+            let (stored_channel, message) = stored.split_once(' ')?;
+            (stored_channel == channel).then(|| message.to_string())
+        });
+        if let Some(message) = posted {
+            return self.call(|| wire.update(channel, &message, &body)).await;
+        }
+        let message = self.call(|| wire.post(channel, None, &body)).await?;
+        if let Err(e) = self.inner.store.link(&link, &format!("{channel} {message}")) {
+            tracing::warn!(error = %e, "summary link not stored; after a restart its next edit posts it anew");
+        }
+        // Pinning is a convenience: without the permission the summary
+        // stays, unpinned, and the log says why.
+        if let Err(e) = self.call(|| wire.pin(channel, &message)).await {
+            tracing::warn!(error = ?e, channel, "could not pin the summary (does the bot have the permission to pin?)");
+        }
+        Ok(())
+    }
+
     async fn post_text(&mut self, thread: Option<&str>, text: &str) -> Result<Option<String>, ApiError> {
         let wire = &self.inner.wire;
         let channel = self.channel;
@@ -389,6 +423,7 @@ impl<'a, W: Wire> Delivery<'a, W> {
                 // (never queued by the sink) shows the lines as they are.
                 self.progress(target, &request_id, false).await?;
             }
+            Reply::Summary { key, text } => self.summary(&key, &text).await?,
             Reply::Outcome { request_id, verdict, text } => {
                 let followed = self.inner.with_threads(|t| t.remove(&request_id));
                 if let Some(view) = followed.as_ref().and_then(|f| f.view.clone()) {

@@ -104,6 +104,14 @@ impl SlackApi {
         Ok(())
     }
 
+    /// `pins.add` (scope `pins:write`).
+    pub async fn pin(&self, channel: &str, ts: &str) -> Result<(), ApiError> {
+        let session = self.client.open_session(&self.token);
+        let request = SlackApiPinsAddRequest::new(channel.to_string().into(), ts.to_string().into());
+        session.pins_add(&request).await?;
+        Ok(())
+    }
+
     /// `chat.postEphemeral`: only `user` sees it.
     pub async fn ephemeral(&self, channel: &str, user: &str, thread: Option<&str>, text: &str) -> Result<(), ApiError> {
         let session = self.client.open_session(&self.token);

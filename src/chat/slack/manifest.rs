@@ -5,9 +5,10 @@ use crate::command::Registry;
 use serde_json::{json, Value};
 
 /// Bot scopes opsbot needs, and why.
-pub const BOT_SCOPES: [&str; 5] = [
+pub const BOT_SCOPES: [&str; 6] = [
     "commands",          // slash commands
     "chat:write",        // replies, cards, progress threads
+    "pins:write",        // an incident's summary, pinned
     "reactions:read",    // ✅ / ❌ votes
     "app_mentions:read", // @opsbot status api-service
     "users:read",        // display names

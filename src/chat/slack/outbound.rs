@@ -73,6 +73,10 @@ impl Wire for SlackApi {
         })
     }
 
+    fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(SlackApi::pin(self, channel, message))
+    }
+
     fn private<'a>(
         &'a self,
         target: &'a ReplyTarget,

@@ -1,0 +1,297 @@
+//! `/incident …`: declaring an incident and keeping its record. Each change
+//! is stored, then its `incident` audit record is made durable, and only
+//! then is it announced and the summary message (posted once in the channel
+//! it was declared in, edited in place afterwards) brought up to date.
+
+use super::Engine;
+use crate::audit::{AuditEntry, AuditQuery, RecordKind};
+use crate::command::{IncidentOp, ParsedCommand};
+use crate::engine::reply::{typed, Reply};
+use crate::error::{Error, Result};
+use crate::event::{Actor, Platform, ReplyTarget};
+use crate::incident::{self, sev, Change, Incident, Timeline};
+
+/// Changes listed in a summary.
+const RECENT_CHANGES: usize = 3;
+/// Timeline lines `/incident timeline` shows in chat.
+const TIMELINE_LINES: usize = 40;
+
+impl Engine {
+    /// `/incident declare|lead|update|sev|note|resolve`, allowed by the policy.
+    pub(super) async fn run_incident(
+        &self,
+        actor: &Actor,
+        parsed: &ParsedCommand,
+        op: &IncidentOp,
+        id: Option<&str>,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let (incident, detail, announce) = match op {
+            IncidentOp::Declare { title, severity, services } => {
+                let incident = Incident {
+                    id: match id {
+                        Some(id) => id.to_string(),
+                        None => self.store.next_incident_id()?,
+                    },
+                    title: title.clone(),
+                    severity: *severity,
+                    services: services.clone(),
+                    lead: actor.clone(),
+                    declared_by: actor.clone(),
+                    declared_at: now,
+                    channel: ReplyTarget::channel(reply.channel.clone()),
+                    last_update: None,
+                    resolved_at: None,
+                    resolved_by: None,
+                    resolution: None,
+                };
+                let on = if services.is_empty() { String::new() } else { format!(" on {}", services.join(", ")) };
+                let detail = format!("declared {}{on}: {title}; lead {actor}", sev(*severity));
+                let gate = if *severity <= 2 && !services.is_empty() {
+                    " Deploys to its services now wait for the lead's approval (break-glass aside)."
+                } else {
+                    ""
+                };
+                let announce = format!(
+                    "🚨 {} declared by {actor}: {} ({}{on}). {actor} leads it; `/incident lead @someone` hands it over.{gate}",
+                    incident.id,
+                    typed(title),
+                    sev(*severity)
+                );
+                (incident, detail, announce)
+            }
+            _ => {
+                let mut incident = self.incident_for(op.incident().or(id), reply)?;
+                if let Some(at) = incident.resolved_at {
+                    return Err(Error::Invalid(format!(
+                        "{} was resolved at {}; declare a new incident if it is back",
+                        incident.id,
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    )));
+                }
+                let id = incident.id.clone();
+                let (detail, announce) = match op {
+                    IncidentOp::Lead { person, .. } => {
+                        let lead = self.person(actor, person)?;
+                        let before = std::mem::replace(&mut incident.lead, lead.clone());
+                        (
+                            format!("lead {lead} (was {before})"),
+                            format!("{id}: {lead} leads it now (was {before}), set by {actor}"),
+                        )
+                    }
+                    IncidentOp::Update { text, .. } => {
+                        incident.last_update = Some(text.clone());
+                        (format!("update: {text}"), format!("📣 {id} update from {actor}: {}", typed(text)))
+                    }
+                    IncidentOp::Severity { severity, .. } => {
+                        let before = std::mem::replace(&mut incident.severity, *severity);
+                        let gate = match (before <= 2, *severity <= 2, incident.services.is_empty()) {
+                            (false, true, false) => " Deploys to its services now wait for the lead's approval.",
+                            (true, false, false) => " Deploys to its services no longer wait for the lead.",
+                            _ => "",
+                        };
+                        (
+                            format!("severity {} (was {})", sev(*severity), sev(before)),
+                            format!("{id} is {} now (was {}), set by {actor}.{gate}", sev(*severity), sev(before)),
+                        )
+                    }
+                    IncidentOp::Note { text, .. } => {
+                        (format!("note: {text}"), format!("📝 {id} note from {actor}: {}", typed(text)))
+                    }
+                    IncidentOp::Resolve { summary, .. } => {
+                        incident.resolved_at = Some(now);
+                        incident.resolved_by = Some(actor.clone());
+                        incident.resolution = summary.clone();
+                        let took = incident::human(now - incident.declared_at);
+                        let said = summary.as_deref().map(|s| format!(": {}", typed(s))).unwrap_or_default();
+                        (
+                            format!("resolved after {took}{}", summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default()),
+                            format!("✅ {id} resolved by {actor} after {took}{said}. `/incident timeline {id}` has the whole story."),
+                        )
+                    }
+                    IncidentOp::Declare { .. } | IncidentOp::Status { .. } | IncidentOp::Timeline { .. } => {
+                        return Err(Error::Invalid("not a change to an incident".into()))
+                    }
+                };
+                (incident, detail, announce)
+            }
+        };
+        self.store.put_incident(&incident)?;
+        let services = &incident.services;
+        let first = services.first().and_then(|s| self.config.services.get(s));
+        let record = AuditEntry {
+            request_id: Some(incident.id.clone()),
+            actor: Some(actor.to_string()),
+            channel: Some(reply.channel.clone()),
+            command: Some(parsed.command.clone()),
+            // The incident as it stands after this change: the trail alone
+            // can tell its story (`opsbot incident export`).
+            args: serde_json::to_value(&incident).ok(),
+            service: first.map(|s| s.name.clone()),
+            environment: first.map(|s| s.environment.clone()),
+            ..AuditEntry::new(RecordKind::Incident)
+        }
+        .outcome(crate::audit::Verdict::Allowed)
+        .detail(detail);
+        self.metrics.request(actor.platform(), &parsed.command, "allowed");
+        self.audit.append(record).await?;
+        self.say(reply, Reply::Text(announce)).await;
+        self.show_summary(&incident).await;
+        Ok(())
+    }
+
+    /// Posts or edits `incident`'s summary message.
+    async fn show_summary(&self, incident: &Incident) {
+        let recent = match self.recent_changes(incident) {
+            Ok(recent) => recent,
+            Err(e) => {
+                tracing::warn!(error = %e, incident = %incident.id, "reading recent changes for a summary failed");
+                Vec::new()
+            }
+        };
+        let text = incident::summary_text(incident, &recent, self.clock.now());
+        self.say(&incident.channel, Reply::Summary { key: incident.summary_key(), text }).await;
+    }
+
+    /// The newest changes to `incident`'s services, newest first.
+    fn recent_changes(&self, incident: &Incident) -> Result<Vec<Change>> {
+        let mut changes = Vec::new();
+        for service in &incident.services {
+            let records = self.audit.newest_outcomes(service, RECENT_CHANGES)?;
+            changes.extend(records.iter().filter_map(Change::from_record));
+        }
+        changes.sort_by_key(|c| std::cmp::Reverse(c.at));
+        changes.truncate(RECENT_CHANGES);
+        Ok(changes)
+    }
+
+    /// `/incident status` and `/incident timeline`.
+    pub(super) fn incident_read(&self, op: &IncidentOp, reply: &ReplyTarget) -> Result<String> {
+        match op {
+            IncidentOp::Status { incident: None } if self.channel_incidents(reply)?.is_empty() => {
+                let open = self.store.open_incidents()?;
+                if open.is_empty() {
+                    return Ok("No incident is open.".into());
+                }
+                let lines: Vec<String> = open
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{} {} {} — lead {}, open for {}",
+                            i.id,
+                            sev(i.severity),
+                            typed(&i.title),
+                            i.lead,
+                            incident::human(self.clock.now() - i.declared_at)
+                        )
+                    })
+                    .collect();
+                Ok(format!(
+                    "Open incidents (none declared in this channel):\n{}\n`/incident status INC-n` for one.",
+                    lines.join("\n")
+                ))
+            }
+            IncidentOp::Status { incident } => {
+                let found = self.incident_for(incident.as_deref(), reply)?;
+                let mut text = incident::summary_text(&found, &self.recent_changes(&found)?, self.clock.now());
+                text.push_str(&self.open_actions(&found)?);
+                Ok(text)
+            }
+            IncidentOp::Timeline { incident } => {
+                let found = self.incident_for(incident.as_deref(), reply)?;
+                Ok(self.timeline(&found)?.chat_lines(TIMELINE_LINES))
+            }
+            _ => Err(Error::Invalid("not a read of an incident".into())),
+        }
+    }
+
+    /// Approvals waiting and actions running on `incident`'s services.
+    fn open_actions(&self, incident: &Incident) -> Result<String> {
+        let mut lines = Vec::new();
+        for request in self.store.open_requests()? {
+            if incident.services.contains(&request.service) {
+                lines.push(format!(
+                    "{} {} by {}: waiting for approval",
+                    request.id,
+                    request.request.describe(),
+                    request.requester
+                ));
+            }
+        }
+        for (service, lock) in self.store.run_locks()? {
+            if incident.services.contains(&service) {
+                lines.push(format!("{} on {service}: running", lock.request_id));
+            }
+        }
+        Ok(if lines.is_empty() {
+            "\nopen actions: none".into()
+        } else {
+            format!("\nopen actions:\n• {}", lines.join("\n• "))
+        })
+    }
+
+    /// The incident's timeline from the trail (read from its declaration on).
+    pub fn timeline(&self, incident: &Incident) -> Result<Timeline> {
+        let mut records = Vec::new();
+        let query = AuditQuery { since: Some(incident.declared_at), ..Default::default() };
+        self.audit.each(&query, &mut |record| {
+            if Timeline::belongs(incident, &record) {
+                records.push(record);
+            }
+            true
+        })?;
+        Ok(Timeline::build(incident, records))
+    }
+
+    /// The incident `named`, or else the one open incident declared in
+    /// `reply`'s channel.
+    pub(super) fn incident_for(&self, named: Option<&str>, reply: &ReplyTarget) -> Result<Incident> {
+        if let Some(id) = named {
+            return self.store.get_incident(id)?.ok_or_else(|| {
+                Error::Invalid(format!("there is no incident {id}; `/incident status` lists the open ones"))
+            });
+        }
+        let mut here = self.channel_incidents(reply)?;
+        match here.len() {
+            1 => Ok(here.remove(0)),
+            0 => Err(Error::Invalid(
+                "no open incident was declared in this channel; name one (like INC-3), or `/incident status` to list them"
+                    .into(),
+            )),
+            _ => Err(Error::Invalid(format!(
+                "{} incidents are open in this channel ({}); name the one you mean",
+                here.len(),
+                here.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn channel_incidents(&self, reply: &ReplyTarget) -> Result<Vec<Incident>> {
+        Ok(self.store.open_incidents()?.into_iter().filter(|i| i.channel.channel == reply.channel).collect())
+    }
+
+    /// Who `typed` names, as `actor` sees it: an identity or a mention the
+    /// parser checked; a bare `@name` is an identity only in the console.
+    /// Only someone the configuration knows may lead (the lead approves
+    /// deploys during a SEV1/SEV2).
+    fn person(&self, actor: &Actor, typed_name: &str) -> Result<Actor> {
+        let qualified = match typed_name.strip_prefix('@') {
+            Some(name) if actor.platform() == Platform::Console => format!("console:{name}"),
+            Some(_) => {
+                return Err(Error::Invalid(format!(
+                    "`{typed_name}` is a name, not an id: pick the person from the mention list so the platform sends their id, or write it like {}:<their id>",
+                    actor.platform()
+                )))
+            }
+            None => typed_name.to_string(),
+        };
+        let person = Actor::parse(&qualified).map_err(Error::Invalid)?;
+        if !self.config.is_known(&person) {
+            return Err(Error::Invalid(format!(
+                "{person} is not in any group of this opsbot; an incident lead must be (they approve deploys during a SEV1 or SEV2)"
+            )));
+        }
+        Ok(person)
+    }
+}
