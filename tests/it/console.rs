@@ -268,3 +268,68 @@ fn check_reports_every_problem_and_exits_64() {
     let output = good.command(&["check"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// The incident flow through the real binary: a deploy goes out, an
+/// incident is declared on its service (the summary names the deploy), a
+/// new deploy is held for the lead, a rollback runs under its usual gate,
+/// the incident is resolved, and `opsbot incident export` tells it all
+/// from the trail.
+#[test]
+fn an_incident_holds_deploys_for_its_lead_and_exports_its_timeline() {
+    let bot = Bot::new();
+    let out = stdout(&bot.console(&[
+        "/as console:bob",
+        "/deploy api-service v1.4.2",
+        "/as console:dave",
+        "/approve r-1",
+        "/wait",
+        "/as console:alice",
+        "/incident declare \"errors after v1.4.2\" --sev 1 --service api-service",
+        "/as console:carol",
+        "/deploy api-service v1.4.3",
+        "/as console:bob",
+        "/approve r-2",
+        "/as console:carol",
+        "/rollback api-service",
+        "/as console:dave",
+        "/approve r-3",
+        "/wait",
+        "/status api-service",
+        "/as console:alice",
+        "/incident resolve \"rolled back to v1.4.1\"",
+    ]));
+    assert!(out.contains("🚨 INC-1 declared by console:alice"), "{out}");
+    assert!(out.contains("r-1 deploy api-service by console:bob"), "the summary lists the deploy: {out}");
+    assert!(out.contains("r-2 is waiting for 1 approval(s) from sre, console:alice among them"), "{out}");
+    assert!(out.contains("console:bob approved r-2; waiting for console:alice's approval"), "{out}");
+    assert!(out.contains("✅ r-3: [simulated] api-service rolled back to v1.4.1"), "{out}");
+    assert!(out.contains("✅ INC-1 resolved by console:alice"), "{out}");
+    // What runs is the rolled-back version; the held deploy never started.
+    assert!(out.contains("v1.4.1"), "{out}");
+    let records = bot.export(&[]);
+    assert!(!records.iter().any(|r| r["request_id"] == "r-2" && r["kind"] == "intent"), "r-2 was held");
+    let exported = bot.command(&["incident", "export", "INC-1"]).output().unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let md = String::from_utf8(exported.stdout).unwrap();
+    assert!(md.starts_with("# INC-1: errors after v1.4.2\n"), "{md}");
+    assert!(md.contains("- Lead: console:alice"), "{md}");
+    assert!(
+        md.contains("- Time to mitigate: ") && md.contains("(first successful change: r-3 rollback api-service)"),
+        "{md}"
+    );
+    assert!(md.contains("- Time to resolve: "), "{md}");
+    for row in ["declared SEV1 on api-service", "deploy r-2 pending", "rollback r-3 succeeded", "resolved after"] {
+        assert!(md.contains(row), "{row}: {md}");
+    }
+    assert!(!md.contains("r-1"), "the deploy before it is not part of its timeline: {md}");
+    let json = bot.command(&["incident", "export", "inc-1", "--format", "json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["incident"]["resolution"], "rolled back to v1.4.1");
+    assert!(json["time_to_resolve_seconds"].as_i64().is_some());
+    // Bad input says what to do.
+    let missing = bot.command(&["incident", "export", "INC-9"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("the audit trail has no incident INC-9"));
+    let bad = bot.command(&["incident", "export", "9", "--format", "pdf"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--format: unknown format `pdf`; use md or json"));
+}

@@ -81,6 +81,11 @@ environments = ["production"]
 requesters = ["developers", "sre"]
 approvers = ["sre"]
 approvals = 1
+
+[[rules]]
+commands = ["incident"]
+environments = ["*"]
+requesters = ["*"]
 "#,
         commands = commands_dir().display()
     )
@@ -782,4 +787,45 @@ fn a_discord_role_mapped_to_the_approver_group_lets_its_holder_approve() {
     let approved = records.iter().find(|r| r["kind"] == "vote" && r["outcome"] == "approve").unwrap();
     let detail = approved["detail"].as_str().unwrap();
     assert!(detail.contains(&format!("groups from Discord roles: sre (roles {ONCALL_ROLE})")), "{detail}");
+}
+
+/// `/incident declare` as Discord sends a subcommand: the summary is posted
+/// in the channel, pinned, and edited in place; a deploy to its service
+/// is held for the lead.
+#[test]
+fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_current() {
+    let bot = DiscordServed::start("http");
+    let sub = |name: &str, options: Value| json!([{"name": name, "type": 1, "options": options}]);
+    let ack = bot.slash(
+        ALICE,
+        "incident",
+        sub(
+            "declare",
+            json!([
+                option("title", 3, json!("pool @everyone exhausted")),
+                option("sev", 4, json!(1)),
+                option("service", 3, json!("api-service")),
+            ]),
+        ),
+    );
+    assert!(ack["data"]["content"].as_str().unwrap().contains("INC-1 declared by"), "{ack}");
+    bot.discord.wait_for("the pinned summary", LONG, |d| {
+        d.messages_in(OPS).iter().any(|m| m.content.contains("INC-1 SEV1") && d.is_pinned(&m.id))
+    });
+    let summary = bot.discord.messages_in(OPS).into_iter().find(|m| m.content.contains("INC-1 SEV1")).unwrap();
+    assert!(!summary.content.contains("@everyone"), "typed text is inert: {summary:?}");
+    // A deploy to its service waits for the lead.
+    let ack = bot.slash(
+        BOB,
+        "deploy",
+        json!([option("service", 3, json!("api-service")), option("version", 3, json!("v1.4.2"))]),
+    );
+    assert!(ack["data"]["content"].as_str().unwrap().contains(&format!("<@{ALICE}> among them")), "{ack}");
+    // The lead hands over (a USER option), and the summary follows.
+    bot.slash(ALICE, "incident", sub("lead", json!([option("person", 6, json!(BOB))])));
+    bot.discord.wait_for("the summary edited", LONG, |d| {
+        d.message(&summary.id).is_some_and(|m| m.content.contains(&format!("lead <@{BOB}>")) && m.edits >= 1)
+    });
+    let summaries = bot.discord.messages_in(OPS).into_iter().filter(|m| m.content.contains("INC-1 SEV1")).count();
+    assert_eq!(summaries, 1, "one summary, edited in place");
 }

@@ -82,6 +82,8 @@ struct Inner {
     faults: Mutex<VecDeque<Fault>>,
     messages: Mutex<BTreeMap<String, Stored>>,
     threads: Mutex<HashSet<String>>,
+    /// Pinned messages, by id.
+    pins: Mutex<HashSet<String>>,
     commands: Mutex<BTreeMap<String, Vec<Value>>>,
     gateway: Mutex<Gateway>,
     identifies: AtomicU64,
@@ -164,6 +166,10 @@ impl FakeDiscord {
 
     pub fn message(&self, id: &str) -> Option<Stored> {
         self.inner.messages.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn is_pinned(&self, message: &str) -> bool {
+        self.inner.pins.lock().unwrap().contains(message)
     }
 
     pub fn has_thread(&self, message: &str) -> bool {
@@ -424,6 +430,15 @@ async fn rest(
                 }
                 None => discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message"),
             }
+        }
+        // Pin Messages: 204, or Unknown Message for one not in the channel.
+        ("PUT", ["channels", channel, "messages", "pins", message]) => {
+            let known = inner.messages.lock().unwrap().get(*message).is_some_and(|m| m.channel == *channel);
+            if !known {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            inner.pins.lock().unwrap().insert(message.to_string());
+            StatusCode::NO_CONTENT.into_response()
         }
         ("POST", ["channels", channel, "messages", message, "threads"]) => {
             let known = inner.messages.lock().unwrap().get(*message).is_some_and(|m| m.channel == *channel);

@@ -186,6 +186,7 @@ async fn api(
         "chat.update" => json!({"ok": true, "channel": channel, "ts": parsed.get("ts"), "text": parsed.get("text"),
             "message": {"type": "message", "text": parsed.get("text"), "user": "UBOT"}}),
         "chat.postEphemeral" => json!({"ok": true, "message_ts": ts()}),
+        "pins.add" => json!({"ok": true}),
         "users.info" => {
             let user = parsed.get("user").and_then(|u| u.as_str()).unwrap_or("U0");
             json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "profile": {"display_name": format!("{user}-display"), "real_name": "Real Name"}}})

@@ -55,6 +55,11 @@ environments = ["production"]
 requesters = ["developers", "sre"]
 approvers = ["sre"]
 approvals = 1
+
+[[rules]]
+commands = ["incident"]
+environments = ["*"]
+requesters = ["*"]
 "#,
         commands = commands_dir().display()
     )
@@ -620,9 +625,19 @@ fn the_manifest_lists_every_command_and_endpoint() {
         "/deny",
         "/audit",
         "/help",
+        "/incident",
     ] {
         assert!(commands.contains(&name), "{name} missing: {commands:?}");
     }
+    // A group is one slash command; its words are in the hint.
+    assert_eq!(commands.iter().filter(|c| c.starts_with("/incident")).count(), 1, "{commands:?}");
+    let incident = manifest["features"]["slash_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"] == "/incident")
+        .unwrap();
+    assert!(incident["usage_hint"].as_str().unwrap().starts_with("declare|lead|"), "{incident}");
     let deploy =
         manifest["features"]["slash_commands"].as_array().unwrap().iter().find(|c| c["command"] == "/deploy").unwrap();
     assert_eq!(deploy["url"], "https://opsbot.example.com/slack/commands");
@@ -630,7 +645,7 @@ fn the_manifest_lists_every_command_and_endpoint() {
     assert_eq!(manifest["settings"]["interactivity"]["request_url"], "https://opsbot.example.com/slack/interactivity");
     assert_eq!(manifest["settings"]["event_subscriptions"]["request_url"], "https://opsbot.example.com/slack/events");
     let scopes = manifest["oauth_config"]["scopes"]["bot"].to_string();
-    for scope in ["commands", "chat:write", "reactions:read", "app_mentions:read"] {
+    for scope in ["commands", "chat:write", "pins:write", "reactions:read", "app_mentions:read"] {
         assert!(scopes.contains(scope), "{scope}");
     }
     let http = bot.command(&["slack-manifest", "--url", "http://insecure"]).output().unwrap();
@@ -1159,4 +1174,60 @@ fn a_status_whose_backend_is_slow_is_acknowledged_in_time_and_answered_in_the_ch
         })
     });
     assert!(started.elapsed() >= Duration::from_secs(4), "posted when the backend answered, not before");
+}
+
+/// An incident declared in Slack: its summary is posted once at the
+/// channel's top level, pinned, and edited in place as the incident
+/// changes; a deploy to its service is held for the lead.
+#[test]
+fn an_incident_summary_is_posted_once_pinned_and_edited_in_place() {
+    let served = Served::start("http");
+    let slack = &served.slack;
+    let ack = served.command(
+        "UALICE",
+        "COPS",
+        "/incident",
+        "declare \"pool <!channel> exhausted\" --sev 1 --service api-service",
+        "trig-1",
+    );
+    assert!(ack["text"].as_str().unwrap().contains("INC-1 declared by <@UALICE>"), "{ack}");
+    slack.wait_for("the summary pinned", LONG, |c| c.iter().any(|c| c.method == "pins.add" && c.status == 200));
+    let summaries: Vec<Value> =
+        slack.ok_calls("chat.postMessage").into_iter().filter(|c| text_of(c).contains("INC-1 SEV1")).collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    let summary = &summaries[0];
+    assert!(summary.get("thread_ts").is_none_or(|t| t.is_null()), "at the channel's top level: {summary}");
+    assert!(!text_of(summary).contains("<!channel>"), "typed text is inert: {summary}");
+    let ts = slack
+        .calls()
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.status == 200)
+        .position(|c| text_of(&c.body).contains("INC-1 SEV1"))
+        .map(|i| format!("1700000000.{:06}", i + 1))
+        .unwrap();
+    let pin = slack.ok_calls("pins.add").pop().unwrap();
+    assert_eq!((pin["channel"].as_str(), pin["timestamp"].as_str()), (Some("COPS"), Some(ts.as_str())));
+
+    // A deploy to its service waits for the lead; the summary follows every change.
+    let ack = served.command("UBOB", "COPS", "/deploy", "api-service v1.4.2", "trig-2");
+    assert!(
+        ack["text"].as_str().unwrap().contains("<@UALICE> among them (INC-1 (SEV1) is open on api-service)"),
+        "{ack}"
+    );
+    served.command("UBOB", "COPS", "/incident", "update pool drained", "trig-3");
+    slack.wait_for("the summary edited", LONG, |c| {
+        c.iter().any(|c| {
+            c.method == "chat.update" && c.body["ts"] == ts.as_str() && text_of(&c.body).contains("pool drained")
+        })
+    });
+    served.command("UALICE", "COPS", "/incident", "resolve", "trig-4");
+    slack.wait_for("the summary resolved", LONG, |c| {
+        c.iter().any(|c| {
+            c.method == "chat.update" && c.body["ts"] == ts.as_str() && text_of(&c.body).contains("resolved after")
+        })
+    });
+    let again = slack.ok_calls("chat.postMessage").into_iter().filter(|c| text_of(c).contains("INC-1 SEV1")).count();
+    assert_eq!(again, 1, "posted once, edited afterwards");
+    assert_eq!(slack.ok_calls("pins.add").len(), 1);
+    served.stop();
 }

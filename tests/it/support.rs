@@ -71,6 +71,11 @@ break_glass = ["commanders"]
 commands = ["lock"]
 environments = ["production"]
 requesters = ["sre"]
+
+[[rules]]
+commands = ["incident"]
+environments = ["*"]
+requesters = ["*"]
 {extra}
 "#,
         commands = commands_dir().display()

@@ -21,21 +21,35 @@ pub const BOT_EVENTS: [&str; 2] = ["app_mention", "reaction_added"];
 pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Value {
     let base = base_url.map(|u| u.trim_end_matches('/').to_string());
     let mut commands = Vec::new();
-    for spec in registry.commands() {
+    // One slash command per command outside a group (and alias), and one
+    // per group: Slack hands `/incident declare …` over as `/incident`.
+    let mut entries: Vec<(String, String, String)> = Vec::new();
+    for spec in registry.commands().filter(|c| c.group.is_none()) {
         let hint = spec.usage.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or_default();
-        let description: String = spec.summary.chars().take(100).collect();
         for name in std::iter::once(&spec.name).chain(&spec.aliases) {
-            let mut command = json!({
-                "command": format!("/{name}"),
-                "description": description,
-                "usage_hint": hint.chars().take(100).collect::<String>(),
-                "should_escape": false,
-            });
-            if let Some(base) = &base {
-                command["url"] = json!(format!("{base}/slack/commands"));
-            }
-            commands.push(command);
+            entries.push((name.clone(), spec.summary.clone(), hint.clone()));
         }
+    }
+    for group in registry.top_level_names().into_iter().filter(|n| registry.is_group(n)) {
+        let words: Vec<String> = registry
+            .group_members(&group)
+            .iter()
+            .map(|c| c.name.rsplit(' ').next().unwrap_or(&c.name).to_string())
+            .collect();
+        let summary = format!("{}: {}", group, words.join(", "));
+        entries.push((group, summary, format!("{} …", words.join("|"))));
+    }
+    for (name, summary, hint) in entries {
+        let mut command = json!({
+            "command": format!("/{name}"),
+            "description": summary.chars().take(100).collect::<String>(),
+            "usage_hint": hint.chars().take(100).collect::<String>(),
+            "should_escape": false,
+        });
+        if let Some(base) = &base {
+            command["url"] = json!(format!("{base}/slack/commands"));
+        }
+        commands.push(command);
     }
     let mut settings = json!({
         "event_subscriptions": { "bot_events": BOT_EVENTS },

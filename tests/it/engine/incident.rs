@@ -1,0 +1,280 @@
+//! Incidents in the core: an open SEV1/SEV2 holds deploys for its lead,
+//! rollbacks keep their gates, the summary is one message kept current,
+//! and the timeline comes from the trail.
+
+use super::{command, engine_with, user, Harness};
+use opsbot::audit::{AuditQuery, RecordKind, Verdict};
+use opsbot::engine::reply::Reply;
+use opsbot::event::{Actor, Event, ReplyTarget};
+
+/// u0 and u3 develop, u1 and u2 are SREs (the approvers), u4 is an
+/// incident commander who may break glass.
+const INCIDENTS: &str = r#"
+[environments.production]
+[groups]
+developers = ["console:u0", "console:u3"]
+sre = ["console:u1", "console:u2"]
+commanders = ["console:u4"]
+[services.api]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
+[services.web]
+environment = "production"
+backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
+[[rules]]
+commands = ["read", "incident"]
+environments = ["*"]
+requesters = ["*"]
+[[rules]]
+commands = ["deploy", "rollback"]
+environments = ["production"]
+requesters = ["developers", "sre", "commanders"]
+approvers = ["sre"]
+approvals = 1
+break_glass = ["commanders"]
+"#;
+
+fn vote_on(actor: Actor, id: &str) -> Event {
+    Event::Vote {
+        actor,
+        request_id: id.into(),
+        approve: true,
+        reply: ReplyTarget::channel("console:ops"),
+        dedup_key: None,
+        version: None,
+        roles: Vec::new(),
+    }
+}
+
+/// Intent records of request `id`: how many times it started.
+fn started(h: &Harness, id: &str) -> usize {
+    let query = AuditQuery { request_id: Some(id.into()), kind: Some(RecordKind::Intent), ..Default::default() };
+    h.audit.read(&query).unwrap().len()
+}
+
+fn texts(h: &Harness) -> Vec<String> {
+    h.sink
+        .replies()
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Text(t) | Reply::Private { text: t, .. } => Some(opsbot::engine::reply::plain(&t).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn said(h: &Harness, what: &str) -> bool {
+    texts(h).iter().any(|t| t.contains(what))
+}
+
+fn summaries(h: &Harness) -> Vec<(String, String)> {
+    h.sink
+        .replies()
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Summary { key, text } => Some((key, text)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sev1_holds_deploys_for_its_lead_and_rollbacks_keep_their_usual_gates() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare \"pool exhausted\" --sev 1 --service api")).await;
+    assert!(said(&h, "INC-1 declared by console:u3"), "{:#?}", texts(&h));
+    // An SRE's deploy now waits for one approval, and the lead's must be among them.
+    h.engine.handle(command(user(1), "/deploy api v2")).await;
+    assert!(said(&h, "r-1 is waiting for 1 approval(s) from sre, console:u3 among them (INC-1 (SEV1) is open on api)"));
+    h.engine.handle(vote_on(user(2), "r-1")).await;
+    assert!(said(&h, "console:u2 approved r-1; waiting for console:u3's approval (INC-1 (SEV1) is open on api)"));
+    assert_eq!(started(&h, "r-1"), 0, "an SRE's approval alone does not run it");
+    // The lead is not an SRE, but their approval is the one asked for.
+    h.engine.handle(vote_on(user(3), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+    // The lead's own deploy has the usual gate only; a deploy to another service is not held.
+    h.engine.handle(command(user(3), "/deploy api v3")).await;
+    h.engine.handle(command(user(0), "/deploy web v2")).await;
+    let pending = |id: &str| h.engine.store().get_pending(id).unwrap().unwrap();
+    assert_eq!(pending("r-2").required, None);
+    assert_eq!(pending("r-3").required, None);
+    // A rollback keeps its normal gate: one SRE.
+    h.engine.handle(command(user(0), "/rollback api")).await;
+    assert_eq!(pending("r-4").required, None);
+    h.engine.handle(vote_on(user(1), "r-4")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-4"), 1);
+    // Break-glass skips the hold, as it skips approvals.
+    h.engine.handle(command(user(4), "/deploy api v9 --emergency \"INC-1 hotfix\"")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-5"), 1);
+    // Down to SEV3: deploys no longer wait for the lead.
+    h.engine.handle(command(user(1), "/incident sev 3")).await;
+    assert!(said(&h, "INC-1 is SEV3 now (was SEV1), set by console:u1. Deploys to its services no longer wait"));
+    h.engine.handle(command(user(0), "/deploy api v4")).await;
+    assert_eq!(pending("r-6").required, None);
+}
+
+#[tokio::test]
+async fn an_incident_declared_while_a_deploy_waits_adds_the_leads_approval_before_it_runs() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(command(user(3), "/incident declare outage --sev 2 --service api")).await;
+    // The SRE's approval was enough when it was asked; now the re-check before running holds it.
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 0);
+    assert!(said(&h, "r-1 now needs console:u3's approval too (INC-1 (SEV2) is open on api)"), "{:#?}", texts(&h));
+    h.engine.handle(vote_on(user(3), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1, "the lead's approval completes it");
+    // Had the lead been the approver already, it runs at once.
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(command(user(1), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+}
+
+#[tokio::test]
+async fn the_summary_is_one_message_kept_current_and_every_change_is_on_the_record() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(0), "/incident declare \"pool exhausted\" --sev 2 --service api --service web")).await;
+    h.engine.handle(command(user(0), "/incident update pool drained")).await;
+    h.engine.handle(command(user(0), "/incident lead @u1")).await;
+    h.engine.handle(command(user(1), "/incident note idle sessions peaked at 480")).await;
+    h.engine.handle(command(user(1), "/incident resolve \"pool size raised\"")).await;
+    let summaries = summaries(&h);
+    assert_eq!(summaries.len(), 5, "each change brings the summary up to date");
+    assert!(summaries.iter().all(|(key, _)| key == "summary:INC-1"), "one message, edited in place");
+    let last = opsbot::engine::reply::plain(&summaries[4].1).into_owned();
+    assert!(last.contains("resolved after 0s · lead console:u1"), "{last}");
+    assert!(last.contains("latest: pool drained") && last.contains("resolution: pool size raised"), "{last}");
+    // The trail holds each change, with the incident as it stood after it.
+    let query = AuditQuery { request_id: Some("INC-1".into()), ..Default::default() };
+    let records = h.audit.read(&query).unwrap();
+    let details: Vec<&str> = records.iter().map(|r| r.entry.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            "declared SEV2 on api, web: pool exhausted; lead console:u0",
+            "update: pool drained",
+            "lead console:u1 (was console:u0)",
+            "note: idle sessions peaked at 480",
+            "resolved after 0s: pool size raised",
+        ]
+    );
+    assert!(records.iter().all(|r| r.entry.kind == RecordKind::Incident && r.entry.outcome == Some(Verdict::Allowed)));
+    let stated: opsbot::incident::Incident = serde_json::from_value(records[4].entry.args.clone().unwrap()).unwrap();
+    assert_eq!((stated.lead.as_str(), stated.resolution.as_deref()), ("console:u1", Some("pool size raised")));
+    assert_eq!(h.engine.store().open_incidents().unwrap(), Vec::new());
+    // No request ids are spent on incident commands.
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    assert!(h.engine.store().get_pending("r-1").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn incident_commands_name_what_is_wrong_and_change_nothing() {
+    let h = engine_with(INCIDENTS);
+    let refused = |h: &Harness, what: &str| {
+        h.sink
+            .replies()
+            .iter()
+            .any(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains(what)))
+    };
+    h.engine.handle(command(user(0), "/incident update anything")).await;
+    assert!(refused(&h, "no open incident was declared in this channel"));
+    h.engine.handle(command(user(0), "/incident status INC-7")).await;
+    assert!(refused(&h, "there is no incident INC-7"));
+    h.engine.handle(command(user(0), "/incident declare one --service api")).await;
+    h.engine.handle(command(user(0), "/incident declare two --service web")).await;
+    h.engine.handle(command(user(0), "/incident update which one?")).await;
+    assert!(refused(&h, "2 incidents are open in this channel (INC-1, INC-2); name the one you mean"));
+    // Only someone the configuration knows may lead (they approve deploys).
+    h.engine.handle(command(user(0), "/incident lead INC-1 console:mallory")).await;
+    assert!(refused(&h, "console:mallory is not in any group of this opsbot"));
+    h.engine.handle(command(user(0), "/incident resolve INC-1")).await;
+    h.engine.handle(command(user(0), "/incident note INC-1 late")).await;
+    assert!(refused(&h, "INC-1 was resolved at"));
+    // Someone unknown cannot declare one.
+    h.engine
+        .handle(command(Actor::parse("console:mallory").unwrap(), "/incident declare fake --sev 1 --service api"))
+        .await;
+    assert!(refused(&h, "not in any group"));
+    let records = h.audit.read(&AuditQuery { kind: Some(RecordKind::Incident), ..Default::default() }).unwrap();
+    assert_eq!(records.len(), 3, "two declared, one resolved: {records:#?}");
+    let open: Vec<String> = h.engine.store().open_incidents().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(open, ["INC-2"]);
+    // Without an id and none in the channel, status lists what is open.
+    let elsewhere = Event::Command {
+        actor: user(0),
+        text: "/incident status".into(),
+        reply: ReplyTarget::channel("console:elsewhere"),
+        dedup_key: None,
+        roles: Vec::new(),
+    };
+    h.engine.handle(elsewhere).await;
+    assert!(said(&h, "Open incidents (none declared in this channel):"), "{:#?}", texts(&h));
+}
+
+/// The trail stamps records with the wall clock, so this one runs the core
+/// on it too (the others run on a manual clock; durations are covered by
+/// the incident module's tests).
+#[tokio::test]
+async fn the_timeline_tells_the_incident_from_the_trail() {
+    let mut problems = Vec::new();
+    let config = opsbot::config::from_str(std::path::Path::new("t.toml"), INCIDENTS, &mut problems).unwrap();
+    let audit: std::sync::Arc<dyn opsbot::audit::AuditLog> =
+        std::sync::Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let sink = std::sync::Arc::new(opsbot::engine::reply::RecordingSink::default());
+    let engine = opsbot::engine::Engine::new(opsbot::engine::Parts {
+        executors: opsbot::engine::Executors::from_config(&config),
+        config,
+        registry: opsbot::command::Registry::load_dir(&crate::support::commands_dir()).unwrap(),
+        store: std::sync::Arc::new(opsbot::store::MemoryStore::default()),
+        audit: audit.clone(),
+        chat: sink.clone(),
+        clock: std::sync::Arc::new(opsbot::clock::SystemClock),
+        metrics: Default::default(),
+    });
+    // Before it was declared: not part of it.
+    engine.handle(command(user(3), "/deploy api v2")).await;
+    engine.handle(vote_on(user(1), "r-1")).await;
+    engine.wait_idle().await;
+    engine.handle(command(user(3), "/incident declare \"bad deploy\" --sev 1 --service api")).await;
+    engine.handle(command(user(0), "/rollback api")).await;
+    engine.handle(vote_on(user(1), "r-2")).await;
+    engine.wait_idle().await;
+    // Another service is not part of it either.
+    engine.handle(command(user(0), "/deploy web v2")).await;
+    engine.handle(command(user(3), "/incident resolve rolled back")).await;
+    engine.handle(command(user(0), "/rollback api")).await;
+    engine.handle(command(user(3), "/incident timeline INC-1")).await;
+    let incident = engine.store().get_incident("INC-1").unwrap().unwrap();
+    let timeline = engine.timeline(&incident).unwrap();
+    let steps: Vec<(&str, Option<&str>)> =
+        timeline.entries.iter().map(|e| (e.kind.as_str(), e.request_id.as_deref())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("incident", Some("INC-1")),
+            ("decision", Some("r-2")),
+            ("vote", Some("r-2")),
+            ("decision", Some("r-2")),
+            ("intent", Some("r-2")),
+            ("outcome", Some("r-2")),
+            ("incident", Some("INC-1")),
+        ]
+    );
+    assert_eq!(timeline.mitigated_by.as_deref(), Some("r-2 rollback api"));
+    assert!(timeline.time_to_mitigate().unwrap() <= timeline.time_to_resolve().unwrap());
+    let answer = sink.replies().into_iter().rev().find_map(|r| match r {
+        Reply::Text(t) => Some(opsbot::engine::reply::plain(&t).into_owned()),
+        _ => None,
+    });
+    let answer = answer.unwrap();
+    assert!(answer.starts_with("INC-1 timeline (7 entries)"), "{answer}");
+    assert!(answer.contains("time to mitigate: 0s (r-2 rollback api); time to resolve: 0s"), "{answer}");
+}
