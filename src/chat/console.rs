@@ -57,8 +57,12 @@ pub fn render(reply: &Reply) -> String {
         Reply::Started { text, .. } => format!("opsbot: {text}"),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
         Reply::Outcome { request_id, verdict, text } => format!("{} {request_id}: {text}", outcome_mark(*verdict)),
-        Reply::Summary { text, .. } => {
-            format!("📌 {}", text.replace('\n', "\n   "))
+        Reply::Summary { text, rollbacks, .. } => {
+            let mut out = format!("📌 {}", text.replace('\n', "\n   "));
+            for service in rollbacks {
+                out.push_str(&format!("\n   [Roll back {service}] = /rollback {service}"));
+            }
+            out
         }
     }
 }

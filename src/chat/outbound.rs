@@ -103,6 +103,22 @@ pub trait Wire: Send + Sync + 'static {
         user: &'a str,
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Posts a summary at the channel's top level, with a Roll back button
+    /// for each of `rollbacks` (services); returns the message's id.
+    fn post_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<String, ApiError>>;
+    /// Shows `text` and those buttons in the summary's message.
+    fn update_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
     /// Pins a message opsbot posted (an incident's summary), where the
     /// platform allows bots to.
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;

@@ -151,7 +151,18 @@ impl Engine {
             }
         };
         let text = incident::summary_text(incident, &recent, self.clock.now());
-        self.say(&incident.channel, Reply::Summary { key: incident.summary_key(), text }).await;
+        // A Roll back button per service whose recent change took effect,
+        // while the incident is open.
+        let mut rollbacks: Vec<String> = Vec::new();
+        for change in recent.iter().filter(|c| c.verdict == Some(crate::audit::Verdict::Succeeded)) {
+            if incident.is_open()
+                && !rollbacks.contains(&change.service)
+                && crate::engine::reply::button_service(&change.service)
+            {
+                rollbacks.push(change.service.clone());
+            }
+        }
+        self.say(&incident.channel, Reply::Summary { key: incident.summary_key(), text, rollbacks }).await;
     }
 
     /// The newest changes to `incident`'s services, newest first.

@@ -63,6 +63,14 @@ pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
     })
 }
 
+/// Whether `service` can ride in a button (`/rollback <service>` on a
+/// click): a plain name, so the button can only ever mean that command.
+pub fn button_service(service: &str) -> bool {
+    !service.is_empty()
+        && service.len() <= 64
+        && service.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Characters of a request's digest its buttons carry as its version.
 pub const VERSION_LEN: usize = 12;
 
@@ -131,7 +139,9 @@ pub enum Reply {
     /// A standing summary (an incident's): posted once in the channel, at
     /// its top level, and pinned where the platform allows; later ones with
     /// the same `key` edit that message in place. Must be delivered.
-    Summary { key: String, text: String },
+    /// `rollbacks` are services offered a "Roll back" button: a click is the
+    /// clicker typing `/rollback <service>`, under its usual gates.
+    Summary { key: String, text: String, rollbacks: Vec<String> },
 }
 
 /// The plain replies of an immediate answer, split into what the channel

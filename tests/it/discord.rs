@@ -821,6 +821,11 @@ fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_
         json!([option("service", 3, json!("api-service")), option("version", 3, json!("v1.4.2"))]),
     );
     assert!(ack["data"]["content"].as_str().unwrap().contains(&format!("<@{ALICE}> among them")), "{ack}");
+    // The lead (not an SRE) approves it, and it runs.
+    let card = bot.pending_card();
+    bot.interact(&bot.discord.button_interaction(ALICE, OPS, &card.id, &button_id(&card, "Approve")));
+    bot.discord
+        .wait_for("r-1's outcome", LONG, |d| d.messages_in(&card.id).iter().any(|m| m.content.starts_with("✅ r-1")));
     // The lead hands over (a USER option), and the summary follows.
     bot.slash(ALICE, "incident", sub("lead", json!([option("person", 6, json!(BOB))])));
     bot.discord.wait_for("the summary edited", LONG, |d| {
@@ -828,4 +833,18 @@ fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_
     });
     let summaries = bot.discord.messages_in(OPS).into_iter().filter(|m| m.content.contains("INC-1 SEV1")).count();
     assert_eq!(summaries, 1, "one summary, edited in place");
+    // It offers to roll back the deploy that took effect; a click is the
+    // clicker's own rollback request, under the usual gate.
+    let summary = bot.discord.message(&summary.id).unwrap();
+    let button = button_id(&summary, "Roll back api-service");
+    assert_eq!(button, "opsbot:rollback:api-service");
+    let asked = bot.interact(&bot.discord.button_interaction(BOB, OPS, &summary.id, &button));
+    assert_eq!(asked["type"], 4, "{asked}");
+    let text = asked["data"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("rollback api-service") && text.contains("r-2 is waiting for 1 approval(s) from sre"),
+        "{asked}"
+    );
+    let records = bot.served.bot.export(&["--request", "r-2"]);
+    assert_eq!(records[0]["actor"], format!("discord:{BOB}"));
 }

@@ -23,6 +23,8 @@ pub struct Call {
     pub authorization: String,
     /// What the fake answered (200, 429, 500).
     pub status: u16,
+    /// The `ts` of the message a `chat.postMessage` made.
+    pub ts: Option<String>,
 }
 
 /// A scripted failure for the next matching call.
@@ -159,12 +161,17 @@ async fn api(
     };
     let fault = fault.or_else(|| inner.storm.lock().unwrap().clone().filter(matches));
     let status = fault.as_ref().map(|f| f.status).unwrap_or(200);
-    inner.calls.lock().unwrap().push(Call {
-        method: method.clone(),
-        body: parsed.clone(),
-        authorization: authorization.clone(),
-        status,
-    });
+    let index = {
+        let mut calls = inner.calls.lock().unwrap();
+        calls.push(Call {
+            method: method.clone(),
+            body: parsed.clone(),
+            authorization: authorization.clone(),
+            status,
+            ts: None,
+        });
+        calls.len() - 1
+    };
     if let Some(fault) = fault {
         let mut response =
             (StatusCode::from_u16(fault.status).unwrap(), Json(json!({"ok": false, "error": "ratelimited"})))
@@ -181,6 +188,7 @@ async fn api(
     let body = match method.as_str() {
         "chat.postMessage" => {
             let ts = ts();
+            inner.calls.lock().unwrap()[index].ts = Some(ts.clone());
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"type": "message", "text": parsed.get("text"), "ts": ts, "user": "UBOT"}})
         }
         "chat.update" => json!({"ok": true, "channel": channel, "ts": parsed.get("ts"), "text": parsed.get("text"),

@@ -1178,9 +1178,10 @@ fn a_status_whose_backend_is_slow_is_acknowledged_in_time_and_answered_in_the_ch
 
 /// An incident declared in Slack: its summary is posted once at the
 /// channel's top level, pinned, and edited in place as the incident
-/// changes; a deploy to its service is held for the lead.
+/// changes; a deploy to its service is held for the lead; the summary's
+/// Roll back button asks for a rollback as the clicker, under its gates.
 #[test]
-fn an_incident_summary_is_posted_once_pinned_and_edited_in_place() {
+fn an_incident_summary_is_posted_once_pinned_edited_in_place_and_offers_a_rollback() {
     let served = Served::start("http");
     let slack = &served.slack;
     let ack = served.command(
@@ -1192,42 +1193,60 @@ fn an_incident_summary_is_posted_once_pinned_and_edited_in_place() {
     );
     assert!(ack["text"].as_str().unwrap().contains("INC-1 declared by <@UALICE>"), "{ack}");
     slack.wait_for("the summary pinned", LONG, |c| c.iter().any(|c| c.method == "pins.add" && c.status == 200));
-    let summaries: Vec<Value> =
-        slack.ok_calls("chat.postMessage").into_iter().filter(|c| text_of(c).contains("INC-1 SEV1")).collect();
-    assert_eq!(summaries.len(), 1, "{summaries:#?}");
-    let summary = &summaries[0];
-    assert!(summary.get("thread_ts").is_none_or(|t| t.is_null()), "at the channel's top level: {summary}");
-    assert!(!text_of(summary).contains("<!channel>"), "typed text is inert: {summary}");
-    let ts = slack
-        .calls()
-        .iter()
-        .filter(|c| c.method == "chat.postMessage" && c.status == 200)
-        .position(|c| text_of(&c.body).contains("INC-1 SEV1"))
-        .map(|i| format!("1700000000.{:06}", i + 1))
-        .unwrap();
+    let summary_posts = || -> Vec<Call> {
+        slack
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "chat.postMessage" && c.status == 200 && text_of(&c.body).contains("INC-1 SEV1"))
+            .collect()
+    };
+    let posts = summary_posts();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    let summary = &posts[0];
+    assert!(summary.body.get("thread_ts").is_none_or(|t| t.is_null()), "at the channel's top level: {summary:?}");
+    assert!(!text_of(&summary.body).contains("<!channel>"), "typed text is inert: {summary:?}");
+    assert!(!text_of(&summary.body).contains("opsbot_rollback"), "nothing to roll back yet");
+    let ts = summary.ts.clone().unwrap();
     let pin = slack.ok_calls("pins.add").pop().unwrap();
     assert_eq!((pin["channel"].as_str(), pin["timestamp"].as_str()), (Some("COPS"), Some(ts.as_str())));
 
-    // A deploy to its service waits for the lead; the summary follows every change.
+    // A deploy to its service waits for the lead; the lead's approval runs it.
     let ack = served.command("UBOB", "COPS", "/deploy", "api-service v1.4.2", "trig-2");
     assert!(
         ack["text"].as_str().unwrap().contains("<@UALICE> among them (INC-1 (SEV1) is open on api-service)"),
         "{ack}"
     );
-    served.command("UBOB", "COPS", "/incident", "update pool drained", "trig-3");
-    slack.wait_for("the summary edited", LONG, |c| {
+    served.command("UALICE", "COPS", "/approve", "r-1", "trig-3");
+    slack.wait_for("the deploy's outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
+    // The summary follows every change, and now offers to roll the deploy back.
+    served.command("UBOB", "COPS", "/incident", "update pool drained", "trig-4");
+    let ts_ref = ts.as_str();
+    let edited_with = |needle: &'static str| {
+        move |c: &[Call]| {
+            c.iter().any(|c| c.method == "chat.update" && c.body["ts"] == ts_ref && text_of(&c.body).contains(needle))
+        }
+    };
+    slack.wait_for("the summary edited", LONG, edited_with("pool drained"));
+    slack.wait_for("the Roll back button", LONG, edited_with("opsbot_rollback"));
+    // Dave clicks it: a rollback request of his, under the summary, waiting for an SRE.
+    assert_eq!(served.click("UDAVE", "opsbot_rollback", "api-service", &ts), 200);
+    slack.wait_for("the rollback's card", LONG, |c| {
         c.iter().any(|c| {
-            c.method == "chat.update" && c.body["ts"] == ts.as_str() && text_of(&c.body).contains("pool drained")
+            c.method == "chat.postMessage"
+                && c.body["thread_ts"] == ts.as_str()
+                && text_of(&c.body).contains("opsbot_approve")
         })
     });
-    served.command("UALICE", "COPS", "/incident", "resolve", "trig-4");
-    slack.wait_for("the summary resolved", LONG, |c| {
-        c.iter().any(|c| {
-            c.method == "chat.update" && c.body["ts"] == ts.as_str() && text_of(&c.body).contains("resolved after")
-        })
-    });
-    let again = slack.ok_calls("chat.postMessage").into_iter().filter(|c| text_of(c).contains("INC-1 SEV1")).count();
-    assert_eq!(again, 1, "posted once, edited afterwards");
+    let records = served.bot.export(&["--request", "r-2"]);
+    assert_eq!(records[0]["kind"], "request");
+    assert_eq!(records[0]["actor"], "slack:UDAVE");
+    assert_eq!(records[0]["command"], "rollback");
+    assert_eq!(records[1]["outcome"], "pending", "a click is a request like any other: {records:#?}");
+    // A click whose value is not a plain service name is refused and runs nothing.
+    assert_eq!(served.click("UDAVE", "opsbot_rollback", "api-service 1", &ts), 400);
+    served.command("UALICE", "COPS", "/incident", "resolve", "trig-5");
+    slack.wait_for("the summary resolved", LONG, edited_with("resolved after"));
+    assert_eq!(summary_posts().len(), 1, "posted once, edited afterwards");
     assert_eq!(slack.ok_calls("pins.add").len(), 1);
     served.stop();
 }

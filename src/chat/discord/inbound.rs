@@ -105,6 +105,14 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
         }
         3 => {
             let custom_id = payload["data"]["custom_id"].as_str().unwrap_or("");
+            if let Some(service) = rollback_button(custom_id) {
+                // The clicker asking for `/rollback <service>`, answered like a slash command.
+                let mut reply = ReplyTarget::channel(channel()?);
+                reply.thread = id_text(&payload["message"]["id"]);
+                let text = format!("/rollback {service}");
+                let event = Event::Command { actor: actor()?, text, reply, dedup_key, roles: Vec::new() };
+                return Ok(Inbound::Command { event, interaction });
+            }
             let Some((approve, request_id, version)) = button(custom_id) else {
                 return Ok(Inbound::Other { kind, interaction });
             };
@@ -152,6 +160,12 @@ pub fn button(custom_id: &str) -> Option<(bool, String, String)> {
         .next()
         .filter(|v| v.len() == crate::engine::reply::VERSION_LEN && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
     parts.next().is_none().then(|| (approve, request_id, version.to_string()))
+}
+
+/// `opsbot:rollback:api-service` → the service of an incident summary's Roll back button.
+pub fn rollback_button(custom_id: &str) -> Option<&str> {
+    let service = custom_id.strip_prefix(super::outbound::BUTTON_PREFIX)?.strip_prefix(":rollback:")?;
+    crate::engine::reply::button_service(service).then_some(service)
 }
 
 /// A reaction that votes: ✅ (or ☑️, ✔️, 👍) approves, ❌ (or 👎) denies.

@@ -112,6 +112,25 @@ pub fn approval_card(view: &ApprovalView) -> Value {
     json!({"content": content, "components": components, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
 }
 
+/// A Roll back button's id: `opsbot:rollback:<service>`.
+pub fn rollback_button_id(service: &str) -> String {
+    format!("{BUTTON_PREFIX}:rollback:{service}")
+}
+
+/// An incident's summary (already rendered) with a Roll back button per
+/// service in `rollbacks` (none: the buttons are removed).
+fn summary_body(text: &str, rollbacks: &[String]) -> Value {
+    let buttons: Vec<Value> = rollbacks
+        .iter()
+        .take(5)
+        .map(|service| {
+            json!({"type": 2, "style": 4, "label": format!("Roll back {service}"), "custom_id": rollback_button_id(service)})
+        })
+        .collect();
+    let components = if buttons.is_empty() { json!([]) } else { json!([{"type": 1, "components": buttons}]) };
+    json!({"content": text, "components": components, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
+}
+
 fn text_body(text: &str) -> Value {
     json!({"content": text, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
 }
@@ -172,6 +191,26 @@ impl Wire for DiscordApi {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         let (channel, message) = locate(channel, message);
         Box::pin(async move { self.edit_message(channel, message, &approval_card(view)).await })
+    }
+
+    fn post_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(async move { DiscordApi::post(self, channel, None, &summary_body(text, rollbacks)).await })
+    }
+
+    fn update_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        let (channel, message) = locate(channel, message);
+        Box::pin(async move { self.edit_message(channel, message, &summary_body(text, rollbacks)).await })
     }
 
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {

@@ -274,7 +274,7 @@ impl<'a, W: Wire> Delivery<'a, W> {
     /// Posts the summary `key` (top level, then pinned) or edits the
     /// message it was posted as; the message is remembered in the store so
     /// edits after a restart land on it too.
-    async fn summary(&mut self, key: &str, text: &str) -> Result<(), ApiError> {
+    async fn summary(&mut self, key: &str, text: &str, rollbacks: &[String]) -> Result<(), ApiError> {
         let wire = &self.inner.wire;
         let channel = self.channel;
         let body = split(&wire.render(text), W::MAX_TEXT).into_iter().next().unwrap_or_default();
@@ -284,9 +284,9 @@ impl<'a, W: Wire> Delivery<'a, W> {
             (stored_channel == channel).then(|| message.to_string())
         });
         if let Some(message) = posted {
-            return self.call(|| wire.update(channel, &message, &body)).await;
+            return self.call(|| wire.update_summary(channel, &message, &body, rollbacks)).await;
         }
-        let message = self.call(|| wire.post(channel, None, &body)).await?;
+        let message = self.call(|| wire.post_summary(channel, &body, rollbacks)).await?;
         if let Err(e) = self.inner.store.link(&link, &format!("{channel} {message}")) {
             tracing::warn!(error = %e, "summary link not stored; after a restart its next edit posts it anew");
         }
@@ -423,7 +423,7 @@ impl<'a, W: Wire> Delivery<'a, W> {
                 // (never queued by the sink) shows the lines as they are.
                 self.progress(target, &request_id, false).await?;
             }
-            Reply::Summary { key, text } => self.summary(&key, &text).await?,
+            Reply::Summary { key, text, rollbacks } => self.summary(&key, &text, &rollbacks).await?,
             Reply::Outcome { request_id, verdict, text } => {
                 let followed = self.inner.with_threads(|t| t.remove(&request_id));
                 if let Some(view) = followed.as_ref().and_then(|f| f.view.clone()) {

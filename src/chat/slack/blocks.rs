@@ -1,6 +1,6 @@
 //! Block Kit for approval cards, and the text rules Slack imposes.
 
-use super::inbound::{APPROVE_ACTION, DENY_ACTION};
+use super::inbound::{APPROVE_ACTION, DENY_ACTION, ROLLBACK_ACTION};
 use crate::approval::RequestState;
 use crate::engine::reply::ApprovalView;
 use serde_json::{json, Value};
@@ -76,6 +76,27 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
     }
     let text = format!("{title}: {} ({}) — {}", view.action, view.id, view.state);
     (text, Value::Array(blocks))
+}
+
+/// An incident's summary (already rendered): its text, and a Roll back
+/// button per service in `rollbacks`.
+pub fn summary_blocks(text: &str, rollbacks: &[String]) -> Value {
+    // A section holds at most 3,000 characters.
+    let shown: String = text.chars().take(2_900).collect();
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": shown}})];
+    if !rollbacks.is_empty() {
+        let buttons: Vec<Value> = rollbacks
+            .iter()
+            .take(5)
+            .map(|service| {
+                json!({"type": "button", "action_id": ROLLBACK_ACTION, "value": service,
+                    "text": {"type": "plain_text", "text": format!("Roll back {service}")}})
+            })
+            .collect();
+        blocks.push(json!({"type": "actions", "block_id": "opsbot_summary", "elements": buttons}));
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A Roll back click asks for `/rollback <service>` as you, under its usual approvals."}]}));
+    }
+    Value::Array(blocks)
 }
 
 #[cfg(test)]

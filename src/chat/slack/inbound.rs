@@ -122,6 +122,8 @@ struct ActionPayload {
     action_id: String,
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    action_ts: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +155,8 @@ struct BlockActions {
 /// The action ids on opsbot's approval buttons.
 pub const APPROVE_ACTION: &str = "opsbot_approve";
 pub const DENY_ACTION: &str = "opsbot_deny";
+/// The action id of an incident summary's Roll back button (the value is a service).
+pub const ROLLBACK_ACTION: &str = "opsbot_rollback";
 
 /// An interactivity payload (the JSON in the `payload` form field).
 pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
@@ -164,6 +168,7 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
     let approve = match action.action_id.as_str() {
         APPROVE_ACTION => true,
         DENY_ACTION => false,
+        ROLLBACK_ACTION => return rollback_click(&parsed, action).map(Some),
         _ => return Ok(None),
     };
     let Some(request_id) = crate::command::parse::normalize_request_id(&action.value) else {
@@ -184,6 +189,34 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
         version: None,
         roles: Vec::new(),
     }))
+}
+
+/// A Roll back click on an incident's summary: the clicker asking for
+/// `/rollback <service>`, threaded under the summary. Each click is its own
+/// request (Slack's retries of one click carry the same `action_ts`).
+fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event, InboundError> {
+    if !crate::engine::reply::button_service(&action.value) {
+        return Err(InboundError::Malformed("a Roll back button names no service".into()));
+    }
+    let channel_id =
+        parsed.channel.as_ref().map(|c| c.id.clone()).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
+    let message_ts = parsed
+        .container
+        .as_ref()
+        .and_then(|c| c.message_ts.clone())
+        .or(parsed.message.as_ref().map(|m| m.ts.clone()))
+        .unwrap_or_default();
+    Ok(Event::Command {
+        actor: actor(&parsed.user.id)?,
+        text: format!("/rollback {}", action.value),
+        reply: ReplyTarget {
+            channel: channel(&channel_id)?,
+            thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
+            interaction: None,
+        },
+        dedup_key: Some(format!("slack:action:{ROLLBACK_ACTION}:{message_ts}:{}:{}", parsed.user.id, action.action_ts)),
+        roles: Vec::new(),
+    })
 }
 
 /// An Events API body.

@@ -3,7 +3,7 @@
 //! `chat.postEphemeral`, Block Kit cards, mrkdwn escaping.
 
 use super::api::SlackApi;
-use super::blocks::{approval_card, render, MAX_TEXT};
+use super::blocks::{approval_card, render, summary_blocks, MAX_TEXT};
 use crate::audit::{BoxFuture, Verdict};
 use crate::chat::outbound::{ApiError, Sink, Wire};
 use crate::engine::reply::ApprovalView;
@@ -71,6 +71,27 @@ impl Wire for SlackApi {
             let (text, blocks) = approval_card(view);
             SlackApi::update(self, channel, message, &text, Some(&blocks)).await
         })
+    }
+
+    fn post_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(async move { SlackApi::post(self, channel, None, text, Some(&summary_blocks(text, rollbacks))).await })
+    }
+
+    fn update_summary<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a str,
+        text: &'a str,
+        rollbacks: &'a [String],
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(
+            async move { SlackApi::update(self, channel, message, text, Some(&summary_blocks(text, rollbacks))).await },
+        )
     }
 
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {

@@ -72,7 +72,7 @@ fn summaries(h: &Harness) -> Vec<(String, String)> {
         .replies()
         .into_iter()
         .filter_map(|r| match r {
-            Reply::Summary { key, text } => Some((key, text)),
+            Reply::Summary { key, text, .. } => Some((key, text)),
             _ => None,
         })
         .collect()
@@ -99,6 +99,13 @@ async fn a_sev1_holds_deploys_for_its_lead_and_rollbacks_keep_their_usual_gates(
     let pending = |id: &str| h.engine.store().get_pending(id).unwrap().unwrap();
     assert_eq!(pending("r-2").required, None);
     assert_eq!(pending("r-3").required, None);
+    // The summary now offers to roll api back (its deploy took effect).
+    h.engine.handle(command(user(3), "/incident note deployed v2")).await;
+    let offered = h.sink.replies().into_iter().rev().find_map(|r| match r {
+        Reply::Summary { rollbacks, .. } => Some(rollbacks),
+        _ => None,
+    });
+    assert_eq!(offered, Some(vec!["api".to_string()]));
     // A rollback keeps its normal gate: one SRE.
     h.engine.handle(command(user(0), "/rollback api")).await;
     assert_eq!(pending("r-4").required, None);
