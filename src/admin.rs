@@ -509,41 +509,58 @@ pub async fn export(
     Ok(())
 }
 
-/// The records matching `query`, from the store directly or through the
-/// running bot's socket. For bounded questions (an incident's window).
-async fn records(data_dir: &Path, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+/// Calls `visit` with each record matching `query`, oldest first, from the
+/// store directly or through the running bot's socket, until it returns false.
+async fn visit_records(
+    data_dir: &Path,
+    query: AuditQuery,
+    mut visit: impl FnMut(AuditRecord) -> bool + Send + 'static,
+) -> Result<()> {
     match source(data_dir)? {
-        Source::Direct(store) => Ok(store.trail.read(&query)?),
+        Source::Direct(store) => {
+            tokio::task::spawn_blocking(move || store.trail.each(&query, &mut visit))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))??;
+        }
         Source::Running(socket) => {
             let AuditQuery { service, request_id, since, .. } = query;
             let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
-            let mut out = Vec::new();
             while let Some(line) = lines.next_line().await? {
-                out.push(
-                    serde_json::from_str(&line)
-                        .map_err(|e| Error::Io(format!("the bot sent a record opsbot cannot read: {e}")))?,
-                );
+                let record = serde_json::from_str(&line)
+                    .map_err(|e| Error::Io(format!("the bot sent a record opsbot cannot read: {e}")))?;
+                if !visit(record) {
+                    break;
+                }
             }
-            Ok(out)
         }
     }
+    Ok(())
 }
 
 /// `opsbot incident export INC-n`: the incident as its newest record in the
 /// trail states it, and its timeline, from the trail alone (a running bot's
-/// or the store's). Never writes.
+/// or the store's), read up to just after its resolve. Never writes.
 pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident::Format) -> Result<()> {
-    let own = records(data_dir, AuditQuery { request_id: Some(id.to_string()), ..Default::default() }).await?;
-    let incident = own
-        .iter()
-        .rev()
-        .filter(|r| r.entry.kind == RecordKind::Incident)
-        .find_map(|r| serde_json::from_value::<crate::incident::Incident>(r.entry.args.clone()?).ok())
-        .ok_or_else(|| {
-            Error::Invalid(format!("the audit trail has no incident {id}; `opsbot audit export` shows what it holds"))
-        })?;
-    let window = records(data_dir, AuditQuery { since: Some(incident.declared_at), ..Default::default() }).await?;
-    let timeline = crate::incident::Timeline::build(&incident, window);
+    use crate::incident::{Incident, TimelineScan};
+    let stated = Arc::new(std::sync::Mutex::new(None::<Incident>));
+    let found = stated.clone();
+    let query = AuditQuery { request_id: Some(id.to_string()), kind: Some(RecordKind::Incident), ..Default::default() };
+    visit_records(data_dir, query, move |record| {
+        if let Some(incident) = record.entry.args.and_then(|a| serde_json::from_value(a).ok()) {
+            *found.lock().expect("incident lock") = Some(incident);
+        }
+        true
+    })
+    .await?;
+    let incident = stated.lock().expect("incident lock").take().ok_or_else(|| {
+        Error::Invalid(format!("the audit trail has no incident {id}; `opsbot audit export` shows what it holds"))
+    })?;
+    let scan = Arc::new(std::sync::Mutex::new(TimelineScan::new(&incident)));
+    let scanning = scan.clone();
+    let query = AuditQuery { since: Some(incident.declared_at), ..Default::default() };
+    visit_records(data_dir, query, move |record| scanning.lock().expect("scan lock").take(record)).await?;
+    let scan = std::mem::replace(&mut *scan.lock().expect("scan lock"), TimelineScan::new(&incident));
+    let timeline = scan.finish();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", timeline.render(format))?;
     Ok(())

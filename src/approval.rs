@@ -204,7 +204,10 @@ pub fn cast_vote(
         request.closed_at = Some(now);
         return Ok(VoteEffect::Withdrawn);
     }
-    if !voters.is_approver(voter, roles) {
+    // The required approver (an incident's lead) may vote whatever their
+    // groups; their approval is asked for besides the count, never in it.
+    let required = is_required(request, voter, voters);
+    if !voters.is_approver(voter, roles) && !required {
         return Err(VoteRefusal::NotApprover { id: request.id.clone(), groups });
     }
     // Approving twice (from any of one person's accounts) counts once and is
@@ -214,7 +217,7 @@ pub fn cast_vote(
         && request.votes.iter().any(|v| {
             v.approve
                 && v.digest == request.digest
-                && voters.is_approver(&v.voter, &v.roles)
+                && (voters.is_approver(&v.voter, &v.roles) || is_required(request, &v.voter, voters))
                 && voters.person(&v.voter) == person
         })
     {
@@ -243,12 +246,29 @@ pub fn cast_vote(
     }
 }
 
+/// Whether `actor` is the person whose approval the request requires.
+fn is_required(request: &PendingRequest, actor: &Actor, voters: &impl Voters) -> bool {
+    request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == voters.person(actor))
+}
+
 /// Whether the person whose approval the request requires (if any) has
-/// given one that counts.
+/// approved its current form.
 pub fn required_approved(request: &PendingRequest, voters: &impl Voters) -> bool {
-    let Some(required) = &request.required else { return true };
-    let person = voters.person(&required.approver);
-    counted_votes(request, voters).any(|v| voters.person(&v.voter) == person)
+    if request.required.is_none() {
+        return true;
+    }
+    request_approval_by_required(request, voters).is_some()
+}
+
+/// The required approver's approval of the current form, if given.
+pub fn request_approval_by_required<'a>(request: &'a PendingRequest, voters: &'a impl Voters) -> Option<&'a Vote> {
+    let requester = voters.person(&request.requester);
+    request.votes.iter().find(|v| {
+        v.approve
+            && v.digest == request.digest
+            && is_required(request, &v.voter, voters)
+            && voters.person(&v.voter) != requester
+    })
 }
 
 /// Approvals that count: distinct eligible people other than the

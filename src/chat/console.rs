@@ -28,6 +28,9 @@ fn card(view: &ApprovalView, updated: bool) -> String {
         view.approver_groups.join(", "),
         view.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
     ));
+    if let Some(also) = &view.also_needs {
+        out.push_str(&format!("│ {also}\n"));
+    }
     match (&view.decided_by, view.state) {
         (Some(by), state) => out.push_str(&format!("└ {state} by {by}")),
         (None, crate::approval::RequestState::Pending) => out

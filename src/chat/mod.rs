@@ -45,9 +45,15 @@ impl ChatSink for PlatformSinks {
 pub fn mentions_in(text: &str, is_identity: impl Fn(&str) -> bool, mention: impl Fn(&str) -> String) -> String {
     text.split(' ')
         .map(|word| {
-            let trimmed = word.trim_end_matches([',', ')', ';', ':', '.']);
+            // The identity is the word's start up to the first character
+            // no identity has (`slack:U1's`, `slack:U1),`), less a final
+            // `.` or `:` (the end of a sentence).
+            let end = word
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.')))
+                .unwrap_or(word.len());
+            let trimmed = word[..end].trim_end_matches([':', '.']);
             if is_identity(trimmed) {
-                word.replacen(trimmed, &mention(trimmed), 1)
+                format!("{}{}", mention(trimmed), &word[trimmed.len()..])
             } else {
                 word.to_string()
             }

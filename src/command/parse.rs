@@ -892,8 +892,12 @@ fn build(
         ActionKind::Audit => Request::Audit { service, limit: to_u32(int("limit")) },
         ActionKind::Help => Request::Help { command },
         ActionKind::IncidentDeclare => {
-            let mut services = flag_services;
-            services.dedup();
+            let mut services: Vec<String> = Vec::new();
+            for service in flag_services {
+                if !services.contains(&service) {
+                    services.push(service);
+                }
+            }
             Request::Incident {
                 op: IncidentOp::Declare { title: need(title), severity: flag_sev.unwrap_or(3), services },
             }

@@ -178,7 +178,7 @@ impl Registry {
     }
 
     pub fn suggest(&self, typed: &str) -> Option<String> {
-        let names = self.commands.keys().chain(self.aliases.keys()).map(String::as_str);
+        let names = self.commands.keys().chain(self.aliases.keys()).chain(&self.groups).map(String::as_str);
         closest(typed, names).map(|n| self.find(&n).map(|s| s.name.clone()).unwrap_or(n))
     }
 

@@ -80,6 +80,9 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     pub rules: Vec<Rule>,
     pub freezes: Vec<FreezeWindow>,
+    /// `[incidents] commanders`: groups who may take over any incident
+    /// (hand over its lead, change its severity, resolve it) besides its lead.
+    pub incident_commanders: Vec<String>,
     /// `[server] listen`: the one HTTP listener of `opsbot serve`.
     pub listen: String,
     /// `[slack]`: absent means Slack is off.

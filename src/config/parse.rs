@@ -61,8 +61,20 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 11] =
-    ["bot", "server", "slack", "discord", "audit", "environments", "groups", "people", "services", "rules", "freeze"];
+const TOP_LEVEL: [&str; 12] = [
+    "bot",
+    "server",
+    "slack",
+    "discord",
+    "audit",
+    "environments",
+    "groups",
+    "people",
+    "services",
+    "rules",
+    "freeze",
+    "incidents",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +92,13 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIncidents {
+    #[serde(default)]
+    commanders: Vec<String>,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -295,6 +314,19 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     }
     let slack = decode::<super::chat::RawSlack>(path, "slack", section("slack"), problems)
         .map(|raw| super::chat::slack(path, raw, &mut duration, problems));
+    let raw_incidents: RawIncidents = decode(path, "incidents", section("incidents"), problems).unwrap_or_default();
+    for group in &raw_incidents.commanders {
+        if !groups.contains_key(group) {
+            let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+            problems.push(Problem::new(
+                path,
+                "incidents.commanders",
+                format!("unknown group `{group}`"),
+                format!("known groups: {}", known.join(", ")),
+            ));
+        }
+    }
+    let incident_commanders = raw_incidents.commanders;
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -318,6 +350,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         services,
         rules,
         freezes,
+        incident_commanders,
     })
 }
 

@@ -1,15 +1,18 @@
 //! `/incident …`: declaring an incident and keeping its record. Each change
-//! is stored, then its `incident` audit record is made durable, and only
+//! and its `incident` audit record are made durable in one commit, and only
 //! then is it announced and the summary message (posted once in the channel
 //! it was declared in, edited in place afterwards) brought up to date.
 
 use super::Engine;
+use crate::approval::PendingRequest;
 use crate::audit::{AuditEntry, AuditQuery, RecordKind};
 use crate::command::{IncidentOp, ParsedCommand};
 use crate::engine::reply::{typed, Reply};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Platform, ReplyTarget};
 use crate::incident::{self, sev, Change, Incident, Timeline};
+use crate::policy::Required;
+use std::sync::Arc;
 
 /// Changes listed in a summary.
 const RECENT_CHANGES: usize = 3;
@@ -17,23 +20,24 @@ const RECENT_CHANGES: usize = 3;
 const TIMELINE_LINES: usize = 40;
 
 impl Engine {
-    /// `/incident declare|lead|update|sev|note|resolve`, allowed by the policy.
+    /// `/incident declare|lead|update|sev|note|resolve`, allowed by the
+    /// policy. Serialised; the incident is stored in the same commit as its
+    /// record, then announced; then waiting deploys on its services get the
+    /// lead requirement the incidents ask now.
     pub(super) async fn run_incident(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         parsed: &ParsedCommand,
         op: &IncidentOp,
         id: Option<&str>,
         reply: &ReplyTarget,
     ) -> Result<()> {
+        let guard = self.incidents.lock().await;
         let now = self.clock.now();
         let (incident, detail, announce) = match op {
             IncidentOp::Declare { title, severity, services } => {
                 let incident = Incident {
-                    id: match id {
-                        Some(id) => id.to_string(),
-                        None => self.store.next_incident_id()?,
-                    },
+                    id: self.store.next_incident_id()?,
                     title: title.clone(),
                     severity: *severity,
                     services: services.clone(),
@@ -49,7 +53,7 @@ impl Engine {
                 let on = if services.is_empty() { String::new() } else { format!(" on {}", services.join(", ")) };
                 let detail = format!("declared {}{on}: {title}; lead {actor}", sev(*severity));
                 let gate = if *severity <= 2 && !services.is_empty() {
-                    " Deploys to its services now wait for the lead's approval (break-glass aside)."
+                    " Deploys to its services now wait for the lead's approval too (break-glass aside)."
                 } else {
                     ""
                 };
@@ -70,6 +74,7 @@ impl Engine {
                         at.format("%Y-%m-%d %H:%M UTC")
                     )));
                 }
+                self.may_steer(actor, op, &incident)?;
                 let id = incident.id.clone();
                 let (detail, announce) = match op {
                     IncidentOp::Lead { person, .. } => {
@@ -87,7 +92,7 @@ impl Engine {
                     IncidentOp::Severity { severity, .. } => {
                         let before = std::mem::replace(&mut incident.severity, *severity);
                         let gate = match (before <= 2, *severity <= 2, incident.services.is_empty()) {
-                            (false, true, false) => " Deploys to its services now wait for the lead's approval.",
+                            (false, true, false) => " Deploys to its services now wait for the lead's approval too.",
                             (true, false, false) => " Deploys to its services no longer wait for the lead.",
                             _ => "",
                         };
@@ -105,8 +110,9 @@ impl Engine {
                         incident.resolution = summary.clone();
                         let took = incident::human(now - incident.declared_at);
                         let said = summary.as_deref().map(|s| format!(": {}", typed(s))).unwrap_or_default();
+                        let noted = summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
                         (
-                            format!("resolved after {took}{}", summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default()),
+                            format!("resolved after {took}{noted}"),
                             format!("✅ {id} resolved by {actor} after {took}{said}. `/incident timeline {id}` has the whole story."),
                         )
                     }
@@ -117,7 +123,6 @@ impl Engine {
                 (incident, detail, announce)
             }
         };
-        self.store.put_incident(&incident)?;
         let services = &incident.services;
         let first = services.first().and_then(|s| self.config.services.get(s));
         let record = AuditEntry {
@@ -134,11 +139,68 @@ impl Engine {
         }
         .outcome(crate::audit::Verdict::Allowed)
         .detail(detail);
+        // The change and its record land in one commit: neither without the other.
+        let store = self.store.clone();
+        let stored = incident.clone();
+        let effect: crate::audit::Effect = Box::new(move || store.put_incident(&stored).map_err(|e| e.to_string()));
+        self.audit.commit(vec![record], Some(effect)).await?;
+        drop(guard);
         self.metrics.request(actor.platform(), &parsed.command, "allowed");
-        self.audit.append(record).await?;
         self.say(reply, Reply::Text(announce)).await;
         self.show_summary(&incident).await;
-        Ok(())
+        self.refresh_waiting(&incident.services, actor).await
+    }
+
+    /// Handing the lead over, changing the severity and resolving steer
+    /// the deploy hold: they are the lead's, or (to take over) someone's in
+    /// `[incidents] commanders`.
+    fn may_steer(&self, actor: &Actor, op: &IncidentOp, incident: &Incident) -> Result<()> {
+        if !matches!(op, IncidentOp::Lead { .. } | IncidentOp::Severity { .. } | IncidentOp::Resolve { .. }) {
+            return Ok(());
+        }
+        if self.config.person(actor) == self.config.person(&incident.lead) {
+            return Ok(());
+        }
+        let takers = &self.config.incident_commanders;
+        if !takers.is_empty() && self.config.in_any(actor, takers) {
+            return Ok(());
+        }
+        let who = if takers.is_empty() { String::new() } else { format!(" or someone in {}", takers.join(", ")) };
+        Err(Error::Denied(format!(
+            "only {}'s lead ({}){who} may hand it over, change its severity or resolve it",
+            incident.id, incident.lead
+        )))
+    }
+
+    /// For a deploy: the open SEV1/SEV2 incident that holds it for its lead
+    /// (the most severe, if several name the service).
+    pub(super) fn incident_gate(&self, request: &crate::command::Request) -> Result<Option<Incident>> {
+        let crate::command::Request::Deploy { service, .. } = request else { return Ok(None) };
+        let open = self.store.open_incidents()?;
+        Ok(open.into_iter().filter(|i| i.gates_deploys(service)).min_by_key(|i| i.severity))
+    }
+
+    /// Whose approval the open incidents ask of `request` now.
+    pub(super) fn requirement_now(&self, request: &PendingRequest) -> Result<Option<Required>> {
+        let gate = self.incident_gate(&request.request)?;
+        let gate =
+            gate.as_ref().map(|i| crate::policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
+        Ok(crate::policy::required_by(&self.config, &request.requester, gate, &request.service))
+    }
+
+    /// Brings the summaries of the open incidents naming `service` up to date
+    /// (after a change to it ended).
+    pub(super) async fn refresh_summaries(&self, service: &str) {
+        let open = match self.store.open_incidents() {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(error = %e, "open incidents unreadable; their summaries were not refreshed");
+                return;
+            }
+        };
+        for incident in open.iter().filter(|i| i.services.iter().any(|s| s == service)) {
+            self.show_summary(incident).await;
+        }
     }
 
     /// Posts or edits `incident`'s summary message.
@@ -151,17 +213,14 @@ impl Engine {
             }
         };
         let text = incident::summary_text(incident, &recent, self.clock.now());
-        // A Roll back button per service whose recent change took effect,
-        // while the incident is open.
-        let mut rollbacks: Vec<String> = Vec::new();
-        for change in recent.iter().filter(|c| c.verdict == Some(crate::audit::Verdict::Succeeded)) {
-            if incident.is_open()
-                && !rollbacks.contains(&change.service)
-                && crate::engine::reply::button_service(&change.service)
-            {
-                rollbacks.push(change.service.clone());
-            }
-        }
+        // While it is open, a Roll back button per service whose newest
+        // change is a deploy that took effect (never one that would undo a
+        // rollback, or retry a failure).
+        let rollbacks: Vec<String> = if incident.is_open() {
+            incident::rollback_offers(&recent).into_iter().filter(|s| crate::engine::reply::button_service(s)).collect()
+        } else {
+            Vec::new()
+        };
         self.say(&incident.channel, Reply::Summary { key: incident.summary_key(), text, rollbacks }).await;
     }
 
@@ -178,30 +237,11 @@ impl Engine {
     }
 
     /// `/incident status` and `/incident timeline`.
-    pub(super) fn incident_read(&self, op: &IncidentOp, reply: &ReplyTarget) -> Result<String> {
+    pub(super) async fn incident_read(&self, op: &IncidentOp, reply: &ReplyTarget) -> Result<String> {
         match op {
             IncidentOp::Status { incident: None } if self.channel_incidents(reply)?.is_empty() => {
-                let open = self.store.open_incidents()?;
-                if open.is_empty() {
-                    return Ok("No incident is open.".into());
-                }
-                let lines: Vec<String> = open
-                    .iter()
-                    .map(|i| {
-                        format!(
-                            "{} {} {} — lead {}, open for {}",
-                            i.id,
-                            sev(i.severity),
-                            typed(&i.title),
-                            i.lead,
-                            incident::human(self.clock.now() - i.declared_at)
-                        )
-                    })
-                    .collect();
-                Ok(format!(
-                    "Open incidents (none declared in this channel):\n{}\n`/incident status INC-n` for one.",
-                    lines.join("\n")
-                ))
+                Ok("No incident is open in this channel (incidents are shown in the channel they were declared in)."
+                    .into())
             }
             IncidentOp::Status { incident } => {
                 let found = self.incident_for(incident.as_deref(), reply)?;
@@ -211,7 +251,7 @@ impl Engine {
             }
             IncidentOp::Timeline { incident } => {
                 let found = self.incident_for(incident.as_deref(), reply)?;
-                Ok(self.timeline(&found)?.chat_lines(TIMELINE_LINES))
+                Ok(self.timeline(&found).await?.chat_lines(TIMELINE_LINES))
             }
             _ => Err(Error::Invalid("not a read of an incident".into())),
         }
@@ -242,33 +282,41 @@ impl Engine {
         })
     }
 
-    /// The incident's timeline from the trail (read from its declaration on).
-    pub fn timeline(&self, incident: &Incident) -> Result<Timeline> {
-        let mut records = Vec::new();
+    /// The incident's timeline from the trail: read from its declaration
+    /// to just after its resolve, on a blocking thread, at most
+    /// [`incident::SCAN_LIMIT`] records.
+    pub async fn timeline(&self, incident: &Incident) -> Result<Timeline> {
+        let audit = self.audit.clone();
+        let mut scan = incident::TimelineScan::new(incident);
         let query = AuditQuery { since: Some(incident.declared_at), ..Default::default() };
-        self.audit.each(&query, &mut |record| {
-            if Timeline::belongs(incident, &record) {
-                records.push(record);
-            }
-            true
-        })?;
-        Ok(Timeline::build(incident, records))
+        let read = tokio::task::spawn_blocking(move || {
+            audit.each(&query, &mut |record| scan.take(record))?;
+            Ok::<_, crate::audit::AuditError>(scan.finish())
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("reading the timeline failed: {e}")))?;
+        Ok(read?)
     }
 
     /// The incident `named`, or else the one open incident declared in
     /// `reply`'s channel.
     pub(super) fn incident_for(&self, named: Option<&str>, reply: &ReplyTarget) -> Result<Incident> {
         if let Some(id) = named {
-            return self.store.get_incident(id)?.ok_or_else(|| {
-                Error::Invalid(format!("there is no incident {id}; `/incident status` lists the open ones"))
-            });
+            let found = self.store.get_incident(id)?;
+            // An incident is worked on in its own channel: one declared in a
+            // private channel is not shown or changed from anywhere else.
+            return match found {
+                Some(incident) if incident.channel.channel == reply.channel => Ok(incident),
+                _ => Err(Error::Invalid(format!(
+                    "there is no incident {id} in this channel; incident commands work in the channel it was declared in"
+                ))),
+            };
         }
         let mut here = self.channel_incidents(reply)?;
         match here.len() {
             1 => Ok(here.remove(0)),
             0 => Err(Error::Invalid(
-                "no open incident was declared in this channel; name one (like INC-3), or `/incident status` to list them"
-                    .into(),
+                "no open incident was declared in this channel; run incident commands in the incident's channel".into(),
             )),
             _ => Err(Error::Invalid(format!(
                 "{} incidents are open in this channel ({}); name the one you mean",
@@ -289,10 +337,14 @@ impl Engine {
     fn person(&self, actor: &Actor, typed_name: &str) -> Result<Actor> {
         let qualified = match typed_name.strip_prefix('@') {
             Some(name) if actor.platform() == Platform::Console => format!("console:{name}"),
+            Some(_) if actor.platform() == Platform::Slack => {
+                return Err(Error::Invalid(format!(
+                    "Slack sent `{typed_name}` as a name, not an id: the app's /incident command needs \"Escape channels, users, and links\" on (`opsbot slack-manifest` sets it); meanwhile write the id, like slack:U024BE7LH"
+                )))
+            }
             Some(_) => {
                 return Err(Error::Invalid(format!(
-                    "`{typed_name}` is a name, not an id: pick the person from the mention list so the platform sends their id, or write it like {}:<their id>",
-                    actor.platform()
+                    "`{typed_name}` is a name, not an id: pick the person from the member list so Discord sends their id, or write it like discord:<their id>"
                 )))
             }
             None => typed_name.to_string(),

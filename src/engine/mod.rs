@@ -119,6 +119,8 @@ pub struct Engine {
     stopped: std::sync::atomic::AtomicBool,
     /// Serialises read-modify-write of pending requests (votes, expiry).
     votes: tokio::sync::Mutex<()>,
+    /// Serialises read-modify-write of incidents.
+    incidents: tokio::sync::Mutex<()>,
     names: Arc<crate::names::DisplayNames>,
     /// Marked when an action's backend panics (a bug): readiness reads it.
     health: Arc<crate::tasks::Health>,
@@ -152,6 +154,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             stopped: Default::default(),
             votes: tokio::sync::Mutex::new(()),
+            incidents: tokio::sync::Mutex::new(()),
             names,
             health: Default::default(),
         })
@@ -295,13 +298,8 @@ impl Engine {
             _ => None,
         };
         // An open SEV1/SEV2 on the service holds a deploy for its lead.
-        let incidents = match (service, &parsed.request) {
-            (Some(_), crate::command::Request::Deploy { .. }) => self.store.open_incidents()?,
-            _ => Vec::new(),
-        };
-        let gate =
-            service.and_then(|s| incidents.iter().filter(|i| i.gates_deploys(&s.name)).min_by_key(|i| i.severity));
-        let incident = gate.map(|i| policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
+        let gate = self.incident_gate(&parsed.request)?;
+        let incident = gate.as_ref().map(|i| policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
         Ok(policy::evaluate(
             &self.config,
             &Subject {
@@ -359,11 +357,9 @@ impl Engine {
         let plan = match parsed.request.kind() {
             Kind::Change { service, action } => Plan::Change { id: self.store.next_request_id()?, service, action },
             Kind::Admin(Admin::Incident(op)) => {
-                // Incident records carry the incident's id, not a request's.
+                // Incident records carry the incident's id, not a request's
+                // (a new incident's is taken only once it is declared).
                 let id = match op {
-                    IncidentOp::Declare { .. } if !matches!(decision, Decision::Deny(_)) => {
-                        Some(self.store.next_incident_id()?)
-                    }
                     IncidentOp::Declare { .. } => None,
                     _ => self.incident_for(op.incident(), reply).ok().map(|i| i.id),
                 };
@@ -415,17 +411,16 @@ impl Engine {
                 self.audit.append_all(vec![request_record, record]).await?;
                 let view = votes::view(&pending, 0);
                 let groups = pending.approver_groups.join(", ");
-                let from = match (&pending.required, groups.is_empty()) {
-                    (Some(r), true) => format!("{} ({})", r.approver, r.because),
-                    (Some(r), false) => format!("{groups}, {} among them ({})", r.approver, r.because),
-                    (None, _) => groups,
+                let waits_for = match (&pending.required, pending.approvals_needed) {
+                    (Some(r), 0) => format!("{}'s approval ({})", r.approver, r.because),
+                    (Some(r), n) => format!("{n} approval(s) from {groups} and {}'s ({})", r.approver, r.because),
+                    (None, n) => format!("{n} approval(s) from {groups}"),
                 };
                 self.say(
                     reply,
                     Reply::Text(format!(
-                        "{} requested by {actor} — {id} is waiting for {} approval(s) from {from}",
-                        parsed.request.describe(),
-                        pending.approvals_needed
+                        "{} requested by {actor} — {id} is waiting for {waits_for}",
+                        parsed.request.describe()
                     )),
                 )
                 .await;
@@ -462,8 +457,17 @@ impl Engine {
             }
             (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin: Admin::Incident(op) }) => {
                 // One record says what was done (an incident record carries
-                // its decision, as an allowed read does).
-                self.run_incident(actor, parsed, op, id.as_deref(), reply).await
+                // its decision, as an allowed read does); a refusal after
+                // the policy (no such incident, not the lead's to change)
+                // is recorded as any refused request is.
+                match self.run_incident(actor, parsed, op, id.as_deref(), reply).await {
+                    Err(e @ (Error::Invalid(_) | Error::Denied(_))) => {
+                        let record = decided(Verdict::Denied, e.user_message());
+                        self.audit.append_all(vec![request_record, record]).await?;
+                        Err(e)
+                    }
+                    other => other,
+                }
             }
             (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin }) => {
                 let record = decided(Verdict::Allowed, String::new());
@@ -508,7 +512,7 @@ impl Engine {
             }
             Read::Audit { service, limit } => self.audit_text(service, limit.unwrap_or(10) as usize)?,
             Read::Help { command } => self.registry.render_help(command),
-            Read::Incident(op) => self.incident_read(op, reply)?,
+            Read::Incident(op) => self.incident_read(op, reply).await?,
         };
         self.say(reply, Reply::Text(text)).await;
         Ok(())
@@ -525,7 +529,7 @@ impl Engine {
     ) -> Result<()> {
         let now = self.clock.now();
         let (verdict, text) = match admin {
-            Admin::Incident(op) => return self.run_incident(actor, parsed, op, Some(id), reply).await,
+            Admin::Incident(_) => return Err(Error::Invalid("an incident command is not a lock".into())),
             Admin::Lock { service, reason, ttl } => {
                 let ttl = ttl.unwrap_or(self.config.lock_ttl);
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));

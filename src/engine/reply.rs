@@ -91,6 +91,9 @@ pub struct ApprovalView {
     pub approver_groups: Vec<String>,
     pub expires_at: DateTime<Utc>,
     pub freeze: Option<String>,
+    /// Someone whose approval is asked besides the count, and why
+    /// (`console:alice must approve too: INC-1 (SEV1) is open on api`).
+    pub also_needs: Option<String>,
     pub state: RequestState,
     pub decided_by: Option<Actor>,
 }

@@ -258,7 +258,11 @@ impl Engine {
             }
         }
         match recorded {
-            Ok(_) => self.say(&reply, Reply::Outcome { request_id: id, verdict, text }).await,
+            Ok(_) => {
+                self.say(&reply, Reply::Outcome { request_id: id, verdict, text }).await;
+                // An open incident on the service lists its recent changes.
+                self.refresh_summaries(&service.name).await;
+            }
             Err(e) => {
                 tracing::error!(error = %e, request = %id, "outcome not recorded");
                 self.say(

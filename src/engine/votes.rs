@@ -24,6 +24,7 @@ pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
         approver_groups: request.approver_groups.clone(),
         expires_at: request.expires_at,
         freeze: request.freeze.clone(),
+        also_needs: request.required.as_ref().map(|r| format!("{} must approve too: {}", r.approver, r.because)),
         state: request.state,
         decided_by: request.closed_by.clone(),
     }
@@ -134,6 +135,11 @@ impl Engine {
         if request.state.is_open() && now >= request.expires_at {
             self.expire(&mut request).await?;
         }
+        if request.state.is_open() {
+            // The incident asking for a lead's approval may have changed
+            // (handed over, lowered, resolved, declared) since.
+            self.sync_requirement(&mut request, voter).await?;
+        }
         let config = self.config.clone();
         let mut updated = request.clone();
         let voters = Voters::of(&config, &request);
@@ -186,20 +192,18 @@ impl Engine {
         let target = request.reply.clone();
         match effect {
             VoteEffect::Counted { remaining } => {
+                let lead_missing = !approval::required_approved(&request, &Voters::of(&config, &request));
                 let text = match &request.required {
-                    Some(required) if !approval::required_approved(&request, &Voters::of(&config, &request)) => {
-                        if have >= request.approvals_needed {
-                            format!(
-                                "{voter} approved {id}; waiting for {}'s approval ({})",
-                                required.approver, required.because
-                            )
-                        } else {
-                            format!(
-                                "{voter} approved {id}; {remaining} more approval(s) needed, {}'s among them ({})",
-                                required.approver, required.because
-                            )
-                        }
-                    }
+                    Some(required) if lead_missing && have >= request.approvals_needed => format!(
+                        "{voter} approved {id}; waiting for {}'s approval ({})",
+                        required.approver, required.because
+                    ),
+                    Some(required) if lead_missing => format!(
+                        "{voter} approved {id}; {} more approval(s) needed, and {}'s ({})",
+                        request.approvals_needed - have,
+                        required.approver,
+                        required.because
+                    ),
                     _ => format!("{voter} approved {id}; {remaining} more approval(s) needed"),
                 };
                 self.say(&target, Reply::Text(text)).await;
@@ -239,7 +243,6 @@ impl Engine {
                         request.id, needed.approver, needed.because
                     );
                     request.required = Some(needed);
-                    request.approvals_needed = request.approvals_needed.max(1);
                     self.store.put_pending(&request)?;
                     let have = approval::valid_approvals(&request, &Voters::of(&config, &request));
                     if approval::may_execute(&request, request.approvals_needed, now, &Voters::of(&config, &request)) {
@@ -276,8 +279,7 @@ impl Engine {
             }
         };
         let groups = request.approver_groups.clone();
-        let required = request.required.clone();
-        let voters = Voters { config: &config, groups: &groups, required: required.as_ref() };
+        let voters = Voters { config: &config, groups: &groups };
         let have = approval::valid_approvals(&request, &voters);
         if refusal.is_none() && !approval::may_execute(&request, request.approvals_needed, now, &voters) {
             return Err(Error::Denied(format!(
@@ -311,7 +313,12 @@ impl Engine {
             )
             .await?;
         self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
-        let approvers: Vec<Actor> = approval::counted_votes(&request, &voters).map(|v| v.voter.clone()).collect();
+        let mut approvers: Vec<Actor> = approval::counted_votes(&request, &voters).map(|v| v.voter.clone()).collect();
+        if let Some(lead) = approval::request_approval_by_required(&request, &voters) {
+            if !approvers.contains(&lead.voter) {
+                approvers.push(lead.voter.clone());
+            }
+        }
         let crate::command::Kind::Change { service, action } = request.request.kind() else {
             // Only changes are ever held for approval; a stored request that is
             // not one (from a store written by a build that allowed it) is refused.
@@ -329,6 +336,71 @@ impl Engine {
             announce: None,
         };
         self.start_action(start).await
+    }
+
+    /// Brings `request`'s lead requirement in line with the open incidents
+    /// now: stored, recorded, then said. Returns whether it changed.
+    pub(super) async fn sync_requirement(&self, request: &mut PendingRequest, by: &Actor) -> Result<bool> {
+        let required = self.requirement_now(request)?;
+        if required == request.required {
+            return Ok(false);
+        }
+        let text = match (&request.required, &required) {
+            (_, Some(now)) => format!(
+                "{} now needs {}'s approval too ({}); approvals from {} so far still count",
+                request.id,
+                now.approver,
+                now.because,
+                request.approver_groups.join(", ")
+            ),
+            (Some(before), None) => format!(
+                "{} no longer needs {}'s approval: no open SEV1/SEV2 incident holds deploys to {} now",
+                request.id, before.approver, request.service
+            ),
+            (None, None) => return Ok(false),
+        };
+        request.required = required;
+        self.store.put_pending(request)?;
+        let target = request.reply.clone();
+        self.audit.append(self.vote_entry(request, by, &target, Verdict::Pending, text.clone())).await?;
+        let config = self.config.clone();
+        let have = approval::valid_approvals(request, &Voters::of(&config, request));
+        self.say(&target, Reply::Text(text)).await;
+        self.say(&target, Reply::ApprovalUpdate(view(request, have))).await;
+        Ok(true)
+    }
+
+    /// After an incident changed: every deploy waiting on `services` gets
+    /// the lead requirement the incidents ask now; one whose approvals are
+    /// then complete runs (after the usual re-check).
+    pub(super) async fn refresh_waiting(self: &Arc<Self>, services: &[String], by: &Actor) -> Result<()> {
+        let _guard = self.votes.lock().await;
+        for mut request in self.store.open_requests()? {
+            let deploy = matches!(request.request, crate::command::Request::Deploy { .. });
+            if !deploy || !services.contains(&request.service) || !self.sync_requirement(&mut request, by).await? {
+                continue;
+            }
+            let config = self.config.clone();
+            let complete = approval::may_execute(
+                &request,
+                request.approvals_needed,
+                self.clock.now(),
+                &Voters::of(&config, &request),
+            );
+            if complete {
+                let (id, target) = (request.id.clone(), request.reply.clone());
+                self.say(
+                    &target,
+                    Reply::Text(format!("{id}'s approvals are complete now; it runs after the usual re-check")),
+                )
+                .await;
+                if let Err(e) = Box::pin(self.run_approved(request, by)).await {
+                    tracing::warn!(error = %e, request = %id, "a request whose approvals became complete did not run");
+                    self.say(&target, Reply::Text(format!("{id} did not run: {}", e.user_message()))).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks one open request expired, records it and says so.
@@ -376,13 +448,11 @@ impl Engine {
 struct Voters<'a> {
     config: &'a crate::config::Config,
     groups: &'a [String],
-    /// The person whose approval the request requires (an incident's lead).
-    required: Option<&'a crate::policy::Required>,
 }
 
 impl<'a> Voters<'a> {
     fn of(config: &'a crate::config::Config, request: &'a PendingRequest) -> Voters<'a> {
-        Voters { config, groups: &request.approver_groups, required: request.required.as_ref() }
+        Voters { config, groups: &request.approver_groups }
     }
 }
 
@@ -391,7 +461,6 @@ impl approval::Voters for Voters<'_> {
         // Roles are mapped under the current configuration: removing a
         // mapping revokes the votes it allowed, as removing a member does.
         self.config.in_any_with(actor, &self.config.granted_to(actor, roles), self.groups)
-            || self.required.is_some_and(|r| self.config.person(&r.approver) == self.config.person(actor))
     }
     fn person(&self, actor: &Actor) -> String {
         self.config.person(actor)

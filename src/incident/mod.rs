@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod timeline;
-pub use timeline::{Format, Timeline};
+pub use timeline::{markdown_text, Format, Timeline, TimelineScan, SCAN_LIMIT};
 
 /// Severities run from 1 (the worst) to this.
 pub const LOWEST_SEVERITY: u8 = 4;
@@ -86,6 +86,8 @@ pub struct Change {
     pub service: String,
     /// `deploy api-service`, from the record's command and service.
     pub what: String,
+    /// The command (`deploy`, `rollback` …).
+    pub command: String,
     /// What the outcome said (the live state read back), first line.
     pub said: String,
     pub by: Option<String>,
@@ -106,6 +108,7 @@ impl Change {
         Some(Change {
             request_id: entry.request_id.clone().unwrap_or_default(),
             what: format!("{command} {service}"),
+            command: command.to_string(),
             said,
             service,
             by: entry.actor.clone(),
@@ -120,6 +123,23 @@ impl Change {
         let said = if self.said.is_empty() { String::new() } else { format!(" — {}", self.said) };
         format!("{} {}{by}, {} ago: {verdict}{said}", self.request_id, self.what, human(now - self.at))
     }
+}
+
+/// The services whose newest change in `recent` (newest first) is a
+/// deploy that took effect: what a Roll back offer may undo.
+pub fn rollback_offers(recent: &[Change]) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut offers = Vec::new();
+    for change in recent {
+        if seen.contains(&change.service.as_str()) {
+            continue;
+        }
+        seen.push(&change.service);
+        if change.command == "deploy" && change.verdict == Some(Verdict::Succeeded) {
+            offers.push(change.service.clone());
+        }
+    }
+    offers
 }
 
 /// The summary message: what anyone joining the channel needs first.
@@ -160,9 +180,8 @@ pub fn summary_text(incident: &Incident, recent: &[Change], now: DateTime<Utc>) 
             for change in recent {
                 out.push_str(&format!("\n• {}", change.line(now)));
             }
-            if incident.is_open() {
-                let service = &recent[0].service;
-                out.push_str(&format!("\nto undo the newest: /rollback {service} (gated as always)"));
+            for service in rollback_offers(recent).iter().filter(|_| incident.is_open()) {
+                out.push_str(&format!("\nto undo {service}'s deploy: /rollback {service} (gated as always)"));
             }
         }
     }

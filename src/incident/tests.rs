@@ -125,6 +125,7 @@ fn the_summary_lists_recent_changes_and_what_holds_deploys() {
         request_id: id.into(),
         service: "api".into(),
         what: "deploy api".into(),
+        command: "deploy".into(),
         said: "api runs v2".into(),
         by: Some("console:carol".into()),
         at: at(minute),
@@ -154,4 +155,41 @@ fn a_change_is_read_from_an_outcome_record_only() {
     let change = Change::from_record(&outcome).unwrap();
     assert_eq!((change.what.as_str(), change.said.as_str()), ("rollback api", "api runs v1 again"));
     assert_eq!(Change::from_record(&record(2, 0, on("api", RecordKind::Intent, "r-1", Verdict::Started))), None);
+}
+
+#[test]
+fn typed_text_stays_text_in_the_markdown_export() {
+    let hostile = "[runbook](https://evil.example) <img src=x> <!-- *bold* `code` | # h\nnext";
+    let escaped = markdown_text(hostile);
+    assert_eq!(
+        escaped,
+        "\\[runbook\\](https\\://evil.example) &lt;img src=x&gt; &lt;\\!-- \\*bold\\* \\`code\\` \\| \\# h next"
+    );
+    let mut i = incident();
+    i.title = hostile.into();
+    let md = Timeline::build(&i, Vec::new()).to_markdown();
+    assert!(!md.contains("<img") && !md.contains("<!--") && !md.contains("](https://"), "{md}");
+}
+
+#[test]
+fn a_rollback_is_offered_only_where_the_newest_change_is_a_deploy_that_took_effect() {
+    let change = |service: &str, command: &str, verdict: Verdict| Change {
+        request_id: "r-1".into(),
+        service: service.into(),
+        what: format!("{command} {service}"),
+        command: command.into(),
+        said: String::new(),
+        by: None,
+        at: at(0),
+        verdict: Some(verdict),
+    };
+    // Newest first: api was rolled back after its deploy (offering another
+    // rollback would roll forward); web's deploy failed; db's took effect.
+    let recent = [
+        change("api", "rollback", Verdict::Succeeded),
+        change("web", "deploy", Verdict::Failed),
+        change("api", "deploy", Verdict::Succeeded),
+        change("db", "deploy", Verdict::Succeeded),
+    ];
+    assert_eq!(rollback_offers(&recent), ["db"]);
 }

@@ -44,11 +44,58 @@ pub struct Entry {
     pub text: String,
 }
 
+/// Records a timeline reads at most, past its declaration: enough for a
+/// busy day on its services; `opsbot incident export` says when it stopped.
+pub const SCAN_LIMIT: usize = 500_000;
+
+/// Reading the trail for one incident, oldest first: keeps the records
+/// that belong to it, and stops past its resolve or at [`SCAN_LIMIT`].
+pub struct TimelineScan {
+    incident: Incident,
+    scanned: usize,
+    cut_short: bool,
+    kept: Vec<AuditRecord>,
+}
+
+impl TimelineScan {
+    pub fn new(incident: &Incident) -> TimelineScan {
+        TimelineScan { incident: incident.clone(), scanned: 0, cut_short: false, kept: Vec::new() }
+    }
+
+    /// Keeps `record` if it belongs; false once reading may stop.
+    pub fn take(&mut self, record: AuditRecord) -> bool {
+        // The resolve's own record is stamped a moment after the resolve.
+        if let Some(resolved) = self.incident.resolved_at {
+            if record.ts > resolved + chrono::Duration::minutes(1) {
+                return false;
+            }
+        }
+        self.scanned += 1;
+        if self.scanned > SCAN_LIMIT {
+            self.cut_short = true;
+            return false;
+        }
+        if Timeline::belongs(&self.incident, &record) {
+            self.kept.push(record);
+        }
+        true
+    }
+
+    /// The timeline of what was kept.
+    pub fn finish(self) -> Timeline {
+        let mut timeline = Timeline::build(&self.incident, self.kept);
+        timeline.cut_short = self.cut_short;
+        timeline
+    }
+}
+
 /// An incident and the records that tell its story.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     pub incident: Incident,
     pub entries: Vec<Entry>,
+    /// The trail was read only up to [`SCAN_LIMIT`] records.
+    pub cut_short: bool,
     /// When the first change on its services succeeded while it was open.
     pub mitigated_at: Option<DateTime<Utc>>,
     /// Which change that was (`r-7 rollback api-service …`).
@@ -74,7 +121,9 @@ impl Timeline {
     pub fn belongs(incident: &Incident, record: &AuditRecord) -> bool {
         let entry = &record.entry;
         if entry.request_id.as_deref() == Some(incident.id.as_str()) {
-            return true;
+            // Its own changes, and the attempts refused (a request's own
+            // record says no more than its decision).
+            return matches!(entry.kind, RecordKind::Incident | RecordKind::Decision);
         }
         let open_then =
             record.ts >= incident.declared_at && incident.resolved_at.is_none_or(|resolved| record.ts <= resolved);
@@ -127,7 +176,7 @@ impl Timeline {
             Some((at, by)) => (Some(at), Some(by)),
             None => (None, None),
         };
-        Timeline { incident: incident.clone(), entries, mitigated_at, mitigated_by }
+        Timeline { incident: incident.clone(), entries, mitigated_at, mitigated_by, cut_short: false }
     }
 
     pub fn time_to_mitigate(&self) -> Option<chrono::Duration> {
@@ -152,6 +201,9 @@ impl Timeline {
             out.push_str(&format!(", newest {limit} shown; `opsbot incident export {}` has all", self.incident.id));
         }
         out.push(')');
+        if self.cut_short {
+            out.push_str(&format!("\n(read only the first {SCAN_LIMIT} records after it was declared)"));
+        }
         out.push_str(&self.durations_line());
         for entry in self.entries.iter().skip(self.entries.len().saturating_sub(limit)) {
             let who = entry.who.as_deref().unwrap_or("opsbot");
@@ -182,15 +234,17 @@ impl Timeline {
             "time_to_mitigate_seconds": self.time_to_mitigate().map(|d| d.num_seconds()),
             "mitigated_by": self.mitigated_by,
             "time_to_resolve_seconds": self.time_to_resolve().map(|d| d.num_seconds()),
+            "cut_short": self.cut_short,
             "timeline": self.entries,
         })
     }
 
     /// A postmortem skeleton: the facts filled in from the trail, the
-    /// judgement left for people.
+    /// judgement left for people. Every text from the trail is escaped
+    /// ([`markdown_text`]): typed titles and notes stay text.
     pub fn to_markdown(&self) -> String {
         let i = &self.incident;
-        let cell = |text: &str| text.replace('|', "\\|").replace(['\n', '\r'], " ");
+        let cell = |text: &str| markdown_text(text);
         let mut out = format!("# {}: {}\n\n", i.id, cell(&i.title));
         out.push_str(&format!("- Severity: {} (at export)\n", sev(i.severity)));
         out.push_str(&format!("- Lead: {}\n", i.lead));
@@ -214,6 +268,9 @@ impl Timeline {
             "- Time to resolve: {}\n",
             self.time_to_resolve().map(human).unwrap_or_else(|| "still open".into())
         ));
+        if self.cut_short {
+            out.push_str(&format!("\n_The timeline below stops after the first {SCAN_LIMIT} records of the trail after the declaration._\n"));
+        }
         out.push_str("\n## Summary\n\n");
         out.push_str(&match &i.resolution {
             Some(text) => format!("{}\n", cell(text)),
@@ -233,4 +290,30 @@ impl Timeline {
         }
         out
     }
+}
+
+/// `text` as inert Markdown on one line: every character Markdown (or the
+/// HTML it allows) gives a meaning to is backslash-escaped, `<` and `>` as
+/// entities, and line breaks become spaces, so a typed title or note can
+/// neither format, link, hide the rest of the document nor break a table.
+pub fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '!' | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // `https://…` would become a link: `https\://…` does not.
+            ':' if chars.peek() == Some(&'/') => out.push_str("\\:"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -11,8 +11,8 @@
 //!    (skips the approval wait and any freeze), else deny;
 //! 7. an active freeze denies, or raises the approvals needed;
 //! 8. for a deploy, an open SEV1/SEV2 incident on the service asks for its
-//!    lead's approval (at least one approval, and the lead's among them),
-//!    unless the lead is the requester;
+//!    lead's approval besides the approvals the rule asks (which the lead's
+//!    does not count towards), unless the lead is the requester;
 //! 9. approvals needed → pending (if enough eligible approvers exist besides the
 //!    requester, else deny); otherwise allow.
 
@@ -81,7 +81,7 @@ pub struct ApprovalNeed {
     pub ttl: Duration,
     /// The freeze that raised the count, if one did.
     pub freeze: Option<String>,
-    /// Whose approval must be among them (an incident's lead), and why.
+    /// Whose approval is asked besides the count (an incident's lead), and why.
     pub required: Option<Required>,
 }
 
@@ -91,6 +91,16 @@ pub struct Required {
     pub approver: Actor,
     /// `INC-3 (SEV1) is open on api-service`.
     pub because: String,
+}
+
+/// Whose approval an incident asks of `actor`'s deploy to `service`
+/// besides the rule's count: the lead's, unless the lead is `actor`.
+pub fn required_by(config: &Config, actor: &Actor, gate: Option<IncidentGate<'_>>, service: &str) -> Option<Required> {
+    let gate = gate.filter(|gate| config.person(gate.lead) != config.person(actor))?;
+    Some(Required {
+        approver: gate.lead.clone(),
+        because: format!("{} (SEV{}) is open on {service}", gate.id, gate.severity),
+    })
 }
 
 /// Decides; see the module docs for the order.
@@ -158,19 +168,10 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     // People, not accounts: the requester's linked accounts are not
     // approvers, and one person's accounts are one approver.
     let requester = config.person(actor);
-    let required = subject.incident.filter(|gate| config.person(gate.lead) != requester).map(|gate| Required {
-        approver: gate.lead.clone(),
-        because: format!(
-            "{} (SEV{}) is open on {}",
-            gate.id,
-            gate.severity,
-            subject.service.map(|s| s.name.as_str()).unwrap_or("the service")
-        ),
-    });
-    if required.is_some() {
-        approvals = approvals.max(1);
-    }
-    if approvals == 0 {
+    let service_name = subject.service.map(|s| s.name.as_str()).unwrap_or("the service");
+    let required = required_by(config, actor, subject.incident, service_name);
+    // The lead's approval is asked for besides the rule's count, never in it.
+    if approvals == 0 && required.is_none() {
         return Decision::Allow;
     }
     let approver_groups = if rule.approvers.is_empty() { Vec::new() } else { rule.approvers.clone() };
@@ -178,7 +179,6 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
         .members(&approver_groups)
         .iter()
         .map(|a| config.person(a))
-        .chain(required.as_ref().map(|r| config.person(&r.approver)))
         .filter(|person| *person != requester)
         .collect::<std::collections::BTreeSet<_>>()
         .len() as u32;

@@ -300,14 +300,23 @@ fn an_incident_holds_deploys_for_its_lead_and_exports_its_timeline() {
     ]));
     assert!(out.contains("🚨 INC-1 declared by console:alice"), "{out}");
     assert!(out.contains("r-1 deploy api-service by console:bob"), "the summary lists the deploy: {out}");
-    assert!(out.contains("r-2 is waiting for 1 approval(s) from sre, console:alice among them"), "{out}");
+    assert!(out.contains("r-2 is waiting for 1 approval(s) from sre and console:alice's"), "{out}");
     assert!(out.contains("console:bob approved r-2; waiting for console:alice's approval"), "{out}");
     assert!(out.contains("✅ r-3: [simulated] api-service rolled back to v1.4.1"), "{out}");
     assert!(out.contains("✅ INC-1 resolved by console:alice"), "{out}");
     // What runs is the rolled-back version; the held deploy never started.
-    assert!(out.contains("v1.4.1"), "{out}");
+    assert!(out.contains("opsbot: [simulated] api-service (production): v1.4.1"), "{out}");
+    // The held deploy did not start while the incident was open; resolved,
+    // nothing holds it, and its approvals are complete, so it runs.
+    assert!(out.contains("r-2's approvals are complete now"), "{out}");
     let records = bot.export(&[]);
-    assert!(!records.iter().any(|r| r["request_id"] == "r-2" && r["kind"] == "intent"), "r-2 was held");
+    let seq_of = |check: &dyn Fn(&serde_json::Value) -> bool| {
+        records.iter().find(|r| check(r)).map(|r| r["seq"].as_u64().unwrap())
+    };
+    let resolved =
+        seq_of(&|r| r["kind"] == "incident" && r["detail"].as_str().unwrap().starts_with("resolved")).unwrap();
+    let r2_started = seq_of(&|r| r["request_id"] == "r-2" && r["kind"] == "intent").unwrap();
+    assert!(r2_started > resolved, "r-2 was held until the incident was resolved");
     let exported = bot.command(&["incident", "export", "INC-1"]).output().unwrap();
     assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
     let md = String::from_utf8(exported.stdout).unwrap();

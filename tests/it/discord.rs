@@ -796,8 +796,9 @@ fn a_discord_role_mapped_to_the_approver_group_lets_its_holder_approve() {
 fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_current() {
     let bot = DiscordServed::start("http");
     let sub = |name: &str, options: Value| json!([{"name": name, "type": 1, "options": options}]);
+    // Bob, an SRE, declares it and leads it.
     let ack = bot.slash(
-        ALICE,
+        BOB,
         "incident",
         sub(
             "declare",
@@ -814,22 +815,22 @@ fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_
     });
     let summary = bot.discord.messages_in(OPS).into_iter().find(|m| m.content.contains("INC-1 SEV1")).unwrap();
     assert!(!summary.content.contains("@everyone"), "typed text is inert: {summary:?}");
-    // A deploy to its service waits for the lead.
+    // Alice's deploy waits for an SRE and for the lead; Bob is both, and his approval runs it.
     let ack = bot.slash(
-        BOB,
+        ALICE,
         "deploy",
         json!([option("service", 3, json!("api-service")), option("version", 3, json!("v1.4.2"))]),
     );
-    assert!(ack["data"]["content"].as_str().unwrap().contains(&format!("<@{ALICE}> among them")), "{ack}");
-    // The lead (not an SRE) approves it, and it runs.
+    let text = ack["data"]["content"].as_str().unwrap();
+    assert!(text.contains(&format!("1 approval(s) from sre and <@{BOB}>'s")), "{ack}");
     let card = bot.pending_card();
-    bot.interact(&bot.discord.button_interaction(ALICE, OPS, &card.id, &button_id(&card, "Approve")));
+    bot.interact(&bot.discord.button_interaction(BOB, OPS, &card.id, &button_id(&card, "Approve")));
     bot.discord
         .wait_for("r-1's outcome", LONG, |d| d.messages_in(&card.id).iter().any(|m| m.content.starts_with("✅ r-1")));
     // The lead hands over (a USER option), and the summary follows.
-    bot.slash(ALICE, "incident", sub("lead", json!([option("person", 6, json!(BOB))])));
+    bot.slash(BOB, "incident", sub("lead", json!([option("person", 6, json!(ALICE))])));
     bot.discord.wait_for("the summary edited", LONG, |d| {
-        d.message(&summary.id).is_some_and(|m| m.content.contains(&format!("lead <@{BOB}>")) && m.edits >= 1)
+        d.message(&summary.id).is_some_and(|m| m.content.contains(&format!("lead <@{ALICE}>")) && m.edits >= 1)
     });
     let summaries = bot.discord.messages_in(OPS).into_iter().filter(|m| m.content.contains("INC-1 SEV1")).count();
     assert_eq!(summaries, 1, "one summary, edited in place");

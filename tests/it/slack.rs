@@ -1210,13 +1210,17 @@ fn an_incident_summary_is_posted_once_pinned_edited_in_place_and_offers_a_rollba
     let pin = slack.ok_calls("pins.add").pop().unwrap();
     assert_eq!((pin["channel"].as_str(), pin["timestamp"].as_str()), (Some("COPS"), Some(ts.as_str())));
 
-    // A deploy to its service waits for the lead; the lead's approval runs it.
+    // A deploy to its service waits for an SRE and the lead: both approve, and it runs.
     let ack = served.command("UBOB", "COPS", "/deploy", "api-service v1.4.2", "trig-2");
     assert!(
-        ack["text"].as_str().unwrap().contains("<@UALICE> among them (INC-1 (SEV1) is open on api-service)"),
+        ack["text"]
+            .as_str()
+            .unwrap()
+            .contains("1 approval(s) from sre and <@UALICE>'s (INC-1 (SEV1) is open on api-service)"),
         "{ack}"
     );
     served.command("UALICE", "COPS", "/approve", "r-1", "trig-3");
+    served.command("UDAVE", "COPS", "/approve", "r-1", "trig-3b");
     slack.wait_for("the deploy's outcome", LONG, |c| has(c, "chat.postMessage", ":white_check_mark: r-1"));
     // The summary follows every change, and now offers to roll the deploy back.
     served.command("UBOB", "COPS", "/incident", "update pool drained", "trig-4");

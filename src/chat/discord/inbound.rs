@@ -211,6 +211,18 @@ fn command_text(registry: &Registry, data: &Value) -> Result<String, String> {
                 }
                 text.push(' ');
                 match (&arg.kind, value) {
+                    // An incident option is exactly an id, or refused: never
+                    // folded into the text that follows it.
+                    (ArgKind::IncidentId, value) => {
+                        let given = value.as_str().unwrap_or_default();
+                        let id = crate::command::parse::normalize_incident_id(given.trim()).ok_or_else(|| {
+                            format!(
+                                "`{}` is not an incident id; write it like INC-3",
+                                given.chars().take(40).collect::<String>()
+                            )
+                        })?;
+                        text.push_str(&id);
+                    }
                     // A USER option's value is the member's id.
                     (ArgKind::Person, Value::String(id))
                         if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
@@ -389,5 +401,27 @@ mod tests {
         .to_string();
         assert!(matches!(interaction(&registry, body.as_bytes()).unwrap(),
             Inbound::Autocomplete { typed, .. } if typed == "pay"));
+    }
+
+    #[test]
+    fn an_incident_option_is_an_id_or_refused() {
+        let registry = shipped();
+        let update = |id: &str| {
+            command(json!({"name": "incident", "options": [{"name": "update", "type": 1, "options": [
+                {"name": "incident", "type": 3, "value": id},
+                {"name": "text", "type": 3, "value": "pool drained"},
+            ]}]}))
+        };
+        match interaction(&registry, &update("inc-5")).unwrap() {
+            Inbound::Command { event: Event::Command { text, .. }, .. } => {
+                assert_eq!(text, "/incident update INC-5 \"pool drained\"")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Never folded into the text, to land on another incident.
+        for bad in ["3", "INC3", "#3", "INC-5 x"] {
+            let error = interaction(&registry, &update(bad)).unwrap_err();
+            assert!(error.contains("is not an incident id; write it like INC-3"), "{bad}: {error}");
+        }
     }
 }

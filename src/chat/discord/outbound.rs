@@ -97,6 +97,10 @@ pub fn approval_card(view: &ApprovalView) -> Value {
         groups = escape(&view.approver_groups.join(", ")),
         expires = view.expires_at.timestamp(),
     );
+    if let Some(also) = &view.also_needs {
+        content.push('\n');
+        content.push_str(&render(also));
+    }
     let components = if view.state == RequestState::Pending {
         content.push_str("\nApprove or deny with the buttons, or react ✅ / ❌. You cannot approve your own request.");
         json!([{"type": 1, "components": [

@@ -284,15 +284,22 @@ impl<'a, W: Wire> Delivery<'a, W> {
             (stored_channel == channel).then(|| message.to_string())
         });
         if let Some(message) = posted {
-            return self.call(|| wire.update_summary(channel, &message, &body, rollbacks)).await;
+            match self.call(|| wire.update_summary(channel, &message, &body, rollbacks)).await {
+                // Deleted by someone: post it again below.
+                Err(ApiError::Permanent(why)) => {
+                    tracing::warn!(channel, %why, "the summary's message cannot be edited; posting it again");
+                }
+                other => return other,
+            }
         }
         let message = self.call(|| wire.post_summary(channel, &body, rollbacks)).await?;
         if let Err(e) = self.inner.store.link(&link, &format!("{channel} {message}")) {
             tracing::warn!(error = %e, "summary link not stored; after a restart its next edit posts it anew");
         }
-        // Pinning is a convenience: without the permission the summary
-        // stays, unpinned, and the log says why.
-        if let Err(e) = self.call(|| wire.pin(channel, &message)).await {
+        // Pinning is a convenience, tried once (not retried, so it never
+        // holds up the channel): without the permission the summary stays,
+        // unpinned, and the log says why.
+        if let Err(e) = wire.pin(channel, &message).await {
             tracing::warn!(error = ?e, channel, "could not pin the summary (does the bot have the permission to pin?)");
         }
         Ok(())

@@ -60,6 +60,10 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
         need = view.approvals_needed,
         groups = escape(&view.approver_groups.join(", ")),
     );
+    let summary = match &view.also_needs {
+        Some(also) => format!("{summary}\n{}", mentions_in(&escape(also))),
+        None => summary,
+    };
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}})];
     if view.state == RequestState::Pending {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A :white_check_mark: reaction on this message approves, :x: denies. You cannot approve your own request."}]}));
@@ -123,5 +127,7 @@ mod tests {
             "requested by <@U1>, approved by <@U2>)"
         );
         assert_eq!(mentions_in("by console:bob"), "by console:bob");
+        assert_eq!(mentions_in("slack:U1's approval (slack:U2)."), "<@U1>'s approval (slack:U2).");
+        assert_eq!(mentions_in("ask slack:U1."), "ask <@U1>.");
     }
 }

@@ -23,11 +23,14 @@ pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Valu
     let mut commands = Vec::new();
     // One slash command per command outside a group (and alias), and one
     // per group: Slack hands `/incident declare …` over as `/incident`.
-    let mut entries: Vec<(String, String, String)> = Vec::new();
+    // A group's commands take people (`/incident lead @dave`): Slack sends
+    // a mention as the person's id only with escaping on (then links and
+    // channels arrive escaped too, as inert text).
+    let mut entries: Vec<(String, String, String, bool)> = Vec::new();
     for spec in registry.commands().filter(|c| c.group.is_none()) {
         let hint = spec.usage.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or_default();
         for name in std::iter::once(&spec.name).chain(&spec.aliases) {
-            entries.push((name.clone(), spec.summary.clone(), hint.clone()));
+            entries.push((name.clone(), spec.summary.clone(), hint.clone(), false));
         }
     }
     for group in registry.top_level_names().into_iter().filter(|n| registry.is_group(n)) {
@@ -37,14 +40,14 @@ pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Valu
             .map(|c| c.name.rsplit(' ').next().unwrap_or(&c.name).to_string())
             .collect();
         let summary = format!("{}: {}", group, words.join(", "));
-        entries.push((group, summary, format!("{} …", words.join("|"))));
+        entries.push((group, summary, format!("{} …", words.join("|")), true));
     }
-    for (name, summary, hint) in entries {
+    for (name, summary, hint, escape) in entries {
         let mut command = json!({
             "command": format!("/{name}"),
             "description": summary.chars().take(100).collect::<String>(),
             "usage_hint": hint.chars().take(100).collect::<String>(),
-            "should_escape": false,
+            "should_escape": escape,
         });
         if let Some(base) = &base {
             command["url"] = json!(format!("{base}/slack/commands"));

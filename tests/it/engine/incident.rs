@@ -21,6 +21,8 @@ backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
 [services.web]
 environment = "production"
 backend = { type = "simulated", version = "v1", replicas = 1, step = "1ms" }
+[incidents]
+commanders = ["commanders"]
 [[rules]]
 commands = ["read", "incident"]
 environments = ["*"]
@@ -83,9 +85,9 @@ async fn a_sev1_holds_deploys_for_its_lead_and_rollbacks_keep_their_usual_gates(
     let h = engine_with(INCIDENTS);
     h.engine.handle(command(user(3), "/incident declare \"pool exhausted\" --sev 1 --service api")).await;
     assert!(said(&h, "INC-1 declared by console:u3"), "{:#?}", texts(&h));
-    // An SRE's deploy now waits for one approval, and the lead's must be among them.
+    // An SRE's deploy now waits for the rule's one approval and the lead's besides.
     h.engine.handle(command(user(1), "/deploy api v2")).await;
-    assert!(said(&h, "r-1 is waiting for 1 approval(s) from sre, console:u3 among them (INC-1 (SEV1) is open on api)"));
+    assert!(said(&h, "r-1 is waiting for 1 approval(s) from sre and console:u3's (INC-1 (SEV1) is open on api)"));
     h.engine.handle(vote_on(user(2), "r-1")).await;
     assert!(said(&h, "console:u2 approved r-1; waiting for console:u3's approval (INC-1 (SEV1) is open on api)"));
     assert_eq!(started(&h, "r-1"), 0, "an SRE's approval alone does not run it");
@@ -116,9 +118,9 @@ async fn a_sev1_holds_deploys_for_its_lead_and_rollbacks_keep_their_usual_gates(
     h.engine.handle(command(user(4), "/deploy api v9 --emergency \"INC-1 hotfix\"")).await;
     h.engine.wait_idle().await;
     assert_eq!(started(&h, "r-5"), 1);
-    // Down to SEV3: deploys no longer wait for the lead.
-    h.engine.handle(command(user(1), "/incident sev 3")).await;
-    assert!(said(&h, "INC-1 is SEV3 now (was SEV1), set by console:u1. Deploys to its services no longer wait"));
+    // Down to SEV3 (the lead's call): deploys no longer wait for the lead.
+    h.engine.handle(command(user(3), "/incident sev 3")).await;
+    assert!(said(&h, "INC-1 is SEV3 now (was SEV1), set by console:u3. Deploys to its services no longer wait"));
     h.engine.handle(command(user(0), "/deploy api v4")).await;
     assert_eq!(pending("r-6").required, None);
 }
@@ -148,10 +150,15 @@ async fn an_incident_declared_while_a_deploy_waits_adds_the_leads_approval_befor
 #[tokio::test]
 async fn the_summary_is_one_message_kept_current_and_every_change_is_on_the_record() {
     let h = engine_with(INCIDENTS);
-    h.engine.handle(command(user(0), "/incident declare \"pool exhausted\" --sev 2 --service api --service web")).await;
+    h.engine
+        .handle(command(
+            user(0),
+            "/incident declare \"pool exhausted\" --sev 2 --service api --service web --service api",
+        ))
+        .await;
     h.engine.handle(command(user(0), "/incident update pool drained")).await;
     h.engine.handle(command(user(0), "/incident lead @u1")).await;
-    h.engine.handle(command(user(1), "/incident note idle sessions peaked at 480")).await;
+    h.engine.handle(command(user(3), "/incident note idle sessions peaked at 480")).await;
     h.engine.handle(command(user(1), "/incident resolve \"pool size raised\"")).await;
     let summaries = summaries(&h);
     assert_eq!(summaries.len(), 5, "each change brings the summary up to date");
@@ -214,16 +221,24 @@ async fn incident_commands_name_what_is_wrong_and_change_nothing() {
     assert_eq!(records.len(), 3, "two declared, one resolved: {records:#?}");
     let open: Vec<String> = h.engine.store().open_incidents().unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(open, ["INC-2"]);
-    // Without an id and none in the channel, status lists what is open.
-    let elsewhere = Event::Command {
+    // Another channel sees nothing of them, and cannot change them.
+    let elsewhere = |text: &str| Event::Command {
         actor: user(0),
-        text: "/incident status".into(),
+        text: text.into(),
         reply: ReplyTarget::channel("console:elsewhere"),
         dedup_key: None,
         roles: Vec::new(),
     };
-    h.engine.handle(elsewhere).await;
-    assert!(said(&h, "Open incidents (none declared in this channel):"), "{:#?}", texts(&h));
+    h.engine.handle(elsewhere("/incident status")).await;
+    assert!(said(&h, "No incident is open in this channel"), "{:#?}", texts(&h));
+    h.engine.handle(elsewhere("/incident timeline INC-2")).await;
+    h.engine.handle(elsewhere("/incident update INC-2 from afar")).await;
+    assert!(refused(&h, "there is no incident INC-2 in this channel"));
+    // Refusals after the policy are on the record, as denied requests.
+    let denied = h.audit.read(&AuditQuery { kind: Some(RecordKind::Decision), ..Default::default() }).unwrap();
+    assert!(denied
+        .iter()
+        .any(|r| r.entry.outcome == Some(Verdict::Denied) && r.entry.detail.contains("was resolved at")));
 }
 
 /// The trail stamps records with the wall clock, so this one runs the core
@@ -260,7 +275,7 @@ async fn the_timeline_tells_the_incident_from_the_trail() {
     engine.handle(command(user(0), "/rollback api")).await;
     engine.handle(command(user(3), "/incident timeline INC-1")).await;
     let incident = engine.store().get_incident("INC-1").unwrap().unwrap();
-    let timeline = engine.timeline(&incident).unwrap();
+    let timeline = engine.timeline(&incident).await.unwrap();
     let steps: Vec<(&str, Option<&str>)> =
         timeline.entries.iter().map(|e| (e.kind.as_str(), e.request_id.as_deref())).collect();
     assert_eq!(
@@ -284,4 +299,65 @@ async fn the_timeline_tells_the_incident_from_the_trail() {
     let answer = answer.unwrap();
     assert!(answer.starts_with("INC-1 timeline (7 entries)"), "{answer}");
     assert!(answer.contains("time to mitigate: 0s (r-2 rollback api); time to resolve: 0s"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_leads_approval_is_asked_besides_the_rules_never_instead_of_them() {
+    let h = engine_with(INCIDENTS);
+    // A developer declares, so a developer leads.
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(3), "r-1")).await;
+    assert_eq!(started(&h, "r-1"), 0, "the lead is no SRE: the rule's approval is still missing");
+    assert!(said(&h, "console:u3 approved r-1; 1 more approval(s) needed"), "{:#?}", texts(&h));
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+    let start = h.sink.replies().into_iter().find_map(|r| match r {
+        Reply::Started { text, .. } => Some(text),
+        _ => None,
+    });
+    assert!(start.unwrap().contains("approved by console:u1, console:u3"), "both approvals are named");
+}
+
+#[tokio::test]
+async fn a_waiting_deploy_follows_the_incident_as_it_changes() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    assert_eq!(started(&h, "r-1"), 0);
+    // The lead hands over: the new lead's approval is the one asked now.
+    h.engine.handle(command(user(3), "/incident lead @u4")).await;
+    assert!(said(&h, "r-1 now needs console:u4's approval too"), "{:#?}", texts(&h));
+    h.engine.handle(vote_on(user(3), "r-1")).await;
+    assert_eq!(started(&h, "r-1"), 0, "the former lead's approval is no longer the one asked");
+    // Lowered to SEV3: nothing holds it any more, and its approvals are complete, so it runs.
+    h.engine.handle(command(user(4), "/incident sev 3")).await;
+    assert!(said(&h, "r-1 no longer needs console:u4's approval"), "{:#?}", texts(&h));
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+}
+
+#[tokio::test]
+async fn only_the_lead_or_a_commander_steers_the_hold() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    for attempt in ["/incident resolve", "/incident sev 4", "/incident lead @u0"] {
+        h.engine.handle(command(user(0), attempt)).await;
+    }
+    let refusals = h
+        .sink
+        .replies()
+        .into_iter()
+        .filter(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains("only INC-1's lead (console:u3) or someone in commanders may")))
+        .count();
+    assert_eq!(refusals, 3);
+    assert_eq!(h.engine.store().open_incidents().unwrap()[0].lead.as_str(), "console:u3");
+    // Anyone allowed may still add to its record.
+    h.engine.handle(command(user(0), "/incident update looking at the pool")).await;
+    assert!(said(&h, "INC-1 update from console:u0"));
+    // A commander takes over.
+    h.engine.handle(command(user(4), "/incident lead @u4")).await;
+    assert_eq!(h.engine.store().open_incidents().unwrap()[0].lead.as_str(), "console:u4");
 }
