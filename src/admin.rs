@@ -557,7 +557,11 @@ pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident:
     })?;
     let scan = Arc::new(std::sync::Mutex::new(TimelineScan::new(&incident)));
     let scanning = scan.clone();
-    let query = AuditQuery { since: Some(incident.declared_at), ..Default::default() };
+    let query = AuditQuery {
+        since: Some(incident.declared_at),
+        after_seq: (incident.from_seq > 0).then_some(incident.from_seq),
+        ..Default::default()
+    };
     visit_records(data_dir, query, move |record| scanning.lock().expect("scan lock").take(record)).await?;
     let scan = std::mem::replace(&mut *scan.lock().expect("scan lock"), TimelineScan::new(&incident));
     let timeline = scan.finish();

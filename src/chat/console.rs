@@ -62,8 +62,8 @@ pub fn render(reply: &Reply) -> String {
         Reply::Outcome { request_id, verdict, text } => format!("{} {request_id}: {text}", outcome_mark(*verdict)),
         Reply::Summary { text, rollbacks, .. } => {
             let mut out = format!("📌 {}", text.replace('\n', "\n   "));
-            for service in rollbacks {
-                out.push_str(&format!("\n   [Roll back {service}] = /rollback {service}"));
+            for offer in rollbacks {
+                out.push_str(&format!("\n   [Roll back {} ({})] = {}", offer.service, offer.deploy, offer.command()));
             }
             out
         }

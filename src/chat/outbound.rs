@@ -109,7 +109,7 @@ pub trait Wire: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<String, ApiError>>;
     /// Shows `text` and those buttons in the summary's message.
     fn update_summary<'a>(
@@ -117,7 +117,7 @@ pub trait Wire: Send + Sync + 'static {
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<(), ApiError>>;
     /// Pins a message opsbot posted (an incident's summary), where the
     /// platform allows bots to.

@@ -39,6 +39,9 @@ pub enum Request {
     Rollback {
         service: String,
         revision: Option<u32>,
+        /// `--of r-N`: only while that deploy is the service's newest change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<String>,
     },
     Restart {
         service: String,
@@ -164,7 +167,7 @@ impl Request {
             Request::Deploy { service, version } => {
                 Kind::Change { service, action: Action::Deploy { version: version.clone() } }
             }
-            Request::Rollback { service, revision } => {
+            Request::Rollback { service, revision, .. } => {
                 Kind::Change { service, action: Action::Rollback { revision: *revision } }
             }
             Request::Restart { service } => Kind::Change { service, action: Action::Restart },
@@ -189,8 +192,11 @@ impl Request {
     pub fn describe(&self) -> String {
         match self {
             Request::Deploy { service, version } => format!("deploy {service} {version}"),
-            Request::Rollback { service, revision: Some(r) } => format!("rollback {service} to revision {r}"),
-            Request::Rollback { service, revision: None } => format!("rollback {service} to the previous revision"),
+            Request::Rollback { service, revision: Some(r), .. } => format!("rollback {service} to revision {r}"),
+            Request::Rollback { service, revision: None, of: Some(of) } => format!("rollback {service}, undoing {of}"),
+            Request::Rollback { service, revision: None, of: None } => {
+                format!("rollback {service} to the previous revision")
+            }
             Request::Restart { service } => format!("restart {service}"),
             Request::Scale { service, replicas } => {
                 format!("scale {service} to {replicas} replicas")
@@ -837,6 +843,7 @@ fn build(
     };
     let emergency = flag_strs("emergency").pop();
     let flag_services = flag_strs("service");
+    let flag_of = flag_strs("of").pop();
     let flag_sev = flags.remove("sev").and_then(|mut v| v.pop()).and_then(|v| match v {
         Value::Int(n) => u8::try_from(n).ok(),
         _ => None,
@@ -870,7 +877,9 @@ fn build(
     let need = |v: Option<String>| v.unwrap_or_default();
     let request = match spec.action {
         ActionKind::Deploy => Request::Deploy { service: need(service), version: need(version) },
-        ActionKind::Rollback => Request::Rollback { service: need(service), revision: to_u32(int("revision")) },
+        ActionKind::Rollback => {
+            Request::Rollback { service: need(service), revision: to_u32(int("revision")), of: flag_of }
+        }
         ActionKind::Restart => Request::Restart { service: need(service) },
         ActionKind::Scale => {
             let Some(replicas) = to_u32(int("replicas")) else {

@@ -312,10 +312,12 @@ impl ActionKind {
         fn service(k: &ArgKind) -> bool {
             *k == ArgKind::Service
         }
+        fn request(k: &ArgKind) -> bool {
+            *k == ArgKind::RequestId
+        }
         match self {
-            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale => {
-                &[("emergency", text, false)]
-            }
+            ActionKind::Rollback => &[("emergency", text, false), ("of", request, false)],
+            ActionKind::Deploy | ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
             ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
             _ => &[],
         }

@@ -7,7 +7,7 @@ use super::Engine;
 use crate::approval::PendingRequest;
 use crate::audit::{AuditEntry, AuditQuery, RecordKind};
 use crate::command::{IncidentOp, ParsedCommand};
-use crate::engine::reply::{typed, Reply};
+use crate::engine::reply::{typed, Reply, RollbackOffer};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Platform, ReplyTarget};
 use crate::incident::{self, sev, Change, Incident, Timeline};
@@ -27,6 +27,7 @@ impl Engine {
     pub(super) async fn run_incident(
         self: &Arc<Self>,
         actor: &Actor,
+        roles: &[String],
         parsed: &ParsedCommand,
         op: &IncidentOp,
         id: Option<&str>,
@@ -34,8 +35,10 @@ impl Engine {
     ) -> Result<()> {
         let guard = self.incidents.lock().await;
         let now = self.clock.now();
+        let commander = self.is_commander(actor, roles);
         let (incident, detail, announce) = match op {
             IncidentOp::Declare { title, severity, services } => {
+                self.may_declare(reply, *severity, services, commander)?;
                 let incident = Incident {
                     id: self.store.next_incident_id()?,
                     title: title.clone(),
@@ -44,6 +47,7 @@ impl Engine {
                     lead: actor.clone(),
                     declared_by: actor.clone(),
                     declared_at: now,
+                    from_seq: self.audit.head()?.seq,
                     channel: ReplyTarget::channel(reply.channel.clone()),
                     last_update: None,
                     resolved_at: None,
@@ -66,7 +70,8 @@ impl Engine {
                 (incident, detail, announce)
             }
             _ => {
-                let mut incident = self.incident_for(op.incident().or(id), reply)?;
+                // A commander may take over an incident from any channel.
+                let mut incident = self.incident_for(op.incident().or(id), reply, commander)?;
                 if let Some(at) = incident.resolved_at {
                     return Err(Error::Invalid(format!(
                         "{} was resolved at {}; declare a new incident if it is back",
@@ -74,7 +79,7 @@ impl Engine {
                         at.format("%Y-%m-%d %H:%M UTC")
                     )));
                 }
-                self.may_steer(actor, op, &incident)?;
+                self.may_steer(actor, commander, op, &incident)?;
                 let id = incident.id.clone();
                 let (detail, announce) = match op {
                     IncidentOp::Lead { person, .. } => {
@@ -144,32 +149,63 @@ impl Engine {
         let stored = incident.clone();
         let effect: crate::audit::Effect = Box::new(move || store.put_incident(&stored).map_err(|e| e.to_string()));
         self.audit.commit(vec![record], Some(effect)).await?;
-        drop(guard);
         self.metrics.request(actor.platform(), &parsed.command, "allowed");
         self.say(reply, Reply::Text(announce)).await;
+        // Said under the lock: summaries reach the channel in the order of
+        // the changes, so the pinned one ends showing the last.
         self.show_summary(&incident).await;
-        self.refresh_waiting(&incident.services, actor).await
+        drop(guard);
+        self.refresh_waiting(&incident.services, actor).await;
+        Ok(())
     }
 
     /// Handing the lead over, changing the severity and resolving steer
     /// the deploy hold: they are the lead's, or (to take over) someone's in
     /// `[incidents] commanders`.
-    fn may_steer(&self, actor: &Actor, op: &IncidentOp, incident: &Incident) -> Result<()> {
+    fn may_steer(&self, actor: &Actor, commander: bool, op: &IncidentOp, incident: &Incident) -> Result<()> {
         if !matches!(op, IncidentOp::Lead { .. } | IncidentOp::Severity { .. } | IncidentOp::Resolve { .. }) {
             return Ok(());
         }
-        if self.config.person(actor) == self.config.person(&incident.lead) {
+        if commander || self.config.person(actor) == self.config.person(&incident.lead) {
             return Ok(());
         }
         let takers = &self.config.incident_commanders;
-        if !takers.is_empty() && self.config.in_any(actor, takers) {
-            return Ok(());
-        }
         let who = if takers.is_empty() { String::new() } else { format!(" or someone in {}", takers.join(", ")) };
         Err(Error::Denied(format!(
             "only {}'s lead ({}){who} may hand it over, change its severity or resolve it",
             incident.id, incident.lead
         )))
+    }
+
+    /// Whether `actor` (with the platform `roles`) is in `[incidents] commanders`.
+    fn is_commander(&self, actor: &Actor, roles: &[String]) -> bool {
+        let commanders = &self.config.incident_commanders;
+        !commanders.is_empty() && self.config.in_any_with(actor, &self.config.granted_to(actor, roles), commanders)
+    }
+
+    /// A declaration that would hold deploys must be one others can reach
+    /// and steer: never in a direct message, and never a second hold on a
+    /// service another incident holds already (unless a commander asks).
+    fn may_declare(&self, reply: &ReplyTarget, severity: u8, services: &[String], commander: bool) -> Result<()> {
+        if reply.channel.starts_with("slack:D") {
+            return Err(Error::Invalid(
+                "declare incidents in a channel the team can see, not in a direct message".into(),
+            ));
+        }
+        if severity > 2 || commander {
+            return Ok(());
+        }
+        for open in self.store.open_incidents()? {
+            if let Some(service) = services.iter().find(|s| open.gates_deploys(s)) {
+                return Err(Error::Invalid(format!(
+                    "{service} is held by {} ({}, lead {}) already: add to that incident, or ask an incident commander",
+                    open.id,
+                    sev(open.severity),
+                    open.lead
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// For a deploy: the open SEV1/SEV2 incident that holds it for its lead
@@ -191,6 +227,9 @@ impl Engine {
     /// Brings the summaries of the open incidents naming `service` up to date
     /// (after a change to it ended).
     pub(super) async fn refresh_summaries(&self, service: &str) {
+        // Read and said under the lock, so a change made meanwhile is never
+        // overwritten by an older state.
+        let _guard = self.incidents.lock().await;
         let open = match self.store.open_incidents() {
             Ok(open) => open,
             Err(e) => {
@@ -216,8 +255,12 @@ impl Engine {
         // While it is open, a Roll back button per service whose newest
         // change is a deploy that took effect (never one that would undo a
         // rollback, or retry a failure).
-        let rollbacks: Vec<String> = if incident.is_open() {
-            incident::rollback_offers(&recent).into_iter().filter(|s| crate::engine::reply::button_service(s)).collect()
+        let rollbacks: Vec<RollbackOffer> = if incident.is_open() {
+            incident::rollback_offers(&recent, self.clock.now())
+                .into_iter()
+                .filter(|(service, _)| crate::engine::reply::button_service(service))
+                .map(|(service, deploy)| RollbackOffer { service, deploy })
+                .collect()
         } else {
             Vec::new()
         };
@@ -244,13 +287,13 @@ impl Engine {
                     .into())
             }
             IncidentOp::Status { incident } => {
-                let found = self.incident_for(incident.as_deref(), reply)?;
+                let found = self.incident_for(incident.as_deref(), reply, false)?;
                 let mut text = incident::summary_text(&found, &self.recent_changes(&found)?, self.clock.now());
                 text.push_str(&self.open_actions(&found)?);
                 Ok(text)
             }
             IncidentOp::Timeline { incident } => {
-                let found = self.incident_for(incident.as_deref(), reply)?;
+                let found = self.incident_for(incident.as_deref(), reply, false)?;
                 Ok(self.timeline(&found).await?.chat_lines(TIMELINE_LINES))
             }
             _ => Err(Error::Invalid("not a read of an incident".into())),
@@ -288,7 +331,12 @@ impl Engine {
     pub async fn timeline(&self, incident: &Incident) -> Result<Timeline> {
         let audit = self.audit.clone();
         let mut scan = incident::TimelineScan::new(incident);
-        let query = AuditQuery { since: Some(incident.declared_at), ..Default::default() };
+        // From the record before its declaration: never the whole trail.
+        let query = AuditQuery {
+            since: Some(incident.declared_at),
+            after_seq: (incident.from_seq > 0).then_some(incident.from_seq),
+            ..Default::default()
+        };
         let read = tokio::task::spawn_blocking(move || {
             audit.each(&query, &mut |record| scan.take(record))?;
             Ok::<_, crate::audit::AuditError>(scan.finish())
@@ -300,13 +348,14 @@ impl Engine {
 
     /// The incident `named`, or else the one open incident declared in
     /// `reply`'s channel.
-    pub(super) fn incident_for(&self, named: Option<&str>, reply: &ReplyTarget) -> Result<Incident> {
+    pub(super) fn incident_for(&self, named: Option<&str>, reply: &ReplyTarget, anywhere: bool) -> Result<Incident> {
         if let Some(id) = named {
             let found = self.store.get_incident(id)?;
             // An incident is worked on in its own channel: one declared in a
-            // private channel is not shown or changed from anywhere else.
+            // private channel is not shown or changed from anywhere else
+            // (commanders aside, who may take over from anywhere).
             return match found {
-                Some(incident) if incident.channel.channel == reply.channel => Ok(incident),
+                Some(incident) if anywhere || incident.channel.channel == reply.channel => Ok(incident),
                 _ => Err(Error::Invalid(format!(
                     "there is no incident {id} in this channel; incident commands work in the channel it was declared in"
                 ))),

@@ -361,7 +361,7 @@ impl Engine {
                 // (a new incident's is taken only once it is declared).
                 let id = match op {
                     IncidentOp::Declare { .. } => None,
-                    _ => self.incident_for(op.incident(), reply).ok().map(|i| i.id),
+                    _ => self.incident_for(op.incident(), reply, false).ok().map(|i| i.id),
                 };
                 Plan::Admin { id, admin: Admin::Incident(op) }
             }
@@ -460,7 +460,7 @@ impl Engine {
                 // its decision, as an allowed read does); a refusal after
                 // the policy (no such incident, not the lead's to change)
                 // is recorded as any refused request is.
-                match self.run_incident(actor, parsed, op, id.as_deref(), reply).await {
+                match self.run_incident(actor, roles, parsed, op, id.as_deref(), reply).await {
                     Err(e @ (Error::Invalid(_) | Error::Denied(_))) => {
                         let record = decided(Verdict::Denied, e.user_message());
                         self.audit.append_all(vec![request_record, record]).await?;
@@ -487,6 +487,11 @@ impl Engine {
     /// asked or recorded. This is the one place replica bounds are enforced:
     /// every scale reaches an executor through here.
     fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
+        // A rollback of one deploy that is no longer the newest change is
+        // refused before anyone is asked to approve it.
+        if let Some(stale) = self.undo_is_stale(&parsed.request)? {
+            return Err(Error::Invalid(stale));
+        }
         if let Request::Scale { service, replicas } = &parsed.request {
             let Some(s) = self.config.services.get(service) else {
                 return Err(Error::Invalid(format!("{service} is not a configured service")));

@@ -63,6 +63,21 @@ pub fn spans(text: &str) -> impl Iterator<Item = (bool, &str)> {
     })
 }
 
+/// A deploy a summary offers to roll back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackOffer {
+    pub service: String,
+    /// The deploy's request id (`r-12`).
+    pub deploy: String,
+}
+
+impl RollbackOffer {
+    /// The command a click on it stands for.
+    pub fn command(&self) -> String {
+        format!("/rollback {} --of {}", self.service, self.deploy)
+    }
+}
+
 /// Whether `service` can ride in a button (`/rollback <service>` on a
 /// click): a plain name, so the button can only ever mean that command.
 pub fn button_service(service: &str) -> bool {
@@ -142,9 +157,10 @@ pub enum Reply {
     /// A standing summary (an incident's): posted once in the channel, at
     /// its top level, and pinned where the platform allows; later ones with
     /// the same `key` edit that message in place. Must be delivered.
-    /// `rollbacks` are services offered a "Roll back" button: a click is the
-    /// clicker typing `/rollback <service>`, under its usual gates.
-    Summary { key: String, text: String, rollbacks: Vec<String> },
+    /// `rollbacks` are deploys offered a "Roll back" button: a click is the
+    /// clicker typing `/rollback <service> --of <deploy>`, under its usual
+    /// gates, refused once the service changed since that deploy.
+    Summary { key: String, text: String, rollbacks: Vec<RollbackOffer> },
 }
 
 /// The plain replies of an immediate answer, split into what the channel

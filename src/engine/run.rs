@@ -59,6 +59,19 @@ impl Engine {
             }
             return Err(busy);
         }
+        // `/rollback --of r-N`: checked again under the run lock, so nothing
+        // changed the service between this check and the rollback.
+        if let Some(stale) = self.undo_is_stale(&parsed.request)? {
+            let record = self
+                .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
+                .outcome(Verdict::Refused)
+                .detail(format!("did not run: {stale}"));
+            let release = self.store.run_lock_release(service_name, id);
+            self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await?;
+            let text = format!("{id} did not run: {stale}");
+            self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
+            return Err(Error::Invalid(stale));
+        }
         let approvals = if approved_by.is_empty() {
             String::new()
         } else {
@@ -276,6 +289,30 @@ impl Engine {
                 .await;
             }
         }
+    }
+
+    /// For `/rollback <service> --of r-N`: why it must not run, when r-N is
+    /// not (or no longer) the service's newest change, a deploy that took effect.
+    pub(super) fn undo_is_stale(&self, request: &crate::command::Request) -> Result<Option<String>> {
+        let crate::command::Request::Rollback { service, of: Some(of), .. } = request else { return Ok(None) };
+        let newest = self.audit.newest_outcomes(service, 1)?;
+        let stale = match newest.last() {
+            Some(r)
+                if r.entry.request_id.as_deref() == Some(of.as_str())
+                    && r.entry.command.as_deref() == Some("deploy")
+                    && r.entry.outcome == Some(Verdict::Succeeded) =>
+            {
+                return Ok(None)
+            }
+            Some(r) => format!(
+                "{service} changed since {of}: its newest change is {} ({} {}); nothing was rolled back",
+                r.entry.request_id.as_deref().unwrap_or("?"),
+                r.entry.command.as_deref().unwrap_or("change"),
+                r.entry.outcome.map(|o| o.name()).unwrap_or("recorded"),
+            ),
+            None => format!("{of} is not a change of {service} opsbot recorded; nothing was rolled back"),
+        };
+        Ok(Some(stale))
     }
 
     /// The service's earlier successful outcomes with live facts, newest

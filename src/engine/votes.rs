@@ -24,7 +24,16 @@ pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
         approver_groups: request.approver_groups.clone(),
         expires_at: request.expires_at,
         freeze: request.freeze.clone(),
-        also_needs: request.required.as_ref().map(|r| format!("{} must approve too: {}", r.approver, r.because)),
+        also_needs: request.required.as_ref().map(|r| {
+            // Shown as given once that person approved this form (their
+            // accounts linked under `[people]` aside, which the count knows).
+            let given = request.votes.iter().any(|v| v.approve && v.digest == request.digest && v.voter == r.approver);
+            if given {
+                format!("{} approved, as asked: {}", r.approver, r.because)
+            } else {
+                format!("{} must approve too: {}", r.approver, r.because)
+            }
+        }),
         state: request.state,
         decided_by: request.closed_by.clone(),
     }
@@ -135,10 +144,19 @@ impl Engine {
         if request.state.is_open() && now >= request.expires_at {
             self.expire(&mut request).await?;
         }
-        if request.state.is_open() {
-            // The incident asking for a lead's approval may have changed
-            // (handed over, lowered, resolved, declared) since.
+        // An approval is checked against what the incidents ask now (the
+        // lead may have changed, or the hold lifted). A deny needs no
+        // incident at all: the safe direction never waits on their state.
+        if approve && request.state.is_open() && version.is_none_or(|v| request.digest.starts_with(v)) {
             self.sync_requirement(&mut request, voter).await?;
+            let config = self.config.clone();
+            let voters = Voters::of(&config, &request);
+            let eligible = voters_may_approve(&request, voter, roles, &voters);
+            if eligible && approval::may_execute(&request, request.approvals_needed, now, &voters) {
+                // Complete already (a hold was lifted after the last
+                // approval): an approver's word now runs it.
+                return self.run_approved(request, voter).await;
+            }
         }
         let config = self.config.clone();
         let mut updated = request.clone();
@@ -339,68 +357,79 @@ impl Engine {
     }
 
     /// Brings `request`'s lead requirement in line with the open incidents
-    /// now: stored, recorded, then said. Returns whether it changed.
+    /// now: stored, recorded (a decision, by whoever changed the incident
+    /// or voted), then said. Returns whether whose approval is asked changed.
     pub(super) async fn sync_requirement(&self, request: &mut PendingRequest, by: &Actor) -> Result<bool> {
         let required = self.requirement_now(request)?;
-        if required == request.required {
+        let person = |r: &Option<crate::policy::Required>| r.as_ref().map(|r| self.config.person(&r.approver));
+        if person(&required) == person(&request.required) {
+            if required != request.required {
+                // The same person, for a changed reason (SEV1 to SEV2): kept quietly.
+                request.required = required;
+                self.store.put_pending(request)?;
+            }
             return Ok(false);
         }
+        let config = self.config.clone();
+        let have = approval::valid_approvals(request, &Voters::of(&config, request));
         let text = match (&request.required, &required) {
-            (_, Some(now)) => format!(
-                "{} now needs {}'s approval too ({}); approvals from {} so far still count",
-                request.id,
-                now.approver,
-                now.because,
-                request.approver_groups.join(", ")
-            ),
-            (Some(before), None) => format!(
-                "{} no longer needs {}'s approval: no open SEV1/SEV2 incident holds deploys to {} now",
-                request.id, before.approver, request.service
-            ),
+            (_, Some(now)) => format!("{} now needs {}'s approval too ({})", request.id, now.approver, now.because),
+            (Some(before), None) => {
+                let why = if self.config.person(&request.requester) == self.config.person(&before.approver) {
+                    format!("{} leads the incident now", request.requester)
+                } else {
+                    format!("no open SEV1/SEV2 incident holds deploys to {} now", request.service)
+                };
+                let next = if have >= request.approvals_needed {
+                    "; its approvals are complete, so an approver's `/approve` runs it"
+                } else {
+                    ""
+                };
+                format!("{} no longer needs {}'s approval: {why}{next}", request.id, before.approver)
+            }
             (None, None) => return Ok(false),
         };
         request.required = required;
         self.store.put_pending(request)?;
         let target = request.reply.clone();
-        self.audit.append(self.vote_entry(request, by, &target, Verdict::Pending, text.clone())).await?;
-        let config = self.config.clone();
-        let have = approval::valid_approvals(request, &Voters::of(&config, request));
+        let record = AuditEntry {
+            request_id: Some(request.id.clone()),
+            actor: Some(by.to_string()),
+            channel: Some(target.channel.clone()),
+            command: Some(request.command.clone()),
+            service: Some(request.service.clone()),
+            environment: Some(request.environment.clone()),
+            ..AuditEntry::new(RecordKind::Decision)
+        }
+        .outcome(Verdict::Pending)
+        .detail(&text);
+        self.audit.append(record).await?;
         self.say(&target, Reply::Text(text)).await;
         self.say(&target, Reply::ApprovalUpdate(view(request, have))).await;
         Ok(true)
     }
 
-    /// After an incident changed: every deploy waiting on `services` gets
-    /// the lead requirement the incidents ask now; one whose approvals are
-    /// then complete runs (after the usual re-check).
-    pub(super) async fn refresh_waiting(self: &Arc<Self>, services: &[String], by: &Actor) -> Result<()> {
+    /// After an incident changed: every deploy waiting on `services` is
+    /// told whose approval it needs now. Nothing is run from here: a
+    /// request the change completed runs on an approver's next `/approve`.
+    pub(super) async fn refresh_waiting(&self, services: &[String], by: &Actor) {
         let _guard = self.votes.lock().await;
-        for mut request in self.store.open_requests()? {
-            let deploy = matches!(request.request, crate::command::Request::Deploy { .. });
-            if !deploy || !services.contains(&request.service) || !self.sync_requirement(&mut request, by).await? {
-                continue;
+        let now = self.clock.now();
+        let open = match self.store.open_requests() {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(error = %e, "open requests unreadable; their approvals were not brought up to date");
+                return;
             }
-            let config = self.config.clone();
-            let complete = approval::may_execute(
-                &request,
-                request.approvals_needed,
-                self.clock.now(),
-                &Voters::of(&config, &request),
-            );
-            if complete {
-                let (id, target) = (request.id.clone(), request.reply.clone());
-                self.say(
-                    &target,
-                    Reply::Text(format!("{id}'s approvals are complete now; it runs after the usual re-check")),
-                )
-                .await;
-                if let Err(e) = Box::pin(self.run_approved(request, by)).await {
-                    tracing::warn!(error = %e, request = %id, "a request whose approvals became complete did not run");
-                    self.say(&target, Reply::Text(format!("{id} did not run: {}", e.user_message()))).await;
+        };
+        for mut request in open {
+            let deploy = matches!(request.request, crate::command::Request::Deploy { .. });
+            if deploy && services.contains(&request.service) && now < request.expires_at {
+                if let Err(e) = self.sync_requirement(&mut request, by).await {
+                    tracing::warn!(error = %e, request = %request.id, "a waiting request's approvals could not be brought up to date");
                 }
             }
         }
-        Ok(())
     }
 
     /// Marks one open request expired, records it and says so.
@@ -441,6 +470,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether `voter` may approve `request` now: not its requester, and in its
+/// approver groups or the person whose approval it requires.
+fn voters_may_approve(request: &PendingRequest, voter: &Actor, roles: &[String], voters: &Voters<'_>) -> bool {
+    use approval::Voters as _;
+    let person = voters.person(voter);
+    person != voters.person(&request.requester)
+        && (voters.is_approver(voter, roles)
+            || request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == person))
 }
 
 /// The voters of one request under the current configuration: its approver

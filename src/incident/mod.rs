@@ -32,6 +32,10 @@ pub struct Incident {
     pub lead: Actor,
     pub declared_by: Actor,
     pub declared_at: DateTime<Utc>,
+    /// The trail's last record before its declaration: reading its timeline
+    /// starts after it (0: from the start).
+    #[serde(default)]
+    pub from_seq: u64,
     /// Where it was declared: its summary is posted (and edited) there.
     pub channel: ReplyTarget,
     /// The newest `/incident update`.
@@ -125,9 +129,13 @@ impl Change {
     }
 }
 
-/// The services whose newest change in `recent` (newest first) is a
-/// deploy that took effect: what a Roll back offer may undo.
-pub fn rollback_offers(recent: &[Change]) -> Vec<String> {
+/// How old a deploy may be and still be offered for a rollback.
+pub const OFFER_WITHIN_HOURS: i64 = 24;
+
+/// The deploys that are their service's newest change in `recent` (newest
+/// first), took effect and are under a day old at `now`: what a Roll back
+/// offer may undo, as (service, request id).
+pub fn rollback_offers(recent: &[Change], now: DateTime<Utc>) -> Vec<(String, String)> {
     let mut seen: Vec<&str> = Vec::new();
     let mut offers = Vec::new();
     for change in recent {
@@ -135,8 +143,9 @@ pub fn rollback_offers(recent: &[Change]) -> Vec<String> {
             continue;
         }
         seen.push(&change.service);
-        if change.command == "deploy" && change.verdict == Some(Verdict::Succeeded) {
-            offers.push(change.service.clone());
+        let fresh = now - change.at <= chrono::Duration::hours(OFFER_WITHIN_HOURS);
+        if change.command == "deploy" && change.verdict == Some(Verdict::Succeeded) && fresh {
+            offers.push((change.service.clone(), change.request_id.clone()));
         }
     }
     offers
@@ -180,8 +189,8 @@ pub fn summary_text(incident: &Incident, recent: &[Change], now: DateTime<Utc>) 
             for change in recent {
                 out.push_str(&format!("\n• {}", change.line(now)));
             }
-            for service in rollback_offers(recent).iter().filter(|_| incident.is_open()) {
-                out.push_str(&format!("\nto undo {service}'s deploy: /rollback {service} (gated as always)"));
+            for (service, deploy) in rollback_offers(recent, now).iter().filter(|_| incident.is_open()) {
+                out.push_str(&format!("\nto undo {deploy}: /rollback {service} --of {deploy} (gated as always)"));
             }
         }
     }

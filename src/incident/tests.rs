@@ -21,6 +21,7 @@ fn incident() -> Incident {
         lead: actor("alice"),
         declared_by: actor("alice"),
         declared_at: at(0),
+        from_seq: 0,
         channel: ReplyTarget::channel("console:ops"),
         last_update: None,
         resolved_at: None,
@@ -136,7 +137,7 @@ fn the_summary_lists_recent_changes_and_what_holds_deploys() {
     assert!(text.contains("open for 10m · lead console:alice"), "{text}");
     assert!(text.contains("deploys to them wait for the lead's approval"), "{text}");
     assert!(text.contains("• r-9 deploy api by console:carol, 2m ago: succeeded — api runs v2"), "{text}");
-    assert!(text.contains("/rollback api"), "{text}");
+    assert!(text.contains("to undo r-9: /rollback api --of r-9"), "{text}");
     // The title is typed text: marked so adapters render it inert.
     assert!(text.contains(&crate::engine::reply::typed("pool | exhausted")), "{text}");
     let mut done = i.clone();
@@ -165,6 +166,9 @@ fn typed_text_stays_text_in_the_markdown_export() {
         escaped,
         "\\[runbook\\](https\\://evil.example) &lt;img src=x&gt; &lt;\\!-- \\*bold\\* \\`code\\` \\| \\# h next"
     );
+    assert_eq!(markdown_text("@team look"), "\\@team look", "no one is notified from a pasted export");
+    assert_eq!(markdown_text("  1. first"), "1\\. first", "not a numbered list");
+    assert_eq!(markdown_text("- item"), "\\- item", "not a list");
     let mut i = incident();
     i.title = hostile.into();
     let md = Timeline::build(&i, Vec::new()).to_markdown();
@@ -191,5 +195,7 @@ fn a_rollback_is_offered_only_where_the_newest_change_is_a_deploy_that_took_effe
         change("api", "deploy", Verdict::Succeeded),
         change("db", "deploy", Verdict::Succeeded),
     ];
-    assert_eq!(rollback_offers(&recent), ["db"]);
+    assert_eq!(rollback_offers(&recent, at(60)), [("db".to_string(), "r-1".to_string())]);
+    // A day later it is history, not something to undo from a button.
+    assert_eq!(rollback_offers(&recent, at(25 * 60)), Vec::<(String, String)>::new());
 }

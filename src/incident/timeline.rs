@@ -297,6 +297,21 @@ impl Timeline {
 /// entities, and line breaks become spaces, so a typed title or note can
 /// neither format, link, hide the rest of the document nor break a table.
 pub fn markdown_text(text: &str) -> String {
+    let text = text.trim_start();
+    let mut out = String::with_capacity(text.len() + 8);
+    // `1. x` at the start would be a numbered list: `1\. x` is not.
+    let digits = text.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && text[digits..].starts_with(['.', ')']) {
+        out.push_str(&text[..digits]);
+        out.push('\\');
+        out.push_str(&text[digits..digits + 1]);
+        return out + &markdown_text_rest(&text[digits + 1..]);
+    }
+    out.push_str(&markdown_text_rest(text));
+    out
+}
+
+fn markdown_text_rest(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -305,7 +320,13 @@ pub fn markdown_text(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '!' | '|' | '~' => {
+            // `@` too: pasted into an issue tracker, `@team` would notify.
+            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '!' | '|' | '~' | '@' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // At the start, `-`, `+`, `=` and `>` make a list, a heading rule or a quote.
+            '-' | '+' | '=' if out.is_empty() => {
                 out.push('\\');
                 out.push(c);
             }

@@ -11,8 +11,9 @@
 //!    (skips the approval wait and any freeze), else deny;
 //! 7. an active freeze denies, or raises the approvals needed;
 //! 8. for a deploy, an open SEV1/SEV2 incident on the service asks for its
-//!    lead's approval besides the approvals the rule asks (which the lead's
-//!    does not count towards), unless the lead is the requester;
+//!    lead's approval besides the approvals the rule asks (a lead outside
+//!    the approver groups does not count towards them), unless the lead is
+//!    the requester;
 //! 9. approvals needed → pending (if enough eligible approvers exist besides the
 //!    requester, else deny); otherwise allow.
 

@@ -146,6 +146,7 @@ pub(super) fn incident(id: &str, severity: u8) -> crate::incident::Incident {
         lead: alice.clone(),
         declared_by: alice,
         declared_at: at(0),
+        from_seq: 0,
         channel: crate::event::ReplyTarget::channel("slack:C1"),
         last_update: None,
         resolved_at: None,

@@ -837,13 +837,14 @@ fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_
     // It offers to roll back the deploy that took effect; a click is the
     // clicker's own rollback request, under the usual gate.
     let summary = bot.discord.message(&summary.id).unwrap();
-    let button = button_id(&summary, "Roll back api-service");
-    assert_eq!(button, "opsbot:rollback:api-service");
+    let button = button_id(&summary, "Roll back api-service (r-1)");
+    assert_eq!(button, "opsbot:rollback:api-service:r-1");
     let asked = bot.interact(&bot.discord.button_interaction(BOB, OPS, &summary.id, &button));
     assert_eq!(asked["type"], 4, "{asked}");
     let text = asked["data"]["content"].as_str().unwrap();
     assert!(
-        text.contains("rollback api-service") && text.contains("r-2 is waiting for 1 approval(s) from sre"),
+        text.contains("rollback api-service, undoing r-1")
+            && text.contains("r-2 is waiting for 1 approval(s) from sre"),
         "{asked}"
     );
     let records = bot.served.bot.export(&["--request", "r-2"]);

@@ -185,6 +185,10 @@ async fn api(
         return Json(json!({"ok": false, "error": "not_authed"})).into_response();
     }
     let ts = || format!("1700000000.{:06}", inner.ts.fetch_add(1, Ordering::SeqCst) + 1);
+    // Slack refuses blocks whose action ids repeat within one block.
+    if matches!(method.as_str(), "chat.postMessage" | "chat.update") && !blocks_valid(&parsed) {
+        return Json(json!({"ok": false, "error": "invalid_blocks"})).into_response();
+    }
     let body = match method.as_str() {
         "chat.postMessage" => {
             let ts = ts();
@@ -205,6 +209,21 @@ async fn api(
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     Json(body).into_response()
+}
+
+/// Whether every actions block's elements have distinct action ids.
+fn blocks_valid(body: &Value) -> bool {
+    let blocks = match body.get("blocks") {
+        Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+        Some(blocks) => blocks.clone(),
+        None => return true,
+    };
+    blocks.as_array().into_iter().flatten().all(|block| {
+        let ids: Vec<&str> =
+            block["elements"].as_array().into_iter().flatten().filter_map(|e| e["action_id"].as_str()).collect();
+        let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
+        unique.len() == ids.len()
+    })
 }
 
 async fn socket(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> Response {

@@ -1233,7 +1233,7 @@ fn an_incident_summary_is_posted_once_pinned_edited_in_place_and_offers_a_rollba
     slack.wait_for("the summary edited", LONG, edited_with("pool drained"));
     slack.wait_for("the Roll back button", LONG, edited_with("opsbot_rollback"));
     // Dave clicks it: a rollback request of his, under the summary, waiting for an SRE.
-    assert_eq!(served.click("UDAVE", "opsbot_rollback", "api-service", &ts), 200);
+    assert_eq!(served.click("UDAVE", "opsbot_rollback:api-service", "r-1", &ts), 200);
     slack.wait_for("the rollback's card", LONG, |c| {
         c.iter().any(|c| {
             c.method == "chat.postMessage"
@@ -1245,9 +1245,12 @@ fn an_incident_summary_is_posted_once_pinned_edited_in_place_and_offers_a_rollba
     assert_eq!(records[0]["kind"], "request");
     assert_eq!(records[0]["actor"], "slack:UDAVE");
     assert_eq!(records[0]["command"], "rollback");
+    assert_eq!(records[0]["args"]["of"], "r-1", "the click names the deploy it undoes");
     assert_eq!(records[1]["outcome"], "pending", "a click is a request like any other: {records:#?}");
-    // A click whose value is not a plain service name is refused and runs nothing.
-    assert_eq!(served.click("UDAVE", "opsbot_rollback", "api-service 1", &ts), 400);
+    // A click whose button does not name a plain service and a deploy is refused and opens nothing.
+    assert_eq!(served.click("UDAVE", "opsbot_rollback:api-service 1", "r-1", &ts), 400);
+    assert_eq!(served.click("UDAVE", "opsbot_rollback:api-service", "r-1 --emergency x", &ts), 400);
+    assert!(served.bot.export(&["--request", "r-3"]).is_empty());
     served.command("UALICE", "COPS", "/incident", "resolve", "trig-5");
     slack.wait_for("the summary resolved", LONG, edited_with("resolved after"));
     assert_eq!(summary_posts().len(), 1, "posted once, edited afterwards");

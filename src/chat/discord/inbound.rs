@@ -105,11 +105,12 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
         }
         3 => {
             let custom_id = payload["data"]["custom_id"].as_str().unwrap_or("");
-            if let Some(service) = rollback_button(custom_id) {
-                // The clicker asking for `/rollback <service>`, answered like a slash command.
+            if let Some(offer) = rollback_button(custom_id) {
+                // The clicker asking for `/rollback <service> --of <deploy>`,
+                // answered like a slash command.
                 let mut reply = ReplyTarget::channel(channel()?);
                 reply.thread = id_text(&payload["message"]["id"]);
-                let text = format!("/rollback {service}");
+                let text = offer.command();
                 let event = Event::Command { actor: actor()?, text, reply, dedup_key, roles: Vec::new() };
                 return Ok(Inbound::Command { event, interaction });
             }
@@ -162,10 +163,13 @@ pub fn button(custom_id: &str) -> Option<(bool, String, String)> {
     parts.next().is_none().then(|| (approve, request_id, version.to_string()))
 }
 
-/// `opsbot:rollback:api-service` → the service of an incident summary's Roll back button.
-pub fn rollback_button(custom_id: &str) -> Option<&str> {
-    let service = custom_id.strip_prefix(super::outbound::BUTTON_PREFIX)?.strip_prefix(":rollback:")?;
-    crate::engine::reply::button_service(service).then_some(service)
+/// `opsbot:rollback:api-service:r-7` → the deploy an incident summary's Roll back button offers to undo.
+pub fn rollback_button(custom_id: &str) -> Option<crate::engine::reply::RollbackOffer> {
+    let rest = custom_id.strip_prefix(super::outbound::BUTTON_PREFIX)?.strip_prefix(":rollback:")?;
+    let (service, deploy) = rest.rsplit_once(':')?;
+    let deploy = crate::command::parse::normalize_request_id(deploy)?;
+    crate::engine::reply::button_service(service)
+        .then(|| crate::engine::reply::RollbackOffer { service: service.to_string(), deploy })
 }
 
 /// A reaction that votes: ✅ (or ☑️, ✔️, 👍) approves, ❌ (or 👎) denies.

@@ -116,19 +116,20 @@ pub fn approval_card(view: &ApprovalView) -> Value {
     json!({"content": content, "components": components, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()})
 }
 
-/// A Roll back button's id: `opsbot:rollback:<service>`.
-pub fn rollback_button_id(service: &str) -> String {
-    format!("{BUTTON_PREFIX}:rollback:{service}")
+/// A Roll back button's id: `opsbot:rollback:<service>:<deploy>`.
+pub fn rollback_button_id(offer: &crate::engine::reply::RollbackOffer) -> String {
+    format!("{BUTTON_PREFIX}:rollback:{}:{}", offer.service, offer.deploy)
 }
 
 /// An incident's summary (already rendered) with a Roll back button per
 /// service in `rollbacks` (none: the buttons are removed).
-fn summary_body(text: &str, rollbacks: &[String]) -> Value {
+fn summary_body(text: &str, rollbacks: &[crate::engine::reply::RollbackOffer]) -> Value {
     let buttons: Vec<Value> = rollbacks
         .iter()
         .take(5)
-        .map(|service| {
-            json!({"type": 2, "style": 4, "label": format!("Roll back {service}"), "custom_id": rollback_button_id(service)})
+        .map(|offer| {
+            let label = format!("Roll back {} ({})", offer.service, offer.deploy);
+            json!({"type": 2, "style": 4, "label": label, "custom_id": rollback_button_id(offer)})
         })
         .collect();
     let components = if buttons.is_empty() { json!([]) } else { json!([{"type": 1, "components": buttons}]) };
@@ -201,7 +202,7 @@ impl Wire for DiscordApi {
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<String, ApiError>> {
         Box::pin(async move { DiscordApi::post(self, channel, None, &summary_body(text, rollbacks)).await })
     }
@@ -211,7 +212,7 @@ impl Wire for DiscordApi {
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         let (channel, message) = locate(channel, message);
         Box::pin(async move { self.edit_message(channel, message, &summary_body(text, rollbacks)).await })

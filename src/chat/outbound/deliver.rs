@@ -274,7 +274,12 @@ impl<'a, W: Wire> Delivery<'a, W> {
     /// Posts the summary `key` (top level, then pinned) or edits the
     /// message it was posted as; the message is remembered in the store so
     /// edits after a restart land on it too.
-    async fn summary(&mut self, key: &str, text: &str, rollbacks: &[String]) -> Result<(), ApiError> {
+    async fn summary(
+        &mut self,
+        key: &str,
+        text: &str,
+        rollbacks: &[crate::engine::reply::RollbackOffer],
+    ) -> Result<(), ApiError> {
         let wire = &self.inner.wire;
         let channel = self.channel;
         let body = split(&wire.render(text), W::MAX_TEXT).into_iter().next().unwrap_or_default();
@@ -285,8 +290,10 @@ impl<'a, W: Wire> Delivery<'a, W> {
         });
         if let Some(message) = posted {
             match self.call(|| wire.update_summary(channel, &message, &body, rollbacks)).await {
-                // Deleted by someone: post it again below.
-                Err(ApiError::Permanent(why)) => {
+                // Deleted by someone (Slack's message_not_found, Discord's
+                // Unknown Message, 10008): post it again below. Any other
+                // refusal is reported, never answered with another copy.
+                Err(ApiError::Permanent(why)) if why.contains("message_not_found") || why.contains("code 10008") => {
                     tracing::warn!(channel, %why, "the summary's message cannot be edited; posting it again");
                 }
                 other => return other,

@@ -84,7 +84,7 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
 
 /// An incident's summary (already rendered): its text, and a Roll back
 /// button per service in `rollbacks`.
-pub fn summary_blocks(text: &str, rollbacks: &[String]) -> Value {
+pub fn summary_blocks(text: &str, rollbacks: &[crate::engine::reply::RollbackOffer]) -> Value {
     // A section holds at most 3,000 characters.
     let shown: String = text.chars().take(2_900).collect();
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": shown}})];
@@ -92,13 +92,14 @@ pub fn summary_blocks(text: &str, rollbacks: &[String]) -> Value {
         let buttons: Vec<Value> = rollbacks
             .iter()
             .take(5)
-            .map(|service| {
-                json!({"type": "button", "action_id": ROLLBACK_ACTION, "value": service,
-                    "text": {"type": "plain_text", "text": format!("Roll back {service}")}})
+            .map(|offer| {
+                // Action ids are unique within a block: each names its service.
+                json!({"type": "button", "action_id": format!("{ROLLBACK_ACTION}:{}", offer.service), "value": offer.deploy,
+                    "text": {"type": "plain_text", "text": format!("Roll back {} ({})", offer.service, offer.deploy)}})
             })
             .collect();
         blocks.push(json!({"type": "actions", "block_id": "opsbot_summary", "elements": buttons}));
-        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A Roll back click asks for `/rollback <service>` as you, under its usual approvals."}]}));
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A Roll back click asks for `/rollback <service> --of <deploy>` as you, under its usual approvals; it is refused once the service changed since that deploy."}]}));
     }
     Value::Array(blocks)
 }

@@ -70,7 +70,11 @@ impl SlashCommand {
     }
 
     pub fn into_event(self) -> Result<Event, InboundError> {
-        let text = format!("{} {}", self.command.trim(), self.text.trim());
+        // Slack sends `&`, `<` and `>` a person typed as entities (and, for a
+        // command with escaping on, mentions as `<@U…|name>`, which the
+        // grammar reads): the grammar gets the text as typed.
+        let typed = self.text.trim().replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+        let text = format!("{} {}", self.command.trim(), typed);
         Ok(Event::Command {
             actor: actor(&self.user_id)?,
             text: text.trim().to_string(),
@@ -155,7 +159,8 @@ struct BlockActions {
 /// The action ids on opsbot's approval buttons.
 pub const APPROVE_ACTION: &str = "opsbot_approve";
 pub const DENY_ACTION: &str = "opsbot_deny";
-/// The action id of an incident summary's Roll back button (the value is a service).
+/// The action id of an incident summary's Roll back button, before `:<service>`
+/// (the value is the deploy's request id).
 pub const ROLLBACK_ACTION: &str = "opsbot_rollback";
 
 /// An interactivity payload (the JSON in the `payload` form field).
@@ -168,7 +173,7 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
     let approve = match action.action_id.as_str() {
         APPROVE_ACTION => true,
         DENY_ACTION => false,
-        ROLLBACK_ACTION => return rollback_click(&parsed, action).map(Some),
+        id if id.starts_with(&format!("{ROLLBACK_ACTION}:")) => return rollback_click(&parsed, action).map(Some),
         _ => return Ok(None),
     };
     let Some(request_id) = crate::command::parse::normalize_request_id(&action.value) else {
@@ -195,9 +200,12 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
 /// `/rollback <service>`, threaded under the summary. Each click is its own
 /// request (Slack's retries of one click carry the same `action_ts`).
 fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event, InboundError> {
-    if !crate::engine::reply::button_service(&action.value) {
-        return Err(InboundError::Malformed("a Roll back button names no service".into()));
-    }
+    let service = action.action_id.strip_prefix(ROLLBACK_ACTION).and_then(|s| s.strip_prefix(':')).unwrap_or("");
+    let deploy = crate::command::parse::normalize_request_id(&action.value);
+    let (true, Some(deploy)) = (crate::engine::reply::button_service(service), deploy) else {
+        return Err(InboundError::Malformed("a Roll back button names no service or deploy".into()));
+    };
+    let offer = crate::engine::reply::RollbackOffer { service: service.to_string(), deploy };
     let channel_id =
         parsed.channel.as_ref().map(|c| c.id.clone()).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
     let message_ts = parsed
@@ -208,13 +216,16 @@ fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event
         .unwrap_or_default();
     Ok(Event::Command {
         actor: actor(&parsed.user.id)?,
-        text: format!("/rollback {}", action.value),
+        text: offer.command(),
         reply: ReplyTarget {
             channel: channel(&channel_id)?,
             thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
             interaction: None,
         },
-        dedup_key: Some(format!("slack:action:{ROLLBACK_ACTION}:{message_ts}:{}:{}", parsed.user.id, action.action_ts)),
+        dedup_key: Some(format!(
+            "slack:action:{}:{message_ts}:{}:{}",
+            action.action_id, parsed.user.id, action.action_ts
+        )),
         roles: Vec::new(),
     })
 }

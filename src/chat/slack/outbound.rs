@@ -77,7 +77,7 @@ impl Wire for SlackApi {
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<String, ApiError>> {
         Box::pin(async move { SlackApi::post(self, channel, None, text, Some(&summary_blocks(text, rollbacks))).await })
     }
@@ -87,7 +87,7 @@ impl Wire for SlackApi {
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [String],
+        rollbacks: &'a [crate::engine::reply::RollbackOffer],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(
             async move { SlackApi::update(self, channel, message, text, Some(&summary_blocks(text, rollbacks))).await },

@@ -107,7 +107,10 @@ async fn a_sev1_holds_deploys_for_its_lead_and_rollbacks_keep_their_usual_gates(
         Reply::Summary { rollbacks, .. } => Some(rollbacks),
         _ => None,
     });
-    assert_eq!(offered, Some(vec!["api".to_string()]));
+    assert_eq!(
+        offered,
+        Some(vec![opsbot::engine::reply::RollbackOffer { service: "api".into(), deploy: "r-1".into() }])
+    );
     // A rollback keeps its normal gate: one SRE.
     h.engine.handle(command(user(0), "/rollback api")).await;
     assert_eq!(pending("r-4").required, None);
@@ -327,16 +330,43 @@ async fn a_waiting_deploy_follows_the_incident_as_it_changes() {
     h.engine.handle(command(user(0), "/deploy api v2")).await;
     h.engine.handle(vote_on(user(1), "r-1")).await;
     assert_eq!(started(&h, "r-1"), 0);
-    // The lead hands over: the new lead's approval is the one asked now.
+    // The lead hands over to a commander: the new lead's approval is the one asked now.
     h.engine.handle(command(user(3), "/incident lead @u4")).await;
     assert!(said(&h, "r-1 now needs console:u4's approval too"), "{:#?}", texts(&h));
+    // The former lead (a developer, no approver) can no longer vote on it.
     h.engine.handle(vote_on(user(3), "r-1")).await;
-    assert_eq!(started(&h, "r-1"), 0, "the former lead's approval is no longer the one asked");
-    // Lowered to SEV3: nothing holds it any more, and its approvals are complete, so it runs.
-    h.engine.handle(command(user(4), "/incident sev 3")).await;
-    assert!(said(&h, "r-1 no longer needs console:u4's approval"), "{:#?}", texts(&h));
+    assert!(h
+        .sink
+        .replies()
+        .iter()
+        .any(|r| matches!(r, Reply::Private { to, text } if to == &user(3) && text.contains("can vote on r-1"))));
+    assert_eq!(started(&h, "r-1"), 0);
+    // The new lead's approval completes it.
+    h.engine.handle(vote_on(user(4), "r-1")).await;
     h.engine.wait_idle().await;
     assert_eq!(started(&h, "r-1"), 1);
+
+    // Lifting a hold never runs anything by itself: the approver's word does.
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.handle(command(user(3), "/incident sev 3")).await;
+    assert!(
+        said(&h, "r-1 no longer needs console:u3's approval: no open SEV1/SEV2 incident holds deploys to api now; its approvals are complete, so an approver's `/approve` runs it"),
+        "{:#?}",
+        texts(&h)
+    );
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 0, "nothing ran on the incident change");
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+    let start = h.sink.replies().into_iter().find_map(|r| match r {
+        Reply::Started { text, .. } => Some(text),
+        _ => None,
+    });
+    assert!(start.unwrap().contains("approved by console:u1"), "the approver, never the one who changed the incident");
 }
 
 #[tokio::test]
@@ -360,4 +390,64 @@ async fn only_the_lead_or_a_commander_steers_the_hold() {
     // A commander takes over.
     h.engine.handle(command(user(4), "/incident lead @u4")).await;
     assert_eq!(h.engine.store().open_incidents().unwrap()[0].lead.as_str(), "console:u4");
+}
+
+#[tokio::test]
+async fn a_hold_can_always_be_reached_by_a_commander_and_never_doubled_by_anyone_else() {
+    let h = engine_with(INCIDENTS);
+    let refused = |h: &Harness, what: &str| {
+        h.sink
+            .replies()
+            .iter()
+            .any(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains(what)))
+    };
+    let at = |actor: Actor, channel: &str, text: &str| Event::Command {
+        actor,
+        text: text.into(),
+        reply: ReplyTarget::channel(channel),
+        dedup_key: None,
+        roles: Vec::new(),
+    };
+    // Not in a direct message, where nobody else could reach it.
+    h.engine.handle(at(user(0), "slack:D0PRIVATE", "/incident declare mine --sev 1 --service api")).await;
+    assert!(refused(&h, "not in a direct message"));
+    // Declared in a channel only u3 watches.
+    h.engine.handle(at(user(3), "console:quiet", "/incident declare outage --sev 1 --service api")).await;
+    // A second hold on the same service is refused (the declarer would gate it).
+    h.engine.handle(command(user(0), "/incident declare other --sev 2 --service api")).await;
+    assert!(refused(&h, "api is held by INC-1 (SEV1, lead console:u3) already"));
+    // A developer elsewhere sees nothing of it; a commander resolves it from anywhere.
+    h.engine.handle(command(user(0), "/incident resolve INC-1")).await;
+    assert!(refused(&h, "there is no incident INC-1 in this channel"));
+    h.engine.handle(command(user(4), "/incident resolve INC-1 \"taken over\"")).await;
+    assert_eq!(h.engine.store().open_incidents().unwrap(), Vec::new());
+}
+
+#[tokio::test]
+async fn a_rollback_of_one_deploy_is_refused_once_the_service_changed_since() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    // Asked while r-1 is the newest change: waits for its approval as usual.
+    h.engine.handle(command(user(0), "/rollback api --of r-1")).await;
+    // Meanwhile another rollback runs (a double click, say).
+    h.engine.handle(command(user(3), "/rollback api")).await;
+    h.engine.handle(vote_on(user(1), "r-3")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-3"), 1);
+    // Approved now, the first is refused under the run lock: nothing rolls forward.
+    h.engine.handle(vote_on(user(2), "r-2")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-2"), 0);
+    assert!(h.sink.replies().iter().any(|r| matches!(r,
+        Reply::Outcome { request_id, text, .. } if request_id == "r-2" && text.contains("api changed since r-1: its newest change is r-3 (rollback succeeded)"))));
+    // Asked afresh, it is refused before anyone is asked to approve it.
+    h.engine.handle(command(user(0), "/rollback api --of r-1")).await;
+    assert!(h
+        .sink
+        .replies()
+        .iter()
+        .any(|r| matches!(r, Reply::Private { text, .. } if text.contains("api changed since r-1"))));
+    assert_eq!(h.engine.store().get_pending("r-4").unwrap(), None);
 }
