@@ -45,12 +45,12 @@ enum AdminRequest {
         request_id: Option<String>,
         since: Option<DateTime<Utc>>,
         limit: Option<usize>,
-    },
-    /// The newest `last` records (or all after `after_seq`), then new ones as committed.
-    Tail {
-        last: usize,
+        /// Only records after this one (read from there, not filtered).
+        #[serde(default)]
         after_seq: Option<u64>,
     },
+    /// The newest `last` records (or all after `after_seq`), then new ones as committed.
+    Tail { last: usize, after_seq: Option<u64> },
     /// Make and publish a checkpoint now.
     Checkpoint,
 }
@@ -195,14 +195,14 @@ async fn answer(stream: UnixStream, context: AdminContext) -> std::io::Result<()
                 .map_err(std::io::Error::other)?;
             write.write_all(&json_line(&answer)).await?;
         }
-        AdminRequest::Export { service, request_id, since, limit: Some(limit) } => {
-            let query = AuditQuery { service, request_id, since, limit: Some(limit), ..Default::default() };
+        AdminRequest::Export { service, request_id, since, limit: Some(limit), after_seq } => {
+            let query = AuditQuery { service, request_id, since, limit: Some(limit), after_seq, ..Default::default() };
             for record in audit.read(&query).map_err(std::io::Error::other)? {
                 write.write_all(&json_line(&record)).await?;
             }
         }
-        AdminRequest::Export { service, request_id, since, limit: None } => {
-            let query = AuditQuery { service, request_id, since, ..Default::default() };
+        AdminRequest::Export { service, request_id, since, limit: None, after_seq } => {
+            let query = AuditQuery { service, request_id, since, after_seq, ..Default::default() };
             send_stream(&mut write, audit, query).await?;
         }
         AdminRequest::Tail { last, after_seq } => {
@@ -498,7 +498,9 @@ pub async fn export(
             .map_err(|e| Error::Io(e.to_string()))??;
         }
         Source::Running(socket) => {
-            let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
+            let mut lines =
+                ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None, after_seq: None })
+                    .await?;
             let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
             while let Some(line) = lines.next_line().await? {
                 writeln!(out, "{line}")?;
@@ -523,8 +525,9 @@ async fn visit_records(
                 .map_err(|e| Error::Io(e.to_string()))??;
         }
         Source::Running(socket) => {
-            let AuditQuery { service, request_id, since, .. } = query;
-            let mut lines = ask(&socket, &AdminRequest::Export { service, request_id, since, limit: None }).await?;
+            let AuditQuery { service, request_id, since, after_seq, .. } = query;
+            let request = AdminRequest::Export { service, request_id, since, limit: None, after_seq };
+            let mut lines = ask(&socket, &request).await?;
             while let Some(line) = lines.next_line().await? {
                 let record = serde_json::from_str(&line)
                     .map_err(|e| Error::Io(format!("the bot sent a record opsbot cannot read: {e}")))?;
@@ -591,7 +594,13 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
             eprintln!("opsbot audit tail: no opsbot is running on {}; waiting for one to start", data_dir.display());
         }
         Source::Running(socket) if !follow => {
-            let request = AdminRequest::Export { service: None, request_id: None, since: None, limit: Some(last) };
+            let request = AdminRequest::Export {
+                service: None,
+                request_id: None,
+                since: None,
+                limit: Some(last),
+                after_seq: None,
+            };
             let mut lines = ask(&socket, &request).await?;
             while let Some(line) = lines.next_line().await? {
                 print(&line);

@@ -878,7 +878,11 @@ fn build(
     let request = match spec.action {
         ActionKind::Deploy => Request::Deploy { service: need(service), version: need(version) },
         ActionKind::Rollback => {
-            Request::Rollback { service: need(service), revision: to_u32(int("revision")), of: flag_of }
+            let revision = to_u32(int("revision"));
+            if let (Some(_), Some(of)) = (revision, &flag_of) {
+                return Err(bad(spec, "of", of, "give a revision or --of, not both".into(), None));
+            }
+            Request::Rollback { service: need(service), revision, of: flag_of }
         }
         ActionKind::Restart => Request::Restart { service: need(service) },
         ActionKind::Scale => {

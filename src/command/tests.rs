@@ -292,6 +292,7 @@ fn incident_mistakes_are_named_with_what_to_do() {
     // A flag of another command is unknown here.
     assert!(text(err("/incident note x --emergency now")).contains("Unknown option `--emergency`"));
     assert!(text(err("/deploy api-service v1 --sev 1")).contains("Unknown option `--sev`"));
+    assert!(text(err("/rollback api-service 3 --of r-1")).contains("give a revision or --of, not both"));
 }
 
 #[test]

@@ -95,6 +95,10 @@ impl Engine {
                         (format!("update: {text}"), format!("📣 {id} update from {actor}: {}", typed(text)))
                     }
                     IncidentOp::Severity { severity, .. } => {
+                        if incident.severity > 2 && *severity <= 2 && !commander {
+                            // Raised to a hold: the same rule as declaring one.
+                            self.not_held_elsewhere(&incident.services, Some(&incident.id))?;
+                        }
                         let before = std::mem::replace(&mut incident.severity, *severity);
                         let gate = match (before <= 2, *severity <= 2, incident.services.is_empty()) {
                             (false, true, false) => " Deploys to its services now wait for the lead's approval too.",
@@ -150,7 +154,15 @@ impl Engine {
         let effect: crate::audit::Effect = Box::new(move || store.put_incident(&stored).map_err(|e| e.to_string()));
         self.audit.commit(vec![record], Some(effect)).await?;
         self.metrics.request(actor.platform(), &parsed.command, "allowed");
-        self.say(reply, Reply::Text(announce)).await;
+        if incident.channel.channel == reply.channel {
+            self.say(reply, Reply::Text(announce)).await;
+        } else {
+            // A commander acting from elsewhere: the incident's channel is
+            // told; where they typed it, only they hear that it was done.
+            self.say(&incident.channel, Reply::Announcement(announce)).await;
+            let done = format!("done: {} (announced in its channel)", parsed.request.describe());
+            self.say(reply, Reply::Private { to: actor.clone(), text: done }).await;
+        }
         // Said under the lock: summaries reach the channel in the order of
         // the changes, so the pinned one ends showing the last.
         self.show_summary(&incident).await;
@@ -195,7 +207,14 @@ impl Engine {
         if severity > 2 || commander {
             return Ok(());
         }
-        for open in self.store.open_incidents()? {
+        self.not_held_elsewhere(services, None)
+    }
+
+    /// Refuses a hold on `services` that another open incident (not
+    /// `except`) holds already: its lead would be overridden by whoever
+    /// made the second one.
+    fn not_held_elsewhere(&self, services: &[String], except: Option<&str>) -> Result<()> {
+        for open in self.store.open_incidents()?.into_iter().filter(|i| Some(i.id.as_str()) != except) {
             if let Some(service) = services.iter().find(|s| open.gates_deploys(s)) {
                 return Err(Error::Invalid(format!(
                     "{service} is held by {} ({}, lead {}) already: add to that incident, or ask an incident commander",

@@ -354,6 +354,16 @@ impl Engine {
     ) -> Result<()> {
         self.check_bounds(parsed)?;
         let decision = self.decide(actor, roles, parsed, &reply.channel, parsed.emergency.as_deref())?;
+        // A rollback of one deploy that is no longer the newest change is
+        // refused (and recorded so) before anyone is asked to approve it;
+        // only those the policy lets ask learn what changed since.
+        let decision = match decision {
+            Decision::Deny(_) => decision,
+            allowed => match self.undo_is_stale(&parsed.request)? {
+                Some(stale) => Decision::Deny(stale),
+                None => allowed,
+            },
+        };
         let plan = match parsed.request.kind() {
             Kind::Change { service, action } => Plan::Change { id: self.store.next_request_id()?, service, action },
             Kind::Admin(Admin::Incident(op)) => {
@@ -487,11 +497,6 @@ impl Engine {
     /// asked or recorded. This is the one place replica bounds are enforced:
     /// every scale reaches an executor through here.
     fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
-        // A rollback of one deploy that is no longer the newest change is
-        // refused before anyone is asked to approve it.
-        if let Some(stale) = self.undo_is_stale(&parsed.request)? {
-            return Err(Error::Invalid(stale));
-        }
         if let Request::Scale { service, replicas } = &parsed.request {
             let Some(s) = self.config.services.get(service) else {
                 return Err(Error::Invalid(format!("{service} is not a configured service")));

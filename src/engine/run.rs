@@ -60,17 +60,25 @@ impl Engine {
             return Err(busy);
         }
         // `/rollback --of r-N`: checked again under the run lock, so nothing
-        // changed the service between this check and the rollback.
-        if let Some(stale) = self.undo_is_stale(&parsed.request)? {
+        // changed the service between this check and the rollback. Every
+        // way out releases the lock and closes the request in its thread.
+        let stale = match self.undo_is_stale(&parsed.request) {
+            Ok(stale) => stale,
+            Err(e) => Some(format!("opsbot could not read {service_name}'s newest change ({e})")),
+        };
+        if let Some(stale) = stale {
             let record = self
                 .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
                 .outcome(Verdict::Refused)
                 .detail(format!("did not run: {stale}"));
             let release = self.store.run_lock_release(service_name, id);
-            self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await?;
+            if let Err(e) = self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await {
+                tracing::error!(error = %e, request = %id, "a refused rollback's outcome was not recorded");
+                let _ = self.store.release_run_lock(service_name, id);
+            }
             let text = format!("{id} did not run: {stale}");
             self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
-            return Err(Error::Invalid(stale));
+            return Ok(());
         }
         let approvals = if approved_by.is_empty() {
             String::new()
@@ -263,7 +271,20 @@ impl Engine {
         // the outcome), never the release without the outcome. A commit
         // that fails can (the release landed, the open drops the outcome):
         // the next start records that outcome again, as unknown.
-        let recorded = self.audit.commit(vec![record], Some(self.store.run_lock_release(&service.name, &id))).await;
+        // With the release: the service's newest change, in the store, so a
+        // rollback of one deploy (`--of`) that takes the lock next sees it
+        // even before the trail's reads do.
+        let release = self.store.run_lock_release(&service.name, &id);
+        let (store, key, note) = (
+            self.store.clone(),
+            newest_change_key(&service.name),
+            format!("{id} {} {}", parsed.command, verdict.name()),
+        );
+        let effect: crate::audit::Effect = Box::new(move || {
+            store.link(&key, &note).map_err(|e| e.to_string())?;
+            release()
+        });
+        let recorded = self.audit.commit(vec![record], Some(effect)).await;
         outcome_recorded.store(recorded.is_ok(), Ordering::Release);
         if recorded.is_err() {
             if let Err(e) = self.store.release_run_lock(&service.name, &id) {
@@ -295,6 +316,22 @@ impl Engine {
     /// not (or no longer) the service's newest change, a deploy that took effect.
     pub(super) fn undo_is_stale(&self, request: &crate::command::Request) -> Result<Option<String>> {
         let crate::command::Request::Rollback { service, of: Some(of), .. } = request else { return Ok(None) };
+        // Both must name r-N: the store's note, written with the lock's
+        // release (the trail's reads may lag it by a flush), and the trail
+        // (which also holds outcomes written without a note: an interrupted
+        // action recorded at start, say).
+        if let Some(note) = self.store.resolve(&newest_change_key(service))? {
+            let mut parts = note.split(' ');
+            let (newest, command, verdict) = (parts.next(), parts.next(), parts.next());
+            if (newest, command, verdict) != (Some(of.as_str()), Some("deploy"), Some(Verdict::Succeeded.name())) {
+                return Ok(Some(format!(
+                    "{service} changed since {of}: its newest change is {} ({} {}); nothing was rolled back",
+                    newest.unwrap_or("?"),
+                    command.unwrap_or("change"),
+                    verdict.unwrap_or("recorded")
+                )));
+            }
+        }
         let newest = self.audit.newest_outcomes(service, 1)?;
         let stale = match newest.last() {
             Some(r)
@@ -384,4 +421,9 @@ impl Engine {
             }
         }
     }
+}
+
+/// Where the store keeps a service's newest change (`r-7 deploy succeeded`).
+fn newest_change_key(service: &str) -> String {
+    format!("core:newest-change:{service}")
 }

@@ -147,14 +147,24 @@ impl Engine {
         // An approval is checked against what the incidents ask now (the
         // lead may have changed, or the hold lifted). A deny needs no
         // incident at all: the safe direction never waits on their state.
-        if approve && request.state.is_open() && version.is_none_or(|v| request.digest.starts_with(v)) {
-            self.sync_requirement(&mut request, voter).await?;
+        let current = version.is_none_or(|v| v.len() == VERSION_LEN && request.digest.starts_with(v));
+        if approve && request.state.is_open() && current {
+            // Brought up to date by opsbot itself, whoever voted.
+            self.sync_requirement(&mut request, None).await?;
             let config = self.config.clone();
             let voters = Voters::of(&config, &request);
             let eligible = voters_may_approve(&request, voter, roles, &voters);
             if eligible && approval::may_execute(&request, request.approvals_needed, now, &voters) {
                 // Complete already (a hold was lifted after the last
-                // approval): an approver's word now runs it.
+                // approval): this approver's word runs it, on the record.
+                let word = self.vote_entry(
+                    &request,
+                    voter,
+                    reply,
+                    Verdict::Approve,
+                    "approved; its approvals were complete, so it runs".to_string(),
+                );
+                self.audit.append(word).await?;
                 return self.run_approved(request, voter).await;
             }
         }
@@ -359,7 +369,7 @@ impl Engine {
     /// Brings `request`'s lead requirement in line with the open incidents
     /// now: stored, recorded (a decision, by whoever changed the incident
     /// or voted), then said. Returns whether whose approval is asked changed.
-    pub(super) async fn sync_requirement(&self, request: &mut PendingRequest, by: &Actor) -> Result<bool> {
+    pub(super) async fn sync_requirement(&self, request: &mut PendingRequest, by: Option<&Actor>) -> Result<bool> {
         let required = self.requirement_now(request)?;
         let person = |r: &Option<crate::policy::Required>| r.as_ref().map(|r| self.config.person(&r.approver));
         if person(&required) == person(&request.required) {
@@ -372,29 +382,35 @@ impl Engine {
         }
         let config = self.config.clone();
         let have = approval::valid_approvals(request, &Voters::of(&config, request));
-        let text = match (&request.required, &required) {
-            (_, Some(now)) => format!("{} now needs {}'s approval too ({})", request.id, now.approver, now.because),
+        let before = std::mem::replace(&mut request.required, required.clone());
+        // Who can make it run now, once it is complete.
+        let complete =
+            approval::may_execute(request, request.approvals_needed, self.clock.now(), &Voters::of(&config, request));
+        let next = match (complete, request.approvals_needed, &request.required) {
+            (false, _, _) => String::new(),
+            // A rule that asks no approval: nothing but the hold stood in its way.
+            (true, 0, None) => format!("; its rule asks no approval, so {}'s `/approve` runs it", request.requester),
+            (true, _, _) => "; its approvals are complete, so an approver's `/approve` runs it".to_string(),
+        };
+        let text = match (&before, &required) {
+            (_, Some(now)) => {
+                format!("{} now needs {}'s approval too ({}){next}", request.id, now.approver, now.because)
+            }
             (Some(before), None) => {
                 let why = if self.config.person(&request.requester) == self.config.person(&before.approver) {
                     format!("{} leads the incident now", request.requester)
                 } else {
                     format!("no open SEV1/SEV2 incident holds deploys to {} now", request.service)
                 };
-                let next = if have >= request.approvals_needed {
-                    "; its approvals are complete, so an approver's `/approve` runs it"
-                } else {
-                    ""
-                };
                 format!("{} no longer needs {}'s approval: {why}{next}", request.id, before.approver)
             }
             (None, None) => return Ok(false),
         };
-        request.required = required;
         self.store.put_pending(request)?;
         let target = request.reply.clone();
         let record = AuditEntry {
             request_id: Some(request.id.clone()),
-            actor: Some(by.to_string()),
+            actor: by.map(Actor::to_string),
             channel: Some(target.channel.clone()),
             command: Some(request.command.clone()),
             service: Some(request.service.clone()),
@@ -425,7 +441,7 @@ impl Engine {
         for mut request in open {
             let deploy = matches!(request.request, crate::command::Request::Deploy { .. });
             if deploy && services.contains(&request.service) && now < request.expires_at {
-                if let Err(e) = self.sync_requirement(&mut request, by).await {
+                if let Err(e) = self.sync_requirement(&mut request, Some(by)).await {
                     tracing::warn!(error = %e, request = %request.id, "a waiting request's approvals could not be brought up to date");
                 }
             }
@@ -474,12 +490,15 @@ impl Engine {
 
 /// Whether `voter` may approve `request` now: not its requester, and in its
 /// approver groups or the person whose approval it requires.
+/// (A request whose rule asks no approval and that nothing holds any more
+/// is its requester's to run.)
 fn voters_may_approve(request: &PendingRequest, voter: &Actor, roles: &[String], voters: &Voters<'_>) -> bool {
     use approval::Voters as _;
     let person = voters.person(voter);
-    person != voters.person(&request.requester)
-        && (voters.is_approver(voter, roles)
-            || request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == person))
+    if person == voters.person(&request.requester) {
+        return request.approvals_needed == 0 && request.required.is_none();
+    }
+    voters.is_approver(voter, roles) || request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == person)
 }
 
 /// The voters of one request under the current configuration: its approver

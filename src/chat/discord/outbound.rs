@@ -128,7 +128,8 @@ fn summary_body(text: &str, rollbacks: &[crate::engine::reply::RollbackOffer]) -
         .iter()
         .take(5)
         .map(|offer| {
-            let label = format!("Roll back {} ({})", offer.service, offer.deploy);
+            // Discord takes at most 80 characters of a label.
+            let label: String = format!("Roll back {} ({})", offer.service, offer.deploy).chars().take(80).collect();
             json!({"type": 2, "style": 4, "label": label, "custom_id": rollback_button_id(offer)})
         })
         .collect();

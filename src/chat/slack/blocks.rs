@@ -94,8 +94,10 @@ pub fn summary_blocks(text: &str, rollbacks: &[crate::engine::reply::RollbackOff
             .take(5)
             .map(|offer| {
                 // Action ids are unique within a block: each names its service.
+                // Slack shows at most 75 characters of a button's text.
+                let label: String = format!("Roll back {} ({})", offer.service, offer.deploy).chars().take(75).collect();
                 json!({"type": "button", "action_id": format!("{ROLLBACK_ACTION}:{}", offer.service), "value": offer.deploy,
-                    "text": {"type": "plain_text", "text": format!("Roll back {} ({})", offer.service, offer.deploy)}})
+                    "text": {"type": "plain_text", "text": label}})
             })
             .collect();
         blocks.push(json!({"type": "actions", "block_id": "opsbot_summary", "elements": buttons}));

@@ -451,3 +451,58 @@ async fn a_rollback_of_one_deploy_is_refused_once_the_service_changed_since() {
         .any(|r| matches!(r, Reply::Private { text, .. } if text.contains("api changed since r-1"))));
     assert_eq!(h.engine.store().get_pending("r-4").unwrap(), None);
 }
+
+#[tokio::test]
+async fn raising_an_incident_to_a_hold_on_a_held_service_is_refused_like_declaring_one() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare first --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/incident declare second --sev 3 --service api")).await;
+    h.engine.handle(command(user(0), "/incident sev INC-2 1")).await;
+    assert!(h.sink.replies().iter().any(|r| matches!(r, Reply::Private { text, .. }
+        if opsbot::engine::reply::plain(text).contains("api is held by INC-1 (SEV1, lead console:u3) already"))));
+    assert_eq!(h.engine.store().get_incident("INC-2").unwrap().unwrap().severity, 3);
+    // The deploy hold is still INC-1's lead's.
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    let pending = h.engine.store().get_pending("r-1").unwrap().unwrap();
+    assert_eq!(pending.required.unwrap().approver, user(3));
+}
+
+/// A rule that asks no approval: held by the incident, then lifted, the
+/// requester's own `/approve` runs it (nobody else is an approver).
+#[tokio::test]
+async fn a_deploy_held_under_a_rule_without_approvals_is_its_requesters_to_run_once_lifted() {
+    let text = INCIDENTS
+        .replace("approvals = 1\nbreak_glass", "approvals = 0\nbreak_glass")
+        .replace("approvers = [\"sre\"]\n", "");
+    let h = engine_with(&text);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    assert!(said(&h, "r-1 is waiting for console:u3's approval (INC-1 (SEV1) is open on api)"), "{:#?}", texts(&h));
+    h.engine.handle(command(user(3), "/incident resolve")).await;
+    assert!(said(&h, "its rule asks no approval, so console:u0's `/approve` runs it"), "{:#?}", texts(&h));
+    assert_eq!(started(&h, "r-1"), 0);
+    h.engine.handle(vote_on(user(0), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1);
+}
+
+#[tokio::test]
+async fn a_commander_acting_from_elsewhere_is_answered_privately_and_the_incident_channel_told() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    let elsewhere = Event::Command {
+        actor: user(4),
+        text: "/incident resolve INC-1 \"customer data restored\"".into(),
+        reply: ReplyTarget::channel("console:public"),
+        dedup_key: None,
+        roles: Vec::new(),
+    };
+    h.engine.handle(elsewhere).await;
+    let sent = h.sink.sent.lock().unwrap().clone();
+    assert!(sent.iter().any(|(target, reply)| target.channel == "console:ops"
+        && matches!(reply, Reply::Announcement(text) if text.contains("INC-1 resolved by console:u4"))));
+    assert!(sent.iter().any(|(target, reply)| target.channel == "console:public"
+        && matches!(reply, Reply::Private { text, .. } if text.contains("announced in its channel"))));
+    assert!(!sent.iter().any(|(target, reply)| target.channel == "console:public"
+        && matches!(reply, Reply::Text(t) | Reply::Announcement(t) if t.contains("customer data"))));
+}
