@@ -213,7 +213,11 @@ pub fn cast_vote(
     // Approving twice (from any of one person's accounts) counts once and is
     // refused; denying after approving is a change of mind and always
     // taken — the safe direction.
+    // (The person asked for as lead whose approval as lead is still
+    // missing — they approved before the hold began — may approve again.)
+    let lead_missing = required && !required_approved(request, voters);
     if approve
+        && !lead_missing
         && request.votes.iter().any(|v| {
             v.approve
                 && v.digest == request.digest
@@ -263,9 +267,11 @@ pub fn required_approved(request: &PendingRequest, voters: &impl Voters) -> bool
 /// The required approver's approval of the current form, if given.
 pub fn request_approval_by_required<'a>(request: &'a PendingRequest, voters: &'a impl Voters) -> Option<&'a Vote> {
     let requester = voters.person(&request.requester);
+    let since = request.required.as_ref().and_then(|r| r.since);
     request.votes.iter().find(|v| {
         v.approve
             && v.digest == request.digest
+            && since.is_none_or(|since| v.at >= since)
             && is_required(request, &v.voter, voters)
             && voters.person(&v.voter) != requester
     })

@@ -240,7 +240,7 @@ impl Engine {
         let gate = self.incident_gate(&request.request)?;
         let gate =
             gate.as_ref().map(|i| crate::policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
-        Ok(crate::policy::required_by(&self.config, &request.requester, gate, &request.service))
+        Ok(crate::policy::required_by(&self.config, &request.requester, gate, &request.service, self.clock.now()))
     }
 
     /// Brings the summaries of the open incidents naming `service` up to date
@@ -290,8 +290,11 @@ impl Engine {
     fn recent_changes(&self, incident: &Incident) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
         for service in &incident.services {
-            let records = self.audit.newest_outcomes(service, RECENT_CHANGES)?;
-            changes.extend(records.iter().filter_map(Change::from_record));
+            // A few more than shown: refusals among them are not changes.
+            let records = self.audit.newest_outcomes(service, RECENT_CHANGES * 4)?;
+            let mut real: Vec<Change> = records.iter().filter_map(Change::from_record).collect();
+            let keep = real.len().saturating_sub(RECENT_CHANGES);
+            changes.extend(real.drain(keep..));
         }
         changes.sort_by_key(|c| std::cmp::Reverse(c.at));
         changes.truncate(RECENT_CHANGES);

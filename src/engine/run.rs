@@ -80,6 +80,36 @@ impl Engine {
             self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
             return Ok(());
         }
+        // A deploy's incident hold is checked again under the incidents
+        // lock, held until the intent is durable: an incident declared
+        // between the decision and now holds it (break-glass aside).
+        let deploy = matches!(parsed.request, crate::command::Request::Deploy { .. });
+        let incident_guard = if deploy && break_glass.is_none() { Some(self.incidents.lock().await) } else { None };
+        if incident_guard.is_some() {
+            let gate = self.incident_gate(&parsed.request)?;
+            let gate =
+                gate.as_ref().map(|i| crate::policy::IncidentGate { id: &i.id, severity: i.severity, lead: &i.lead });
+            let required = crate::policy::required_by(&self.config, requester, gate, service_name, now);
+            let given = |lead: &Actor| approved_by.iter().any(|a| self.config.person(a) == self.config.person(lead));
+            if let Some(required) = required.filter(|r| !given(&r.approver)) {
+                let why = format!(
+                    "{} — it needs {}'s approval, which it does not have; request it again",
+                    required.because, required.approver
+                );
+                let record = self
+                    .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
+                    .outcome(Verdict::Refused)
+                    .detail(format!("did not run: {why}"));
+                let release = self.store.run_lock_release(service_name, id);
+                if let Err(e) = self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await {
+                    tracing::error!(error = %e, request = %id, "a held deploy's refusal was not recorded");
+                    let _ = self.store.release_run_lock(service_name, id);
+                }
+                let text = format!("{id} did not run: {why}");
+                self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
+                return Ok(());
+            }
+        }
         let approvals = if approved_by.is_empty() {
             String::new()
         } else {
@@ -116,6 +146,7 @@ impl Engine {
             }
             return Err(e.into());
         }
+        drop(incident_guard);
         let announced = AssertUnwindSafe(async {
             if let Some(announce) = announce {
                 self.say(reply, Reply::Text(announce)).await;
@@ -188,7 +219,7 @@ impl Engine {
                 }
                 .outcome(Verdict::Unknown)
                 .detail("unknown: opsbot hit an internal error while running this; check the service's live state");
-                let release = engine.store.run_lock_release(&service.name, &id);
+                let release = engine.release_noting(&service.name, &id, &parsed.command, Verdict::Unknown);
                 if let Err(e) = engine.audit.commit(vec![record], Some(release)).await {
                     tracing::error!(error = %e, request = %id, "the outcome of a panicked action was not recorded");
                 }
@@ -271,19 +302,7 @@ impl Engine {
         // the outcome), never the release without the outcome. A commit
         // that fails can (the release landed, the open drops the outcome):
         // the next start records that outcome again, as unknown.
-        // With the release: the service's newest change, in the store, so a
-        // rollback of one deploy (`--of`) that takes the lock next sees it
-        // even before the trail's reads do.
-        let release = self.store.run_lock_release(&service.name, &id);
-        let (store, key, note) = (
-            self.store.clone(),
-            newest_change_key(&service.name),
-            format!("{id} {} {}", parsed.command, verdict.name()),
-        );
-        let effect: crate::audit::Effect = Box::new(move || {
-            store.link(&key, &note).map_err(|e| e.to_string())?;
-            release()
-        });
+        let effect = self.release_noting(&service.name, &id, &parsed.command, verdict);
         let recorded = self.audit.commit(vec![record], Some(effect)).await;
         outcome_recorded.store(recorded.is_ok(), Ordering::Release);
         if recorded.is_err() {
@@ -312,6 +331,20 @@ impl Engine {
         }
     }
 
+    /// The run lock's release, with the service's newest change noted in the
+    /// store (`r-7 deploy succeeded`) in the same step, so a rollback of one
+    /// deploy (`--of`) that takes the lock next sees it even before the
+    /// trail's reads do. Every path that ends an action releases through it.
+    fn release_noting(&self, service: &str, id: &str, command: &str, verdict: Verdict) -> crate::audit::Effect {
+        let release = self.store.run_lock_release(service, id);
+        let (store, key, note) =
+            (self.store.clone(), newest_change_key(service), format!("{id} {command} {}", verdict.name()));
+        Box::new(move || {
+            store.link(&key, &note).map_err(|e| e.to_string())?;
+            release()
+        })
+    }
+
     /// For `/rollback <service> --of r-N`: why it must not run, when r-N is
     /// not (or no longer) the service's newest change, a deploy that took effect.
     pub(super) fn undo_is_stale(&self, request: &crate::command::Request) -> Result<Option<String>> {
@@ -332,8 +365,9 @@ impl Engine {
                 )));
             }
         }
-        let newest = self.audit.newest_outcomes(service, 1)?;
-        let stale = match newest.last() {
+        // A refusal ran nothing: the newest change is the newest other outcome.
+        let newest = self.audit.newest_outcomes(service, 8)?;
+        let stale = match newest.iter().rev().find(|r| r.entry.outcome != Some(Verdict::Refused)) {
             Some(r)
                 if r.entry.request_id.as_deref() == Some(of.as_str())
                     && r.entry.command.as_deref() == Some("deploy")
@@ -396,12 +430,14 @@ impl Engine {
             let finished = self
                 .audit
                 .newest_outcomes(&service, 3)
-                .map(|o| o.iter().any(|r| r.entry.request_id.as_deref() == Some(lock.request_id.as_str())));
-            if let Ok(true) = finished {
+                .map(|o| o.into_iter().find(|r| r.entry.request_id.as_deref() == Some(lock.request_id.as_str())));
+            if let Ok(Some(outcome)) = finished {
                 tracing::info!(request = %lock.request_id, %service, "the action's outcome is recorded; releasing its run lock");
-                if let Err(e) =
-                    self.audit.commit(Vec::new(), Some(self.store.run_lock_release(&service, &lock.request_id))).await
-                {
+                // The note may have been lost with the release: written again from the trail.
+                let command = outcome.entry.command.clone().unwrap_or_else(|| "change".into());
+                let verdict = outcome.entry.outcome.unwrap_or(Verdict::Unknown);
+                let release = self.release_noting(&service, &lock.request_id, &command, verdict);
+                if let Err(e) = self.audit.commit(Vec::new(), Some(release)).await {
                     tracing::error!(error = %e, "cannot release a finished action's run lock");
                 }
                 continue;
@@ -415,7 +451,8 @@ impl Engine {
             }
             .outcome(Verdict::Interrupted)
             .detail(why);
-            match self.audit.commit(vec![record], Some(self.store.run_lock_release(&service, &lock.request_id))).await {
+            let release = self.release_noting(&service, &lock.request_id, "change", Verdict::Interrupted);
+            match self.audit.commit(vec![record], Some(release)).await {
                 Ok(_) => tracing::warn!(request = %lock.request_id, %service, "{why}"),
                 Err(e) => tracing::error!(error = %e, "cannot record an interrupted action"),
             }

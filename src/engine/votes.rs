@@ -27,7 +27,12 @@ pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
         also_needs: request.required.as_ref().map(|r| {
             // Shown as given once that person approved this form (their
             // accounts linked under `[people]` aside, which the count knows).
-            let given = request.votes.iter().any(|v| v.approve && v.digest == request.digest && v.voter == r.approver);
+            let given = request.votes.iter().any(|v| {
+                v.approve
+                    && v.digest == request.digest
+                    && v.voter == r.approver
+                    && r.since.is_none_or(|since| v.at >= since)
+            });
             if given {
                 format!("{} approved, as asked: {}", r.approver, r.because)
             } else {
@@ -125,6 +130,29 @@ impl Engine {
         .detail(detail)
     }
 
+    /// A decision about `request` (its requirement changed, a re-check, a
+    /// run its approvals completed), by `by` (opsbot itself when none).
+    fn decision_entry(
+        &self,
+        request: &PendingRequest,
+        by: Option<&Actor>,
+        reply: &ReplyTarget,
+        outcome: Verdict,
+        detail: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            request_id: Some(request.id.clone()),
+            actor: by.map(Actor::to_string),
+            channel: Some(reply.channel.clone()),
+            command: Some(request.command.clone()),
+            service: Some(request.service.clone()),
+            environment: Some(request.environment.clone()),
+            ..AuditEntry::new(RecordKind::Decision)
+        }
+        .outcome(outcome)
+        .detail(detail)
+    }
+
     /// A vote from `/approve`, `/deny`, a button or a reaction.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn vote(
@@ -157,14 +185,40 @@ impl Engine {
             if eligible && approval::may_execute(&request, request.approvals_needed, now, &voters) {
                 // Complete already (a hold was lifted after the last
                 // approval): this approver's word runs it, on the record.
-                let word = self.vote_entry(
-                    &request,
-                    voter,
-                    reply,
-                    Verdict::Approve,
-                    "approved; its approvals were complete, so it runs".to_string(),
-                );
-                self.audit.append(word).await?;
+                let requester = self.config.person(voter) == self.config.person(&request.requester);
+                let voted = request.votes.iter().any(|v| {
+                    v.approve && v.digest == request.digest && self.config.person(&v.voter) == self.config.person(voter)
+                });
+                let record = if requester {
+                    // Not an approval of one's own request: the rule asks none.
+                    self.decision_entry(
+                        &request,
+                        Some(voter),
+                        reply,
+                        Verdict::Pending,
+                        "run by its requester: its rule asks no approval and nothing holds it now",
+                    )
+                } else if voted {
+                    self.decision_entry(
+                        &request,
+                        Some(voter),
+                        reply,
+                        Verdict::Pending,
+                        "confirmed: its approvals were complete",
+                    )
+                } else {
+                    request.votes.push(approval::Vote {
+                        voter: voter.clone(),
+                        approve: true,
+                        at: now,
+                        digest: request.digest.clone(),
+                        reason: None,
+                        roles: roles.to_vec(),
+                    });
+                    self.store.put_pending(&request)?;
+                    self.vote_entry(&request, voter, reply, Verdict::Approve, "approved".to_string())
+                };
+                self.audit.append(record).await?;
                 return self.run_approved(request, voter).await;
             }
         }
@@ -278,7 +332,7 @@ impl Engine {
                         return Box::pin(self.run_approved(request, last_voter)).await;
                     }
                     self.audit
-                        .append(self.vote_entry(&request, last_voter, &target, Verdict::Pending, text.clone()))
+                        .append(self.decision_entry(&request, Some(last_voter), &target, Verdict::Pending, &text))
                         .await?;
                     self.say(&target, Reply::Text(text)).await;
                     self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
@@ -297,7 +351,7 @@ impl Engine {
                         request.freeze.as_deref().unwrap_or("policy changed")
                     );
                     self.audit
-                        .append(self.vote_entry(&request, last_voter, &target, Verdict::Pending, text.clone()))
+                        .append(self.decision_entry(&request, Some(last_voter), &target, Verdict::Pending, &text))
                         .await?;
                     self.say(&target, Reply::Text(text)).await;
                     self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
@@ -373,10 +427,13 @@ impl Engine {
         let required = self.requirement_now(request)?;
         let person = |r: &Option<crate::policy::Required>| r.as_ref().map(|r| self.config.person(&r.approver));
         if person(&required) == person(&request.required) {
-            if required != request.required {
-                // The same person, for a changed reason (SEV1 to SEV2): kept quietly.
-                request.required = required;
-                self.store.put_pending(request)?;
+            // The same person, perhaps for a changed reason (SEV1 to SEV2):
+            // kept quietly, and since when it is asked is kept too.
+            if let (Some(now), Some(kept)) = (&required, &mut request.required) {
+                if now.because != kept.because {
+                    kept.because = now.because.clone();
+                    self.store.put_pending(request)?;
+                }
             }
             return Ok(false);
         }
@@ -408,18 +465,7 @@ impl Engine {
         };
         self.store.put_pending(request)?;
         let target = request.reply.clone();
-        let record = AuditEntry {
-            request_id: Some(request.id.clone()),
-            actor: by.map(Actor::to_string),
-            channel: Some(target.channel.clone()),
-            command: Some(request.command.clone()),
-            service: Some(request.service.clone()),
-            environment: Some(request.environment.clone()),
-            ..AuditEntry::new(RecordKind::Decision)
-        }
-        .outcome(Verdict::Pending)
-        .detail(&text);
-        self.audit.append(record).await?;
+        self.audit.append(self.decision_entry(request, by, &target, Verdict::Pending, &text)).await?;
         self.say(&target, Reply::Text(text)).await;
         self.say(&target, Reply::ApprovalUpdate(view(request, have))).await;
         Ok(true)

@@ -103,7 +103,8 @@ impl Change {
     /// From an outcome record, if it is one of a change.
     pub fn from_record(record: &AuditRecord) -> Option<Change> {
         let entry = &record.entry;
-        if entry.kind != RecordKind::Outcome {
+        // A refusal (busy, stale) ran nothing: not a change.
+        if entry.kind != RecordKind::Outcome || entry.outcome == Some(Verdict::Refused) {
             return None;
         }
         let service = entry.service.clone()?;

@@ -92,15 +92,26 @@ pub struct Required {
     pub approver: Actor,
     /// `INC-3 (SEV1) is open on api-service`.
     pub because: String,
+    /// When it began to be asked: only an approval given since counts as
+    /// the lead's (one given before the hold was not given as its lead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// Whose approval an incident asks of `actor`'s deploy to `service`
 /// besides the rule's count: the lead's, unless the lead is `actor`.
-pub fn required_by(config: &Config, actor: &Actor, gate: Option<IncidentGate<'_>>, service: &str) -> Option<Required> {
+pub fn required_by(
+    config: &Config,
+    actor: &Actor,
+    gate: Option<IncidentGate<'_>>,
+    service: &str,
+    now: DateTime<Utc>,
+) -> Option<Required> {
     let gate = gate.filter(|gate| config.person(gate.lead) != config.person(actor))?;
     Some(Required {
         approver: gate.lead.clone(),
         because: format!("{} (SEV{}) is open on {service}", gate.id, gate.severity),
+        since: Some(now),
     })
 }
 
@@ -170,7 +181,7 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     // approvers, and one person's accounts are one approver.
     let requester = config.person(actor);
     let service_name = subject.service.map(|s| s.name.as_str()).unwrap_or("the service");
-    let required = required_by(config, actor, subject.incident, service_name);
+    let required = required_by(config, actor, subject.incident, service_name, subject.now);
     // The lead's approval is asked for besides the rule's count, never in it.
     if approvals == 0 && required.is_none() {
         return Decision::Allow;

@@ -506,3 +506,46 @@ async fn a_commander_acting_from_elsewhere_is_answered_privately_and_the_inciden
     assert!(!sent.iter().any(|(target, reply)| target.channel == "console:public"
         && matches!(reply, Reply::Text(t) | Reply::Announcement(t) if t.contains("customer data"))));
 }
+
+#[tokio::test]
+async fn a_refused_rollback_is_no_change_and_leaves_the_next_deploy_undoable() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    // A double click: two rollbacks of r-1; the first runs.
+    h.engine.handle(command(user(0), "/rollback api --of r-1")).await;
+    h.engine.handle(command(user(3), "/rollback api --of r-1")).await;
+    h.engine.handle(vote_on(user(1), "r-2")).await;
+    h.engine.wait_idle().await;
+    // A fix goes out; then the leftover is approved, and refused.
+    h.engine.handle(command(user(0), "/deploy api v3")).await;
+    h.engine.handle(vote_on(user(1), "r-4")).await;
+    h.engine.wait_idle().await;
+    h.engine.handle(vote_on(user(2), "r-3")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-3"), 0);
+    // The refusal ran nothing: r-4 is still the newest change, and can be undone.
+    h.engine.handle(command(user(0), "/rollback api --of r-4")).await;
+    assert!(h.engine.store().get_pending("r-5").unwrap().is_some(), "{:#?}", texts(&h));
+}
+
+#[tokio::test]
+async fn only_an_approval_given_since_the_hold_began_counts_as_the_leads() {
+    // Two SRE approvals needed; u1 and u2 are SREs.
+    let h = engine_with(&INCIDENTS.replace("approvals = 1", "approvals = 2"));
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.clock.advance(std::time::Duration::from_secs(60));
+    // Then an incident, and u1 leads it: u1's approval as lead is asked now.
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(3), "/incident lead @u1")).await;
+    assert!(said(&h, "r-1 now needs console:u1's approval too"), "{:#?}", texts(&h));
+    h.engine.handle(vote_on(user(2), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 0, "u1's approval before the hold was not given as its lead");
+    // u1 approves again, as lead: accepted (not "already voted"), and it runs.
+    h.engine.handle(vote_on(user(1), "r-1")).await;
+    h.engine.wait_idle().await;
+    assert_eq!(started(&h, "r-1"), 1, "{:#?}", texts(&h));
+}
