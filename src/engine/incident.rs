@@ -189,6 +189,41 @@ impl Engine {
         )))
     }
 
+    /// At start: an incident record and its stored state land in one commit,
+    /// the record first; a crash inside that commit can keep the record and
+    /// lose the state. Only the newest commit can be cut so, so the newest
+    /// incident record is compared with the store and, where they differ,
+    /// the trail's state is put back.
+    pub(super) fn reconcile_incident(&self) {
+        let query = AuditQuery {
+            kind: Some(RecordKind::Incident),
+            limit: Some(1),
+            look_back: Some(crate::audit::LOOK_BACK),
+            ..Default::default()
+        };
+        let newest = match self.audit.read(&query) {
+            Ok(records) => records.into_iter().last(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the newest incident record is unreadable; incidents not reconciled");
+                return;
+            }
+        };
+        let Some(stated) = newest.and_then(|r| r.entry.args).and_then(|a| serde_json::from_value::<Incident>(a).ok())
+        else {
+            return;
+        };
+        match self.store.get_incident(&stated.id) {
+            Ok(Some(stored)) if stored == stated => {}
+            Ok(_) => {
+                tracing::warn!(incident = %stated.id, "the stored incident lagged its newest record (a crash); restored from the trail");
+                if let Err(e) = self.store.put_incident(&stated) {
+                    tracing::error!(error = %e, incident = %stated.id, "could not restore the incident from the trail");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, incident = %stated.id, "the stored incident is unreadable"),
+        }
+    }
+
     /// Whether `actor` (with the platform `roles`) is in `[incidents] commanders`.
     fn is_commander(&self, actor: &Actor, roles: &[String]) -> bool {
         let commanders = &self.config.incident_commanders;

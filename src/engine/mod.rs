@@ -600,5 +600,6 @@ impl Engine {
     /// process died. Record that, and free the service.
     pub async fn recover(self: &Arc<Self>) {
         self.record_interrupted("opsbot stopped while this was running (crash or kill); check the service").await;
+        self.reconcile_incident();
     }
 }

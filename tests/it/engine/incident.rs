@@ -549,3 +549,26 @@ async fn only_an_approval_given_since_the_hold_began_counts_as_the_leads() {
     h.engine.wait_idle().await;
     assert_eq!(started(&h, "r-1"), 1, "{:#?}", texts(&h));
 }
+
+/// A crash inside an incident's commit can keep its record and lose the
+/// stored state: at start the newest record is put back.
+#[tokio::test]
+async fn at_start_the_stored_incident_is_brought_back_to_its_newest_record() {
+    let h = engine_with(INCIDENTS);
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    let mut resolved = h.engine.store().get_incident("INC-1").unwrap().unwrap();
+    resolved.resolved_at = Some(resolved.declared_at);
+    resolved.resolved_by = Some(user(3));
+    // The trail says resolved; the store (as after the crash) still has it open.
+    let record = opsbot::audit::AuditEntry {
+        request_id: Some("INC-1".into()),
+        args: Some(serde_json::to_value(&resolved).unwrap()),
+        ..opsbot::audit::AuditEntry::new(RecordKind::Incident)
+    }
+    .detail("resolved after 0s");
+    h.audit.append(record).await.unwrap();
+    assert_eq!(h.engine.store().open_incidents().unwrap().len(), 1);
+    h.engine.recover().await;
+    assert_eq!(h.engine.store().get_incident("INC-1").unwrap(), Some(resolved));
+    assert_eq!(h.engine.store().open_incidents().unwrap(), Vec::new(), "the hold follows the trail");
+}
