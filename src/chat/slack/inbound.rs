@@ -73,8 +73,7 @@ impl SlashCommand {
         // Slack sends `&`, `<` and `>` a person typed as entities (and, for a
         // command with escaping on, mentions as `<@U…|name>`, which the
         // grammar reads): the grammar gets the text as typed.
-        let typed = self.text.trim().replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
-        let text = format!("{} {}", self.command.trim(), typed);
+        let text = format!("{} {}", self.command.trim(), unescape(self.text.trim()));
         Ok(Event::Command {
             actor: actor(&self.user_id)?,
             text: text.trim().to_string(),
@@ -294,6 +293,12 @@ pub enum Callback {
     Ignored,
 }
 
+/// Text as the person typed it: Slack sends `&`, `<` and `>` as entities
+/// (`&amp;` last, so `&amp;lt;` stays `&lt;`).
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
 pub fn event_callback(event_id: &str, event: &serde_json::Value) -> Result<Callback, InboundError> {
     let malformed = |e: serde_json::Error| InboundError::Malformed(e.to_string());
     match event.get("type").and_then(|t| t.as_str()) {
@@ -311,12 +316,9 @@ pub fn event_callback(event_id: &str, event: &serde_json::Value) -> Result<Callb
         Some("app_mention") => {
             let m: AppMention = serde_json::from_value(event.clone()).map_err(malformed)?;
             // Drop the leading `<@UBOT>` mention(s); the rest uses the slash grammar.
-            let text = m
-                .text
-                .split_whitespace()
-                .skip_while(|w| w.starts_with("<@") && w.ends_with('>'))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let words: Vec<&str> =
+                m.text.split_whitespace().skip_while(|w| w.starts_with("<@") && w.ends_with('>')).collect();
+            let text = unescape(&words.join(" "));
             Ok(Callback::Event(Event::Command {
                 actor: actor(&m.user)?,
                 text,
@@ -344,6 +346,7 @@ mod tests {
             ("slack:U1", "/deploy api-service v1.4.2", "slack:C1")
         );
         assert_eq!(dedup_key.as_deref(), Some("slack:trigger:T.1"));
+        assert_eq!(unescape("a &amp;lt; b &lt;@U1|dave&gt; &amp; c"), "a &lt; b <@U1|dave> & c");
         let bad = SlashCommand::from_form(b"command=%2Fx&user_id=U%20X&channel_id=C1").unwrap();
         assert!(bad.into_event().is_err());
     }
