@@ -67,18 +67,7 @@ impl Engine {
             Err(e) => Some(format!("opsbot could not read {service_name}'s newest change ({e})")),
         };
         if let Some(stale) = stale {
-            let record = self
-                .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
-                .outcome(Verdict::Refused)
-                .detail(format!("did not run: {stale}"));
-            let release = self.store.run_lock_release(service_name, id);
-            if let Err(e) = self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await {
-                tracing::error!(error = %e, request = %id, "a refused rollback's outcome was not recorded");
-                let _ = self.store.release_run_lock(service_name, id);
-            }
-            let text = format!("{id} did not run: {stale}");
-            self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
-            return Ok(());
+            return self.refuse_under_lock(id, requester, parsed, reply, service_name, &stale).await;
         }
         // A deploy's incident hold is checked again under the incidents
         // lock, held until the intent is durable: an incident declared
@@ -96,18 +85,7 @@ impl Engine {
                     "{} — it needs {}'s approval, which it does not have; request it again",
                     required.because, required.approver
                 );
-                let record = self
-                    .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
-                    .outcome(Verdict::Refused)
-                    .detail(format!("did not run: {why}"));
-                let release = self.store.run_lock_release(service_name, id);
-                if let Err(e) = self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await {
-                    tracing::error!(error = %e, request = %id, "a held deploy's refusal was not recorded");
-                    let _ = self.store.release_run_lock(service_name, id);
-                }
-                let text = format!("{id} did not run: {why}");
-                self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
-                return Ok(());
+                return self.refuse_under_lock(id, requester, parsed, reply, service_name, &why).await;
             }
         }
         let approvals = if approved_by.is_empty() {
@@ -329,6 +307,32 @@ impl Engine {
                 .await;
             }
         }
+    }
+
+    /// A change refused once its run lock was taken: the refusal is
+    /// recorded with the lock's release (released anyway if that commit
+    /// fails), and the request is closed in its thread.
+    async fn refuse_under_lock(
+        &self,
+        id: &str,
+        requester: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+        service: &str,
+        why: &str,
+    ) -> Result<()> {
+        let record = self
+            .entry(RecordKind::Outcome, Some(id), requester, parsed, reply)
+            .outcome(Verdict::Refused)
+            .detail(format!("did not run: {why}"));
+        let release = self.store.run_lock_release(service, id);
+        if let Err(e) = self.audit.commit(vec![AuditEntry { args: None, ..record }], Some(release)).await {
+            tracing::error!(error = %e, request = %id, "a refused change's outcome was not recorded");
+            let _ = self.store.release_run_lock(service, id);
+        }
+        let text = format!("{id} did not run: {why}");
+        self.say(reply, Reply::Outcome { request_id: id.to_string(), verdict: Verdict::Refused, text }).await;
+        Ok(())
     }
 
     /// The run lock's release, with the service's newest change noted in the

@@ -169,6 +169,17 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// The next value of the counter `key` in `meta`: 1, 2 … never reused.
+    fn count_up(&self, key: &str) -> Result<u64, StoreError> {
+        let next = self.meta.update_and_fetch(key, |old| {
+            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1))
+    }
+}
+
 /// `INC-12` → 12, the key incidents are kept under.
 fn incident_number(id: &str) -> Option<u64> {
     id.strip_prefix("INC-").and_then(|n| n.parse().ok())
@@ -176,12 +187,7 @@ fn incident_number(id: &str) -> Option<u64> {
 
 impl Store for SledStore {
     fn next_incident_id(&self) -> Result<String, StoreError> {
-        let next = self.meta.update_and_fetch("incident_counter", |old| {
-            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            Some((n + 1).to_be_bytes().to_vec())
-        })?;
-        let n = next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1);
-        Ok(format!("INC-{n}"))
+        Ok(format!("INC-{}", self.count_up("incident_counter")?))
     }
 
     fn put_incident(&self, incident: &crate::incident::Incident) -> Result<(), StoreError> {
@@ -216,12 +222,7 @@ impl Store for SledStore {
 
     /// Next request id, `r-1`, `r-2` … (never reused, also across restarts).
     fn next_request_id(&self) -> Result<String, StoreError> {
-        let next = self.meta.update_and_fetch("request_counter", |old| {
-            let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            Some((n + 1).to_be_bytes().to_vec())
-        })?;
-        let n = next.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(1);
-        Ok(format!("r-{n}"))
+        Ok(format!("r-{}", self.count_up("request_counter")?))
     }
 
     fn put_pending(&self, request: &PendingRequest) -> Result<(), StoreError> {
