@@ -250,6 +250,17 @@ pub fn cast_vote(
     }
 }
 
+/// Whether `voter` may approve `request` now: not its requester, and in its
+/// approver groups or the person whose approval it requires. (A request
+/// whose rule asks no approval and that nothing holds any more is its
+/// requester's to run.)
+pub fn may_approve(request: &PendingRequest, voter: &Actor, roles: &[String], voters: &impl Voters) -> bool {
+    if voters.person(voter) == voters.person(&request.requester) {
+        return request.approvals_needed == 0 && request.required.is_none();
+    }
+    voters.is_approver(voter, roles) || is_required(request, voter, voters)
+}
+
 /// Whether `actor` is the person whose approval the request requires.
 fn is_required(request: &PendingRequest, actor: &Actor, voters: &impl Voters) -> bool {
     request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == voters.person(actor))

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 /// Changes listed in a summary.
 const RECENT_CHANGES: usize = 3;
+/// Newest records read at start for an incident record a crash may have cut.
+const RECONCILE_LOOK_BACK: usize = 64;
 /// Timeline lines `/incident timeline` shows in chat.
 const TIMELINE_LINES: usize = 40;
 
@@ -195,10 +197,12 @@ impl Engine {
     /// incident record is compared with the store and, where they differ,
     /// the trail's state is put back.
     pub(super) fn reconcile_incident(&self) {
+        // The cut commit is the newest: a short look back finds its record
+        // (and keeps start-up from reading thousands of records for it).
         let query = AuditQuery {
             kind: Some(RecordKind::Incident),
             limit: Some(1),
-            look_back: Some(crate::audit::LOOK_BACK),
+            look_back: Some(RECONCILE_LOOK_BACK),
             ..Default::default()
         };
         let newest = match self.audit.read(&query) {

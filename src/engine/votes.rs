@@ -117,17 +117,7 @@ impl Engine {
         outcome: Verdict,
         detail: String,
     ) -> AuditEntry {
-        AuditEntry {
-            request_id: Some(request.id.clone()),
-            actor: Some(voter.to_string()),
-            channel: Some(reply.channel.clone()),
-            command: Some(request.command.clone()),
-            service: Some(request.service.clone()),
-            environment: Some(request.environment.clone()),
-            ..AuditEntry::new(RecordKind::Vote)
-        }
-        .outcome(outcome)
-        .detail(detail)
+        request_entry(RecordKind::Vote, request, Some(voter), reply, outcome, &detail)
     }
 
     /// A decision about `request` (its requirement changed, a re-check, a
@@ -140,17 +130,7 @@ impl Engine {
         outcome: Verdict,
         detail: &str,
     ) -> AuditEntry {
-        AuditEntry {
-            request_id: Some(request.id.clone()),
-            actor: by.map(Actor::to_string),
-            channel: Some(reply.channel.clone()),
-            command: Some(request.command.clone()),
-            service: Some(request.service.clone()),
-            environment: Some(request.environment.clone()),
-            ..AuditEntry::new(RecordKind::Decision)
-        }
-        .outcome(outcome)
-        .detail(detail)
+        request_entry(RecordKind::Decision, request, by, reply, outcome, detail)
     }
 
     /// A vote from `/approve`, `/deny`, a button or a reaction.
@@ -181,7 +161,7 @@ impl Engine {
             self.sync_requirement(&mut request, None).await?;
             let config = self.config.clone();
             let voters = Voters::of(&config, &request);
-            let eligible = voters_may_approve(&request, voter, roles, &voters);
+            let eligible = approval::may_approve(&request, voter, roles, &voters);
             if eligible && approval::may_execute(&request, request.approvals_needed, now, &voters) {
                 // Complete already (a hold was lifted after the last
                 // approval): this approver's word runs it, on the record.
@@ -373,27 +353,14 @@ impl Engine {
         request.closed_at = Some(now);
         request.closed_by = Some(last_voter.clone());
         self.store.put_pending(&request)?;
-        let decision = AuditEntry {
-            request_id: Some(request.id.clone()),
-            actor: Some(last_voter.to_string()),
-            channel: Some(target.channel.clone()),
-            command: Some(request.command.clone()),
-            service: Some(request.service.clone()),
-            environment: Some(request.environment.clone()),
-            ..AuditEntry::new(RecordKind::Decision)
-        };
         if let Some(reason) = refusal {
-            self.audit.append(decision.outcome(Verdict::Invalidated).detail(reason.clone())).await?;
+            let record = self.decision_entry(&request, Some(last_voter), &target, Verdict::Invalidated, &reason);
+            self.audit.append(record).await?;
             self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
             return Err(Error::Denied(format!("{} will not run: {reason}", request.id)));
         }
-        self.audit
-            .append(
-                decision
-                    .outcome(Verdict::Approved)
-                    .detail(format!("{have}/{} approvals; policy re-checked", request.approvals_needed)),
-            )
-            .await?;
+        let detail = format!("{have}/{} approvals; policy re-checked", request.approvals_needed);
+        self.audit.append(self.decision_entry(&request, Some(last_voter), &target, Verdict::Approved, &detail)).await?;
         self.say(&target, Reply::ApprovalUpdate(view(&request, have))).await;
         let mut approvers: Vec<Actor> = approval::counted_votes(&request, &voters).map(|v| v.voter.clone()).collect();
         if let Some(lead) = approval::request_approval_by_required(&request, &voters) {
@@ -534,17 +501,26 @@ impl Engine {
     }
 }
 
-/// Whether `voter` may approve `request` now: not its requester, and in its
-/// approver groups or the person whose approval it requires.
-/// (A request whose rule asks no approval and that nothing holds any more
-/// is its requester's to run.)
-fn voters_may_approve(request: &PendingRequest, voter: &Actor, roles: &[String], voters: &Voters<'_>) -> bool {
-    use approval::Voters as _;
-    let person = voters.person(voter);
-    if person == voters.person(&request.requester) {
-        return request.approvals_needed == 0 && request.required.is_none();
+/// A record about `request` by `by` (opsbot itself when none).
+fn request_entry(
+    kind: RecordKind,
+    request: &PendingRequest,
+    by: Option<&Actor>,
+    reply: &ReplyTarget,
+    outcome: Verdict,
+    detail: &str,
+) -> AuditEntry {
+    AuditEntry {
+        request_id: Some(request.id.clone()),
+        actor: by.map(Actor::to_string),
+        channel: Some(reply.channel.clone()),
+        command: Some(request.command.clone()),
+        service: Some(request.service.clone()),
+        environment: Some(request.environment.clone()),
+        ..AuditEntry::new(kind)
     }
-    voters.is_approver(voter, roles) || request.required.as_ref().is_some_and(|r| voters.person(&r.approver) == person)
+    .outcome(outcome)
+    .detail(detail)
 }
 
 /// The voters of one request under the current configuration: its approver
