@@ -48,6 +48,25 @@ fn vote_on(actor: Actor, id: &str) -> Event {
     }
 }
 
+/// `text` by `actor` in `channel` (`command` speaks in console:ops).
+fn command_in(actor: Actor, channel: &str, text: &str) -> Event {
+    Event::Command {
+        actor,
+        text: text.into(),
+        reply: ReplyTarget::channel(channel),
+        dedup_key: None,
+        roles: Vec::new(),
+    }
+}
+
+/// Whether someone was told privately something containing `what`.
+fn refused(h: &Harness, what: &str) -> bool {
+    h.sink
+        .replies()
+        .iter()
+        .any(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains(what)))
+}
+
 /// Intent records of request `id`: how many times it started.
 fn started(h: &Harness, id: &str) -> usize {
     let query = AuditQuery { request_id: Some(id.into()), kind: Some(RecordKind::Intent), ..Default::default() };
@@ -195,12 +214,6 @@ async fn the_summary_is_one_message_kept_current_and_every_change_is_on_the_reco
 #[tokio::test]
 async fn incident_commands_name_what_is_wrong_and_change_nothing() {
     let h = engine_with(INCIDENTS);
-    let refused = |h: &Harness, what: &str| {
-        h.sink
-            .replies()
-            .iter()
-            .any(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains(what)))
-    };
     h.engine.handle(command(user(0), "/incident update anything")).await;
     assert!(refused(&h, "no open incident was declared in this channel"));
     h.engine.handle(command(user(0), "/incident status INC-7")).await;
@@ -225,13 +238,7 @@ async fn incident_commands_name_what_is_wrong_and_change_nothing() {
     let open: Vec<String> = h.engine.store().open_incidents().unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(open, ["INC-2"]);
     // Another channel sees nothing of them, and cannot change them.
-    let elsewhere = |text: &str| Event::Command {
-        actor: user(0),
-        text: text.into(),
-        reply: ReplyTarget::channel("console:elsewhere"),
-        dedup_key: None,
-        roles: Vec::new(),
-    };
+    let elsewhere = |text: &str| command_in(user(0), "console:elsewhere", text);
     h.engine.handle(elsewhere("/incident status")).await;
     assert!(said(&h, "No incident is open in this channel"), "{:#?}", texts(&h));
     h.engine.handle(elsewhere("/incident timeline INC-2")).await;
@@ -395,19 +402,7 @@ async fn only_the_lead_or_a_commander_steers_the_hold() {
 #[tokio::test]
 async fn a_hold_can_always_be_reached_by_a_commander_and_never_doubled_by_anyone_else() {
     let h = engine_with(INCIDENTS);
-    let refused = |h: &Harness, what: &str| {
-        h.sink
-            .replies()
-            .iter()
-            .any(|r| matches!(r, Reply::Private { text, .. } if opsbot::engine::reply::plain(text).contains(what)))
-    };
-    let at = |actor: Actor, channel: &str, text: &str| Event::Command {
-        actor,
-        text: text.into(),
-        reply: ReplyTarget::channel(channel),
-        dedup_key: None,
-        roles: Vec::new(),
-    };
+    let at = command_in;
     // Not in a direct message, where nobody else could reach it.
     h.engine.handle(at(user(0), "slack:D0PRIVATE", "/incident declare mine --sev 1 --service api")).await;
     assert!(refused(&h, "not in a direct message"));
@@ -490,13 +485,7 @@ async fn a_deploy_held_under_a_rule_without_approvals_is_its_requesters_to_run_o
 async fn a_commander_acting_from_elsewhere_is_answered_privately_and_the_incident_channel_told() {
     let h = engine_with(INCIDENTS);
     h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
-    let elsewhere = Event::Command {
-        actor: user(4),
-        text: "/incident resolve INC-1 \"customer data restored\"".into(),
-        reply: ReplyTarget::channel("console:public"),
-        dedup_key: None,
-        roles: Vec::new(),
-    };
+    let elsewhere = command_in(user(4), "console:public", "/incident resolve INC-1 \"customer data restored\"");
     h.engine.handle(elsewhere).await;
     let sent = h.sink.sent.lock().unwrap().clone();
     assert!(sent.iter().any(|(target, reply)| target.channel == "console:ops"
