@@ -9,6 +9,7 @@ pub mod ecs;
 pub mod kubernetes;
 pub mod simulated;
 pub mod smoke;
+pub mod sql;
 
 use crate::audit::BoxFuture;
 use crate::config::Service;

@@ -28,6 +28,7 @@ mod fake_ecs;
 mod fake_k8s;
 mod fake_slack;
 mod kubernetes;
+mod postgres;
 mod relay;
 mod slack;
 mod support;
