@@ -69,6 +69,7 @@ pub mod incident;
 pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod runbook;
 pub mod server;
 pub mod store;
 pub mod tasks;

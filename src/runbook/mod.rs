@@ -1,0 +1,462 @@
+//! Runbooks as data (groundwork for issue #16, not wired to the engine
+//! yet): `commands/runbooks/*.toml` read into a [`Runbook`] (typed
+//! parameters, ordered steps of a closed set of kinds), checked against
+//! the configuration, and resolved with the values a person gave into a
+//! [`Plan`] whose digest an approval binds to. Pure: no I/O, no clock.
+//!
+//! Parameters are never free text: a service from the configuration, a
+//! bounded integer or duration, or one of a list of words. Their values
+//! reach a step only where the file says (`{name}` in a service field, an
+//! HTTP body or a Job's environment; `$n` in SQL through `params`).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One runbook file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runbook {
+    pub name: String,
+    pub summary: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The environment whose rules decide who may run it and what
+    /// approvals it needs; every service it touches must be in it.
+    pub environment: String,
+    #[serde(default)]
+    pub params: Vec<Param>,
+    pub steps: Vec<Step>,
+}
+
+/// A typed parameter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParamKind,
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub min: Option<toml::Value>,
+    #[serde(default)]
+    pub max: Option<toml::Value>,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    Service,
+    Integer,
+    Duration,
+    Choice,
+}
+
+/// One step, of a closed set of kinds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Restart {
+        service: String,
+    },
+    Scale {
+        service: String,
+        replicas: String,
+    },
+    Rollback {
+        service: String,
+    },
+    Sql {
+        target: String,
+        statement: String,
+        #[serde(default)]
+        preview: Option<String>,
+        #[serde(default)]
+        params: Vec<String>,
+        #[serde(default)]
+        read_only: bool,
+        max_rows: u64,
+        #[serde(default = "default_sql_timeout")]
+        timeout: String,
+    },
+    Http {
+        target: String,
+        #[serde(default)]
+        body: Option<toml::Value>,
+    },
+    K8sJob {
+        template: String,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+    WaitHealthy {
+        service: String,
+        #[serde(default = "default_wait")]
+        timeout: String,
+    },
+}
+
+fn default_sql_timeout() -> String {
+    "30s".into()
+}
+
+fn default_wait() -> String {
+    "5m".into()
+}
+
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Restart { .. } => "restart",
+            Step::Scale { .. } => "scale",
+            Step::Rollback { .. } => "rollback",
+            Step::Sql { .. } => "sql",
+            Step::Http { .. } => "http",
+            Step::K8sJob { .. } => "k8s_job",
+            Step::WaitHealthy { .. } => "wait_healthy",
+        }
+    }
+
+    /// Whether it changes anything (a read-only `sql` step and waiting do not).
+    pub fn mutates(&self) -> bool {
+        !matches!(self, Step::WaitHealthy { .. } | Step::Sql { read_only: true, .. })
+    }
+}
+
+/// What the runbook checks need to know of the configuration.
+pub struct Known<'a> {
+    /// Configured services and their environments.
+    pub services: &'a BTreeMap<String, String>,
+    pub environments: &'a [String],
+    pub databases: &'a [String],
+    pub http_targets: &'a [String],
+    pub job_templates: &'a [String],
+}
+
+/// `{name}` references in `text`.
+fn references(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                out.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn strings_in(value: &toml::Value, out: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) => out.push(s.clone()),
+        toml::Value::Array(items) => items.iter().for_each(|v| strings_in(v, out)),
+        toml::Value::Table(table) => table.values().for_each(|v| strings_in(v, out)),
+        _ => {}
+    }
+}
+
+impl Runbook {
+    /// Every problem with this runbook under `known`, as `key: problem — hint`.
+    pub fn check(&self, known: &Known<'_>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut report = |key: &str, text: String| problems.push(format!("{key}: {text}"));
+        if !known.environments.iter().any(|e| e == &self.environment) {
+            report("environment", format!("`{}` is not a configured environment", self.environment));
+        }
+        let param = |name: &str| self.params.iter().find(|p| p.name == name);
+        for (i, p) in self.params.iter().enumerate() {
+            let key = format!("params[{i}]");
+            if self.params[..i].iter().any(|q| q.name == p.name) {
+                report(&key, format!("`{}` is declared twice", p.name));
+            }
+            if p.kind == ParamKind::Choice && p.values.is_empty() {
+                report(&key, "a choice needs `values`".into());
+            }
+            if let Some(default) = &p.default {
+                if let Err(e) = value_of(p, &default_text(default), known) {
+                    report(&key, format!("its default is refused: {e}"));
+                }
+            }
+        }
+        // A field naming a service: a configured one (in the runbook's
+        // environment), or `{param}` of a service parameter.
+        let service_field = |key: &str, value: &str, problems: &mut Vec<String>| match value
+            .strip_prefix('{')
+            .and_then(|v| v.strip_suffix('}'))
+        {
+            Some(name) => match param(name) {
+                Some(p) if p.kind == ParamKind::Service => {}
+                Some(_) => problems.push(format!("{key}: `{{{name}}}` is not a service parameter")),
+                None => problems.push(format!("{key}: `{{{name}}}` names no parameter")),
+            },
+            None => match known.services.get(value) {
+                Some(env) if env == &self.environment => {}
+                Some(env) => problems
+                    .push(format!("{key}: {value} is in {env}, not this runbook's environment {}", self.environment)),
+                None => problems.push(format!("{key}: `{value}` is not a configured service")),
+            },
+        };
+        let mut more = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let key = format!("steps[{i}]");
+            let mut texts = Vec::new();
+            match step {
+                Step::Restart { service } | Step::Rollback { service } | Step::WaitHealthy { service, .. } => {
+                    service_field(&format!("{key}.service"), service, &mut more)
+                }
+                Step::Scale { service, replicas } => {
+                    service_field(&format!("{key}.service"), service, &mut more);
+                    if replicas.parse::<u32>().is_err() {
+                        match replicas.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(param) {
+                            Some(p) if p.kind == ParamKind::Integer => {}
+                            _ => more.push(format!("{key}.replicas: a number, or `{{param}}` of an integer parameter")),
+                        }
+                    }
+                }
+                Step::Sql { target, statement, preview, params, timeout, .. } => {
+                    if !known.databases.contains(target) {
+                        more.push(format!("{key}.target: `{target}` is not a [databases] target in the configuration"));
+                    }
+                    for name in params {
+                        if param(name).is_none() {
+                            more.push(format!("{key}.params: `{name}` names no parameter"));
+                        }
+                    }
+                    for (field, text) in
+                        std::iter::once(("statement", statement)).chain(preview.iter().map(|p| ("preview", p)))
+                    {
+                        if let Err(e) = crate::action::sql::check_binding(text, params.len()) {
+                            more.push(format!("{key}.{field}: {e}"));
+                        }
+                        let lower = text.to_lowercase();
+                        if lower.contains("pg_terminate_backend") || lower.contains("pg_cancel_backend") {
+                            if !lower.contains("pg_backend_pid()") {
+                                more.push(format!(
+                                    "{key}.{field}: a statement that signals backends must leave opsbot's own out (`pid <> pg_backend_pid()`)"
+                                ));
+                            }
+                        }
+                    }
+                    if crate::clock::parse_duration(timeout).is_err() {
+                        more.push(format!("{key}.timeout: write it like 30s"));
+                    }
+                }
+                Step::Http { target, body } => {
+                    if !known.http_targets.contains(target) {
+                        more.push(format!("{key}.target: `{target}` is not an [http] target in the configuration"));
+                    }
+                    if let Some(body) = body {
+                        strings_in(body, &mut texts);
+                    }
+                }
+                Step::K8sJob { template, env } => {
+                    if !known.job_templates.contains(template) {
+                        more.push(format!(
+                            "{key}.template: `{template}` is not a [jobs] template in the configuration"
+                        ));
+                    }
+                    for (name, value) in env {
+                        if !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                            more.push(format!("{key}.env: `{name}` is not an environment variable name"));
+                        }
+                        texts.push(value.clone());
+                    }
+                }
+            }
+            if let Step::WaitHealthy { timeout, .. } = step {
+                if crate::clock::parse_duration(timeout).is_err() {
+                    more.push(format!("{key}.timeout: write it like 5m"));
+                }
+            }
+            for text in texts {
+                for name in references(&text) {
+                    if param(name).is_none() {
+                        more.push(format!("{key}: `{{{name}}}` names no parameter"));
+                    }
+                }
+            }
+        }
+        if self.steps.is_empty() {
+            more.push("steps: a runbook needs at least one step".into());
+        }
+        problems.extend(more);
+        problems
+    }
+}
+
+fn default_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A parameter's value, checked against its type and bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Text(String),
+    Integer(i64),
+    #[serde(serialize_with = "seconds")]
+    Duration(Duration),
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::format_duration(*d))
+}
+
+impl Value {
+    /// As it is put into a service field, a body or an environment variable.
+    pub fn text(&self) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            Value::Integer(n) => n.to_string(),
+            Value::Duration(d) => crate::clock::format_duration(*d),
+        }
+    }
+}
+
+fn value_of(param: &Param, given: &str, known: &Known<'_>) -> Result<Value, String> {
+    let bound_int = |v: &Option<toml::Value>| v.as_ref().and_then(|v| v.as_integer());
+    let bound_dur = |v: &Option<toml::Value>| {
+        v.as_ref().and_then(|v| v.as_str()).and_then(|s| crate::clock::parse_duration(s).ok())
+    };
+    match param.kind {
+        ParamKind::Service => {
+            if known.services.contains_key(given) {
+                Ok(Value::Text(given.to_string()))
+            } else {
+                Err(format!("`{given}` is not a configured service"))
+            }
+        }
+        ParamKind::Integer => {
+            let n: i64 = given.parse().map_err(|_| format!("`{given}` is not a whole number"))?;
+            if bound_int(&param.min).is_some_and(|m| n < m) || bound_int(&param.max).is_some_and(|m| n > m) {
+                return Err(format!("{n} is outside {:?}..{:?}", bound_int(&param.min), bound_int(&param.max)));
+            }
+            Ok(Value::Integer(n))
+        }
+        ParamKind::Duration => {
+            let d = crate::clock::parse_duration(given)?;
+            if bound_dur(&param.min).is_some_and(|m| d < m) || bound_dur(&param.max).is_some_and(|m| d > m) {
+                return Err(format!("{given} is outside the allowed range"));
+            }
+            Ok(Value::Duration(d))
+        }
+        ParamKind::Choice => {
+            if param.values.iter().any(|v| v == given) {
+                Ok(Value::Text(given.to_string()))
+            } else {
+                Err(format!("`{given}` is not one of {}", param.values.join(", ")))
+            }
+        }
+    }
+}
+
+/// A runbook with its values: what an approval binds to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub runbook: String,
+    pub values: BTreeMap<String, Value>,
+    /// Each step with its references filled in.
+    pub steps: Vec<Step>,
+    /// SHA-256 over the runbook's name, the values and the resolved steps
+    /// (with the targets they name, from the caller): changed, approvals
+    /// given for the old one stop counting.
+    pub digest: String,
+}
+
+impl Runbook {
+    /// Resolves the values given (`name` → typed text), defaults for the
+    /// rest; every problem is reported.
+    pub fn plan(
+        &self,
+        given: &BTreeMap<String, String>,
+        known: &Known<'_>,
+        targets: &serde_json::Value,
+    ) -> Result<Plan, Vec<String>> {
+        let mut problems = Vec::new();
+        for name in given.keys() {
+            if !self.params.iter().any(|p| &p.name == name) {
+                problems.push(format!("`{name}` is not a parameter of {}", self.name));
+            }
+        }
+        let mut values = BTreeMap::new();
+        for p in &self.params {
+            let text = match (given.get(&p.name), &p.default) {
+                (Some(text), _) => text.clone(),
+                (None, Some(default)) => default_text(default),
+                (None, None) => {
+                    problems.push(format!("`{}` is needed ({:?})", p.name, p.kind));
+                    continue;
+                }
+            };
+            match value_of(p, &text, known) {
+                Ok(value) => {
+                    values.insert(p.name.clone(), value);
+                }
+                Err(e) => problems.push(format!("`{}`: {e}", p.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let fill = |text: &str| -> String {
+            let mut out = text.to_string();
+            for (name, value) in &values {
+                out = out.replace(&format!("{{{name}}}", name = name), &value.text());
+            }
+            out
+        };
+        let fill_value = |value: &toml::Value| -> toml::Value {
+            fn walk(v: &toml::Value, f: &dyn Fn(&str) -> String) -> toml::Value {
+                match v {
+                    toml::Value::String(s) => toml::Value::String(f(s)),
+                    toml::Value::Array(items) => toml::Value::Array(items.iter().map(|i| walk(i, f)).collect()),
+                    toml::Value::Table(t) => {
+                        toml::Value::Table(t.iter().map(|(k, v)| (k.clone(), walk(v, f))).collect())
+                    }
+                    other => other.clone(),
+                }
+            }
+            walk(value, &fill)
+        };
+        let steps: Vec<Step> = self
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::Restart { service } => Step::Restart { service: fill(service) },
+                Step::Rollback { service } => Step::Rollback { service: fill(service) },
+                Step::WaitHealthy { service, timeout } => {
+                    Step::WaitHealthy { service: fill(service), timeout: timeout.clone() }
+                }
+                Step::Scale { service, replicas } => Step::Scale { service: fill(service), replicas: fill(replicas) },
+                // SQL text is never filled: values are bound as $n.
+                sql @ Step::Sql { .. } => sql.clone(),
+                Step::Http { target, body } => {
+                    Step::Http { target: target.clone(), body: body.as_ref().map(fill_value) }
+                }
+                Step::K8sJob { template, env } => Step::K8sJob {
+                    template: template.clone(),
+                    env: env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(),
+                },
+            })
+            .collect();
+        let canonical = serde_json::json!({"runbook": self.name, "values": values, "steps": steps, "targets": targets});
+        let digest = hex::encode(Sha256::digest(serde_json::to_vec(&canonical).expect("a plan serialises")));
+        Ok(Plan { runbook: self.name.clone(), values, steps, digest })
+    }
+}
+
+#[cfg(test)]
+mod tests;
