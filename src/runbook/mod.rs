@@ -239,12 +239,11 @@ impl Runbook {
                             more.push(format!("{key}.{field}: {e}"));
                         }
                         let lower = text.to_lowercase();
-                        if lower.contains("pg_terminate_backend") || lower.contains("pg_cancel_backend") {
-                            if !lower.contains("pg_backend_pid()") {
-                                more.push(format!(
-                                    "{key}.{field}: a statement that signals backends must leave opsbot's own out (`pid <> pg_backend_pid()`)"
-                                ));
-                            }
+                        let signals = lower.contains("pg_terminate_backend") || lower.contains("pg_cancel_backend");
+                        if signals && !lower.contains("pg_backend_pid()") {
+                            more.push(format!(
+                                "{key}.{field}: a statement that signals backends must leave opsbot's own out (`pid <> pg_backend_pid()`)"
+                            ));
                         }
                     }
                     if crate::clock::parse_duration(timeout).is_err() {
