@@ -1,5 +1,4 @@
-//! Runbooks as data (groundwork for issue #16, not wired to the engine
-//! yet): `commands/runbooks/*.toml` read into a [`Runbook`] (typed
+//! Runbooks as data: the files of `[bot] runbooks_dir` read into a [`Runbook`] (typed
 //! parameters, ordered steps of a closed set of kinds), checked against
 //! the configuration, and resolved with the values a person gave into a
 //! [`Plan`] whose digest an approval binds to. Pure: no I/O, no clock.
@@ -16,18 +15,65 @@ use std::time::Duration;
 
 /// One runbook file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawRunbook")]
 pub struct Runbook {
     pub name: String,
     pub summary: String,
-    #[serde(default)]
     pub description: Option<String>,
     /// The environment whose rules decide who may run it and what
     /// approvals it needs; every service it touches must be in it.
     pub environment: String,
-    #[serde(default)]
     pub params: Vec<Param>,
     pub steps: Vec<Step>,
+    /// For each step, whether it needs the rule's approvals: a step that
+    /// changes something does unless its file says `approval = false`; a
+    /// read-only `sql` step and `wait_healthy` never do. A run waits for
+    /// approval when any of its steps needs it.
+    pub gated: Vec<bool>,
+}
+
+/// The file's shape: each step a table, whose `approval` key is read here
+/// and the rest decoded as a [`Step`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    name: String,
+    summary: String,
+    #[serde(default)]
+    description: Option<String>,
+    environment: String,
+    #[serde(default)]
+    params: Vec<Param>,
+    steps: Vec<toml::Table>,
+}
+
+impl TryFrom<RawRunbook> for Runbook {
+    type Error = String;
+    fn try_from(raw: RawRunbook) -> Result<Runbook, String> {
+        let mut steps = Vec::new();
+        let mut gated = Vec::new();
+        for (i, mut table) in raw.steps.into_iter().enumerate() {
+            let approval = match table.remove("approval") {
+                None => None,
+                Some(toml::Value::Boolean(b)) => Some(b),
+                Some(_) => return Err(format!("steps[{i}].approval: write true or false")),
+            };
+            let step: Step = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("steps[{i}]: {}", e.message().trim()))?;
+            gated.push(step.mutates() && approval.unwrap_or(true));
+            steps.push(step);
+        }
+        Ok(Runbook {
+            name: raw.name,
+            summary: raw.summary,
+            description: raw.description,
+            environment: raw.environment,
+            params: raw.params,
+            steps,
+            gated,
+        })
+    }
 }
 
 /// A typed parameter.
@@ -47,6 +93,28 @@ pub struct Param {
     pub values: Vec<String>,
     #[serde(default)]
     pub help: Option<String>,
+}
+
+impl Param {
+    /// `idle_for=<duration 1m..24h, default 10m>`, for `/runbook list`.
+    pub fn describe(&self) -> String {
+        let text = |v: &Option<toml::Value>| v.as_ref().map(default_text);
+        let kind = match self.kind {
+            ParamKind::Service => "service".to_string(),
+            ParamKind::Integer => "integer".to_string(),
+            ParamKind::Duration => "duration".to_string(),
+            ParamKind::Choice => format!("one of {}", self.values.join(", ")),
+        };
+        let bounds = match (text(&self.min), text(&self.max)) {
+            (Some(min), Some(max)) => format!(" {min}..{max}"),
+            (Some(min), None) => format!(" at least {min}"),
+            (None, Some(max)) => format!(" at most {max}"),
+            (None, None) => String::new(),
+        };
+        let default = text(&self.default).map(|d| format!(", default {d}")).unwrap_or_else(|| ", required".into());
+        let help = self.help.as_ref().map(|h| format!(" — {h}")).unwrap_or_default();
+        format!("{}=<{kind}{bounds}{default}>{help}", self.name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,6 +195,52 @@ impl Step {
     pub fn mutates(&self) -> bool {
         !matches!(self, Step::WaitHealthy { .. } | Step::Sql { read_only: true, .. })
     }
+
+    /// The service it acts on or waits for (none for sql, http and Jobs).
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Step::Restart { service }
+            | Step::Scale { service, .. }
+            | Step::Rollback { service }
+            | Step::WaitHealthy { service, .. } => Some(service),
+            Step::Sql { .. } | Step::Http { .. } | Step::K8sJob { .. } => None,
+        }
+    }
+
+    /// The service it changes (restart, scale, rollback).
+    pub fn changes_service(&self) -> Option<&str> {
+        self.service().filter(|_| !matches!(self, Step::WaitHealthy { .. }))
+    }
+
+    /// What it acts on, in a few words: `api-service`, `main`, `datadog-events`.
+    pub fn target(&self) -> &str {
+        match self {
+            Step::Sql { target, .. } | Step::Http { target, .. } => target,
+            Step::K8sJob { template, .. } => template,
+            other => other.service().unwrap_or_default(),
+        }
+    }
+}
+
+impl Plan {
+    /// The services its steps change, each once, in name order.
+    pub fn changed_services(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.steps.iter().filter_map(Step::changes_service).map(str::to_string).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The service its own records name: the first it changes or waits for
+    /// (so an incident on that service tells the run's story).
+    pub fn primary_service(&self) -> Option<String> {
+        self.steps.iter().find_map(Step::service).map(str::to_string)
+    }
+
+    /// The digest's start, as cards show it.
+    pub fn short_digest(&self) -> &str {
+        self.digest.get(..12).unwrap_or(&self.digest)
+    }
 }
 
 /// What the runbook checks need to know of the configuration.
@@ -138,6 +252,50 @@ pub struct Known<'a> {
     pub http_targets: &'a [String],
     pub job_templates: &'a [String],
 }
+
+/// [`Known`] as owned data, built from the configuration.
+pub struct KnownOwned {
+    pub services: BTreeMap<String, String>,
+    pub environments: Vec<String>,
+    pub databases: Vec<String>,
+    pub http_targets: Vec<String>,
+    pub job_templates: Vec<String>,
+}
+
+impl KnownOwned {
+    pub fn from_config(config: &crate::config::Config) -> KnownOwned {
+        KnownOwned {
+            services: config.services.iter().map(|(name, s)| (name.clone(), s.environment.clone())).collect(),
+            environments: config.environments.keys().cloned().collect(),
+            databases: config.databases.keys().cloned().collect(),
+            http_targets: config.http.keys().cloned().collect(),
+            job_templates: config.jobs.keys().cloned().collect(),
+        }
+    }
+
+    pub fn known(&self) -> Known<'_> {
+        Known {
+            services: &self.services,
+            environments: &self.environments,
+            databases: &self.databases,
+            http_targets: &self.http_targets,
+            job_templates: &self.job_templates,
+        }
+    }
+}
+
+/// Functions that act even inside `BEGIN READ ONLY`.
+const SIDE_EFFECTS: [&str; 9] = [
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_switch_wal",
+    "pg_promote",
+    "pg_notify",
+    "pg_log_backend_memory_contexts",
+    "dblink",
+];
 
 /// `{name}` references in `text`.
 fn references(text: &str) -> Vec<&str> {
@@ -182,6 +340,41 @@ impl Runbook {
             if p.kind == ParamKind::Choice && p.values.is_empty() {
                 report(&key, "a choice needs `values`".into());
             }
+            if p.kind != ParamKind::Choice && !p.values.is_empty() {
+                report(&key, "`values` is only for a choice".into());
+            }
+            // Bounds of the parameter's own type, or none: a bound that does
+            // not parse would otherwise be no bound at all.
+            let bounds: Vec<(&str, &toml::Value)> = [("min", &p.min), ("max", &p.max)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                .collect();
+            let mut parsed = Vec::new();
+            for (which, bound) in &bounds {
+                let as_number = match (p.kind, bound) {
+                    (ParamKind::Integer, toml::Value::Integer(n)) => Some(*n as i128),
+                    (ParamKind::Duration, toml::Value::String(s)) => {
+                        crate::clock::parse_duration(s).ok().map(|d| d.as_millis() as i128)
+                    }
+                    _ => None,
+                };
+                match as_number {
+                    Some(n) => parsed.push(n),
+                    None => report(
+                        &format!("{key}.{which}"),
+                        match p.kind {
+                            ParamKind::Integer => "write a whole number, like 7".into(),
+                            ParamKind::Duration => "write a duration in quotes, like \"10m\"".into(),
+                            _ => format!("a {:?} parameter takes no {which}", p.kind).to_lowercase(),
+                        },
+                    ),
+                }
+            }
+            if let [min, max] = parsed[..] {
+                if bounds.len() == 2 && min > max {
+                    report(&key, "min is above max".into());
+                }
+            }
             if let Some(default) = &p.default {
                 if let Err(e) = value_of(p, &default_text(default), known) {
                     report(&key, format!("its default is refused: {e}"));
@@ -223,7 +416,7 @@ impl Runbook {
                         }
                     }
                 }
-                Step::Sql { target, statement, preview, params, timeout, .. } => {
+                Step::Sql { target, statement, preview, params, timeout, read_only, .. } => {
                     if !known.databases.contains(target) {
                         more.push(format!("{key}.target: `{target}` is not a [databases] target in the configuration"));
                     }
@@ -232,9 +425,23 @@ impl Runbook {
                             more.push(format!("{key}.params: `{name}` names no parameter"));
                         }
                     }
+                    if preview.is_none() && !read_only {
+                        more.push(format!(
+                            "{key}.preview: a step that changes something needs a read-only `preview` with the same parameters (what it would touch, checked against max_rows and shown on the card)"
+                        ));
+                    }
                     for (field, text) in
                         std::iter::once(("statement", statement)).chain(preview.iter().map(|p| ("preview", p)))
                     {
+                        // A read-only transaction does not stop these: a
+                        // preview or a read-only step must not call them.
+                        let reads_only = field == "preview" || *read_only;
+                        let lower = text.to_lowercase();
+                        if let Some(f) = SIDE_EFFECTS.iter().find(|f| reads_only && lower.contains(*f)) {
+                            more.push(format!(
+                                "{key}.{field}: `{f}` acts even in a read-only transaction; a preview or read-only statement must not call it"
+                            ));
+                        }
                         if let Err(e) = crate::action::sql::check_binding(text, params.len()) {
                             more.push(format!("{key}.{field}: {e}"));
                         }
@@ -326,6 +533,8 @@ impl Value {
 }
 
 fn value_of(param: &Param, given: &str, known: &Known<'_>) -> Result<Value, String> {
+    // What was typed is echoed inert (never a mention, a link or markup).
+    let shown = crate::engine::reply::typed(given);
     let bound_int = |v: &Option<toml::Value>| v.as_ref().and_then(|v| v.as_integer());
     let bound_dur = |v: &Option<toml::Value>| {
         v.as_ref().and_then(|v| v.as_str()).and_then(|s| crate::clock::parse_duration(s).ok())
@@ -335,20 +544,21 @@ fn value_of(param: &Param, given: &str, known: &Known<'_>) -> Result<Value, Stri
             if known.services.contains_key(given) {
                 Ok(Value::Text(given.to_string()))
             } else {
-                Err(format!("`{given}` is not a configured service"))
+                Err(format!("`{shown}` is not a configured service"))
             }
         }
         ParamKind::Integer => {
-            let n: i64 = given.parse().map_err(|_| format!("`{given}` is not a whole number"))?;
+            let n: i64 = given.parse().map_err(|_| format!("`{shown}` is not a whole number"))?;
             if bound_int(&param.min).is_some_and(|m| n < m) || bound_int(&param.max).is_some_and(|m| n > m) {
-                return Err(format!("{n} is outside {:?}..{:?}", bound_int(&param.min), bound_int(&param.max)));
+                return Err(format!("{n} is outside the allowed range ({})", param.describe()));
             }
             Ok(Value::Integer(n))
         }
         ParamKind::Duration => {
-            let d = crate::clock::parse_duration(given)?;
+            let d = crate::clock::parse_duration(given)
+                .map_err(|e| format!("`{shown}`: {}", crate::engine::reply::typed(&e)))?;
             if bound_dur(&param.min).is_some_and(|m| d < m) || bound_dur(&param.max).is_some_and(|m| d > m) {
-                return Err(format!("{given} is outside the allowed range"));
+                return Err(format!("{shown} is outside the allowed range ({})", param.describe()));
             }
             Ok(Value::Duration(d))
         }
@@ -356,7 +566,7 @@ fn value_of(param: &Param, given: &str, known: &Known<'_>) -> Result<Value, Stri
             if param.values.iter().any(|v| v == given) {
                 Ok(Value::Text(given.to_string()))
             } else {
-                Err(format!("`{given}` is not one of {}", param.values.join(", ")))
+                Err(format!("`{shown}` is not one of {}", param.values.join(", ")))
             }
         }
     }
@@ -369,6 +579,8 @@ pub struct Plan {
     pub values: BTreeMap<String, Value>,
     /// Each step with its references filled in.
     pub steps: Vec<Step>,
+    /// Which steps need the rule's approvals ([`Runbook::gated`]).
+    pub gated: Vec<bool>,
     /// SHA-256 over the runbook's name, the values and the resolved steps
     /// (with the targets they name, from the caller): changed, approvals
     /// given for the old one stop counting.
@@ -387,7 +599,7 @@ impl Runbook {
         let mut problems = Vec::new();
         for name in given.keys() {
             if !self.params.iter().any(|p| &p.name == name) {
-                problems.push(format!("`{name}` is not a parameter of {}", self.name));
+                problems.push(format!("`{}` is not a parameter of {}", crate::engine::reply::typed(name), self.name));
             }
         }
         let mut values = BTreeMap::new();
@@ -451,9 +663,10 @@ impl Runbook {
                 },
             })
             .collect();
-        let canonical = serde_json::json!({"runbook": self.name, "values": values, "steps": steps, "targets": targets});
+        let gated = self.gated.clone();
+        let canonical = serde_json::json!({"runbook": self.name, "values": values, "steps": steps, "gated": gated, "targets": targets});
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&canonical).expect("a plan serialises")));
-        Ok(Plan { runbook: self.name.clone(), values, steps, digest })
+        Ok(Plan { runbook: self.name.clone(), values, steps, gated, digest })
     }
 }
 

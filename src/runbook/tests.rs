@@ -70,12 +70,14 @@ fn a_plan_has_typed_values_its_references_filled_and_a_digest_that_follows_them(
 fn bad_values_are_named_and_nothing_is_planned() {
     let pool = shipped("connection-pool");
     let problems = plan(&pool, &[("idle_for", "30s"), ("role", "postgres"), ("force", "yes")]).unwrap_err();
-    let all = problems.join("\n");
+    // (What was typed is marked inert for the adapters; compared without the marks.)
+    let all = crate::engine::reply::plain(&problems.join("\n")).into_owned();
     assert!(all.contains("`force` is not a parameter of connection-pool"), "{all}");
     assert!(all.contains("`idle_for`: 30s is outside the allowed range"), "{all}");
     assert!(all.contains("`role`: `postgres` is not one of app"), "{all}");
     let disk = shipped("disk-full");
-    let all = plan(&disk, &[("older_than", "7; rm -rf /")]).unwrap_err().join("\n");
+    let all = crate::engine::reply::plain(&plan(&disk, &[("older_than", "7; rm -rf /")]).unwrap_err().join("\n"))
+        .into_owned();
     assert!(all.contains("is not a whole number"), "{all}");
 }
 
@@ -123,4 +125,46 @@ body = { text = "{missing}" }
     assert!(toml::from_str::<Runbook>("name='x'\nsummary='s'\nenvironment='p'\n[[params]]\nname='t'\ntype='text'\n[[steps]]\nkind='restart'\nservice='a'").is_err());
     assert!(toml::from_str::<Runbook>("name='x'\nsummary='s'\nenvironment='p'\n[[steps]]\nkind='shell'\ncommand='rm'")
         .is_err());
+}
+
+#[test]
+fn steps_that_change_something_need_approval_unless_their_file_says_otherwise() {
+    let text = r#"
+name = "gates"
+summary = "x"
+environment = "production"
+[[steps]]
+kind = "restart"
+service = "api-service"
+[[steps]]
+kind = "http"
+target = "datadog-events"
+approval = false
+[[steps]]
+kind = "sql"
+target = "main"
+statement = "SELECT 1"
+read_only = true
+max_rows = 1
+approval = true
+[[steps]]
+kind = "wait_healthy"
+service = "api-service"
+"#;
+    let runbook: Runbook = toml::from_str(text).unwrap();
+    // A read cannot be made to wait for approval; a change can be let through.
+    assert_eq!(runbook.gated, [true, false, false, false]);
+    let planned = plan(&runbook, &[]).unwrap();
+    assert_eq!(planned.gated, runbook.gated);
+    let ungated: Runbook = toml::from_str(&text.replacen(
+        "service = \"api-service\"\n[[steps]]\nkind = \"http\"",
+        "service = \"api-service\"\napproval = false\n[[steps]]\nkind = \"http\"",
+        1,
+    ))
+    .unwrap();
+    assert_ne!(plan(&ungated, &[]).unwrap().digest, planned.digest, "what is gated is part of what is approved");
+    let bad = toml::from_str::<Runbook>(&text.replace("approval = false", "approval = \"no\"")).unwrap_err();
+    assert!(bad.to_string().contains("steps[1].approval: write true or false"), "{bad}");
+    let unknown = toml::from_str::<Runbook>(&text.replace("kind = \"http\"", "kind = \"shell\"")).unwrap_err();
+    assert!(unknown.to_string().contains("steps[1]: unknown variant `shell`"), "{unknown}");
 }
