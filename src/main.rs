@@ -226,6 +226,38 @@ async fn check_live(config: &opsbot::config::Config) -> u8 {
             }
         }
     }
+    // Runbook targets: each database can be reached (and as whom), each Job
+    // template's namespace grants what a `k8s_job` step does. HTTP targets
+    // are not called: a request would post an event.
+    let mut found = |what: String, finding: LiveFinding| {
+        println!("{what}: {}", finding.text());
+        if worst.as_ref().is_none_or(|w| finding.rank() > w.rank()) {
+            worst = Some(finding);
+        }
+    };
+    for (name, database) in config.databases.iter().filter(|(_, d)| !d.simulated) {
+        let what = format!("databases.{name}");
+        match database.url(name) {
+            Err(e) => found(what, LiveFinding::Misconfigured(e)),
+            Ok(url) => match opsbot::action::sql::check_live(&url).await {
+                Ok(text) => println!("{what}: ok — {text}"),
+                Err(e) => found(what, LiveFinding::from_error(e)),
+            },
+        }
+    }
+    for (name, template) in config.jobs.iter().filter(|(_, j)| !j.simulated) {
+        let what = format!("jobs.{name}");
+        let findings = kubernetes.check_jobs_live(template).await;
+        if findings.is_empty() {
+            println!(
+                "{what}: ok — namespace {}: create and get jobs, list pods, get pods/log granted",
+                template.namespace
+            );
+        }
+        for finding in findings {
+            found(what.clone(), finding);
+        }
+    }
     worst.map(|w| w.exit_code()).unwrap_or(0)
 }
 
@@ -299,13 +331,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { live } => {
             let c = &loaded.config;
             println!(
-                "configuration OK: {} service(s), {} environment(s), {} group(s), {} rule(s), {} freeze window(s), {} command(s)",
+                "configuration OK: {} service(s), {} environment(s), {} group(s), {} rule(s), {} freeze window(s), {} command(s), {} runbook(s)",
                 c.services.len(),
                 c.environments.len(),
                 c.groups.len(),
                 c.rules.len(),
                 c.freezes.len(),
-                loaded.registry.commands().count()
+                loaded.registry.commands().count(),
+                loaded.registry.runbooks().count()
             );
             if live {
                 return Ok(ExitCode::from(runtime.block_on(check_live(&loaded.config))));

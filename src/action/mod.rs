@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod ecs;
+pub mod http;
 pub mod kubernetes;
 pub mod simulated;
 pub mod smoke;
@@ -191,4 +192,16 @@ pub trait Executor: Send + Sync {
     }
     /// A readable status report.
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>>;
+    /// Whether the service is healthy now (its rollout complete, every
+    /// replica ready), with what was seen: a runbook's `wait_healthy` step
+    /// polls it. A backend that cannot tell says so (give the service a
+    /// `health_url` instead).
+    fn healthy<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(bool, String), ActionError>> {
+        Box::pin(async move {
+            Err(ActionError::Failed(format!(
+                "{}'s backend cannot say whether it is healthy; give the service a health_url",
+                service.name
+            )))
+        })
+    }
 }

@@ -181,6 +181,17 @@ impl Executor for Simulated {
         })
     }
 
+    fn healthy<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(bool, String), ActionError>> {
+        Box::pin(async move {
+            self.with(&service.name, |s| {
+                (
+                    s.ready >= s.replicas && s.last_failure.is_none(),
+                    format!("{TAG} {}/{} replicas ready", s.ready, s.replicas),
+                )
+            })
+        })
+    }
+
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(async move {
             self.with(&service.name, |s| {

@@ -9,6 +9,6 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse, Admin, Class, IncidentOp, Kind, ParseError, ParsedCommand, Read, Request};
+pub use parse::{parse, Admin, Class, IncidentOp, Kind, ParseError, ParsedCommand, Read, Request, RunbookOp};
 pub use registry::Registry;
 pub use spec::{ActionKind, CommandSpec};

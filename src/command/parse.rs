@@ -81,6 +81,28 @@ pub enum Request {
         #[serde(flatten)]
         op: IncidentOp,
     },
+    /// `/runbook …`: see [`RunbookOp`].
+    Runbook {
+        #[serde(flatten)]
+        op: RunbookOp,
+    },
+}
+
+/// What a `/runbook` command does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RunbookOp {
+    List,
+    /// `params` are as typed (`name` → `value`): the runbook's parameter
+    /// types check them when the engine plans the run.
+    Run {
+        runbook: String,
+        params: BTreeMap<String, String>,
+        dry_run: bool,
+    },
+    Abort {
+        request: String,
+    },
 }
 
 /// What an `/incident` command does. `incident` is the id given (`INC-3`);
@@ -156,7 +178,11 @@ impl Request {
             | Request::Lock { service, .. }
             | Request::Unlock { service } => Some(service),
             Request::Audit { service, .. } => service.as_deref(),
-            Request::Approve { .. } | Request::Deny { .. } | Request::Help { .. } | Request::Incident { .. } => None,
+            Request::Approve { .. }
+            | Request::Deny { .. }
+            | Request::Help { .. }
+            | Request::Incident { .. }
+            | Request::Runbook { .. } => None,
         }
     }
 
@@ -185,6 +211,14 @@ impl Request {
                 Kind::Read(Read::Incident(op))
             }
             Request::Incident { op } => Kind::Admin(Admin::Incident(op)),
+            Request::Runbook { op: RunbookOp::List } => Kind::Read(Read::Runbooks),
+            Request::Runbook { op: RunbookOp::Run { runbook, params, dry_run: true } } => {
+                Kind::Read(Read::DryRun { runbook, params })
+            }
+            Request::Runbook { op: RunbookOp::Run { runbook, params, dry_run: false } } => {
+                Kind::Runbook { runbook, params }
+            }
+            Request::Runbook { op: RunbookOp::Abort { request } } => Kind::Admin(Admin::Abort { request }),
         }
     }
 
@@ -212,6 +246,13 @@ impl Request {
                 Some(id) => format!("incident {} {id}", op.verb()),
                 None => format!("incident {}", op.verb()),
             },
+            Request::Runbook { op: RunbookOp::List } => "runbook list".into(),
+            Request::Runbook { op: RunbookOp::Run { runbook, params, dry_run } } => {
+                let given: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let given = if given.is_empty() { String::new() } else { format!(" {}", given.join(" ")) };
+                format!("runbook {runbook}{given}{}", if *dry_run { " (dry run)" } else { "" })
+            }
+            Request::Runbook { op: RunbookOp::Abort { request } } => format!("abort runbook run {request}"),
         }
     }
 }
@@ -223,6 +264,9 @@ impl Request {
 pub enum Kind<'a> {
     /// Changes infrastructure through an executor.
     Change { service: &'a str, action: crate::action::Action },
+    /// Runs a runbook's steps in order (each a change, a statement, a Job,
+    /// a request or a wait), behind the run locks of everything it touches.
+    Runbook { runbook: &'a str, params: &'a BTreeMap<String, String> },
     /// Changes opsbot's own state (a `/lock`), at once when allowed.
     Admin(Admin<'a>),
     /// Reads, answered at once when allowed.
@@ -243,6 +287,10 @@ pub enum Admin<'a> {
     },
     /// Declaring an incident and keeping its record.
     Incident(&'a IncidentOp),
+    /// Stopping a running runbook before its next step.
+    Abort {
+        request: &'a str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +307,14 @@ pub enum Read<'a> {
     },
     /// `/incident status` and `/incident timeline`.
     Incident(&'a IncidentOp),
+    /// `/runbook list`.
+    Runbooks,
+    /// `/runbook run … --dry-run`: what each step would do, with the
+    /// read-only previews run; nothing changes.
+    DryRun {
+        runbook: &'a str,
+        params: &'a BTreeMap<String, String>,
+    },
 }
 
 /// The class of what a command file's action does.
@@ -285,7 +341,11 @@ impl ActionKind {
     /// Which class of request this action makes.
     pub fn class(self) -> Class {
         match self {
-            ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale => Class::Change,
+            ActionKind::Deploy
+            | ActionKind::Rollback
+            | ActionKind::Restart
+            | ActionKind::Scale
+            | ActionKind::RunbookRun => Class::Change,
             ActionKind::Lock
             | ActionKind::Unlock
             | ActionKind::IncidentDeclare
@@ -293,12 +353,14 @@ impl ActionKind {
             | ActionKind::IncidentUpdate
             | ActionKind::IncidentSeverity
             | ActionKind::IncidentNote
-            | ActionKind::IncidentResolve => Class::Admin,
+            | ActionKind::IncidentResolve
+            | ActionKind::RunbookAbort => Class::Admin,
             ActionKind::Status
             | ActionKind::Audit
             | ActionKind::Help
             | ActionKind::IncidentStatus
-            | ActionKind::IncidentTimeline => Class::Read,
+            | ActionKind::IncidentTimeline
+            | ActionKind::RunbookList => Class::Read,
             ActionKind::Approve | ActionKind::Deny => Class::Vote,
         }
     }
@@ -491,8 +553,17 @@ pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<Par
                 .collect();
             return Err(ParseError::MissingSubcommand { group: typed, choices });
         };
-        typed = format!("{typed} {}", word.text.to_lowercase());
-        rest = after;
+        let word_text = word.text.to_lowercase();
+        if registry.find(&format!("{typed} {word_text}")).is_none()
+            && registry.runbook(&word.text).is_some()
+            && registry.find(&format!("{typed} run")).is_some()
+        {
+            // `/runbook connection-pool …` is `/runbook run connection-pool …`.
+            typed = format!("{typed} run");
+        } else {
+            typed = format!("{typed} {word_text}");
+            rest = after;
+        }
     }
     let spec = registry
         .find(&typed)
@@ -777,6 +848,10 @@ fn check_value(
                 None,
             ),
         },
+        ArgKind::Runbook => match registry.runbook(token) {
+            Some(runbook) => Ok(Value::Str(runbook.name.clone())),
+            None => fail("no such runbook".into(), super::registry::closest(token, registry.runbook_names())),
+        },
         ArgKind::Switch => Ok(Value::Str("true".into())),
     }
 }
@@ -842,6 +917,7 @@ fn build(
             .collect()
     };
     let emergency = flag_strs("emergency").pop();
+    let dry_run = !flag_strs("dry-run").is_empty();
     let flag_services = flag_strs("service");
     let flag_of = flag_strs("of").pop();
     let flag_sev = flags.remove("sev").and_then(|mut v| v.pop()).and_then(|v| match v {
@@ -865,6 +941,8 @@ fn build(
     let title = take_str("title");
     let text = take_str("text");
     let summary = take_str("summary");
+    let runbook = take_str("runbook");
+    let params_text = take_str("params");
     let int = |name: &str| match values.get(name) {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
@@ -925,12 +1003,23 @@ fn build(
         ActionKind::IncidentStatus => Request::Incident { op: IncidentOp::Status { incident } },
         ActionKind::IncidentResolve => Request::Incident { op: IncidentOp::Resolve { incident, summary } },
         ActionKind::IncidentTimeline => Request::Incident { op: IncidentOp::Timeline { incident } },
+        ActionKind::RunbookList => Request::Runbook { op: RunbookOp::List },
+        ActionKind::RunbookAbort => Request::Runbook { op: RunbookOp::Abort { request: need(request_id) } },
+        ActionKind::RunbookRun => {
+            let mut params = BTreeMap::new();
+            let typed = params_text.unwrap_or_default();
+            for pair in typed.split_whitespace() {
+                let Some((name, value)) = pair.split_once('=').filter(|(n, v)| !n.is_empty() && !v.is_empty()) else {
+                    return Err(bad(spec, "params", pair, "write each parameter as name=value".into(), None));
+                };
+                if params.insert(name.to_string(), value.to_string()).is_some() {
+                    return Err(bad(spec, "params", pair, format!("`{name}` is given twice; give it once"), None));
+                }
+            }
+            Request::Runbook { op: RunbookOp::Run { runbook: need(runbook), params, dry_run } }
+        }
     };
-    Ok(ParsedCommand {
-        command: spec.name.clone(),
-        policy: spec.policy_key().to_string(),
-        mutates: spec.mutates,
-        request,
-        emergency,
-    })
+    // A dry run changes nothing: no run lock, no approval, no hold applies.
+    let mutates = spec.mutates && !dry_run;
+    Ok(ParsedCommand { command: spec.name.clone(), policy: spec.policy_key().to_string(), mutates, request, emergency })
 }

@@ -8,6 +8,90 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The `*.toml` files of a folder, sorted (so problems come in a stable
+/// order), each with its text; one that cannot be read is a problem.
+fn toml_files(entries: std::fs::ReadDir, problems: &mut Vec<Problem>) -> Vec<(std::path::PathBuf, String)> {
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push((path, text)),
+            Err(e) => {
+                problems.push(Problem::new(&path, "", format!("cannot read: {e}"), "check the file's permissions"))
+            }
+        }
+    }
+    files
+}
+
+/// Reads `dir/*.toml` as runbooks.
+fn read_runbooks(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Arc<crate::runbook::Runbook>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            problems.push(Problem::new(
+                dir,
+                "",
+                format!("cannot read the runbooks directory: {e}"),
+                "set bot.runbooks_dir to the folder holding the runbook files, or leave it out",
+            ));
+            return BTreeMap::new();
+        }
+    };
+    let files = toml_files(entries, problems);
+    parse_runbooks(files.iter().map(|(p, t)| (p.as_path(), t.as_str())), problems)
+}
+
+/// Runbook files, each on its own (one bad file does not hide the others);
+/// a name used twice is refused. Checks against the configuration come later
+/// ([`crate::runbook::Runbook::check`]), once both are loaded.
+fn parse_runbooks<'a>(
+    sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Arc<crate::runbook::Runbook>> {
+    let mut out = BTreeMap::new();
+    for (path, text) in sources {
+        let runbook: crate::runbook::Runbook = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = e.message().trim().to_string();
+                let hint = if message.starts_with("steps[") {
+                    "see docs/runbooks.md for the step kinds and their fields".to_string()
+                } else {
+                    toml_hint(&e, text)
+                };
+                problems.push(Problem::new(path, "", message, hint));
+                continue;
+            }
+        };
+        let valid = !runbook.name.is_empty()
+            && runbook.name.len() <= 64
+            && runbook.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            problems.push(Problem::new(
+                path,
+                "name",
+                format!("`{}` is not a runbook name", runbook.name),
+                "use lowercase letters, digits and `-` (at most 64)",
+            ));
+        } else if out.contains_key(&runbook.name) {
+            problems.push(Problem::new(
+                path,
+                "name",
+                format!("runbook `{}` is defined twice", runbook.name),
+                "rename one of them",
+            ));
+        } else {
+            out.insert(runbook.name.clone(), Arc::new(runbook));
+        }
+    }
+    out
+}
+
 /// Every loaded command, by canonical name, plus an alias index.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -16,6 +100,8 @@ pub struct Registry {
     aliases: BTreeMap<String, String>,
     /// Group names (`incident`), each typed before one of its commands.
     groups: std::collections::BTreeSet<String>,
+    /// `runbooks/*.toml` beside the command files, by name.
+    runbooks: BTreeMap<String, Arc<crate::runbook::Runbook>>,
 }
 
 impl Registry {
@@ -33,21 +119,8 @@ impl Registry {
                 )]);
             }
         };
-        let mut paths: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
-        let mut files = Vec::new();
         let mut problems = Vec::new();
-        for path in paths {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => files.push((path, text)),
-                Err(e) => {
-                    problems.push(Problem::new(&path, "", format!("cannot read: {e}"), "check the file's permissions"))
-                }
-            }
-        }
+        let files = toml_files(entries, &mut problems);
         match Registry::from_sources(files.iter().map(|(p, t)| (p.as_path(), t.as_str()))) {
             Ok(registry) if problems.is_empty() => Ok(registry),
             Ok(_) => Err(problems),
@@ -124,6 +197,43 @@ impl Registry {
         } else {
             Err(problems)
         }
+    }
+
+    /// Adds the runbooks in `dir` (`[bot] runbooks_dir`).
+    pub fn load_runbooks(&mut self, dir: &Path) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        self.runbooks = read_runbooks(dir, &mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Adds runbooks (file name, TOML text), as `load_runbooks` does from a folder.
+    pub fn with_runbooks<'a>(
+        mut self,
+        sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> Result<Registry, Vec<Problem>> {
+        let mut problems = Vec::new();
+        self.runbooks = parse_runbooks(sources, &mut problems);
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn runbook(&self, name: &str) -> Option<&Arc<crate::runbook::Runbook>> {
+        self.runbooks.get(name)
+    }
+
+    pub fn runbooks(&self) -> impl Iterator<Item = &Arc<crate::runbook::Runbook>> {
+        self.runbooks.values()
+    }
+
+    pub fn runbook_names(&self) -> impl Iterator<Item = &str> {
+        self.runbooks.keys().map(String::as_str)
     }
 
     /// Whether `name` is a group (`incident`) rather than a command.

@@ -117,6 +117,7 @@ impl RawArg {
             "command" => ArgKind::Command,
             "incident" => ArgKind::IncidentId,
             "person" => ArgKind::Person,
+            "runbook" => ArgKind::Runbook,
             "switch" => ArgKind::Switch,
             "integer" => {
                 let max = match &self.max {
@@ -138,7 +139,7 @@ impl RawArg {
             "choice" => ArgKind::Choice { values: self.values.clone().unwrap_or_default() },
             other => {
                 return Err(format!(
-                    "argument `{name}`: unknown type `{other}`; use service, version, integer, duration, text, choice, request_id, incident, person, command or switch"
+                    "argument `{name}`: unknown type `{other}`; use service, version, integer, duration, text, choice, request_id, incident, person, runbook, command or switch"
                 ))
             }
         };
@@ -183,6 +184,8 @@ pub enum ArgKind {
     /// Someone on a chat platform: a mention (`<@U024BE7LH>`, `<@80351110224678912>`)
     /// or a platform-qualified identity (`slack:U024BE7LH`, `console:alice`).
     Person,
+    /// The name of a runbook (`commands/runbooks/*.toml`).
+    Runbook,
     /// A flag with no value.
     Switch,
 }
@@ -209,6 +212,7 @@ impl ArgKind {
             ArgKind::Command => "a command name".into(),
             ArgKind::IncidentId => "an incident id like INC-3".into(),
             ArgKind::Person => "a person: an @mention or an id like slack:U024BE7LH".into(),
+            ArgKind::Runbook => "a runbook name (`/runbook list` shows them)".into(),
             ArgKind::Switch => "nothing (a switch)".into(),
         }
     }
@@ -240,6 +244,9 @@ pub enum ActionKind {
     IncidentStatus,
     IncidentResolve,
     IncidentTimeline,
+    RunbookList,
+    RunbookRun,
+    RunbookAbort,
 }
 
 /// A flag an action reads: its name, a check of its kind, and whether it may
@@ -280,6 +287,9 @@ impl ActionKind {
         fn severity(k: &ArgKind) -> bool {
             matches!(k, ArgKind::Integer { min: Some(min), max: Some(max) } if *min >= 1 && *max <= 4)
         }
+        fn runbook(k: &ArgKind) -> bool {
+            *k == ArgKind::Runbook
+        }
         match self {
             ActionKind::Deploy => &[("service", service, true), ("version", version, true)],
             ActionKind::Rollback => &[("service", service, true), ("revision", integer, false)],
@@ -298,6 +308,9 @@ impl ActionKind {
             ActionKind::IncidentSeverity => &[("incident", incident, false), ("severity", severity, true)],
             ActionKind::IncidentStatus | ActionKind::IncidentTimeline => &[("incident", incident, false)],
             ActionKind::IncidentResolve => &[("incident", incident, false), ("summary", text, false)],
+            ActionKind::RunbookList => &[],
+            ActionKind::RunbookRun => &[("runbook", runbook, true), ("params", text, false)],
+            ActionKind::RunbookAbort => &[("request", request, true)],
         }
     }
 
@@ -315,10 +328,14 @@ impl ActionKind {
         fn request(k: &ArgKind) -> bool {
             *k == ArgKind::RequestId
         }
+        fn switch(k: &ArgKind) -> bool {
+            *k == ArgKind::Switch
+        }
         match self {
             ActionKind::Rollback => &[("emergency", text, false), ("of", request, false)],
             ActionKind::Deploy | ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
             ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
+            ActionKind::RunbookRun => &[("dry-run", switch, false), ("emergency", text, false)],
             _ => &[],
         }
     }
@@ -326,6 +343,13 @@ impl ActionKind {
     /// Whether this action changes infrastructure. A command file cannot make a
     /// mutating action look read-only (the registry checks `mutates` against this).
     pub fn mutates_infrastructure(self) -> bool {
-        matches!(self, ActionKind::Deploy | ActionKind::Rollback | ActionKind::Restart | ActionKind::Scale)
+        matches!(
+            self,
+            ActionKind::Deploy
+                | ActionKind::Rollback
+                | ActionKind::Restart
+                | ActionKind::Scale
+                | ActionKind::RunbookRun
+        )
     }
 }

@@ -7,6 +7,7 @@
 mod backends;
 mod chat;
 mod parse;
+pub mod targets;
 
 pub use backends::Budget;
 pub use parse::from_str;
@@ -68,6 +69,8 @@ pub struct Config {
     /// `[bot] durability`: what a commit waits for before anyone is told.
     pub durability: Durability,
     pub commands_dir: PathBuf,
+    /// `[bot] runbooks_dir`: runbook files; none are loaded when absent.
+    pub runbooks_dir: Option<PathBuf>,
     /// How long a `/lock` lasts when no TTL is given.
     pub lock_ttl: Duration,
     /// How long one action may run; also the TTL of the per-service run lock, so a
@@ -83,6 +86,10 @@ pub struct Config {
     /// `[incidents] commanders`: groups who may take over any incident
     /// (hand over its lead, change its severity, resolve it) besides its lead.
     pub incident_commanders: Vec<String>,
+    /// `[databases]`, `[http]`, `[jobs]`: what runbook steps act on.
+    pub databases: BTreeMap<String, targets::Database>,
+    pub http: BTreeMap<String, targets::HttpTarget>,
+    pub jobs: BTreeMap<String, targets::JobTemplate>,
     /// `[server] listen`: the one HTTP listener of `opsbot serve`.
     pub listen: String,
     /// `[slack]`: absent means Slack is off.
@@ -578,7 +585,13 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
     let config = from_str(path, &text, &mut problems);
     let registry = match &config {
         Some(config) => match Registry::load_dir(&config.commands_dir) {
-            Ok(registry) => Some(registry),
+            Ok(mut registry) => match config.runbooks_dir.as_deref().map(|dir| registry.load_runbooks(dir)) {
+                Some(Err(more)) => {
+                    problems.extend(more);
+                    None
+                }
+                _ => Some(registry),
+            },
             Err(more) => {
                 problems.extend(more);
                 None

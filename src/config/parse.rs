@@ -18,6 +18,7 @@ struct RawBot {
     data_dir: Option<String>,
     durability: Option<String>,
     commands_dir: Option<String>,
+    runbooks_dir: Option<String>,
     lock_ttl: Option<String>,
     action_timeout: Option<String>,
 }
@@ -61,7 +62,7 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 12] = [
+const TOP_LEVEL: [&str; 15] = [
     "bot",
     "server",
     "slack",
@@ -74,6 +75,9 @@ const TOP_LEVEL: [&str; 12] = [
     "rules",
     "freeze",
     "incidents",
+    "databases",
+    "http",
+    "jobs",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +131,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = base.join(bot.data_dir.as_deref().unwrap_or("../data"));
     let commands_dir = base.join(bot.commands_dir.as_deref().unwrap_or("../commands"));
+    let runbooks_dir = bot.runbooks_dir.as_deref().map(|d| base.join(d));
     // Every duration in the file must be positive: a zero TTL or timeout
     // would make each request expire, or each action time out, at once.
     let mut duration = |key: &str, value: Option<&str>, default: Duration, problems: &mut Vec<Problem>| match value {
@@ -327,6 +332,10 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
     }
     let incident_commanders = raw_incidents.commanders;
+    let databases =
+        super::targets::databases(path, base, entries(path, "databases", section("databases"), problems), problems);
+    let http = super::targets::http(path, entries(path, "http", section("http"), problems), problems);
+    let jobs = super::targets::jobs(path, entries(path, "jobs", section("jobs"), problems), problems);
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -338,6 +347,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         data_dir,
         durability,
         commands_dir,
+        runbooks_dir,
         lock_ttl,
         action_timeout,
         listen,
@@ -351,6 +361,9 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         rules,
         freezes,
         incident_commanders,
+        databases,
+        http,
+        jobs,
     })
 }
 
@@ -638,6 +651,30 @@ pub(super) fn cross_check(path: &Path, config: &Config, registry: &Registry, pro
         }
     }
     honourable(path, config, registry, problems);
+    runbooks(config, registry, problems);
+}
+
+/// Every runbook checked against the configuration: its environment,
+/// services, database targets, requests and Job templates must exist.
+fn runbooks(config: &Config, registry: &Registry, problems: &mut Vec<Problem>) {
+    let owned = crate::runbook::KnownOwned::from_config(config);
+    let known = owned.known();
+    for runbook in registry.runbooks() {
+        let dir = config.runbooks_dir.clone().unwrap_or_default();
+        let file = dir.join(format!("{}.toml", runbook.name));
+        for problem in runbook.check(&known) {
+            let (key, text) = problem.split_once(": ").unwrap_or(("", &problem));
+            problems.push(Problem::new(&file, key, text.to_string(), "see docs/runbooks.md for the runbook format"));
+        }
+        if config.rule_for("runbook", &runbook.environment).is_none() {
+            problems.push(Problem::new(
+                &file,
+                "environment",
+                format!("no rule allows `runbook` in {}, so nobody could run it", runbook.environment),
+                "add a [[rules]] entry with commands = [\"runbook\"] for that environment",
+            ));
+        }
+    }
 }
 
 /// Rules the engine could not honour are refused rather than ignored (or,

@@ -18,10 +18,11 @@ pub struct Permission {
 }
 
 impl Permission {
-    /// The API group: pods and events are in the core group.
+    /// The API group: pods and events are in the core group, Jobs in batch.
     fn group(&self) -> &'static str {
         match self.resource {
             "pods" | "events" => "",
+            "jobs" => "batch",
             _ => "apps",
         }
     }
@@ -36,6 +37,14 @@ pub const NEEDED: [Permission; 7] = [
     Permission { verb: "list", resource: "replicasets", subresource: None },
     Permission { verb: "list", resource: "pods", subresource: None },
     Permission { verb: "list", resource: "events", subresource: None },
+];
+
+/// Everything a runbook `k8s_job` step does, in its template's namespace.
+pub const JOB_NEEDED: [Permission; 4] = [
+    Permission { verb: "create", resource: "jobs", subresource: None },
+    Permission { verb: "get", resource: "jobs", subresource: None },
+    Permission { verb: "list", resource: "pods", subresource: None },
+    Permission { verb: "get", resource: "pods", subresource: Some("log") },
 ];
 
 /// The RBAC rules that would grant `missing`, as Role YAML lines.
@@ -96,12 +105,50 @@ impl Kubernetes {
         Ok(findings)
     }
 
+    /// What is wrong with a runbook Job template's namespace, live: the
+    /// verbs a `k8s_job` step uses ([`JOB_NEEDED`]); empty when all is granted.
+    pub async fn check_jobs_live(&self, template: &crate::config::targets::JobTemplate) -> Vec<LiveFinding> {
+        let t = Target {
+            service: "a runbook Job",
+            context: template.context.as_deref(),
+            namespace: &template.namespace,
+            deployment: "",
+            container: "",
+            image: &template.image,
+            auto_rollback: false,
+            poll: std::time::Duration::from_secs(1),
+            rollout_timeout: template.deadline,
+            call_timeout: std::time::Duration::from_secs(15),
+        };
+        if let Err(e) = self.client(&t).await {
+            return vec![LiveFinding::from_error(e)];
+        }
+        match self.ungranted_of(&t, &JOB_NEEDED).await {
+            Ok(Ok(missing)) if missing.is_empty() => Vec::new(),
+            Ok(Ok(missing)) => vec![LiveFinding::MissingPermissions(format!(
+                "missing permissions in namespace {}; add to opsbot's Role for runbook Jobs:\n{}",
+                template.namespace,
+                rbac_rules(&missing)
+            ))],
+            Ok(Err(finding)) => vec![finding],
+            Err(e) => vec![LiveFinding::from_error(e)],
+        }
+    }
+
     /// The verbs SelfSubjectAccessReview says are not granted; or the
     /// finding when the review itself cannot be asked.
     async fn ungranted(&self, t: &Target<'_>) -> Result<Result<Vec<Permission>, LiveFinding>, ActionError> {
+        self.ungranted_of(t, &NEEDED).await
+    }
+
+    async fn ungranted_of(
+        &self,
+        t: &Target<'_>,
+        needed: &[Permission],
+    ) -> Result<Result<Vec<Permission>, LiveFinding>, ActionError> {
         let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client(t).await?);
         let mut missing = Vec::new();
-        for permission in NEEDED {
+        for permission in needed.iter().cloned() {
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
                     resource_attributes: Some(ResourceAttributes {

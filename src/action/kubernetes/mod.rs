@@ -18,13 +18,15 @@
 mod access;
 mod call;
 mod deploy;
+mod job;
 mod pods;
 mod rollout;
 mod status;
 mod undo;
 mod write;
 
-pub use access::{rbac_rules, Permission, NEEDED};
+pub use access::{rbac_rules, Permission, JOB_NEEDED, NEEDED};
+pub use job::{job_name, job_spec, JOB_GRACE};
 
 use super::{Action, ActionError, Executor, Outcome, Progress, RunContext};
 use crate::audit::BoxFuture;
@@ -205,12 +207,18 @@ fn live_facts(t: &Target<'_>, d: &Deployment) -> serde_json::Value {
 
 impl Kubernetes {
     async fn client(&self, t: &Target<'_>) -> Result<Client, ActionError> {
-        let key = t.context.map(str::to_string);
+        self.client_for(t.context).await
+    }
+
+    /// The client for a kubeconfig context (the current one, or in-cluster
+    /// credentials, when none), made once.
+    pub async fn client_for(&self, context: Option<&str>) -> Result<Client, ActionError> {
+        let key = context.map(str::to_string);
         let mut clients = self.clients.lock().await;
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let config = match t.context {
+        let config = match context {
             Some(context) => {
                 let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
                 // A kubeconfig that cannot be read, or lacks the context, is
@@ -286,5 +294,24 @@ impl Executor for Kubernetes {
 
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>> {
         Box::pin(self.describe(service))
+    }
+    fn healthy<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<(bool, String), ActionError>> {
+        Box::pin(async move {
+            let t = target(service)?;
+            let d = self.read_now(&t).await?;
+            let status = d.status.clone().unwrap_or_default();
+            let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let complete = matches!(rollout::rollout_state(&d), rollout::Rollout::Complete);
+            let ready = status.ready_replicas.unwrap_or(0);
+            let healthy = complete && ready >= desired;
+            Ok((
+                healthy,
+                format!(
+                    "deployment {}: {ready}/{desired} ready, rollout {}",
+                    t.path(),
+                    if complete { "complete" } else { "not complete" }
+                ),
+            ))
+        })
     }
 }
