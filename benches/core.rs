@@ -40,6 +40,8 @@ fn parse_and_policy(c: &mut Criterion) {
                 policy: &parsed.policy,
                 mutates: parsed.mutates,
                 service,
+                environment: None,
+                frozen_with: &[],
                 channel: "console:ops",
                 emergency: None,
                 hold: None,

@@ -96,6 +96,10 @@ pub struct PendingRequest {
     /// incident's lead), who may approve whatever their groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<crate::policy::Required>,
+    /// For a runbook run: its steps as they will run, with the previews
+    /// taken when it was requested (shown on the card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     pub state: RequestState,
     /// Who closed it (denied, withdrew) and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -62,6 +62,9 @@ pub enum RecordKind {
     /// (`request_id` is its id, `INC-3`; `args` the incident as it stands
     /// after the change, so the trail alone can tell its story).
     Incident,
+    /// One step of a runbook run (`request_id` is the run's): its intent
+    /// (`started`) before it runs, then how it ended.
+    Step,
     /// Process lifecycle: start, stop.
     System,
 }
@@ -131,6 +134,8 @@ pub enum Verdict {
     Unknown,
     /// opsbot stopped while the action ran.
     Interrupted,
+    /// A runbook run stopped by `/runbook abort` before its next step.
+    Aborted,
     // Locks.
     Locked,
     Unlocked,
@@ -155,6 +160,7 @@ impl Verdict {
             Verdict::Failed => "failed",
             Verdict::Unknown => "unknown",
             Verdict::Interrupted => "interrupted",
+            Verdict::Aborted => "aborted",
             Verdict::Locked => "locked",
             Verdict::Unlocked => "unlocked",
         }

@@ -31,6 +31,11 @@ fn card(view: &ApprovalView, updated: bool) -> String {
     if let Some(also) = &view.also_needs {
         out.push_str(&format!("│ {also}\n"));
     }
+    if let Some(plan) = &view.plan {
+        for line in plan.lines() {
+            out.push_str(&format!("│   {line}\n"));
+        }
+    }
     match (&view.decided_by, view.state) {
         (Some(by), state) => out.push_str(&format!("└ {state} by {by}")),
         (None, crate::approval::RequestState::Pending) => out

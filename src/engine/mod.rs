@@ -19,6 +19,7 @@ mod render;
 pub mod reply;
 pub use answer::Handled;
 mod run;
+mod runbook;
 mod votes;
 
 use crate::action::simulated::Simulated;
@@ -43,6 +44,8 @@ pub struct Executors {
     pub simulated: Arc<dyn Executor>,
     pub kubernetes: Arc<dyn Executor>,
     pub ecs: Arc<dyn Executor>,
+    /// Runbook `k8s_job` steps (its own kubeconfig clients).
+    pub jobs: Arc<crate::action::kubernetes::Kubernetes>,
 }
 
 impl Executors {
@@ -51,6 +54,7 @@ impl Executors {
             simulated: Arc::new(Simulated::new(config.services.values())),
             kubernetes: Arc::new(crate::action::kubernetes::Kubernetes::default()),
             ecs: Arc::new(crate::action::ecs::Ecs::default()),
+            jobs: Arc::new(crate::action::kubernetes::Kubernetes::default()),
         }
     }
     pub fn for_service(&self, service: &Service) -> &dyn Executor {
@@ -60,6 +64,29 @@ impl Executors {
             Backend::Ecs { .. } => self.ecs.as_ref(),
         }
     }
+}
+
+/// Said when a request runs without waiting: who asked, and why it need not wait.
+fn runs_now(what: &str, actor: &Actor, id: &str, emergency: Option<&str>) -> String {
+    let why = match emergency {
+        Some(reason) => format!("🚨 break-glass by {actor} ({})", reply::typed(reason)),
+        None => "no approval needed".to_string(),
+    };
+    format!("{what} requested by {actor} — {id} runs now, {why}")
+}
+
+/// A start message's parts: the break-glass banner (empty without), and
+/// who approved (`, approved by …`, empty without).
+fn start_notes(requester: &Actor, break_glass: Option<&str>, approved_by: &[Actor]) -> (String, String) {
+    let loud = break_glass
+        .map(|reason| format!("🚨 BREAK-GLASS by {requester}: {} — no approval was waited for. ", reply::typed(reason)))
+        .unwrap_or_default();
+    let approvals = if approved_by.is_empty() {
+        String::new()
+    } else {
+        format!(", approved by {}", approved_by.iter().map(Actor::to_string).collect::<Vec<_>>().join(", "))
+    };
+    (loud, approvals)
 }
 
 /// What an allowed or pending request will do, with the id it gets.
@@ -124,6 +151,8 @@ pub struct Engine {
     names: Arc<crate::names::DisplayNames>,
     /// Marked when an action's backend panics (a bug): readiness reads it.
     health: Arc<crate::tasks::Health>,
+    /// Runbook runs under way, each with who asked to abort it (if anyone).
+    running: std::sync::Mutex<std::collections::HashMap<String, runbook::Running>>,
 }
 
 /// Everything [`Engine::new`] needs.
@@ -157,6 +186,7 @@ impl Engine {
             incidents: tokio::sync::Mutex::new(()),
             names,
             health: Default::default(),
+            running: Default::default(),
         })
     }
 
@@ -308,6 +338,8 @@ impl Engine {
                 policy: &parsed.policy,
                 mutates: parsed.mutates,
                 service,
+                environment: None,
+                frozen_with: &[],
                 channel,
                 emergency,
                 hold: hold.as_ref(),
@@ -352,6 +384,15 @@ impl Engine {
         parsed: &ParsedCommand,
         reply: &ReplyTarget,
     ) -> Result<()> {
+        match &parsed.request {
+            Request::Runbook { op: command::RunbookOp::Run { runbook, params, .. } } => {
+                return Box::pin(self.on_runbook(actor, roles, parsed, runbook, params, reply)).await;
+            }
+            Request::Runbook { op: command::RunbookOp::Abort { request } } => {
+                return self.on_abort(actor, roles, parsed, request, reply).await;
+            }
+            _ => {}
+        }
         self.check_bounds(parsed)?;
         let decision = self.decide(actor, roles, parsed, &reply.channel, parsed.emergency.as_deref())?;
         // A rollback of one deploy that is no longer the newest change is
@@ -378,6 +419,7 @@ impl Engine {
             Kind::Admin(admin) => Plan::Admin { id: Some(self.store.next_request_id()?), admin },
             Kind::Read(read) => Plan::Read(read),
             Kind::Vote { .. } => return Err(Error::Invalid("a vote is not a request".into())),
+            Kind::Runbook { .. } => return Err(Error::Invalid("a runbook run is planned on its own path".into())),
         };
         let id = plan.id().map(str::to_string);
         let id = id.as_deref();
@@ -419,22 +461,7 @@ impl Engine {
                 let pending = self.open_request(&id, actor, roles, parsed, service, reply, need)?;
                 self.store.put_pending(&pending)?;
                 self.audit.append_all(vec![request_record, record]).await?;
-                let view = votes::view(&pending, 0);
-                let groups = pending.approver_groups.join(", ");
-                let waits_for = match (&pending.required, pending.approvals_needed) {
-                    (Some(r), 0) => format!("{}'s approval ({})", r.approver, r.because),
-                    (Some(r), n) => format!("{n} approval(s) from {groups} and {}'s ({})", r.approver, r.because),
-                    (None, n) => format!("{n} approval(s) from {groups}"),
-                };
-                self.say(
-                    reply,
-                    Reply::Text(format!(
-                        "{} requested by {actor} — {id} is waiting for {waits_for}",
-                        parsed.request.describe()
-                    )),
-                )
-                .await;
-                self.say(reply, Reply::Approval(view)).await;
+                self.announce_pending(&pending, actor, reply).await;
                 Ok(())
             }
             (decision @ (Decision::Allow | Decision::BreakGlass { .. }), Plan::Change { id, service, action }) => {
@@ -445,13 +472,9 @@ impl Engine {
                     _ => decided(Verdict::Allowed, String::new()),
                 };
                 self.audit.append_all(vec![request_record, record]).await?;
-                let why = match parsed.emergency.as_deref() {
-                    Some(reason) => format!("🚨 break-glass by {actor} ({})", reply::typed(reason)),
-                    None => "no approval needed".to_string(),
-                };
                 // Said only once the run lock is taken and the intent is
                 // durable (decide, then announce).
-                let announce = format!("{} requested by {actor} — {id} runs now, {why}", parsed.request.describe());
+                let announce = runs_now(&parsed.request.describe(), actor, &id, parsed.emergency.as_deref());
                 let start = Start {
                     id: &id,
                     requester: actor,
@@ -493,9 +516,31 @@ impl Engine {
         }
     }
 
+    /// Says that a request waits for approval, and shows its card.
+    async fn announce_pending(&self, pending: &crate::approval::PendingRequest, actor: &Actor, reply: &ReplyTarget) {
+        let view = votes::view(pending, 0);
+        let groups = pending.approver_groups.join(", ");
+        let waits_for = match (&pending.required, pending.approvals_needed) {
+            (Some(r), 0) => format!("{}'s approval ({})", r.approver, r.because),
+            (Some(r), n) => format!("{n} approval(s) from {groups} and {}'s ({})", r.approver, r.because),
+            (None, n) => format!("{n} approval(s) from {groups}"),
+        };
+        self.say(
+            reply,
+            Reply::Text(format!(
+                "{} requested by {actor} — {} is waiting for {waits_for}",
+                pending.request.describe(),
+                pending.id
+            )),
+        )
+        .await;
+        self.say(reply, Reply::Approval(view)).await;
+    }
+
     /// Limits the configuration sets per service, checked before anything is
-    /// asked or recorded. This is the one place replica bounds are enforced:
-    /// every scale reaches an executor through here.
+    /// asked or recorded. Every `/scale` reaches an executor through here; a
+    /// runbook's scale steps are held to the same bounds when it is planned
+    /// (`runbook_plan`).
     fn check_bounds(&self, parsed: &ParsedCommand) -> Result<()> {
         if let Request::Scale { service, replicas } = &parsed.request {
             let Some(s) = self.config.services.get(service) else {
@@ -523,6 +568,8 @@ impl Engine {
             Read::Audit { service, limit } => self.audit_text(service, limit.unwrap_or(10) as usize)?,
             Read::Help { command } => self.registry.render_help(command),
             Read::Incident(op) => self.incident_read(op, reply).await?,
+            Read::Runbooks => self.runbook_list_text(),
+            Read::DryRun { .. } => return Err(Error::Invalid("a dry run is planned on its own path".into())),
         };
         self.say(reply, Reply::Text(text)).await;
         Ok(())
@@ -539,7 +586,9 @@ impl Engine {
     ) -> Result<()> {
         let now = self.clock.now();
         let (verdict, text) = match admin {
-            Admin::Incident(_) => return Err(Error::Invalid("an incident command is not a lock".into())),
+            Admin::Incident(_) | Admin::Abort { .. } => {
+                return Err(Error::Invalid("only /lock and /unlock are answered here".into()))
+            }
             Admin::Lock { service, reason, ttl } => {
                 let ttl = ttl.unwrap_or(self.config.lock_ttl);
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
@@ -579,6 +628,7 @@ impl Engine {
     /// is still running then is recorded as interrupted. Flushes the store.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         self.tracker.close();
+        self.stop_runs();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("actions still running after the grace period; recording them as interrupted");
             self.record_interrupted("opsbot shut down before it finished").await;

@@ -109,6 +109,9 @@ pub struct ApprovalView {
     /// Someone whose approval is asked besides the count, and why
     /// (`console:alice must approve too: INC-1 (SEV1) is open on api`).
     pub also_needs: Option<String>,
+    /// What a runbook run will do, step by step, with its previews (the
+    /// sessions an SQL step would end, say): what approvers approve.
+    pub plan: Option<String>,
     pub state: RequestState,
     pub decided_by: Option<Actor>,
 }

@@ -88,20 +88,7 @@ impl Engine {
                 return self.refuse_under_lock(id, requester, parsed, reply, service_name, &why).await;
             }
         }
-        let approvals = if approved_by.is_empty() {
-            String::new()
-        } else {
-            format!(", approved by {}", approved_by.iter().map(Actor::to_string).collect::<Vec<_>>().join(", "))
-        };
-        let loud = break_glass
-            .as_ref()
-            .map(|reason| {
-                format!(
-                    "🚨 BREAK-GLASS by {requester}: {} — no approval was waited for. ",
-                    crate::engine::reply::typed(reason)
-                )
-            })
-            .unwrap_or_default();
+        let (loud, approvals) = super::start_notes(requester, break_glass.as_deref(), &approved_by);
         let label = self.executors.for_service(&service).label().map(|l| format!("{l} ")).unwrap_or_default();
         let started =
             format!("{loud}▶ {id}: {label}{} started (requested by {requester}{approvals})", parsed.request.describe());
@@ -125,15 +112,7 @@ impl Engine {
             return Err(e.into());
         }
         drop(incident_guard);
-        let announced = AssertUnwindSafe(async {
-            if let Some(announce) = announce {
-                self.say(reply, Reply::Text(announce)).await;
-            }
-            self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
-        })
-        .catch_unwind()
-        .await;
-        if let Err(panic) = announced {
+        if let Err(panic) = self.announce_start(reply, id, announce, started).await {
             // A bug while announcing the start (in a chat adapter, say):
             // the action has not started and will not, so its intent gets
             // an outcome now and the service is freed, rather than a run
@@ -206,8 +185,38 @@ impl Engine {
         Ok(())
     }
 
-    async fn run_to_completion(self: Arc<Self>, run: RunOf, action: Action, outcome_recorded: Arc<AtomicBool>) {
-        let RunOf { id, requester, parsed, reply, service } = run;
+    /// Says a start: the announcement (if any), then the start message. A
+    /// panic while saying it (a bug in an adapter, say) comes back to the
+    /// caller, which closes what it opened before passing the panic on.
+    pub(super) async fn announce_start(
+        &self,
+        reply: &ReplyTarget,
+        id: &str,
+        announce: Option<String>,
+        started: String,
+    ) -> std::thread::Result<()> {
+        AssertUnwindSafe(async {
+            if let Some(announce) = announce {
+                self.say(reply, Reply::Text(announce)).await;
+            }
+            self.say(reply, Reply::Started { request_id: id.to_string(), text: started }).await;
+        })
+        .catch_unwind()
+        .await
+    }
+
+    /// Runs `action` on `service` for request `id`: each milestone recorded,
+    /// then shown; a backend panic or the action timeout is an unknown
+    /// outcome (the change may have landed), never a plain failure.
+    pub(super) async fn execute_recorded(
+        &self,
+        id: &str,
+        requester: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+        service: &crate::config::Service,
+        action: &Action,
+    ) -> std::result::Result<crate::action::Outcome, ActionError> {
         let (progress, mut milestones) = Progress::channel(8);
         // Milestones are recorded, then shown, in the same task as the run
         // (the executor's progress sender ends with it, which ends this loop).
@@ -217,19 +226,20 @@ impl Engine {
                 last = Some(text.clone());
                 let record = AuditEntry {
                     args: None,
-                    ..self.entry(RecordKind::Progress, Some(&id), &requester, &parsed, &reply)
+                    service: Some(service.name.clone()),
+                    ..self.entry(RecordKind::Progress, Some(id), requester, parsed, reply)
                 }
                 .detail(text.clone());
                 match self.audit.append(record).await {
-                    Ok(_) => self.say(&reply, Reply::Progress { request_id: id.clone(), text }).await,
+                    Ok(_) => self.say(reply, Reply::Progress { request_id: id.to_string(), text }).await,
                     Err(e) => tracing::error!(error = %e, request = %id, "progress not recorded; not shown"),
                 }
             }
             last
         };
-        let executor = self.executors.for_service(&service);
+        let executor = self.executors.for_service(service);
         let run_context = crate::action::RunContext {
-            request_id: id.clone(),
+            request_id: id.to_string(),
             requester: requester.to_string(),
             history: self.verified_history(&service.name),
         };
@@ -238,7 +248,7 @@ impl Engine {
             // A panic in a backend ends this action, not the bot: it is
             // recorded as unknown (the live state was not read), logged, and
             // makes readiness false, since it is a bug.
-            let execute = AssertUnwindSafe(executor.execute(&service, &action, &run_context, progress)).catch_unwind();
+            let execute = AssertUnwindSafe(executor.execute(service, action, &run_context, progress)).catch_unwind();
             match tokio::time::timeout(timeout, execute).await {
                 Ok(Ok(result)) => Some(result),
                 Ok(Err(panic)) => {
@@ -256,14 +266,19 @@ impl Engine {
         let (result, last_seen) = tokio::join!(run, recorder);
         // Cut off, the backend may have applied its change, and a rollout
         // may still be running: that is unknown, never a plain failure.
-        let result = result.unwrap_or_else(|| {
+        result.unwrap_or_else(|| {
             Err(ActionError::Unknown(format!(
                 "no outcome within {} (bot.action_timeout); {} may have been changed and may still be changing{}; check it before trying again",
                 crate::clock::format_duration(timeout),
                 service.name,
                 last_seen.map(|text| format!("; last seen: {text}")).unwrap_or_default()
             )))
-        });
+        })
+    }
+
+    async fn run_to_completion(self: Arc<Self>, run: RunOf, action: Action, outcome_recorded: Arc<AtomicBool>) {
+        let RunOf { id, requester, parsed, reply, service } = run;
+        let result = self.execute_recorded(&id, &requester, &parsed, &reply, &service, &action).await;
         let (verdict, text, live) = match result {
             Ok(outcome) => (Verdict::Succeeded, outcome.summary, outcome.live),
             Err(ActionError::Unknown(text)) => (Verdict::Unknown, format!("unknown: {text}"), None),
@@ -339,7 +354,13 @@ impl Engine {
     /// store (`r-7 deploy succeeded`) in the same step, so a rollback of one
     /// deploy (`--of`) that takes the lock next sees it even before the
     /// trail's reads do. Every path that ends an action releases through it.
-    fn release_noting(&self, service: &str, id: &str, command: &str, verdict: Verdict) -> crate::audit::Effect {
+    pub(super) fn release_noting(
+        &self,
+        service: &str,
+        id: &str,
+        command: &str,
+        verdict: Verdict,
+    ) -> crate::audit::Effect {
         let release = self.store.run_lock_release(service, id);
         let (store, key, note) =
             (self.store.clone(), newest_change_key(service), format!("{id} {command} {}", verdict.name()));
@@ -430,7 +451,9 @@ impl Engine {
             Ok(locks) => locks,
             Err(e) => return tracing::error!(error = %e, "cannot list run locks"),
         };
-        for (service, lock) in locks {
+        // Runbook runs first: one outcome each, every lock they hold freed.
+        let runs = self.record_interrupted_runs(why, &locks).await;
+        for (service, lock) in locks.into_iter().filter(|(_, l)| !runs.contains(&l.request_id)) {
             let finished = self
                 .audit
                 .newest_outcomes(&service, 3)

@@ -10,6 +10,15 @@ use crate::event::{Actor, ReplyTarget};
 use crate::policy::{ApprovalNeed, Decision};
 use std::sync::Arc;
 
+/// Who asked for a request, and where (for [`Engine::pending_request`]).
+pub(super) struct Asked<'a> {
+    pub id: &'a str,
+    pub actor: &'a Actor,
+    pub roles: &'a [String],
+    pub parsed: &'a ParsedCommand,
+    pub reply: &'a ReplyTarget,
+}
+
 /// The card people see for `request`.
 pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
     ApprovalView {
@@ -39,6 +48,7 @@ pub fn view(request: &PendingRequest, approvals_have: u32) -> ApprovalView {
                 format!("{} must approve too: {}", r.approver, r.because)
             }
         }),
+        plan: request.plan.clone(),
         state: request.state,
         decided_by: request.closed_by.clone(),
     }
@@ -69,19 +79,34 @@ impl Engine {
         reply: &ReplyTarget,
         need: ApprovalNeed,
     ) -> Result<PendingRequest> {
-        let now = self.clock.now();
         let (Some(configured), Some(digest)) =
             (self.config.services.get(service), self.current_digest(id, actor, service, &parsed.request))
         else {
             return Err(Error::Invalid(format!("{service} is not a configured service")));
         };
-        Ok(PendingRequest {
-            id: id.to_string(),
-            requester: actor.clone(),
-            command: parsed.command.clone(),
-            policy: parsed.policy.clone(),
-            request: parsed.request.clone(),
-            environment: configured.environment.clone(),
+        let asked = Asked { id, actor, roles, parsed, reply };
+        Ok(self.pending_request(asked, need, service, &configured.environment, digest, None))
+    }
+
+    /// A new open request: who asked what, where; what it needs; what its
+    /// approvals bind to (`digest`); for a runbook run, its plan as shown.
+    pub(super) fn pending_request(
+        &self,
+        asked: Asked<'_>,
+        need: ApprovalNeed,
+        service: &str,
+        environment: &str,
+        digest: String,
+        plan: Option<String>,
+    ) -> PendingRequest {
+        let now = self.clock.now();
+        PendingRequest {
+            id: asked.id.to_string(),
+            requester: asked.actor.clone(),
+            command: asked.parsed.command.clone(),
+            policy: asked.parsed.policy.clone(),
+            request: asked.parsed.request.clone(),
+            environment: environment.to_string(),
             service: service.to_string(),
             digest,
             approvals_needed: need.approvals,
@@ -89,14 +114,15 @@ impl Engine {
             freeze: need.freeze,
             created_at: now,
             expires_at: now + chrono::Duration::from_std(need.ttl).unwrap_or(chrono::Duration::minutes(30)),
-            reply: reply.clone(),
-            requester_roles: roles.to_vec(),
+            reply: asked.reply.clone(),
+            requester_roles: asked.roles.to_vec(),
             votes: Vec::new(),
             required: need.required,
+            plan,
             state: RequestState::Pending,
             closed_by: None,
             closed_at: None,
-        })
+        }
     }
 
     fn parsed_of(request: &PendingRequest) -> ParsedCommand {
@@ -290,11 +316,31 @@ impl Engine {
         let target = request.reply.clone();
         let now = self.clock.now();
         let config = self.config.clone();
+        // A runbook run: its plan now, which must be the one approved.
+        let run =
+            matches!(request.request, crate::command::Request::Runbook { .. }).then(|| self.approved_plan(&request));
         let digest_now = self.current_digest(&request.id, &request.requester, &request.service, &request.request);
-        let refusal = if digest_now.as_deref() != Some(request.digest.as_str()) {
-            Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string())
+        let changed = match &run {
+            Some(Err(why)) => Some(why.clone()),
+            Some(Ok(_)) => None,
+            None if digest_now.as_deref() != Some(request.digest.as_str()) => Some("the action changed since it was requested (the service's configuration differs); approvals do not carry over — request it again".to_string()),
+            None => None,
+        };
+        let decision = match &run {
+            Some(Ok((runbook, plan))) => self.decide_runbook(
+                &request.requester,
+                &request.requester_roles,
+                &parsed,
+                runbook,
+                plan,
+                &request.reply.channel,
+            )?,
+            _ => self.decide(&request.requester, &request.requester_roles, &parsed, &request.reply.channel, None)?,
+        };
+        let refusal = if changed.is_some() {
+            changed
         } else {
-            match self.decide(&request.requester, &request.requester_roles, &parsed, &request.reply.channel, None)? {
+            match decision {
                 Decision::Deny(reason) => Some(reason),
                 Decision::NeedsApproval(ApprovalNeed { required: Some(needed), .. })
                     if request.required.as_ref().is_none_or(|r| r.approver != needed.approver) =>
@@ -367,6 +413,20 @@ impl Engine {
             if !approvers.contains(&lead.voter) {
                 approvers.push(lead.voter.clone());
             }
+        }
+        if let Some(Ok((runbook, plan))) = run {
+            let start = super::runbook::RunbookStart {
+                id: &request.id,
+                requester: &request.requester,
+                parsed: &parsed,
+                runbook,
+                plan,
+                reply: &target,
+                approved_by: approvers,
+                break_glass: None,
+                announce: None,
+            };
+            return self.start_runbook(start).await;
         }
         let crate::command::Kind::Change { service, action } = request.request.kind() else {
             // Only changes are ever held for approval; a stored request that is

@@ -8,6 +8,7 @@ use super::{human, sev, Incident};
 use crate::audit::{AuditRecord, RecordKind, Verdict};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashSet;
 
 /// `--format` of `opsbot incident export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +56,19 @@ pub struct TimelineScan {
     scanned: usize,
     cut_short: bool,
     kept: Vec<AuditRecord>,
+    /// The requests with a record kept (see [`Timeline::belongs`]).
+    requests: HashSet<String>,
 }
 
 impl TimelineScan {
     pub fn new(incident: &Incident) -> TimelineScan {
-        TimelineScan { incident: incident.clone(), scanned: 0, cut_short: false, kept: Vec::new() }
+        TimelineScan {
+            incident: incident.clone(),
+            scanned: 0,
+            cut_short: false,
+            kept: Vec::new(),
+            requests: HashSet::new(),
+        }
     }
 
     /// Keeps `record` if it belongs; false once reading may stop.
@@ -75,7 +84,7 @@ impl TimelineScan {
             self.cut_short = true;
             return false;
         }
-        if Timeline::belongs(&self.incident, &record) {
+        if Timeline::belongs(&self.incident, &record, &mut self.requests) {
             self.kept.push(record);
         }
         true
@@ -110,6 +119,7 @@ fn tells_the_story(kind: RecordKind) -> bool {
         RecordKind::Decision
             | RecordKind::Vote
             | RecordKind::Intent
+            | RecordKind::Step
             | RecordKind::Outcome
             | RecordKind::Expired
             | RecordKind::Lock
@@ -117,8 +127,11 @@ fn tells_the_story(kind: RecordKind) -> bool {
 }
 
 impl Timeline {
-    /// Whether `record` belongs to `incident`'s timeline.
-    pub fn belongs(incident: &Incident, record: &AuditRecord) -> bool {
+    /// Whether `record` belongs to `incident`'s timeline. `requests` holds
+    /// the ids of requests with a record kept so far (oldest first): a
+    /// record that names no service (a runbook run's own outcome) belongs
+    /// when its request's earlier records did.
+    pub fn belongs(incident: &Incident, record: &AuditRecord, requests: &mut HashSet<String>) -> bool {
         let entry = &record.entry;
         if entry.request_id.as_deref() == Some(incident.id.as_str()) {
             // Its own changes, and the attempts refused (a request's own
@@ -127,16 +140,25 @@ impl Timeline {
         }
         let open_then =
             record.ts >= incident.declared_at && incident.resolved_at.is_none_or(|resolved| record.ts <= resolved);
-        open_then
-            && tells_the_story(entry.kind)
-            && entry.service.as_ref().is_some_and(|s| incident.services.contains(s))
+        let on_its_services = match &entry.service {
+            Some(service) => incident.services.contains(service),
+            None => entry.request_id.as_ref().is_some_and(|id| requests.contains(id)),
+        };
+        let belongs = open_then && tells_the_story(entry.kind) && on_its_services;
+        if belongs {
+            if let Some(id) = &entry.request_id {
+                requests.insert(id.clone());
+            }
+        }
+        belongs
     }
 
     /// From the trail's records (oldest first); those that do not belong are skipped.
     pub fn build(incident: &Incident, records: impl IntoIterator<Item = AuditRecord>) -> Timeline {
         let mut entries = Vec::new();
         let mut mitigated = None;
-        for record in records.into_iter().filter(|r| Self::belongs(incident, r)) {
+        let mut requests = HashSet::new();
+        for record in records.into_iter().filter(|r| Self::belongs(incident, r, &mut requests)) {
             let entry = &record.entry;
             let text = match entry.kind {
                 RecordKind::Incident => entry.detail.clone(),

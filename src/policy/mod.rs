@@ -45,6 +45,11 @@ pub struct Subject<'a> {
     pub policy: &'a str,
     pub mutates: bool,
     pub service: Option<&'a Service>,
+    /// The environment when no service says it (a runbook's).
+    pub environment: Option<&'a str>,
+    /// More policy keys whose freezes apply: a runbook run's step kinds
+    /// (`restart`), so freezing restarts freezes a runbook's restart steps.
+    pub frozen_with: &'a [&'a str],
     /// Platform-qualified channel the request came from.
     pub channel: &'a str,
     pub emergency: Option<&'a str>,
@@ -124,7 +129,7 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
             "{actor} is not in any group of this opsbot; ask an admin to add you to the configuration"
         ));
     }
-    let environment = subject.service.map(|s| s.environment.as_str()).unwrap_or("");
+    let environment = subject.service.map(|s| s.environment.as_str()).or(subject.environment).unwrap_or("");
     if let Some(service) = subject.service.filter(|_| subject.mutates) {
         if !service.channels.is_empty() && !service.channels.iter().any(|c| c == subject.channel) {
             return Decision::Deny(format!(
@@ -162,7 +167,12 @@ pub fn evaluate(config: &Config, subject: &Subject<'_>) -> Decision {
     }
     let mut approvals = rule.approvals;
     let mut freeze_name = None;
-    for window in config.freezes.iter().filter(|w| w.applies(subject.policy, environment, subject.now)) {
+    let applies = |w: &crate::policy::freeze::FreezeWindow| {
+        std::iter::once(subject.policy)
+            .chain(subject.frozen_with.iter().copied())
+            .any(|key| w.applies(key, environment, subject.now))
+    };
+    for window in config.freezes.iter().filter(|w| applies(w)) {
         match window.approvals {
             None => {
                 return Decision::Deny(format!(

@@ -31,6 +31,7 @@ pub(super) fn pending(id: &str, state: RequestState) -> PendingRequest {
         requester_roles: vec![],
         votes: vec![],
         required: None,
+        plan: None,
         state,
         closed_by: None,
         closed_at: None,

@@ -232,6 +232,9 @@ fn option(name: &str, kind: &ArgKind, required: bool, help: Option<&str>) -> Val
         }
         // Discord hands over the chosen member's id (see inbound's command_text).
         ArgKind::Person => json!({"type": USER, "description": described("a member of this server")}),
+        ArgKind::Runbook => {
+            json!({"type": STRING, "description": described("a runbook (/runbook list shows them)"), "max_length": 64})
+        }
         ArgKind::Switch => json!({"type": BOOLEAN, "description": described("on or off")}),
     };
     option["name"] = json!(name);

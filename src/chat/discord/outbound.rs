@@ -101,6 +101,12 @@ pub fn approval_card(view: &ApprovalView) -> Value {
         content.push('\n');
         content.push_str(&render(also));
     }
+    if let Some(plan) = &view.plan {
+        // A message holds 2,000 characters; the plan gets what the rest leaves.
+        let room = 1_700usize.saturating_sub(content.chars().count());
+        let shown: String = plan.replace("```", "'''").chars().take(room).collect();
+        content.push_str(&format!("\n```\n{shown}\n```"));
+    }
     let components = if view.state == RequestState::Pending {
         content.push_str("\nApprove or deny with the buttons, or react ✅ / ❌. You cannot approve your own request.");
         json!([{"type": 1, "components": [

@@ -65,6 +65,11 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
         None => summary,
     };
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}})];
+    if let Some(plan) = &view.plan {
+        // A section holds at most 3,000 characters.
+        let shown: String = escape(&plan.replace("```", "'''")).chars().take(2_900).collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{shown}```")}}));
+    }
     if view.state == RequestState::Pending {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A :white_check_mark: reaction on this message approves, :x: denies. You cannot approve your own request."}]}));
         blocks.push(json!({
