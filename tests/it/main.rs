@@ -11,6 +11,8 @@
 //!   kubectl, then the kube-rs backend driven from the console against it.
 //! - `discord`: `opsbot serve` against `fake_discord` (REST and gateway on one
 //!   port, proven with discord.py), interactions signed with Ed25519.
+//! - `runbook`: runbooks through the console against a real PostgreSQL, a
+//!   local HTTP server and the fake Kubernetes API server (Jobs).
 //! - `slack`: `opsbot serve` against `fake_slack`, a fake Slack Web API and
 //!   Socket Mode on 127.0.0.1, with requests signed as Slack signs them.
 
@@ -30,5 +32,6 @@ mod fake_slack;
 mod kubernetes;
 mod postgres;
 mod relay;
+mod runbook;
 mod slack;
 mod support;

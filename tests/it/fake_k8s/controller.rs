@@ -236,6 +236,7 @@ impl Shared {
         for key in keys {
             self.step(&mut world, &key);
         }
+        super::jobs::tick(&mut world);
     }
 
     fn step(&self, world: &mut World, key: &(String, String)) {

@@ -231,6 +231,7 @@ pub(super) async fn list_pods(State(s): State<Shared>, Path(ns): Path<String>, R
                 "status": pod_status(&rs["spec"]["template"], fate)}));
         }
     }
+    pods.extend(super::jobs::pods(&world, &ns, q.get("labelSelector")));
     let mut map = Map::new();
     map.insert("resourceVersion".into(), json!(world.rv.to_string()));
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": map, "items": pods})).into_response()

@@ -20,6 +20,7 @@
 
 mod controller;
 mod handlers;
+mod jobs;
 mod patch;
 
 use axum::extract::{Request, State};
@@ -74,6 +75,7 @@ struct World {
     faults: Vec<Fault>,
     forbidden: Vec<(String, String)>,
     requests: Vec<Seen>,
+    jobs: BTreeMap<(String, String), jobs::JobState>,
 }
 
 pub struct FakeK8s {
@@ -218,6 +220,16 @@ impl FakeK8s {
         self.world.lock().unwrap().faults.push(fault);
     }
 
+    /// The Job `ns/name` as the fake holds it.
+    pub fn job(&self, ns: &str, name: &str) -> Option<Value> {
+        self.world.lock().unwrap().jobs.get(&(ns.to_string(), name.to_string())).map(|j| j.object.clone())
+    }
+
+    /// Every Job's name in `ns`.
+    pub fn job_names(&self, ns: &str) -> Vec<String> {
+        self.world.lock().unwrap().jobs.keys().filter(|(n, _)| n == ns).map(|(_, name)| name.clone()).collect()
+    }
+
     pub fn forbid(&self, verb: &str, resource: &str) {
         self.world.lock().unwrap().forbidden.push((verb.to_string(), resource.to_string()));
     }
@@ -272,12 +284,17 @@ fn routes(shared: Shared) -> Router {
         .route("/apis", get(|| async {
             Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
                 {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}},
+                {"name": "batch", "versions": [{"groupVersion": "batch/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}},
                 {"name": "authorization.k8s.io", "versions": [{"groupVersion": "authorization.k8s.io/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "authorization.k8s.io/v1", "version": "v1"}}
             ]}))
         }))
         .route("/apis/apps/v1", get(|| async {
             Json(resource_list("apps/v1", &[("deployments", "Deployment", true), ("deployments/scale", "Scale", true), ("deployments/status", "Deployment", true), ("replicasets", "ReplicaSet", true)]))
         }))
+        .route("/apis/batch/v1", get(|| async { Json(resource_list("batch/v1", &[("jobs", "Job", true), ("jobs/status", "Job", true)])) }))
+        .route("/apis/batch/v1/namespaces/{ns}/jobs", get(jobs::list).post(jobs::create))
+        .route("/apis/batch/v1/namespaces/{ns}/jobs/{name}", get(jobs::get))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(jobs::log))
         .route("/apis/authorization.k8s.io/v1", get(|| async { Json(resource_list("authorization.k8s.io/v1", &[("selfsubjectaccessreviews", "SelfSubjectAccessReview", false)])) }))
         .route("/apis/apps/v1/namespaces/{ns}/{kind}", get(handlers::list))
         .route("/apis/apps/v1/namespaces/{ns}/{kind}/{name}", get(handlers::get_one).patch(handlers::patch).put(handlers::put))
@@ -380,7 +397,11 @@ fn status_error(code: u16, reason: &str, message: &str) -> Response {
 /// Applies scripted permissions.
 fn gate(world: &World, verb: &str, resource: &str) -> Option<Response> {
     if world.forbidden.iter().any(|(v, r)| v == verb && r == resource) {
-        let group = if resource == "pods" || resource == "events" { "" } else { "apps" };
+        let group = match resource {
+            "pods" | "events" | "pods/log" => "",
+            "jobs" => "batch",
+            _ => "apps",
+        };
         return Some(status_error(403, "Forbidden", &format!("{resource} is forbidden: User \"system:serviceaccount:ops:opsbot\" cannot {verb} resource \"{resource}\" in API group \"{group}\"")));
     }
     None
