@@ -370,7 +370,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("--url: Slack only calls https:// URLs");
                 }
             }
-            let manifest = opsbot::chat::slack::manifest::manifest(&loaded.registry, url.as_deref(), &name);
+            let manifest = opsbot::chat::slack::manifest::manifest(
+                &loaded.registry,
+                url.as_deref(),
+                &name,
+                loaded.config.incident_channels,
+            );
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -404,7 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if app.is_empty() || !app.bytes().all(|b| b.is_ascii_digit()) {
                 anyhow::bail!("export DISCORD_APPLICATION_ID (the application's id, digits)");
             }
-            println!("{}", opsbot::chat::discord::commands::invite_url(&app));
+            println!("{}", opsbot::chat::discord::commands::invite_url(&app, loaded.config.incident_channels));
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),

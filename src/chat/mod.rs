@@ -37,6 +37,27 @@ impl ChatSink for PlatformSinks {
             }
         }
     }
+
+    fn open_channel<'a>(
+        &'a self,
+        near: &'a ReplyTarget,
+        name: &'a str,
+        members: &'a [crate::event::Actor],
+    ) -> BoxFuture<'a, Result<ReplyTarget, ChatError>> {
+        let sink = match near.platform() {
+            Some(crate::event::Platform::Slack) => self.slack.as_ref(),
+            Some(crate::event::Platform::Console) => self.console.as_ref(),
+            Some(crate::event::Platform::Discord) => self.discord.as_ref(),
+            None => None,
+        };
+        match sink {
+            Some(sink) => sink.open_channel(near, name, members),
+            None => {
+                let channel = near.channel.clone();
+                Box::pin(async move { Err(ChatError::Delivery(format!("no adapter is running for {channel}"))) })
+            }
+        }
+    }
 }
 
 /// Replaces each word of `text` that `is_identity` takes for one of

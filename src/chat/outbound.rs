@@ -31,7 +31,7 @@ mod deliver;
 
 use crate::audit::{BoxFuture, Verdict};
 use crate::engine::reply::{ApprovalView, ChatError, ChatSink, Reply};
-use crate::event::{Platform, ReplyTarget};
+use crate::event::{Actor, Platform, ReplyTarget};
 use crate::metrics::{Metrics, OutboundMetrics};
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -122,6 +122,17 @@ pub trait Wire: Send + Sync + 'static {
     /// Pins a message opsbot posted (an incident's summary), where the
     /// platform allows bots to.
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Opens a channel named `name` beside `near` (a channel id on this
+    /// platform), with `members` (user ids on this platform) in it where
+    /// the platform invites people; returns its id.
+    fn open_channel<'a>(
+        &'a self,
+        _near: &'a str,
+        _name: &'a str,
+        _members: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(async { Err(ApiError::Permanent("this platform cannot open channels".into())) })
+    }
     /// Whether plain answers to `target`'s request go back through the
     /// request itself (a Discord interaction) rather than to the channel.
     fn answers_in_place(&self, _target: &ReplyTarget) -> bool {
@@ -419,7 +430,33 @@ impl<W: Wire> Sink<W> {
     }
 }
 
+impl<W: Wire> Sink<W> {
+    /// [`ChatSink::open_channel`] on this platform: tried once (a channel
+    /// made twice would be two channels), its error said as it is.
+    async fn open(&self, near: &ReplyTarget, name: &str, members: &[Actor]) -> Result<ReplyTarget, ChatError> {
+        let Some(channel) = near.channel_on(W::PLATFORM) else {
+            return Err(ChatError::Delivery(format!("{} is not a {} channel", near.channel, W::PLATFORM)));
+        };
+        let prefix = format!("{}:", W::PLATFORM.name());
+        let members: Vec<&str> = members.iter().filter_map(|m| m.as_str().strip_prefix(prefix.as_str())).collect();
+        match self.inner.wire.open_channel(channel, name, &members).await {
+            Ok(id) => Ok(ReplyTarget::channel(format!("{prefix}{id}"))),
+            Err(ApiError::Permanent(why) | ApiError::Transient(why)) => Err(ChatError::Delivery(why)),
+            Err(e) => Err(ChatError::Delivery(e.to_string())),
+        }
+    }
+}
+
 impl<W: Wire> ChatSink for Sink<W> {
+    fn open_channel<'a>(
+        &'a self,
+        near: &'a ReplyTarget,
+        name: &'a str,
+        members: &'a [Actor],
+    ) -> BoxFuture<'a, Result<ReplyTarget, ChatError>> {
+        Box::pin(self.open(near, name, members))
+    }
+
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
             let Some(channel) = target.channel_on(W::PLATFORM) else {

@@ -86,6 +86,9 @@ pub struct Config {
     /// `[incidents] commanders`: groups who may take over any incident
     /// (hand over its lead, change its severity, resolve it) besides its lead.
     pub incident_commanders: Vec<String>,
+    /// `[incidents] dedicated_channels`: each incident gets a channel of its
+    /// own (`inc-3-<title>`), where the platform and the bot's permissions allow.
+    pub incident_channels: bool,
     /// `[databases]`, `[http]`, `[jobs]`: what runbook steps act on.
     pub databases: BTreeMap<String, targets::Database>,
     pub http: BTreeMap<String, targets::HttpTarget>,

@@ -103,6 +103,8 @@ struct RawServer {
 struct RawIncidents {
     #[serde(default)]
     commanders: Vec<String>,
+    #[serde(default)]
+    dedicated_channels: bool,
 }
 
 /// Parses and validates one config text. Each section and each entry is
@@ -332,6 +334,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         }
     }
     let incident_commanders = raw_incidents.commanders;
+    let incident_channels = raw_incidents.dedicated_channels;
     let databases =
         super::targets::databases(path, base, entries(path, "databases", section("databases"), problems), problems);
     let http = super::targets::http(path, entries(path, "http", section("http"), problems), problems);
@@ -361,6 +364,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         rules,
         freezes,
         incident_commanders,
+        incident_channels,
         databases,
         http,
         jobs,

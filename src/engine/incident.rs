@@ -41,30 +41,58 @@ impl Engine {
         let (incident, detail, announce) = match op {
             IncidentOp::Declare { title, severity, services } => {
                 self.may_declare(reply, *severity, services, commander)?;
+                let id = self.store.next_incident_id()?;
+                let from_seq = self.audit.head()?.seq;
+                let here = ReplyTarget::channel(reply.channel.clone());
+                // Its own channel, when the configuration asks for one: opened
+                // before the incident is recorded (one the record then fails to
+                // follow is left, and logged). When it cannot be opened, the
+                // incident lives here, and says why.
+                let (home, own) = if self.config.incident_channels {
+                    let name = incident::channel_name(&id, title);
+                    match self.chat.open_channel(&here, &name, std::slice::from_ref(actor)).await {
+                        Ok(home) => (home, Some(Ok(name))),
+                        Err(crate::engine::reply::ChatError::Delivery(why)) => (here.clone(), Some(Err(why))),
+                    }
+                } else {
+                    (here.clone(), None)
+                };
                 let incident = Incident {
-                    id: self.store.next_incident_id()?,
+                    declared_in: matches!(own, Some(Ok(_))).then(|| reply.channel.clone()),
+                    id,
                     title: title.clone(),
                     severity: *severity,
                     services: services.clone(),
                     lead: actor.clone(),
                     declared_by: actor.clone(),
                     declared_at: now,
-                    from_seq: self.audit.head()?.seq,
-                    channel: ReplyTarget::channel(reply.channel.clone()),
+                    from_seq,
+                    channel: home,
                     last_update: None,
                     resolved_at: None,
                     resolved_by: None,
                     resolution: None,
                 };
                 let on = if services.is_empty() { String::new() } else { format!(" on {}", services.join(", ")) };
-                let detail = format!("declared {}{on}: {title}; lead {actor}", sev(*severity));
+                let (in_channel, said_channel) = match &own {
+                    Some(Ok(name)) => (
+                        format!("; its channel {} ({name})", incident.channel.channel),
+                        format!(" It has its own channel, #{name}: its summary is pinned there, and commands about it are taken there."),
+                    ),
+                    Some(Err(why)) => (
+                        format!("; no channel of its own: {why}"),
+                        format!(" It could not get a channel of its own ({why}); it lives here."),
+                    ),
+                    None => (String::new(), String::new()),
+                };
+                let detail = format!("declared {}{on}: {title}; lead {actor}{in_channel}", sev(*severity));
                 let gate = if *severity <= 2 && !services.is_empty() {
                     " Deploys to its services now wait for the lead's approval too (break-glass aside)."
                 } else {
                     ""
                 };
                 let announce = format!(
-                    "🚨 {} declared by {actor}: {} ({}{on}). {actor} leads it; `/incident lead @someone` hands it over.{gate}",
+                    "🚨 {} declared by {actor}: {} ({}{on}). {actor} leads it; `/incident lead @someone` hands it over.{gate}{said_channel}",
                     incident.id,
                     typed(title),
                     sev(*severity)
@@ -154,9 +182,20 @@ impl Engine {
         let store = self.store.clone();
         let stored = incident.clone();
         let effect: crate::audit::Effect = Box::new(move || store.put_incident(&stored).map_err(|e| e.to_string()));
-        self.audit.commit(vec![record], Some(effect)).await?;
+        if let Err(e) = self.audit.commit(vec![record], Some(effect)).await {
+            if matches!(op, IncidentOp::Declare { .. }) && incident.declared_in.is_some() {
+                tracing::error!(error = %e, incident = %incident.id, channel = %incident.channel.channel,
+                    "an incident's channel was opened but the incident was not recorded; archive the channel");
+            }
+            return Err(e.into());
+        }
         self.metrics.request(actor.platform(), &parsed.command, "allowed");
         if incident.channel.channel == reply.channel {
+            self.say(reply, Reply::Text(announce)).await;
+        } else if matches!(op, IncidentOp::Declare { .. }) {
+            // Declared into a channel of its own: said where it was
+            // declared (which learns where it went) and in its channel.
+            self.say(&incident.channel, Reply::Announcement(announce.clone())).await;
             self.say(reply, Reply::Text(announce)).await;
         } else {
             // A commander acting from elsewhere: the incident's channel is
@@ -416,9 +455,9 @@ impl Engine {
             // private channel is not shown or changed from anywhere else
             // (commanders aside, who may take over from anywhere).
             return match found {
-                Some(incident) if anywhere || incident.channel.channel == reply.channel => Ok(incident),
+                Some(incident) if anywhere || incident.worked_on_in(&reply.channel) => Ok(incident),
                 _ => Err(Error::Invalid(format!(
-                    "there is no incident {id} in this channel; incident commands work in the channel it was declared in"
+                    "there is no incident {id} in this channel; incident commands work in the incident's channel"
                 ))),
             };
         }
@@ -426,7 +465,7 @@ impl Engine {
         match here.len() {
             1 => Ok(here.remove(0)),
             0 => Err(Error::Invalid(
-                "no open incident was declared in this channel; run incident commands in the incident's channel".into(),
+                "no open incident lives in this channel; run incident commands in the incident's channel".into(),
             )),
             _ => Err(Error::Invalid(format!(
                 "{} incidents are open in this channel ({}); name the one you mean",
@@ -436,8 +475,11 @@ impl Engine {
         }
     }
 
+    /// The open incidents worked on in `reply`'s channel: those living
+    /// there, and those declared there that live in a channel of their own
+    /// (so an incident whose channel was archived can still be run).
     fn channel_incidents(&self, reply: &ReplyTarget) -> Result<Vec<Incident>> {
-        Ok(self.store.open_incidents()?.into_iter().filter(|i| i.channel.channel == reply.channel).collect())
+        Ok(self.store.open_incidents()?.into_iter().filter(|i| i.worked_on_in(&reply.channel)).collect())
     }
 
     /// Who `typed` names, as `actor` sees it: an identity or a mention the

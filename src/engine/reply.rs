@@ -195,6 +195,19 @@ pub enum ChatError {
 /// The seam the core replies through.
 pub trait ChatSink: Send + Sync {
     fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>>;
+    /// Opens a channel named `name` beside `near` (the same workspace or
+    /// server), with `members` in it where the platform invites people:
+    /// an incident's own channel. The error says why not (a missing scope
+    /// or permission, a name taken), for the channel to be told.
+    fn open_channel<'a>(
+        &'a self,
+        near: &'a ReplyTarget,
+        _name: &'a str,
+        _members: &'a [Actor],
+    ) -> BoxFuture<'a, Result<ReplyTarget, ChatError>> {
+        let channel = near.channel.clone();
+        Box::pin(async move { Err(ChatError::Delivery(format!("{channel}'s platform cannot open channels"))) })
+    }
 }
 
 /// Keeps every reply, for tests.

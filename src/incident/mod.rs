@@ -36,8 +36,15 @@ pub struct Incident {
     /// starts after it (0: from the start).
     #[serde(default)]
     pub from_seq: u64,
-    /// Where it was declared: its summary is posted (and edited) there.
+    /// Where it lives: its summary is posted (and edited) there, and
+    /// commands about it are taken there. Where it was declared, or its own
+    /// channel (see `declared_in`).
     pub channel: ReplyTarget,
+    /// When opsbot opened the incident a channel of its own: the channel it
+    /// was declared in. Changes to its services are taken in its own channel
+    /// as they would be in that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_in: Option<String>,
     /// The newest `/incident update`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update: Option<String>,
@@ -50,6 +57,12 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// Whether its commands are taken in `channel`: where it lives, or
+    /// where it was declared when it has a channel of its own.
+    pub fn worked_on_in(&self, channel: &str) -> bool {
+        self.channel.channel == channel || self.declared_in.as_deref() == Some(channel)
+    }
+
     pub fn is_open(&self) -> bool {
         self.resolved_at.is_none()
     }
@@ -196,6 +209,27 @@ pub fn summary_text(incident: &Incident, recent: &[Change], now: DateTime<Utc>) 
         }
     }
     out
+}
+
+/// An incident's own channel's name: `inc-3-pool-exhausted` (lowercase
+/// letters, digits and `-`, as Slack and Discord both take; at most 60).
+pub fn channel_name(id: &str, title: &str) -> String {
+    let mut slug = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.trim_end_matches('-').chars().take(40).collect();
+    let slug = slug.trim_end_matches('-');
+    let id = id.to_ascii_lowercase();
+    if slug.is_empty() {
+        id
+    } else {
+        format!("{id}-{slug}")
+    }
 }
 
 #[cfg(test)]

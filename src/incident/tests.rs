@@ -14,6 +14,7 @@ fn actor(name: &str) -> Actor {
 
 fn incident() -> Incident {
     Incident {
+        declared_in: None,
         id: "INC-3".into(),
         title: "pool | exhausted".into(),
         severity: 1,
@@ -198,4 +199,13 @@ fn a_rollback_is_offered_only_where_the_newest_change_is_a_deploy_that_took_effe
     assert_eq!(rollback_offers(&recent, at(60)), [("db".to_string(), "r-1".to_string())]);
     // A day later it is history, not something to undo from a button.
     assert_eq!(rollback_offers(&recent, at(25 * 60)), Vec::<(String, String)>::new());
+}
+
+#[test]
+fn an_incidents_own_channel_is_named_from_its_id_and_title() {
+    assert_eq!(super::channel_name("INC-3", "Pool <exhausted>!  on api"), "inc-3-pool-exhausted-on-api");
+    assert_eq!(super::channel_name("INC-12", "¡¡¡"), "inc-12");
+    let long = super::channel_name("INC-1", &"a".repeat(300));
+    assert!(long.len() <= 46 && long.starts_with("inc-1-aaaa"), "{long}");
+    assert_eq!(super::channel_name("INC-4", "db -- down --"), "inc-4-db-down");
 }

@@ -140,6 +140,7 @@ fn links_are_remembered() {
 pub(super) fn incident(id: &str, severity: u8) -> crate::incident::Incident {
     let alice = Actor::parse("slack:UALICE").unwrap();
     crate::incident::Incident {
+        declared_in: None,
         id: id.into(),
         title: "pool exhausted".into(),
         severity,

@@ -850,3 +850,54 @@ fn an_incident_is_declared_with_a_subcommand_and_its_summary_is_pinned_and_kept_
     let records = bot.served.bot.export(&["--request", "r-2"]);
     assert_eq!(records[0]["actor"], format!("discord:{BOB}"));
 }
+
+/// With `[incidents] dedicated_channels`, an incident declared in Discord
+/// gets a text channel of its own in the same server and category, where its
+/// summary is pinned and its commands are taken; without Manage Channels it
+/// lives where it was declared, and says why.
+#[test]
+fn an_incident_gets_a_channel_of_its_own_in_the_server() {
+    let bot = DiscordServed::with_config(&(config("http") + "\n[incidents]\ndedicated_channels = true\n"));
+    let sub = |name: &str, options: Value| json!([{"name": name, "type": 1, "options": options}]);
+    let declare = |title: &str, sev: u8| {
+        sub(
+            "declare",
+            json!([
+                option("title", 3, json!(title)),
+                option("sev", 4, json!(sev)),
+                option("service", 3, json!("api-service"))
+            ]),
+        )
+    };
+    let ack = bot.slash(BOB, "incident", declare("Pool exhausted", 2));
+    assert!(
+        ack["data"]["content"].as_str().unwrap().contains("It has its own channel, #inc-1-pool-exhausted"),
+        "{ack}"
+    );
+    let made = bot.discord.channels();
+    assert_eq!(made.len(), 1);
+    let (channel, name, parent) = made[0].clone();
+    assert_eq!(name, "inc-1-pool-exhausted");
+    assert_eq!(
+        parent.as_deref(),
+        Some(crate::fake_discord::CATEGORY),
+        "under the same category as where it was declared"
+    );
+    let overwrites = bot.discord.overwrites_of(&channel);
+    assert_eq!(overwrites[0]["deny"], "1024", "hidden from @everyone, as the ops channel is: {overwrites}");
+    assert_eq!(overwrites[1]["id"], crate::fake_discord::OPS_ROLE);
+    bot.discord.wait_for("the summary pinned in its channel", LONG, |d| {
+        d.messages_in(&channel).iter().any(|m| m.content.contains("INC-1 SEV2") && d.is_pinned(&m.id))
+    });
+    assert!(!bot.discord.messages_in(OPS).iter().any(|m| m.content.contains("INC-1 SEV2")), "not in the ops channel");
+    // Its commands are taken in its channel.
+    let update = sub("update", json!([option("text", 3, json!("draining"))]));
+    let asked = bot.interact(&bot.discord.command_interaction(BOB, &channel, "incident", update));
+    assert!(asked["data"]["content"].as_str().unwrap().contains("INC-1 update from"), "{asked}");
+    // Without Manage Channels it stays where it was declared.
+    bot.discord.without_manage_channels();
+    let ack = bot.slash(BOB, "incident", declare("Second", 3));
+    let text = ack["data"]["content"].as_str().unwrap();
+    assert!(text.contains("could not get a channel of its own") && text.contains("Manage Channels"), "{ack}");
+    assert_eq!(bot.discord.channels().len(), 1);
+}

@@ -23,6 +23,10 @@ pub const TOKEN: &str = "discord-test-token";
 pub const APPLICATION: &str = "4242424242424242";
 pub const BOT_USER: &str = "1111111111111111";
 pub const GUILD: &str = "5555555555555555";
+/// The category every test channel is in.
+pub const CATEGORY: &str = "5555555555555556";
+/// The role that may see the ops channel (@everyone may not).
+pub const OPS_ROLE: &str = "5555555555555557";
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -84,6 +88,12 @@ struct Inner {
     threads: Mutex<HashSet<String>>,
     /// Pinned messages, by id.
     pins: Mutex<HashSet<String>>,
+    /// Text channels made with POST /guilds/{guild}/channels: (id, name, parent).
+    channels: Mutex<Vec<(String, String, Option<String>)>>,
+    /// The permission overwrites each made channel was created with.
+    overwrites: Mutex<BTreeMap<String, Value>>,
+    /// While set, the bot lacks Manage Channels.
+    no_manage_channels: std::sync::atomic::AtomicBool,
     commands: Mutex<BTreeMap<String, Vec<Value>>>,
     gateway: Mutex<Gateway>,
     identifies: AtomicU64,
@@ -166,6 +176,21 @@ impl FakeDiscord {
 
     pub fn message(&self, id: &str) -> Option<Stored> {
         self.inner.messages.lock().unwrap().get(id).cloned()
+    }
+
+    /// The channels the bot made: (id, name, category).
+    pub fn channels(&self) -> Vec<(String, String, Option<String>)> {
+        self.inner.channels.lock().unwrap().clone()
+    }
+
+    /// The permission overwrites the bot gave a channel it made.
+    pub fn overwrites_of(&self, channel: &str) -> Value {
+        self.inner.overwrites.lock().unwrap().get(channel).cloned().unwrap_or(Value::Null)
+    }
+
+    /// The bot lacks Manage Channels from now on.
+    pub fn without_manage_channels(&self) {
+        self.inner.no_manage_channels.store(true, Ordering::SeqCst);
     }
 
     pub fn is_pinned(&self, message: &str) -> bool {
@@ -430,6 +455,47 @@ async fn rest(
                 }
                 None => discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message"),
             }
+        }
+        // A channel's guild and category (every channel the tests use is a
+        // text channel of GUILD under CATEGORY; a made one, under its parent).
+        // (A thread made by the bot is a public thread under its channel.)
+        ("GET", ["channels", channel]) => {
+            let made = inner.channels.lock().unwrap().iter().find(|(id, _, _)| id == channel).cloned();
+            if inner.threads.lock().unwrap().contains(*channel) {
+                let parent = inner.messages.lock().unwrap().get(*channel).map(|m| m.channel.clone());
+                return Json(json!({"id": channel, "type": 11, "guild_id": GUILD, "parent_id": parent}))
+                    .into_response();
+            }
+            let (name, parent) = match made {
+                Some((_, name, parent)) => (name, parent),
+                None => ("ops".to_string(), Some(CATEGORY.to_string())),
+            };
+            Json(json!({"id": channel, "type": 0, "guild_id": GUILD, "name": name, "parent_id": parent,
+                "permission_overwrites": [{"id": GUILD, "type": 0, "allow": "0", "deny": "1024"}, {"id": OPS_ROLE, "type": 0, "allow": "1024", "deny": "0"}]}))
+            .into_response()
+        }
+        // Manage Channels, or 50013 Missing Permissions; names as Discord takes them.
+        ("POST", ["guilds", guild, "channels"]) => {
+            if *guild != GUILD {
+                return discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild");
+            }
+            if inner.no_manage_channels.load(Ordering::SeqCst) {
+                return discord_error(StatusCode::FORBIDDEN, 50013, "Missing Permissions");
+            }
+            let name = parsed["name"].as_str().unwrap_or("").to_string();
+            if name.is_empty() || name.chars().count() > 100 || parsed["type"] != 0 {
+                return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            }
+            let id = inner.id();
+            let parent = parsed["parent_id"].as_str().map(str::to_string);
+            inner.channels.lock().unwrap().push((id.clone(), name.clone(), parent.clone()));
+            inner.overwrites.lock().unwrap().insert(id.clone(), parsed["permission_overwrites"].clone());
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "type": 0, "guild_id": GUILD, "name": name, "parent_id": parent,
+                "permission_overwrites": parsed["permission_overwrites"]})),
+            )
+                .into_response()
         }
         // Pin Messages: 204, or Unknown Message for one not in the channel.
         ("PUT", ["channels", channel, "messages", "pins", message]) => {

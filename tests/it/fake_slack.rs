@@ -52,6 +52,10 @@ struct Inner {
     /// The connection number that went silent: it stops reading the socket,
     /// so it answers no ping and sends nothing, like a half-open connection.
     silent: AtomicU64,
+    /// Channels made with conversations.create (name → id); while
+    /// `no_channel_scope` is set, the app lacks channels:manage.
+    channels: Mutex<Vec<(String, String)>>,
+    no_channel_scope: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -94,6 +98,17 @@ impl FakeSlack {
     /// frames) without closing; later connections behave.
     pub fn silence_socket(&self) {
         self.inner.silent.store(self.connections(), Ordering::SeqCst);
+    }
+
+    /// The app lacks `channels:manage` from now on (conversations.create
+    /// answers `missing_scope`, as Slack does).
+    pub fn without_channel_scope(&self) {
+        self.inner.no_channel_scope.store(true, Ordering::SeqCst);
+    }
+
+    /// The channels made, as (name, id).
+    pub fn channels(&self) -> Vec<(String, String)> {
+        self.inner.channels.lock().unwrap().clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -199,6 +214,37 @@ async fn api(
             "message": {"type": "message", "text": parsed.get("text"), "user": "UBOT"}}),
         "chat.postEphemeral" => json!({"ok": true, "message_ts": ts()}),
         "pins.add" => json!({"ok": true}),
+        // Slack's rules: lowercase letters, digits, `-` and `_`, at most 80;
+        // a name in use is refused.
+        "conversations.create" => {
+            let name = parsed.get("name").and_then(|n| n.as_str()).unwrap_or("").to_string();
+            let valid = !name.is_empty()
+                && name.len() <= 80
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            let mut channels = inner.channels.lock().unwrap();
+            if inner.no_channel_scope.load(Ordering::SeqCst) {
+                json!({"ok": false, "error": "missing_scope", "needed": "groups:write", "provided": "commands,chat:write"})
+            } else if !valid {
+                json!({"ok": false, "error": "invalid_name_specials"})
+            } else if channels.iter().any(|(n, _)| *n == name) {
+                json!({"ok": false, "error": "name_taken"})
+            } else {
+                let id = format!("CINC{}", channels.len() + 1);
+                channels.push((name.clone(), id.clone()));
+                json!({"ok": true, "channel": {"id": id, "name": name, "is_channel": true, "created": 1700000000, "creator": "UBOT"}})
+            }
+        }
+        "conversations.invite" => {
+            // `users` is a comma-separated string of ids.
+            let known = inner.channels.lock().unwrap().iter().any(|(_, id)| Some(id) == channel.as_ref());
+            if !parsed.get("users").is_some_and(|u| u.is_string()) {
+                json!({"ok": false, "error": "invalid_arguments"})
+            } else if known {
+                json!({"ok": true, "channel": {"id": channel, "created": 1700000000}})
+            } else {
+                json!({"ok": false, "error": "channel_not_found"})
+            }
+        }
         "users.info" => {
             let user = parsed.get("user").and_then(|u| u.as_str()).unwrap_or("U0");
             json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "profile": {"display_name": format!("{user}-display"), "real_name": "Real Name"}}})

@@ -1334,3 +1334,91 @@ fn the_incident_flow_end_to_end_in_slack_with_a_rollback_click_and_a_runbook() {
     }
     served.stop();
 }
+
+/// With `[incidents] dedicated_channels`, a declared incident gets a channel
+/// of its own: made by the bot, the declarer invited, its summary pinned
+/// there, its commands taken there, and changes to its services taken
+/// there as in the channel it was declared in. Without the scope, it lives
+/// where it was declared and says why.
+#[test]
+fn an_incident_gets_a_channel_of_its_own_where_it_is_run() {
+    let text = config("http") + "\n[incidents]\ndedicated_channels = true\n";
+    let served = Served::with_config(&text);
+    let slack = &served.slack;
+    let ack = served.command(
+        "UALICE",
+        "COPS",
+        "/incident",
+        "declare \"Pool <exhausted>!\" --sev 1 --service api-service",
+        "ch-1",
+    );
+    let said = ack["text"].as_str().unwrap();
+    assert!(said.contains("It has its own channel, #inc-1-pool-exhausted"), "{ack}");
+    assert_eq!(slack.channels(), [("inc-1-pool-exhausted".to_string(), "CINC1".to_string())]);
+    let invite = slack.ok_calls("conversations.invite");
+    assert_eq!(invite.len(), 1);
+    assert_eq!(invite[0]["channel"], "CINC1");
+    assert_eq!(invite[0]["users"], "UALICE", "the declarer is invited: {invite:?}");
+    let created = slack.ok_calls("conversations.create");
+    assert_eq!(created[0]["is_private"], true, "private: nobody sees it who was not asked in");
+    // The summary is posted and pinned in the incident's channel, not here.
+    slack.wait_for("the summary pinned", LONG, |c| c.iter().any(|c| c.method == "pins.add" && c.status == 200));
+    let pin = slack.ok_calls("pins.add").pop().unwrap();
+    assert_eq!(pin["channel"], "CINC1");
+    let summary = slack
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "chat.postMessage" && text_of(&c.body).contains("INC-1 SEV1"))
+        .unwrap();
+    assert_eq!(summary.body["channel"], "CINC1");
+    // Its commands are taken there, and in the channel it was declared in
+    // (should its own be archived), where they are said in its channel.
+    served.command("UALICE", "CINC1", "/incident", "update draining the pool", "ch-2");
+    slack.wait_for("the summary edited there", LONG, |c| {
+        c.iter()
+            .any(|c| c.method == "chat.update" && c.body["channel"] == "CINC1" && text_of(&c.body).contains("draining"))
+    });
+    let ack = served.command("UALICE", "COPS", "/incident", "update from elsewhere", "ch-3");
+    assert!(ack["text"].as_str().unwrap().contains("done: incident update (announced in its channel)"), "{ack}");
+    slack.wait_for("the update said in its channel", LONG, |c| {
+        c.iter().any(|c| {
+            c.method == "chat.postMessage"
+                && c.body["channel"] == "CINC1"
+                && text_of(&c.body).contains("from elsewhere")
+        })
+    });
+    // Changes keep their channels: api-service takes them in slack:COPS only, not in the incident's channel.
+    let ack = served.command("UBOB", "CINC1", "/rollback", "api-service", "ch-4");
+    assert!(ack["text"].as_str().unwrap().contains("changes to api-service are only taken in slack:COPS"), "{ack}");
+    // Without the scope, the incident lives where it was declared, and says why.
+    slack.without_channel_scope();
+    let ack = served.command(
+        "UALICE",
+        "CSTAGE",
+        "/incident",
+        "declare \"staging slow\" --sev 3 --service api-staging",
+        "ch-6",
+    );
+    assert!(
+        ack["text"]
+            .as_str()
+            .unwrap()
+            .contains("could not get a channel of its own (the Slack app lacks the groups:write scope"),
+        "{ack}"
+    );
+    slack.wait_for("the second summary", LONG, |c| {
+        c.iter().any(|c| {
+            c.method == "chat.postMessage" && c.body["channel"] == "CSTAGE" && text_of(&c.body).contains("INC-2")
+        })
+    });
+    let records = served.bot.export(&["--request", "INC-1"]);
+    assert!(
+        records[0]["detail"].as_str().unwrap().contains("its channel slack:CINC1 (inc-1-pool-exhausted)"),
+        "{records:?}"
+    );
+    // The manifest asks for the scope only when the configuration does.
+    let manifest = served.bot.command(&["slack-manifest"]).output().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert!(manifest["oauth_config"]["scopes"]["bot"].to_string().contains("groups:write"));
+    served.stop();
+}

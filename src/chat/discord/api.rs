@@ -298,6 +298,53 @@ impl DiscordApi {
         .map(|_| ())
     }
 
+    /// A text channel named `name` in the server of channel `near`, under
+    /// the same category and with the same permission overwrites, so those
+    /// who could not see where it was declared cannot see it either (the
+    /// bot needs the Manage Channels permission); returns its id. Declared
+    /// in a thread, it goes beside the thread's channel.
+    pub async fn open_channel(&self, near: &str, name: &str) -> Result<String, ApiError> {
+        let mut origin = self.channel(near).await?;
+        // Threads (types 10, 11, 12) hang under a channel: use that one.
+        if matches!(origin["type"].as_u64(), Some(10..=12)) {
+            let parent = origin["parent_id"].as_str().unwrap_or_default().to_string();
+            origin = self.channel(&parent).await?;
+        }
+        let Some(guild) = origin["guild_id"].as_str() else {
+            return Err(ApiError::Permanent(
+                "this channel is in no server (a DM); an incident's channel needs one".into(),
+            ));
+        };
+        let guild = snowflake(guild)?;
+        let mut body = serde_json::json!({ "name": name, "type": 0 });
+        if let Some(parent) = origin["parent_id"].as_str() {
+            body["parent_id"] = serde_json::json!(parent);
+        }
+        if let Some(overwrites) = origin["permission_overwrites"].as_array() {
+            body["permission_overwrites"] = serde_json::json!(overwrites);
+        }
+        let route = format!("POST /guilds/{guild}/channels");
+        let created = self.call(Method::POST, &route, &format!("/guilds/{guild}/channels"), Some(&body)).await.map_err(
+            |e| match Self::code_of(&e) {
+                // Missing Permissions.
+                Some(50013) => ApiError::Permanent(
+                    "the bot lacks the Manage Channels permission in this server: grant it (the invite URL from `opsbot discord-invite-url` asks for it when [incidents] dedicated_channels is on)".into(),
+                ),
+                _ => e,
+            },
+        )?;
+        created["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Permanent("Discord made the channel but did not say its id".into()))
+    }
+
+    /// `GET /channels/{id}`: the channel as Discord describes it.
+    async fn channel(&self, id: &str) -> Result<Value, ApiError> {
+        let id = snowflake(id)?;
+        self.call(Method::GET, &format!("GET /channels/{id}"), &format!("/channels/{id}"), None).await
+    }
+
     /// Pins `message` in `channel` (the bot needs the Pin Messages permission).
     pub async fn pin(&self, channel: &str, message: &str) -> Result<(), ApiError> {
         let (channel, message) = (snowflake(channel)?, snowflake(message)?);

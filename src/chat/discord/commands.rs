@@ -27,10 +27,16 @@ const MAX_DESCRIPTION: usize = 100;
 /// for an incident's summary).
 pub const PERMISSIONS: u64 = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 16) | (1 << 51);
 
-/// The URL that installs the bot in a server with [`PERMISSIONS`] and its commands.
-pub fn invite_url(application_id: &str) -> String {
+/// Manage Channels (1 << 4): asked besides, only with `[incidents]
+/// dedicated_channels` on, for each incident's own channel.
+pub const CHANNEL_PERMISSION: u64 = 1 << 4;
+
+/// The URL that installs the bot in a server with [`PERMISSIONS`] (and
+/// [`CHANNEL_PERMISSION`] when incidents get channels of their own) and its commands.
+pub fn invite_url(application_id: &str, incident_channels: bool) -> String {
+    let permissions = if incident_channels { PERMISSIONS | CHANNEL_PERMISSION } else { PERMISSIONS };
     format!(
-        "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot%20applications.commands&permissions={PERMISSIONS}"
+        "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot%20applications.commands&permissions={permissions}"
     )
 }
 

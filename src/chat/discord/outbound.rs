@@ -230,6 +230,15 @@ impl Wire for DiscordApi {
         Box::pin(DiscordApi::pin(self, channel, message))
     }
 
+    fn open_channel<'a>(
+        &'a self,
+        near: &'a str,
+        name: &'a str,
+        _members: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(DiscordApi::open_channel(self, near, name))
+    }
+
     fn private<'a>(
         &'a self,
         target: &'a ReplyTarget,

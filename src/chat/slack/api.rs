@@ -104,6 +104,44 @@ impl SlackApi {
         Ok(())
     }
 
+    /// A private channel (`conversations.create`, scope `groups:write`):
+    /// nobody sees an incident's channel who was not asked in, whatever the
+    /// channel it was declared in. Then `conversations.invite` for
+    /// `members`; returns the new channel's id. The channel made, an invite
+    /// Slack refuses is logged, not an error.
+    pub async fn open_channel(&self, name: &str, members: &[&str]) -> Result<String, ApiError> {
+        let session = self.client.open_session(&self.token);
+        let created = session
+            .conversations_create(&SlackApiConversationsCreateRequest::new(name.to_string()).with_is_private(true))
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                ApiError::Permanent(code) if code == "missing_scope" => ApiError::Permanent(
+                    "the Slack app lacks the groups:write scope: apply the manifest from `opsbot slack-manifest` again and reinstall".into(),
+                ),
+                ApiError::Permanent(code) if code == "name_taken" => {
+                    ApiError::Permanent(format!("a channel named {name} exists already"))
+                }
+                other => other,
+            })?;
+        let id = created.channel.id;
+        if !members.is_empty() {
+            // Slack takes `users` as a comma-separated string (slack-morphism's
+            // request would send an array).
+            #[derive(serde::Serialize)]
+            struct Invite<'a> {
+                channel: &'a str,
+                users: String,
+            }
+            let invite = Invite { channel: id.0.as_str(), users: members.join(",") };
+            let answer: Result<SlackApiConversationsInviteResponse, _> =
+                session.http_session_api.http_post("conversations.invite", &invite, None).await;
+            if let Err(e) = answer {
+                tracing::warn!(error = %ApiError::from(e), channel = %id, "inviting people to a new incident channel failed");
+            }
+        }
+        Ok(id.to_string())
+    }
+
     /// `pins.add` (scope `pins:write`).
     pub async fn pin(&self, channel: &str, ts: &str) -> Result<(), ApiError> {
         let session = self.client.open_session(&self.token);

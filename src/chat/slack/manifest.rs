@@ -16,9 +16,17 @@ pub const BOT_SCOPES: [&str; 6] = [
 
 pub const BOT_EVENTS: [&str; 2] = ["app_mention", "reaction_added"];
 
+/// Asked besides, only with `[incidents] dedicated_channels` on: each
+/// incident's own (private) channel, made and the declarer invited.
+pub const CHANNEL_SCOPE: &str = "groups:write";
+
 /// The manifest. With `base_url` the HTTP endpoints are filled in; without it
 /// the app is set up for Socket Mode.
-pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Value {
+pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str, incident_channels: bool) -> Value {
+    let mut scopes: Vec<&str> = BOT_SCOPES.to_vec();
+    if incident_channels {
+        scopes.push(CHANNEL_SCOPE);
+    }
     let base = base_url.map(|u| u.trim_end_matches('/').to_string());
     let mut commands = Vec::new();
     // One slash command per command outside a group (and alias), and one
@@ -76,7 +84,7 @@ pub fn manifest(registry: &Registry, base_url: Option<&str>, name: &str) -> Valu
             "bot_user": { "display_name": name, "always_online": true },
             "slash_commands": commands,
         },
-        "oauth_config": { "scopes": { "bot": BOT_SCOPES } },
+        "oauth_config": { "scopes": { "bot": scopes } },
         "settings": settings,
     })
 }

@@ -98,6 +98,15 @@ impl Wire for SlackApi {
         Box::pin(SlackApi::pin(self, channel, message))
     }
 
+    fn open_channel<'a>(
+        &'a self,
+        _near: &'a str,
+        name: &'a str,
+        members: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(SlackApi::open_channel(self, name, members))
+    }
+
     fn private<'a>(
         &'a self,
         target: &'a ReplyTarget,

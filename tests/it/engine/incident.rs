@@ -215,7 +215,7 @@ async fn the_summary_is_one_message_kept_current_and_every_change_is_on_the_reco
 async fn incident_commands_name_what_is_wrong_and_change_nothing() {
     let h = engine_with(INCIDENTS);
     h.engine.handle(command(user(0), "/incident update anything")).await;
-    assert!(refused(&h, "no open incident was declared in this channel"));
+    assert!(refused(&h, "no open incident lives in this channel"));
     h.engine.handle(command(user(0), "/incident status INC-7")).await;
     assert!(refused(&h, "there is no incident INC-7"));
     h.engine.handle(command(user(0), "/incident declare one --service api")).await;
