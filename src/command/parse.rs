@@ -554,8 +554,12 @@ pub fn parse(registry: &Registry, services: &[String], text: &str) -> Result<Par
             return Err(ParseError::MissingSubcommand { group: typed, choices });
         };
         let word_text = word.text.to_lowercase();
+        // A runbook's name (or a near miss of one, which the runbook
+        // argument then names) is short for `run <name>`.
+        let runbook_like = registry.runbook(&word.text).is_some()
+            || super::registry::closest(&word.text, registry.runbook_names()).is_some();
         if registry.find(&format!("{typed} {word_text}")).is_none()
-            && registry.runbook(&word.text).is_some()
+            && runbook_like
             && registry.find(&format!("{typed} run")).is_some()
         {
             // `/runbook connection-pool …` is `/runbook run connection-pool …`.

@@ -386,7 +386,7 @@ fn decode<T: DeserializeOwned>(
                 path,
                 key,
                 e.message().trim().to_string(),
-                "see the configuration reference in the README",
+                "see the configuration reference, docs/configuration.md",
             ));
             None
         }

@@ -668,7 +668,8 @@ fn freezes_on_a_step_kind_hold_runbooks_and_ungated_runbooks_run_without_approva
         .replace("service = \"api-service\"\n", "service = \"api-service\"\napproval = false\n");
     let bot = runbook_bot("", &[("slow", SLOW), ("quick", &ungated)], "20ms");
     // Every step says it needs no approval: the rule's requesters run it at once.
-    let out = console(&bot, &["/runbook quick --dry-run", "/runbook quick", "/wait"], &[]);
+    let out = console(&bot, &["/runbook qiuck", "/runbook quick --dry-run", "/runbook quick", "/wait"], &[]);
+    assert!(out.contains("no such runbook. Did you mean `quick`?"), "a near miss is named: {out}");
     assert!(out.contains("no step needs approval"), "{out}");
     assert!(out.contains("r-1 runs now, no approval needed"), "{out}");
     assert!(out.contains("✅ r-1: runbook quick done"), "{out}");
