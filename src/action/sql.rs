@@ -198,24 +198,30 @@ async fn connect(url: &str) -> Result<(tokio_postgres::Client, tokio::task::Join
         ActionError::Failed("the database URL is not a valid postgres:// URL or key=value string".into())
     })?;
     config.connect_timeout(CONNECT_TIMEOUT);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ActionError::Failed(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
     let (client, connection) = config
-        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls()?))
         .await
         .map_err(|e| ActionError::Unreachable(format!("cannot connect to the database: {}", db_error(&e))))?;
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok((client, driver))
+}
+
+/// The TLS client setup, with the system's roots read from disk once.
+fn tls() -> Result<rustls::ClientConfig, ActionError> {
+    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
+    let made = TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .map_err(|e| e.to_string())
+    });
+    made.clone().map_err(|e| ActionError::Failed(format!("TLS setup: {e}")))
 }
 
 /// Sets the step's `statement_timeout` on `client`, and boxes its values.

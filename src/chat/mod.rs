@@ -21,15 +21,21 @@ pub struct PlatformSinks {
     pub console: Option<std::sync::Arc<dyn ChatSink>>,
 }
 
-impl ChatSink for PlatformSinks {
-    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
-        let sink = match target.platform() {
+impl PlatformSinks {
+    /// The adapter of `target`'s platform, if it runs.
+    fn sink_for(&self, target: &ReplyTarget) -> Option<&std::sync::Arc<dyn ChatSink>> {
+        match target.platform() {
             Some(crate::event::Platform::Slack) => self.slack.as_ref(),
             Some(crate::event::Platform::Console) => self.console.as_ref(),
             Some(crate::event::Platform::Discord) => self.discord.as_ref(),
             None => None,
-        };
-        match sink {
+        }
+    }
+}
+
+impl ChatSink for PlatformSinks {
+    fn send<'a>(&'a self, target: &'a ReplyTarget, reply: Reply) -> BoxFuture<'a, Result<(), ChatError>> {
+        match self.sink_for(target) {
             Some(sink) => sink.send(target, reply),
             None => {
                 let channel = target.channel.clone();
@@ -44,13 +50,7 @@ impl ChatSink for PlatformSinks {
         name: &'a str,
         members: &'a [crate::event::Actor],
     ) -> BoxFuture<'a, Result<ReplyTarget, ChatError>> {
-        let sink = match near.platform() {
-            Some(crate::event::Platform::Slack) => self.slack.as_ref(),
-            Some(crate::event::Platform::Console) => self.console.as_ref(),
-            Some(crate::event::Platform::Discord) => self.discord.as_ref(),
-            None => None,
-        };
-        match sink {
+        match self.sink_for(near) {
             Some(sink) => sink.open_channel(near, name, members),
             None => {
                 let channel = near.channel.clone();

@@ -212,12 +212,8 @@ impl Request {
             }
             Request::Incident { op } => Kind::Admin(Admin::Incident(op)),
             Request::Runbook { op: RunbookOp::List } => Kind::Read(Read::Runbooks),
-            Request::Runbook { op: RunbookOp::Run { runbook, params, dry_run: true } } => {
-                Kind::Read(Read::DryRun { runbook, params })
-            }
-            Request::Runbook { op: RunbookOp::Run { runbook, params, dry_run: false } } => {
-                Kind::Runbook { runbook, params }
-            }
+            // A dry run too: the run's own path plans it, and reads for it.
+            Request::Runbook { op: RunbookOp::Run { runbook, params, .. } } => Kind::Runbook { runbook, params },
             Request::Runbook { op: RunbookOp::Abort { request } } => Kind::Admin(Admin::Abort { request }),
         }
     }
@@ -265,7 +261,8 @@ pub enum Kind<'a> {
     /// Changes infrastructure through an executor.
     Change { service: &'a str, action: crate::action::Action },
     /// Runs a runbook's steps in order (each a change, a statement, a Job,
-    /// a request or a wait), behind the run locks of everything it touches.
+    /// a request or a wait), behind the run locks of everything it touches;
+    /// or, as a dry run, shows them (then `ParsedCommand::mutates` is false).
     Runbook { runbook: &'a str, params: &'a BTreeMap<String, String> },
     /// Changes opsbot's own state (a `/lock`), at once when allowed.
     Admin(Admin<'a>),
@@ -309,12 +306,6 @@ pub enum Read<'a> {
     Incident(&'a IncidentOp),
     /// `/runbook list`.
     Runbooks,
-    /// `/runbook run … --dry-run`: what each step would do, with the
-    /// read-only previews run; nothing changes.
-    DryRun {
-        runbook: &'a str,
-        params: &'a BTreeMap<String, String>,
-    },
 }
 
 /// The class of what a command file's action does.

@@ -384,13 +384,13 @@ impl Engine {
         parsed: &ParsedCommand,
         reply: &ReplyTarget,
     ) -> Result<()> {
-        match &parsed.request {
-            Request::Runbook { op: command::RunbookOp::Run { runbook, params, .. } } => {
+        // Runbook runs and aborts are decided on their own path (the
+        // runbook's environment, every service it changes).
+        match parsed.request.kind() {
+            Kind::Runbook { runbook, params } => {
                 return Box::pin(self.on_runbook(actor, roles, parsed, runbook, params, reply)).await;
             }
-            Request::Runbook { op: command::RunbookOp::Abort { request } } => {
-                return self.on_abort(actor, roles, parsed, request, reply).await;
-            }
+            Kind::Admin(Admin::Abort { request }) => return self.on_abort(actor, roles, parsed, request, reply).await,
             _ => {}
         }
         self.check_bounds(parsed)?;
@@ -569,7 +569,6 @@ impl Engine {
             Read::Help { command } => self.registry.render_help(command),
             Read::Incident(op) => self.incident_read(op, reply).await?,
             Read::Runbooks => self.runbook_list_text(),
-            Read::DryRun { .. } => return Err(Error::Invalid("a dry run is planned on its own path".into())),
         };
         self.say(reply, Reply::Text(text)).await;
         Ok(())

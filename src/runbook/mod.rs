@@ -663,10 +663,21 @@ impl Runbook {
                 },
             })
             .collect();
-        let gated = self.gated.clone();
-        let canonical = serde_json::json!({"runbook": self.name, "values": values, "steps": steps, "gated": gated, "targets": targets});
-        let digest = hex::encode(Sha256::digest(serde_json::to_vec(&canonical).expect("a plan serialises")));
-        Ok(Plan { runbook: self.name.clone(), values, steps, gated, digest })
+        let mut plan =
+            Plan { runbook: self.name.clone(), values, steps, gated: self.gated.clone(), digest: String::new() };
+        plan.bind(targets);
+        Ok(plan)
+    }
+}
+
+impl Plan {
+    /// Sets the digest over the plan and `targets` (the configuration
+    /// entries its steps name, which the caller learns from the steps).
+    pub fn bind(&mut self, targets: &serde_json::Value) {
+        let canonical = serde_json::json!({
+            "runbook": self.runbook, "values": self.values, "steps": self.steps, "gated": self.gated, "targets": targets,
+        });
+        self.digest = hex::encode(Sha256::digest(serde_json::to_vec(&canonical).expect("a plan serialises")));
     }
 }
 

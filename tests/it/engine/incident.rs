@@ -73,6 +73,20 @@ fn started(h: &Harness, id: &str) -> usize {
     h.audit.read(&query).unwrap().len()
 }
 
+/// u3 declares a SEV1 on api (and leads it); u0 then asks to deploy api (r-1).
+async fn outage_with_a_deploy(h: &Harness) {
+    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
+    h.engine.handle(command(user(0), "/deploy api v2")).await;
+}
+
+/// The first start message said.
+fn start_text(h: &Harness) -> Option<String> {
+    h.sink.replies().into_iter().find_map(|r| match r {
+        Reply::Started { text, .. } => Some(text),
+        _ => None,
+    })
+}
+
 fn texts(h: &Harness) -> Vec<String> {
     h.sink
         .replies()
@@ -315,26 +329,21 @@ async fn the_timeline_tells_the_incident_from_the_trail() {
 async fn a_leads_approval_is_asked_besides_the_rules_never_instead_of_them() {
     let h = engine_with(INCIDENTS);
     // A developer declares, so a developer leads.
-    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
-    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    outage_with_a_deploy(&h).await;
     h.engine.handle(vote_on(user(3), "r-1")).await;
     assert_eq!(started(&h, "r-1"), 0, "the lead is no SRE: the rule's approval is still missing");
     assert!(said(&h, "console:u3 approved r-1; 1 more approval(s) needed"), "{:#?}", texts(&h));
     h.engine.handle(vote_on(user(1), "r-1")).await;
     h.engine.wait_idle().await;
     assert_eq!(started(&h, "r-1"), 1);
-    let start = h.sink.replies().into_iter().find_map(|r| match r {
-        Reply::Started { text, .. } => Some(text),
-        _ => None,
-    });
+    let start = start_text(&h);
     assert!(start.unwrap().contains("approved by console:u1, console:u3"), "both approvals are named");
 }
 
 #[tokio::test]
 async fn a_waiting_deploy_follows_the_incident_as_it_changes() {
     let h = engine_with(INCIDENTS);
-    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
-    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    outage_with_a_deploy(&h).await;
     h.engine.handle(vote_on(user(1), "r-1")).await;
     assert_eq!(started(&h, "r-1"), 0);
     // The lead hands over to a commander: the new lead's approval is the one asked now.
@@ -355,8 +364,7 @@ async fn a_waiting_deploy_follows_the_incident_as_it_changes() {
 
     // Lifting a hold never runs anything by itself: the approver's word does.
     let h = engine_with(INCIDENTS);
-    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
-    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    outage_with_a_deploy(&h).await;
     h.engine.handle(vote_on(user(1), "r-1")).await;
     h.engine.handle(command(user(3), "/incident sev 3")).await;
     assert!(
@@ -369,10 +377,7 @@ async fn a_waiting_deploy_follows_the_incident_as_it_changes() {
     h.engine.handle(vote_on(user(1), "r-1")).await;
     h.engine.wait_idle().await;
     assert_eq!(started(&h, "r-1"), 1);
-    let start = h.sink.replies().into_iter().find_map(|r| match r {
-        Reply::Started { text, .. } => Some(text),
-        _ => None,
-    });
+    let start = start_text(&h);
     assert!(start.unwrap().contains("approved by console:u1"), "the approver, never the one who changed the incident");
 }
 
@@ -470,8 +475,7 @@ async fn a_deploy_held_under_a_rule_without_approvals_is_its_requesters_to_run_o
         .replace("approvals = 1\nbreak_glass", "approvals = 0\nbreak_glass")
         .replace("approvers = [\"sre\"]\n", "");
     let h = engine_with(&text);
-    h.engine.handle(command(user(3), "/incident declare outage --sev 1 --service api")).await;
-    h.engine.handle(command(user(0), "/deploy api v2")).await;
+    outage_with_a_deploy(&h).await;
     assert!(said(&h, "r-1 is waiting for console:u3's approval (INC-1 (SEV1) is open on api)"), "{:#?}", texts(&h));
     h.engine.handle(command(user(3), "/incident resolve")).await;
     assert!(said(&h, "its rule asks no approval, so console:u0's `/approve` runs it"), "{:#?}", texts(&h));
