@@ -223,7 +223,11 @@ impl FakeEvents {
                     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     s.lock().unwrap().push((key, json));
                     let code = *st.lock().unwrap();
-                    (axum::http::StatusCode::from_u16(code).unwrap(), "{\"status\":\"ok\"}")
+                    // 0: receive it, but answer only after the sender gave up.
+                    if code == 0 {
+                        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    }
+                    (axum::http::StatusCode::from_u16(code.max(202)).unwrap(), "{\"status\":\"ok\"}")
                 }
             }),
         );
@@ -684,5 +688,48 @@ fn freezes_on_a_step_kind_hold_runbooks_and_ungated_runbooks_run_without_approva
     bot.rewrite_config(&freeze("approvals = 2\n"));
     let out = console(&bot, &["/runbook quick"], &[]);
     assert!(out.contains("is waiting for 2 approval(s) from sre"), "{out}");
+    verified(&bot);
+}
+
+/// An http step whose request went out but got no answer in time: the
+/// run says it cannot tell (unknown, never failed), stops, and the fake
+/// shows the event did arrive while the next step never ran.
+#[test]
+fn a_request_sent_but_unanswered_is_unknown_and_stops_the_run() {
+    let events = FakeEvents::start();
+    *events.status.lock().unwrap() = 0;
+    let event_then_restart = r#"
+name = "event-then-restart"
+summary = "Post the event, then restart"
+environment = "production"
+
+[[steps]]
+kind = "http"
+target = "datadog-events"
+body = { title = "restarting" }
+
+[[steps]]
+kind = "restart"
+service = "api-service"
+"#;
+    let bot = runbook_bot(
+        &format!("[http.datadog-events]\nurl = \"{}\"\ntimeout = \"1s\"\n", events.url),
+        &[("event-then-restart", event_then_restart)],
+        "20ms",
+    );
+    let out = console(
+        &bot,
+        &["/as console:dave", "/runbook event-then-restart --emergency \"pool\"", "/wait", "/status api-service"],
+        &[],
+    );
+    assert!(out.contains("step 1/2 http datadog-events unknown"), "{out}");
+    assert!(out.contains("it may have been received"), "{out}");
+    assert!(out.contains("Not run: 2/2 restart api-service"), "{out}");
+    // The fake's state: the event arrived; the restart never happened.
+    assert_eq!(events.seen.lock().unwrap().len(), 1);
+    assert!(out.contains("0 restart(s)"), "{out}");
+    let records = records_of(&bot, "r-1");
+    assert!(records.iter().any(|(k, o, _)| k == "step" && o == "unknown"), "{records:?}");
+    assert_eq!(records.iter().rev().find(|(k, _, _)| k == "outcome").unwrap().1, "unknown");
     verified(&bot);
 }
