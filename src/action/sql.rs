@@ -169,6 +169,57 @@ pub fn placeholders(text: &str) -> Result<Vec<usize>, String> {
     Ok(found.into_iter().collect())
 }
 
+/// `text` without its comments (`-- …` and nested `/* … */`), quoted
+/// text kept as it is.
+pub fn without_comments(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            quote @ ('\'' | '"') => {
+                out.push(quote);
+                i += 1;
+                while i < chars.len() && chars[i] != quote {
+                    out.push(chars[i]);
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(quote);
+                }
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                let mut depth = 0;
+                while i < chars.len() {
+                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                out.push(' ');
+                continue;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Checks that `text` uses exactly `$1`..`$count`, each at least once.
 pub fn check_binding(text: &str, count: usize) -> Result<(), String> {
     let used = placeholders(text)?;
@@ -416,6 +467,10 @@ mod tests {
     fn placeholders_outside_quotes_and_comments_must_match_the_binding() {
         assert_eq!(placeholders("SELECT $1, '$2', \"$3\" -- $4\n, $2").unwrap(), [1, 2]);
         assert_eq!(placeholders("SELECT $1 /* $2 /* $3 */ $4 */ + $5").unwrap(), [1, 5]);
+        assert_eq!(
+            without_comments("SELECT 1 -- pg_backend_pid()\n, '/* kept */' /* gone /* too */ */"),
+            "SELECT 1 \n, '/* kept */'  "
+        );
         assert!(check_binding("SELECT pg_terminate_backend(pid) WHERE x < now() - $1::interval", 1).is_ok());
         assert!(check_binding("SELECT 1", 1).unwrap_err().contains("uses no $n but the step binds 1"));
         assert!(check_binding("SELECT $2", 2).unwrap_err().contains("uses $2"));

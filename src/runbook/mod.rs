@@ -436,7 +436,8 @@ impl Runbook {
                         // A read-only transaction does not stop these: a
                         // preview or a read-only step must not call them.
                         let reads_only = field == "preview" || *read_only;
-                        let lower = text.to_lowercase();
+                        // What runs: a word in a comment neither calls nor guards.
+                        let lower = crate::action::sql::without_comments(text).to_lowercase();
                         if let Some(f) = SIDE_EFFECTS.iter().find(|f| reads_only && lower.contains(*f)) {
                             more.push(format!(
                                 "{key}.{field}: `{f}` acts even in a read-only transaction; a preview or read-only statement must not call it"
@@ -445,7 +446,6 @@ impl Runbook {
                         if let Err(e) = crate::action::sql::check_binding(text, params.len()) {
                             more.push(format!("{key}.{field}: {e}"));
                         }
-                        let lower = text.to_lowercase();
                         let signals = lower.contains("pg_terminate_backend") || lower.contains("pg_cancel_backend");
                         if signals && !lower.contains("pg_backend_pid()") {
                             more.push(format!(

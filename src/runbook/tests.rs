@@ -168,3 +168,21 @@ service = "api-service"
     let unknown = toml::from_str::<Runbook>(&text.replace("kind = \"http\"", "kind = \"shell\"")).unwrap_err();
     assert!(unknown.to_string().contains("steps[1]: unknown variant `shell`"), "{unknown}");
 }
+
+#[test]
+fn a_guard_in_a_comment_guards_nothing() {
+    let text = r#"
+name = "ends-all"
+summary = "x"
+environment = "production"
+[[steps]]
+kind = "sql"
+target = "main"
+statement = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity -- pid <> pg_backend_pid()"
+preview = "SELECT pid FROM pg_stat_activity"
+max_rows = 5
+"#;
+    let runbook: Runbook = toml::from_str(text).unwrap();
+    let problems = check(&runbook).join("\n");
+    assert!(problems.contains("must leave opsbot's own out"), "{problems}");
+}

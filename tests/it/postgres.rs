@@ -188,6 +188,26 @@ async fn the_connection_pool_statement_terminates_exactly_the_old_idle_sessions(
     };
     let cancelled = run(&pg.url("opsbot"), &slow).await.unwrap_err();
     assert!(cancelled.to_string().contains("statement timeout"), "{cancelled}");
+    // The bot's own session is left out even when it is of the role whose
+    // sessions are ended, and with no filter on their state.
+    admin.batch_execute("GRANT pg_signal_backend TO app").await.unwrap();
+    let other = session(&pg.url("app")).await;
+    let end_all_of = Statement {
+        text:
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()"
+                .into(),
+        params: vec![SqlValue::Text("app".into())],
+        read_only: false,
+        max_rows: 10,
+        timeout: Duration::from_secs(5),
+        preview: Some("SELECT pid FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()".into()),
+    };
+    // Ok: it committed on its own connection, which it therefore did not end.
+    let ended = run(&pg.url("app"), &end_all_of).await.unwrap();
+    assert!(ended.rows >= 1, "the other app sessions were ended: {ended:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!alive(&other).await, "another app session was ended");
+
     // DML without RETURNING is counted by the server's tag: over the cap,
     // its transaction is rolled back and nothing changed.
     admin.batch_execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 5);").await.unwrap();

@@ -733,3 +733,105 @@ service = "api-service"
     assert_eq!(records.iter().rev().find(|(k, _, _)| k == "outcome").unwrap().1, "unknown");
     verified(&bot);
 }
+
+/// The shipped runbooks with the demo configuration as shipped (its paths
+/// pointed here): listed, and each run to its end on the simulated targets.
+#[test]
+fn the_three_shipped_runbooks_work_with_the_demo_config() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = std::fs::read_to_string(repo.join("config/demo.toml")).unwrap();
+    let config = demo
+        .replace("data_dir = \"../data/demo\"", "data_dir = \"data\"")
+        .replace("commands_dir = \"../commands\"", &format!("commands_dir = \"{}\"", repo.join("commands").display()))
+        .replace(
+            "runbooks_dir = \"../commands/runbooks\"",
+            &format!("runbooks_dir = \"{}\"", repo.join("commands/runbooks").display()),
+        )
+        .replace("step = \"400ms\"", "step = \"20ms\"");
+    let bot = Bot::with_config(&config);
+    let out = console(
+        &bot,
+        &[
+            "/runbook list",
+            "/as console:dave",
+            "/runbook connection-pool --emergency \"demo\"",
+            "/wait",
+            "/runbook memory-leak --emergency \"demo\"",
+            "/wait",
+            "/runbook disk-full older_than=3 --emergency \"demo\"",
+            "/wait",
+            "/status payment-service",
+        ],
+        &[],
+    );
+    for listed in ["• connection-pool (production)", "• memory-leak (production)", "• disk-full (production)"] {
+        assert!(out.contains(listed), "{listed}: {out}");
+    }
+    assert!(out.contains("idle_for=<duration 1m..24h, default 10m>"), "{out}");
+    assert!(out.contains("✅ r-1: runbook connection-pool done: all 3 step(s) succeeded"), "{out}");
+    assert!(out.contains("✅ r-2: runbook memory-leak done: all 3 step(s) succeeded"), "{out}");
+    assert!(out.contains("✅ r-3: runbook disk-full done: all 1 step(s) succeeded"), "{out}");
+    // The simulated cluster's state: payment-service was restarted by two runs.
+    assert!(
+        out.contains("payment-service (production): v2.7.0 — revision 1, 4/4 replicas ready, 2 restart(s)"),
+        "{out}"
+    );
+    verified(&bot);
+}
+
+/// Scale and rollback steps, a service parameter, and the run locks: a
+/// second run of a runbook, or a change to a service it holds, is refused
+/// while the first runs.
+#[test]
+fn scale_and_rollback_steps_and_a_busy_runbook_or_service_is_refused() {
+    let resize = r#"
+name = "resize"
+summary = "Scale, then roll back"
+environment = "production"
+
+[[params]]
+name = "svc"
+type = "service"
+
+[[params]]
+name = "replicas"
+type = "integer"
+min = 1
+max = 10
+
+[[steps]]
+kind = "scale"
+service = "{svc}"
+replicas = "{replicas}"
+
+[[steps]]
+kind = "rollback"
+service = "{svc}"
+"#;
+    let bot = runbook_bot("", &[("resize", resize), ("slow", SLOW)], "200ms");
+    let out = console(
+        &bot,
+        &[
+            "/as console:dave",
+            "/deploy api-service v1.5.0 --emergency \"setup\"",
+            "/wait",
+            "/runbook resize svc=api-service replicas=5 --emergency \"load\"",
+            "/wait",
+            "/status api-service",
+            "/runbook slow --emergency \"one\"",
+            "/runbook slow --emergency \"two\"",
+            "/restart api-service --emergency \"three\"",
+            "/wait",
+        ],
+        &[],
+    );
+    assert!(out.contains("✅ r-2: runbook resize done: all 2 step(s) succeeded"), "{out}");
+    // The simulated cluster's state: 5 replicas, back on the version before the deploy.
+    assert!(out.contains("api-service (production): v1.4.1 — revision 3, 5/5 replicas ready"), "{out}");
+    assert!(out.contains("runbook slow is busy with r-3"), "{out}");
+    assert!(out.contains("api-service is busy with r-3"), "{out}");
+    assert!(out.contains("✅ r-3: runbook slow done"), "{out}");
+    let r4 = records_of(&bot, "r-4");
+    assert!(!r4.iter().any(|(k, _, _)| k == "intent"), "the second run never started: {r4:?}");
+    verified(&bot);
+}
