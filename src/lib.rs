@@ -54,6 +54,7 @@
 
 pub mod action;
 pub mod admin;
+pub mod alert;
 pub mod app;
 pub mod approval;
 pub mod audit;
