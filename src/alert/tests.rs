@@ -122,3 +122,19 @@ fn secrets_compare_whole() {
     // Lengths 256 apart do not cancel out.
     assert!(!same_secret(&"a".repeat(256), ""));
 }
+
+/// Bodies captured from Debian's prometheus-alertmanager 0.25.0 (an alert
+/// posted to its API, then ended), as its webhook sent them.
+#[test]
+fn a_real_alertmanagers_firing_then_resolved_bodies() {
+    let (firing, _) = alertmanager(include_bytes!("fixtures/alertmanager-0.25-firing.json")).unwrap();
+    let (resolved, _) = alertmanager(include_bytes!("fixtures/alertmanager-0.25-resolved.json")).unwrap();
+    assert_eq!((firing.len(), resolved.len()), (1, 1));
+    assert_eq!(firing[0].state, State::Firing);
+    assert_eq!(resolved[0].state, State::Resolved);
+    assert_eq!(firing[0].group, resolved[0].group, "one thread");
+    assert_eq!(firing[0].fingerprint, resolved[0].fingerprint, "the same alert");
+    assert_ne!(firing[0].dedup_key(), resolved[0].dedup_key(), "a new state is not a duplicate");
+    assert_eq!(firing[0].labels["service"], "api-service");
+    assert!(resolved[0].ends_at.is_some() && firing[0].ends_at.is_none());
+}
