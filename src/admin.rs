@@ -573,6 +573,52 @@ pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident:
     Ok(())
 }
 
+/// `opsbot report delivery`: the delivery numbers over the trail (a
+/// running bot's or the store's), read from a failure window before the
+/// period (a deployment's failure can show after it). Never writes.
+pub async fn delivery_report(
+    data_dir: &Path,
+    targets: crate::report::delivery::Targets,
+    period: crate::report::Period,
+    service: Option<String>,
+) -> Result<crate::report::delivery::DeliveryReport> {
+    let since = period.since - chrono::Duration::from_std(targets.failure_window).unwrap_or_default();
+    let scan =
+        Arc::new(std::sync::Mutex::new(Some(crate::report::delivery::DeliveryScan::new(targets, period, service))));
+    let scanning = scan.clone();
+    let mut read = 0;
+    let query = AuditQuery { since: Some(since), ..Default::default() };
+    visit_records(data_dir, query, move |record| {
+        if let Some(scan) = scanning.lock().expect("scan lock").as_mut() {
+            scan.take(&record);
+        }
+        read += 1;
+        read < crate::report::SCAN_LIMIT
+    })
+    .await?;
+    let scan = scan.lock().expect("scan lock").take().ok_or_else(|| Error::Io("the report scan was lost".into()))?;
+    Ok(scan.finish())
+}
+
+/// `opsbot report alerts`: the noise report over the trail. Never writes.
+pub async fn noise_report(
+    data_dir: &Path,
+    period: crate::report::Period,
+) -> Result<Vec<crate::report::noise::NoiseRow>> {
+    let scan = Arc::new(std::sync::Mutex::new(crate::report::noise::NoiseScan::default()));
+    let scanning = scan.clone();
+    let mut read = 0;
+    let query = AuditQuery { since: Some(period.since), ..Default::default() };
+    visit_records(data_dir, query, move |record| {
+        scanning.lock().expect("scan lock").take(&record, &period);
+        read += 1;
+        read < crate::report::SCAN_LIMIT
+    })
+    .await?;
+    let scan = std::mem::take(&mut *scan.lock().expect("scan lock"));
+    Ok(scan.finish())
+}
+
 /// `opsbot audit tail`: the last `last` records, then (with `follow`) new ones
 /// as the running bot commits them. Without a running bot it waits for one,
 /// never holding the store's lock while it waits (that would stop the bot

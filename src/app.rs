@@ -273,6 +273,21 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         };
         (token, application, key)
     });
+    let alert_secrets = match config.alerts.as_ref().map(crate::alert::intake::AlertSecrets::from_env) {
+        None => None,
+        Some(Ok(secrets)) => Some(Arc::new(secrets)),
+        Some(Err(missing)) => {
+            for why in missing {
+                problems.push(Problem::new(
+                    &config.source,
+                    "alerts",
+                    why,
+                    "export it (the sender's shared secret; it never goes in the config file)",
+                ));
+            }
+            None
+        }
+    };
     let mut discord_parts = None;
     if let Some((Some(token), Some(application), key)) = &discord_secrets {
         let verifier = match key.as_deref().map(crate::chat::discord::verify::Verifier::from_hex).transpose() {
@@ -401,6 +416,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         engine: engine.clone(),
         slack: slack_ingress,
         discord: discord_ingress,
+        alerts: alert_secrets,
         readiness: Arc::new(readiness),
         tasks: tasks.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),

@@ -70,6 +70,7 @@ pub mod incident;
 pub mod metrics;
 pub mod names;
 pub mod policy;
+pub mod report;
 pub mod runbook;
 pub mod server;
 pub mod store;

@@ -103,6 +103,40 @@ enum Command {
         #[command(subcommand)]
         command: IncidentCommand,
     },
+    /// Reports from the audit trail alone (a running bot's, or the store's). Never writes.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Delivery numbers: deployment frequency, success and change failure
+    /// rates, recovery times, lead time (docs/reports.md has the definitions).
+    Delivery {
+        /// The start: an RFC 3339 time or this long ago (e.g. 30d).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// text, json or csv.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Also write the weekly chart here (PNG).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    /// Alert noise: per alert name, how often it fired and how often anyone acted on it.
+    Alerts {
+        /// The start: an RFC 3339 time or this long ago (e.g. 7d).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +447,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),
+        Command::Report { command: ReportCommand::Delivery { since, service, format, chart } } => {
+            if !matches!(format.as_str(), "text" | "json" | "csv") {
+                anyhow::bail!("--format: `{format}` is not one of text, json, csv");
+            }
+            if let Some(s) = service.as_deref().filter(|s| !loaded.config.services.contains_key(*s)) {
+                anyhow::bail!("--service: {s} is not a configured service");
+            }
+            let period = opsbot::report::Period { since: parse_since(&since)?, until: chrono::Utc::now() };
+            let report = runtime.block_on(opsbot::admin::delivery_report(
+                &loaded.config.data_dir,
+                loaded.config.reports.clone(),
+                period,
+                service,
+            ))?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+                "csv" => print!("{}", report.csv()),
+                _ => println!("{}", report.text()),
+            }
+            if let Some(file) = chart {
+                let png = opsbot::report::chart::png(&report).map_err(|e| anyhow::anyhow!(e))?;
+                std::fs::write(&file, png).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { command: ReportCommand::Alerts { since, format } } => {
+            if !matches!(format.as_str(), "text" | "json") {
+                anyhow::bail!("--format: `{format}` is not one of text, json");
+            }
+            let period = opsbot::report::Period { since: parse_since(&since)?, until: chrono::Utc::now() };
+            let rows = runtime.block_on(opsbot::admin::noise_report(&loaded.config.data_dir, period))?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+                _ => println!("{}", opsbot::report::noise::noise_text(&rows, &period)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Incident { command: IncidentCommand::Export { id, format } } => {
             let format = opsbot::incident::Format::parse(&format).map_err(|e| anyhow::anyhow!("--format: {e}"))?;
             let id = opsbot::command::parse::normalize_incident_id(&id)

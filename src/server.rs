@@ -37,6 +37,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub slack: Option<Arc<SlackIngress>>,
     pub discord: Option<Arc<DiscordIngress>>,
+    /// The enabled alert sources' secrets (`[alerts]`); none: intake is off.
+    pub alerts: Option<Arc<crate::alert::intake::AlertSecrets>>,
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,
@@ -55,6 +57,9 @@ pub fn router(state: AppState) -> Router {
         .route("/slack/interactivity", post(slack_interactivity))
         .route("/slack/events", post(slack_events))
         .route("/discord/interactions", post(discord_interactions))
+        .route("/alerts/alertmanager", post(alerts_alertmanager))
+        .route("/alerts/datadog", post(alerts_datadog))
+        .route("/alerts/pagerduty", post(alerts_pagerduty))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -149,6 +154,100 @@ async fn discord_interactions(State(state): State<AppState>, Raw { headers, body
         }
     };
     run_detached(&state, "discord interaction", work).await
+}
+
+/// Alert payloads: an Alertmanager group of many alerts can be large;
+/// past this a body is refused (413) before it is read.
+pub const ALERT_BODY_LIMIT: usize = 1024 * 1024;
+
+async fn alerts_alertmanager(State(state): State<AppState>, request: Request) -> Response {
+    take_alerts(state, crate::alert::Source::Alertmanager, request).await
+}
+
+async fn alerts_datadog(State(state): State<AppState>, request: Request) -> Response {
+    take_alerts(state, crate::alert::Source::Datadog, request).await
+}
+
+async fn alerts_pagerduty(State(state): State<AppState>, request: Request) -> Response {
+    take_alerts(state, crate::alert::Source::Pagerduty, request).await
+}
+
+/// One alert delivery: its credentials checked before its body is read
+/// (PagerDuty's signature, over the raw body, before it is parsed), then
+/// parsed (400 names what is wrong: senders do not retry it), then taken.
+/// 2xx only once its records are durable; 503 when they could not be made
+/// (senders retry 5xx).
+async fn take_alerts(state: AppState, source: crate::alert::Source, request: Request) -> Response {
+    use crate::alert::intake::Refusal;
+    let name = source.name();
+    let Some(secrets) = state.alerts.clone() else {
+        return (StatusCode::NOT_FOUND, "alert intake is not enabled in this opsbot's configuration ([alerts])\n")
+            .into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let header = |key: &str| parts.headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match secrets.check_headers(source, header) {
+        Ok(()) => {}
+        Err(Refusal::Off) => {
+            return (StatusCode::NOT_FOUND, format!("{name} alerts are not enabled: configure [alerts.{name}]\n"))
+                .into_response()
+        }
+        Err(Refusal::Unauthorized(why)) => {
+            return (StatusCode::UNAUTHORIZED, format!("{name} alert refused: {why}\n")).into_response()
+        }
+    }
+    let too_large = || {
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("alert body over the {} KiB limit\n", ALERT_BODY_LIMIT / 1024))
+            .into_response()
+    };
+    if body.size_hint().lower() > ALERT_BODY_LIMIT as u64 {
+        return too_large();
+    }
+    let signature = header("x-pagerduty-signature");
+    let mut request = Request::from_parts(parts, body);
+    DefaultBodyLimit::max(ALERT_BODY_LIMIT).apply(&mut request);
+    let bytes = match Bytes::from_request(request, &()).await {
+        Ok(bytes) => bytes,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    if source == crate::alert::Source::Pagerduty {
+        if let Err(refused) = secrets.check_signature(signature.as_deref().unwrap_or_default(), &bytes) {
+            let why = match refused {
+                Refusal::Unauthorized(why) => why,
+                Refusal::Off => "PagerDuty alerts are not enabled",
+            };
+            return (StatusCode::UNAUTHORIZED, format!("{name} alert refused: {why}\n")).into_response();
+        }
+    }
+    let parsed = match source {
+        crate::alert::Source::Alertmanager => crate::alert::alertmanager(&bytes).map(|(notices, truncated)| {
+            if truncated > 0 {
+                tracing::warn!(
+                    truncated,
+                    "Alertmanager left alerts out of a webhook (its max_alerts); they are not shown"
+                );
+            }
+            notices
+        }),
+        crate::alert::Source::Datadog => crate::alert::datadog(&bytes).map(|n| vec![n]),
+        crate::alert::Source::Pagerduty => crate::alert::pagerduty(&bytes).map(|n| n.into_iter().collect()),
+    };
+    let notices = match parsed {
+        Ok(notices) => notices,
+        Err(malformed) => return (StatusCode::BAD_REQUEST, format!("{malformed}\n")).into_response(),
+    };
+    let engine = state.engine.clone();
+    let work = async move {
+        match engine.take_alerts(notices).await {
+            Ok(taken) => Json(serde_json::json!({"ok": true, "changes": taken})).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, source = name, "an alert delivery was not recorded; the sender will retry");
+                (StatusCode::SERVICE_UNAVAILABLE, "the alert could not be recorded; retry\n").into_response()
+            }
+        }
+    };
+    run_detached(&state, "alert delivery", work).await
 }
 
 /// Runs a request on a tracked task of its own, so the engine's work runs

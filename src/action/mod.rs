@@ -4,6 +4,7 @@
 //! An executor reports milestones through a [`Progress`] channel; the engine
 //! writes each to the audit trail before showing it to anyone.
 
+pub mod alertmanager;
 pub mod backoff;
 pub mod ecs;
 pub mod http;

@@ -1,5 +1,4 @@
-//! Alert intake (groundwork for issue #17, not wired to the server yet):
-//! the three senders' payloads as they send them, each turned into
+//! Alert intake: the three senders' payloads as they send them, each turned into
 //! [`Notice`]s — one per alert, with a stable group key, fingerprint and
 //! state — and the checks that run before a body is parsed (PagerDuty's
 //! HMAC signatures, during key rotation several; bearer/basic auth and a
@@ -9,6 +8,9 @@
 //! - Datadog webhooks, with the template opsbot documents ([`DATADOG_TEMPLATE`]).
 //! - PagerDuty v3 webhooks (`X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]`).
 
+pub mod group;
+pub mod intake;
+
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -16,7 +18,7 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 
 /// Where an alert came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Alertmanager,
@@ -34,7 +36,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Firing,

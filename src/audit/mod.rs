@@ -65,6 +65,9 @@ pub enum RecordKind {
     /// One step of a runbook run (`request_id` is the run's): its intent
     /// (`started`) before it runs, then how it ended.
     Step,
+    /// An alert's state changed (fired, re-fired, resolved; `request_id`
+    /// is its group, `A-7`), or someone acknowledged, silenced or acted on it.
+    Alert,
     /// Process lifecycle: start, stop.
     System,
 }

@@ -65,6 +65,16 @@ pub fn render(reply: &Reply) -> String {
         Reply::Started { text, .. } => format!("opsbot: {text}"),
         Reply::Progress { request_id, text } => format!("  ↳ {request_id}: {text}"),
         Reply::Outcome { request_id, verdict, text } => format!("{} {request_id}: {text}", outcome_mark(*verdict)),
+        Reply::Chart { png, comment, .. } => {
+            format!("opsbot: {comment} (a {} byte PNG; `opsbot report delivery --chart FILE` writes it)", png.len())
+        }
+        Reply::Alert { text, buttons, .. } => {
+            let mut out = format!("🔔 {}", text.replace('\n', "\n   "));
+            for button in buttons {
+                out.push_str(&format!("\n   [{}] = {}", button.label, button.command()));
+            }
+            out
+        }
         Reply::Summary { text, rollbacks, .. } => {
             let mut out = format!("📌 {}", text.replace('\n', "\n   "));
             for offer in rollbacks {

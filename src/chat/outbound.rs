@@ -103,22 +103,34 @@ pub trait Wire: Send + Sync + 'static {
         user: &'a str,
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
-    /// Posts a summary at the channel's top level, with a Roll back button
-    /// for each of `rollbacks` (services); returns the message's id.
+    /// Posts a standing message (an incident's summary, an alert's) at the
+    /// channel's top level, with its `controls`; returns the message's id.
     fn post_summary<'a>(
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<String, ApiError>>;
-    /// Shows `text` and those buttons in the summary's message.
+    /// Shows `text` and those controls in the standing message.
     fn update_summary<'a>(
         &'a self,
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<(), ApiError>>;
+    /// Posts `png` as a file named `filename`, with `comment`, in `channel`
+    /// (or the thread under its message `thread`).
+    fn upload<'a>(
+        &'a self,
+        _channel: &'a str,
+        _thread: Option<&'a str>,
+        _filename: &'a str,
+        _png: &'a [u8],
+        _comment: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Err(ApiError::Permanent("this platform takes no files".into())) })
+    }
     /// Pins a message opsbot posted (an incident's summary), where the
     /// platform allows bots to.
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
@@ -476,7 +488,7 @@ impl<W: Wire> ChatSink for Sink<W> {
                     }
                 }
                 Reply::Private { .. } => self.enqueue(target, channel, Lane::Fast, Work::Reply(reply)),
-                Reply::Text(_) => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
+                Reply::Text(_) | Reply::Chart { .. } => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
                 Reply::Approval(ref view) | Reply::ApprovalUpdate(ref view) => {
                     // Every card job shows the newest view when it is
                     // delivered, so updates that cross lanes converge.
@@ -496,7 +508,8 @@ impl<W: Wire> ChatSink for Sink<W> {
                 | Reply::Outcome { .. }
                 | Reply::Announcement(_)
                 | Reply::Answer(_)
-                | Reply::Summary { .. } => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
+                | Reply::Summary { .. }
+                | Reply::Alert { .. } => self.enqueue(target, channel, Lane::Posts, Work::Reply(reply)),
             }
         })
     }

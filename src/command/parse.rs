@@ -86,6 +86,55 @@ pub enum Request {
         #[serde(flatten)]
         op: RunbookOp,
     },
+    /// `/alerts …`: see [`AlertOp`].
+    Alert {
+        #[serde(flatten)]
+        op: AlertOp,
+    },
+    /// `/report [service] [period]`: delivery numbers from the trail.
+    Report {
+        service: Option<String>,
+        #[serde(with = "opt_secs")]
+        period: Option<Duration>,
+    },
+}
+
+/// What an `/alerts` command does. `version` is the alert's version a
+/// button was drawn with: a click on an older form of the message is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AlertOp {
+    Ack {
+        alert: String,
+        version: Option<u32>,
+    },
+    Silence {
+        alert: String,
+        #[serde(with = "opt_secs")]
+        duration: Option<Duration>,
+        version: Option<u32>,
+    },
+    /// A button's follow-up: `incident` (declare one from the alert),
+    /// `runbook` (run its runbook), `rollback` (undo its service's recent
+    /// deploy), each then under that command's own gates.
+    Act {
+        alert: String,
+        what: String,
+        version: Option<u32>,
+    },
+    Noisy {
+        #[serde(with = "opt_secs")]
+        period: Option<Duration>,
+    },
+}
+
+impl AlertOp {
+    pub fn alert(&self) -> Option<&str> {
+        match self {
+            AlertOp::Ack { alert, .. } | AlertOp::Silence { alert, .. } | AlertOp::Act { alert, .. } => Some(alert),
+            AlertOp::Noisy { .. } => None,
+        }
+    }
 }
 
 /// What a `/runbook` command does.
@@ -182,7 +231,9 @@ impl Request {
             | Request::Deny { .. }
             | Request::Help { .. }
             | Request::Incident { .. }
-            | Request::Runbook { .. } => None,
+            | Request::Runbook { .. }
+            | Request::Alert { .. } => None,
+            Request::Report { service, .. } => service.as_deref(),
         }
     }
 
@@ -215,6 +266,11 @@ impl Request {
             // A dry run too: the run's own path plans it, and reads for it.
             Request::Runbook { op: RunbookOp::Run { runbook, params, .. } } => Kind::Runbook { runbook, params },
             Request::Runbook { op: RunbookOp::Abort { request } } => Kind::Admin(Admin::Abort { request }),
+            Request::Alert { op: AlertOp::Noisy { period } } => Kind::Read(Read::NoisyAlerts { period: *period }),
+            Request::Alert { op } => Kind::Admin(Admin::Alert(op)),
+            Request::Report { service, period } => {
+                Kind::Read(Read::Report { service: service.as_deref(), period: *period })
+            }
         }
     }
 
@@ -249,6 +305,14 @@ impl Request {
                 format!("runbook {runbook}{given}{}", if *dry_run { " (dry run)" } else { "" })
             }
             Request::Runbook { op: RunbookOp::Abort { request } } => format!("abort runbook run {request}"),
+            Request::Alert { op: AlertOp::Ack { alert, .. } } => format!("acknowledge {alert}"),
+            Request::Alert { op: AlertOp::Silence { alert, duration, .. } } => {
+                let d = duration.map(crate::clock::format_duration).unwrap_or_default();
+                format!("silence {alert} for {d}")
+            }
+            Request::Alert { op: AlertOp::Act { alert, what, .. } } => format!("{what} from {alert}"),
+            Request::Alert { op: AlertOp::Noisy { .. } } => "noisy alerts".into(),
+            Request::Report { .. } => "delivery report".into(),
         }
     }
 }
@@ -288,6 +352,8 @@ pub enum Admin<'a> {
     Abort {
         request: &'a str,
     },
+    /// Acknowledging, silencing or acting on an alert.
+    Alert(&'a AlertOp),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +372,15 @@ pub enum Read<'a> {
     Incident(&'a IncidentOp),
     /// `/runbook list`.
     Runbooks,
+    /// `/alerts noisy [period]`.
+    NoisyAlerts {
+        period: Option<Duration>,
+    },
+    /// `/report [service] [period]`.
+    Report {
+        service: Option<&'a str>,
+        period: Option<Duration>,
+    },
 }
 
 /// The class of what a command file's action does.
@@ -345,13 +420,18 @@ impl ActionKind {
             | ActionKind::IncidentSeverity
             | ActionKind::IncidentNote
             | ActionKind::IncidentResolve
-            | ActionKind::RunbookAbort => Class::Admin,
+            | ActionKind::RunbookAbort
+            | ActionKind::AlertAck
+            | ActionKind::AlertSilence
+            | ActionKind::AlertAct => Class::Admin,
             ActionKind::Status
             | ActionKind::Audit
             | ActionKind::Help
             | ActionKind::IncidentStatus
             | ActionKind::IncidentTimeline
-            | ActionKind::RunbookList => Class::Read,
+            | ActionKind::RunbookList
+            | ActionKind::AlertNoisy
+            | ActionKind::Report => Class::Read,
             ActionKind::Approve | ActionKind::Deny => Class::Vote,
         }
     }
@@ -724,6 +804,7 @@ fn looks_like(kind: &ArgKind, token: &str) -> bool {
         }
         ArgKind::Person => token.starts_with(['<', '@']) || token.contains(':'),
         ArgKind::IncidentId => token.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("inc-")),
+        ArgKind::AlertId => normalize_alert_id(token).is_some(),
         _ => false,
     }
 }
@@ -836,6 +917,10 @@ fn check_value(
             Some(id) => Ok(Value::Str(id)),
             None => fail("an incident id looks like INC-3".into(), None),
         },
+        ArgKind::AlertId => match normalize_alert_id(token) {
+            Some(id) => Ok(Value::Str(id)),
+            None => fail("an alert id looks like A-7".into(), None),
+        },
         ArgKind::Person => match normalize_person(token) {
             Some(person) => Ok(Value::Str(person)),
             None => fail(
@@ -857,6 +942,13 @@ pub fn normalize_incident_id(token: &str) -> Option<String> {
     let digits = token.get(..4).filter(|p| p.eq_ignore_ascii_case("inc-")).map(|_| &token[4..])?;
     let n: u64 = digits.parse().ok()?;
     (n > 0 && digits.len() <= 18 && digits.chars().all(|c| c.is_ascii_digit())).then(|| format!("INC-{n}"))
+}
+
+/// `A-7` and `a-7` name alert group `A-7`.
+pub fn normalize_alert_id(token: &str) -> Option<String> {
+    let digits = token.strip_prefix("A-").or_else(|| token.strip_prefix("a-"))?;
+    let n: u64 = digits.parse().ok()?;
+    (n > 0 && digits.len() <= 18 && digits.chars().all(|c| c.is_ascii_digit())).then(|| format!("A-{n}"))
 }
 
 /// A person as typed: a Slack mention (`<@U024BE7LH>`, `<@U024BE7LH|bob>`)
@@ -915,6 +1007,10 @@ fn build(
     let dry_run = !flag_strs("dry-run").is_empty();
     let flag_services = flag_strs("service");
     let flag_of = flag_strs("of").pop();
+    let flag_version = flags.remove("version").and_then(|mut v| v.pop()).and_then(|v| match v {
+        Value::Int(n) => u32::try_from(n).ok(),
+        _ => None,
+    });
     let flag_sev = flags.remove("sev").and_then(|mut v| v.pop()).and_then(|v| match v {
         Value::Int(n) => u8::try_from(n).ok(),
         _ => None,
@@ -938,15 +1034,18 @@ fn build(
     let summary = take_str("summary");
     let runbook = take_str("runbook");
     let params_text = take_str("params");
+    let alert = take_str("alert");
+    let what = take_str("what");
     let int = |name: &str| match values.get(name) {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
     };
     let to_u32 = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok());
-    let ttl = match values.get("ttl") {
+    let duration_of = |name: &str| match values.get(name) {
         Some(Value::Duration(d)) => Some(*d),
         _ => None,
     };
+    let ttl = duration_of("ttl");
     let need = |v: Option<String>| v.unwrap_or_default();
     let request = match spec.action {
         ActionKind::Deploy => Request::Deploy { service: need(service), version: need(version) },
@@ -999,6 +1098,15 @@ fn build(
         ActionKind::IncidentResolve => Request::Incident { op: IncidentOp::Resolve { incident, summary } },
         ActionKind::IncidentTimeline => Request::Incident { op: IncidentOp::Timeline { incident } },
         ActionKind::RunbookList => Request::Runbook { op: RunbookOp::List },
+        ActionKind::AlertAck => Request::Alert { op: AlertOp::Ack { alert: need(alert), version: flag_version } },
+        ActionKind::AlertSilence => Request::Alert {
+            op: AlertOp::Silence { alert: need(alert), duration: duration_of("duration"), version: flag_version },
+        },
+        ActionKind::AlertAct => {
+            Request::Alert { op: AlertOp::Act { alert: need(alert), what: need(what), version: flag_version } }
+        }
+        ActionKind::AlertNoisy => Request::Alert { op: AlertOp::Noisy { period: duration_of("period") } },
+        ActionKind::Report => Request::Report { service, period: duration_of("period") },
         ActionKind::RunbookAbort => Request::Runbook { op: RunbookOp::Abort { request: need(request_id) } },
         ActionKind::RunbookRun => {
             let mut params = BTreeMap::new();

@@ -116,6 +116,7 @@ impl RawArg {
             "request_id" => ArgKind::RequestId,
             "command" => ArgKind::Command,
             "incident" => ArgKind::IncidentId,
+            "alert" => ArgKind::AlertId,
             "person" => ArgKind::Person,
             "runbook" => ArgKind::Runbook,
             "switch" => ArgKind::Switch,
@@ -181,6 +182,8 @@ pub enum ArgKind {
     Command,
     /// An incident id such as `INC-3`.
     IncidentId,
+    /// An alert group id such as `A-7`.
+    AlertId,
     /// Someone on a chat platform: a mention (`<@U024BE7LH>`, `<@80351110224678912>`)
     /// or a platform-qualified identity (`slack:U024BE7LH`, `console:alice`).
     Person,
@@ -211,6 +214,7 @@ impl ArgKind {
             ArgKind::RequestId => "a request id like r-12".into(),
             ArgKind::Command => "a command name".into(),
             ArgKind::IncidentId => "an incident id like INC-3".into(),
+            ArgKind::AlertId => "an alert id like A-7".into(),
             ArgKind::Person => "a person: an @mention or an id like slack:U024BE7LH".into(),
             ArgKind::Runbook => "a runbook name (`/runbook list` shows them)".into(),
             ArgKind::Switch => "nothing (a switch)".into(),
@@ -247,6 +251,11 @@ pub enum ActionKind {
     RunbookList,
     RunbookRun,
     RunbookAbort,
+    AlertAck,
+    AlertSilence,
+    AlertAct,
+    AlertNoisy,
+    Report,
 }
 
 /// A flag an action reads: its name, a check of its kind, and whether it may
@@ -290,6 +299,12 @@ impl ActionKind {
         fn runbook(k: &ArgKind) -> bool {
             *k == ArgKind::Runbook
         }
+        fn alert(k: &ArgKind) -> bool {
+            *k == ArgKind::AlertId
+        }
+        fn choice(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Choice { .. })
+        }
         match self {
             ActionKind::Deploy => &[("service", service, true), ("version", version, true)],
             ActionKind::Rollback => &[("service", service, true), ("revision", integer, false)],
@@ -311,6 +326,11 @@ impl ActionKind {
             ActionKind::RunbookList => &[],
             ActionKind::RunbookRun => &[("runbook", runbook, true), ("params", text, false)],
             ActionKind::RunbookAbort => &[("request", request, true)],
+            ActionKind::AlertAck => &[("alert", alert, true)],
+            ActionKind::AlertSilence => &[("alert", alert, true), ("duration", duration, true)],
+            ActionKind::AlertAct => &[("alert", alert, true), ("what", choice, true)],
+            ActionKind::AlertNoisy => &[("period", duration, false)],
+            ActionKind::Report => &[("service", service, false), ("period", duration, false)],
         }
     }
 
@@ -331,11 +351,15 @@ impl ActionKind {
         fn switch(k: &ArgKind) -> bool {
             *k == ArgKind::Switch
         }
+        fn version(k: &ArgKind) -> bool {
+            matches!(k, ArgKind::Integer { .. })
+        }
         match self {
             ActionKind::Rollback => &[("emergency", text, false), ("of", request, false)],
             ActionKind::Deploy | ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
             ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
             ActionKind::RunbookRun => &[("dry-run", switch, false), ("emergency", text, false)],
+            ActionKind::AlertAck | ActionKind::AlertSilence | ActionKind::AlertAct => &[("version", version, false)],
             _ => &[],
         }
     }

@@ -50,7 +50,7 @@ struct Queue {
     shutdown_grace: Duration,
 }
 
-type DurationOf<'a> = dyn FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration + 'a;
+pub(super) type DurationOf<'a> = dyn FnMut(&str, Option<&str>, Duration, &mut Vec<Problem>) -> Duration + 'a;
 
 /// `[section]`'s send-queue keys, with the platform's pace as defaults.
 fn queue(

@@ -4,6 +4,7 @@
 //!
 //! `mod.rs` holds the validated types; `parse.rs` reads and checks the TOML.
 
+pub mod alerts;
 mod backends;
 mod chat;
 mod parse;
@@ -89,6 +90,10 @@ pub struct Config {
     /// `[incidents] dedicated_channels`: each incident gets a channel of its
     /// own (`inc-3-<title>`), where the platform and the bot's permissions allow.
     pub incident_channels: bool,
+    /// `[alerts]`: alert intake from monitoring; absent means it is off.
+    pub alerts: Option<alerts::AlertSettings>,
+    /// `[reports]`: the targets the delivery numbers are held against.
+    pub reports: crate::report::delivery::Targets,
     /// `[databases]`, `[http]`, `[jobs]`: what runbook steps act on.
     pub databases: BTreeMap<String, targets::Database>,
     pub http: BTreeMap<String, targets::HttpTarget>,

@@ -62,7 +62,9 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 15] = [
+const TOP_LEVEL: [&str; 17] = [
+    "reports",
+    "alerts",
     "bot",
     "server",
     "slack",
@@ -339,6 +341,11 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         super::targets::databases(path, base, entries(path, "databases", section("databases"), problems), problems);
     let http = super::targets::http(path, entries(path, "http", section("http"), problems), problems);
     let jobs = super::targets::jobs(path, entries(path, "jobs", section("jobs"), problems), problems);
+    let alerts = decode::<super::alerts::RawAlerts>(path, "alerts", section("alerts"), problems)
+        .map(|raw| super::alerts::alerts(path, raw, &services, &mut duration, problems));
+    let raw_reports =
+        decode::<super::alerts::RawReports>(path, "reports", section("reports"), problems).unwrap_or_default();
+    let reports = super::alerts::reports(path, raw_reports, &environments, &mut duration, problems);
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -365,6 +372,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         freezes,
         incident_commanders,
         incident_channels,
+        alerts,
+        reports,
         databases,
         http,
         jobs,

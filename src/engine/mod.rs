@@ -13,10 +13,12 @@
 //! appended and awaited (durable, and the flush covers the state), and only
 //! then is anyone told.
 
+mod alerts;
 mod answer;
 mod incident;
 mod render;
 pub mod reply;
+mod report;
 pub use answer::Handled;
 mod run;
 mod runbook;
@@ -148,6 +150,8 @@ pub struct Engine {
     votes: tokio::sync::Mutex<()>,
     /// Serialises read-modify-write of incidents.
     incidents: tokio::sync::Mutex<()>,
+    /// Serialises read-modify-write of alert groups (intake and buttons).
+    alerts: tokio::sync::Mutex<()>,
     names: Arc<crate::names::DisplayNames>,
     /// Marked when an action's backend panics (a bug): readiness reads it.
     health: Arc<crate::tasks::Health>,
@@ -184,6 +188,7 @@ impl Engine {
             stopped: Default::default(),
             votes: tokio::sync::Mutex::new(()),
             incidents: tokio::sync::Mutex::new(()),
+            alerts: tokio::sync::Mutex::new(()),
             names,
             health: Default::default(),
             running: Default::default(),
@@ -322,7 +327,14 @@ impl Engine {
         let now = self.clock.now();
         // The groups the actor's platform roles grant under the current configuration.
         let granted = self.config.granted_to(actor, roles);
-        let service = self.service(parsed.service());
+        // An alert's buttons are decided under the alert's service.
+        let alert_service = match &parsed.request {
+            command::Request::Alert { op } => {
+                op.alert().and_then(|id| self.store.get_alert(id).ok().flatten()).and_then(|g| g.service)
+            }
+            _ => None,
+        };
+        let service = self.service(parsed.service().or(alert_service.as_deref()));
         let hold: Option<Hold> = match (service, parsed.mutates) {
             (Some(s), true) => self.store.active_hold(&s.name, now)?,
             _ => None,
@@ -416,6 +428,10 @@ impl Engine {
                 };
                 Plan::Admin { id, admin: Admin::Incident(op) }
             }
+            // Alert records carry the alert's id (`A-7`).
+            Kind::Admin(Admin::Alert(op)) => {
+                Plan::Admin { id: op.alert().map(str::to_string), admin: Admin::Alert(op) }
+            }
             Kind::Admin(admin) => Plan::Admin { id: Some(self.store.next_request_id()?), admin },
             Kind::Read(read) => Plan::Read(read),
             Kind::Vote { .. } => return Err(Error::Invalid("a vote is not a request".into())),
@@ -502,6 +518,19 @@ impl Engine {
                     other => other,
                 }
             }
+            (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { admin: Admin::Alert(op), .. }) => {
+                // The alert's records say what was done; a refusal after the
+                // policy (no such alert, a stale button) is recorded as any
+                // refused request is.
+                match self.run_alert(actor, roles, parsed, op, reply).await {
+                    Err(e @ (Error::Invalid(_) | Error::Denied(_))) => {
+                        let record = decided(Verdict::Denied, e.user_message());
+                        self.audit.append_all(vec![request_record, record]).await?;
+                        Err(e)
+                    }
+                    other => other,
+                }
+            }
             (Decision::Allow | Decision::BreakGlass { .. }, Plan::Admin { id, admin }) => {
                 let record = decided(Verdict::Allowed, String::new());
                 self.audit.append_all(vec![request_record, record]).await?;
@@ -569,6 +598,8 @@ impl Engine {
             Read::Help { command } => self.registry.render_help(command),
             Read::Incident(op) => self.incident_read(op, reply).await?,
             Read::Runbooks => self.runbook_list_text(),
+            Read::NoisyAlerts { period } => self.noisy_alerts_text(period).await?,
+            Read::Report { service, period } => return self.report_reply(service, period, reply).await,
         };
         self.say(reply, Reply::Text(text)).await;
         Ok(())
@@ -585,7 +616,7 @@ impl Engine {
     ) -> Result<()> {
         let now = self.clock.now();
         let (verdict, text) = match admin {
-            Admin::Incident(_) | Admin::Abort { .. } => {
+            Admin::Incident(_) | Admin::Abort { .. } | Admin::Alert(_) => {
                 return Err(Error::Invalid("only /lock and /unlock are answered here".into()))
             }
             Admin::Lock { service, reason, ttl } => {

@@ -78,6 +78,95 @@ impl RollbackOffer {
     }
 }
 
+/// What an alert message's button does. A click is the clicker typing
+/// [`AlertButton::command`], under that command's usual gates; the alert's
+/// version rides along, so a click on an older form of the message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    Acknowledge,
+    Silence1h,
+    Silence4h,
+    DeclareIncident,
+    RunRunbook,
+    RollBack,
+}
+
+impl AlertAction {
+    pub const ALL: [AlertAction; 6] = [
+        AlertAction::Acknowledge,
+        AlertAction::Silence1h,
+        AlertAction::Silence4h,
+        AlertAction::DeclareIncident,
+        AlertAction::RunRunbook,
+        AlertAction::RollBack,
+    ];
+
+    /// Its word in a button's id.
+    pub fn word(self) -> &'static str {
+        match self {
+            AlertAction::Acknowledge => "ack",
+            AlertAction::Silence1h => "silence-1h",
+            AlertAction::Silence4h => "silence-4h",
+            AlertAction::DeclareIncident => "incident",
+            AlertAction::RunRunbook => "runbook",
+            AlertAction::RollBack => "rollback",
+        }
+    }
+
+    pub fn from_word(word: &str) -> Option<AlertAction> {
+        AlertAction::ALL.into_iter().find(|a| a.word() == word)
+    }
+}
+
+/// One button on an alert's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertButton {
+    pub action: AlertAction,
+    /// The alert group (`A-7`) and the version the message showed.
+    pub alert: String,
+    pub version: u32,
+    pub label: String,
+}
+
+impl AlertButton {
+    /// The command a click stands for.
+    pub fn command(&self) -> String {
+        let (id, v) = (&self.alert, self.version);
+        match self.action {
+            AlertAction::Acknowledge => format!("/alerts ack {id} --version {v}"),
+            AlertAction::Silence1h => format!("/alerts silence {id} 1h --version {v}"),
+            AlertAction::Silence4h => format!("/alerts silence {id} 4h --version {v}"),
+            AlertAction::DeclareIncident => format!("/alerts act {id} incident --version {v}"),
+            AlertAction::RunRunbook => format!("/alerts act {id} runbook --version {v}"),
+            AlertAction::RollBack => format!("/alerts act {id} rollback --version {v}"),
+        }
+    }
+
+    /// `<word>:<alert>:<version>`: what a button's id carries (short
+    /// enough for Discord's 100-character custom ids).
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.action.word(), self.alert, self.version)
+    }
+
+    /// A click's id back: the command it stands for, or `None` when it is
+    /// not one opsbot draws.
+    pub fn command_of(id: &str) -> Option<String> {
+        let mut parts = id.split(':');
+        let action = AlertAction::from_word(parts.next()?)?;
+        let alert = crate::command::parse::normalize_alert_id(parts.next()?)?;
+        let version: u32 = parts.next()?.parse().ok()?;
+        parts.next().is_none().then(|| AlertButton { action, alert, version, label: String::new() }.command())
+    }
+}
+
+/// The controls under a standing message: an incident summary's Roll back
+/// buttons, or an alert's.
+#[derive(Debug, Clone, Copy)]
+pub enum Controls<'a> {
+    Rollbacks(&'a [RollbackOffer]),
+    Alert(&'a [AlertButton]),
+}
+
 /// Whether `service` can ride in a button (`/rollback <service>` on a
 /// click): a plain name, so the button can only ever mean that command.
 pub fn button_service(service: &str) -> bool {
@@ -164,6 +253,14 @@ pub enum Reply {
     /// clicker typing `/rollback <service> --of <deploy>`, under its usual
     /// gates, refused once the service changed since that deploy.
     Summary { key: String, text: String, rollbacks: Vec<RollbackOffer> },
+    /// An alert group's message: posted once per channel at its top level
+    /// (not pinned), later ones with the same `key` (`A-7`) edit it in
+    /// place, with `buttons`. Must be delivered.
+    Alert { key: String, text: String, buttons: Vec<AlertButton> },
+    /// A picture (the delivery report's chart, a PNG) with a line about
+    /// it, attached where the platform takes files. May be dropped, like
+    /// a text, when the channel's queue is full.
+    Chart { filename: String, png: std::sync::Arc<Vec<u8>>, comment: String },
 }
 
 /// The plain replies of an immediate answer, split into what the channel

@@ -179,3 +179,37 @@ fn incidents_count_up_and_only_open_ones_are_open() {
         assert_eq!(store.get_incident("nonsense").unwrap(), None, "{name}");
     });
 }
+
+#[test]
+fn alert_groups_are_found_by_id_and_by_their_senders_newest_group_key() {
+    use crate::alert::{group::AlertGroup, Notice, Source, State};
+    let notice = Notice {
+        source: Source::Alertmanager,
+        group: "{}:{alertname=\"X\"}".into(),
+        fingerprint: "f1".into(),
+        name: "X".into(),
+        state: State::Firing,
+        labels: Default::default(),
+        annotations: Default::default(),
+        starts_at: Some(at(0)),
+        ends_at: None,
+        summary: "x".into(),
+        delivery: None,
+    };
+    each_store(|name, store| {
+        assert_eq!(store.next_alert_id().unwrap(), "A-1", "{name}");
+        let mut first = AlertGroup::open("A-1".into(), &notice, None, vec!["slack:C1".into()], at(0));
+        first.apply(&notice, at(0), std::time::Duration::from_secs(60));
+        store.put_alert(&first).unwrap();
+        assert_eq!(store.alert_for(Source::Alertmanager, &notice.group).unwrap(), Some(first.clone()), "{name}");
+        // The same key from another sender is another group.
+        assert_eq!(store.alert_for(Source::Datadog, &notice.group).unwrap(), None, "{name}");
+        assert_eq!(store.next_alert_id().unwrap(), "A-2", "{name}");
+        let second = AlertGroup::open("A-2".into(), &notice, None, vec!["slack:C1".into()], at(90));
+        store.put_alert(&second).unwrap();
+        assert_eq!(store.alert_for(Source::Alertmanager, &notice.group).unwrap().unwrap().id, "A-2", "{name}");
+        assert_eq!(store.get_alert("A-1").unwrap(), Some(first), "{name}");
+        assert_eq!(store.get_alert("A-9").unwrap(), None, "{name}");
+        assert_eq!(store.get_alert("r-1").unwrap(), None, "{name}");
+    });
+}

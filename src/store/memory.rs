@@ -20,6 +20,9 @@ struct State {
     links: HashMap<String, String>,
     incident_counter: u64,
     incidents: BTreeMap<u64, crate::incident::Incident>,
+    alert_counter: u64,
+    alerts: BTreeMap<u64, crate::alert::group::AlertGroup>,
+    alert_keys: HashMap<String, String>,
 }
 
 #[derive(Default, Clone)]
@@ -45,6 +48,36 @@ fn incident_number(id: &str) -> u64 {
 }
 
 impl Store for MemoryStore {
+    fn next_alert_id(&self) -> Result<String, StoreError> {
+        let mut state = self.state();
+        state.alert_counter += 1;
+        Ok(format!("A-{}", state.alert_counter))
+    }
+
+    fn put_alert(&self, group: &crate::alert::group::AlertGroup) -> Result<(), StoreError> {
+        let number = super::alert_number(&group.id)
+            .ok_or_else(|| StoreError::Corrupt(format!("`{}` is not an alert id", group.id)))?;
+        let mut state = self.state();
+        state.alerts.insert(number, group.clone());
+        state.alert_keys.insert(super::alert_key(group.source, &group.key), group.id.clone());
+        Ok(())
+    }
+
+    fn get_alert(&self, id: &str) -> Result<Option<crate::alert::group::AlertGroup>, StoreError> {
+        let Some(number) = super::alert_number(id) else { return Ok(None) };
+        Ok(self.state().alerts.get(&number).filter(|g| g.id == id).cloned())
+    }
+
+    fn alert_for(
+        &self,
+        source: crate::alert::Source,
+        key: &str,
+    ) -> Result<Option<crate::alert::group::AlertGroup>, StoreError> {
+        let state = self.state();
+        let id = state.alert_keys.get(&super::alert_key(source, key));
+        Ok(id.and_then(|id| super::alert_number(id)).and_then(|n| state.alerts.get(&n)).cloned())
+    }
+
     fn next_incident_id(&self) -> Result<String, StoreError> {
         let mut state = self.state();
         state.incident_counter += 1;

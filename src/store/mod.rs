@@ -6,6 +6,7 @@
 //! runs against both, so the in-memory one cannot drift. Only this module and
 //! `audit` import sled.
 
+use crate::alert::group::AlertGroup;
 use crate::approval::PendingRequest;
 use crate::audit::{AuditError, BoxFuture, Effect};
 use crate::incident::Incident;
@@ -41,6 +42,16 @@ impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Io(e.to_string())
     }
+}
+
+/// The key a sender's group key is looked up by.
+fn alert_key(source: crate::alert::Source, key: &str) -> String {
+    format!("{}:{key}", source.name())
+}
+
+/// `A-12` → 12, the key alert groups are kept under.
+fn alert_number(id: &str) -> Option<u64> {
+    id.strip_prefix("A-").and_then(|n| n.parse().ok())
 }
 
 /// The per-service run lock: one mutating action at a time.
@@ -94,6 +105,13 @@ pub trait Store: Send + Sync {
     /// Incidents not yet resolved, oldest first (read on every change
     /// request, so kept in memory).
     fn open_incidents(&self) -> Result<Vec<Incident>, StoreError>;
+    /// Next alert group id, `A-1`, `A-2` … (never reused).
+    fn next_alert_id(&self) -> Result<String, StoreError>;
+    /// Stores an alert group, and makes it the newest of its sender's group key.
+    fn put_alert(&self, group: &AlertGroup) -> Result<(), StoreError>;
+    fn get_alert(&self, id: &str) -> Result<Option<AlertGroup>, StoreError>;
+    /// The newest group stored for `source`'s group key `key`.
+    fn alert_for(&self, source: crate::alert::Source, key: &str) -> Result<Option<AlertGroup>, StoreError>;
     /// Remembers a small adapter-owned mapping (which Slack message is the
     /// card of which request), so it survives a restart.
     fn link(&self, key: &str, value: &str) -> Result<(), StoreError>;

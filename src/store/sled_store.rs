@@ -48,6 +48,10 @@ pub struct SledStore {
     links: sled::Tree,
     /// Incidents by number (big-endian), each its JSON.
     incidents: sled::Tree,
+    /// Alert groups by number (big-endian), each its JSON; and each
+    /// sender's group key → the id of its newest group.
+    alerts: sled::Tree,
+    alert_keys: sled::Tree,
     /// The open ones, decoded (or why one cannot be: then every question
     /// about open incidents fails, closed), kept in memory because every
     /// change request asks.
@@ -136,6 +140,8 @@ impl SledStore {
         }
         Ok(SledStore {
             incidents,
+            alerts: db.open_tree("alerts")?,
+            alert_keys: db.open_tree("alert_keys")?,
             open_incidents: Arc::new(RwLock::new(open_incidents)),
             requests: db.open_tree("requests")?,
             open,
@@ -186,6 +192,40 @@ fn incident_number(id: &str) -> Option<u64> {
 }
 
 impl Store for SledStore {
+    fn next_alert_id(&self) -> Result<String, StoreError> {
+        Ok(format!("A-{}", self.count_up("alert_counter")?))
+    }
+
+    fn put_alert(&self, group: &crate::alert::group::AlertGroup) -> Result<(), StoreError> {
+        let number = super::alert_number(&group.id)
+            .ok_or_else(|| StoreError::Corrupt(format!("`{}` is not an alert id", group.id)))?;
+        let bytes = serde_json::to_vec(group).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.alerts.insert(number.to_be_bytes(), bytes)?;
+        self.alert_keys.insert(super::alert_key(group.source, &group.key), group.id.as_bytes())?;
+        Ok(())
+    }
+
+    fn get_alert(&self, id: &str) -> Result<Option<crate::alert::group::AlertGroup>, StoreError> {
+        let Some(number) = super::alert_number(id) else { return Ok(None) };
+        match self.alerts.get(number.to_be_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("alert group {id}: {e}"))),
+        }
+    }
+
+    fn alert_for(
+        &self,
+        source: crate::alert::Source,
+        key: &str,
+    ) -> Result<Option<crate::alert::group::AlertGroup>, StoreError> {
+        match self.alert_keys.get(super::alert_key(source, key))? {
+            None => Ok(None),
+            Some(id) => self.get_alert(&String::from_utf8_lossy(&id)),
+        }
+    }
+
     fn next_incident_id(&self) -> Result<String, StoreError> {
         Ok(format!("INC-{}", self.count_up("incident_counter")?))
     }
@@ -460,7 +500,8 @@ impl ReadOnly {
 
 /// The trees of opsbot's state besides the trail (the dedup windows are
 /// left out: the first commit's hook may fill one before its records land).
-const STATE_TREES: [&str; 6] = ["requests", "open_requests", "locks", "meta", "links", "incidents"];
+const STATE_TREES: [&str; 8] =
+    ["requests", "open_requests", "locks", "meta", "links", "incidents", "alerts", "alert_keys"];
 
 /// `opsbot audit repair` on the store in `dir` (no bot may be running).
 /// Verifies first on a read-only open: a store that needs no repair, or

@@ -205,6 +205,19 @@ impl DiscordApi {
     /// answer. `route` names the bucket (template and major id) and is what
     /// errors show; `path` is the real one.
     async fn call(&self, method: Method, route: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+        self.call_with(method, route, path, body, None).await
+    }
+
+    /// [`DiscordApi::call`], with a file attached (`files[0]`, the body as
+    /// `payload_json`, in one multipart form).
+    async fn call_with(
+        &self,
+        method: Method,
+        route: &str,
+        path: &str,
+        body: Option<&Value>,
+        file: Option<(&str, &[u8])>,
+    ) -> Result<Value, ApiError> {
         loop {
             let wait = self.inner.limits.lock().expect("limits lock").wait(route, Instant::now());
             match wait {
@@ -218,8 +231,20 @@ impl DiscordApi {
             .http
             .request(method, format!("{}{path}", self.inner.base))
             .header("authorization", &self.inner.authorization);
-        if let Some(body) = body {
-            request = request.json(body);
+        match (body, file) {
+            (Some(body), Some((name, bytes))) => {
+                let file = reqwest::multipart::Part::bytes(bytes.to_vec())
+                    .file_name(name.to_string())
+                    .mime_str("image/png")
+                    .map_err(|e| ApiError::Permanent(format!("{route}: {e}")))?;
+                let payload = reqwest::multipart::Part::text(body.to_string())
+                    .mime_str("application/json")
+                    .map_err(|e| ApiError::Permanent(format!("{route}: {e}")))?;
+                request = request
+                    .multipart(reqwest::multipart::Form::new().part("payload_json", payload).part("files[0]", file));
+            }
+            (Some(body), None) => request = request.json(body),
+            (None, _) => {}
         }
         let response = request.send().await.map_err(|e| {
             // reqwest's error text holds the URL, and so interaction tokens.
@@ -283,6 +308,23 @@ impl DiscordApi {
             )
             .await?;
         made["id"].as_str().map(str::to_string).ok_or_else(|| ApiError::Permanent("a message without an id".into()))
+    }
+
+    /// `POST /channels/{channel}/messages` with `png` attached as
+    /// `filename` (the bot needs the Attach Files permission).
+    pub async fn post_file(&self, channel: &str, filename: &str, png: &[u8], comment: &str) -> Result<(), ApiError> {
+        let channel = snowflake(channel)?;
+        let body = json!({"content": comment, "attachments": [{"id": 0, "filename": filename}],
+            "flags": super::outbound::SUPPRESS_EMBEDS, "allowed_mentions": {"parse": []}});
+        self.call_with(
+            Method::POST,
+            &format!("POST /channels/{channel}/messages"),
+            &format!("/channels/{channel}/messages"),
+            Some(&body),
+            Some((filename, png)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `PATCH /channels/{channel}/messages/{message}`.

@@ -236,6 +236,9 @@ fn option(name: &str, kind: &ArgKind, required: bool, help: Option<&str>) -> Val
         ArgKind::IncidentId => {
             json!({"type": STRING, "description": described("an incident id such as INC-3"), "max_length": 24})
         }
+        ArgKind::AlertId => {
+            json!({"type": STRING, "description": described("an alert id such as A-7"), "max_length": 24})
+        }
         // Discord hands over the chosen member's id (see inbound's command_text).
         ArgKind::Person => json!({"type": USER, "description": described("a member of this server")}),
         ArgKind::Runbook => {

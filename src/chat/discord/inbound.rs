@@ -105,12 +105,16 @@ pub fn interaction(registry: &Registry, body: &[u8]) -> Result<Inbound, String> 
         }
         3 => {
             let custom_id = payload["data"]["custom_id"].as_str().unwrap_or("");
-            if let Some(offer) = rollback_button(custom_id) {
-                // The clicker asking for `/rollback <service> --of <deploy>`,
-                // answered like a slash command.
+            let clicked = rollback_button(custom_id).map(|offer| offer.command()).or_else(|| {
+                let id = custom_id.strip_prefix(super::outbound::BUTTON_PREFIX)?.strip_prefix(":alert:")?;
+                crate::engine::reply::AlertButton::command_of(id)
+            });
+            if let Some(text) = clicked {
+                // The clicker asking for `/rollback <service> --of <deploy>`
+                // (an incident summary's button) or for what an alert's
+                // button stands for, answered like a slash command.
                 let mut reply = ReplyTarget::channel(channel()?);
                 reply.thread = id_text(&payload["message"]["id"]);
-                let text = offer.command();
                 let event = Event::Command { actor: actor()?, text, reply, dedup_key, roles: Vec::new() };
                 return Ok(Inbound::Command { event, interaction });
             }

@@ -129,7 +129,28 @@ pub fn rollback_button_id(offer: &crate::engine::reply::RollbackOffer) -> String
 
 /// An incident's summary (already rendered) with a Roll back button per
 /// service in `rollbacks` (none: the buttons are removed).
-fn summary_body(text: &str, rollbacks: &[crate::engine::reply::RollbackOffer]) -> Value {
+fn summary_body(text: &str, controls: crate::engine::reply::Controls<'_>) -> Value {
+    let rollbacks = match controls {
+        crate::engine::reply::Controls::Rollbacks(offers) => offers,
+        crate::engine::reply::Controls::Alert(buttons) => {
+            // Five buttons to a row.
+            let rows: Vec<Value> = buttons
+                .chunks(5)
+                .map(|row| {
+                    let row: Vec<Value> = row
+                        .iter()
+                        .map(|b| {
+                            let label: String = b.label.chars().take(80).collect();
+                            let style = if b.action == crate::engine::reply::AlertAction::RollBack { 4 } else { 2 };
+                            json!({"type": 2, "style": style, "label": label, "custom_id": format!("{BUTTON_PREFIX}:alert:{}", b.id())})
+                        })
+                        .collect();
+                    json!({"type": 1, "components": row})
+                })
+                .collect();
+            return json!({"content": text, "components": rows, "flags": SUPPRESS_EMBEDS, "allowed_mentions": no_pings()});
+        }
+    };
     let buttons: Vec<Value> = rollbacks
         .iter()
         .take(5)
@@ -209,9 +230,9 @@ impl Wire for DiscordApi {
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<String, ApiError>> {
-        Box::pin(async move { DiscordApi::post(self, channel, None, &summary_body(text, rollbacks)).await })
+        Box::pin(async move { DiscordApi::post(self, channel, None, &summary_body(text, controls)).await })
     }
 
     fn update_summary<'a>(
@@ -219,10 +240,26 @@ impl Wire for DiscordApi {
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         let (channel, message) = locate(channel, message);
-        Box::pin(async move { self.edit_message(channel, message, &summary_body(text, rollbacks)).await })
+        Box::pin(async move { self.edit_message(channel, message, &summary_body(text, controls)).await })
+    }
+
+    fn upload<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        filename: &'a str,
+        png: &'a [u8],
+        comment: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        // A chart goes in the channel (or the thread it was asked in).
+        let (channel, _) = match thread {
+            Some(thread) => super::api::locate(channel, thread),
+            None => (channel, ""),
+        };
+        Box::pin(async move { self.post_file(channel, filename, png, comment).await })
     }
 
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {

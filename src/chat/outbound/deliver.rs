@@ -41,7 +41,7 @@ impl Work {
     /// Plain replies and private notes may be dropped when a lane is full;
     /// cards, start and outcome messages and progress may not.
     pub(super) fn droppable(&self) -> bool {
-        matches!(self, Work::Reply(Reply::Text(_) | Reply::Private { .. }))
+        matches!(self, Work::Reply(Reply::Text(_) | Reply::Private { .. } | Reply::Chart { .. }))
     }
 
     pub(super) fn what(&self) -> &'static str {
@@ -58,6 +58,8 @@ impl Work {
             }
             Work::Reply(Reply::Outcome { .. }) => "outcome",
             Work::Reply(Reply::Summary { .. }) => "summary",
+            Work::Reply(Reply::Alert { .. }) => "alert message",
+            Work::Reply(Reply::Chart { .. }) => "chart",
         }
     }
 
@@ -76,7 +78,9 @@ impl Work {
                 | Reply::Announcement(_)
                 | Reply::Answer(_)
                 | Reply::Private { .. }
-                | Reply::Summary { .. },
+                | Reply::Summary { .. }
+                | Reply::Alert { .. }
+                | Reply::Chart { .. },
             ) => None,
         }
     }
@@ -271,25 +275,25 @@ impl<'a, W: Wire> Delivery<'a, W> {
         self.inner.with_threads(|t| t.entry(request_id.to_string()).or_default().card = Some(ts.to_string()));
     }
 
-    /// Posts the summary `key` (top level, then pinned) or edits the
-    /// message it was posted as; the message is remembered in the store so
-    /// edits after a restart land on it too.
+    /// Posts the standing message `link` (an incident's summary: top
+    /// level, then pinned; an alert's: top level) or edits the message it
+    /// was posted as; the message is remembered in the store so edits after
+    /// a restart land on it too.
     async fn summary(
         &mut self,
-        key: &str,
+        link: &str,
         text: &str,
-        rollbacks: &[crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'_>,
     ) -> Result<(), ApiError> {
         let wire = &self.inner.wire;
         let channel = self.channel;
         let body = split(&wire.render(text), W::MAX_TEXT).into_iter().next().unwrap_or_default();
-        let link = format!("{}:summary-of:{key}", W::PLATFORM);
-        let posted = self.inner.store.resolve(&link).ok().flatten().and_then(|stored| {
+        let posted = self.inner.store.resolve(link).ok().flatten().and_then(|stored| {
             let (stored_channel, message) = stored.split_once(' ')?;
             (stored_channel == channel).then(|| message.to_string())
         });
         if let Some(message) = posted {
-            match self.call(|| wire.update_summary(channel, &message, &body, rollbacks)).await {
+            match self.call(|| wire.update_summary(channel, &message, &body, controls)).await {
                 // Deleted by someone (Slack's message_not_found, Discord's
                 // Unknown Message, 10008): post it again below. Any other
                 // refusal is reported, never answered with another copy.
@@ -299,9 +303,12 @@ impl<'a, W: Wire> Delivery<'a, W> {
                 other => return other,
             }
         }
-        let message = self.call(|| wire.post_summary(channel, &body, rollbacks)).await?;
-        if let Err(e) = self.inner.store.link(&link, &format!("{channel} {message}")) {
+        let message = self.call(|| wire.post_summary(channel, &body, controls)).await?;
+        if let Err(e) = self.inner.store.link(link, &format!("{channel} {message}")) {
             tracing::warn!(error = %e, "summary link not stored; after a restart its next edit posts it anew");
+        }
+        if matches!(controls, crate::engine::reply::Controls::Alert(_)) {
+            return Ok(());
         }
         // Pinning is a convenience, tried once (not retried, so it never
         // holds up the channel): without the permission the summary stays,
@@ -437,7 +444,26 @@ impl<'a, W: Wire> Delivery<'a, W> {
                 // (never queued by the sink) shows the lines as they are.
                 self.progress(target, &request_id, false).await?;
             }
-            Reply::Summary { key, text, rollbacks } => self.summary(&key, &text, &rollbacks).await?,
+            Reply::Summary { key, text, rollbacks } => {
+                let link = format!("{}:summary-of:{key}", W::PLATFORM);
+                self.summary(&link, &text, crate::engine::reply::Controls::Rollbacks(&rollbacks)).await?
+            }
+            Reply::Chart { filename, png, comment } => {
+                let wire = &self.inner.wire;
+                let body = wire.render(&comment);
+                match self.call(|| wire.upload(channel, thread, &filename, &png, &body)).await {
+                    Err(ApiError::Permanent(why)) => {
+                        tracing::warn!(channel, %why, "the chart was not attached");
+                        self.post_text(thread, &format!("{comment} (the chart could not be attached: {why})")).await?;
+                    }
+                    other => other?,
+                }
+            }
+            Reply::Alert { key, text, buttons } => {
+                // One message per alert group and channel.
+                let link = format!("{}:alert-of:{key}:{channel}", W::PLATFORM);
+                self.summary(&link, &text, crate::engine::reply::Controls::Alert(&buttons)).await?
+            }
             Reply::Outcome { request_id, verdict, text } => {
                 let followed = self.inner.with_threads(|t| t.remove(&request_id));
                 if let Some(view) = followed.as_ref().and_then(|f| f.view.clone()) {

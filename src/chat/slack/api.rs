@@ -142,6 +142,56 @@ impl SlackApi {
         Ok(id.to_string())
     }
 
+    /// Uploads a file and shares it in `channel` (or the thread `thread`)
+    /// with `comment` (scope `files:write`): `files.getUploadURLExternal`,
+    /// the bytes to the URL it gives (no token: the URL is the credential),
+    /// then `files.completeUploadExternal`.
+    pub async fn upload(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+        filename: &str,
+        bytes: &[u8],
+        comment: &str,
+    ) -> Result<(), ApiError> {
+        let session = self.client.open_session(&self.token);
+        let url = session
+            .get_upload_url_external(&SlackApiFilesGetUploadUrlExternalRequest::new(filename.to_string(), bytes.len()))
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                ApiError::Permanent(code) if code == "missing_scope" => ApiError::Permanent(
+                    "the Slack app lacks the files:write scope: apply the manifest from `opsbot slack-manifest` again and reinstall".into(),
+                ),
+                other => other,
+            })?;
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Permanent(format!("cannot build an HTTP client: {e}")))?;
+        let sent = client
+            .post(url.upload_url.value().as_str())
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .map_err(|_| ApiError::Transient("the file upload broke off".into()))?;
+        if sent.status().is_server_error() {
+            return Err(ApiError::Transient(format!("the file upload failed: HTTP {}", sent.status())));
+        }
+        if !sent.status().is_success() {
+            return Err(ApiError::Permanent(format!("the file upload was refused: HTTP {}", sent.status())));
+        }
+        let request = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+            SlackApiFilesComplete::new(url.file_id).with_title(filename.to_string())
+        ])
+        .with_channel_id(channel.to_string().into())
+        .with_initial_comment(comment.to_string())
+        .opt_thread_ts(thread.map(|t| t.to_string().into()));
+        session.files_complete_upload_external(&request).await?;
+        Ok(())
+    }
+
     /// `pins.add` (scope `pins:write`).
     pub async fn pin(&self, channel: &str, ts: &str) -> Result<(), ApiError> {
         let session = self.client.open_session(&self.token);

@@ -1,6 +1,6 @@
 //! Block Kit for approval cards, and the text rules Slack imposes.
 
-use super::inbound::{APPROVE_ACTION, DENY_ACTION, ROLLBACK_ACTION};
+use super::inbound::{ALERT_ACTION, APPROVE_ACTION, DENY_ACTION, ROLLBACK_ACTION};
 use crate::approval::RequestState;
 use crate::engine::reply::ApprovalView;
 use serde_json::{json, Value};
@@ -87,12 +87,34 @@ pub fn approval_card(view: &ApprovalView) -> (String, Value) {
     (text, Value::Array(blocks))
 }
 
-/// An incident's summary (already rendered): its text, and a Roll back
-/// button per service in `rollbacks`.
-pub fn summary_blocks(text: &str, rollbacks: &[crate::engine::reply::RollbackOffer]) -> Value {
+/// A standing message (already rendered): an incident's summary with a
+/// Roll back button per service, or an alert's with its buttons.
+pub fn summary_blocks(text: &str, controls: crate::engine::reply::Controls<'_>) -> Value {
     // A section holds at most 3,000 characters.
     let shown: String = text.chars().take(2_900).collect();
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": shown}})];
+    let rollbacks = match controls {
+        crate::engine::reply::Controls::Rollbacks(offers) => offers,
+        crate::engine::reply::Controls::Alert(buttons) => {
+            if !buttons.is_empty() {
+                let elements: Vec<Value> = buttons
+                    .iter()
+                    .map(|b| {
+                        let label: String = b.label.chars().take(75).collect();
+                        let mut button = json!({"type": "button", "action_id": format!("{ALERT_ACTION}:{}", b.id()),
+                            "value": b.id(), "text": {"type": "plain_text", "text": label}});
+                        if b.action == crate::engine::reply::AlertAction::RollBack {
+                            button["style"] = json!("danger");
+                        }
+                        button
+                    })
+                    .collect();
+                blocks.push(json!({"type": "actions", "block_id": "opsbot_alert", "elements": elements}));
+                blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "A click is you typing the command, under its usual approvals; a click on an older form of this message is refused."}]}));
+            }
+            return Value::Array(blocks);
+        }
+    };
     if !rollbacks.is_empty() {
         let buttons: Vec<Value> = rollbacks
             .iter()

@@ -162,6 +162,9 @@ pub const DENY_ACTION: &str = "opsbot_deny";
 /// (the value is the deploy's request id).
 pub const ROLLBACK_ACTION: &str = "opsbot_rollback";
 
+/// The action id of an alert message's buttons, before `:<word>:<alert>:<version>`.
+pub const ALERT_ACTION: &str = "opsbot_alert";
+
 /// An interactivity payload (the JSON in the `payload` form field).
 pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
     let parsed: BlockActions = serde_json::from_str(payload).map_err(|e| InboundError::Malformed(e.to_string()))?;
@@ -173,6 +176,7 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
         APPROVE_ACTION => true,
         DENY_ACTION => false,
         id if id.starts_with(&format!("{ROLLBACK_ACTION}:")) => return rollback_click(&parsed, action).map(Some),
+        id if id.starts_with(&format!("{ALERT_ACTION}:")) => return alert_click(&parsed, action).map(Some),
         _ => return Ok(None),
     };
     let Some(request_id) = crate::command::parse::normalize_request_id(&action.value) else {
@@ -216,6 +220,37 @@ fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event
     Ok(Event::Command {
         actor: actor(&parsed.user.id)?,
         text: offer.command(),
+        reply: ReplyTarget {
+            channel: channel(&channel_id)?,
+            thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
+            interaction: None,
+        },
+        dedup_key: Some(format!(
+            "slack:action:{}:{message_ts}:{}:{}",
+            action.action_id, parsed.user.id, action.action_ts
+        )),
+        roles: Vec::new(),
+    })
+}
+
+/// A click on an alert message's button: the clicker typing the command
+/// it stands for (see [`crate::engine::reply::AlertButton`]), threaded
+/// under the alert's message.
+fn alert_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event, InboundError> {
+    let id = action.action_id.strip_prefix(ALERT_ACTION).and_then(|s| s.strip_prefix(':')).unwrap_or("");
+    let text = crate::engine::reply::AlertButton::command_of(id)
+        .ok_or_else(|| InboundError::Malformed("an alert button opsbot does not draw".into()))?;
+    let channel_id =
+        parsed.channel.as_ref().map(|c| c.id.clone()).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
+    let message_ts = parsed
+        .container
+        .as_ref()
+        .and_then(|c| c.message_ts.clone())
+        .or(parsed.message.as_ref().map(|m| m.ts.clone()))
+        .unwrap_or_default();
+    Ok(Event::Command {
+        actor: actor(&parsed.user.id)?,
+        text,
         reply: ReplyTarget {
             channel: channel(&channel_id)?,
             thread: (!message_ts.is_empty()).then(|| message_ts.clone()),

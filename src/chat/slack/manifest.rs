@@ -5,13 +5,14 @@ use crate::command::Registry;
 use serde_json::{json, Value};
 
 /// Bot scopes opsbot needs, and why.
-pub const BOT_SCOPES: [&str; 6] = [
+pub const BOT_SCOPES: [&str; 7] = [
     "commands",          // slash commands
     "chat:write",        // replies, cards, progress threads
     "pins:write",        // an incident's summary, pinned
     "reactions:read",    // ✅ / ❌ votes
     "app_mentions:read", // @opsbot status api-service
     "users:read",        // display names
+    "files:write",       // the /report chart
 ];
 
 pub const BOT_EVENTS: [&str; 2] = ["app_mention", "reaction_added"];

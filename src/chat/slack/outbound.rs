@@ -77,9 +77,9 @@ impl Wire for SlackApi {
         &'a self,
         channel: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<String, ApiError>> {
-        Box::pin(async move { SlackApi::post(self, channel, None, text, Some(&summary_blocks(text, rollbacks))).await })
+        Box::pin(async move { SlackApi::post(self, channel, None, text, Some(&summary_blocks(text, controls))).await })
     }
 
     fn update_summary<'a>(
@@ -87,11 +87,22 @@ impl Wire for SlackApi {
         channel: &'a str,
         message: &'a str,
         text: &'a str,
-        rollbacks: &'a [crate::engine::reply::RollbackOffer],
+        controls: crate::engine::reply::Controls<'a>,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(
-            async move { SlackApi::update(self, channel, message, text, Some(&summary_blocks(text, rollbacks))).await },
+            async move { SlackApi::update(self, channel, message, text, Some(&summary_blocks(text, controls))).await },
         )
+    }
+
+    fn upload<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        filename: &'a str,
+        png: &'a [u8],
+        comment: &'a str,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(SlackApi::upload(self, channel, thread, filename, png, comment))
     }
 
     fn pin<'a>(&'a self, channel: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {

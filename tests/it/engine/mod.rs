@@ -2,6 +2,7 @@
 //! records replies. Includes the property test over random users, groups,
 //! votes and timings; `timeout`: an action the engine cuts off.
 
+mod alerts;
 mod incident;
 mod timeout;
 

@@ -1,0 +1,86 @@
+//! `/alerts noisy` and `/report` in chat: the reports of [`crate::report`]
+//! over this bot's trail, read on a blocking thread (at most
+//! [`crate::report::SCAN_LIMIT`] records), and the delivery report's chart
+//! attached where the platform takes files.
+
+use super::{Engine, Error, Result};
+use crate::audit::{AuditQuery, RecordKind};
+use crate::engine::reply::Reply;
+use crate::event::ReplyTarget;
+use crate::report::delivery::{DeliveryReport, DeliveryScan};
+use crate::report::noise::{noise_text, NoiseScan};
+use crate::report::{Period, SCAN_LIMIT};
+use std::time::Duration;
+
+/// `/alerts noisy` without a period: the last week.
+const NOISE_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `/report` without a period: the last 30 days.
+const REPORT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl Engine {
+    pub(super) async fn noisy_alerts_text(&self, period: Option<Duration>) -> Result<String> {
+        let period = Period::last(period.unwrap_or(NOISE_PERIOD), self.clock.now());
+        let audit = self.audit.clone();
+        let query = AuditQuery { since: Some(period.since), kind: Some(RecordKind::Alert), ..Default::default() };
+        tokio::task::spawn_blocking(move || {
+            let mut scan = NoiseScan::default();
+            let mut read = 0;
+            audit.each(&query, &mut |record| {
+                scan.take(&record, &period);
+                read += 1;
+                read < SCAN_LIMIT
+            })?;
+            Ok(noise_text(&scan.finish(), &period))
+        })
+        .await
+        .map_err(|e| Error::Io(format!("the noise report stopped: {e}")))?
+    }
+
+    /// The delivery report over this bot's trail.
+    pub async fn delivery_report(&self, service: Option<&str>, period: Option<Duration>) -> Result<DeliveryReport> {
+        if let Some(service) = service.filter(|s| !self.config.services.contains_key(*s)) {
+            return Err(Error::Invalid(format!("{service} is not a configured service")));
+        }
+        let period = Period::last(period.unwrap_or(REPORT_PERIOD), self.clock.now());
+        let audit = self.audit.clone();
+        let targets = self.config.reports.clone();
+        // Incidents declared before the period may be resolved in it, and
+        // a deployment's failure can show after: read a window around it.
+        let since = period.since - chrono::Duration::from_std(targets.failure_window).unwrap_or_default();
+        let query = AuditQuery { since: Some(since), ..Default::default() };
+        let service = service.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let mut scan = DeliveryScan::new(targets, period, service);
+            let mut read = 0;
+            audit.each(&query, &mut |record| {
+                scan.take(&record);
+                read += 1;
+                read < SCAN_LIMIT
+            })?;
+            Ok(scan.finish())
+        })
+        .await
+        .map_err(|e| Error::Io(format!("the delivery report stopped: {e}")))?
+    }
+
+    /// `/report [service] [period]`: the figures as text, then the chart.
+    pub(super) async fn report_reply(
+        &self,
+        service: Option<&str>,
+        period: Option<Duration>,
+        reply: &ReplyTarget,
+    ) -> Result<()> {
+        let report = self.delivery_report(service, period).await?;
+        self.say(reply, Reply::Text(report.text())).await;
+        match crate::report::chart::png(&report) {
+            Ok(png) => {
+                let scope = report.service.clone().unwrap_or_else(|| "all services".into());
+                let comment = format!("Weekly deploys, change failures and recovery time · {scope}");
+                let filename = format!("delivery-{}.png", report.until.format("%Y-%m-%d"));
+                self.say(reply, Reply::Chart { filename, png: std::sync::Arc::new(png), comment }).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "the delivery chart was not drawn"),
+        }
+        Ok(())
+    }
+}
