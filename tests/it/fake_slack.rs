@@ -56,6 +56,21 @@ struct Inner {
     /// `no_channel_scope` is set, the app lacks channels:manage.
     channels: Mutex<Vec<(String, String)>>,
     no_channel_scope: std::sync::atomic::AtomicBool,
+    /// External uploads under way: file id → (filename, declared length,
+    /// the bytes once sent to the upload URL).
+    uploads: Mutex<std::collections::HashMap<String, (String, usize, Option<Vec<u8>>)>>,
+    /// Files shared by files.completeUploadExternal.
+    files: Mutex<Vec<SharedFile>>,
+}
+
+/// A file opsbot uploaded and shared, as Slack would show it.
+#[derive(Debug, Clone)]
+pub struct SharedFile {
+    pub channel: String,
+    pub thread: Option<String>,
+    pub filename: String,
+    pub comment: String,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -71,10 +86,18 @@ impl FakeSlack {
         let inner = Arc::new(Inner::default());
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         inner.port.store(listener.local_addr().unwrap().port() as u64, Ordering::SeqCst);
-        let app =
-            Router::new().route("/api/{method}", any(api)).route("/socket", get(socket)).with_state(inner.clone());
+        let app = Router::new()
+            .route("/api/{method}", any(api))
+            .route("/socket", get(socket))
+            .route("/upload/{id}", axum::routing::post(upload))
+            .with_state(inner.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeSlack { inner, _runtime: runtime }
+    }
+
+    /// Files shared in channels, oldest first.
+    pub fn files(&self) -> Vec<SharedFile> {
+        self.inner.files.lock().unwrap().clone()
     }
 
     pub fn api_url(&self) -> String {
@@ -249,12 +272,69 @@ async fn api(
             let user = parsed.get("user").and_then(|u| u.as_str()).unwrap_or("U0");
             json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "profile": {"display_name": format!("{user}-display"), "real_name": "Real Name"}}})
         }
+        // Slack's external upload: a URL for the bytes, then the share.
+        "files.getUploadURLExternal" => {
+            let filename = parsed.get("filename").and_then(|f| f.as_str()).unwrap_or("").to_string();
+            let length = parsed.get("length").and_then(|l| l.as_str()).and_then(|l| l.parse::<usize>().ok());
+            match length {
+                Some(length) if length > 0 && !filename.is_empty() => {
+                    let id = format!("F{}", inner.ts.fetch_add(1, Ordering::SeqCst) + 1);
+                    inner.uploads.lock().unwrap().insert(id.clone(), (filename, length, None));
+                    let url = format!("http://127.0.0.1:{}/upload/{id}", inner.port.load(Ordering::SeqCst));
+                    json!({"ok": true, "upload_url": url, "file_id": id})
+                }
+                _ => json!({"ok": false, "error": "missing_argument"}),
+            }
+        }
+        "files.completeUploadExternal" => {
+            // `files` is a JSON array (a string of one in a form).
+            let files = match parsed.get("files") {
+                Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+                Some(files) => files.clone(),
+                None => Value::Null,
+            };
+            let ids: Vec<String> =
+                files.as_array().into_iter().flatten().filter_map(|f| f["id"].as_str().map(str::to_string)).collect();
+            let mut uploads = inner.uploads.lock().unwrap();
+            let complete = !ids.is_empty()
+                && ids.iter().all(|id| {
+                    uploads.get(id).is_some_and(|(_, length, bytes)| bytes.as_ref().is_some_and(|b| b.len() == *length))
+                });
+            if !complete {
+                json!({"ok": false, "error": "upload_not_complete"})
+            } else {
+                let channel = parsed.get("channel_id").and_then(|c| c.as_str()).unwrap_or("").to_string();
+                for id in &ids {
+                    let (filename, _, bytes) = uploads.remove(id).unwrap();
+                    inner.files.lock().unwrap().push(SharedFile {
+                        channel: channel.clone(),
+                        thread: parsed.get("thread_ts").and_then(|t| t.as_str()).map(str::to_string),
+                        filename,
+                        comment: parsed.get("initial_comment").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+                        bytes: bytes.unwrap(),
+                    });
+                }
+                json!({"ok": true, "files": ids.iter().map(|id| json!({"id": id, "name": "chart.png"})).collect::<Vec<_>>()})
+            }
+        }
         "apps.connections.open" => {
             json!({"ok": true, "url": format!("ws://127.0.0.1:{}/socket", inner.port.load(Ordering::SeqCst))})
         }
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     Json(body).into_response()
+}
+
+/// The upload URL files.getUploadURLExternal gave: the bytes, no token.
+async fn upload(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let mut uploads = inner.uploads.lock().unwrap();
+    match uploads.get_mut(&id) {
+        Some((_, _, bytes)) => {
+            *bytes = Some(body.to_vec());
+            (StatusCode::OK, format!("OK - {}", body.len())).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Whether every actions block's elements have distinct action ids.

@@ -18,6 +18,7 @@
 
 #![allow(clippy::result_large_err)] // test fakes return axum responses as errors
 
+mod alerts;
 mod audit;
 mod aws_proxy;
 mod console;
