@@ -11,6 +11,9 @@
 # - PostgreSQL (Debian's postgresql): the runbook `sql` tests start a
 #   throwaway cluster of their own, as the postgres user, on a free loopback
 #   port (nothing is left running; the package's own cluster is not used).
+# - Prometheus Alertmanager (Debian's prometheus-alertmanager): the alert
+#   tests start a pair of their own on free loopback ports, webhooks pointed
+#   at the bot (the package's own service is not used).
 # Every other peer (Slack Web API and Socket Mode, Discord REST and gateway, Kubernetes API server,
 # scripted ECS API, smoke-test targets) is a fake inside the test suite.
 set -euo pipefail
@@ -23,6 +26,9 @@ if ! command -v kubectl >/dev/null; then
 fi
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
+if ! command -v prometheus-alertmanager >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
 fi
 cargo fmt --check
 cargo test --locked "$@"

@@ -642,6 +642,22 @@ fn check_rule(
 /// Policy keys named in rules and freezes must exist in the command files, or a
 /// typo would silently leave a command unconfigured (and so denied).
 pub(super) fn cross_check(path: &Path, config: &Config, registry: &Registry, problems: &mut Vec<Problem>) {
+    // An alert's "Run runbook" button offers only a loaded runbook.
+    for (alert, runbook) in config.alerts.iter().flat_map(|a| a.runbooks.iter()) {
+        if registry.runbook(runbook).is_none() {
+            let hint = if config.runbooks_dir.is_none() {
+                "set [bot] runbooks_dir so runbooks are loaded".to_string()
+            } else {
+                format!("loaded runbooks: {}", registry.runbook_names().collect::<Vec<_>>().join(", "))
+            };
+            problems.push(Problem::new(
+                path,
+                &format!("alerts.runbooks.{alert}"),
+                format!("no runbook `{runbook}`"),
+                hint,
+            ));
+        }
+    }
     let keys = registry.policy_keys();
     let mut check = |key: String, policy: &str| {
         if !keys.iter().any(|k| k == policy) {

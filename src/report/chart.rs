@@ -55,14 +55,23 @@ fn draw(report: &DeliveryReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::e
         .x_label_area_size(36)
         .y_label_area_size(48)
         .right_y_label_area_size(60)
-        .build_cartesian_2d(0f64..n, 0f64..top)?
-        .set_secondary_coord(0f64..n, 0f64..slowest);
+        // Week i is centred on x = i, so the axis labels sit under its bars.
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..top)?
+        .set_secondary_coord(-0.5f64..n - 0.5, 0f64..slowest);
     let labels: Vec<String> = weeks.iter().map(|w| w.start.format("%m-%d").to_string()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(weeks.len().max(1))
-        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
+        .x_labels(weeks.len().clamp(1, 14))
+        .x_label_formatter(&|x| {
+            let at = x.round();
+            if (x - at).abs() > 0.01 || at < 0.0 {
+                return String::new();
+            }
+            labels.get(at as usize).cloned().unwrap_or_default()
+        })
+        .y_labels((top.floor() as usize + 1).min(11))
+        .y_label_formatter(&|y| if y.fract().abs() < 0.01 { format!("{y:.0}") } else { String::new() })
         .y_desc("deploys / failures")
         .label_style(("sans-serif", 13))
         .draw()?;
@@ -72,18 +81,18 @@ fn draw(report: &DeliveryReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::e
     let recovery = RGBColor(21, 101, 192);
     chart
         .draw_series(weeks.iter().enumerate().map(|(i, w)| {
-            Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.48, w.deploys as f64)], deploys.filled())
+            Rectangle::new([(i as f64 - 0.4, 0.0), (i as f64 - 0.02, w.deploys as f64)], deploys.filled())
         }))?
         .label("successful deploys")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], deploys.filled()));
     chart
         .draw_series(weeks.iter().enumerate().map(|(i, w)| {
-            Rectangle::new([(i as f64 + 0.52, 0.0), (i as f64 + 0.9, w.failures as f64)], failures.filled())
+            Rectangle::new([(i as f64 + 0.02, 0.0), (i as f64 + 0.4, w.failures as f64)], failures.filled())
         }))?
         .label("change failures")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], failures.filled()));
     let points: Vec<(f64, f64)> =
-        weeks.iter().enumerate().filter_map(|(i, w)| Some((i as f64 + 0.5, w.recovery_minutes?))).collect();
+        weeks.iter().enumerate().filter_map(|(i, w)| Some((i as f64, w.recovery_minutes?))).collect();
     chart
         .draw_secondary_series(LineSeries::new(points.clone(), recovery.stroke_width(3)))?
         .label("median recovery (min)")

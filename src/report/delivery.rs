@@ -260,7 +260,7 @@ impl DeliveryScan {
             value: Some(frequency),
             unit: "per week",
             samples: succeeded,
-            shown: format!("{frequency:.1}/week ({succeeded} deploys, {rollbacks} rollbacks beside them)"),
+            shown: format!("{frequency:.1}/week ({succeeded} deploys; rollbacks beside them: {rollbacks})"),
             target: Some(format!("> {} a week", t.deploys_per_week)),
             meets_target: Some(frequency > t.deploys_per_week),
             band: Some(frequency_band(frequency)),

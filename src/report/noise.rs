@@ -23,11 +23,18 @@ pub struct NoiseRow {
     pub median_first_action_secs: Option<i64>,
 }
 
+/// One alert group as the scan saw it.
+struct Seen {
+    name: String,
+    first_fired: Option<DateTime<Utc>>,
+    first_action: Option<DateTime<Utc>>,
+}
+
 /// Reads alert records in `period`; [`NoiseScan::finish`] gives the rows.
 #[derive(Default)]
 pub struct NoiseScan {
-    /// Group id → (name, first firing, first action).
-    groups: HashMap<String, (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    /// By group id.
+    groups: HashMap<String, Seen>,
     fired: BTreeMap<String, u64>,
 }
 
@@ -40,17 +47,21 @@ impl NoiseScan {
         let (Some(group), Some(args)) = (&entry.request_id, &entry.args) else { return };
         let Some(name) = args["alert"].as_str() else { return };
         let event = args["event"].as_str().unwrap_or("");
-        let seen = self.groups.entry(group.clone()).or_insert_with(|| (name.to_string(), None, None));
+        let seen = self.groups.entry(group.clone()).or_insert_with(|| Seen {
+            name: name.to_string(),
+            first_fired: None,
+            first_action: None,
+        });
         match event {
             "fired" | "refired" => {
                 *self.fired.entry(name.to_string()).or_default() += 1;
-                seen.1.get_or_insert(record.ts);
+                seen.first_fired.get_or_insert(record.ts);
             }
             "acknowledged" | "silenced" => {
-                seen.2.get_or_insert(record.ts);
+                seen.first_action.get_or_insert(record.ts);
             }
             e if e.starts_with("acted:") => {
-                seen.2.get_or_insert(record.ts);
+                seen.first_action.get_or_insert(record.ts);
             }
             _ => {}
         }
@@ -59,11 +70,11 @@ impl NoiseScan {
     /// Noisiest first (most firings, then fewest acted on).
     pub fn finish(self) -> Vec<NoiseRow> {
         let mut by_name: BTreeMap<String, (u64, u64, Vec<i64>)> = BTreeMap::new();
-        for (name, first_fired, first_action) in self.groups.into_values() {
-            let Some(fired_at) = first_fired else { continue };
-            let row = by_name.entry(name).or_default();
+        for seen in self.groups.into_values() {
+            let Some(fired_at) = seen.first_fired else { continue };
+            let row = by_name.entry(seen.name).or_default();
             row.0 += 1;
-            if let Some(acted) = first_action {
+            if let Some(acted) = seen.first_action {
                 row.1 += 1;
                 row.2.push((acted - fired_at).num_seconds().max(0));
             }

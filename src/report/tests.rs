@@ -87,7 +87,7 @@ fn delivery_figures_match_the_hand_computed_answers() {
     // 6 successful deploys (r-1, 2, 4, 5, 6, 8) in 4 weeks.
     let f = figure(&r, "deployment frequency");
     assert_eq!((f.value, f.samples, f.band, f.meets_target), (Some(1.5), 6, Some("high"), Some(false)));
-    assert!(f.shown.contains("2 rollbacks"), "{}", f.shown);
+    assert!(f.shown.contains("(6 deploys; rollbacks beside them: 2)"), "{}", f.shown);
     // 6 of 7 deployments (r-3 failed; r-7 refused; r-9 staging).
     let f = figure(&r, "deployment success rate");
     assert_eq!(f.samples, 7);

@@ -518,3 +518,63 @@ fn a_thousand_alerts_each_delivered_twice_with_retries_are_exactly_a_thousand_re
     assert!(posts.iter().all(|c| c.body["channel"] == "CALERTS"));
     served.stop();
 }
+
+/// `/report` in Slack: the figures from the trail, and the chart uploaded
+/// as Slack takes files now (an upload URL, the bytes, then the share).
+#[test]
+fn the_report_in_slack_uploads_the_chart_into_the_channel() {
+    let served = serve("http://127.0.0.1:9");
+    served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "t1");
+    served.command("UBOB", "COPS", "/approve", "r-1", "t2");
+    served.slack.wait_for("the outcome", LONG, |c| {
+        c.iter().any(|c| c.body["text"].as_str().is_some_and(|t| t.contains("r-1") && t.contains("now runs v1.4.2")))
+    });
+    let ack = served.command("UALICE", "COPS", "/report", "api-service 7d", "t3");
+    let text = ack.to_string();
+    assert!(text.contains("deployment frequency: 1.0/week (1 deploys;"), "{text}");
+    served.slack.wait_for("the chart", LONG, |_| !served.slack.files().is_empty());
+    let file = served.slack.files().pop().unwrap();
+    assert_eq!((file.channel.as_str(), file.thread.as_deref()), ("COPS", None));
+    assert!(file.filename.starts_with("delivery-") && file.filename.ends_with(".png"), "{}", file.filename);
+    assert!(file.comment.contains("Weekly deploys") && file.comment.contains("api-service"), "{}", file.comment);
+    let info = png::Decoder::new(std::io::Cursor::new(&file.bytes)).read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (opsbot::report::chart::WIDTH, opsbot::report::chart::HEIGHT));
+    served.stop();
+}
+
+/// `opsbot report delivery|alerts` over a stopped bot's store: the figures
+/// of what ran, in each format, and the chart written to a file.
+#[test]
+fn the_report_commands_read_the_trail_in_each_format_and_write_the_chart() {
+    let bot = crate::support::Bot::with_config(&crate::support::config_text(
+        "30m",
+        "[reports]\nenvironments = [\"staging\"]\ntime_to_restore = \"1h\"\n",
+    ));
+    let out = bot.console(&["/deploy api-staging v1.4.2", "/wait", "/deploy api-staging v9.9.9-broken", "/wait"]);
+    assert!(out.status.success(), "{}", crate::support::stdout(&out));
+    let chart = bot.dir.path().join("delivery.png");
+    let run = |args: &[&str]| {
+        let out = bot.command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value =
+        serde_json::from_str(&run(&["report", "delivery", "--format", "json", "--chart", chart.to_str().unwrap()]))
+            .unwrap();
+    let figure = |name: &str| json["figures"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap().clone();
+    assert_eq!(figure("deployment frequency")["samples"], 1);
+    assert_eq!(figure("deployment success rate")["value"], 50.0, "{json:#}");
+    assert_eq!(figure("change failure rate")["value"], 50.0, "the broken deploy failed verification");
+    assert_eq!(figure("lead time for changes")["value"], Value::Null);
+    assert_eq!(json["environments"], json!(["staging"]));
+    let png = std::fs::read(&chart).unwrap();
+    let info = png::Decoder::new(std::io::Cursor::new(&png)).read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (opsbot::report::chart::WIDTH, opsbot::report::chart::HEIGHT));
+    let csv = run(&["report", "delivery", "--format", "csv", "--service", "api-staging"]);
+    assert!(csv.starts_with("metric,value,unit,samples,target,meets_target,band\n"), "{csv}");
+    assert!(csv.contains("deployment success rate,50.00,%,2,> 95%,false,"), "{csv}");
+    assert!(run(&["report", "alerts"]).contains("No alert fired"));
+    let refused = bot.command(&["report", "delivery", "--format", "xml"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not one of text, json, csv"));
+}

@@ -901,3 +901,22 @@ fn an_incident_gets_a_channel_of_its_own_in_the_server() {
     assert!(text.contains("could not get a channel of its own") && text.contains("Manage Channels"), "{ack}");
     assert_eq!(bot.discord.channels().len(), 1);
 }
+
+/// `/report` answers with the figures and attaches the weekly chart (a PNG
+/// sent as Discord takes files: multipart, `files[0]` named in `attachments`).
+#[test]
+fn the_report_answers_with_the_figures_and_attaches_the_chart() {
+    let bot = DiscordServed::start("http");
+    bot.deployed();
+    let ack = bot.slash(ALICE, "report", json!([]));
+    let text = ack["data"]["content"].as_str().unwrap();
+    assert!(text.contains("deployment frequency: 0.2/week (1 deploys;"), "{text}");
+    assert!(text.contains("lead time for changes: n/a — 0 of 1 deploys have commit data"), "{text}");
+    bot.discord.wait_for("the chart", LONG, |d| d.messages_in(OPS).iter().any(|m| !m.attachments.is_empty()));
+    let message = bot.discord.messages_in(OPS).into_iter().find(|m| !m.attachments.is_empty()).unwrap();
+    let (name, png) = &message.attachments[0];
+    assert!(name.starts_with("delivery-") && name.ends_with(".png"), "{name}");
+    let info = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (opsbot::report::chart::WIDTH, opsbot::report::chart::HEIGHT));
+    assert!(message.content.contains("Weekly deploys"), "{}", message.content);
+}

@@ -55,6 +55,8 @@ pub struct Stored {
     pub components: Value,
     pub flags: u64,
     pub edits: u32,
+    /// Files sent with it (multipart `files[n]`): (filename, bytes).
+    pub attachments: Vec<(String, Vec<u8>)>,
 }
 
 /// What the test tells the gateway connection to do.
@@ -361,6 +363,36 @@ fn discord_error(status: StatusCode, code: i64, message: &str) -> Response {
     (status, Json(json!({"code": code, "message": message}))).into_response()
 }
 
+/// The parts of a multipart/form-data body: (name, filename, bytes).
+fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut parts = Vec::new();
+    let mut starts: Vec<usize> =
+        body.windows(delimiter.len()).enumerate().filter(|(_, w)| *w == delimiter.as_slice()).map(|(i, _)| i).collect();
+    starts.push(body.len());
+    for pair in starts.windows(2) {
+        let part = &body[pair[0] + delimiter.len()..pair[1]];
+        let Some(split) = part.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&part[..split]).to_string();
+        let head =
+            head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")).unwrap_or("").to_string();
+        let mut data = part[split + 4..].to_vec();
+        if data.ends_with(b"\r\n") {
+            data.truncate(data.len() - 2);
+        }
+        let field = |key: &str| {
+            head.split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        if let Some(name) = field("name") {
+            parts.push((name, field("filename"), data));
+        }
+    }
+    parts
+}
+
 async fn rest(
     State(inner): State<Arc<Inner>>,
     method: Method,
@@ -370,7 +402,24 @@ async fn rest(
     body: axum::body::Bytes,
 ) -> Response {
     let path = format!("/{path}");
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // A message with files: multipart, the JSON in `payload_json`, each
+    // file in `files[n]` named in `attachments` by its n.
+    let mut files = Vec::new();
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(boundary) = content_type.strip_prefix("multipart/form-data; boundary=") {
+        for (name, filename, data) in multipart(&body, boundary) {
+            if name == "payload_json" {
+                parsed = serde_json::from_slice(&data).unwrap_or(Value::Null);
+            } else if name.starts_with("files[") {
+                files.push((filename.unwrap_or_default(), data));
+            }
+        }
+        let named = parsed["attachments"].as_array().map(|a| a.len()).unwrap_or(0);
+        if named != files.len() {
+            return discord_error(StatusCode::BAD_REQUEST, 50035, "attachments: each file needs its attachment");
+        }
+    }
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let route = format!("{method} {path}");
     let fault = {
@@ -433,6 +482,7 @@ async fn rest(
                 components: parsed["components"].clone(),
                 flags: parsed["flags"].as_u64().unwrap_or(0),
                 edits: 0,
+                attachments: files,
             };
             if stored.content.chars().count() > 2000 {
                 return discord_error(StatusCode::BAD_REQUEST, 50035, "content: Must be 2000 or fewer in length.");
@@ -567,6 +617,7 @@ async fn rest(
                 components: Value::Null,
                 flags: 0,
                 edits: 0,
+                attachments: Vec::new(),
             });
             stored.content = parsed["content"].as_str().unwrap_or("").to_string();
             stored.edits += 1;
@@ -583,6 +634,7 @@ async fn rest(
                     components: parsed["components"].clone(),
                     flags: parsed["flags"].as_u64().unwrap_or(0),
                     edits: 0,
+                    attachments: files,
                 },
             );
             Json(message_json(&id, "1", parsed["content"].as_str().unwrap_or(""))).into_response()

@@ -58,10 +58,13 @@ struct Inner {
     no_channel_scope: std::sync::atomic::AtomicBool,
     /// External uploads under way: file id → (filename, declared length,
     /// the bytes once sent to the upload URL).
-    uploads: Mutex<std::collections::HashMap<String, (String, usize, Option<Vec<u8>>)>>,
+    uploads: Mutex<std::collections::HashMap<String, Upload>>,
     /// Files shared by files.completeUploadExternal.
     files: Mutex<Vec<SharedFile>>,
 }
+
+/// An upload under way: its filename, declared length, and the bytes once sent.
+type Upload = (String, usize, Option<Vec<u8>>);
 
 /// A file opsbot uploaded and shared, as Slack would show it.
 #[derive(Debug, Clone)]
