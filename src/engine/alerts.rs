@@ -221,7 +221,7 @@ impl Engine {
                 args: Some(
                     serde_json::json!({"event": event, "alert": group.name, "source": group.source, "by": actor}),
                 ),
-                ..self.entry(RecordKind::Alert, Some(id), actor, parsed, reply)
+                ..self.button_entry(&group, actor, parsed, reply)
             }
             .detail(detail)
         };
@@ -258,6 +258,23 @@ impl Engine {
                 Ok(())
             }
             AlertOp::Noisy { .. } => Err(Error::Invalid("not a change to an alert".into())),
+        }
+    }
+
+    /// An alert record of what `actor` did about `group` (under the alert's
+    /// id and service, so incident timelines and reports find it).
+    fn button_entry(
+        &self,
+        group: &AlertGroup,
+        actor: &Actor,
+        parsed: &ParsedCommand,
+        reply: &ReplyTarget,
+    ) -> AuditEntry {
+        let service = group.service.as_deref().and_then(|s| self.config.services.get(s));
+        AuditEntry {
+            service: service.map(|s| s.name.clone()),
+            environment: service.map(|s| s.environment.clone()),
+            ..self.entry(RecordKind::Alert, Some(&group.id), actor, parsed, reply)
         }
     }
 
@@ -338,12 +355,14 @@ impl Engine {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::hours(1));
         let span = crate::clock::format_duration(duration);
+        let base = self.button_entry(&group, actor, parsed, reply);
+        let (name, source) = (group.name.clone(), group.source);
         let record = |event: &str, verdict: Verdict, detail: String, live: Option<serde_json::Value>| {
             AuditEntry {
-                args: Some(serde_json::json!({"event": event, "alert": group.name, "source": group.source,
+                args: Some(serde_json::json!({"event": event, "alert": name, "source": source,
                 "matchers": matchers, "until": until, "by": actor})),
                 live,
-                ..self.entry(RecordKind::Alert, Some(&id), actor, parsed, reply)
+                ..base.clone()
             }
             .outcome(verdict)
             .detail(detail)

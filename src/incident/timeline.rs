@@ -123,6 +123,7 @@ fn tells_the_story(kind: RecordKind) -> bool {
             | RecordKind::Outcome
             | RecordKind::Expired
             | RecordKind::Lock
+            | RecordKind::Alert
     )
 }
 

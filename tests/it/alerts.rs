@@ -203,10 +203,13 @@ fn buttons(call: &Call) -> Vec<String> {
 }
 
 fn click(served: &Served, user: &str, action_id: &str, message_ts: &str) -> u16 {
+    // Each click has its own action_ts (Slack's retries of one repeat it).
+    static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let action_ts = format!("1700000000.{:06}", CLICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
     let payload = json!({
         "type": "block_actions", "user": {"id": user}, "channel": {"id": "COPS"}, "team": {"id": "T1"},
         "container": {"type": "message", "message_ts": message_ts, "channel_id": "COPS"},
-        "actions": [{"action_id": action_id, "block_id": "opsbot_alert", "value": action_id, "type": "button", "action_ts": format!("{}", Instant::now().elapsed().as_nanos())}]
+        "actions": [{"action_id": action_id, "block_id": "opsbot_alert", "value": action_id, "type": "button", "action_ts": action_ts}]
     });
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     served.post("/slack/interactivity", "application/x-www-form-urlencoded", &body).0

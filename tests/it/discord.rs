@@ -103,15 +103,21 @@ impl DiscordServed {
     }
 
     pub fn with_config(text: &str) -> DiscordServed {
+        DiscordServed::with_config_env(text, &[])
+    }
+
+    /// With these environment variables too (an alert source's secret).
+    pub fn with_config_env(text: &str, extra: &[(&str, &OsStr)]) -> DiscordServed {
         let discord = FakeDiscord::start();
         let url = discord.url();
         let public = public_hex();
-        let env: [(&str, &OsStr); 4] = [
+        let mut env: Vec<(&str, &OsStr)> = vec![
             ("DISCORD_TOKEN", OsStr::new(TOKEN)),
             ("DISCORD_APPLICATION_ID", OsStr::new(APPLICATION)),
             ("DISCORD_PUBLIC_KEY", OsStr::new(&public)),
             ("DISCORD_API_URL", OsStr::new(&url)),
         ];
+        env.extend_from_slice(extra);
         let served = Served::with_env(text, &env);
         DiscordServed { served, discord }
     }
@@ -919,4 +925,56 @@ fn the_report_answers_with_the_figures_and_attaches_the_chart() {
     let info = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap().info().clone();
     assert_eq!((info.width, info.height), (opsbot::report::chart::WIDTH, opsbot::report::chart::HEIGHT));
     assert!(message.content.contains("Weekly deploys"), "{}", message.content);
+}
+
+/// An alert about api-service reaches its Discord channel (and its Slack
+/// one) as one message with buttons; Acknowledge is a click, and the
+/// message is edited in place to say who.
+#[test]
+fn an_alert_is_one_discord_message_with_buttons_edited_in_place() {
+    let text = format!(
+        "{}\n[[rules]]\ncommands = [\"alerts\"]\nenvironments = [\"*\"]\nrequesters = [\"*\"]\n\n[alerts]\ndefault_channel = \"discord:{OPS}\"\n[alerts.alertmanager]\ntoken_env = \"AM_TOKEN\"\n",
+        config("http")
+    );
+    let bot = DiscordServed::with_config_env(&text, &[("AM_TOKEN", OsStr::new("t0ken"))]);
+    let webhook = |status: &str| {
+        json!({"version": "4", "groupKey": "{}:{alertname=\"PoolSaturated\"}", "status": status, "receiver": "opsbot",
+            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+            "alerts": [{"status": status, "labels": {"alertname": "PoolSaturated", "service": "api-service"},
+                "annotations": {"summary": "Connection pool saturated <@everyone>"}, "startsAt": "2026-12-01T10:00:00Z",
+                "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-12-01T10:09:00Z" },
+                "generatorURL": "", "fingerprint": "0c1d2e3f"}]})
+        .to_string()
+    };
+    let send = |body: String| {
+        ureq::post(&format!("{}/alerts/alertmanager", bot.served.base))
+            .set("Authorization", "Bearer t0ken")
+            .send_string(&body)
+            .unwrap()
+            .status()
+    };
+    assert_eq!(send(webhook("firing")), 200);
+    bot.discord
+        .wait_for("the alert's message", LONG, |d| d.messages_in(OPS).iter().any(|m| m.content.contains("FIRING A-1")));
+    let message = bot.discord.messages_in(OPS).into_iter().find(|m| m.content.contains("FIRING A-1")).unwrap();
+    // The sender's text is inert: no ping, shown as typed.
+    assert!(!message.content.contains("<@everyone>"), "{}", message.content);
+    let labels: Vec<&str> =
+        message.components[0]["components"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["Acknowledge", "Declare incident"]);
+    bot.interact(&bot.discord.button_interaction(BOB, OPS, &message.id, &button_id(&message, "Acknowledge")));
+    bot.discord.wait_for("the acknowledged message", LONG, |d| {
+        d.message(&message.id).unwrap().content.contains("acknowledged by")
+    });
+    // Slack's channel for the service got its own message.
+    bot.served.slack.wait_for("the Slack message", LONG, |c| {
+        c.iter().any(|c| c.method == "chat.postMessage" && c.body["text"].as_str().unwrap_or("").contains("FIRING A-1"))
+    });
+    // Resolved: the same Discord message is edited, its buttons removed.
+    assert_eq!(send(webhook("resolved")), 200);
+    bot.discord
+        .wait_for("the resolved edit", LONG, |d| d.message(&message.id).unwrap().content.contains("RESOLVED A-1"));
+    let resolved = bot.discord.message(&message.id).unwrap();
+    assert_eq!(resolved.components, json!([]));
+    assert_eq!(bot.discord.messages_in(OPS).iter().filter(|m| m.content.contains(" A-1 — ")).count(), 1);
 }
