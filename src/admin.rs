@@ -586,14 +586,9 @@ pub async fn delivery_report(
     let scan =
         Arc::new(std::sync::Mutex::new(Some(crate::report::delivery::DeliveryScan::new(targets, period, service))));
     let scanning = scan.clone();
-    let mut read = 0;
     let query = AuditQuery { since: Some(since), ..Default::default() };
     visit_records(data_dir, query, move |record| {
-        if let Some(scan) = scanning.lock().expect("scan lock").as_mut() {
-            scan.take(&record);
-        }
-        read += 1;
-        read < crate::report::SCAN_LIMIT
+        scanning.lock().expect("scan lock").as_mut().is_some_and(|scan| scan.take(&record))
     })
     .await?;
     let scan = scan.lock().expect("scan lock").take().ok_or_else(|| Error::Io("the report scan was lost".into()))?;
@@ -601,20 +596,11 @@ pub async fn delivery_report(
 }
 
 /// `opsbot report alerts`: the noise report over the trail. Never writes.
-pub async fn noise_report(
-    data_dir: &Path,
-    period: crate::report::Period,
-) -> Result<Vec<crate::report::noise::NoiseRow>> {
+pub async fn noise_report(data_dir: &Path, period: crate::report::Period) -> Result<crate::report::noise::Noise> {
     let scan = Arc::new(std::sync::Mutex::new(crate::report::noise::NoiseScan::default()));
     let scanning = scan.clone();
-    let mut read = 0;
-    let query = AuditQuery { since: Some(period.since), ..Default::default() };
-    visit_records(data_dir, query, move |record| {
-        scanning.lock().expect("scan lock").take(&record, &period);
-        read += 1;
-        read < crate::report::SCAN_LIMIT
-    })
-    .await?;
+    let query = AuditQuery { since: Some(period.since), kind: Some(RecordKind::Alert), ..Default::default() };
+    visit_records(data_dir, query, move |record| scanning.lock().expect("scan lock").take(&record, &period)).await?;
     let scan = std::mem::take(&mut *scan.lock().expect("scan lock"));
     Ok(scan.finish())
 }

@@ -477,10 +477,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--format: `{format}` is not one of text, json");
             }
             let period = opsbot::report::Period { since: parse_since(&since)?, until: chrono::Utc::now() };
-            let rows = runtime.block_on(opsbot::admin::noise_report(&loaded.config.data_dir, period))?;
+            let noise = runtime.block_on(opsbot::admin::noise_report(&loaded.config.data_dir, period))?;
             match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
-                _ => println!("{}", opsbot::report::noise::noise_text(&rows, &period)),
+                "json" => println!("{}", serde_json::to_string_pretty(&noise)?),
+                _ => println!("{}", opsbot::report::noise::noise_text(&noise, &period)),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -14,6 +14,13 @@ use std::collections::BTreeMap;
 /// How many sender delivery ids (PagerDuty's event ids) a group remembers.
 const DELIVERIES_KEPT: usize = 64;
 
+/// A firing that started before the resolve opsbot shows is the late copy
+/// of the episode just ended (an HA twin's, a retry) when it comes within
+/// this of the resolve. Later it is the alert firing again: Alertmanager
+/// re-sends an alert it resolved by its `resolve_timeout` with its first
+/// `startsAt`, and an alert that fires must never stay shown resolved.
+const LATE_COPY: chrono::Duration = chrono::Duration::minutes(2);
+
 /// One alert in a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -170,9 +177,12 @@ impl AlertGroup {
             State::Resolved => notice.ends_at.or(notice.starts_at),
         };
         let window = chrono::Duration::from_std(flap_window).unwrap_or(chrono::Duration::MAX);
+        let older = |m: &Member| matches!((notice_time, m.sender_time()), (Some(new), Some(old)) if new <= old);
         let event = match self.members.get(&notice.fingerprint) {
             Some(m) if m.state == notice.state => None,
-            Some(m) if matches!((notice_time, m.sender_time()), (Some(new), Some(old)) if new <= old) => None,
+            // A resolve older than the firing shown: an earlier episode's.
+            Some(m) if notice.state == State::Resolved && older(m) => None,
+            Some(m) if notice.state == State::Firing && older(m) && now - m.changed_at < LATE_COPY => None,
             Some(m) if notice.state == State::Firing => {
                 // It resolved and fires again: a flap when it comes back
                 // within the window (and the same group takes it).
@@ -297,6 +307,17 @@ mod tests {
         assert_eq!(g.apply(&first, at(6), WINDOW), None);
         assert_eq!(g.apply(&resolved, at(6), WINDOW), None);
         assert_eq!((g.version, g.fired, g.flaps), (2, 1, 0));
+        // Minutes later the same start means it fires again (Alertmanager
+        // re-sends an alert its resolve_timeout ended with its first start).
+        assert_eq!(g.apply(&first, at(9), WINDOW).unwrap().event, "refired");
+        assert!(g.firing());
+        // A resolve of the episode before, arriving late, changes nothing.
+        let mut fresh = notice("a", State::Firing, 9, None);
+        fresh.starts_at = Some(at(9));
+        let mut g2 = g.clone();
+        g2.apply(&notice("a", State::Resolved, 9, Some(10)), at(10), WINDOW);
+        g2.apply(&fresh, at(20), WINDOW);
+        assert_eq!(g2.apply(&notice("a", State::Resolved, 0, Some(5)), at(21), WINDOW), None);
     }
 
     #[test]

@@ -66,30 +66,6 @@ pub struct Notice {
     pub delivery: Option<String>,
 }
 
-impl Notice {
-    /// The key a repeat of this very notification shares (an HA
-    /// Alertmanager pair, a sender's retry): same alert, same state, same
-    /// episode. A new episode (re-fired later) is a new key.
-    pub fn dedup_key(&self) -> String {
-        let at = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp().to_string()).unwrap_or_default();
-        let state = match self.state {
-            State::Firing => "firing",
-            State::Resolved => "resolved",
-        };
-        match &self.delivery {
-            Some(id) => format!("alert:{}:{id}", self.source.name()),
-            None => format!(
-                "alert:{}:{}:{}:{state}:{}:{}",
-                self.source.name(),
-                self.group,
-                self.fingerprint,
-                at(&self.starts_at),
-                at(&self.ends_at)
-            ),
-        }
-    }
-}
-
 /// Why a body was refused (400: the sender must not retry it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -221,11 +197,13 @@ pub fn datadog(body: &[u8]) -> Result<Notice, Malformed> {
     if p.alert_id.is_empty() || p.alert_id.starts_with('$') {
         return Err(Malformed("alert_id is empty or was not filled in: paste the documented template".into()));
     }
-    // Triggered, Re-Triggered, Warn, Re-Warn, No Data fire; Recovered resolves.
+    // Recovered resolves; Triggered, Re-Triggered, Warn, Re-Warn, No Data
+    // fire, and so does a transition opsbot does not know (Datadog never
+    // retries a refusal: an alert shown firing is better than one lost).
     let state = match p.alert_transition.as_str() {
         "Recovered" => State::Resolved,
-        "Triggered" | "Re-Triggered" | "Warn" | "Re-Warn" | "No Data" | "Re-No Data" => State::Firing,
-        other => return Err(Malformed(format!("alert_transition `{other}` is not one Datadog sends"))),
+        "" => return Err(Malformed("alert_transition is empty: paste the documented template".into())),
+        _ => State::Firing,
     };
     let mut labels = BTreeMap::new();
     for tag in p.tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -274,13 +252,23 @@ struct PdEvent {
 /// events — services, pings — none).
 pub fn pagerduty(body: &[u8]) -> Result<Option<Notice>, Malformed> {
     let p: PdEnvelope = serde_json::from_slice(body).map_err(|e| malformed("PagerDuty v3", e))?;
+    // Events about an incident's state; the others (a note added, a
+    // priority changed, a workflow, a ping) carry no incident's state, and
+    // their `data` is not an incident: they are taken and change nothing.
     let state = match p.event.event_type.as_str() {
-        "incident.triggered" | "incident.reopened" | "incident.escalated" | "incident.acknowledged" => State::Firing,
+        "incident.triggered"
+        | "incident.reopened"
+        | "incident.escalated"
+        | "incident.acknowledged"
+        | "incident.unacknowledged"
+        | "incident.reassigned" => State::Firing,
         "incident.resolved" => State::Resolved,
-        t if t.starts_with("incident.") => State::Firing,
         _ => return Ok(None),
     };
     let data = &p.event.data;
+    if data["type"].as_str().is_some_and(|t| t != "incident") {
+        return Ok(None);
+    }
     let incident = data["id"].as_str().ok_or_else(|| Malformed("event.data.id is missing".into()))?.to_string();
     let title = data["title"].as_str().unwrap_or("PagerDuty incident").to_string();
     let mut labels = BTreeMap::new();

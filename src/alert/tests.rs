@@ -37,11 +37,10 @@ fn an_alertmanager_group_becomes_one_notice_per_alert() {
     assert!(first.ends_at.is_none(), "Alertmanager's zero time is no end");
     assert_eq!(notices[1].state, State::Resolved);
     assert!(notices[1].ends_at.is_some());
-    // The same delivery again (an HA pair's twin) has the same key; the
-    // alert resolving is another.
+    // The same delivery again (an HA pair's twin) reads the same: its
+    // group and fingerprints are what intake tells repeats by.
     let (again, _) = alertmanager(AM_FIRING.as_bytes()).unwrap();
-    assert_eq!(again[0].dedup_key(), first.dedup_key());
-    assert_ne!(notices[1].dedup_key(), first.dedup_key());
+    assert_eq!(again, notices);
 }
 
 #[test]
@@ -75,10 +74,11 @@ fn a_datadog_body_from_the_documented_template() {
     assert_eq!(notice.starts_at.unwrap().timestamp(), 1_764_558_000);
     let recovered = datadog(body.replace("Triggered\"", "Recovered\"").as_bytes()).unwrap();
     assert_eq!(recovered.state, State::Resolved);
-    assert_ne!(recovered.dedup_key(), notice.dedup_key());
-    // The template pasted with its variables unfilled, or an unknown transition: refused.
+    assert_eq!(recovered.fingerprint, notice.fingerprint, "the same alert, resolved");
+    // The template pasted with its variables unfilled: refused. A
+    // transition opsbot does not know fires (Datadog never retries a 400).
     assert!(datadog(DATADOG_TEMPLATE.as_bytes()).unwrap_err().0.contains("was not filled in"));
-    assert!(datadog(body.replace("Triggered\"", "Exploded\"").as_bytes()).unwrap_err().0.contains("Exploded"));
+    assert_eq!(datadog(body.replace("Triggered\"", "Escalated\"").as_bytes()).unwrap().state, State::Firing);
 }
 
 const PD_TRIGGERED: &str = r#"{"event":{"id":"01DEN4HPBQAAAG05V5QQYBRZMF","event_type":"incident.triggered","resource_type":"incident",
@@ -94,9 +94,15 @@ fn a_pagerduty_incident_event_and_its_rotated_signatures() {
     assert_eq!(notice.state, State::Firing);
     assert_eq!(notice.group, "PGR0VU2");
     assert_eq!(notice.labels["service"], "api-service");
-    assert_eq!(notice.dedup_key(), "alert:pagerduty:01DEN4HPBQAAAG05V5QQYBRZMF", "a retry carries the same event id");
+    assert_eq!(notice.delivery.as_deref(), Some("01DEN4HPBQAAAG05V5QQYBRZMF"), "a retry carries the same event id");
     let ping = r#"{"event":{"id":"x","event_type":"pagey.ping","resource_type":"pagey","occurred_at":null,"data":{}}}"#;
     assert_eq!(pagerduty(ping.as_bytes()).unwrap(), None);
+    // A note on an incident: its data is the note, not the incident.
+    let note = r#"{"event":{"id":"01DEN4","event_type":"incident.annotated","resource_type":"incident","occurred_at":"2020-10-02T18:50:00Z",
+      "data":{"incident":{"id":"PGR0VU2","type":"incident_reference"},"id":"PWL7QXS","content":"Restarted the pool","trimmed":false,"type":"incident_note"}}}"#;
+    assert_eq!(pagerduty(note.as_bytes()).unwrap(), None);
+    let retyped = PD_TRIGGERED.replace("incident.triggered", "incident.priority_updated");
+    assert_eq!(pagerduty(retyped.as_bytes()).unwrap(), None);
     let sign = |secret: &str| {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(PD_TRIGGERED.as_bytes());
@@ -134,7 +140,6 @@ fn a_real_alertmanagers_firing_then_resolved_bodies() {
     assert_eq!(resolved[0].state, State::Resolved);
     assert_eq!(firing[0].group, resolved[0].group, "one thread");
     assert_eq!(firing[0].fingerprint, resolved[0].fingerprint, "the same alert");
-    assert_ne!(firing[0].dedup_key(), resolved[0].dedup_key(), "a new state is not a duplicate");
     assert_eq!(firing[0].labels["service"], "api-service");
     assert!(resolved[0].ends_at.is_some() && firing[0].ends_at.is_none());
 }

@@ -201,29 +201,22 @@ impl Engine {
     ) -> Result<()> {
         let id = op.alert().unwrap_or_default();
         let guard = self.alerts.lock().await;
-        let Some(mut group) = self.store.get_alert(id)? else {
-            return Err(Error::Invalid(format!("there is no alert {id}")));
-        };
         let version = match op {
             AlertOp::Ack { version, .. } | AlertOp::Silence { version, .. } | AlertOp::Act { version, .. } => *version,
             AlertOp::Noisy { .. } => None,
         };
-        if let Some(v) = version.filter(|v| *v != group.version) {
-            return Err(Error::Invalid(format!(
-                "{id} changed since that button was drawn (version {v}, now {}); look at its message again",
-                group.version
-            )));
-        }
+        let mut group = self.current_alert(id, version)?;
         let now = self.clock.now();
         let request = self.entry(RecordKind::Request, Some(id), actor, parsed, reply).outcome(Verdict::Allowed);
-        let said = |event: &str, detail: String| {
+        let said = |group: &AlertGroup, event: &str, detail: String| {
             AuditEntry {
                 args: Some(
                     serde_json::json!({"event": event, "alert": group.name, "source": group.source, "by": actor}),
                 ),
-                ..self.button_entry(&group, actor, parsed, reply)
+                ..self.button_entry(group, actor, parsed, reply)
             }
             .detail(detail)
+            .outcome(Verdict::Allowed)
         };
         match op {
             AlertOp::Ack { .. } => {
@@ -234,31 +227,56 @@ impl Engine {
                     return Err(Error::Invalid(format!("{id} was acknowledged by {} already", ack.by)));
                 }
                 let text = format!("👀 {id} ({}) acknowledged by {actor}", reply::typed(&group.name));
-                let record = said("acknowledged", text.clone()).outcome(Verdict::Allowed);
+                let record = said(&group, "acknowledged", text.clone());
                 group.acknowledged = Some(Acknowledgement { by: actor.clone(), at: now });
                 group.version += 1;
                 self.commit_alert(&group, vec![request, record]).await?;
-                drop(guard);
+                // Shown under the lock: the messages reach the channel in
+                // the order of the changes, so the last one shows the last.
                 self.show_alert(&group).await;
+                drop(guard);
                 self.say(reply, Reply::Text(text)).await;
                 Ok(())
             }
-            AlertOp::Silence { duration, .. } => {
+            AlertOp::Silence { duration, version, .. } => {
                 let duration = duration.unwrap_or(std::time::Duration::from_secs(3600));
-                self.silence(actor, parsed, reply, group, duration, request, guard).await
+                drop(guard);
+                self.silence(actor, parsed, reply, id, *version, duration, request).await
             }
             AlertOp::Act { what, .. } => {
-                drop(guard);
                 let text = self.act_command(&group, what)?;
+                // Claimed first: the message moves on, so a second click on
+                // it (a double click, a teammate's) is refused as stale
+                // rather than declaring a second incident.
+                let claim = said(&group, &format!("act:{what}"), format!("{actor} asks for {text} from {id}"));
+                group.version += 1;
+                self.commit_alert(&group, vec![request, claim]).await?;
+                self.show_alert(&group).await;
+                drop(guard);
                 // The clicker asking for it, under its own gates; recorded
                 // as acted on once it was taken (ran, or waits for approval).
                 Box::pin(self.on_command(actor, roles, &text, reply)).await?;
-                let record = said(&format!("acted:{what}"), format!("{actor} asked for {text} from {id}"));
-                self.audit.append_all(vec![record.outcome(Verdict::Allowed)]).await?;
+                let record = said(&group, &format!("acted:{what}"), format!("{actor} asked for {text} from {id}"));
+                self.audit.append_all(vec![record]).await?;
                 Ok(())
             }
             AlertOp::Noisy { .. } => Err(Error::Invalid("not a change to an alert".into())),
         }
+    }
+
+    /// The alert group `id` as stored, refused when a button drawn at
+    /// `version` is out of date.
+    fn current_alert(&self, id: &str, version: Option<u32>) -> Result<AlertGroup> {
+        let Some(group) = self.store.get_alert(id)? else {
+            return Err(Error::Invalid(format!("there is no alert {id}")));
+        };
+        if let Some(v) = version.filter(|v| *v != group.version) {
+            return Err(Error::Invalid(format!(
+                "{id} changed since that button was drawn (version {v}, now {}); look at its message again",
+                group.version
+            )));
+        }
+        Ok(group)
     }
 
     /// An alert record of what `actor` did about `group` (under the alert's
@@ -324,37 +342,31 @@ impl Engine {
         Ok(())
     }
 
-    /// Silences `group` in Alertmanager: the intent is durable before the
-    /// request; "silenced" is said only of a silence read back active.
+    /// Silences alert `id` in Alertmanager. The intent is durable before
+    /// the request; "silenced" is said only of a silence read back active.
+    /// The intake lock is not held while Alertmanager answers, so a slow
+    /// one never holds up alerts; the group is read again to record it.
     #[allow(clippy::too_many_arguments)]
     async fn silence(
         &self,
         actor: &Actor,
         parsed: &ParsedCommand,
         reply: &ReplyTarget,
-        mut group: AlertGroup,
+        id: &str,
+        version: Option<u32>,
         duration: std::time::Duration,
         request: AuditEntry,
-        guard: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<()> {
-        let id = group.id.clone();
+        let guard = self.alerts.lock().await;
+        let mut group = self.current_alert(id, version)?;
+        let matchers = self.silence_matchers(&group, duration)?;
         let api = self.config.alerts.as_ref().and_then(|s| s.alertmanager.as_ref()).and_then(|a| a.api_url.clone());
-        let (Some(api), crate::alert::Source::Alertmanager) = (api, group.source) else {
-            return Err(Error::Invalid(format!(
-                "{id} came from {}; opsbot silences only Alertmanager alerts, with [alerts.alertmanager] api_url set",
-                group.source.name()
-            )));
-        };
-        if !group.firing() {
-            return Err(Error::Invalid(format!("{id} is resolved; there is nothing to silence")));
-        }
-        if duration > std::time::Duration::from_secs(7 * 24 * 3600) {
-            return Err(Error::Invalid("a silence from chat lasts at most 7d".into()));
-        }
-        let matchers = group.common_labels();
+        let api = api.unwrap_or_default();
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::hours(1));
         let span = crate::clock::format_duration(duration);
+        let shown: Vec<String> = matchers.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let shown = reply::typed(&shown.join(", "));
         let base = self.button_entry(&group, actor, parsed, reply);
         let (name, source) = (group.name.clone(), group.source);
         let record = |event: &str, verdict: Verdict, detail: String, live: Option<serde_json::Value>| {
@@ -368,46 +380,89 @@ impl Engine {
             .detail(detail)
         };
         let intent = record("silence", Verdict::Started, format!("silence {id} for {span} in Alertmanager"), None);
-        self.audit.append_all(vec![request, intent]).await?;
+        // Claimed with its intent: a second click on the same message is
+        // refused as stale rather than making a second silence.
+        group.version += 1;
+        self.commit_alert(&group, vec![request, intent]).await?;
+        self.show_alert(&group).await;
+        drop(guard);
         let comment = format!("opsbot {id}: {} (silenced from chat by {actor})", group.name);
-        let created =
-            crate::action::alertmanager::create_silence(&api, &matchers, now, until, actor.as_str(), &comment).await;
-        let checked = match created {
-            Ok(silence) => crate::action::alertmanager::read_silence(&api, &silence).await,
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(live) if live.state == "active" => {
-                let text = format!(
-                    "🔕 {id} ({}) silenced for {span} by {actor}, until {} (Alertmanager silence {})",
-                    reply::typed(&group.name),
-                    until.format("%H:%M UTC"),
-                    live.id
-                );
-                let state = serde_json::json!({"silence": live.id, "state": live.state, "ends_at": live.ends_at,
-                    "matchers": live.matchers});
-                group.silences.push(Silence { id: live.id, by: actor.clone(), until });
-                group.version += 1;
-                let done = record("silenced", Verdict::Succeeded, text.clone(), Some(state));
-                self.commit_alert(&group, vec![done]).await?;
-                drop(guard);
-                self.show_alert(&group).await;
-                self.say(reply, Reply::Text(text)).await;
-                Ok(())
-            }
-            other => {
-                let (verdict, why) = match other {
-                    Ok(live) => {
-                        (Verdict::Unknown, format!("silence {} is {} in Alertmanager, not active", live.id, live.state))
-                    }
-                    Err(ActionError::Unknown(why)) => (Verdict::Unknown, why),
-                    Err(e) => (Verdict::Failed, e.to_string()),
-                };
-                let text = format!("{id} was not silenced: {why}");
+        let made = crate::action::alertmanager::create_silence(&api, &matchers, now, until, actor.as_str(), &comment);
+        let silence = match made.await {
+            Ok(silence) => silence,
+            Err(e) => {
+                let verdict = if matches!(e, ActionError::Unknown(_)) { Verdict::Unknown } else { Verdict::Failed };
+                let text = format!("{id} was not silenced: {e}");
                 self.audit.append_all(vec![record("silence failed", verdict, text.clone(), None)]).await?;
-                Err(Error::Invalid(text))
+                return Err(Error::Invalid(text));
             }
+        };
+        let live = match crate::action::alertmanager::read_silence(&api, &silence).await {
+            Ok(live) if live.state == "active" => live,
+            other => {
+                // Made, but not seen active: say what is known, with its id.
+                let seen = match other {
+                    Ok(live) => format!("it is {} in Alertmanager, not active", live.state),
+                    Err(e) => format!("it could not be read back ({e})"),
+                };
+                let text = format!("{id}: Alertmanager made silence {silence}, but {seen}; look at it there");
+                let state = serde_json::json!({"silence": silence});
+                self.audit
+                    .append_all(vec![record("silence unknown", Verdict::Unknown, text.clone(), Some(state))])
+                    .await?;
+                return Err(Error::Invalid(text));
+            }
+        };
+        let text = format!(
+            "🔕 {id} ({}) silenced for {span} by {actor}, until {} (Alertmanager silence {}, matching {shown})",
+            reply::typed(&group.name),
+            until.format("%H:%M UTC"),
+            live.id
+        );
+        let state = serde_json::json!({"silence": live.id, "state": live.state, "ends_at": live.ends_at,
+            "matchers": live.matchers});
+        let done = record("silenced", Verdict::Succeeded, text.clone(), Some(state));
+        let guard = self.alerts.lock().await;
+        // The group as it stands now (alerts may have come meanwhile).
+        let mut group = self.store.get_alert(id)?.unwrap_or(group);
+        group.silences.push(Silence { id: live.id, by: actor.clone(), until });
+        group.version += 1;
+        self.commit_alert(&group, vec![done]).await?;
+        self.show_alert(&group).await;
+        drop(guard);
+        self.say(reply, Reply::Text(text)).await;
+        Ok(())
+    }
+
+    /// What a silence of `group` matches: the labels all its alerts share,
+    /// which must include `alertname` (else one click could silence every
+    /// alert of a severity or an environment).
+    fn silence_matchers(
+        &self,
+        group: &AlertGroup,
+        duration: std::time::Duration,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let id = &group.id;
+        let api = self.config.alerts.as_ref().and_then(|s| s.alertmanager.as_ref()).and_then(|a| a.api_url.as_ref());
+        if api.is_none() || group.source != crate::alert::Source::Alertmanager {
+            return Err(Error::Invalid(format!(
+                "{id} came from {}; opsbot silences only Alertmanager alerts, with [alerts.alertmanager] api_url set",
+                group.source.name()
+            )));
         }
+        if !group.firing() {
+            return Err(Error::Invalid(format!("{id} is resolved; there is nothing to silence")));
+        }
+        if duration > std::time::Duration::from_secs(7 * 24 * 3600) {
+            return Err(Error::Invalid("a silence from chat lasts at most 7d".into()));
+        }
+        let matchers = group.common_labels();
+        if !matchers.contains_key("alertname") {
+            return Err(Error::Invalid(format!(
+                "the alerts in {id} share no alertname, so a silence of what they share would reach other alerts; silence them in Alertmanager"
+            )));
+        }
+        Ok(matchers)
     }
 }
 

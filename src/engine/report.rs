@@ -1,6 +1,6 @@
 //! `/alerts noisy` and `/report` in chat: the reports of [`crate::report`]
-//! over this bot's trail, read on a blocking thread (at most
-//! [`crate::report::SCAN_LIMIT`] records), and the delivery report's chart
+//! over this bot's trail, read on a blocking thread (each keeps at most
+//! [`crate::report::SCAN_LIMIT`] records, and says so), and the delivery report's chart
 //! attached where the platform takes files.
 
 use super::{Engine, Error, Result};
@@ -9,7 +9,7 @@ use crate::engine::reply::Reply;
 use crate::event::ReplyTarget;
 use crate::report::delivery::{DeliveryReport, DeliveryScan};
 use crate::report::noise::{noise_text, NoiseScan};
-use crate::report::{Period, SCAN_LIMIT};
+use crate::report::Period;
 use std::time::Duration;
 
 /// `/alerts noisy` without a period: the last week.
@@ -24,12 +24,7 @@ impl Engine {
         let query = AuditQuery { since: Some(period.since), kind: Some(RecordKind::Alert), ..Default::default() };
         tokio::task::spawn_blocking(move || {
             let mut scan = NoiseScan::default();
-            let mut read = 0;
-            audit.each(&query, &mut |record| {
-                scan.take(&record, &period);
-                read += 1;
-                read < SCAN_LIMIT
-            })?;
+            audit.each(&query, &mut |record| scan.take(&record, &period))?;
             Ok(noise_text(&scan.finish(), &period))
         })
         .await
@@ -51,12 +46,7 @@ impl Engine {
         let service = service.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             let mut scan = DeliveryScan::new(targets, period, service);
-            let mut read = 0;
-            audit.each(&query, &mut |record| {
-                scan.take(&record);
-                read += 1;
-                read < SCAN_LIMIT
-            })?;
+            audit.each(&query, &mut |record| scan.take(&record))?;
             Ok(scan.finish())
         })
         .await

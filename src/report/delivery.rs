@@ -19,7 +19,7 @@
 //! - **lead time for changes**: only from deployments that carry a commit
 //!   time; otherwise "n/a" with how many do.
 
-use super::{median, Period};
+use super::{median, Period, SCAN_LIMIT};
 use crate::audit::{AuditRecord, RecordKind, Verdict};
 use crate::incident::Incident;
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -80,6 +80,12 @@ pub struct DeliveryScan {
     /// Successful rollbacks: (service, at).
     rollbacks: Vec<(String, DateTime<Utc>)>,
     incidents: BTreeMap<String, Incident>,
+    /// Deploys whose intent was recorded: an outcome written at a restart
+    /// (interrupted) names its request, not its command.
+    deploy_intents: std::collections::HashSet<String>,
+    /// Records kept so far, and whether the scan stopped at [`SCAN_LIMIT`].
+    kept: usize,
+    cut_short: bool,
 }
 
 /// One figure against its target and band.
@@ -119,6 +125,9 @@ pub struct DeliveryReport {
     pub per_service: BTreeMap<String, f64>,
     pub weeks: Vec<Week>,
     pub bands_source: &'static str,
+    /// The trail held more deploy, rollback and incident records than one
+    /// report reads: the figures cover the oldest [`SCAN_LIMIT`].
+    pub cut_short: bool,
 }
 
 impl DeliveryScan {
@@ -130,6 +139,9 @@ impl DeliveryScan {
             deployments: Vec::new(),
             rollbacks: Vec::new(),
             incidents: BTreeMap::new(),
+            deploy_intents: Default::default(),
+            kept: 0,
+            cut_short: false,
         }
     }
 
@@ -138,15 +150,32 @@ impl DeliveryScan {
         env_ok && (self.service.is_none() || self.service.as_deref() == service)
     }
 
-    /// Takes one record (any kind; the scan keeps what it needs). Records
-    /// after the period are still read: a rollback just after it can fail
-    /// a deployment inside it.
-    pub fn take(&mut self, record: &AuditRecord) {
+    /// Takes one record (any kind; the scan keeps what it needs); false
+    /// once it has kept [`SCAN_LIMIT`] (the report says it was cut short).
+    /// Records after the period are still read: a rollback just after it
+    /// can fail a deployment inside it.
+    pub fn take(&mut self, record: &AuditRecord) -> bool {
         let entry = &record.entry;
+        if !matches!(entry.kind, RecordKind::Outcome | RecordKind::Incident | RecordKind::Intent) {
+            return true;
+        }
+        self.kept += 1;
+        if self.kept > SCAN_LIMIT {
+            self.cut_short = true;
+            return false;
+        }
         match entry.kind {
+            RecordKind::Intent if entry.command.as_deref() == Some("deploy") => {
+                if let Some(id) = &entry.request_id {
+                    self.deploy_intents.insert(id.clone());
+                }
+            }
             RecordKind::Outcome if self.counts(entry.service.as_deref(), entry.environment.as_deref()) => {
                 let service = entry.service.clone().unwrap_or_default();
-                match (entry.command.as_deref(), entry.outcome) {
+                let interrupted_deploy = entry.command.is_none()
+                    && entry.request_id.as_ref().is_some_and(|id| self.deploy_intents.contains(id));
+                let command = if interrupted_deploy { Some("deploy") } else { entry.command.as_deref() };
+                match (command, entry.outcome) {
                     (_, Some(Verdict::Refused) | None) => {}
                     (Some("deploy"), Some(verdict)) => self.deployments.push(Deployment {
                         id: entry.request_id.clone().unwrap_or_default(),
@@ -174,6 +203,7 @@ impl DeliveryScan {
             }
             _ => {}
         }
+        true
     }
 
     pub fn finish(mut self) -> DeliveryReport {
@@ -339,6 +369,7 @@ impl DeliveryScan {
             per_service,
             weeks,
             bands_source: BANDS_SOURCE,
+            cut_short: self.cut_short,
         }
     }
 
@@ -381,14 +412,15 @@ impl DeliveryScan {
     }
 }
 
-/// DORA 2024: elite deploys on demand (several a day), high between daily
-/// and weekly, medium between weekly and monthly, low less often.
+/// DORA 2024: elite deploys on demand (several a day: two a day or more
+/// here), high between daily and weekly, medium between weekly and
+/// monthly, low less often.
 fn frequency_band(per_week: f64) -> &'static str {
-    if per_week >= 7.0 {
+    if per_week >= 14.0 {
         "elite"
     } else if per_week >= 1.0 {
         "high"
-    } else if per_week >= 0.25 {
+    } else if per_week >= 12.0 / 52.0 {
         "medium"
     } else {
         "low"
@@ -455,6 +487,11 @@ impl DeliveryReport {
         if self.service.is_none() && self.per_service.len() > 1 {
             let each: Vec<String> = self.per_service.iter().map(|(s, n)| format!("{s} {n:.1}")).collect();
             out.push_str(&format!("\n• deploys a week by service: {}", each.join(", ")));
+        }
+        if self.cut_short {
+            out.push_str(&format!(
+                "\n(The trail holds more than {SCAN_LIMIT} deploy, rollback and incident records from the period's start: these figures cover the oldest of them. Ask for a shorter period.)"
+            ));
         }
         out.push_str(&format!("\nBands: {}. Definitions: docs/reports.md.", self.bands_source));
         out

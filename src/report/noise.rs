@@ -3,7 +3,7 @@
 //! runbook, rolled back), and how long the first action took. From the
 //! trail's alert records alone.
 
-use super::{median, Period};
+use super::{median, Period, SCAN_LIMIT};
 use crate::audit::{AuditRecord, RecordKind};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -23,11 +23,21 @@ pub struct NoiseRow {
     pub median_first_action_secs: Option<i64>,
 }
 
-/// One alert group as the scan saw it.
+/// One alert group as the scan saw it: when each alert name in it first
+/// fired, and the first action on the group.
+#[derive(Default)]
 struct Seen {
-    name: String,
-    first_fired: Option<DateTime<Utc>>,
+    fired: BTreeMap<String, DateTime<Utc>>,
     first_action: Option<DateTime<Utc>>,
+}
+
+/// The report: its rows, noisiest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Noise {
+    pub rows: Vec<NoiseRow>,
+    /// More alert records than one report reads were in the period: the
+    /// rows cover the oldest [`SCAN_LIMIT`].
+    pub cut_short: bool,
 }
 
 /// Reads alert records in `period`; [`NoiseScan::finish`] gives the rows.
@@ -36,26 +46,31 @@ pub struct NoiseScan {
     /// By group id.
     groups: HashMap<String, Seen>,
     fired: BTreeMap<String, u64>,
+    kept: usize,
+    cut_short: bool,
 }
 
 impl NoiseScan {
-    pub fn take(&mut self, record: &AuditRecord, period: &Period) {
+    /// Takes one record (any kind); false once it has kept [`SCAN_LIMIT`].
+    pub fn take(&mut self, record: &AuditRecord, period: &Period) -> bool {
         let entry = &record.entry;
         if entry.kind != RecordKind::Alert || !period.holds(record.ts) {
-            return;
+            return true;
         }
-        let (Some(group), Some(args)) = (&entry.request_id, &entry.args) else { return };
-        let Some(name) = args["alert"].as_str() else { return };
+        self.kept += 1;
+        if self.kept > SCAN_LIMIT {
+            self.cut_short = true;
+            return false;
+        }
+        let (Some(group), Some(args)) = (&entry.request_id, &entry.args) else { return true };
+        // A state change names its own alert; an action, the group.
+        let Some(name) = args["name"].as_str().or(args["alert"].as_str()) else { return true };
         let event = args["event"].as_str().unwrap_or("");
-        let seen = self.groups.entry(group.clone()).or_insert_with(|| Seen {
-            name: name.to_string(),
-            first_fired: None,
-            first_action: None,
-        });
+        let seen = self.groups.entry(group.clone()).or_default();
         match event {
             "fired" | "refired" => {
                 *self.fired.entry(name.to_string()).or_default() += 1;
-                seen.first_fired.get_or_insert(record.ts);
+                seen.fired.entry(name.to_string()).or_insert(record.ts);
             }
             "acknowledged" | "silenced" => {
                 seen.first_action.get_or_insert(record.ts);
@@ -65,18 +80,21 @@ impl NoiseScan {
             }
             _ => {}
         }
+        true
     }
 
     /// Noisiest first (most firings, then fewest acted on).
-    pub fn finish(self) -> Vec<NoiseRow> {
+    pub fn finish(self) -> Noise {
         let mut by_name: BTreeMap<String, (u64, u64, Vec<i64>)> = BTreeMap::new();
+        // An action on a group counts for each alert name that fired in it.
         for seen in self.groups.into_values() {
-            let Some(fired_at) = seen.first_fired else { continue };
-            let row = by_name.entry(seen.name).or_default();
-            row.0 += 1;
-            if let Some(acted) = seen.first_action {
-                row.1 += 1;
-                row.2.push((acted - fired_at).num_seconds().max(0));
+            for (name, fired_at) in seen.fired {
+                let row = by_name.entry(name).or_default();
+                row.0 += 1;
+                if let Some(acted) = seen.first_action {
+                    row.1 += 1;
+                    row.2.push((acted - fired_at).num_seconds().max(0));
+                }
             }
         }
         let mut rows: Vec<NoiseRow> = by_name
@@ -90,12 +108,13 @@ impl NoiseScan {
             })
             .collect();
         rows.sort_by(|a, b| b.fired.cmp(&a.fired).then(a.acted_on.cmp(&b.acted_on)).then(a.name.cmp(&b.name)));
-        rows
+        Noise { rows, cut_short: self.cut_short }
     }
 }
 
 /// The report as text.
-pub fn noise_text(rows: &[NoiseRow], period: &Period) -> String {
+pub fn noise_text(noise: &Noise, period: &Period) -> String {
+    let rows = &noise.rows;
     if rows.is_empty() {
         return format!("No alert fired {}.", period.describe());
     }
@@ -103,7 +122,7 @@ pub fn noise_text(rows: &[NoiseRow], period: &Period) -> String {
     let groups: u64 = rows.iter().map(|r| r.groups).sum();
     let acted: u64 = rows.iter().map(|r| r.acted_on).sum();
     let mut out = format!(
-        "Alert noise {}: {fired} firings in {groups} threads; {acted} acted on ({}).",
+        "Alert noise {}: {fired} firings; {acted} of {groups} alert threads acted on ({}).",
         period.describe(),
         super::percent(acted, groups)
     );
@@ -118,6 +137,11 @@ pub fn noise_text(rows: &[NoiseRow], period: &Period) -> String {
             row.groups,
             row.acted_on,
             super::percent(row.acted_on, row.groups)
+        ));
+    }
+    if noise.cut_short {
+        out.push_str(&format!(
+            "\n(More than {SCAN_LIMIT} alert records in the period: these figures cover the oldest of them. Ask for a shorter period.)"
         ));
     }
     if rows.len() > 25 {

@@ -154,6 +154,16 @@ fn the_noise_report_counts_firings_actions_and_the_wait_for_the_first() {
         alert(6, at(4, 1, 10), "A-2", "PoolSaturated", "resolved"),
         alert(7, at(4, 1, 12), "A-2", "PoolSaturated", "refired"),
         alert(8, at(6, 1, 0), "A-3", "DiskFull", "fired"),
+        // Another alert in the same group: it shares the group's action.
+        record(
+            11,
+            at(6, 1, 1),
+            AuditEntry {
+                request_id: Some("A-3".into()),
+                args: Some(json!({"alert": "DiskFull", "name": "InodesFull", "event": "fired"})),
+                ..AuditEntry::new(RecordKind::Alert)
+            },
+        ),
         alert(9, at(6, 1, 2), "A-3", "DiskFull", "acted:incident"),
         // Outside the period.
         alert(10, at(29, 1, 0), "A-4", "DiskFull", "fired"),
@@ -162,12 +172,16 @@ fn the_noise_report_counts_firings_actions_and_the_wait_for_the_first() {
     for r in &records {
         scan.take(r, &period);
     }
-    let rows = scan.finish();
+    let noise = scan.finish();
+    let rows = &noise.rows;
     let got: Vec<(&str, u64, u64, u64, Option<i64>)> =
         rows.iter().map(|r| (r.name.as_str(), r.fired, r.groups, r.acted_on, r.median_first_action_secs)).collect();
-    assert_eq!(got, [("PoolSaturated", 3, 2, 1, Some(300)), ("DiskFull", 1, 1, 1, Some(120))]);
-    let text = super::noise::noise_text(&rows, &period);
-    assert!(text.contains("4 firings in 3 threads; 2 acted on (67%)"), "{text}");
+    assert_eq!(
+        got,
+        [("PoolSaturated", 3, 2, 1, Some(300)), ("DiskFull", 1, 1, 1, Some(120)), ("InodesFull", 1, 1, 1, Some(60))]
+    );
+    let text = super::noise::noise_text(&noise, &period);
+    assert!(text.contains("5 firings; 3 of 4 alert threads acted on (75%)"), "{text}");
 }
 
 #[test]
@@ -185,4 +199,33 @@ fn the_chart_is_a_png_of_the_stated_size_with_the_weeks_drawn() {
     assert!(count([46, 125, 50]) > 1_000, "deploy bars");
     assert!(count([198, 40, 40]) > 1_000, "failure bars");
     assert!(pixels.chunks(3).filter(|p| p.iter().all(|c| *c < 80)).count() > 2_000, "text");
+}
+
+#[test]
+fn a_deploy_interrupted_by_a_restart_is_a_failed_deployment() {
+    // The outcome written at the next start names the request, not the
+    // command; the deploy's intent says what it was.
+    let intent = AuditEntry {
+        request_id: Some("r-20".into()),
+        command: Some("deploy".into()),
+        service: Some("api".into()),
+        environment: Some("production".into()),
+        ..AuditEntry::new(RecordKind::Intent)
+    };
+    let interrupted = AuditEntry {
+        request_id: Some("r-20".into()),
+        service: Some("api".into()),
+        environment: Some("production".into()),
+        ..AuditEntry::new(RecordKind::Outcome)
+    }
+    .outcome(Verdict::Interrupted);
+    let period = Period { since: at(1, 0, 0), until: at(29, 0, 0) };
+    let mut scan = DeliveryScan::new(Targets::default(), period, None);
+    for r in [record(1, at(3, 9, 0), intent), record(2, at(3, 9, 5), interrupted)] {
+        assert!(scan.take(&r));
+    }
+    let r = scan.finish();
+    assert_eq!(figure(&r, "deployment success rate").value, Some(0.0));
+    assert_eq!(figure(&r, "change failure rate").value, Some(100.0));
+    assert!(!r.cut_short);
 }

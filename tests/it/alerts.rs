@@ -449,6 +449,13 @@ fn datadog_and_pagerduty_payloads_make_one_thread_each_edited_as_they_change() {
     assert_eq!(pd("E3", "incident.resolved", "2026-12-01T18:55:00Z"), 200);
     // A replay of the first event: its id is known, it reopens nothing.
     assert_eq!(pd("E1", "incident.triggered", "2026-12-01T18:45:22Z"), 200);
+    // A note added to the incident: taken (2xx, PagerDuty stops sending it)
+    // and changes nothing; its data is the note, not an incident.
+    let note = json!({"event": {"id": "E4", "event_type": "incident.annotated", "resource_type": "incident",
+        "occurred_at": "2026-12-01T18:56:00Z", "data": {"incident": {"id": "PGR0VU2", "type": "incident_reference"},
+        "id": "PWL7QXS", "content": "Restarted the pool", "trimmed": false, "type": "incident_note"}}})
+    .to_string();
+    assert_eq!(post(&served, "/alerts/pagerduty", &[("X-PagerDuty-Signature", &sign(PD_NEW, &note))], &note).0, 200);
     // Datadog: triggered, re-sent, recovered; no service tag: the default channel.
     let dd = |transition: &str, at: i64| {
         post(&served, "/alerts/datadog", &[("X-Opsbot-Token", DD_SECRET)], &datadog_body(transition, at)).0
@@ -481,6 +488,7 @@ fn datadog_and_pagerduty_payloads_make_one_thread_each_edited_as_they_change() {
     };
     assert_eq!(by("A-1"), ["fired", "resolved"]);
     assert_eq!(by("A-2"), ["fired", "resolved"]);
+    assert_eq!(records.len(), 4, "the note made no alert");
     assert_eq!(records.iter().find(|r| r["request_id"] == "A-1").unwrap()["service"], "api-service");
     served.stop();
 }

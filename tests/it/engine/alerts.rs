@@ -187,7 +187,9 @@ async fn buttons_are_the_clicker_typing_a_command_under_its_gates_and_a_stale_on
     );
     assert_eq!(pending.requester, user(3));
 
-    // Declare incident: an incident named after the alert, on its service.
+    // Declare incident: an incident named after the alert, on its service
+    // (from the message as it is now: acting moved its version on).
+    let now = alert_messages(&h).pop().unwrap().3;
     let declare = now.iter().find(|b| b.action == AlertAction::DeclareIncident).unwrap().command();
     h.engine.handle(command(user(0), &declare)).await;
     let incident = h.engine.store().get_incident("INC-1").unwrap().expect("declared");
@@ -198,10 +200,62 @@ async fn buttons_are_the_clicker_typing_a_command_under_its_gates_and_a_stale_on
     // Run runbook: none is named or loaded here.
     h.engine.handle(command(user(0), "/alerts act A-1 runbook")).await;
     assert!(private_texts(&h).iter().any(|t| t.contains("A-1 names no runbook opsbot has loaded")));
-    assert_eq!(alert_records(&h), ["fired", "acknowledged", "acted:rollback", "acted:incident"]);
+    assert_eq!(
+        alert_records(&h),
+        ["fired", "acknowledged", "act:rollback", "acted:rollback", "act:incident", "acted:incident"]
+    );
 
     // The noise report counts it as acted on, 0s after it fired (the ack).
     h.engine.handle(command(user(3), "/alerts noisy")).await;
     let report = public_texts(&h).pop().unwrap();
     assert!(report.contains("PoolSaturated · 1 · 1 · 1 (100%) · 0s"), "{report}");
+}
+
+#[tokio::test]
+async fn an_alerts_own_text_stays_data_in_the_message_and_in_the_incident_it_declares() {
+    let h = engine_with(ALERTS);
+    let mut crafted = notice("api-1", State::Firing, "api", 0, None);
+    crafted.name = "Pool\" --sev 1 --service web <!channel> “x”".into();
+    crafted.summary = "<!channel> <https://evil.example|click>".into();
+    h.engine.take_alerts(vec![crafted]).await.unwrap();
+    let (_, _, _, buttons) = alert_messages(&h).pop().unwrap();
+    // The sender's text is marked typed, for each adapter to render inert.
+    let raw = h.sink.replies().into_iter().find_map(|r| match r {
+        Reply::Alert { text, .. } => Some(text),
+        _ => None,
+    });
+    let raw = raw.unwrap();
+    assert!(opsbot::engine::reply::spans(&raw).any(|(typed, t)| typed && t.contains("<!channel> <https://evil")));
+    let declare = buttons.iter().find(|b| b.action == AlertAction::DeclareIncident).unwrap().command();
+    h.engine.handle(command(user(0), &declare)).await;
+    let incident = h.engine.store().get_incident("INC-1").unwrap().expect("declared");
+    // The name is one argument: no flag it carries took effect.
+    assert_eq!(incident.severity, 3);
+    assert_eq!(incident.services, ["api"]);
+    assert_eq!(incident.title, "Pool --sev 1 --service web <!channel> “x” (A-1)");
+    // A second click on the same message: refused, no second incident.
+    h.engine.handle(command(user(3), &declare)).await;
+    assert!(h.engine.store().get_incident("INC-2").unwrap().is_none());
+    assert!(private_texts(&h).iter().any(|t| t.contains("changed since that button was drawn")));
+}
+
+#[tokio::test]
+async fn a_silence_must_name_the_alert_so_one_click_cannot_silence_a_whole_severity() {
+    let text = format!(
+        "{ALERTS}\n[alerts.alertmanager]\ntoken_env = \"AM_TOKEN\"\napi_url = \"http://127.0.0.1:9\"\n[[rules]]\ncommands = [\"alerts-silence\"]\nenvironments = [\"*\"]\nrequesters = [\"*\"]\n"
+    );
+    let h = engine_with(&text);
+    // One group (by service) holding two different alerts: they share
+    // only `service`.
+    let mut other = notice("api-2", State::Firing, "api", 0, None);
+    other.name = "HighLatency".into();
+    other.labels.insert("alertname".into(), "HighLatency".into());
+    h.engine.take_alerts(vec![notice("api-1", State::Firing, "api", 0, None), other]).await.unwrap();
+    h.engine.handle(command(user(1), "/alerts silence A-1 1h")).await;
+    assert!(
+        private_texts(&h).iter().any(|t| t.contains("the alerts in A-1 share no alertname")),
+        "{:#?}",
+        private_texts(&h)
+    );
+    assert!(!alert_records(&h).iter().any(|e| e.starts_with("silence")), "nothing was asked of Alertmanager");
 }
