@@ -18,8 +18,13 @@
 //! - [`approval`]: pending requests, votes, action digests.
 //! - [`incident`]: incidents (lead, severity, services), their summary and
 //!   their timeline from the trail; an open SEV1/SEV2 is a policy input.
+//! - [`alert`]: alert intake: the senders' payloads as notices, their
+//!   credentials, and alert groups (one thread each, repeats changing
+//!   nothing); [`engine`] keeps the groups and turns buttons into commands.
+//! - [`report`]: the noise report and the delivery numbers (and their
+//!   chart), scans over the trail alone.
 //! - [`action`]: the [`action::Action`] enum and executors: simulated,
-//!   Kubernetes, ECS.
+//!   Kubernetes, ECS (and runbook steps, Alertmanager silences).
 //! - [`audit`]: the hash-chained trail (group commit, sealed commits, read-only
 //!   verify/export, repair, signed checkpoints); [`store`]: the rest of the
 //!   durable state behind the [`store::Store`] trait (sled, in memory).
@@ -32,7 +37,8 @@
 //! Invariants:
 //! - Only `chat::*` imports slack-morphism (or serenity); only `action::*`
 //!   imports kube or the AWS SDK; only `audit` and `store` import sled.
-//! - `command` and `policy` do no I/O and are tested with tables.
+//! - `command`, `policy`, `alert` and `report` do no I/O and are tested
+//!   with tables.
 //! - Nothing mutates infrastructure before its intent record is durable
 //!   (fdatasync by default), and nobody is told something happened before its
 //!   record is durable.
@@ -44,7 +50,10 @@
 //! - No user text becomes a shell word, a command-line flag, a resource name
 //!   the config did not list, or chat markup: services are looked up in
 //!   config, versions must be image tags, numbers are bounded, and typed text
-//!   is marked so adapters escape it.
+//!   (a sender's alert name and summary too) is marked so adapters escape it.
+//! - An alert sender hears 2xx only once the alert's records and its group
+//!   are durable (one commit); its credentials are checked before its body
+//!   is read.
 //! - Every queue is bounded and every task tracked; a task that dies makes
 //!   readiness false.
 
