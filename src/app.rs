@@ -288,6 +288,18 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
             None
         }
     };
+    let ci_secret = config.ci.as_ref().and_then(|ci| {
+        let value = secret(&ci.secret_env);
+        if value.is_none() {
+            problems.push(Problem::new(
+                &config.source,
+                "ci.secret_env",
+                format!("{} is not set", ci.secret_env),
+                "export it (the secret CI signs its commit records with)",
+            ));
+        }
+        value.map(Arc::new)
+    });
     let mut discord_parts = None;
     if let Some((Some(token), Some(application), key)) = &discord_secrets {
         let verifier = match key.as_deref().map(crate::chat::discord::verify::Verifier::from_hex).transpose() {
@@ -417,6 +429,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         slack: slack_ingress,
         discord: discord_ingress,
         alerts: alert_secrets,
+        ci_secret,
         readiness: Arc::new(readiness),
         tasks: tasks.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub discord: Option<Arc<DiscordIngress>>,
     /// The enabled alert sources' secrets (`[alerts]`); none: intake is off.
     pub alerts: Option<Arc<crate::alert::intake::AlertSecrets>>,
+    /// `[ci]`'s shared secret; none: `/ci/commits` is off.
+    pub ci_secret: Option<Arc<String>>,
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/alertmanager", post(alerts_alertmanager))
         .route("/alerts/datadog", post(alerts_datadog))
         .route("/alerts/pagerduty", post(alerts_pagerduty))
+        .route("/ci/commits", post(ci_commits))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -248,6 +251,41 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
         }
     };
     run_detached(&state, "alert delivery", work).await
+}
+
+/// `POST /ci/commits`: CI saying which commit a version was built from.
+/// The body is signed as PagerDuty signs (`X-Opsbot-Signature: v1=<hex
+/// HMAC-SHA256 of the body>`), checked before it is parsed.
+async fn ci_commits(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
+    let Some(secret) = state.ci_secret.clone() else {
+        return (StatusCode::NOT_FOUND, "CI commit records are not enabled: configure [ci]\n").into_response();
+    };
+    let signature = headers.get("x-opsbot-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !crate::alert::pagerduty_signed(signature, &body, std::slice::from_ref(&*secret)) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong X-Opsbot-Signature\n").into_response();
+    }
+    let record: crate::engine::CommitRecord = match serde_json::from_slice(&body) {
+        Ok(record) => record,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a commit record ({{\"service\", \"version\", \"commit\", \"committed_at\"}}): {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let engine = state.engine.clone();
+    let work = async move {
+        match engine.take_commit(record).await {
+            Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+            Err(crate::Error::Invalid(why)) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "a CI commit record was not recorded; CI should retry");
+                (StatusCode::SERVICE_UNAVAILABLE, "the record could not be made; retry\n").into_response()
+            }
+        }
+    };
+    run_detached(&state, "ci commit", work).await
 }
 
 /// Runs a request on a tracked task of its own, so the engine's work runs

@@ -68,6 +68,9 @@ pub enum RecordKind {
     /// An alert's state changed (fired, re-fired, resolved; `request_id`
     /// is its group, `A-7`), or someone acknowledged, silenced or acted on it.
     Alert,
+    /// CI said which commit a service's version was built from, and when
+    /// it was committed (`POST /ci/commits`): what lead time is measured from.
+    Commit,
     /// Process lifecycle: start, stop.
     System,
 }

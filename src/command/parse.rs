@@ -35,6 +35,10 @@ pub enum Request {
     Deploy {
         service: String,
         version: String,
+        /// `--commit SHA`: the commit the version was built from (the
+        /// delivery report's lead time joins it with CI's commit records).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
     },
     Rollback {
         service: String,
@@ -241,7 +245,7 @@ impl Request {
     pub fn kind(&self) -> Kind<'_> {
         use crate::action::Action;
         match self {
-            Request::Deploy { service, version } => {
+            Request::Deploy { service, version, .. } => {
                 Kind::Change { service, action: Action::Deploy { version: version.clone() } }
             }
             Request::Rollback { service, revision, .. } => {
@@ -277,7 +281,10 @@ impl Request {
     /// One line a human reads in approval cards and replies.
     pub fn describe(&self) -> String {
         match self {
-            Request::Deploy { service, version } => format!("deploy {service} {version}"),
+            Request::Deploy { service, version, commit: None } => format!("deploy {service} {version}"),
+            Request::Deploy { service, version, commit: Some(commit) } => {
+                format!("deploy {service} {version} (commit {commit})")
+            }
             Request::Rollback { service, revision: Some(r), .. } => format!("rollback {service} to revision {r}"),
             Request::Rollback { service, revision: None, of: Some(of) } => format!("rollback {service}, undoing {of}"),
             Request::Rollback { service, revision: None, of: None } => {
@@ -944,6 +951,12 @@ pub fn normalize_incident_id(token: &str) -> Option<String> {
     (n > 0 && digits.len() <= 18 && digits.chars().all(|c| c.is_ascii_digit())).then(|| format!("INC-{n}"))
 }
 
+/// A commit id as given (`3F2A9C1` → `3f2a9c1`): 7 to 40 hexadecimal digits.
+pub fn commit_sha(text: &str) -> Option<String> {
+    (7..=40).contains(&text.len()).then_some(())?;
+    text.chars().all(|c| c.is_ascii_hexdigit()).then(|| text.to_ascii_lowercase())
+}
+
 /// `A-7` and `a-7` name alert group `A-7`.
 pub fn normalize_alert_id(token: &str) -> Option<String> {
     let digits = token.strip_prefix("A-").or_else(|| token.strip_prefix("a-"))?;
@@ -1007,6 +1020,7 @@ fn build(
     let dry_run = !flag_strs("dry-run").is_empty();
     let flag_services = flag_strs("service");
     let flag_of = flag_strs("of").pop();
+    let flag_commit = flag_strs("commit").pop();
     let flag_version = flags.remove("version").and_then(|mut v| v.pop()).and_then(|v| match v {
         Value::Int(n) => u32::try_from(n).ok(),
         _ => None,
@@ -1048,7 +1062,16 @@ fn build(
     let ttl = duration_of("ttl");
     let need = |v: Option<String>| v.unwrap_or_default();
     let request = match spec.action {
-        ActionKind::Deploy => Request::Deploy { service: need(service), version: need(version) },
+        ActionKind::Deploy => {
+            if let Some(commit) = flag_commit.as_deref().filter(|c| crate::command::parse::commit_sha(c).is_none()) {
+                return Err(bad(spec, "commit", commit, "a commit is 7 to 40 hexadecimal digits".into(), None));
+            }
+            Request::Deploy {
+                service: need(service),
+                version: need(version),
+                commit: flag_commit.as_deref().and_then(commit_sha),
+            }
+        }
         ActionKind::Rollback => {
             let revision = to_u32(int("revision"));
             if let (Some(_), Some(of)) = (revision, &flag_of) {

@@ -351,15 +351,19 @@ impl ActionKind {
         fn switch(k: &ArgKind) -> bool {
             *k == ArgKind::Switch
         }
-        fn version(k: &ArgKind) -> bool {
+        fn number(k: &ArgKind) -> bool {
             matches!(k, ArgKind::Integer { .. })
+        }
+        fn tag(k: &ArgKind) -> bool {
+            *k == ArgKind::Version
         }
         match self {
             ActionKind::Rollback => &[("emergency", text, false), ("of", request, false)],
-            ActionKind::Deploy | ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
+            ActionKind::Deploy => &[("emergency", text, false), ("commit", tag, false)],
+            ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
             ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
             ActionKind::RunbookRun => &[("dry-run", switch, false), ("emergency", text, false)],
-            ActionKind::AlertAck | ActionKind::AlertSilence | ActionKind::AlertAct => &[("version", version, false)],
+            ActionKind::AlertAck | ActionKind::AlertSilence | ActionKind::AlertAct => &[("version", number, false)],
             _ => &[],
         }
     }

@@ -32,14 +32,23 @@ fn s(v: &str) -> String {
 #[test]
 fn good_input_becomes_typed_requests() {
     let cases: Vec<(&str, Request)> = vec![
-        ("/deploy api-service v1.4.2", Request::Deploy { service: s("api-service"), version: s("v1.4.2") }),
-        ("deploy api-service v1.4.2", Request::Deploy { service: s("api-service"), version: s("v1.4.2") }),
+        (
+            "/deploy api-service v1.4.2",
+            Request::Deploy { service: s("api-service"), version: s("v1.4.2"), commit: None },
+        ),
+        (
+            "deploy api-service v1.4.2",
+            Request::Deploy { service: s("api-service"), version: s("v1.4.2"), commit: None },
+        ),
         (
             "/ship api-service 2026.11.29-rc_1",
-            Request::Deploy { service: s("api-service"), version: s("2026.11.29-rc_1") },
+            Request::Deploy { service: s("api-service"), version: s("2026.11.29-rc_1"), commit: None },
         ),
-        ("/DEPLOY api-service v1", Request::Deploy { service: s("api-service"), version: s("v1") }),
-        ("  /deploy   api-service   v1.4.2  ", Request::Deploy { service: s("api-service"), version: s("v1.4.2") }),
+        ("/DEPLOY api-service v1", Request::Deploy { service: s("api-service"), version: s("v1"), commit: None }),
+        (
+            "  /deploy   api-service   v1.4.2  ",
+            Request::Deploy { service: s("api-service"), version: s("v1.4.2"), commit: None },
+        ),
         ("/rollback api-service", Request::Rollback { service: s("api-service"), revision: None, of: None }),
         ("/rollback api-service 7", Request::Rollback { service: s("api-service"), revision: Some(7), of: None }),
         (
@@ -88,6 +97,21 @@ fn good_input_becomes_typed_requests() {
     ];
     for (text, want) in cases {
         assert_eq!(ok(text).0, want, "{text}");
+    }
+}
+
+#[test]
+fn a_deploy_may_name_its_commit_and_only_a_commit() {
+    let deploy = |commit: Option<&str>| Request::Deploy {
+        service: s("api-service"),
+        version: s("v1.4.2"),
+        commit: commit.map(str::to_string),
+    };
+    assert_eq!(ok("/deploy api-service v1.4.2 --commit 3F2A9C1").0, deploy(Some("3f2a9c1")));
+    assert_eq!(ok("/deploy api-service v1.4.2").0, deploy(None));
+    for bad in ["3f2a9c", "3f2a9cz", "0123456789012345678901234567890123456789a"] {
+        let e = err(&format!("/deploy api-service v1.4.2 --commit {bad}")).to_string();
+        assert!(e.contains("a commit is 7 to 40 hexadecimal digits"), "{bad}: {e}");
     }
 }
 

@@ -364,3 +364,22 @@ pub(super) fn reports(
         ),
     }
 }
+
+/// `[ci]`: CI posts which commit each version was built from, and when it
+/// was committed (`POST /ci/commits`, signed with the secret in `secret_env`):
+/// the delivery report's lead time for changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CiSettings {
+    pub secret_env: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCi {
+    secret_env: String,
+}
+
+pub(super) fn ci(path: &Path, raw: RawCi, problems: &mut Vec<Problem>) -> CiSettings {
+    env_name(path, "ci.secret_env", &raw.secret_env, problems);
+    CiSettings { secret_env: raw.secret_env }
+}

@@ -92,6 +92,8 @@ pub struct Config {
     pub incident_channels: bool,
     /// `[alerts]`: alert intake from monitoring; absent means it is off.
     pub alerts: Option<alerts::AlertSettings>,
+    /// `[ci]`: commit records from CI (`POST /ci/commits`); absent means off.
+    pub ci: Option<alerts::CiSettings>,
     /// `[reports]`: the targets the delivery numbers are held against.
     pub reports: crate::report::delivery::Targets,
     /// `[databases]`, `[http]`, `[jobs]`: what runbook steps act on.

@@ -62,7 +62,8 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 17] = [
+const TOP_LEVEL: [&str; 18] = [
+    "ci",
     "reports",
     "alerts",
     "bot",
@@ -343,6 +344,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let jobs = super::targets::jobs(path, entries(path, "jobs", section("jobs"), problems), problems);
     let alerts = decode::<super::alerts::RawAlerts>(path, "alerts", section("alerts"), problems)
         .map(|raw| super::alerts::alerts(path, raw, &services, &mut duration, problems));
+    let ci = decode::<super::alerts::RawCi>(path, "ci", section("ci"), problems)
+        .map(|raw| super::alerts::ci(path, raw, problems));
     let raw_reports =
         decode::<super::alerts::RawReports>(path, "reports", section("reports"), problems).unwrap_or_default();
     let reports = super::alerts::reports(path, raw_reports, &environments, &mut duration, problems);
@@ -373,6 +376,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
         incident_commanders,
         incident_channels,
         alerts,
+        ci,
         reports,
         databases,
         http,

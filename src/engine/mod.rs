@@ -20,6 +20,7 @@ mod render;
 pub mod reply;
 mod report;
 pub use answer::Handled;
+pub use report::CommitRecord;
 mod run;
 mod runbook;
 mod votes;

@@ -74,3 +74,55 @@ impl Engine {
         Ok(())
     }
 }
+
+/// What CI says about a build: `service`'s `version` is `commit`, made at
+/// `committed_at` (`POST /ci/commits`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRecord {
+    pub service: String,
+    pub version: String,
+    pub commit: String,
+    pub committed_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Engine {
+    /// Records a commit CI reported; the answer once it is durable. A
+    /// service the configuration does not list, a version that is not an
+    /// image tag, a commit that is not one, or a time in the future is
+    /// refused (`Error::Invalid`, naming it).
+    pub async fn take_commit(&self, record: CommitRecord) -> Result<()> {
+        let Some(service) = self.config.services.get(&record.service) else {
+            return Err(Error::Invalid(format!("`{}` is not a configured service", record.service)));
+        };
+        let tag_ok = !record.version.is_empty()
+            && record.version.len() <= 128
+            && record.version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !tag_ok {
+            return Err(Error::Invalid(format!("`{}` is not a version (an image tag)", record.version)));
+        }
+        let Some(commit) = crate::command::parse::commit_sha(&record.commit) else {
+            return Err(Error::Invalid(format!("`{}` is not a commit (7 to 40 hex digits)", record.commit)));
+        };
+        if record.committed_at > self.clock.now() + chrono::Duration::minutes(5) {
+            return Err(Error::Invalid("committed_at is in the future".into()));
+        }
+        let detail = format!(
+            "{} {} is commit {commit}, committed {}",
+            record.service,
+            record.version,
+            record.committed_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        let entry = crate::audit::AuditEntry {
+            command: Some("ci commit".into()),
+            service: Some(service.name.clone()),
+            environment: Some(service.environment.clone()),
+            args: Some(serde_json::json!({"service": record.service, "version": record.version, "commit": commit,
+                "committed_at": record.committed_at})),
+            ..crate::audit::AuditEntry::new(RecordKind::Commit)
+        }
+        .detail(detail);
+        self.audit.append(entry).await?;
+        Ok(())
+    }
+}

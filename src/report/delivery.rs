@@ -63,6 +63,8 @@ struct Deployment {
     service: String,
     at: DateTime<Utc>,
     succeeded: bool,
+    version: Option<String>,
+    commit: Option<String>,
     commit_time: Option<DateTime<Utc>>,
     /// The first signal that it failed (itself, a rollback, an incident).
     failed_at: Option<DateTime<Utc>>,
@@ -83,6 +85,12 @@ pub struct DeliveryScan {
     /// Deploys whose intent was recorded: an outcome written at a restart
     /// (interrupted) names its request, not its command.
     deploy_intents: std::collections::HashSet<String>,
+    /// Each deploy request's version and `--commit`, by request id.
+    asked: HashMap<String, (Option<String>, Option<String>)>,
+    /// CI's commit records: when each commit was made, by commit and by
+    /// (service, version).
+    commits: HashMap<String, DateTime<Utc>>,
+    builds: HashMap<(String, String), DateTime<Utc>>,
     /// Records kept so far, and whether the scan stopped at [`SCAN_LIMIT`].
     kept: usize,
     cut_short: bool,
@@ -140,6 +148,9 @@ impl DeliveryScan {
             rollbacks: Vec::new(),
             incidents: BTreeMap::new(),
             deploy_intents: Default::default(),
+            asked: HashMap::new(),
+            commits: HashMap::new(),
+            builds: HashMap::new(),
             kept: 0,
             cut_short: false,
         }
@@ -156,7 +167,13 @@ impl DeliveryScan {
     /// can fail a deployment inside it.
     pub fn take(&mut self, record: &AuditRecord) -> bool {
         let entry = &record.entry;
-        if !matches!(entry.kind, RecordKind::Outcome | RecordKind::Incident | RecordKind::Intent) {
+        let deploy_request = entry.kind == RecordKind::Request && entry.command.as_deref() == Some("deploy");
+        if !(deploy_request
+            || matches!(
+                entry.kind,
+                RecordKind::Outcome | RecordKind::Incident | RecordKind::Intent | RecordKind::Commit
+            ))
+        {
             return true;
         }
         self.kept += 1;
@@ -165,6 +182,25 @@ impl DeliveryScan {
             return false;
         }
         match entry.kind {
+            RecordKind::Request => {
+                if let (Some(id), Some(args)) = (&entry.request_id, &entry.args) {
+                    let text = |key: &str| args[key].as_str().map(str::to_string);
+                    self.asked.insert(id.clone(), (text("version"), text("commit")));
+                }
+            }
+            RecordKind::Commit => {
+                let Some(args) = &entry.args else { return true };
+                let at = args["committed_at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                if let (Some(at), Some(commit), Some(service), Some(version)) =
+                    (at, args["commit"].as_str(), args["service"].as_str(), args["version"].as_str())
+                {
+                    self.commits.insert(commit.to_string(), at);
+                    self.builds.insert((service.to_string(), version.to_string()), at);
+                }
+            }
             RecordKind::Intent if entry.command.as_deref() == Some("deploy") => {
                 if let Some(id) = &entry.request_id {
                     self.deploy_intents.insert(id.clone());
@@ -177,21 +213,22 @@ impl DeliveryScan {
                 let command = if interrupted_deploy { Some("deploy") } else { entry.command.as_deref() };
                 match (command, entry.outcome) {
                     (_, Some(Verdict::Refused) | None) => {}
-                    (Some("deploy"), Some(verdict)) => self.deployments.push(Deployment {
-                        id: entry.request_id.clone().unwrap_or_default(),
-                        service,
-                        at: record.ts,
-                        succeeded: verdict == Verdict::Succeeded,
-                        commit_time: entry
-                            .args
-                            .as_ref()
-                            .and_then(|a| a["commit_time"].as_str())
-                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.with_timezone(&Utc)),
-                        failed_at: None,
-                        recovered_at: None,
-                        incident: None,
-                    }),
+                    (Some("deploy"), Some(verdict)) => {
+                        let id = entry.request_id.clone().unwrap_or_default();
+                        let (version, commit) = self.asked.get(&id).cloned().unwrap_or_default();
+                        self.deployments.push(Deployment {
+                            id,
+                            service,
+                            at: record.ts,
+                            succeeded: verdict == Verdict::Succeeded,
+                            version,
+                            commit,
+                            commit_time: None,
+                            failed_at: None,
+                            recovered_at: None,
+                            incident: None,
+                        })
+                    }
                     (Some("rollback"), Some(Verdict::Succeeded)) => self.rollbacks.push((service, record.ts)),
                     _ => {}
                 }
@@ -207,6 +244,13 @@ impl DeliveryScan {
     }
 
     pub fn finish(mut self) -> DeliveryReport {
+        // When each deployed version was committed: by its `--commit`, else
+        // by what CI said that version of that service was built from.
+        for d in &mut self.deployments {
+            let by_commit = d.commit.as_ref().and_then(|c| self.commits.get(c));
+            let by_build = d.version.as_ref().and_then(|v| self.builds.get(&(d.service.clone(), v.clone())));
+            d.commit_time = by_commit.or(by_build).copied().filter(|t| *t <= d.at);
+        }
         let window = Duration::from_std(self.targets.failure_window).unwrap_or(Duration::days(1));
         self.deployments.sort_by_key(|d| d.at);
         // Successful changes of each service (deploys and rollbacks): what recovers.

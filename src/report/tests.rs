@@ -229,3 +229,51 @@ fn a_deploy_interrupted_by_a_restart_is_a_failed_deployment() {
     assert_eq!(figure(&r, "change failure rate").value, Some(100.0));
     assert!(!r.cut_short);
 }
+
+#[test]
+fn lead_time_comes_from_ci_commit_records_joined_by_commit_or_by_version() {
+    let request = |id: &str, service: &str, version: &str, commit: Option<&str>| {
+        let mut args = json!({"action": "deploy", "service": service, "version": version});
+        if let Some(c) = commit {
+            args["commit"] = json!(c);
+        }
+        AuditEntry {
+            request_id: Some(id.into()),
+            command: Some("deploy".into()),
+            service: Some(service.into()),
+            environment: Some("production".into()),
+            args: Some(args),
+            ..AuditEntry::new(RecordKind::Request)
+        }
+    };
+    let ci = |service: &str, version: &str, commit: &str, at: DateTime<Utc>| AuditEntry {
+        command: Some("ci commit".into()),
+        service: Some(service.into()),
+        args: Some(json!({"service": service, "version": version, "commit": commit, "committed_at": at})),
+        ..AuditEntry::new(RecordKind::Commit)
+    };
+    let seeds = [
+        // api v1 is commit abc1234, made 5h before its deploy names it.
+        (at(2, 4, 0), ci("api", "v1", "abc1234", at(2, 5, 0))),
+        (at(2, 10, 0), request("r-1", "api", "v1", Some("abc1234"))),
+        (at(2, 10, 5), outcome("r-1", "deploy", "api", "production", Verdict::Succeeded)),
+        // pay v7: no --commit, but CI said which commit it is (a day old).
+        (at(3, 9, 0), ci("pay", "v7", "def5678", at(2, 10, 0))),
+        (at(3, 10, 0), request("r-2", "pay", "v7", None)),
+        (at(3, 10, 0), outcome("r-2", "deploy", "pay", "production", Verdict::Succeeded)),
+        // api v2: nothing known about its commit.
+        (at(4, 10, 0), request("r-3", "api", "v2", None)),
+        (at(4, 10, 5), outcome("r-3", "deploy", "api", "production", Verdict::Succeeded)),
+    ];
+    let period = Period { since: at(1, 0, 0), until: at(29, 0, 0) };
+    let mut scan = DeliveryScan::new(Targets::default(), period, None);
+    for (i, (ts, e)) in seeds.into_iter().enumerate() {
+        scan.take(&record(i as u64 + 1, ts, e));
+    }
+    let r = scan.finish();
+    let f = figure(&r, "lead time for changes");
+    // 5h5m and 24h: median 14h32m30s, in hours.
+    assert_eq!((f.samples, f.band), (2, Some("elite")));
+    assert!((f.value.unwrap() - (5.0 + 5.0 / 60.0 + 24.0) / 2.0).abs() < 1e-9, "{:?}", f.value);
+    assert_eq!(f.shown, "median 14h 32m (n=2 of 3 deploys with commit data)");
+}

@@ -17,6 +17,7 @@ const DD_SECRET: &str = "dd-shared-7c2e";
 const PD_OLD: &str = "pd-old-secret";
 const PD_NEW: &str = "pd-new-secret";
 const LONG: Duration = Duration::from_secs(20);
+const CI_SECRET: &str = "ci-secret-41d9";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -79,6 +80,9 @@ secret_env = "DD_SECRET"
 
 [alerts.pagerduty]
 secrets_env = "PD_SECRETS"
+
+[ci]
+secret_env = "CI_SECRET"
 "#,
         commands = commands_dir().display()
     )
@@ -92,6 +96,7 @@ fn serve(am_api: &str) -> Served {
             ("AM_TOKEN", std::ffi::OsStr::new(TOKEN)),
             ("DD_SECRET", std::ffi::OsStr::new(DD_SECRET)),
             ("PD_SECRETS", std::ffi::OsStr::new(&secrets)),
+            ("CI_SECRET", std::ffi::OsStr::new(CI_SECRET)),
         ],
     )
 }
@@ -535,6 +540,18 @@ fn a_thousand_alerts_each_delivered_twice_with_retries_are_exactly_a_thousand_re
 #[test]
 fn the_report_in_slack_uploads_the_chart_into_the_channel() {
     let served = serve("http://127.0.0.1:9");
+    // CI says which commit v1.4.2 is, made two hours ago (signed; a record
+    // unsigned, or about a service opsbot does not know, is refused).
+    let committed = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let record =
+        json!({"service": "api-service", "version": "v1.4.2", "commit": "3f2a9c1e", "committed_at": committed})
+            .to_string();
+    let signed = sign(CI_SECRET, &record);
+    assert_eq!(post(&served, "/ci/commits", &[("X-Opsbot-Signature", "v1=00")], &record).0, 401);
+    let unknown = record.replace("api-service", "billing");
+    let (status, why) = post(&served, "/ci/commits", &[("X-Opsbot-Signature", &sign(CI_SECRET, &unknown))], &unknown);
+    assert_eq!((status, why.trim()), (400, "`billing` is not a configured service"));
+    assert_eq!(post(&served, "/ci/commits", &[("X-Opsbot-Signature", &signed)], &record).0, 200);
     served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "t1");
     served.command("UBOB", "COPS", "/approve", "r-1", "t2");
     served.slack.wait_for("the outcome", LONG, |c| {
@@ -543,6 +560,7 @@ fn the_report_in_slack_uploads_the_chart_into_the_channel() {
     let ack = served.command("UALICE", "COPS", "/report", "api-service 7d", "t3");
     let text = ack.to_string();
     assert!(text.contains("deployment frequency: 1.0/week (1 deploys;"), "{text}");
+    assert!(text.contains("lead time for changes: median 2h 0m (n=1 of 1 deploys with commit data)"), "{text}");
     served.slack.wait_for("the chart", LONG, |_| !served.slack.files().is_empty());
     let file = served.slack.files().pop().unwrap();
     assert_eq!((file.channel.as_str(), file.thread.as_deref()), ("COPS", None));
