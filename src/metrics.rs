@@ -16,6 +16,8 @@ const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, String), u64>>,
     actions: Mutex<BTreeMap<String, u64>>,
+    /// Alert webhooks by source and answer.
+    alerts: Mutex<BTreeMap<(String, String), u64>>,
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
@@ -90,6 +92,14 @@ impl Metrics {
         *self.actions.lock().expect("metrics lock").entry(outcome.to_string()).or_default() += 1;
     }
 
+    /// One alert webhook answered: `answer` is `changed`, `unchanged`
+    /// (repeats, twins, retries), `unauthorized`, `malformed`, `too_large`
+    /// or `unavailable`.
+    pub fn alert_delivery(&self, source: &str, answer: &str) {
+        let mut map = self.alerts.lock().expect("metrics lock");
+        *map.entry((source.to_string(), answer.to_string())).or_default() += 1;
+    }
+
     pub fn ack_latency(&self, took: Duration) {
         let secs = took.as_secs_f64();
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -138,6 +148,15 @@ impl Metrics {
         }
         out.push_str("# HELP opsbot_rejected_signatures_total Requests refused for a bad or missing signature.\n# TYPE opsbot_rejected_signatures_total counter\n");
         let _ = writeln!(out, "opsbot_rejected_signatures_total {}", self.rejected_signatures.load(Ordering::Relaxed));
+        out.push_str("# HELP opsbot_alert_deliveries_total Alert webhooks received, by source and answer.\n# TYPE opsbot_alert_deliveries_total counter\n");
+        for ((source, answer), n) in self.alerts.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "opsbot_alert_deliveries_total{{source=\"{}\",answer=\"{}\"}} {n}",
+                escape(source),
+                escape(answer)
+            );
+        }
         self.slack.render("slack", "Slack", &mut out);
         self.discord.render("discord", "Discord", &mut out);
         out

@@ -187,6 +187,8 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
         return (StatusCode::NOT_FOUND, "alert intake is not enabled in this opsbot's configuration ([alerts])\n")
             .into_response();
     };
+    let metrics = state.engine.metrics().clone();
+    let count = move |answer: &str| metrics.alert_delivery(name, answer);
     let (parts, body) = request.into_parts();
     let header = |key: &str| parts.headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
     match secrets.check_headers(source, header) {
@@ -196,10 +198,12 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
                 .into_response()
         }
         Err(Refusal::Unauthorized(why)) => {
-            return (StatusCode::UNAUTHORIZED, format!("{name} alert refused: {why}\n")).into_response()
+            count("unauthorized");
+            return (StatusCode::UNAUTHORIZED, format!("{name} alert refused: {why}\n")).into_response();
         }
     }
     let too_large = || {
+        count("too_large");
         (StatusCode::PAYLOAD_TOO_LARGE, format!("alert body over the {} KiB limit\n", ALERT_BODY_LIMIT / 1024))
             .into_response()
     };
@@ -220,6 +224,7 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
                 Refusal::Unauthorized(why) => why,
                 Refusal::Off => "PagerDuty alerts are not enabled",
             };
+            count("unauthorized");
             return (StatusCode::UNAUTHORIZED, format!("{name} alert refused: {why}\n")).into_response();
         }
     }
@@ -238,13 +243,20 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
     };
     let notices = match parsed {
         Ok(notices) => notices,
-        Err(malformed) => return (StatusCode::BAD_REQUEST, format!("{malformed}\n")).into_response(),
+        Err(malformed) => {
+            count("malformed");
+            return (StatusCode::BAD_REQUEST, format!("{malformed}\n")).into_response();
+        }
     };
     let engine = state.engine.clone();
     let work = async move {
         match engine.take_alerts(notices).await {
-            Ok(taken) => Json(serde_json::json!({"ok": true, "changes": taken})).into_response(),
+            Ok(taken) => {
+                count(if taken > 0 { "changed" } else { "unchanged" });
+                Json(serde_json::json!({"ok": true, "changes": taken})).into_response()
+            }
             Err(e) => {
+                count("unavailable");
                 tracing::error!(error = %e, source = name, "an alert delivery was not recorded; the sender will retry");
                 (StatusCode::SERVICE_UNAVAILABLE, "the alert could not be recorded; retry\n").into_response()
             }

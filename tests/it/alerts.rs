@@ -436,6 +436,17 @@ fn every_source_is_refused_before_its_body_is_read_or_parsed_unless_its_secret_m
     assert_eq!(post(&served, "/alerts/pagerduty", &[("X-PagerDuty-Signature", &rotated)], &pd).0, 200);
     assert_eq!(post(&served, "/alerts/pagerduty", &[("X-PagerDuty-Signature", &sign(PD_NEW, &pd))], &pd).0, 200);
     assert_eq!(alert_records(&served).len(), 1, "the same webhook id twice is one record");
+    let (_, metrics) = served.get("/metrics");
+    for line in [
+        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="unauthorized"} 4"#,
+        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="too_large"} 1"#,
+        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="malformed"} 2"#,
+        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="unauthorized"} 3"#,
+        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="changed"} 1"#,
+        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="unchanged"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
     served.stop();
 }
 

@@ -200,8 +200,7 @@ pub fn interaction(payload: &str) -> Result<Option<Event>, InboundError> {
 }
 
 /// A Roll back click on an incident's summary: the clicker asking for
-/// `/rollback <service>`, threaded under the summary. Each click is its own
-/// request (Slack's retries of one click carry the same `action_ts`).
+/// `/rollback <service> --of <deploy>`, threaded under the summary.
 fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event, InboundError> {
     let service = action.action_id.strip_prefix(ROLLBACK_ACTION).and_then(|s| s.strip_prefix(':')).unwrap_or("");
     let deploy = crate::command::parse::normalize_request_id(&action.value);
@@ -209,28 +208,7 @@ fn rollback_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event
         return Err(InboundError::Malformed("a Roll back button names no service or deploy".into()));
     };
     let offer = crate::engine::reply::RollbackOffer { service: service.to_string(), deploy };
-    let channel_id =
-        parsed.channel.as_ref().map(|c| c.id.clone()).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
-    let message_ts = parsed
-        .container
-        .as_ref()
-        .and_then(|c| c.message_ts.clone())
-        .or(parsed.message.as_ref().map(|m| m.ts.clone()))
-        .unwrap_or_default();
-    Ok(Event::Command {
-        actor: actor(&parsed.user.id)?,
-        text: offer.command(),
-        reply: ReplyTarget {
-            channel: channel(&channel_id)?,
-            thread: (!message_ts.is_empty()).then(|| message_ts.clone()),
-            interaction: None,
-        },
-        dedup_key: Some(format!(
-            "slack:action:{}:{message_ts}:{}:{}",
-            action.action_id, parsed.user.id, action.action_ts
-        )),
-        roles: Vec::new(),
-    })
+    clicked(parsed, action, offer.command())
 }
 
 /// A click on an alert message's button: the clicker typing the command
@@ -240,6 +218,13 @@ fn alert_click(parsed: &BlockActions, action: &ActionPayload) -> Result<Event, I
     let id = action.action_id.strip_prefix(ALERT_ACTION).and_then(|s| s.strip_prefix(':')).unwrap_or("");
     let text = crate::engine::reply::AlertButton::command_of(id)
         .ok_or_else(|| InboundError::Malformed("an alert button opsbot does not draw".into()))?;
+    clicked(parsed, action, text)
+}
+
+/// A click that stands for the clicker typing `text`, threaded under the
+/// message clicked. Each click is its own request (Slack's retries of one
+/// click carry the same `action_ts`).
+fn clicked(parsed: &BlockActions, action: &ActionPayload, text: String) -> Result<Event, InboundError> {
     let channel_id =
         parsed.channel.as_ref().map(|c| c.id.clone()).ok_or_else(|| InboundError::Malformed("no channel".into()))?;
     let message_ts = parsed
