@@ -585,6 +585,17 @@ pub async fn delivery_report(
     let since = period.since - chrono::Duration::from_std(targets.failure_window).unwrap_or_default();
     let scan =
         Arc::new(std::sync::Mutex::new(Some(crate::report::delivery::DeliveryScan::new(targets, period, service))));
+    // CI's commit records from the start of the trail (builds are often
+    // committed long before they are deployed), then the period's records.
+    let scanning = scan.clone();
+    let commits = AuditQuery { kind: Some(RecordKind::Commit), ..Default::default() };
+    visit_records(data_dir, commits, move |record| {
+        if let Some(scan) = scanning.lock().expect("scan lock").as_mut() {
+            scan.take_commit(&record);
+        }
+        true
+    })
+    .await?;
     let scanning = scan.clone();
     let query = AuditQuery { since: Some(since), ..Default::default() };
     visit_records(data_dir, query, move |record| {

@@ -37,6 +37,11 @@ pub enum Error {
     Config(#[from] Problems),
     #[error("{0}")]
     Io(String),
+    /// A refusal or failure whose records are already in the trail (an
+    /// alert button's command was refused under its own gates, a silence
+    /// did not take): told as the inner error, never recorded again.
+    #[error("{0}")]
+    Recorded(Box<Error>),
 }
 
 impl From<std::io::Error> for Error {
@@ -63,6 +68,7 @@ impl Error {
             Error::Chat(_) => "opsbot could not deliver a message.".into(),
             Error::Config(_) => "opsbot's configuration is invalid; run `opsbot check`.".into(),
             Error::Io(_) => "opsbot hit an internal error; see its logs.".into(),
+            Error::Recorded(inner) => inner.user_message(),
         }
     }
 
@@ -77,7 +83,12 @@ impl Error {
 
     /// Whether this is the user's doing (logged at debug) or the bot's (error).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_))
+        match self {
+            Error::Recorded(inner) => inner.is_internal(),
+            other => {
+                matches!(other, Error::Store(_) | Error::Audit(_) | Error::Chat(_) | Error::Config(_) | Error::Io(_))
+            }
+        }
     }
 }
 

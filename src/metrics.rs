@@ -16,8 +16,8 @@ const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, String), u64>>,
     actions: Mutex<BTreeMap<String, u64>>,
-    /// Alert webhooks by source and answer.
-    alerts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Webhooks (alert senders, CI) by source and answer.
+    webhooks: Mutex<BTreeMap<(String, String), u64>>,
     ack_buckets: [AtomicU64; BUCKETS.len()],
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
@@ -92,11 +92,11 @@ impl Metrics {
         *self.actions.lock().expect("metrics lock").entry(outcome.to_string()).or_default() += 1;
     }
 
-    /// One alert webhook answered: `answer` is `changed`, `unchanged`
-    /// (repeats, twins, retries), `unauthorized`, `malformed`, `too_large`
-    /// or `unavailable`.
-    pub fn alert_delivery(&self, source: &str, answer: &str) {
-        let mut map = self.alerts.lock().expect("metrics lock");
+    /// One webhook answered (`source`: an alert sender or `ci`): `answer`
+    /// is `changed`, `unchanged` (repeats, twins, retries), `recorded`,
+    /// `unauthorized`, `malformed`, `too_large`, `unavailable` or `busy`.
+    pub fn webhook(&self, source: &str, answer: &str) {
+        let mut map = self.webhooks.lock().expect("metrics lock");
         *map.entry((source.to_string(), answer.to_string())).or_default() += 1;
     }
 
@@ -148,11 +148,11 @@ impl Metrics {
         }
         out.push_str("# HELP opsbot_rejected_signatures_total Requests refused for a bad or missing signature.\n# TYPE opsbot_rejected_signatures_total counter\n");
         let _ = writeln!(out, "opsbot_rejected_signatures_total {}", self.rejected_signatures.load(Ordering::Relaxed));
-        out.push_str("# HELP opsbot_alert_deliveries_total Alert webhooks received, by source and answer.\n# TYPE opsbot_alert_deliveries_total counter\n");
-        for ((source, answer), n) in self.alerts.lock().expect("metrics lock").iter() {
+        out.push_str("# HELP opsbot_webhooks_total Webhooks received (alert senders, CI), by source and answer.\n# TYPE opsbot_webhooks_total counter\n");
+        for ((source, answer), n) in self.webhooks.lock().expect("metrics lock").iter() {
             let _ = writeln!(
                 out,
-                "opsbot_alert_deliveries_total{{source=\"{}\",answer=\"{}\"}} {n}",
+                "opsbot_webhooks_total{{source=\"{}\",answer=\"{}\"}} {n}",
                 escape(source),
                 escape(answer)
             );

@@ -92,7 +92,7 @@ struct Raw {
 fn too_large() -> Response {
     (
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body over the {} KiB limit; Slack never sends one that big\n", BODY_LIMIT / 1024),
+        format!("request body over the {} KiB limit; no chat platform sends one that big\n", BODY_LIMIT / 1024),
     )
         .into_response()
 }
@@ -188,7 +188,15 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
             .into_response();
     };
     let metrics = state.engine.metrics().clone();
-    let count = move |answer: &str| metrics.alert_delivery(name, answer);
+    let counted = Arc::new(AtomicBool::new(false));
+    let count = {
+        let counted = counted.clone();
+        let metrics = metrics.clone();
+        move |answer: &str| {
+            counted.store(true, Ordering::Relaxed);
+            metrics.webhook(name, answer);
+        }
+    };
     let (parts, body) = request.into_parts();
     let header = |key: &str| parts.headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
     match secrets.check_headers(source, header) {
@@ -262,7 +270,12 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
             }
         }
     };
-    run_detached(&state, "alert delivery", work).await
+    let answer = run_detached(&state, "alert delivery", work).await;
+    if !counted.load(Ordering::Relaxed) {
+        // Refused before it ran (too many requests at once) or it panicked.
+        metrics.webhook(name, "busy");
+    }
+    answer
 }
 
 /// `POST /ci/commits`: CI saying which commit a version was built from.
@@ -272,26 +285,37 @@ async fn ci_commits(State(state): State<AppState>, Raw { headers, body }: Raw) -
     let Some(secret) = state.ci_secret.clone() else {
         return (StatusCode::NOT_FOUND, "CI commit records are not enabled: configure [ci]\n").into_response();
     };
+    let metrics = state.engine.metrics().clone();
     let signature = headers.get("x-opsbot-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !crate::alert::pagerduty_signed(signature, &body, std::slice::from_ref(&*secret)) {
+        metrics.webhook("ci", "unauthorized");
         return (StatusCode::UNAUTHORIZED, "missing or wrong X-Opsbot-Signature\n").into_response();
     }
     let record: crate::engine::CommitRecord = match serde_json::from_slice(&body) {
         Ok(record) => record,
         Err(e) => {
+            metrics.webhook("ci", "malformed");
             return (
                 StatusCode::BAD_REQUEST,
                 format!("not a commit record ({{\"service\", \"version\", \"commit\", \"committed_at\"}}): {e}\n"),
             )
-                .into_response()
+                .into_response();
         }
     };
     let engine = state.engine.clone();
     let work = async move {
+        let count = |answer: &str| engine.metrics().webhook("ci", answer);
         match engine.take_commit(record).await {
-            Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
-            Err(crate::Error::Invalid(why)) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+            Ok(()) => {
+                count("recorded");
+                Json(serde_json::json!({"ok": true})).into_response()
+            }
+            Err(crate::Error::Invalid(why)) => {
+                count("malformed");
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+            }
             Err(e) => {
+                count("unavailable");
                 tracing::error!(error = %e, "a CI commit record was not recorded; CI should retry");
                 (StatusCode::SERVICE_UNAVAILABLE, "the record could not be made; retry\n").into_response()
             }

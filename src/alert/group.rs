@@ -14,11 +14,13 @@ use std::collections::BTreeMap;
 /// How many sender delivery ids (PagerDuty's event ids) a group remembers.
 const DELIVERIES_KEPT: usize = 64;
 
-/// A firing that started before the resolve opsbot shows is the late copy
-/// of the episode just ended (an HA twin's, a retry) when it comes within
-/// this of the resolve. Later it is the alert firing again: Alertmanager
-/// re-sends an alert it resolved by its `resolve_timeout` with its first
-/// `startsAt`, and an alert that fires must never stay shown resolved.
+/// An Alertmanager firing that started before the resolve opsbot shows is
+/// the late copy of the episode just ended (an HA twin's, a retry) when it
+/// comes within this of the resolve. Later it is the alert firing again:
+/// Alertmanager re-sends an alert it resolved by its `resolve_timeout`
+/// with its first `startsAt`, and an alert that fires must never stay
+/// shown resolved. (Datadog and PagerDuty stamp each event with its own
+/// time: an older one is always a late copy.)
 const LATE_COPY: chrono::Duration = chrono::Duration::minutes(2);
 
 /// One alert in a group.
@@ -182,7 +184,13 @@ impl AlertGroup {
             Some(m) if m.state == notice.state => None,
             // A resolve older than the firing shown: an earlier episode's.
             Some(m) if notice.state == State::Resolved && older(m) => None,
-            Some(m) if notice.state == State::Firing && older(m) && now - m.changed_at < LATE_COPY => None,
+            Some(m)
+                if notice.state == State::Firing
+                    && older(m)
+                    && (notice.source != Source::Alertmanager || now - m.changed_at < LATE_COPY) =>
+            {
+                None
+            }
             Some(m) if notice.state == State::Firing => {
                 // It resolved and fires again: a flap when it comes back
                 // within the window (and the same group takes it).
@@ -348,6 +356,21 @@ mod tests {
         assert_eq!(g.common_labels(), [("alertname".to_string(), "PoolSaturated".to_string())].into());
         g.apply(&notice("b", State::Resolved, 1, Some(4)), at(4), WINDOW);
         assert_eq!((g.firing(), g.resolved_at), (false, Some(at(4))));
+    }
+
+    #[test]
+    fn an_older_pagerduty_or_datadog_event_is_always_a_late_copy() {
+        let mut n = notice("P1", State::Firing, 0, None);
+        n.source = Source::Pagerduty;
+        let mut g = AlertGroup::open("A-1".into(), &n, None, vec![], at(0));
+        g.apply(&n, at(0), WINDOW);
+        let mut resolved = notice("P1", State::Resolved, 0, Some(5));
+        resolved.source = Source::Pagerduty;
+        g.apply(&resolved, at(5), WINDOW);
+        // The first trigger retried much later (its first attempt was
+        // refused, so its id was never taken): older than the resolve.
+        assert_eq!(g.apply(&n, at(20), WINDOW), None);
+        assert!(!g.firing());
     }
 
     #[test]

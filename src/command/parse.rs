@@ -125,6 +125,9 @@ pub enum AlertOp {
         alert: String,
         what: String,
         version: Option<u32>,
+        /// `rollback --of r-N`: the deploy the button showed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        of: Option<String>,
     },
     Noisy {
         #[serde(with = "opt_secs")]
@@ -1125,9 +1128,9 @@ fn build(
         ActionKind::AlertSilence => Request::Alert {
             op: AlertOp::Silence { alert: need(alert), duration: duration_of("duration"), version: flag_version },
         },
-        ActionKind::AlertAct => {
-            Request::Alert { op: AlertOp::Act { alert: need(alert), what: need(what), version: flag_version } }
-        }
+        ActionKind::AlertAct => Request::Alert {
+            op: AlertOp::Act { alert: need(alert), what: need(what), version: flag_version, of: flag_of.clone() },
+        },
         ActionKind::AlertNoisy => Request::Alert { op: AlertOp::Noisy { period: duration_of("period") } },
         ActionKind::Report => Request::Report { service, period: duration_of("period") },
         ActionKind::RunbookAbort => Request::Runbook { op: RunbookOp::Abort { request: need(request_id) } },

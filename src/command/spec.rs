@@ -363,7 +363,8 @@ impl ActionKind {
             ActionKind::Restart | ActionKind::Scale => &[("emergency", text, false)],
             ActionKind::IncidentDeclare => &[("sev", severity, false), ("service", service, true)],
             ActionKind::RunbookRun => &[("dry-run", switch, false), ("emergency", text, false)],
-            ActionKind::AlertAck | ActionKind::AlertSilence | ActionKind::AlertAct => &[("version", number, false)],
+            ActionKind::AlertAck | ActionKind::AlertSilence => &[("version", number, false)],
+            ActionKind::AlertAct => &[("version", number, false), ("of", request, false)],
             _ => &[],
         }
     }

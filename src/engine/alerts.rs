@@ -47,11 +47,10 @@ impl Engine {
                     let stored = self.store.alert_for(notice.source, &notice.group)?;
                     let group = match stored {
                         Some(g) if g.takes_more(now, settings.flap_window) => g,
-                        // A late copy of what an old group already shows
-                        // (its resolve, resent) opens nothing new.
-                        Some(g) if g.members.get(&notice.fingerprint).is_some_and(|m| m.state == notice.state) => {
-                            continue
-                        }
+                        // A resolve opens no thread: nothing was shown
+                        // firing to resolve (an old group's resolve, resent,
+                        // or an alert opsbot never saw fire).
+                        _ if notice.state == State::Resolved => continue,
                         _ => {
                             let (service, channels) = settings.route(&notice.labels, &self.config.services);
                             AlertGroup::open(self.store.next_alert_id()?, &notice, service, channels, now)
@@ -168,8 +167,13 @@ impl Engine {
         if !group.firing() {
             return Vec::new();
         }
-        let button =
-            |action, label: String| AlertButton { action, alert: group.id.clone(), version: group.version, label };
+        let button = |action, label: String| AlertButton {
+            action,
+            alert: group.id.clone(),
+            version: group.version,
+            label,
+            deploy: None,
+        };
         let mut buttons = Vec::new();
         if group.acknowledged.is_none() {
             buttons.push(button(AlertAction::Acknowledge, "Acknowledge".into()));
@@ -185,7 +189,9 @@ impl Engine {
             buttons.push(button(AlertAction::RunRunbook, format!("Run runbook {}", runbook.name)));
         }
         if let Some(deploy) = deploy {
-            buttons.push(button(AlertAction::RollBack, format!("Roll back {}", deploy.version)));
+            let mut rollback = button(AlertAction::RollBack, format!("Roll back {}", deploy.version));
+            rollback.deploy = Some(deploy.request_id.clone());
+            buttons.push(rollback);
         }
         buttons
     }
@@ -243,8 +249,8 @@ impl Engine {
                 drop(guard);
                 self.silence(actor, parsed, reply, id, *version, duration, request).await
             }
-            AlertOp::Act { what, .. } => {
-                let text = self.act_command(&group, what)?;
+            AlertOp::Act { what, of, .. } => {
+                let text = self.act_command(&group, what, of.as_deref())?;
                 // Claimed first: the message moves on, so a second click on
                 // it (a double click, a teammate's) is refused as stale
                 // rather than declaring a second incident.
@@ -255,7 +261,9 @@ impl Engine {
                 drop(guard);
                 // The clicker asking for it, under its own gates; recorded
                 // as acted on once it was taken (ran, or waits for approval).
-                Box::pin(self.on_command(actor, roles, &text, reply)).await?;
+                Box::pin(self.on_command(actor, roles, &text, reply))
+                    .await
+                    .map_err(|e| Error::Recorded(Box::new(e)))?;
                 let record = said(&group, &format!("acted:{what}"), format!("{actor} asked for {text} from {id}"));
                 self.audit.append_all(vec![record]).await?;
                 Ok(())
@@ -297,10 +305,13 @@ impl Engine {
     }
 
     /// The command an "act" button stands for.
-    fn act_command(&self, group: &AlertGroup, what: &str) -> Result<String> {
+    fn act_command(&self, group: &AlertGroup, what: &str, of: Option<&str>) -> Result<String> {
         let id = &group.id;
         if !group.firing() {
             return Err(Error::Invalid(format!("{id} is resolved; its buttons are gone")));
+        }
+        if of.is_some() && what != "rollback" {
+            return Err(Error::Invalid("--of goes with rollback only".into()));
         }
         match what {
             "incident" => {
@@ -323,11 +334,19 @@ impl Engine {
                 Ok(format!("/runbook run {}{given}", runbook.name))
             }
             "rollback" => {
-                let deploy = self.recent_deploy(group, self.clock.now()).ok_or_else(|| {
-                    Error::Invalid(format!("{id}'s service has no deploy in the last while to roll back"))
-                })?;
-                let service = group.service.as_deref().unwrap_or_default();
-                Ok(format!("/rollback {service} --of {}", deploy.request_id))
+                let Some(service) = group.service.as_deref() else {
+                    return Err(Error::Invalid(format!("{id} names no configured service to roll back")));
+                };
+                // The deploy the button showed (the rollback is refused if
+                // the service changed since), else the one shown now.
+                let deploy = match of {
+                    Some(deploy) => deploy.to_string(),
+                    None => self
+                        .recent_deploy(group, self.clock.now())
+                        .map(|d| d.request_id)
+                        .ok_or_else(|| Error::Invalid(format!("{id}'s service has no recent deploy to roll back")))?,
+                };
+                Ok(format!("/rollback {service} --of {deploy}"))
             }
             other => Err(Error::Invalid(format!("`{other}` is not something an alert's button does"))),
         }
@@ -394,7 +413,7 @@ impl Engine {
                 let verdict = if matches!(e, ActionError::Unknown(_)) { Verdict::Unknown } else { Verdict::Failed };
                 let text = format!("{id} was not silenced: {e}");
                 self.audit.append_all(vec![record("silence failed", verdict, text.clone(), None)]).await?;
-                return Err(Error::Invalid(text));
+                return Err(Error::Recorded(Box::new(Error::Invalid(text))));
             }
         };
         let live = match crate::action::alertmanager::read_silence(&api, &silence).await {
@@ -410,7 +429,7 @@ impl Engine {
                 self.audit
                     .append_all(vec![record("silence unknown", Verdict::Unknown, text.clone(), Some(state))])
                     .await?;
-                return Err(Error::Invalid(text));
+                return Err(Error::Recorded(Box::new(Error::Invalid(text))));
             }
         };
         let text = format!(
@@ -421,13 +440,17 @@ impl Engine {
         );
         let state = serde_json::json!({"silence": live.id, "state": live.state, "ends_at": live.ends_at,
             "matchers": live.matchers});
+        // The silence exists: its record first, on its own, so nothing
+        // that goes wrong with the group can leave it unrecorded.
         let done = record("silenced", Verdict::Succeeded, text.clone(), Some(state));
+        self.audit.append_all(vec![done]).await.map_err(|e| Error::Recorded(Box::new(e.into())))?;
         let guard = self.alerts.lock().await;
         // The group as it stands now (alerts may have come meanwhile).
-        let mut group = self.store.get_alert(id)?.unwrap_or(group);
+        let recorded = |e: Error| Error::Recorded(Box::new(e));
+        let mut group = self.store.get_alert(id).map_err(|e| recorded(e.into()))?.unwrap_or(group);
         group.silences.push(Silence { id: live.id, by: actor.clone(), until });
         group.version += 1;
-        self.commit_alert(&group, vec![done]).await?;
+        self.commit_alert(&group, Vec::new()).await.map_err(recorded)?;
         self.show_alert(&group).await;
         drop(guard);
         self.say(reply, Reply::Text(text)).await;

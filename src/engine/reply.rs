@@ -126,6 +126,9 @@ pub struct AlertButton {
     pub alert: String,
     pub version: u32,
     pub label: String,
+    /// Roll back: the deploy it undoes (`r-7`), so a click means that one
+    /// and is refused once the service changed since.
+    pub deploy: Option<String>,
 }
 
 impl AlertButton {
@@ -138,14 +141,18 @@ impl AlertButton {
             AlertAction::Silence4h => format!("/alerts silence {id} 4h --version {v}"),
             AlertAction::DeclareIncident => format!("/alerts act {id} incident --version {v}"),
             AlertAction::RunRunbook => format!("/alerts act {id} runbook --version {v}"),
-            AlertAction::RollBack => format!("/alerts act {id} rollback --version {v}"),
+            AlertAction::RollBack => match &self.deploy {
+                Some(deploy) => format!("/alerts act {id} rollback --version {v} --of {deploy}"),
+                None => format!("/alerts act {id} rollback --version {v}"),
+            },
         }
     }
 
-    /// `<word>:<alert>:<version>`: what a button's id carries (short
-    /// enough for Discord's 100-character custom ids).
+    /// `<word>:<alert>:<version>[:<deploy>]`: what a button's id carries
+    /// (short enough for Discord's 100-character custom ids).
     pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.action.word(), self.alert, self.version)
+        let deploy = self.deploy.as_deref().map(|d| format!(":{d}")).unwrap_or_default();
+        format!("{}:{}:{}{deploy}", self.action.word(), self.alert, self.version)
     }
 
     /// A click's id back: the command it stands for, or `None` when it is
@@ -155,7 +162,12 @@ impl AlertButton {
         let action = AlertAction::from_word(parts.next()?)?;
         let alert = crate::command::parse::normalize_alert_id(parts.next()?)?;
         let version: u32 = parts.next()?.parse().ok()?;
-        parts.next().is_none().then(|| AlertButton { action, alert, version, label: String::new() }.command())
+        let deploy = match (action, parts.next()) {
+            (AlertAction::RollBack, Some(deploy)) => Some(crate::command::parse::normalize_request_id(deploy)?),
+            (_, Some(_)) => return None,
+            (_, None) => None,
+        };
+        parts.next().is_none().then(|| AlertButton { action, alert, version, label: String::new(), deploy }.command())
     }
 }
 

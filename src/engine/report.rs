@@ -46,6 +46,13 @@ impl Engine {
         let service = service.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             let mut scan = DeliveryScan::new(targets, period, service);
+            // CI's commit records from the start: builds are often
+            // committed long before they are deployed.
+            let commits = AuditQuery { kind: Some(RecordKind::Commit), ..Default::default() };
+            audit.each(&commits, &mut |record| {
+                scan.take_commit(&record);
+                true
+            })?;
             audit.each(&query, &mut |record| scan.take(&record))?;
             Ok(scan.finish())
         })

@@ -89,8 +89,8 @@ pub struct DeliveryScan {
     asked: HashMap<String, (Option<String>, Option<String>)>,
     /// CI's commit records: when each commit was made, by commit and by
     /// (service, version).
-    commits: HashMap<String, DateTime<Utc>>,
-    builds: HashMap<(String, String), DateTime<Utc>>,
+    commits: Vec<(String, DateTime<Utc>)>,
+    builds: HashMap<(String, String), Vec<DateTime<Utc>>>,
     /// Records kept so far, and whether the scan stopped at [`SCAN_LIMIT`].
     kept: usize,
     cut_short: bool,
@@ -149,7 +149,7 @@ impl DeliveryScan {
             incidents: BTreeMap::new(),
             deploy_intents: Default::default(),
             asked: HashMap::new(),
-            commits: HashMap::new(),
+            commits: Vec::new(),
             builds: HashMap::new(),
             kept: 0,
             cut_short: false,
@@ -188,19 +188,7 @@ impl DeliveryScan {
                     self.asked.insert(id.clone(), (text("version"), text("commit")));
                 }
             }
-            RecordKind::Commit => {
-                let Some(args) = &entry.args else { return true };
-                let at = args["committed_at"]
-                    .as_str()
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                if let (Some(at), Some(commit), Some(service), Some(version)) =
-                    (at, args["commit"].as_str(), args["service"].as_str(), args["version"].as_str())
-                {
-                    self.commits.insert(commit.to_string(), at);
-                    self.builds.insert((service.to_string(), version.to_string()), at);
-                }
-            }
+            RecordKind::Commit => self.take_commit(record),
             RecordKind::Intent if entry.command.as_deref() == Some("deploy") => {
                 if let Some(id) = &entry.request_id {
                     self.deploy_intents.insert(id.clone());
@@ -243,13 +231,50 @@ impl DeliveryScan {
         true
     }
 
+    /// Takes a CI commit record. Callers read these from the start of the
+    /// trail (a build is often committed long before the period), then the
+    /// period's records through [`DeliveryScan::take`].
+    pub fn take_commit(&mut self, record: &AuditRecord) {
+        let Some(args) = record.entry.args.as_ref().filter(|_| record.entry.kind == RecordKind::Commit) else {
+            return;
+        };
+        let at = args["committed_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        if let (Some(at), Some(commit), Some(service), Some(version)) =
+            (at, args["commit"].as_str(), args["service"].as_str(), args["version"].as_str())
+        {
+            if !self.commits.iter().any(|(c, t)| c == commit && *t == at) {
+                self.commits.push((commit.to_string(), at));
+            }
+            let times = self.builds.entry((service.to_string(), version.to_string())).or_default();
+            if !times.contains(&at) {
+                times.push(at);
+            }
+        }
+    }
+
     pub fn finish(mut self) -> DeliveryReport {
-        // When each deployed version was committed: by its `--commit`, else
-        // by what CI said that version of that service was built from.
+        // When each deployed version was committed: by the commit its
+        // `--commit` names (a short SHA matches its full one), else by what
+        // CI said that version of that service was built from; the newest
+        // such commit made before the deploy. Only a version's first
+        // successful deploy has a lead time (a redeploy changes nothing).
+        self.deployments.sort_by_key(|d| d.at);
+        let mut first = std::collections::HashSet::new();
         for d in &mut self.deployments {
-            let by_commit = d.commit.as_ref().and_then(|c| self.commits.get(c));
-            let by_build = d.version.as_ref().and_then(|v| self.builds.get(&(d.service.clone(), v.clone())));
-            d.commit_time = by_commit.or(by_build).copied().filter(|t| *t <= d.at);
+            let Some(version) = d.version.clone().filter(|_| d.succeeded) else { continue };
+            if !first.insert((d.service.clone(), version.clone())) {
+                continue;
+            }
+            let before = |t: &&DateTime<Utc>| **t <= d.at;
+            let by_commit = d.commit.as_ref().and_then(|c| {
+                let same = |sha: &String| sha.starts_with(c.as_str()) || c.starts_with(sha.as_str());
+                self.commits.iter().filter(|(sha, _)| same(sha)).map(|(_, t)| t).filter(before).max()
+            });
+            let by_build = self.builds.get(&(d.service.clone(), version)).and_then(|t| t.iter().filter(before).max());
+            d.commit_time = by_commit.or(by_build).copied();
         }
         let window = Duration::from_std(self.targets.failure_window).unwrap_or(Duration::days(1));
         self.deployments.sort_by_key(|d| d.at);

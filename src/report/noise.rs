@@ -35,6 +35,9 @@ struct Seen {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Noise {
     pub rows: Vec<NoiseRow>,
+    /// Alert threads that fired in the period, and how many anyone acted on.
+    pub threads: u64,
+    pub acted_threads: u64,
     /// More alert records than one report reads were in the period: the
     /// rows cover the oldest [`SCAN_LIMIT`].
     pub cut_short: bool,
@@ -87,6 +90,9 @@ impl NoiseScan {
     pub fn finish(self) -> Noise {
         let mut by_name: BTreeMap<String, (u64, u64, Vec<i64>)> = BTreeMap::new();
         // An action on a group counts for each alert name that fired in it.
+        let fired_groups = self.groups.values().filter(|s| !s.fired.is_empty());
+        let (threads, acted_threads) =
+            fired_groups.fold((0, 0), |(t, a), s| (t + 1, a + u64::from(s.first_action.is_some())));
         for seen in self.groups.into_values() {
             for (name, fired_at) in seen.fired {
                 let row = by_name.entry(name).or_default();
@@ -108,7 +114,7 @@ impl NoiseScan {
             })
             .collect();
         rows.sort_by(|a, b| b.fired.cmp(&a.fired).then(a.acted_on.cmp(&b.acted_on)).then(a.name.cmp(&b.name)));
-        Noise { rows, cut_short: self.cut_short }
+        Noise { rows, threads, acted_threads, cut_short: self.cut_short }
     }
 }
 
@@ -119,12 +125,11 @@ pub fn noise_text(noise: &Noise, period: &Period) -> String {
         return format!("No alert fired {}.", period.describe());
     }
     let fired: u64 = rows.iter().map(|r| r.fired).sum();
-    let groups: u64 = rows.iter().map(|r| r.groups).sum();
-    let acted: u64 = rows.iter().map(|r| r.acted_on).sum();
+    let (threads, acted) = (noise.threads, noise.acted_threads);
     let mut out = format!(
-        "Alert noise {}: {fired} firings; {acted} of {groups} alert threads acted on ({}).",
+        "Alert noise {}: {fired} firings in {threads} threads; {acted} acted on ({}).",
         period.describe(),
-        super::percent(acted, groups)
+        super::percent(acted, threads)
     );
     out.push_str("\nalert · fired · threads · acted on · median to first action");
     for row in rows.iter().take(25) {

@@ -181,7 +181,7 @@ fn the_noise_report_counts_firings_actions_and_the_wait_for_the_first() {
         [("PoolSaturated", 3, 2, 1, Some(300)), ("DiskFull", 1, 1, 1, Some(120)), ("InodesFull", 1, 1, 1, Some(60))]
     );
     let text = super::noise::noise_text(&noise, &period);
-    assert!(text.contains("5 firings; 3 of 4 alert threads acted on (75%)"), "{text}");
+    assert!(text.contains("5 firings in 3 threads; 2 acted on (67%)"), "{text}");
 }
 
 #[test]
@@ -253,20 +253,36 @@ fn lead_time_comes_from_ci_commit_records_joined_by_commit_or_by_version() {
         ..AuditEntry::new(RecordKind::Commit)
     };
     let seeds = [
-        // api v1 is commit abc1234, made 5h before its deploy names it.
-        (at(2, 4, 0), ci("api", "v1", "abc1234", at(2, 5, 0))),
+        // r-1 names its commit by a short SHA; CI reported the full one
+        // (made 5h before) under another tag: only the commit joins them.
         (at(2, 10, 0), request("r-1", "api", "v1", Some("abc1234"))),
         (at(2, 10, 5), outcome("r-1", "deploy", "api", "production", Verdict::Succeeded)),
-        // pay v7: no --commit, but CI said which commit it is (a day old).
-        (at(3, 9, 0), ci("pay", "v7", "def5678", at(2, 10, 0))),
+        // pay v7: no --commit; CI said which commit it is (a day old). A
+        // later rebuild of v7 (committed after the deploy) is not it.
         (at(3, 10, 0), request("r-2", "pay", "v7", None)),
         (at(3, 10, 0), outcome("r-2", "deploy", "pay", "production", Verdict::Succeeded)),
+        // Redeploying pay v7 changes nothing: no second lead time.
+        (at(5, 10, 0), request("r-4", "pay", "v7", None)),
+        (at(5, 10, 0), outcome("r-4", "deploy", "pay", "production", Verdict::Succeeded)),
         // api v2: nothing known about its commit.
         (at(4, 10, 0), request("r-3", "api", "v2", None)),
         (at(4, 10, 5), outcome("r-3", "deploy", "api", "production", Verdict::Succeeded)),
     ];
     let period = Period { since: at(1, 0, 0), until: at(29, 0, 0) };
     let mut scan = DeliveryScan::new(Targets::default(), period, None);
+    // CI's records come first, read from the start of the trail (one of
+    // them from before the period).
+    let full = "abc1234ffffffffffffffffffffffffffffffff0";
+    for (i, e) in [
+        ci("api", "v1-build-88", full, at(2, 5, 0)),
+        ci("pay", "v7", "def5678", at(2, 10, 0)),
+        ci("pay", "v7", "0a0a0a0", at(3, 12, 0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        scan.take_commit(&record(100 + i as u64, at(1, 0, 0) - chrono::Duration::days(40), e));
+    }
     for (i, (ts, e)) in seeds.into_iter().enumerate() {
         scan.take(&record(i as u64 + 1, ts, e));
     }
@@ -275,5 +291,5 @@ fn lead_time_comes_from_ci_commit_records_joined_by_commit_or_by_version() {
     // 5h5m and 24h: median 14h32m30s, in hours.
     assert_eq!((f.samples, f.band), (2, Some("elite")));
     assert!((f.value.unwrap() - (5.0 + 5.0 / 60.0 + 24.0) / 2.0).abs() < 1e-9, "{:?}", f.value);
-    assert_eq!(f.shown, "median 14h 32m (n=2 of 3 deploys with commit data)");
+    assert_eq!(f.shown, "median 14h 32m (n=2 of 4 deploys with commit data)");
 }

@@ -438,12 +438,12 @@ fn every_source_is_refused_before_its_body_is_read_or_parsed_unless_its_secret_m
     assert_eq!(alert_records(&served).len(), 1, "the same webhook id twice is one record");
     let (_, metrics) = served.get("/metrics");
     for line in [
-        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="unauthorized"} 4"#,
-        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="too_large"} 1"#,
-        r#"opsbot_alert_deliveries_total{source="alertmanager",answer="malformed"} 2"#,
-        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="unauthorized"} 3"#,
-        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="changed"} 1"#,
-        r#"opsbot_alert_deliveries_total{source="pagerduty",answer="unchanged"} 1"#,
+        r#"opsbot_webhooks_total{source="alertmanager",answer="unauthorized"} 4"#,
+        r#"opsbot_webhooks_total{source="alertmanager",answer="too_large"} 1"#,
+        r#"opsbot_webhooks_total{source="alertmanager",answer="malformed"} 2"#,
+        r#"opsbot_webhooks_total{source="pagerduty",answer="unauthorized"} 3"#,
+        r#"opsbot_webhooks_total{source="pagerduty",answer="changed"} 1"#,
+        r#"opsbot_webhooks_total{source="pagerduty",answer="unchanged"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
     }
@@ -563,6 +563,11 @@ fn the_report_in_slack_uploads_the_chart_into_the_channel() {
     let (status, why) = post(&served, "/ci/commits", &[("X-Opsbot-Signature", &sign(CI_SECRET, &unknown))], &unknown);
     assert_eq!((status, why.trim()), (400, "`billing` is not a configured service"));
     assert_eq!(post(&served, "/ci/commits", &[("X-Opsbot-Signature", &signed)], &record).0, 200);
+    let (_, metrics) = served.get("/metrics");
+    for (answer, n) in [("recorded", 1), ("unauthorized", 1), ("malformed", 1)] {
+        let line = format!("opsbot_webhooks_total{{source=\"ci\",answer=\"{answer}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
     served.command("UALICE", "COPS", "/deploy", "api-service v1.4.2", "t1");
     served.command("UBOB", "COPS", "/approve", "r-1", "t2");
     served.slack.wait_for("the outcome", LONG, |c| {

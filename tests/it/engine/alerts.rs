@@ -259,3 +259,83 @@ async fn a_silence_must_name_the_alert_so_one_click_cannot_silence_a_whole_sever
     );
     assert!(!alert_records(&h).iter().any(|e| e.starts_with("silence")), "nothing was asked of Alertmanager");
 }
+
+/// The demo configuration, its commands and its three runbooks, in the core.
+fn demo() -> Harness {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let loaded = opsbot::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let store = std::sync::Arc::new(opsbot::store::MemoryStore::default());
+    let audit: std::sync::Arc<dyn opsbot::audit::AuditLog> =
+        std::sync::Arc::new(opsbot::audit::MemoryAuditLog::default());
+    let clock = std::sync::Arc::new(opsbot::clock::ManualClock::new(super::start()));
+    let sink = std::sync::Arc::new(opsbot::engine::reply::RecordingSink::default());
+    let engine = opsbot::engine::Engine::new(opsbot::engine::Parts {
+        executors: opsbot::engine::Executors::from_config(&loaded.config),
+        config: loaded.config,
+        registry: loaded.registry,
+        store,
+        audit: audit.clone(),
+        chat: sink.clone(),
+        clock: clock.clone(),
+        metrics: Default::default(),
+    });
+    Harness { engine, clock, sink, audit }
+}
+
+#[tokio::test]
+async fn run_runbook_offers_the_alerts_own_runbook_or_the_configured_one_and_waits_for_its_approval() {
+    let h = demo();
+    let mut pool = notice("api-1", State::Firing, "api-service", 0, None);
+    pool.labels.insert("service".into(), "api-service".into());
+    // Its own annotation names another runbook: that one wins.
+    let mut disk = notice("node-3", State::Firing, "api-service", 0, None);
+    disk.name = "DiskFull".into();
+    disk.group = "{}:{alertname=\"DiskFull\"}".into();
+    disk.labels.insert("alertname".into(), "DiskFull".into());
+    disk.annotations.insert("runbook".into(), "disk-full".into());
+    h.engine.take_alerts(vec![pool, disk]).await.unwrap();
+    let messages = alert_messages(&h);
+    let label = |key: &str| {
+        let (_, _, _, buttons) = messages.iter().rev().find(|m| m.0 == key).unwrap();
+        buttons.iter().find(|b| b.action == AlertAction::RunRunbook).map(|b| (b.label.clone(), b.command()))
+    };
+    assert_eq!(label("A-1").unwrap().0, "Run runbook connection-pool", "[alerts.runbooks] maps PoolSaturated");
+    assert_eq!(label("A-2").unwrap().0, "Run runbook disk-full", "its runbook annotation");
+    // bob (an SRE) clicks: the run waits for another SRE's approval of
+    // the whole plan, as `/runbook run connection-pool` typed would.
+    let bob = opsbot::event::Actor::parse("console:bob").unwrap();
+    h.engine.handle(command(bob.clone(), &label("A-1").unwrap().1)).await;
+    let pending = h.engine.store().get_pending("r-1").unwrap().expect("the run waits for approval");
+    assert_eq!(pending.requester, bob);
+    assert!(
+        matches!(&pending.request, opsbot::command::Request::Runbook { op: opsbot::command::RunbookOp::Run { runbook, .. } } if runbook == "connection-pool")
+    );
+    assert!(h.sink.replies().iter().any(|r| matches!(r, Reply::Approval(view) if view.plan.is_some())));
+    assert_eq!(alert_records(&h), ["fired", "fired", "act:runbook", "acted:runbook"]);
+}
+
+#[tokio::test]
+async fn roll_back_means_the_deploy_the_message_showed_and_is_refused_once_another_shipped() {
+    let h = engine_with(ALERTS);
+    for (deploy, id) in [("/deploy api v2", "/approve r-1")] {
+        h.engine.handle(command(user(0), deploy)).await;
+        h.engine.handle(command(user(1), id)).await;
+    }
+    h.engine.wait_idle().await;
+    h.clock.set(chrono::Utc::now() + chrono::Duration::seconds(60));
+    h.engine.take_alerts(vec![notice("api-1", State::Firing, "api", 1, None)]).await.unwrap();
+    let (_, _, _, buttons) = alert_messages(&h).pop().unwrap();
+    let rollback = buttons.iter().find(|b| b.action == AlertAction::RollBack).unwrap().clone();
+    assert_eq!(rollback.label, "Roll back v2");
+    assert_eq!(rollback.command(), format!("/alerts act A-1 rollback --version {} --of r-1", rollback.version));
+    // v3 ships before anyone clicks; the message's version has not moved.
+    h.engine.handle(command(user(0), "/deploy api v3")).await;
+    h.engine.handle(command(user(1), "/approve r-2")).await;
+    h.engine.wait_idle().await;
+    h.engine.handle(command(user(3), &rollback.command())).await;
+    // The click means r-1's v2, which is no longer the newest change: refused.
+    let pending = h.engine.store().open_requests().unwrap();
+    assert!(pending.iter().all(|p| !matches!(p.request, opsbot::command::Request::Rollback { .. })), "{pending:#?}");
+    let said = private_texts(&h);
+    assert!(said.iter().any(|t| t.contains("api changed since r-1: its newest change is r-2")), "{said:#?}");
+}
