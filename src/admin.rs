@@ -582,24 +582,13 @@ pub async fn delivery_report(
     period: crate::report::Period,
     service: Option<String>,
 ) -> Result<crate::report::delivery::DeliveryReport> {
-    let since = period.since - chrono::Duration::from_std(targets.failure_window).unwrap_or_default();
     let scan =
         Arc::new(std::sync::Mutex::new(Some(crate::report::delivery::DeliveryScan::new(targets, period, service))));
-    // CI's commit records from the start of the trail (builds are often
-    // committed long before they are deployed), then the period's records.
+    // The whole trail, once: before the period, CI's commit records and
+    // which versions were deployed already (see DeliveryScan::read).
     let scanning = scan.clone();
-    let commits = AuditQuery { kind: Some(RecordKind::Commit), ..Default::default() };
-    visit_records(data_dir, commits, move |record| {
-        if let Some(scan) = scanning.lock().expect("scan lock").as_mut() {
-            scan.take_commit(&record);
-        }
-        true
-    })
-    .await?;
-    let scanning = scan.clone();
-    let query = AuditQuery { since: Some(since), ..Default::default() };
-    visit_records(data_dir, query, move |record| {
-        scanning.lock().expect("scan lock").as_mut().is_some_and(|scan| scan.take(&record))
+    visit_records(data_dir, AuditQuery::default(), move |record| {
+        scanning.lock().expect("scan lock").as_mut().is_some_and(|scan| scan.read(&record))
     })
     .await?;
     let scan = scan.lock().expect("scan lock").take().ok_or_else(|| Error::Io("the report scan was lost".into()))?;

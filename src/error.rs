@@ -37,9 +37,10 @@ pub enum Error {
     Config(#[from] Problems),
     #[error("{0}")]
     Io(String),
-    /// A refusal or failure whose records are already in the trail (an
-    /// alert button's command was refused under its own gates, a silence
-    /// did not take): told as the inner error, never recorded again.
+    /// A refusal or failure whose outcome is already in the trail, or could
+    /// not be written (an alert button's command refused under its own
+    /// gates, a silence that did not take): told as the inner error, never
+    /// recorded a second time.
     #[error("{0}")]
     Recorded(Box<Error>),
 }

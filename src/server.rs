@@ -272,8 +272,9 @@ async fn take_alerts(state: AppState, source: crate::alert::Source, request: Req
     };
     let answer = run_detached(&state, "alert delivery", work).await;
     if !counted.load(Ordering::Relaxed) {
-        // Refused before it ran (too many requests at once) or it panicked.
-        metrics.webhook(name, "busy");
+        // Refused before it ran (too many requests at once), or it panicked.
+        let error = answer.status() == StatusCode::INTERNAL_SERVER_ERROR;
+        metrics.webhook(name, if error { "error" } else { "busy" });
     }
     answer
 }
@@ -303,8 +304,13 @@ async fn ci_commits(State(state): State<AppState>, Raw { headers, body }: Raw) -
         }
     };
     let engine = state.engine.clone();
+    let counted = Arc::new(AtomicBool::new(false));
+    let ran = counted.clone();
     let work = async move {
-        let count = |answer: &str| engine.metrics().webhook("ci", answer);
+        let count = |answer: &str| {
+            ran.store(true, Ordering::Relaxed);
+            engine.metrics().webhook("ci", answer)
+        };
         match engine.take_commit(record).await {
             Ok(()) => {
                 count("recorded");
@@ -321,7 +327,13 @@ async fn ci_commits(State(state): State<AppState>, Raw { headers, body }: Raw) -
             }
         }
     };
-    run_detached(&state, "ci commit", work).await
+    let answer = run_detached(&state, "ci commit", work).await;
+    if !counted.load(Ordering::Relaxed) {
+        // Refused before it ran (too many requests at once), or it panicked.
+        let error = answer.status() == StatusCode::INTERNAL_SERVER_ERROR;
+        metrics.webhook("ci", if error { "error" } else { "busy" });
+    }
+    answer
 }
 
 /// Runs a request on a tracked task of its own, so the engine's work runs

@@ -261,9 +261,15 @@ impl Engine {
                 drop(guard);
                 // The clicker asking for it, under its own gates; recorded
                 // as acted on once it was taken (ran, or waits for approval).
-                Box::pin(self.on_command(actor, roles, &text, reply))
-                    .await
-                    .map_err(|e| Error::Recorded(Box::new(e)))?;
+                if let Err(e) = Box::pin(self.on_command(actor, roles, &text, reply)).await {
+                    // Refused under its own gates (recorded there), or
+                    // before them (a runbook's missing parameter): the
+                    // alert's story says it did not happen either way.
+                    let verdict = if e.is_internal() { Verdict::Failed } else { Verdict::Denied };
+                    let refused = said(&group, "act refused", format!("{text}: {}", e.user_message()));
+                    self.audit.append_all(vec![AuditEntry { outcome: Some(verdict), ..refused }]).await?;
+                    return Err(Error::Recorded(Box::new(e)));
+                }
                 let record = said(&group, &format!("acted:{what}"), format!("{actor} asked for {text} from {id}"));
                 self.audit.append_all(vec![record]).await?;
                 Ok(())
@@ -443,7 +449,13 @@ impl Engine {
         // The silence exists: its record first, on its own, so nothing
         // that goes wrong with the group can leave it unrecorded.
         let done = record("silenced", Verdict::Succeeded, text.clone(), Some(state));
-        self.audit.append_all(vec![done]).await.map_err(|e| Error::Recorded(Box::new(e.into())))?;
+        if let Err(e) = self.audit.append_all(vec![done]).await {
+            tracing::error!(error = %e, alert = %id, silence = %live.id, "a silence Alertmanager made could not be recorded");
+            return Err(Error::Recorded(Box::new(Error::Invalid(format!(
+                "Alertmanager made silence {} for {id}, but opsbot could not record it (see its logs); look at it in Alertmanager",
+                live.id
+            )))));
+        }
         let guard = self.alerts.lock().await;
         // The group as it stands now (alerts may have come meanwhile).
         let recorded = |e: Error| Error::Recorded(Box::new(e));

@@ -41,19 +41,12 @@ impl Engine {
         let targets = self.config.reports.clone();
         // Incidents declared before the period may be resolved in it, and
         // a deployment's failure can show after: read a window around it.
-        let since = period.since - chrono::Duration::from_std(targets.failure_window).unwrap_or_default();
-        let query = AuditQuery { since: Some(since), ..Default::default() };
         let service = service.map(str::to_string);
         tokio::task::spawn_blocking(move || {
+            // The whole trail, once: before the period, CI's commit records
+            // and which versions were deployed already (see DeliveryScan::read).
             let mut scan = DeliveryScan::new(targets, period, service);
-            // CI's commit records from the start: builds are often
-            // committed long before they are deployed.
-            let commits = AuditQuery { kind: Some(RecordKind::Commit), ..Default::default() };
-            audit.each(&commits, &mut |record| {
-                scan.take_commit(&record);
-                true
-            })?;
-            audit.each(&query, &mut |record| scan.take(&record))?;
+            audit.each(&AuditQuery::default(), &mut |record| scan.read(&record))?;
             Ok(scan.finish())
         })
         .await

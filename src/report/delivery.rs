@@ -89,8 +89,13 @@ pub struct DeliveryScan {
     asked: HashMap<String, (Option<String>, Option<String>)>,
     /// CI's commit records: when each commit was made, by commit and by
     /// (service, version).
-    commits: Vec<(String, DateTime<Utc>)>,
+    commits: BTreeMap<String, Vec<DateTime<Utc>>>,
     builds: HashMap<(String, String), Vec<DateTime<Utc>>>,
+    /// Versions deployed (successfully) before the records [`take`] reads:
+    /// redeploying one later is not its first deploy.
+    ///
+    /// [`take`]: DeliveryScan::take
+    deployed_before: std::collections::HashSet<(String, String)>,
     /// Records kept so far, and whether the scan stopped at [`SCAN_LIMIT`].
     kept: usize,
     cut_short: bool,
@@ -149,8 +154,9 @@ impl DeliveryScan {
             incidents: BTreeMap::new(),
             deploy_intents: Default::default(),
             asked: HashMap::new(),
-            commits: Vec::new(),
+            commits: BTreeMap::new(),
             builds: HashMap::new(),
+            deployed_before: Default::default(),
             kept: 0,
             cut_short: false,
         }
@@ -231,9 +237,43 @@ impl DeliveryScan {
         true
     }
 
-    /// Takes a CI commit record. Callers read these from the start of the
-    /// trail (a build is often committed long before the period), then the
-    /// period's records through [`DeliveryScan::take`].
+    /// Where [`DeliveryScan::take`] starts reading: the period's start less
+    /// the failure window (an incident declared before the period can
+    /// resolve in it; a deployment's failure can show after it).
+    pub fn reads_from(&self) -> DateTime<Utc> {
+        self.period.since - Duration::from_std(self.targets.failure_window).unwrap_or_default()
+    }
+
+    /// Takes any record of the whole trail, oldest first: before
+    /// [`DeliveryScan::reads_from`] only CI's commit records (a build is
+    /// often committed long before it is deployed) and which versions were
+    /// already deployed are kept; from then on, [`DeliveryScan::take`].
+    pub fn read(&mut self, record: &AuditRecord) -> bool {
+        if record.ts >= self.reads_from() {
+            return self.take(record);
+        }
+        let entry = &record.entry;
+        match entry.kind {
+            RecordKind::Commit => self.take_commit(record),
+            RecordKind::Request if entry.command.as_deref() == Some("deploy") => {
+                if let (Some(id), Some(version)) =
+                    (&entry.request_id, entry.args.as_ref().and_then(|a| a["version"].as_str()))
+                {
+                    self.asked.insert(id.clone(), (Some(version.to_string()), None));
+                }
+            }
+            RecordKind::Outcome if entry.outcome == Some(Verdict::Succeeded) => {
+                let asked = entry.request_id.as_ref().and_then(|id| self.asked.remove(id));
+                if let (Some(service), Some((Some(version), _))) = (&entry.service, asked) {
+                    self.deployed_before.insert((service.clone(), version));
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Takes a CI commit record.
     pub fn take_commit(&mut self, record: &AuditRecord) {
         let Some(args) = record.entry.args.as_ref().filter(|_| record.entry.kind == RecordKind::Commit) else {
             return;
@@ -245,8 +285,9 @@ impl DeliveryScan {
         if let (Some(at), Some(commit), Some(service), Some(version)) =
             (at, args["commit"].as_str(), args["service"].as_str(), args["version"].as_str())
         {
-            if !self.commits.iter().any(|(c, t)| c == commit && *t == at) {
-                self.commits.push((commit.to_string(), at));
+            let times = self.commits.entry(commit.to_string()).or_default();
+            if !times.contains(&at) {
+                times.push(at);
             }
             let times = self.builds.entry((service.to_string(), version.to_string())).or_default();
             if !times.contains(&at) {
@@ -262,7 +303,7 @@ impl DeliveryScan {
         // such commit made before the deploy. Only a version's first
         // successful deploy has a lead time (a redeploy changes nothing).
         self.deployments.sort_by_key(|d| d.at);
-        let mut first = std::collections::HashSet::new();
+        let mut first = std::mem::take(&mut self.deployed_before);
         for d in &mut self.deployments {
             let Some(version) = d.version.clone().filter(|_| d.succeeded) else { continue };
             if !first.insert((d.service.clone(), version.clone())) {
@@ -270,8 +311,11 @@ impl DeliveryScan {
             }
             let before = |t: &&DateTime<Utc>| **t <= d.at;
             let by_commit = d.commit.as_ref().and_then(|c| {
-                let same = |sha: &String| sha.starts_with(c.as_str()) || c.starts_with(sha.as_str());
-                self.commits.iter().filter(|(sha, _)| same(sha)).map(|(_, t)| t).filter(before).max()
+                // CI's SHAs that start with the one given (it may be
+                // short), and those it starts with (CI's may be short).
+                let longer = self.commits.range(c.clone()..).take_while(|(sha, _)| sha.starts_with(c.as_str()));
+                let shorter = (7..c.len()).filter_map(|n| self.commits.get_key_value(&c[..n]));
+                longer.chain(shorter).flat_map(|(_, times)| times.iter()).filter(before).max()
             });
             let by_build = self.builds.get(&(d.service.clone(), version)).and_then(|t| t.iter().filter(before).max());
             d.commit_time = by_commit.or(by_build).copied();

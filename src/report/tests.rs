@@ -267,29 +267,31 @@ fn lead_time_comes_from_ci_commit_records_joined_by_commit_or_by_version() {
         // api v2: nothing known about its commit.
         (at(4, 10, 0), request("r-3", "api", "v2", None)),
         (at(4, 10, 5), outcome("r-3", "deploy", "api", "production", Verdict::Succeeded)),
+        // pay v6 went out months ago: going back to it is no new change.
+        (at(6, 10, 0), request("r-5", "pay", "v6", None)),
+        (at(6, 10, 0), outcome("r-5", "deploy", "pay", "production", Verdict::Succeeded)),
     ];
     let period = Period { since: at(1, 0, 0), until: at(29, 0, 0) };
     let mut scan = DeliveryScan::new(Targets::default(), period, None);
-    // CI's records come first, read from the start of the trail (one of
-    // them from before the period).
+    // The whole trail, oldest first: long before the period, CI's records
+    // and pay v6's first deploy.
+    let long_ago = |days: i64| at(1, 0, 0) - chrono::Duration::days(days);
     let full = "abc1234ffffffffffffffffffffffffffffffff0";
-    for (i, e) in [
-        ci("api", "v1-build-88", full, at(2, 5, 0)),
-        ci("pay", "v7", "def5678", at(2, 10, 0)),
-        ci("pay", "v7", "0a0a0a0", at(3, 12, 0)),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        scan.take_commit(&record(100 + i as u64, at(1, 0, 0) - chrono::Duration::days(40), e));
-    }
-    for (i, (ts, e)) in seeds.into_iter().enumerate() {
-        scan.take(&record(i as u64 + 1, ts, e));
+    let history = [
+        (long_ago(90), ci("pay", "v6", "6666666", long_ago(91))),
+        (long_ago(90), request("r-0", "pay", "v6", None)),
+        (long_ago(90), outcome("r-0", "deploy", "pay", "production", Verdict::Succeeded)),
+        (long_ago(40), ci("api", "v1-build-88", full, at(2, 5, 0))),
+        (long_ago(40), ci("pay", "v7", "def5678", at(2, 10, 0))),
+        (long_ago(40), ci("pay", "v7", "0a0a0a0", at(3, 12, 0))),
+    ];
+    for (i, (ts, e)) in history.into_iter().chain(seeds).enumerate() {
+        assert!(scan.read(&record(i as u64 + 1, ts, e)));
     }
     let r = scan.finish();
     let f = figure(&r, "lead time for changes");
     // 5h5m and 24h: median 14h32m30s, in hours.
     assert_eq!((f.samples, f.band), (2, Some("elite")));
     assert!((f.value.unwrap() - (5.0 + 5.0 / 60.0 + 24.0) / 2.0).abs() < 1e-9, "{:?}", f.value);
-    assert_eq!(f.shown, "median 14h 32m (n=2 of 4 deploys with commit data)");
+    assert_eq!(f.shown, "median 14h 32m (n=2 of 5 deploys with commit data)");
 }

@@ -338,4 +338,9 @@ async fn roll_back_means_the_deploy_the_message_showed_and_is_refused_once_anoth
     assert!(pending.iter().all(|p| !matches!(p.request, opsbot::command::Request::Rollback { .. })), "{pending:#?}");
     let said = private_texts(&h);
     assert!(said.iter().any(|t| t.contains("api changed since r-1: its newest change is r-2")), "{said:#?}");
+    // The alert's story says the act was refused, not that anyone acted.
+    assert_eq!(alert_records(&h), ["fired", "act:rollback", "act refused"]);
+    let refusals = h.audit.read(&AuditQuery { request_id: Some("A-1".into()), ..Default::default() }).unwrap();
+    let denials = refusals.iter().filter(|r| r.entry.kind == RecordKind::Decision).count();
+    assert_eq!(denials, 0, "no second, contradictory decision under the alert's id");
 }
