@@ -8,6 +8,9 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The patched sled ([patch.crates-io]) and the chart's font (include_bytes!).
+COPY vendor ./vendor
+COPY assets ./assets
 COPY src ./src
 COPY benches ./benches
 COPY tests ./tests
