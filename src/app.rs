@@ -19,6 +19,18 @@ use std::time::Duration;
 
 /// How long shutdown waits for running actions before recording them as interrupted.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// How long background tasks get to end at shutdown.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest `opsbot serve` takes to stop after SIGTERM: running actions,
+/// then each platform's queued messages, then background tasks (the store's
+/// flush after them is quick). A pod's `terminationGracePeriodSeconds` must
+/// be longer (tests/it/manifests.rs holds deploy/kubernetes to it).
+pub fn stop_budget(config: &crate::config::Config) -> Duration {
+    let slack = config.slack.as_ref().map_or(Duration::ZERO, |s| s.shutdown_grace);
+    let discord = config.discord.as_ref().map_or(Duration::ZERO, |d| d.shutdown_grace);
+    SHUTDOWN_GRACE + slack + discord + TASKS_GRACE
+}
 
 /// Options of `opsbot console`.
 pub struct ConsoleOptions {
@@ -193,7 +205,7 @@ impl Running {
     async fn finish(self) -> Result<()> {
         self.engine.audit().append(system_record(&format!("opsbot {} stopped", self.name))).await?;
         self.admin.stop();
-        if !self.tasks.shutdown(Duration::from_secs(5)).await {
+        if !self.tasks.shutdown(TASKS_GRACE).await {
             tracing::warn!("some background tasks were still running at shutdown");
         }
         self.store.audit().close();
@@ -239,67 +251,42 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
 
     let Loaded { config, registry } = loaded;
     // Every missing secret is reported at once, before anything is opened.
-    let mut problems = Vec::new();
-    let mut need = |section: &str, name: &str, why: &str| {
-        let value = secret(name);
-        if value.is_none() {
-            problems.push(Problem::new(
+    let mut problems: Vec<Problem> = config
+        .secret_variables()
+        .into_iter()
+        .filter(|v| v.required && secret(&v.name).is_none())
+        .map(|v| {
+            Problem::new(
                 &config.source,
-                section,
-                format!("{name} is not set"),
-                format!("export {name} ({why})"),
-            ));
-        }
-        value
-    };
+                &v.section,
+                format!("{} is not set", v.name),
+                format!("export {} ({})", v.name, v.why),
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
     let slack_secrets = config.slack.as_ref().map(|s| {
-        let bot = need("slack", "SLACK_BOT_TOKEN", "the bot token, xoxb-…, to post replies");
-        let signing =
-            if s.mode.http() { need("slack", "SLACK_SIGNING_SECRET", "to verify Slack's requests") } else { None };
-        let app = if s.mode.socket() {
-            need("slack", "SLACK_APP_TOKEN", "the app-level token, xapp-…, for Socket Mode")
-        } else {
-            None
-        };
+        let bot = secret("SLACK_BOT_TOKEN");
+        let signing = if s.mode.http() { secret("SLACK_SIGNING_SECRET") } else { None };
+        let app = if s.mode.socket() { secret("SLACK_APP_TOKEN") } else { None };
         (bot, signing, app)
     });
     let discord_secrets = config.discord.as_ref().map(|d| {
-        let token = need("discord", "DISCORD_TOKEN", "the bot token, to post replies and hold the gateway");
-        let application = need("discord", "DISCORD_APPLICATION_ID", "the application's id, to answer interactions");
-        let key = if d.mode.http() {
-            need("discord", "DISCORD_PUBLIC_KEY", "the application's public key, to verify interactions")
-        } else {
-            None
-        };
-        (token, application, key)
+        let key = if d.mode.http() { secret("DISCORD_PUBLIC_KEY") } else { None };
+        (secret("DISCORD_TOKEN"), secret("DISCORD_APPLICATION_ID"), key)
     });
     let alert_secrets = match config.alerts.as_ref().map(crate::alert::intake::AlertSecrets::from_env) {
         None => None,
         Some(Ok(secrets)) => Some(Arc::new(secrets)),
+        // Checked above: only a variable emptied since then gets here.
         Some(Err(missing)) => {
-            for why in missing {
-                problems.push(Problem::new(
-                    &config.source,
-                    "alerts",
-                    why,
-                    "export it (the sender's shared secret; it never goes in the config file)",
-                ));
-            }
-            None
+            let why = missing.into_iter().map(|why| Problem::new(&config.source, "alerts", why, "export it"));
+            return Err(Problems(why.collect()).into());
         }
     };
-    let ci_secret = config.ci.as_ref().and_then(|ci| {
-        let value = secret(&ci.secret_env);
-        if value.is_none() {
-            problems.push(Problem::new(
-                &config.source,
-                "ci.secret_env",
-                format!("{} is not set", ci.secret_env),
-                "export it (the secret CI signs its commit records with)",
-            ));
-        }
-        value.map(Arc::new)
-    });
+    let ci_secret = config.ci.as_ref().and_then(|ci| secret(&ci.secret_env)).map(Arc::new);
     let mut discord_parts = None;
     if let Some((Some(token), Some(application), key)) = &discord_secrets {
         let verifier = match key.as_deref().map(crate::chat::discord::verify::Verifier::from_hex).transpose() {

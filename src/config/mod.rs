@@ -8,7 +8,10 @@ pub mod alerts;
 mod backends;
 mod chat;
 mod parse;
+mod secrets;
 pub mod targets;
+
+pub use secrets::SecretVar;
 
 pub use backends::Budget;
 pub use parse::from_str;

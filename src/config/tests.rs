@@ -146,3 +146,51 @@ backend = { type = "kubernetes", namespace = "shop", deployment = "web", contain
     let simulated = super::from_str(Path::new("ok.toml"), &format!("{BASE}{rule}"), &mut problems);
     assert_eq!(simulated.map(|c| c.action_timeout), Some(std::time::Duration::from_secs(15 * 60)), "the default");
 }
+
+#[test]
+fn the_secrets_a_configuration_reads_are_listed_with_what_serve_requires() {
+    let rule = "[[rules]]\ncommands = [\"deploy\"]\nenvironments = [\"*\"]\nrequesters = [\"sre\"]\n";
+    let text = format!(
+        "{BASE}{rule}
+[slack]
+mode = \"both\"
+[discord]
+mode = \"http\"
+[alerts]
+default_channel = \"slack:C1\"
+[alerts.alertmanager]
+username_env = \"AM_USER\"
+password_env = \"AM_PASSWORD\"
+[alerts.pagerduty]
+secrets_env = \"PD_SECRETS\"
+[ci]
+secret_env = \"CI_SECRET\"
+[databases.main]
+url_env = \"MAIN_DB\"
+[http.events]
+url = \"https://example.com/events\"
+method = \"POST\"
+api_key_env = \"NEVER_READ\"
+api_key_header = \"X-Key\"
+simulated = true
+"
+    );
+    let mut problems = Vec::new();
+    let config = super::from_str(Path::new("ok.toml"), &text, &mut problems).unwrap_or_else(|| panic!("{problems:?}"));
+    let listed: Vec<(String, bool)> = config.secret_variables().into_iter().map(|v| (v.name, v.required)).collect();
+    let want = [
+        ("SLACK_BOT_TOKEN", true),
+        ("SLACK_SIGNING_SECRET", true),
+        ("SLACK_APP_TOKEN", true),
+        ("DISCORD_TOKEN", true),
+        ("DISCORD_APPLICATION_ID", true),
+        ("DISCORD_PUBLIC_KEY", true),
+        ("AM_USER", true),
+        ("AM_PASSWORD", true),
+        ("PD_SECRETS", true),
+        ("CI_SECRET", true),
+        ("OPSBOT_AUDIT_KEY", false),
+        ("MAIN_DB", false),
+    ];
+    assert_eq!(listed, want.map(|(n, r)| (n.to_string(), r)));
+}
