@@ -11,6 +11,8 @@
 //!   kubectl, then the kube-rs backend driven from the console against it.
 //! - `discord`: `opsbot serve` against `fake_discord` (REST and gateway on one
 //!   port, proven with discord.py), interactions signed with Ed25519.
+//! - `manifests`: deploy/kubernetes rendered by kubectl, typed, held to the
+//!   code (probes, secrets, RBAC verbs), and run as its pod would be.
 //! - `runbook`: runbooks through the console against a real PostgreSQL, a
 //!   local HTTP server and the fake Kubernetes API server (Jobs).
 //! - `slack`: `opsbot serve` against `fake_slack`, a fake Slack Web API and
@@ -31,6 +33,7 @@ mod fake_ecs;
 mod fake_k8s;
 mod fake_slack;
 mod kubernetes;
+mod manifests;
 mod postgres;
 mod relay;
 mod runbook;

@@ -19,10 +19,11 @@ pub struct Permission {
 
 impl Permission {
     /// The API group: pods and events are in the core group, Jobs in batch.
-    fn group(&self) -> &'static str {
+    pub fn group(&self) -> &'static str {
         match self.resource {
             "pods" | "events" => "",
             "jobs" => "batch",
+            "selfsubjectaccessreviews" => "authorization.k8s.io",
             _ => "apps",
         }
     }
@@ -46,6 +47,11 @@ pub const JOB_NEEDED: [Permission; 4] = [
     Permission { verb: "list", resource: "pods", subresource: None },
     Permission { verb: "get", resource: "pods", subresource: Some("log") },
 ];
+
+/// What `check --live` itself needs, cluster-wide: to ask the API server
+/// what opsbot may do.
+pub const ACCESS_REVIEW: Permission =
+    Permission { verb: "create", resource: "selfsubjectaccessreviews", subresource: None };
 
 /// The RBAC rules that would grant `missing`, as Role YAML lines.
 pub fn rbac_rules(missing: &[Permission]) -> String {
@@ -170,10 +176,10 @@ impl Kubernetes {
                 Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
                 Ok(_) => missing.push(permission),
                 Err(e) if e.failure == Failure::Forbidden => {
-                    return Ok(Err(LiveFinding::MissingPermissions(
-                        "opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions; add to opsbot's ClusterRole:\n- apiGroups: [\"authorization.k8s.io\"]\n  resources: [\"selfsubjectaccessreviews\"]\n  verbs: [\"create\"]\n"
-                            .to_string(),
-                    )))
+                    return Ok(Err(LiveFinding::MissingPermissions(format!(
+                        "opsbot may not create selfsubjectaccessreviews, so it cannot check its permissions; add to opsbot's ClusterRole:\n{}",
+                        rbac_rules(&[ACCESS_REVIEW])
+                    ))))
                 }
                 Err(e) => return Ok(Err(LiveFinding::from_error(e.into_action(t)))),
             }

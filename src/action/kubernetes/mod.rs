@@ -25,7 +25,7 @@ mod status;
 mod undo;
 mod write;
 
-pub use access::{rbac_rules, Permission, JOB_NEEDED, NEEDED};
+pub use access::{rbac_rules, Permission, ACCESS_REVIEW, JOB_NEEDED, NEEDED};
 pub use job::{job_name, job_spec, JOB_GRACE};
 
 use super::{Action, ActionError, Executor, Outcome, Progress, RunContext};
