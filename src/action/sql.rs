@@ -260,7 +260,7 @@ async fn connect(url: &str) -> Result<(tokio_postgres::Client, tokio::task::Join
 }
 
 /// The TLS client setup, with the system's roots read from disk once.
-fn tls() -> Result<rustls::ClientConfig, ActionError> {
+pub(crate) fn tls() -> Result<rustls::ClientConfig, ActionError> {
     static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
     let made = TLS.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();

@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 
 mod dedup;
 mod memory;
+pub mod postgres;
 mod sled_store;
 
-#[cfg(test)]
-mod contract;
+/// The contract every [`Store`] keeps, as checks any store can be given
+/// (tests only; public so the PostgreSQL tests can run it too).
+#[doc(hidden)]
+pub mod contract;
 
 pub use memory::MemoryStore;
 pub use sled_store::{repair, ReadOnly, SledStore};

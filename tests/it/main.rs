@@ -38,4 +38,5 @@ mod postgres;
 mod relay;
 mod runbook;
 mod slack;
+mod store;
 mod support;

@@ -1,0 +1,76 @@
+//! The PostgreSQL store (`[store] type = "postgres"`): the audit trail
+//! ([`PgAuditLog`]) and the state besides it ([`PgStore`]) in one database
+//! that several replicas share. The tables and their guards are in
+//! `schema.sql`; `pool` holds the connections.
+
+mod audit;
+mod pool;
+mod state;
+
+pub use audit::PgAuditLog;
+pub use pool::Pg;
+pub use state::PgStore;
+
+use super::StoreError;
+use std::sync::Arc;
+
+/// The schema, as `opsbot store schema` prints it.
+pub const SCHEMA: &str = include_str!("schema.sql");
+
+/// Every table the schema makes: when all are there, it is not applied again
+/// (a bot role without CREATE can then start).
+const TABLES: [&str; 9] = [
+    "opsbot_audit",
+    "opsbot_requests",
+    "opsbot_run_locks",
+    "opsbot_holds",
+    "opsbot_dedup",
+    "opsbot_incidents",
+    "opsbot_alerts",
+    "opsbot_alert_keys",
+    "opsbot_links",
+];
+
+/// Connections the state store keeps (the audit writer has one more).
+const CONNECTIONS: usize = 4;
+
+/// The store and trail in the database at `url`; the schema is made first
+/// if any of it is missing.
+pub fn open(url: &str) -> Result<(PgStore, Arc<PgAuditLog>), StoreError> {
+    let pg = Arc::new(Pg::open(url, CONNECTIONS)?);
+    ensure_schema(&pg)?;
+    let audit = PgAuditLog::open(pg.clone())?;
+    Ok((PgStore::new(pg), audit))
+}
+
+fn ensure_schema(pg: &Pg) -> Result<(), StoreError> {
+    let missing: Vec<String> = pg.call(|c| {
+        let mut missing = Vec::new();
+        for table in TABLES {
+            let there: Option<String> = c.query_one("SELECT to_regclass($1)::text", &[&table])?.get(0);
+            if there.is_none() {
+                missing.push(table.to_string());
+            }
+        }
+        Ok(missing)
+    })?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // Replicas starting together make it one at a time.
+    pg.call(|c| {
+        let mut t = c.transaction()?;
+        t.batch_execute("SELECT pg_advisory_xact_lock(7021584529700000000)")?;
+        t.batch_execute(SCHEMA)?;
+        t.commit()
+    })
+    .map_err(|e| {
+        StoreError::Open {
+            path: "[store] postgres".into(),
+            reason: format!(
+                "the tables {} are missing and could not be made ({e}); have the database's owner run `opsbot store schema | psql …` and grant the bot's role what docs/production.md lists",
+                missing.join(", ")
+            ),
+        }
+    })
+}

@@ -1,0 +1,99 @@
+-- opsbot's PostgreSQL store ([store] type = "postgres"; docs/production.md).
+-- opsbot applies it on start when its role may create these objects; a DBA
+-- can apply it instead (`opsbot store schema | psql …`) and give the bot's
+-- role only the grants in docs/production.md. Every statement is idempotent.
+
+-- The audit trail. `record` holds each record exactly as sealed (its
+-- SHA-256, then the JSON body that names the previous record's hash):
+-- verification re-hashes these bytes. The other columns repeat what the body
+-- says, for lookups.
+CREATE TABLE IF NOT EXISTS opsbot_audit (
+    seq        bigint PRIMARY KEY CHECK (seq > 0),
+    ts         timestamptz NOT NULL,
+    -- A record has at most one successor: two writers can never fork the chain.
+    prev       text NOT NULL UNIQUE,
+    hash       text NOT NULL UNIQUE,
+    kind       text NOT NULL,
+    service    text,
+    request_id text,
+    record     bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS opsbot_audit_by_service ON opsbot_audit (service, seq);
+CREATE INDEX IF NOT EXISTS opsbot_audit_by_request ON opsbot_audit (request_id, seq);
+
+-- Append-only by construction: no UPDATE, DELETE or TRUNCATE, whoever asks
+-- (the bot's role is not granted them either).
+CREATE OR REPLACE FUNCTION opsbot_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'opsbot_audit is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE OR REPLACE TRIGGER opsbot_audit_no_change BEFORE UPDATE OR DELETE ON opsbot_audit
+    FOR EACH ROW EXECUTE FUNCTION opsbot_audit_append_only();
+CREATE OR REPLACE TRIGGER opsbot_audit_no_truncate BEFORE TRUNCATE ON opsbot_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_append_only();
+
+-- Each record follows the one before it: record 1 the genesis hash, record n
+-- the hash of record n-1 (checked after the statement's rows are in, so a
+-- commit of many records is checked whole).
+CREATE OR REPLACE FUNCTION opsbot_audit_chained() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.seq = 1 THEN
+        IF NEW.prev <> repeat('0', 64) THEN
+            RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM opsbot_audit WHERE seq = NEW.seq - 1 AND hash = NEW.prev) THEN
+        RAISE EXCEPTION 'audit record % does not follow record %', NEW.seq, NEW.seq - 1
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER opsbot_audit_chain AFTER INSERT ON opsbot_audit
+    FOR EACH ROW EXECUTE FUNCTION opsbot_audit_chained();
+
+-- State besides the trail (the Store trait). Bodies are the same JSON the
+-- sled store keeps.
+CREATE SEQUENCE IF NOT EXISTS opsbot_request_ids;
+CREATE SEQUENCE IF NOT EXISTS opsbot_incident_ids;
+CREATE SEQUENCE IF NOT EXISTS opsbot_alert_ids;
+CREATE TABLE IF NOT EXISTS opsbot_requests (
+    id   text PRIMARY KEY,
+    n    bigint NOT NULL,
+    open boolean NOT NULL,
+    body text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS opsbot_requests_open ON opsbot_requests (n) WHERE open;
+CREATE TABLE IF NOT EXISTS opsbot_run_locks (
+    service    text PRIMARY KEY,
+    request_id text NOT NULL,
+    until      timestamptz NOT NULL,
+    body       text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opsbot_holds (
+    service text PRIMARY KEY,
+    body    text NOT NULL
+);
+-- Delivery keys by the dedup window they were taken in.
+CREATE TABLE IF NOT EXISTS opsbot_dedup (
+    key    text NOT NULL,
+    win    bigint NOT NULL,
+    PRIMARY KEY (key, win)
+);
+CREATE INDEX IF NOT EXISTS opsbot_dedup_by_window ON opsbot_dedup (win);
+CREATE TABLE IF NOT EXISTS opsbot_incidents (
+    id   text PRIMARY KEY,
+    n    bigint NOT NULL,
+    open boolean NOT NULL,
+    body text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opsbot_alerts (
+    id   text PRIMARY KEY,
+    body text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opsbot_alert_keys (
+    key text PRIMARY KEY,
+    id  text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opsbot_links (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
