@@ -6,6 +6,9 @@
 //!   fsynced, from 1 and from 64 concurrent writers (target: 20,000/s with 64,
 //!   which needs group commit). Runs on a real directory, not tmpfs-only
 //!   memory: set OPSBOT_BENCH_DIR to choose the disk.
+//! - `durable_append/postgres_{1,64}_writers`: the same against the
+//!   PostgreSQL store, when OPSBOT_BENCH_PG_URL names a database
+//!   (bench/store-postgres/run.sh starts a local one with fsync on).
 //! - `dedup/new_key_after_600k`: one delivery's exactly-once check, a new
 //!   key against a window already holding 600,000 (the end of the Slack load
 //!   benchmark).
@@ -61,6 +64,29 @@ fn parse_and_policy(c: &mut Criterion) {
     group.finish();
 }
 
+/// Appends from `writers` tasks until `iterations` are made; the time per append.
+fn appends(runtime: &tokio::runtime::Runtime, audit: &Arc<dyn AuditLog>, writers: usize, iterations: u64) -> Duration {
+    let per_writer = (iterations as usize).div_ceil(writers);
+    runtime.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(writers);
+        for w in 0..writers {
+            let audit = audit.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let entry = AuditEntry::new(RecordKind::Request).detail(format!("writer {w} append {i}"));
+                    audit.append(entry).await.expect("durable append");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Report time per append actually made.
+        start.elapsed().mul_f64(iterations as f64 / (per_writer * writers) as f64)
+    })
+}
+
 fn durable_appends(c: &mut Criterion) {
     let base = std::env::var_os("OPSBOT_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -72,30 +98,21 @@ fn durable_appends(c: &mut Criterion) {
         let store = SledStore::open(dir.path()).unwrap();
         let audit: Arc<dyn AuditLog> = store.audit();
         group.bench_function(format!("{writers}_writers"), |b| {
-            b.iter_custom(|iterations| {
-                let per_writer = (iterations as usize).div_ceil(writers);
-                runtime.block_on(async {
-                    let start = Instant::now();
-                    let mut tasks = Vec::with_capacity(writers);
-                    for w in 0..writers {
-                        let audit = audit.clone();
-                        tasks.push(tokio::spawn(async move {
-                            for i in 0..per_writer {
-                                let entry =
-                                    AuditEntry::new(RecordKind::Request).detail(format!("writer {w} append {i}"));
-                                audit.append(entry).await.expect("durable append");
-                            }
-                        }));
-                    }
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                    // Report time per append actually made.
-                    start.elapsed().mul_f64(iterations as f64 / (per_writer * writers) as f64)
-                })
-            })
+            b.iter_custom(|iterations| appends(&runtime, &audit, writers, iterations))
         });
         store.audit().close();
+    }
+    // The PostgreSQL store's trail, when a database is given
+    // (bench/store-postgres/run.sh starts a local one with fsync on).
+    if let Ok(url) = std::env::var("OPSBOT_BENCH_PG_URL") {
+        for writers in [1usize, 64] {
+            let (_, log) = opsbot::store::postgres::open(&url).expect("the benchmark's database");
+            let audit: Arc<dyn AuditLog> = log.clone();
+            group.bench_function(format!("postgres_{writers}_writers"), |b| {
+                b.iter_custom(|iterations| appends(&runtime, &audit, writers, iterations))
+            });
+            log.close();
+        }
     }
     group.finish();
 }

@@ -290,13 +290,58 @@ fn answer_from((result, hashes): Walked) -> VerifyAnswer {
     }
 }
 
+/// Where the CLI finds the trail: the sled data directory, or the
+/// PostgreSQL database `[store]` names.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Dir(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// The configuration's store; `data_dir` is the sled directory (the
+    /// configuration's, or `--data-dir`).
+    pub fn of(config: &crate::config::Config, data_dir: &Path) -> Result<Location> {
+        match &config.store {
+            crate::config::StoreSettings::Sled => Ok(Location::Dir(data_dir.to_path_buf())),
+            crate::config::StoreSettings::Postgres { url_env } => {
+                std::env::var(url_env).ok().filter(|v| !v.trim().is_empty()).map(Location::Postgres).ok_or_else(|| {
+                    Error::Io(format!("[store] type = \"postgres\": export {url_env} (the database's URL)"))
+                })
+            }
+        }
+    }
+
+    fn dir(&self) -> Result<&Path> {
+        match self {
+            Location::Dir(dir) => Ok(dir),
+            Location::Postgres(_) => Err(Error::Io(
+                "this works on the sled store only: on PostgreSQL the trail's table refuses changes, and a running bot needs no admin socket".into(),
+            )),
+        }
+    }
+}
+
 /// Where the CLI reads the trail from.
 enum Source {
     Direct(ReadOnly),
     Running(PathBuf),
+    /// The PostgreSQL trail, read directly (readers never stop the bot).
+    Postgres(Arc<crate::store::postgres::PgAuditLog>),
 }
 
-fn source(data_dir: &Path) -> Result<Source> {
+fn source(at: &Location) -> Result<Source> {
+    let data_dir = match at {
+        Location::Dir(dir) => dir,
+        Location::Postgres(url) => {
+            let url = url.clone();
+            // Connecting blocks: not on a thread that runs tasks.
+            let trail = std::thread::spawn(move || crate::store::postgres::open_trail(&url))
+                .join()
+                .map_err(|_| Error::Io("opening the PostgreSQL trail panicked".into()))??;
+            return Ok(Source::Postgres(trail));
+        }
+    };
     match ReadOnly::open(data_dir) {
         Ok(store) => Ok(Source::Direct(store)),
         Err(StoreError::Locked { .. }) => Ok(Source::Running(data_dir.join(SOCKET))),
@@ -334,7 +379,7 @@ pub struct CheckpointCheck {
 
 /// `opsbot audit verify`: Ok(true) if the chain is intact (and extends every
 /// checkpoint given). Prints the result. Never writes to the store.
-pub async fn verify(data_dir: &Path, checkpoints: Option<CheckpointCheck>) -> Result<bool> {
+pub async fn verify(data_dir: &Location, checkpoints: Option<CheckpointCheck>) -> Result<bool> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut wanted = Vec::new();
@@ -366,6 +411,12 @@ pub async fn verify(data_dir: &Path, checkpoints: Option<CheckpointCheck>) -> Re
                 .map_err(|e| Error::Io(e.to_string()))?
         }
         Source::Running(socket) => ask_one(&socket, &AdminRequest::Verify { at: at.into_iter().collect() }).await?,
+        Source::Postgres(trail) => {
+            let answer = tokio::task::spawn_blocking(move || answer_from(trail.verify_at(&at)))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))?;
+            answer
+        }
     };
     if answer.ok {
         println!("audit trail intact: {} record(s), head hash {}", answer.records, answer.head);
@@ -455,10 +506,13 @@ pub async fn verify(data_dir: &Path, checkpoints: Option<CheckpointCheck>) -> Re
     Ok(answer.ok && problems.is_empty())
 }
 
-/// Writes every record matching `query` to `out`, straight from the store.
-fn export_direct(trail: &Trail, query: &AuditQuery, out: &mut impl Write) -> Result<()> {
+/// Writes every record `each` visits to `out`, straight from the store.
+fn export_direct(
+    each: impl FnOnce(&mut dyn FnMut(AuditRecord) -> bool) -> std::result::Result<(), crate::audit::AuditError>,
+    out: &mut impl Write,
+) -> Result<()> {
     let mut failed = None;
-    trail.each(query, &mut |record: AuditRecord| match serde_json::to_writer(&mut *out, &record)
+    each(&mut |record: AuditRecord| match serde_json::to_writer(&mut *out, &record)
         .map_err(std::io::Error::other)
         .and_then(|_| out.write_all(b"\n"))
     {
@@ -479,7 +533,7 @@ fn export_direct(trail: &Trail, query: &AuditQuery, out: &mut impl Write) -> Res
 /// `opsbot audit export`: JSON lines on stdout, streamed (memory stays flat
 /// whatever the trail's size). Never writes to the store.
 pub async fn export(
-    data_dir: &Path,
+    data_dir: &Location,
     service: Option<String>,
     request_id: Option<String>,
     since: Option<DateTime<Utc>>,
@@ -492,7 +546,16 @@ pub async fn export(
             let query = AuditQuery { service, request_id, since, ..Default::default() };
             tokio::task::spawn_blocking(move || {
                 let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
-                export_direct(&store.trail, &query, &mut out)
+                export_direct(|visit| store.trail.each(&query, visit), &mut out)
+            })
+            .await
+            .map_err(|e| Error::Io(e.to_string()))??;
+        }
+        Source::Postgres(trail) => {
+            let query = AuditQuery { service, request_id, since, ..Default::default() };
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
+                export_direct(|visit| trail.each(&query, visit), &mut out)
             })
             .await
             .map_err(|e| Error::Io(e.to_string()))??;
@@ -514,13 +577,18 @@ pub async fn export(
 /// Calls `visit` with each record matching `query`, oldest first, from the
 /// store directly or through the running bot's socket, until it returns false.
 async fn visit_records(
-    data_dir: &Path,
+    data_dir: &Location,
     query: AuditQuery,
     mut visit: impl FnMut(AuditRecord) -> bool + Send + 'static,
 ) -> Result<()> {
     match source(data_dir)? {
         Source::Direct(store) => {
             tokio::task::spawn_blocking(move || store.trail.each(&query, &mut visit))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))??;
+        }
+        Source::Postgres(trail) => {
+            tokio::task::spawn_blocking(move || trail.each(&query, &mut visit))
                 .await
                 .map_err(|e| Error::Io(e.to_string()))??;
         }
@@ -543,7 +611,7 @@ async fn visit_records(
 /// `opsbot incident export INC-n`: the incident as its newest record in the
 /// trail states it, and its timeline, from the trail alone (a running bot's
 /// or the store's), read up to just after its resolve. Never writes.
-pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident::Format) -> Result<()> {
+pub async fn incident_export(data_dir: &Location, id: &str, format: crate::incident::Format) -> Result<()> {
     use crate::incident::{Incident, TimelineScan};
     let stated = Arc::new(std::sync::Mutex::new(None::<Incident>));
     let found = stated.clone();
@@ -577,7 +645,7 @@ pub async fn incident_export(data_dir: &Path, id: &str, format: crate::incident:
 /// running bot's or the store's), read from a failure window before the
 /// period (a deployment's failure can show after it). Never writes.
 pub async fn delivery_report(
-    data_dir: &Path,
+    data_dir: &Location,
     targets: crate::report::delivery::Targets,
     period: crate::report::Period,
     service: Option<String>,
@@ -596,7 +664,7 @@ pub async fn delivery_report(
 }
 
 /// `opsbot report alerts`: the noise report over the trail. Never writes.
-pub async fn noise_report(data_dir: &Path, period: crate::report::Period) -> Result<crate::report::noise::Noise> {
+pub async fn noise_report(data_dir: &Location, period: crate::report::Period) -> Result<crate::report::noise::Noise> {
     let scan = Arc::new(std::sync::Mutex::new(crate::report::noise::NoiseScan::default()));
     let scanning = scan.clone();
     let query = AuditQuery { since: Some(period.since), kind: Some(RecordKind::Alert), ..Default::default() };
@@ -609,10 +677,16 @@ pub async fn noise_report(data_dir: &Path, period: crate::report::Period) -> Res
 /// as the running bot commits them. Without a running bot it waits for one,
 /// never holding the store's lock while it waits (that would stop the bot
 /// from starting).
-pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
+pub async fn tail(at: &Location, last: usize, follow: bool) -> Result<()> {
     let print = |line: &str| println!("{line}");
+    let source = match source(at)? {
+        Source::Postgres(trail) => return tail_postgres(trail, last, follow, print).await,
+        source => source,
+    };
+    let data_dir = at.dir()?;
     let mut after_seq = None;
-    match source(data_dir)? {
+    match source {
+        Source::Postgres(_) => unreachable!("answered above"),
         Source::Direct(store) => {
             let records = store.trail.read(&AuditQuery { limit: Some(last), ..Default::default() })?;
             for record in &records {
@@ -655,10 +729,40 @@ pub async fn tail(data_dir: &Path, last: usize, follow: bool) -> Result<()> {
     }
 }
 
+/// `audit tail` on PostgreSQL: the last `last` records, then (with
+/// `follow`) new ones as any replica commits them, read every half second.
+async fn tail_postgres(
+    trail: Arc<crate::store::postgres::PgAuditLog>,
+    last: usize,
+    follow: bool,
+    print: impl Fn(&str),
+) -> Result<()> {
+    let mut query = AuditQuery { limit: Some(last), ..Default::default() };
+    loop {
+        let reading = trail.clone();
+        let asked = query.clone();
+        let records =
+            tokio::task::spawn_blocking(move || reading.read(&asked)).await.map_err(|e| Error::Io(e.to_string()))??;
+        for record in &records {
+            print(&serde_json::to_string(record).map_err(|e| Error::Io(e.to_string()))?);
+        }
+        if !follow {
+            return Ok(());
+        }
+        if let Some(newest) = records.last() {
+            query = AuditQuery { after_seq: Some(newest.seq), ..Default::default() };
+        } else if query.limit.is_some() {
+            query = AuditQuery { after_seq: Some(0), ..Default::default() };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// `opsbot audit repair`: see [`crate::audit::sled_log::repair`]. Needs the
 /// bot stopped. Records what it did in the trail. Ok(true) if the trail is
 /// sound afterwards.
-pub async fn repair(data_dir: &Path) -> Result<bool> {
+pub async fn repair(at: &Location) -> Result<bool> {
+    let data_dir = at.dir()?;
     let repaired = match crate::store::repair(data_dir) {
         Err(StoreError::Locked { .. }) => {
             return Err(Error::Io("an opsbot is running on this store: stop it first, then repair".into()))
@@ -696,15 +800,27 @@ pub async fn repair(data_dir: &Path) -> Result<bool> {
 }
 
 /// `opsbot audit checkpoint`: a signed checkpoint now, printed as a line.
-pub async fn checkpoint(data_dir: &Path, config: &crate::config::Config) -> Result<bool> {
-    let answer = match source(data_dir) {
+pub async fn checkpoint(at: &Location, config: &crate::config::Config) -> Result<bool> {
+    let answer = match source(at) {
+        Ok(Source::Postgres(trail)) => {
+            let Some(signer) = crate::checkpoints::signer(&config.audit)? else {
+                return Err(Error::Io(no_key()));
+            };
+            let checkpoints = Checkpointer::new(signer, config.audit.clone(), trail.clone(), None);
+            let made = checkpoints.checkpoint(true).await;
+            trail.close();
+            match made {
+                Ok(made) => CheckpointAnswer { line: made.map(|c| c.line()), error: None },
+                Err(e) => CheckpointAnswer { line: None, error: Some(e.to_string()) },
+            }
+        }
         Ok(Source::Running(socket)) => ask_one::<CheckpointAnswer>(&socket, &AdminRequest::Checkpoint).await?,
         Ok(Source::Direct(read)) => {
             drop(read);
             let Some(signer) = crate::checkpoints::signer(&config.audit)? else {
                 return Err(Error::Io(no_key()));
             };
-            let store = SledStore::open_with(data_dir, config.durability)?;
+            let store = SledStore::open_with(at.dir()?, config.durability)?;
             let checkpoints = Checkpointer::new(signer, config.audit.clone(), store.audit(), None);
             let made = checkpoints.checkpoint(true).await;
             store.audit().close();

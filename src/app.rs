@@ -11,6 +11,7 @@ use crate::config::Loaded;
 use crate::engine::{Engine, Executors, Parts};
 use crate::error::Result;
 use crate::event::Actor;
+use crate::store::postgres::{PgAuditLog, PgStore};
 use crate::store::SledStore;
 use crate::tasks::Tasks;
 use std::io::IsTerminal;
@@ -95,13 +96,60 @@ fn spawn_checkpoints(tasks: &Tasks, checkpoints: Arc<Checkpointer>) {
     });
 }
 
+/// The store `[store]` names, open: sled in the data directory (the
+/// default; one process at a time), or PostgreSQL, shared by replicas.
+#[derive(Clone)]
+enum Backing {
+    Sled(SledStore),
+    Postgres(PgStore, Arc<PgAuditLog>),
+}
+
+impl Backing {
+    fn open(config: &crate::config::Config) -> Result<Backing> {
+        match &config.store {
+            crate::config::StoreSettings::Sled => {
+                Ok(Backing::Sled(SledStore::open_with(&config.data_dir, config.durability)?))
+            }
+            crate::config::StoreSettings::Postgres { url_env } => {
+                let url = secret(url_env).ok_or_else(|| {
+                    crate::Error::Io(format!("[store] type = \"postgres\": export {url_env} (the database's URL)"))
+                })?;
+                let (store, audit) = crate::store::postgres::open(&url)?;
+                Ok(Backing::Postgres(store, audit))
+            }
+        }
+    }
+
+    fn store(&self) -> Arc<dyn crate::store::Store> {
+        match self {
+            Backing::Sled(store) => Arc::new(store.clone()),
+            Backing::Postgres(store, _) => Arc::new(store.clone()),
+        }
+    }
+
+    fn audit(&self) -> Arc<dyn crate::audit::AuditLog> {
+        match self {
+            Backing::Sled(store) => store.audit(),
+            Backing::Postgres(_, audit) => audit.clone(),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Backing::Sled(store) => store.audit().close(),
+            Backing::Postgres(_, audit) => audit.close(),
+        }
+    }
+}
+
 /// What `console` and `serve` share: the engine over an open store, recovered
-/// and ticking, with the admin socket up.
+/// and ticking, with the admin socket up (on sled: on PostgreSQL the CLI
+/// reads the database itself).
 struct Running {
     name: &'static str,
     engine: Arc<Engine>,
-    store: SledStore,
-    admin: admin::AdminServer,
+    store: Backing,
+    admin: Option<admin::AdminServer>,
     tasks: Tasks,
 }
 
@@ -112,7 +160,7 @@ impl Running {
         name: &'static str,
         config: crate::config::Config,
         registry: crate::command::Registry,
-        store: SledStore,
+        store: Backing,
         chat: Arc<dyn crate::engine::reply::ChatSink>,
         metrics: Arc<crate::metrics::Metrics>,
         tasks: Tasks,
@@ -130,9 +178,14 @@ impl Running {
                 None => "off".into(),
             }
         );
-        if let Some(leftover) = store.audit().recovered() {
-            let how = if leftover.failed { "after a failed commit" } else { "after a crash" };
-            started.push_str(&format!("; recovered {how}: {}", leftover.describe()));
+        if let Backing::Sled(sled) = &store {
+            if let Some(leftover) = sled.audit().recovered() {
+                let how = if leftover.failed { "after a failed commit" } else { "after a crash" };
+                started.push_str(&format!("; recovered {how}: {}", leftover.describe()));
+            }
+        }
+        if let Backing::Postgres(..) = &store {
+            started.push_str("; store: PostgreSQL");
         }
         if signer.is_none() && name == "serve" {
             tracing::warn!(
@@ -144,16 +197,19 @@ impl Running {
             executors: Executors::from_config(&config),
             config,
             registry,
-            store: Arc::new(store.clone()),
+            store: store.store(),
             audit: store.audit(),
             chat: chat.clone(),
             clock: Arc::new(SystemClock),
             metrics,
         });
         engine.audit().append(system_record(&started)).await?;
-        let lost: Vec<crate::audit::AuditEntry> = store
-            .audit()
-            .dropped_outcomes()
+        // Outcomes a failed sled commit dropped, recorded again.
+        let dropped = match &store {
+            Backing::Sled(sled) => sled.audit().dropped_outcomes().to_vec(),
+            Backing::Postgres(..) => Vec::new(),
+        };
+        let lost: Vec<crate::audit::AuditEntry> = dropped
             .iter()
             .map(|entry| {
                 use crate::audit::Verdict;
@@ -179,14 +235,21 @@ impl Running {
             for part in lost.chunks(crate::audit::MAX_COMMIT) {
                 engine.audit().append_all(part.to_vec()).await?;
             }
-            store.audit().dropped_outcomes_recorded()?;
+            if let Backing::Sled(sled) = &store {
+                sled.audit().dropped_outcomes_recorded()?;
+            }
         }
         engine.recover().await;
         engine.tick().await;
         let checkpoints = signer
             .map(|signer| Arc::new(Checkpointer::new(signer, audit_settings, engine.audit().clone(), Some(chat))));
-        let context = admin::AdminContext { store: store.clone(), checkpoints: checkpoints.clone() };
-        let admin = admin::serve(&data_dir, context, &tasks)?;
+        let admin = match &store {
+            Backing::Sled(sled) => {
+                let context = admin::AdminContext { store: sled.clone(), checkpoints: checkpoints.clone() };
+                Some(admin::serve(&data_dir, context, &tasks)?)
+            }
+            Backing::Postgres(..) => None,
+        };
         spawn_ticker(&tasks, engine.clone());
         if let Some(checkpoints) = checkpoints {
             spawn_checkpoints(&tasks, checkpoints);
@@ -204,11 +267,13 @@ impl Running {
     /// flushes the trail.
     async fn finish(self) -> Result<()> {
         self.engine.audit().append(system_record(&format!("opsbot {} stopped", self.name))).await?;
-        self.admin.stop();
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
         if !self.tasks.shutdown(TASKS_GRACE).await {
             tracing::warn!("some background tasks were still running at shutdown");
         }
-        self.store.audit().close();
+        self.store.close();
         Ok(())
     }
 }
@@ -216,7 +281,7 @@ impl Running {
 /// `opsbot console`: the whole bot in a terminal.
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
-    let store = SledStore::open_with(&config.data_dir, config.durability)?;
+    let store = Backing::open(&config)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running =
         Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics, Tasks::default()).await?;
@@ -313,10 +378,12 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     }
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
-    let store = SledStore::open_with(&config.data_dir, config.durability)?;
+    let store = Backing::open(&config)?;
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
-    store.warm_dedup(chrono::Utc::now())?;
-    let engine_store: Arc<dyn crate::store::Store> = Arc::new(store.clone());
+    if let Backing::Sled(sled) = &store {
+        sled.warm_dedup(chrono::Utc::now())?;
+    }
+    let engine_store = store.store();
     let tasks = Tasks::default();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();

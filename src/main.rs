@@ -108,6 +108,18 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// The store: the PostgreSQL schema, moving a sled store into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Print the PostgreSQL schema (for a database owner to apply with psql;
+    /// docs/production.md lists the bot role's grants).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -356,6 +368,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Audit { command: AuditCommand::Keygen }) {
         return keygen();
     }
+    // Needs no configuration either: a DBA prints the schema anywhere.
+    if matches!(cli.command, Command::Store { command: StoreCommand::Schema }) {
+        print!("{}", opsbot::store::postgres::SCHEMA);
+        return Ok(ExitCode::SUCCESS);
+    }
     let loaded = match load(&cli) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -447,6 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),
+        Command::Store { command: StoreCommand::Schema } => unreachable!("printed before the configuration is read"),
         Command::Report { command: ReportCommand::Delivery { since, service, format, chart } } => {
             if !matches!(format.as_str(), "text" | "json" | "csv") {
                 anyhow::bail!("--format: `{format}` is not one of text, json, csv");
@@ -456,7 +474,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let period = opsbot::report::Period { since: parse_since(&since)?, until: chrono::Utc::now() };
             let report = runtime.block_on(opsbot::admin::delivery_report(
-                &loaded.config.data_dir,
+                &opsbot::admin::Location::of(&loaded.config, &loaded.config.data_dir)?,
                 loaded.config.reports.clone(),
                 period,
                 service,
@@ -477,7 +495,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--format: `{format}` is not one of text, json");
             }
             let period = opsbot::report::Period { since: parse_since(&since)?, until: chrono::Utc::now() };
-            let noise = runtime.block_on(opsbot::admin::noise_report(&loaded.config.data_dir, period))?;
+            let noise = runtime.block_on(opsbot::admin::noise_report(
+                &opsbot::admin::Location::of(&loaded.config, &loaded.config.data_dir)?,
+                period,
+            ))?;
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string_pretty(&noise)?),
                 _ => println!("{}", opsbot::report::noise::noise_text(&noise, &period)),
@@ -488,7 +509,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = opsbot::incident::Format::parse(&format).map_err(|e| anyhow::anyhow!("--format: {e}"))?;
             let id = opsbot::command::parse::normalize_incident_id(&id)
                 .ok_or_else(|| anyhow::anyhow!("`{id}` is not an incident id; write it like INC-3"))?;
-            runtime.block_on(opsbot::admin::incident_export(&loaded.config.data_dir, &id, format))?;
+            runtime.block_on(opsbot::admin::incident_export(
+                &opsbot::admin::Location::of(&loaded.config, &loaded.config.data_dir)?,
+                &id,
+                format,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -496,7 +521,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `opsbot audit …` (all but `keygen`, which needs no configuration).
 fn audit(command: AuditCommand, loaded: &Loaded, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
-    let data_dir = loaded.config.data_dir.clone();
+    let data_dir = opsbot::admin::Location::of(&loaded.config, &loaded.config.data_dir)?;
     match command {
         AuditCommand::Verify { checkpoints, public_keys } => {
             let check = match checkpoints {

@@ -29,7 +29,7 @@ pub struct Readiness {
     /// actions whose backend panicked.
     pub tasks: Vec<Arc<crate::tasks::Health>>,
     /// The audit log: not ready once a commit failed.
-    pub audit: Option<Arc<crate::audit::SledAuditLog>>,
+    pub audit: Option<Arc<dyn crate::audit::AuditLog>>,
 }
 
 #[derive(Clone)]

@@ -283,6 +283,11 @@ pub trait AuditLog: Send + Sync {
     /// The last durable record (genesis for an empty trail): what a
     /// checkpoint may sign.
     fn head(&self) -> Result<chain::Head, AuditError>;
+    /// Why the log takes no more records, once a commit failed in a way
+    /// that leaves the store in doubt (liveness reports it).
+    fn failed(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How far back chat replies (`/status`, `/audit`) look in the trail

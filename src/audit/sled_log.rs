@@ -738,6 +738,10 @@ impl AuditLog for SledAuditLog {
     fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
         self.committed.subscribe()
     }
+
+    fn failed(&self) -> Option<String> {
+        SledAuditLog::failed(self)
+    }
 }
 
 /// Outcomes of failed commits that opens dropped, not yet recorded again

@@ -70,6 +70,8 @@ impl fmt::Display for Problems {
 pub struct Config {
     pub source: PathBuf,
     pub data_dir: PathBuf,
+    /// `[store]`: where the trail and the state live.
+    pub store: StoreSettings,
     /// `[bot] durability`: what a commit waits for before anyone is told.
     pub durability: Durability,
     pub commands_dir: PathBuf,
@@ -111,6 +113,20 @@ pub struct Config {
     pub discord: Option<DiscordSettings>,
     /// `[audit]`: signed checkpoints of the trail.
     pub audit: AuditSettings,
+}
+
+/// `[store]`: the embedded sled store in `data_dir` (one replica), or a
+/// PostgreSQL database every replica shares (docs/production.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    #[default]
+    Sled,
+    /// The URL (`postgres://…` or key=value) is read from `url_env`.
+    Postgres { url_env: String },
+}
+
+impl StoreSettings {
+    pub const DEFAULT_URL_ENV: &'static str = "OPSBOT_STORE_URL";
 }
 
 /// `[audit]`: where the checkpoint signing key comes from and where each

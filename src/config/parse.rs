@@ -62,7 +62,8 @@ struct RawFreeze {
     approvals: Option<u32>,
 }
 
-const TOP_LEVEL: [&str; 18] = [
+const TOP_LEVEL: [&str; 19] = [
+    "store",
     "ci",
     "reports",
     "alerts",
@@ -82,6 +83,43 @@ const TOP_LEVEL: [&str; 18] = [
     "http",
     "jobs",
 ];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    url_env: Option<String>,
+}
+
+/// `[store]`: sled (the default) or PostgreSQL with its URL from the environment.
+fn check_store(path: &Path, raw: RawStore, problems: &mut Vec<Problem>) -> super::StoreSettings {
+    match raw.kind.as_deref() {
+        None | Some("sled") => {
+            if raw.url_env.is_some() {
+                problems.push(Problem::new(
+                    path,
+                    "store.url_env",
+                    "the sled store is a directory (bot.data_dir) and has no URL".to_string(),
+                    "set type = \"postgres\", or drop url_env",
+                ));
+            }
+            super::StoreSettings::Sled
+        }
+        Some("postgres") => super::StoreSettings::Postgres {
+            url_env: raw.url_env.unwrap_or_else(|| super::StoreSettings::DEFAULT_URL_ENV.to_string()),
+        },
+        Some(other) => {
+            problems.push(Problem::new(
+                path,
+                "store.type",
+                format!("unknown store `{other}`"),
+                "use \"sled\" (the default: one replica, a local directory) or \"postgres\" (docs/production.md)",
+            ));
+            super::StoreSettings::Sled
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,6 +387,8 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     let raw_reports =
         decode::<super::alerts::RawReports>(path, "reports", section("reports"), problems).unwrap_or_default();
     let reports = super::alerts::reports(path, raw_reports, &environments, &mut duration, problems);
+    let raw_store: RawStore = decode(path, "store", section("store"), problems).unwrap_or_default();
+    let store = check_store(path, raw_store, problems);
     let raw_audit: RawAudit = decode(path, "audit", section("audit"), problems).unwrap_or_default();
     let audit = check_audit(path, base, &data_dir, raw_audit, &mut duration, problems);
 
@@ -358,6 +398,7 @@ pub fn from_str(path: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<
     Some(Config {
         source: path.to_path_buf(),
         data_dir,
+        store,
         durability,
         commands_dir,
         runbooks_dir,

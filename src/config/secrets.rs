@@ -27,6 +27,9 @@ impl Config {
     /// The secrets this configuration reads, in the order `serve` names them.
     pub fn secret_variables(&self) -> Vec<SecretVar> {
         let mut out = Vec::new();
+        if let super::StoreSettings::Postgres { url_env } = &self.store {
+            out.push(var(url_env, "store", "the URL of the PostgreSQL database the store lives in", true));
+        }
         if let Some(slack) = &self.slack {
             out.push(var("SLACK_BOT_TOKEN", "slack", "the bot token, xoxb-…, to post replies", true));
             if slack.mode.http() {

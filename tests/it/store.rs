@@ -438,3 +438,56 @@ fn replicas_sharing_a_database_take_a_delivery_or_a_lock_once() {
         assert_eq!(locks.load(Ordering::SeqCst), 1, "round {round}: one request holds the lock");
     }
 }
+
+/// `[store] type = "postgres"`: the bot keeps its trail and its state in the
+/// database (a request waiting for approval survives a restart, and runs
+/// once when approved in the next process), and the command line reads the
+/// trail there (`audit verify`, `audit export`, `audit tail`), never the
+/// data directory.
+#[test]
+fn a_bot_on_postgres_keeps_its_state_there_and_the_command_line_reads_it() {
+    use super::support::{config_text, stdout, Bot};
+    let pg = Postgres::start();
+    let url = url_in(&pg, "opsbot", "bot");
+    let bot = Bot::with_config(&config_text("30m", "[store]\ntype = \"postgres\"\n"));
+    let env = [("OPSBOT_STORE_URL", std::ffi::OsStr::new(&url))];
+    let out = stdout(&bot.console_env(&["/deploy api-staging v1.4.2", "/deploy api-service v1.4.2"], &env));
+    assert!(out.contains("✅ r-1: [simulated] api-staging now runs v1.4.2"), "{out}");
+    assert!(out.contains("r-2 is waiting for 1 approval(s) from sre"), "{out}");
+    // A new process: the pending request comes from the database.
+    let out = stdout(&bot.console_env(&["/as console:bob", "/approve r-2", "/approve r-2"], &env));
+    assert!(out.contains("approved by console:bob"), "{out}");
+    assert!(out.contains("r-2 is already approved"), "{out}");
+    assert!(!bot.data().exists(), "nothing was written to the data directory");
+    let cli = |args: &[&str]| {
+        let out = bot.command(args).env("OPSBOT_STORE_URL", &url).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said, err) = cli(&["audit", "verify"]);
+    assert!(ok && said.starts_with("audit trail intact: "), "{said}{err}");
+    let (ok, exported, err) = cli(&["audit", "export", "--request", "r-2"]);
+    assert!(ok, "{err}");
+    let kinds: Vec<(String, String)> = exported
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["kind"].as_str().unwrap().to_string(), r["outcome"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let started = kinds.iter().filter(|(k, o)| k == "intent" && o == "started").count();
+    assert_eq!(started, 1, "it ran once: {kinds:?}");
+    assert_eq!(kinds.last().unwrap(), &("outcome".to_string(), "succeeded".to_string()), "{kinds:?}");
+    let (ok, tail, err) = cli(&["audit", "tail", "-n", "2"]);
+    assert!(ok && tail.lines().count() == 2 && tail.contains("stopped"), "{tail}{err}");
+    // What is sled-only says so.
+    let (ok, _, err) = cli(&["audit", "repair"]);
+    assert!(!ok && err.contains("sled store only"), "{err}");
+    // The database's rows are the trail the CLI verified.
+    let rows: i64 = admin(&pg, "bot").run(|c| c.query_one("SELECT count(*) FROM opsbot_audit", &[]).unwrap().get(0));
+    assert!(said.contains(&format!("{rows} record(s)")), "{said} vs {rows} rows");
+    // Without the URL, it says what to export.
+    let out = bot.command(&["audit", "verify"]).env_remove("OPSBOT_STORE_URL").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("export OPSBOT_STORE_URL"), "{out:?}");
+}

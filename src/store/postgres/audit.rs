@@ -178,6 +178,25 @@ impl PgAuditLog {
 
     /// Walks the whole stored trail in order, re-hashing every record.
     pub fn verify(&self) -> Result<chain::VerifySummary, chain::VerifyFailure> {
+        self.verify_at(&Default::default()).0
+    }
+
+    /// [`PgAuditLog::verify`], also giving the hash of each record in `at`
+    /// the walk reached (to compare with signed checkpoints).
+    pub fn verify_at(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+    ) -> (Result<chain::VerifySummary, chain::VerifyFailure>, std::collections::BTreeMap<u64, String>) {
+        let mut hashes = std::collections::BTreeMap::new();
+        let result = self.walk(at, &mut hashes);
+        (result, hashes)
+    }
+
+    fn walk(
+        &self,
+        at: &std::collections::BTreeSet<u64>,
+        hashes: &mut std::collections::BTreeMap<u64, String>,
+    ) -> Result<chain::VerifySummary, chain::VerifyFailure> {
         let mut verifier = Verifier::default();
         let mut after = 0i64;
         loop {
@@ -195,6 +214,9 @@ impl PgAuditLog {
             let Some(last) = page.last().map(|(seq, _)| *seq) else { break };
             for (seq, stored) in page {
                 verifier.push(seq as u64, &stored)?;
+                if at.contains(&(seq as u64)) {
+                    hashes.insert(seq as u64, verifier.head().hash);
+                }
             }
             after = last;
         }
@@ -352,14 +374,26 @@ impl Writer {
     ) -> Result<Vec<AuditRecord>, Failure> {
         let pg = self.pg.clone();
         let not_committed = |e: postgres::Error| Failure::NotCommitted(io(e));
-        let head = pg.on_commit(|c| -> Result<Head, postgres::Error> {
-            c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TRAIL_LOCK})"))?;
-            Ok(match c.query_opt("SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1", &[])? {
-                Some(row) => Head { seq: row.get::<_, i64>(0) as u64, hash: row.get(1) },
-                None => Head { seq: 0, hash: GENESIS.to_string() },
-            })
+        // One round trip: open the transaction, take the end of the trail,
+        // read where it ends.
+        let head = pg.on_commit(|c| {
+            c.simple_query(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({TRAIL_LOCK}); SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1"
+            ))
         });
         let head = head.map_err(not_committed)?;
+        let head = head
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) if row.columns().first().is_some_and(|c| c.name() == "seq") => {
+                    Some((row.get(0).and_then(|s| s.parse::<u64>().ok()), row.get(1).map(str::to_string)))
+                }
+                _ => None,
+            })
+            .map_or(Ok(Head { seq: 0, hash: GENESIS.to_string() }), |(seq, hash)| match (seq, hash) {
+                (Some(seq), Some(hash)) => Ok(Head { seq, hash }),
+                _ => Err(Failure::Stop("the trail's last record could not be read".into())),
+            })?;
         let now = Utc::now();
         let (mut seqs, mut stamps, mut prevs, mut hashes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut kinds, mut services, mut requests, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -473,6 +507,10 @@ impl AuditLog for PgAuditLog {
 
     fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
         self.committed.subscribe()
+    }
+
+    fn failed(&self) -> Option<String> {
+        PgAuditLog::failed(self)
     }
 
     fn head(&self) -> Result<Head, AuditError> {

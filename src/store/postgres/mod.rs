@@ -43,6 +43,13 @@ pub fn open(url: &str) -> Result<(PgStore, Arc<PgAuditLog>), StoreError> {
     Ok((PgStore::new(pg), audit))
 }
 
+/// The trail alone, for the command line's reads (`audit verify`, `export`,
+/// `tail`, reports): the schema is not made, so a wrong database says so.
+pub fn open_trail(url: &str) -> Result<Arc<PgAuditLog>, StoreError> {
+    let pg = Arc::new(Pg::open(url, 1)?);
+    Ok(PgAuditLog::open(pg)?)
+}
+
 fn ensure_schema(pg: &Pg) -> Result<(), StoreError> {
     let missing: Vec<String> = pg.call(|c| {
         let mut missing = Vec::new();

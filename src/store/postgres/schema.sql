@@ -33,22 +33,27 @@ CREATE OR REPLACE TRIGGER opsbot_audit_no_truncate BEFORE TRUNCATE ON opsbot_aud
     FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_append_only();
 
 -- Each record follows the one before it: record 1 the genesis hash, record n
--- the hash of record n-1 (checked after the statement's rows are in, so a
--- commit of many records is checked whole).
+-- the hash of record n-1. Checked once per statement, after all its rows are
+-- in (a commit of many records is one statement, checked whole).
 CREATE OR REPLACE FUNCTION opsbot_audit_chained() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad bigint;
 BEGIN
-    IF NEW.seq = 1 THEN
-        IF NEW.prev <> repeat('0', 64) THEN
-            RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-    ELSIF NOT EXISTS (SELECT 1 FROM opsbot_audit WHERE seq = NEW.seq - 1 AND hash = NEW.prev) THEN
-        RAISE EXCEPTION 'audit record % does not follow record %', NEW.seq, NEW.seq - 1
+    SELECT n.seq INTO bad FROM opsbot_audit_inserted n
+    WHERE NOT ((n.seq = 1 AND n.prev = repeat('0', 64))
+               OR (n.seq > 1 AND EXISTS (SELECT 1 FROM opsbot_audit a WHERE a.seq = n.seq - 1 AND a.hash = n.prev)))
+    ORDER BY n.seq LIMIT 1;
+    IF bad = 1 THEN
+        RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
+    ELSIF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'audit record % does not follow record %', bad, bad - 1
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER opsbot_audit_chain AFTER INSERT ON opsbot_audit
-    FOR EACH ROW EXECUTE FUNCTION opsbot_audit_chained();
+    REFERENCING NEW TABLE AS opsbot_audit_inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_chained();
 
 -- State besides the trail (the Store trait). Bodies are the same JSON the
 -- sled store keeps.
