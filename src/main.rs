@@ -120,6 +120,14 @@ enum StoreCommand {
     /// Print the PostgreSQL schema (for a database owner to apply with psql;
     /// docs/production.md lists the bot role's grants).
     Schema,
+    /// Copy this configuration's sled store (bot.data_dir, or --data-dir)
+    /// into an empty PostgreSQL database (its URL in OPSBOT_STORE_URL, or
+    /// [store] url_env), verifying the chain on both sides. Stop the bot first.
+    Migrate {
+        /// Where to: postgres.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -465,6 +473,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => audit(command, &loaded, &runtime),
         Command::Store { command: StoreCommand::Schema } => unreachable!("printed before the configuration is read"),
+        Command::Store { command: StoreCommand::Migrate { to } } => {
+            if to != "postgres" {
+                anyhow::bail!("--to: `{to}` is not a store opsbot migrates to; the one there is: postgres");
+            }
+            let url_env = match &loaded.config.store {
+                opsbot::config::StoreSettings::Postgres { url_env } => url_env.clone(),
+                opsbot::config::StoreSettings::Sled => opsbot::config::StoreSettings::DEFAULT_URL_ENV.to_string(),
+            };
+            let Some(url) = std::env::var(&url_env).ok().filter(|v| !v.trim().is_empty()) else {
+                anyhow::bail!("export {url_env} (the URL of the empty PostgreSQL database to copy into)");
+            };
+            let dir = loaded.config.data_dir.clone();
+            // The blocking client runs on a thread of its own.
+            let migrated = std::thread::spawn(move || opsbot::store::migrate::to_postgres(&dir, &url))
+                .join()
+                .map_err(|_| anyhow::anyhow!("the migration panicked; nothing was committed"))??;
+            println!(
+                "copied {} record(s) (head {}), {} request(s), {} incident(s), {} alert group(s), {} link(s), {} run lock(s), {} hold(s); both chains verified. Now set [store] type = \"postgres\" and start the bot",
+                migrated.records,
+                migrated.head_hash,
+                migrated.requests,
+                migrated.incidents,
+                migrated.alerts,
+                migrated.links,
+                migrated.run_locks,
+                migrated.holds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { command: ReportCommand::Delivery { since, service, format, chart } } => {
             if !matches!(format.as_str(), "text" | "json" | "csv") {
                 anyhow::bail!("--format: `{format}` is not one of text, json, csv");

@@ -225,6 +225,22 @@ impl Trail {
         self.each_upto(query, self.readable_end()?, visit)
     }
 
+    /// Every committed record as stored (its hash, then its body: the exact
+    /// bytes the chain covers), oldest first, until `visit` returns false.
+    pub fn each_stored(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), AuditError> {
+        let upto = self.readable_end()?;
+        for item in self.blocks_from(1) {
+            let (first, value) = item?;
+            for (i, bytes) in records_of(&value).into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq > upto || !visit(seq, bytes) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Trail::each`], up to record `upto`.
     pub fn each_upto(
         &self,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 mod dedup;
 mod memory;
+pub mod migrate;
 pub mod postgres;
 mod sled_store;
 

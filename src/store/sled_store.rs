@@ -169,6 +169,52 @@ impl SledStore {
         self.audit.verify()
     }
 
+    /// Everything besides the trail and the dedup windows, for `opsbot store
+    /// migrate`. Fails on the first value that cannot be read.
+    pub fn state(&self) -> Result<super::migrate::SledState, StoreError> {
+        fn all<T: serde::de::DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<T>, StoreError> {
+            tree.iter()
+                .map(|item| {
+                    let (key, value) = item?;
+                    serde_json::from_slice(&value)
+                        .map_err(|e| StoreError::Corrupt(format!("{what} {}: {e}", String::from_utf8_lossy(&key))))
+                })
+                .collect()
+        }
+        let mut run_locks = Vec::new();
+        let mut holds = Vec::new();
+        for item in self.locks.iter() {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let unreadable = |e: serde_json::Error| StoreError::Corrupt(format!("{key}: {e}"));
+            if let Some(service) = key.strip_prefix("run:") {
+                run_locks.push((service.to_string(), serde_json::from_slice(&value).map_err(unreadable)?));
+            } else if let Some(service) = key.strip_prefix(HOLD_PREFIX) {
+                holds.push((service.to_string(), serde_json::from_slice(&value).map_err(unreadable)?));
+            }
+        }
+        let links = self
+            .links
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), String::from_utf8_lossy(&value).into_owned()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let counter = |key: &str| -> Result<u64, StoreError> {
+            Ok(self.meta.get(key)?.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+        };
+        Ok(super::migrate::SledState {
+            requests: all(&self.requests, "request")?,
+            run_locks,
+            holds,
+            incidents: all(&self.incidents, "incident")?,
+            alerts: all(&self.alerts, "alert group")?,
+            links,
+            counters: [counter("request_counter")?, counter("incident_counter")?, counter("alert_counter")?],
+        })
+    }
+
     /// Loads the dedup windows now rather than at the first delivery.
     pub fn warm_dedup(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.dedup.warm(now)

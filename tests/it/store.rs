@@ -491,3 +491,81 @@ fn a_bot_on_postgres_keeps_its_state_there_and_the_command_line_reads_it() {
     let out = bot.command(&["audit", "verify"]).env_remove("OPSBOT_STORE_URL").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("export OPSBOT_STORE_URL"), "{out:?}");
 }
+
+/// `opsbot store migrate --to postgres`: a sled store's trail, byte for
+/// byte, and its state (a waiting approval, a hold, an incident, the id
+/// counters) in an empty database; the bot then goes on there. It refuses a
+/// non-empty target and a store a bot is running on.
+#[test]
+fn a_sled_store_migrates_into_an_empty_database_and_the_bot_goes_on_there() {
+    use super::support::{config_text, stdout, Bot};
+    let pg = Postgres::start();
+    let url = url_in(&pg, "opsbot", "moved");
+    let bot = Bot::with_config(&config_text("30m", ""));
+    let out = stdout(&bot.console(&[
+        "/deploy api-staging v1.4.2",
+        "/deploy api-service v1.4.2",
+        "/as console:bob",
+        "/lock web-staging database migration running 1h",
+        "/incident declare \"errors after v1.4.2\" --sev 2 --service api-staging",
+    ]));
+    assert!(out.contains("r-2 is waiting for 1 approval(s) from sre"), "{out}");
+    let migrate = |url: &str| {
+        let out = bot.command(&["store", "migrate", "--to", "postgres"]).env("OPSBOT_STORE_URL", url).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Not while a bot runs on the store.
+    let mut running = bot.spawn_console();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (ok, said) = migrate(&url);
+    assert!(!ok && said.contains("stop it first"), "{said}");
+    let _ = running.kill();
+    let _ = running.wait();
+    let before = bot.export(&[]);
+    let (ok, said) = migrate(&url);
+    assert!(ok, "{said}");
+    assert!(said.contains(&format!("copied {} record(s)", before.len())), "{said}");
+    assert!(said.contains("1 hold(s)") && said.contains("1 incident(s)"), "{said}");
+    // Once only: the target is no longer empty.
+    let (ok, said) = migrate(&url);
+    assert!(!ok && said.contains("not empty"), "{said}");
+    // The bot on PostgreSQL: the waiting request runs once approved, the
+    // hold holds, and ids go on from where sled left them.
+    bot.rewrite_config(&config_text("30m", "[store]\ntype = \"postgres\"\n"));
+    let env = [("OPSBOT_STORE_URL", std::ffi::OsStr::new(&url))];
+    let out = stdout(&bot.console_env(
+        &[
+            "/as console:bob",
+            "/approve r-2",
+            "/deploy web-staging v3.0.1",
+            "/as console:carol",
+            "/deploy api-staging v1.4.3",
+        ],
+        &env,
+    ));
+    assert!(out.contains("approved by console:bob"), "{out}");
+    assert!(out.contains("✅ r-2: [simulated] api-service now runs v1.4.2"), "{out}");
+    assert!(out.contains("web-staging is locked by console:bob"), "the hold came along: {out}");
+    assert!(out.contains("INC-1 (SEV2) is open on api-staging"), "the incident came along: {out}");
+    // Ids go on from the sled counters: none handed out there is handed out again.
+    let number = |r: &serde_json::Value| r["request_id"].as_str()?.strip_prefix("r-")?.parse::<u64>().ok();
+    let last_before = before.iter().filter_map(number).max().unwrap();
+    // The trail: the same records, hash for hash, then the new ones; it verifies.
+    let after: Vec<serde_json::Value> = {
+        let out = bot.command(&["audit", "export"]).env("OPSBOT_STORE_URL", &url).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert!(after.len() > before.len());
+    assert_eq!(&after[..before.len()], &before[..], "the copied records are the sled ones, byte for byte");
+    let new_requests: BTreeSet<u64> =
+        after[before.len()..].iter().filter(|r| r["kind"] == "request").filter_map(number).collect();
+    assert!(
+        new_requests.len() == 2 && new_requests.iter().all(|n| *n > last_before),
+        "{new_requests:?} after r-{last_before}"
+    );
+    let out = bot.command(&["audit", "verify"]).env("OPSBOT_STORE_URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

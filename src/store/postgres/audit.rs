@@ -395,31 +395,16 @@ impl Writer {
                 _ => Err(Failure::Stop("the trail's last record could not be read".into())),
             })?;
         let now = Utc::now();
-        let (mut seqs, mut stamps, mut prevs, mut hashes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut kinds, mut services, mut requests, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut sealed = Vec::with_capacity(entries.len());
         let mut prev = head.hash;
         for (i, entry) in entries.into_iter().enumerate() {
             let seq = head.seq + 1 + i as u64;
             let (record, stored) = chain::seal(seq, now, entry, &prev);
             prev = record.hash.clone();
-            seqs.push(seq as i64);
-            stamps.push(record.ts);
-            prevs.push(record.prev.clone());
-            hashes.push(record.hash.clone());
-            kinds.push(kind_name(record.entry.kind));
-            services.push(record.entry.service.clone());
-            requests.push(record.entry.request_id.clone());
-            bodies.push(stored);
-            sealed.push(record);
+            sealed.push((record, stored));
         }
-        let inserted = pg.on_commit(|c| {
-            c.execute(
-                "INSERT INTO opsbot_audit (seq, ts, prev, hash, kind, service, request_id, record)
-                 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
-                &[&seqs, &stamps, &prevs, &hashes, &kinds, &services, &requests, &bodies],
-            )
-        });
+        let inserted = pg.on_commit(|c| insert_records(c, &sealed));
+        let sealed: Vec<AuditRecord> = sealed.into_iter().map(|(record, _)| record).collect();
         if let Err(e) = inserted {
             // The chain's own checks refusing an insert made under the
             // trail's lock means the stored trail is not what it was: stop.
@@ -435,6 +420,34 @@ impl Writer {
         }
         Ok(sealed)
     }
+}
+
+/// Inserts sealed records (each with its stored bytes) in one statement;
+/// the table's trigger checks they continue the chain.
+pub(crate) fn insert_records(
+    c: &mut postgres::Client,
+    records: &[(AuditRecord, Vec<u8>)],
+) -> Result<u64, postgres::Error> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let (mut seqs, mut stamps, mut prevs, mut hashes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kinds, mut services, mut requests, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (record, stored) in records {
+        seqs.push(record.seq as i64);
+        stamps.push(record.ts);
+        prevs.push(record.prev.as_str());
+        hashes.push(record.hash.as_str());
+        kinds.push(kind_name(record.entry.kind));
+        services.push(record.entry.service.as_deref());
+        requests.push(record.entry.request_id.as_deref());
+        bodies.push(stored.as_slice());
+    }
+    c.execute(
+        "INSERT INTO opsbot_audit (seq, ts, prev, hash, kind, service, request_id, record)
+         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
+        &[&seqs, &stamps, &prevs, &hashes, &kinds, &services, &requests, &bodies],
+    )
 }
 
 impl AuditLog for PgAuditLog {

@@ -7,7 +7,9 @@ mod audit;
 mod pool;
 mod state;
 
+pub(crate) use audit::insert_records;
 pub use audit::PgAuditLog;
+pub(crate) use pool::db_error;
 pub use pool::Pg;
 pub use state::PgStore;
 
@@ -19,7 +21,7 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 
 /// Every table the schema makes: when all are there, it is not applied again
 /// (a bot role without CREATE can then start).
-const TABLES: [&str; 9] = [
+pub(crate) const TABLES: [&str; 9] = [
     "opsbot_audit",
     "opsbot_requests",
     "opsbot_run_locks",
@@ -30,6 +32,9 @@ const TABLES: [&str; 9] = [
     "opsbot_alert_keys",
     "opsbot_links",
 ];
+
+/// The id sequences: requests, incidents, alert groups.
+pub(crate) const SEQUENCES: [&str; 3] = ["opsbot_request_ids", "opsbot_incident_ids", "opsbot_alert_ids"];
 
 /// Connections the state store keeps (the audit writer has one more).
 const CONNECTIONS: usize = 4;
@@ -50,7 +55,7 @@ pub fn open_trail(url: &str) -> Result<Arc<PgAuditLog>, StoreError> {
     Ok(PgAuditLog::open(pg)?)
 }
 
-fn ensure_schema(pg: &Pg) -> Result<(), StoreError> {
+pub(crate) fn ensure_schema(pg: &Pg) -> Result<(), StoreError> {
     let missing: Vec<String> = pg.call(|c| {
         let mut missing = Vec::new();
         for table in TABLES {
