@@ -11,7 +11,7 @@ use crate::config::Loaded;
 use crate::engine::{Engine, Executors, Parts};
 use crate::error::Result;
 use crate::event::Actor;
-use crate::store::postgres::{PgAuditLog, PgStore};
+use crate::store::postgres::{Leader, PgAuditLog, PgStore};
 use crate::store::SledStore;
 use crate::tasks::Tasks;
 use std::io::IsTerminal;
@@ -140,6 +140,72 @@ impl Backing {
             Backing::Postgres(_, audit) => audit.close(),
         }
     }
+
+    /// On PostgreSQL: waits until this replica leads (only the leader acts;
+    /// `waiting` is told who leads meanwhile), then fences the trail with
+    /// its term. On sled, sled's own lock already made this the only one.
+    async fn lead(&self, waiting: impl Fn(&str) + Send + 'static) -> Result<Option<Arc<Leader>>> {
+        let Backing::Postgres(store, audit) = self else { return Ok(None) };
+        let url = store.pg().url().to_string();
+        let leader = tokio::task::spawn_blocking(move || Leader::acquire(&url, &leader_name(), waiting))
+            .await
+            .map_err(|e| crate::Error::Io(format!("waiting for the leader's lock: {e}")))??;
+        let term = leader.term().unwrap_or(0);
+        audit.fence(term);
+        tracing::info!(holder = %leader.holder, term, "this replica leads");
+        Ok(Some(Arc::new(leader)))
+    }
+}
+
+/// This process among replicas: its host (the pod's name) and process id.
+fn leader_name() -> String {
+    let host = secret("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "opsbot".into());
+    format!("{host}/{}", std::process::id())
+}
+
+/// A standby's listener until it leads: live, not ready (the body names the
+/// leader), and every other request answered 503 so senders retry.
+async fn standby(listener: &std::net::TcpListener, store: &Backing) -> Result<Option<Arc<Leader>>> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    if !matches!(store, Backing::Postgres(..)) {
+        return Ok(None);
+    }
+    let status = Arc::new(std::sync::Mutex::new("waiting for the leader's lock".to_string()));
+    let shown = status.clone();
+    let app = axum::Router::new()
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route(
+            "/health/ready",
+            get(move || {
+                let why = shown.lock().expect("standby status").clone();
+                async move { (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: standby, {why}\n")) }
+            }),
+        )
+        .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "standby: another opsbot replica leads; retry\n") });
+    let own = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(own, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let leader = store
+        .lead(move |current| {
+            *status.lock().expect("standby status") = format!("{current} leads");
+            tracing::info!(leader = %current, "standby: another replica leads; waiting for its lock");
+            println!("opsbot standby on {address}: {current} leads");
+        })
+        .await;
+    let _ = stop.send(());
+    let _ = server.await;
+    leader
 }
 
 /// What `console` and `serve` share: the engine over an open store, recovered
@@ -282,6 +348,7 @@ impl Running {
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Backing::open(&config)?;
+    store.lead(|current| eprintln!("opsbot: {current} leads on this database; waiting for it to stop")).await?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running =
         Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics, Tasks::default()).await?;
@@ -378,7 +445,12 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     }
     let listen = options.listen.unwrap_or_else(|| config.listen.clone());
 
+    // Bound first: a standby answers its probes while it waits to lead.
+    let std_listener = std::net::TcpListener::bind(&listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;
     let store = Backing::open(&config)?;
+    let leader = standby(&std_listener, &store).await?;
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
     if let Backing::Sled(sled) = &store {
         sled.warm_dedup(chrono::Utc::now())?;
@@ -426,6 +498,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let mut readiness = Readiness {
         tasks: vec![tasks.health(), engine.health().clone()],
         audit: Some(store.audit()),
+        leader,
         ..Default::default()
     };
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -488,8 +561,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         tasks: tasks.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),
     };
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
+    let listener = tokio::net::TcpListener::from_std(std_listener)
         .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(address = %listen, "opsbot serving");
     println!("opsbot serving on {}", listener.local_addr().map(|a| a.to_string()).unwrap_or(listen));

@@ -30,6 +30,9 @@ pub struct Readiness {
     pub tasks: Vec<Arc<crate::tasks::Health>>,
     /// The audit log: not ready once a commit failed.
     pub audit: Option<Arc<dyn crate::audit::AuditLog>>,
+    /// On PostgreSQL: this replica's leadership (it serves only while it
+    /// leads; losing the lock makes it neither live nor ready).
+    pub leader: Option<Arc<crate::store::postgres::Leader>>,
 }
 
 #[derive(Clone)]
@@ -382,6 +385,9 @@ async fn live(State(state): State<AppState>) -> Response {
 }
 
 fn liveness(readiness: &Readiness) -> (StatusCode, String) {
+    if readiness.leader.as_ref().is_some_and(|l| l.term().is_none()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not live: this replica lost the leader's lock\n".into());
+    }
     match readiness.audit.as_ref().and_then(|a| a.failed()) {
         Some(failed) => (StatusCode::SERVICE_UNAVAILABLE, format!("not live: audit store failed: {failed}\n")),
         None => (StatusCode::OK, "ok\n".into()),
@@ -419,8 +425,17 @@ async fn ready(State(state): State<AppState>) -> Response {
         .collect::<Vec<_>>();
     missing.extend(dead_text.iter().map(String::as_str));
     missing.extend(recent_panics.iter().map(String::as_str));
+    let leads = state.readiness.leader.as_ref().map(|l| (l.holder.clone(), l.term()));
+    if let Some((_, None)) = &leads {
+        missing.push("leadership (this replica lost the leader's lock)");
+    }
     if missing.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        match leads {
+            Some((holder, Some(term))) => {
+                (StatusCode::OK, format!("ready: leader {holder}, term {term}\n")).into_response()
+            }
+            _ => (StatusCode::OK, "ready\n").into_response(),
+        }
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", missing.join(", "))).into_response()
     }
@@ -433,6 +448,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP opsbot_request_panics_total Requests whose handler panicked (a bug; see the log).\n\
          # TYPE opsbot_request_panics_total counter\nopsbot_request_panics_total {panics}\n"
     ));
+    if let Some(leader) = &state.readiness.leader {
+        let term = leader.term();
+        body.push_str(&format!(
+            "# HELP opsbot_leader Whether this replica leads (PostgreSQL store).\n# TYPE opsbot_leader gauge\nopsbot_leader {}\n\
+             # HELP opsbot_leader_term The term this replica leads in (0 once it lost the lock).\n# TYPE opsbot_leader_term gauge\nopsbot_leader_term {}\n",
+            u8::from(term.is_some()),
+            term.unwrap_or(0)
+        ));
+    }
+    if let Some((count, time)) = state.readiness.audit.as_ref().and_then(|a| a.commits()) {
+        body.push_str(&format!(
+            "# HELP opsbot_store_commits_total Audit commits made (each one transaction or flush).\n# TYPE opsbot_store_commits_total counter\nopsbot_store_commits_total {count}\n\
+             # HELP opsbot_store_commit_seconds_total Time spent in those commits; divide by the count for the mean latency.\n# TYPE opsbot_store_commit_seconds_total counter\nopsbot_store_commit_seconds_total {:.6}\n",
+            time.as_secs_f64()
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

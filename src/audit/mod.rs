@@ -288,6 +288,11 @@ pub trait AuditLog: Send + Sync {
     fn failed(&self) -> Option<String> {
         None
     }
+    /// How many commits were made and the time they took, where the log
+    /// measures it (`/metrics`).
+    fn commits(&self) -> Option<(u64, std::time::Duration)> {
+        None
+    }
 }
 
 /// How far back chat replies (`/status`, `/audit`) look in the trail

@@ -122,7 +122,7 @@ fn copy(
     let mut failed: Option<StoreError> = None;
     let flush = |batch: &mut Vec<(crate::audit::AuditRecord, Vec<u8>)>| -> Result<(), StoreError> {
         let rows = std::mem::take(batch);
-        pg.on_commit(|c| postgres::insert_records(c, &rows)).map_err(db)?;
+        pg.on_commit(|c| postgres::insert_records(c, &rows, None)).map_err(db)?;
         Ok(())
     };
     sled.audit().trail().each_stored(&mut |seq, stored| {

@@ -28,6 +28,7 @@ mod crash;
 mod discord;
 mod ecs;
 mod engine;
+mod failover;
 mod fake_discord;
 mod fake_ecs;
 mod fake_k8s;

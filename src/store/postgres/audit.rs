@@ -46,6 +46,10 @@ pub struct PgAuditLog {
     /// reads the trail as it is).
     failed: Arc<Mutex<Option<String>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The leader's term this process writes in (0: not fenced).
+    fence: Arc<std::sync::atomic::AtomicU64>,
+    /// Commits made, and the microseconds they took.
+    timing: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 fn io(e: postgres::Error) -> AuditError {
@@ -153,14 +157,24 @@ impl PgAuditLog {
             committed: committed.clone(),
             failed: failed.clone(),
             writer: Mutex::new(None),
+            fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            timing: Arc::new(Default::default()),
         });
-        let writer = Writer { pg, conn: Some(conn), committed, failed };
+        let writer =
+            Writer { pg, conn: Some(conn), committed, failed, fence: log.fence.clone(), timing: log.timing.clone() };
         let handle = std::thread::Builder::new()
             .name("opsbot-pg-audit".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
         *log.writer.lock().expect("audit lock") = Some(handle);
         Ok(log)
+    }
+
+    /// From now on every commit checks, in its transaction, that `term` is
+    /// still the leader's, and records it with each record; a commit after
+    /// another replica took a later term is refused and stops the log.
+    pub fn fence(&self, term: u64) {
+        self.fence.store(term, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Why the log takes no more records, if it does not.
@@ -237,6 +251,8 @@ struct Writer {
     conn: Option<postgres::Client>,
     committed: broadcast::Sender<AuditRecord>,
     failed: Arc<Mutex<Option<String>>>,
+    fence: Arc<std::sync::atomic::AtomicU64>,
+    timing: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// How a commit went wrong.
@@ -296,7 +312,11 @@ impl Writer {
             effects.push(job.then);
             replies.push(job.reply);
         }
-        match self.transaction(entries, effects) {
+        let started = std::time::Instant::now();
+        let result = self.transaction(entries, effects);
+        self.timing[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.timing[1].fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok(records) => {
                 let mut records = records.into_iter();
                 for (reply, n) in replies.into_iter().zip(shape) {
@@ -375,13 +395,30 @@ impl Writer {
         let pg = self.pg.clone();
         let not_committed = |e: postgres::Error| Failure::NotCommitted(io(e));
         // One round trip: open the transaction, take the end of the trail,
-        // read where it ends.
+        // read where it ends and which term leads.
+        let term = self.fence.load(std::sync::atomic::Ordering::SeqCst);
         let head = pg.on_commit(|c| {
             c.simple_query(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({TRAIL_LOCK}); SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1"
+                "BEGIN; SELECT pg_advisory_xact_lock({TRAIL_LOCK}); SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1; SELECT term AS leading FROM opsbot_leader WHERE id = 1 FOR SHARE"
             ))
         });
         let head = head.map_err(not_committed)?;
+        if term > 0 {
+            let leading = head.iter().find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row)
+                    if row.columns().first().is_some_and(|c| c.name() == "leading") =>
+                {
+                    row.get(0).and_then(|s| s.parse::<u64>().ok())
+                }
+                _ => None,
+            });
+            if leading != Some(term) {
+                return Err(Failure::Stop(format!(
+                    "this replica led term {term}, but the database says {}: another replica leads now, and this one writes no more",
+                    leading.map(|t| format!("term {t}")).unwrap_or_else(|| "no term".into())
+                )));
+            }
+        }
         let head = head
             .iter()
             .find_map(|m| match m {
@@ -403,7 +440,7 @@ impl Writer {
             prev = record.hash.clone();
             sealed.push((record, stored));
         }
-        let inserted = pg.on_commit(|c| insert_records(c, &sealed));
+        let inserted = pg.on_commit(|c| insert_records(c, &sealed, (term > 0).then_some(term as i64)));
         let sealed: Vec<AuditRecord> = sealed.into_iter().map(|(record, _)| record).collect();
         if let Err(e) = inserted {
             // The chain's own checks refusing an insert made under the
@@ -427,6 +464,7 @@ impl Writer {
 pub(crate) fn insert_records(
     c: &mut postgres::Client,
     records: &[(AuditRecord, Vec<u8>)],
+    term: Option<i64>,
 ) -> Result<u64, postgres::Error> {
     if records.is_empty() {
         return Ok(0);
@@ -444,9 +482,9 @@ pub(crate) fn insert_records(
         bodies.push(stored.as_slice());
     }
     c.execute(
-        "INSERT INTO opsbot_audit (seq, ts, prev, hash, kind, service, request_id, record)
-         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
-        &[&seqs, &stamps, &prevs, &hashes, &kinds, &services, &requests, &bodies],
+        "INSERT INTO opsbot_audit (seq, ts, prev, hash, kind, service, request_id, record, term)
+         SELECT *, $9::bigint FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
+        &[&seqs, &stamps, &prevs, &hashes, &kinds, &services, &requests, &bodies, &term],
     )
 }
 
@@ -524,6 +562,12 @@ impl AuditLog for PgAuditLog {
 
     fn failed(&self) -> Option<String> {
         PgAuditLog::failed(self)
+    }
+
+    fn commits(&self) -> Option<(u64, std::time::Duration)> {
+        let count = self.timing[0].load(std::sync::atomic::Ordering::Relaxed);
+        let micros = self.timing[1].load(std::sync::atomic::Ordering::Relaxed);
+        Some((count, std::time::Duration::from_micros(micros)))
     }
 
     fn head(&self) -> Result<Head, AuditError> {

@@ -4,11 +4,13 @@
 //! `schema.sql`; `pool` holds the connections.
 
 mod audit;
+mod leader;
 mod pool;
 mod state;
 
 pub(crate) use audit::insert_records;
 pub use audit::PgAuditLog;
+pub use leader::Leader;
 pub(crate) use pool::db_error;
 pub use pool::Pg;
 pub use state::PgStore;
@@ -21,8 +23,9 @@ pub const SCHEMA: &str = include_str!("schema.sql");
 
 /// Every table the schema makes: when all are there, it is not applied again
 /// (a bot role without CREATE can then start).
-pub(crate) const TABLES: [&str; 9] = [
+pub(crate) const TABLES: [&str; 10] = [
     "opsbot_audit",
+    "opsbot_leader",
     "opsbot_requests",
     "opsbot_run_locks",
     "opsbot_holds",

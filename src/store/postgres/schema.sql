@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS opsbot_audit (
     request_id text,
     record     bytea NOT NULL
 );
+-- The leader's term when the record was written (see opsbot_leader).
+ALTER TABLE opsbot_audit ADD COLUMN IF NOT EXISTS term bigint;
 CREATE INDEX IF NOT EXISTS opsbot_audit_by_service ON opsbot_audit (service, seq);
 CREATE INDEX IF NOT EXISTS opsbot_audit_by_request ON opsbot_audit (request_id, seq);
 
@@ -54,6 +56,16 @@ END $$;
 CREATE OR REPLACE TRIGGER opsbot_audit_chain AFTER INSERT ON opsbot_audit
     REFERENCING NEW TABLE AS opsbot_audit_inserted
     FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_chained();
+
+-- Which replica leads, and its term: the replica holding the session
+-- advisory lock takes the next term when it gets it, and every audit commit
+-- checks the term is still its own (a deposed leader's late write is refused).
+CREATE TABLE IF NOT EXISTS opsbot_leader (
+    id     smallint PRIMARY KEY CHECK (id = 1),
+    term   bigint NOT NULL,
+    holder text NOT NULL,
+    since  timestamptz NOT NULL
+);
 
 -- State besides the trail (the Store trait). Bodies are the same JSON the
 -- sled store keeps.

@@ -1,0 +1,114 @@
+//! One active replica at a time on a shared database: the replica holding a
+//! session advisory lock leads. The lock lives on a connection of its own,
+//! on a thread of its own; PostgreSQL releases it when that connection dies
+//! (the process was killed, its host lost), and a standby waiting for it
+//! takes over. Each new leader takes the next term (`opsbot_leader`), and
+//! its audit commits check the term is still theirs, so a deposed leader
+//! whose other connections still work cannot write after its successor
+//! started.
+
+use super::pool::{connect, db_error};
+use crate::store::StoreError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The advisory lock the leader holds for as long as its connection lives.
+const LEADER_LOCK: i64 = 0x6f70_7362_6f74_0002; // "opsbot" 2
+/// How often a standby asks for the lock, and the leader checks it still
+/// has its connection.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// This replica's leadership, once it has it.
+pub struct Leader {
+    /// This process's name in `opsbot_leader` (host and pid).
+    pub holder: String,
+    /// The term it leads in; the fencing token its commits carry.
+    pub term: Arc<AtomicU64>,
+    /// Set when the lock's connection died: this replica no longer leads.
+    lost: Arc<AtomicBool>,
+}
+
+impl Leader {
+    /// Waits until this replica holds the leader's lock (calling `waiting`
+    /// once, with the current leader's name, if it must wait), then takes
+    /// the next term. Blocks: call it on a thread that runs no tasks.
+    pub fn acquire(url: &str, holder: &str, waiting: impl Fn(&str) + Send + 'static) -> Result<Leader, StoreError> {
+        let (url, holder) = (url.to_string(), holder.to_string());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let term = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicBool::new(false));
+        let (term_held, lost_held, name) = (term.clone(), lost.clone(), holder.clone());
+        std::thread::Builder::new()
+            .name("opsbot-pg-leader".into())
+            .spawn(move || {
+                let mut said = false;
+                let mut client = loop {
+                    let mut client = match connect(&url) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = tx.send(Err(StoreError::Io(e)));
+                            return;
+                        }
+                    };
+                    let got = client
+                        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                        .map(|r| r.get::<_, bool>(0));
+                    match got {
+                        Ok(true) => break client,
+                        Ok(false) => {
+                            if !said {
+                                said = true;
+                                let current = client
+                                    .query_opt("SELECT holder, term FROM opsbot_leader WHERE id = 1", &[])
+                                    .ok()
+                                    .flatten()
+                                    .map(|r| format!("{} (term {})", r.get::<_, String>(0), r.get::<_, i64>(1)))
+                                    .unwrap_or_else(|| "another opsbot".into());
+                                waiting(&current);
+                            }
+                            drop(client);
+                            std::thread::sleep(POLL);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(StoreError::Io(format!("PostgreSQL: {}", db_error(&e)))));
+                            return;
+                        }
+                    }
+                };
+                let taken = client.query_one(
+                    "INSERT INTO opsbot_leader (id, term, holder, since) VALUES (1, 1, $1, now())
+                     ON CONFLICT (id) DO UPDATE SET term = opsbot_leader.term + 1, holder = EXCLUDED.holder, since = now()
+                     RETURNING term",
+                    &[&name],
+                );
+                match taken {
+                    Ok(row) => {
+                        term_held.store(row.get::<_, i64>(0) as u64, Ordering::SeqCst);
+                        let _ = tx.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(StoreError::Io(format!("PostgreSQL: {}", db_error(&e)))));
+                        return;
+                    }
+                }
+                // Hold the connection (and so the lock) while this process lives.
+                loop {
+                    std::thread::sleep(POLL);
+                    if client.is_closed() || client.simple_query("SELECT 1").is_err() {
+                        lost_held.store(true, Ordering::SeqCst);
+                        tracing::error!("the leader's database connection is gone: this replica no longer leads");
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the leader thread: {e}")))?;
+        rx.recv().map_err(|_| StoreError::Io("the leader thread stopped".into()))??;
+        Ok(Leader { holder, term, lost })
+    }
+
+    /// The term this replica leads in, or `None` once it lost the lock.
+    pub fn term(&self) -> Option<u64> {
+        (!self.lost.load(Ordering::SeqCst)).then(|| self.term.load(Ordering::SeqCst))
+    }
+}

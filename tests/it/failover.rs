@@ -1,0 +1,324 @@
+//! Two `opsbot serve` processes on one PostgreSQL: one leads and serves, the
+//! other stands by (live, not ready, every request answered 503 so Slack
+//! retries). `kill -9` the leader in the middle of an action: the standby
+//! takes the lock within seconds, records the action as interrupted (never
+//! re-runs it), runs an approval given after the failover exactly once,
+//! takes no retry of a command the dead leader already took, and the trail
+//! verifies, each record carrying the term of the leader that wrote it.
+
+use super::fake_slack::FakeSlack;
+use super::postgres::Postgres;
+use super::support::{commands_dir, Bot};
+use opsbot::chat::slack::verify::Verifier;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+fn config() -> String {
+    format!(
+        r#"
+[bot]
+commands_dir = "{commands}"
+
+[store]
+type = "postgres"
+
+[slack]
+mode = "http"
+channel_interval = "20ms"
+
+[environments.staging]
+[environments.production]
+
+[groups]
+developers = ["slack:UALICE"]
+sre = ["slack:UBOB"]
+
+[services.api-service]
+environment = "production"
+channels = ["slack:COPS"]
+backend = {{ type = "simulated", version = "v1.4.1", replicas = 2, step = "30ms" }}
+
+[services.api-staging]
+environment = "staging"
+channels = ["slack:COPS"]
+backend = {{ type = "simulated", version = "v1.4.1", replicas = 3, step = "2s" }}
+
+[[rules]]
+commands = ["read"]
+environments = ["*"]
+requesters = ["*"]
+
+[[rules]]
+commands = ["deploy", "rollback", "restart", "scale"]
+environments = ["staging"]
+requesters = ["developers", "sre"]
+
+[[rules]]
+commands = ["deploy", "rollback", "restart", "scale"]
+environments = ["production"]
+requesters = ["developers", "sre"]
+approvers = ["sre"]
+approvals = 1
+"#,
+        commands = commands_dir().display()
+    )
+}
+
+/// One `opsbot serve` process.
+struct Replica {
+    _bot: Bot,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    base: String,
+}
+
+impl Replica {
+    fn start(name: &str, url: &str, slack: &FakeSlack) -> Replica {
+        let bot = Bot::with_config(&config());
+        let mut child = bot
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("SLACK_SIGNING_SECRET", SECRET)
+            .env("SLACK_BOT_TOKEN", "xoxb-test-token")
+            .env("SLACK_API_URL", slack.api_url())
+            .env("OPSBOT_STORE_URL", url)
+            .env("HOSTNAME", name)
+            .env("OPSBOT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(bot.dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .expect("serve starts");
+        let (tx, lines) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(20)).expect("serve says where it listens");
+        let address = first
+            .strip_prefix("opsbot serving on ")
+            .or_else(|| first.strip_prefix("opsbot standby on ").and_then(|rest| rest.split(": ").next()))
+            .unwrap_or_else(|| panic!("unexpected: {first}"))
+            .to_string();
+        Replica { _bot: bot, child, lines, base: format!("http://{address}") }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&format!("{}{path}", self.base)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    /// A slash command, signed as Slack signs it.
+    fn command(&self, user: &str, command: &str, text: &str, trigger: &str) -> (u16, String) {
+        let body = serde_urlencoded::to_string([
+            ("team_id", "T1"),
+            ("channel_id", "COPS"),
+            ("user_id", user),
+            ("command", command),
+            ("text", text),
+            ("response_url", "https://hooks.slack.com/commands/T1/1/x"),
+            ("trigger_id", trigger),
+        ])
+        .unwrap();
+        let ts = chrono::Utc::now().timestamp();
+        let signature = Verifier::new(SECRET).sign(ts, body.as_bytes());
+        let request = ureq::post(&format!("{}/slack/commands", self.base))
+            .set("Content-Type", "application/x-www-form-urlencoded")
+            .set("X-Slack-Request-Timestamp", &ts.to_string())
+            .set("X-Slack-Signature", &signature);
+        match request.send_string(&body) {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Waits for a line of stdout starting with `prefix`.
+    fn wait_for_line(&self, prefix: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let left =
+                within.checked_sub(started.elapsed()).unwrap_or_else(|| panic!("no `{prefix}` line in {within:?}"));
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return started.elapsed(),
+                Ok(_) => {}
+                Err(_) => panic!("no `{prefix}` line in {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (kind, outcome, term) of each record about `request`, from the database.
+fn records(pg: &Postgres, request: &str) -> Vec<(String, String, Option<i64>)> {
+    let (url, request) = (pg.url("opsbot"), request.to_string());
+    std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        c.query(
+            "SELECT kind, convert_from(substring(record from 65), 'UTF8')::json->>'outcome', term FROM opsbot_audit WHERE request_id = $1 ORDER BY seq",
+            &[&request],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2)))
+        .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+fn count(pg: &Postgres, sql: &'static str) -> i64 {
+    let url = pg.url("opsbot");
+    std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        c.query_one(sql, &[]).unwrap().get(0)
+    })
+    .join()
+    .unwrap()
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
+    let pg = Postgres::start();
+    let url = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
+    let slack = FakeSlack::start();
+    let a = Replica::start("replica-a", &url, &slack);
+    let b = Replica::start("replica-b", &url, &slack);
+    // A leads; B stands by, live but not ready, and turns requests away.
+    let (status, ready) = a.get("/health/ready");
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.starts_with("ready: leader replica-a/") && ready.ends_with("term 1\n"), "{ready}");
+    assert_eq!(b.get("/health/live").0, 200);
+    let (status, why) = b.get("/health/ready");
+    assert!(status == 503 && why.contains("standby") && why.contains("replica-a/"), "{status} {why}");
+    assert_eq!(b.command("UALICE", "/status", "api-staging", "t-standby").0, 503, "Slack retries a 503");
+    let (_, metrics) = a.get("/metrics");
+    assert!(metrics.contains("opsbot_leader 1\n") && metrics.contains("opsbot_leader_term 1\n"), "{metrics}");
+
+    // On A: a production deploy waits for approval; a staging restart runs (slowly).
+    let (status, answer) = a.command("UALICE", "/deploy", "api-service v1.4.2", "t-deploy");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = a.command("UALICE", "/restart", "api-staging", "t-restart");
+    assert_eq!(status, 200, "{answer}");
+    wait_until("the restart's intent", Duration::from_secs(10), || {
+        records(&pg, "r-2").iter().any(|(kind, outcome, _)| kind == "intent" && outcome == "started")
+    });
+    assert!(records(&pg, "r-1").iter().any(|(_, outcome, _)| outcome == "pending"), "r-1 waits");
+
+    // kill -9 the leader mid-rollout.
+    let mut a = a;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let took = b.wait_for_line("opsbot serving on", Duration::from_secs(15));
+    assert!(took < Duration::from_secs(10), "the standby took over in {took:?}");
+    let (status, ready) = b.get("/health/ready");
+    assert!(status == 200 && ready.starts_with("ready: leader replica-b/") && ready.ends_with("term 2\n"), "{ready}");
+
+    // The cut-off restart is recorded as interrupted, by the new leader, and not run again.
+    let restart = records(&pg, "r-2");
+    let interrupted: Vec<_> =
+        restart.iter().filter(|(kind, outcome, _)| kind == "outcome" && outcome == "interrupted").collect();
+    assert_eq!(interrupted.len(), 1, "{restart:?}");
+    assert_eq!(interrupted[0].2, Some(2), "written in term 2");
+    assert_eq!(restart.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "never re-run: {restart:?}");
+
+    // A retry of the restart command (the dead leader had taken it) is a duplicate.
+    let (status, answer) = b.command("UALICE", "/restart", "api-staging", "t-restart");
+    assert_eq!(status, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(records(&pg, "r-3").is_empty(), "the retry made no request");
+
+    // The approval, given to the new leader, runs the deploy once.
+    let (status, answer) = b.command("UBOB", "/approve", "r-1", "t-approve");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = b.command("UBOB", "/approve", "r-1", "t-approve-again");
+    assert_eq!(status, 200, "{answer}");
+    wait_until("the deploy's outcome", Duration::from_secs(10), || {
+        records(&pg, "r-1").iter().any(|(kind, _, _)| kind == "outcome")
+    });
+    let deploy = records(&pg, "r-1");
+    assert_eq!(deploy.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "{deploy:?}");
+    assert!(
+        deploy.iter().any(|(kind, outcome, term)| kind == "outcome" && outcome == "succeeded" && *term == Some(2)),
+        "{deploy:?}"
+    );
+    // Every record was written under a term: 1 by A, 2 by B.
+    let terms: Vec<Option<i64>> = std::thread::spawn({
+        let url = pg.url("opsbot");
+        move || {
+            let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            c.query("SELECT DISTINCT term FROM opsbot_audit ORDER BY term", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(terms, [Some(1), Some(2)]);
+    // The whole trail verifies.
+    let out = b._bot.command(&["audit", "verify"]).env("OPSBOT_STORE_URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A leader whose lock connection is gone (here: terminated by the
+/// database) while its other connections still work is deposed: once a
+/// standby takes the next term, its commits are refused, and it reports
+/// itself neither live nor ready.
+#[test]
+fn a_deposed_leader_cannot_write_after_its_successor_took_over() {
+    let pg = Postgres::start();
+    let url = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
+    let slack = FakeSlack::start();
+    let a = Replica::start("replica-a", &url, &slack);
+    let b = Replica::start("replica-b", &url, &slack);
+    assert!(a.get("/health/ready").1.ends_with("term 1\n"));
+    // The database drops A's lock connection (a network cut between them).
+    let admin = pg.url("opsbot");
+    std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&admin, ::postgres::NoTls).unwrap();
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1",
+            &[&(0x6f70_7362_6f74_0002_i64 as u32)],
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    b.wait_for_line("opsbot serving on", Duration::from_secs(15));
+    wait_until("A knows it lost the lock", Duration::from_secs(10), || a.get("/health/live").0 == 503);
+    let (status, why) = a.get("/health/ready");
+    assert!(status == 503 && why.contains("lost the leader's lock"), "{why}");
+    // A command that still reaches A is not recorded by it.
+    let (status, answer) = a.command("UALICE", "/restart", "api-staging", "t-late");
+    std::thread::sleep(Duration::from_millis(500));
+    let late = count(
+        &pg,
+        "SELECT count(*) FROM opsbot_audit WHERE term = 1 AND seq > (SELECT coalesce(min(seq), 0) FROM opsbot_audit WHERE term = 2)",
+    );
+    assert_eq!(late, 0, "A wrote after term 2 began (it answered {status} {answer})");
+    assert!(count(&pg, "SELECT count(*) FROM opsbot_audit WHERE term = 2") > 0, "B recorded its start");
+    assert!(b.get("/health/ready").1.ends_with("term 2\n"));
+}
