@@ -142,12 +142,17 @@ impl Backing {
     }
 
     /// On PostgreSQL: waits until this replica leads (only the leader acts;
-    /// `waiting` is told who leads meanwhile), then fences the trail with
-    /// its term. On sled, sled's own lock already made this the only one.
-    async fn lead(&self, waiting: impl Fn(&str) + Send + 'static) -> Result<Option<Arc<Leader>>> {
+    /// `waiting` is told who leads meanwhile), advertising `address` for
+    /// standbys to forward to, then fences the trail with its term. On sled,
+    /// sled's own lock already made this the only one.
+    async fn lead(
+        &self,
+        address: Option<String>,
+        waiting: impl Fn(Option<&crate::store::postgres::Leading>) + Send + 'static,
+    ) -> Result<Option<Arc<Leader>>> {
         let Backing::Postgres(store, audit) = self else { return Ok(None) };
         let url = store.pg().url().to_string();
-        let leader = tokio::task::spawn_blocking(move || Leader::acquire(&url, &leader_name(), waiting))
+        let leader = tokio::task::spawn_blocking(move || Leader::acquire(&url, &leader_name(), address, waiting))
             .await
             .map_err(|e| crate::Error::Io(format!("waiting for the leader's lock: {e}")))??;
         let term = leader.term().unwrap_or(0);
@@ -166,46 +171,14 @@ fn leader_name() -> String {
     format!("{host}/{}", std::process::id())
 }
 
-/// A standby's listener until it leads: live, not ready (the body names the
-/// leader), and every other request answered 503 so senders retry.
-async fn standby(listener: &std::net::TcpListener, store: &Backing) -> Result<Option<Arc<Leader>>> {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    if !matches!(store, Backing::Postgres(..)) {
-        return Ok(None);
+/// Where this replica takes requests, for standbys to forward to:
+/// `OPSBOT_ADVERTISE_URL`, else the listener's own address unless it listens
+/// on every interface (then there is no one address to give).
+fn advertised(listener: &std::net::TcpListener) -> Option<String> {
+    if let Some(url) = secret("OPSBOT_ADVERTISE_URL") {
+        return Some(url.trim_end_matches('/').to_string());
     }
-    let status = Arc::new(std::sync::Mutex::new("waiting for the leader's lock".to_string()));
-    let shown = status.clone();
-    let app = axum::Router::new()
-        .route("/health/live", get(|| async { "ok\n" }))
-        .route(
-            "/health/ready",
-            get(move || {
-                let why = shown.lock().expect("standby status").clone();
-                async move { (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: standby, {why}\n")) }
-            }),
-        )
-        .fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "standby: another opsbot replica leads; retry\n") });
-    let own = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(own, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let leader = store
-        .lead(move |current| {
-            *status.lock().expect("standby status") = format!("{current} leads");
-            tracing::info!(leader = %current, "standby: another replica leads; waiting for its lock");
-            println!("opsbot standby on {address}: {current} leads");
-        })
-        .await;
-    let _ = stop.send(());
-    let _ = server.await;
-    leader
+    listener.local_addr().ok().filter(|a| !a.ip().is_unspecified()).map(|a| format!("http://{a}"))
 }
 
 /// What `console` and `serve` share: the engine over an open store, recovered
@@ -348,7 +321,13 @@ impl Running {
 pub async fn console(loaded: Loaded, options: ConsoleOptions) -> Result<()> {
     let Loaded { config, registry } = loaded;
     let store = Backing::open(&config)?;
-    store.lead(|current| eprintln!("opsbot: {current} leads on this database; waiting for it to stop")).await?;
+    store
+        .lead(None, |current| {
+            if let Some(current) = current {
+                eprintln!("opsbot: {current} leads on this database; waiting for it to stop")
+            }
+        })
+        .await?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let running =
         Running::start("console", config, registry, store, Arc::new(ConsoleSink), metrics, Tasks::default()).await?;
@@ -450,7 +429,21 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;
     let store = Backing::open(&config)?;
-    let leader = standby(&std_listener, &store).await?;
+    let leader = match &store {
+        Backing::Postgres(..) => {
+            let address = advertised(&std_listener);
+            if address.is_none() {
+                tracing::warn!(
+                    "set OPSBOT_ADVERTISE_URL (where this replica takes requests) so standbys can forward to it"
+                );
+            }
+            let standby = crate::standby::Standby::start(&std_listener)?;
+            let leader = store.lead(address, standby.follower()).await;
+            standby.stop().await;
+            leader?
+        }
+        Backing::Sled(_) => None,
+    };
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
     if let Backing::Sled(sled) = &store {
         sled.warm_dedup(chrono::Utc::now())?;

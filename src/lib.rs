@@ -82,6 +82,7 @@ pub mod policy;
 pub mod report;
 pub mod runbook;
 pub mod server;
+pub mod standby;
 pub mod store;
 pub mod tasks;
 

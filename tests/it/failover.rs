@@ -168,7 +168,7 @@ fn records(pg: &Postgres, request: &str) -> Vec<(String, String, Option<i64>)> {
     std::thread::spawn(move || {
         let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
         c.query(
-            "SELECT kind, convert_from(substring(record from 65), 'UTF8')::json->>'outcome', term FROM opsbot_audit WHERE request_id = $1 ORDER BY seq",
+            &format!("SELECT kind, {BODY}->>'outcome', term FROM opsbot_audit WHERE request_id = $1 ORDER BY seq"),
             &[&request],
         )
         .unwrap()
@@ -180,11 +180,26 @@ fn records(pg: &Postgres, request: &str) -> Vec<(String, String, Option<i64>)> {
     .unwrap()
 }
 
-fn count(pg: &Postgres, sql: &'static str) -> i64 {
-    let url = pg.url("opsbot");
+/// The request id of the (one) request for `command`.
+fn request_of(pg: &Postgres, command: &str) -> String {
+    let (url, command) = (pg.url("opsbot"), command.to_string());
     std::thread::spawn(move || {
         let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-        c.query_one(sql, &[]).unwrap().get(0)
+        let sql = format!("SELECT request_id FROM opsbot_audit WHERE kind = 'request' AND {BODY}->>'command' = $1");
+        c.query_one(&sql, &[&command]).unwrap().get(0)
+    })
+    .join()
+    .unwrap()
+}
+
+/// A record's body as JSON, in SQL (the stored bytes after the hash).
+const BODY: &str = "convert_from(substring(record from 65), 'UTF8')::json";
+
+fn count(pg: &Postgres, sql: &str) -> i64 {
+    let (url, sql) = (pg.url("opsbot"), sql.replace("BODY", BODY));
+    std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        c.query_one(&sql, &[]).unwrap().get(0)
     })
     .join()
     .unwrap()
@@ -205,26 +220,40 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     let slack = FakeSlack::start();
     let a = Replica::start("replica-a", &url, &slack);
     let b = Replica::start("replica-b", &url, &slack);
-    // A leads; B stands by, live but not ready, and turns requests away.
+    // A leads; B stands by, ready, forwarding what reaches it to A.
     let (status, ready) = a.get("/health/ready");
     assert_eq!(status, 200, "{ready}");
     assert!(ready.starts_with("ready: leader replica-a/") && ready.ends_with("term 1\n"), "{ready}");
     assert_eq!(b.get("/health/live").0, 200);
     let (status, why) = b.get("/health/ready");
-    assert!(status == 503 && why.contains("standby") && why.contains("replica-a/"), "{status} {why}");
-    assert_eq!(b.command("UALICE", "/status", "api-staging", "t-standby").0, 503, "Slack retries a 503");
+    assert!(status == 200 && why.contains("standby") && why.contains("replica-a/"), "{status} {why}");
     let (_, metrics) = a.get("/metrics");
     assert!(metrics.contains("opsbot_leader 1\n") && metrics.contains("opsbot_leader_term 1\n"), "{metrics}");
+    assert!(b.get("/metrics").1.contains("opsbot_leader 0\n"));
+    // 200 signed slash commands spread across both, each delivered again to
+    // the other replica (a Slack retry): 200 requests recorded, by the leader.
+    for i in 0..200 {
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let trigger = format!("t-spread-{i}");
+        let (status, answer) = first.command("UALICE", "/status", "api-service", &trigger);
+        assert_eq!(status, 200, "{i}: {answer}");
+        assert_eq!(second.command("UALICE", "/status", "api-service", &trigger).0, 200, "{i}: the retry");
+    }
+    assert_eq!(count(&pg, "SELECT count(*) FROM opsbot_audit WHERE kind = 'request'"), 200, "each command once");
+    assert_eq!(count(&pg, "SELECT count(DISTINCT term) FROM opsbot_audit WHERE kind = 'request'"), 1);
 
-    // On A: a production deploy waits for approval; a staging restart runs (slowly).
-    let (status, answer) = a.command("UALICE", "/deploy", "api-service v1.4.2", "t-deploy");
+    // A production deploy (asked through the standby) waits for approval; a
+    // staging restart runs (slowly).
+    let (status, answer) = b.command("UALICE", "/deploy", "api-service v1.4.2", "t-deploy");
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = a.command("UALICE", "/restart", "api-staging", "t-restart");
     assert_eq!(status, 200, "{answer}");
+    let deploy_id = request_of(&pg, "deploy");
+    let restart_id = request_of(&pg, "restart");
     wait_until("the restart's intent", Duration::from_secs(10), || {
-        records(&pg, "r-2").iter().any(|(kind, outcome, _)| kind == "intent" && outcome == "started")
+        records(&pg, &restart_id).iter().any(|(kind, outcome, _)| kind == "intent" && outcome == "started")
     });
-    assert!(records(&pg, "r-1").iter().any(|(_, outcome, _)| outcome == "pending"), "r-1 waits");
+    assert!(records(&pg, &deploy_id).iter().any(|(_, outcome, _)| outcome == "pending"), "the deploy waits");
 
     // kill -9 the leader mid-rollout.
     let mut a = a;
@@ -236,7 +265,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     assert!(status == 200 && ready.starts_with("ready: leader replica-b/") && ready.ends_with("term 2\n"), "{ready}");
 
     // The cut-off restart is recorded as interrupted, by the new leader, and not run again.
-    let restart = records(&pg, "r-2");
+    let restart = records(&pg, &restart_id);
     let interrupted: Vec<_> =
         restart.iter().filter(|(kind, outcome, _)| kind == "outcome" && outcome == "interrupted").collect();
     assert_eq!(interrupted.len(), 1, "{restart:?}");
@@ -247,17 +276,21 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     let (status, answer) = b.command("UALICE", "/restart", "api-staging", "t-restart");
     assert_eq!(status, 200, "{answer}");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(records(&pg, "r-3").is_empty(), "the retry made no request");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND BODY->>'command' = 'restart'"),
+        1,
+        "the retry made no request"
+    );
 
     // The approval, given to the new leader, runs the deploy once.
-    let (status, answer) = b.command("UBOB", "/approve", "r-1", "t-approve");
+    let (status, answer) = b.command("UBOB", "/approve", &deploy_id, "t-approve");
     assert_eq!(status, 200, "{answer}");
-    let (status, answer) = b.command("UBOB", "/approve", "r-1", "t-approve-again");
+    let (status, answer) = b.command("UBOB", "/approve", &deploy_id, "t-approve-again");
     assert_eq!(status, 200, "{answer}");
     wait_until("the deploy's outcome", Duration::from_secs(10), || {
-        records(&pg, "r-1").iter().any(|(kind, _, _)| kind == "outcome")
+        records(&pg, &deploy_id).iter().any(|(kind, _, _)| kind == "outcome")
     });
-    let deploy = records(&pg, "r-1");
+    let deploy = records(&pg, &deploy_id);
     assert_eq!(deploy.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "{deploy:?}");
     assert!(
         deploy.iter().any(|(kind, outcome, term)| kind == "outcome" && outcome == "succeeded" && *term == Some(2)),

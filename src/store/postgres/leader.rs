@@ -19,6 +19,21 @@ const LEADER_LOCK: i64 = 0x6f70_7362_6f74_0002; // "opsbot" 2
 /// has its connection.
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// Who leads, as a standby sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leading {
+    pub holder: String,
+    pub term: u64,
+    /// Where it takes requests (`http://10.0.3.7:3000`), if it said.
+    pub address: Option<String>,
+}
+
+impl std::fmt::Display for Leading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (term {})", self.holder, self.term)
+    }
+}
+
 /// This replica's leadership, once it has it.
 pub struct Leader {
     /// This process's name in `opsbot_leader` (host and pid).
@@ -31,9 +46,15 @@ pub struct Leader {
 
 impl Leader {
     /// Waits until this replica holds the leader's lock (calling `waiting`
-    /// once, with the current leader's name, if it must wait), then takes
-    /// the next term. Blocks: call it on a thread that runs no tasks.
-    pub fn acquire(url: &str, holder: &str, waiting: impl Fn(&str) + Send + 'static) -> Result<Leader, StoreError> {
+    /// with the current leader whenever that changes, while it waits), then
+    /// takes the next term, advertising `address` for standbys to forward
+    /// to. Blocks: call it on a thread that runs no tasks.
+    pub fn acquire(
+        url: &str,
+        holder: &str,
+        address: Option<String>,
+        waiting: impl Fn(Option<&Leading>) + Send + 'static,
+    ) -> Result<Leader, StoreError> {
         let (url, holder) = (url.to_string(), holder.to_string());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let term = Arc::new(AtomicU64::new(0));
@@ -42,7 +63,7 @@ impl Leader {
         std::thread::Builder::new()
             .name("opsbot-pg-leader".into())
             .spawn(move || {
-                let mut said = false;
+                let mut said: Option<Option<Leading>> = None;
                 let mut client = loop {
                     let mut client = match connect(&url) {
                         Ok(c) => c,
@@ -57,15 +78,18 @@ impl Leader {
                     match got {
                         Ok(true) => break client,
                         Ok(false) => {
-                            if !said {
-                                said = true;
-                                let current = client
-                                    .query_opt("SELECT holder, term FROM opsbot_leader WHERE id = 1", &[])
-                                    .ok()
-                                    .flatten()
-                                    .map(|r| format!("{} (term {})", r.get::<_, String>(0), r.get::<_, i64>(1)))
-                                    .unwrap_or_else(|| "another opsbot".into());
-                                waiting(&current);
+                            let current = client
+                                .query_opt("SELECT holder, term, address FROM opsbot_leader WHERE id = 1", &[])
+                                .ok()
+                                .flatten()
+                                .map(|r| Leading {
+                                    holder: r.get(0),
+                                    term: r.get::<_, i64>(1) as u64,
+                                    address: r.get(2),
+                                });
+                            if said.as_ref() != Some(&current) {
+                                waiting(current.as_ref());
+                                said = Some(current);
                             }
                             drop(client);
                             std::thread::sleep(POLL);
@@ -77,10 +101,11 @@ impl Leader {
                     }
                 };
                 let taken = client.query_one(
-                    "INSERT INTO opsbot_leader (id, term, holder, since) VALUES (1, 1, $1, now())
-                     ON CONFLICT (id) DO UPDATE SET term = opsbot_leader.term + 1, holder = EXCLUDED.holder, since = now()
+                    "INSERT INTO opsbot_leader (id, term, holder, since, address) VALUES (1, 1, $1, now(), $2)
+                     ON CONFLICT (id) DO UPDATE SET term = opsbot_leader.term + 1, holder = EXCLUDED.holder,
+                         since = now(), address = EXCLUDED.address
                      RETURNING term",
-                    &[&name],
+                    &[&name, &address],
                 );
                 match taken {
                     Ok(row) => {

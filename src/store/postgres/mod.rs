@@ -10,7 +10,7 @@ mod state;
 
 pub(crate) use audit::insert_records;
 pub use audit::PgAuditLog;
-pub use leader::Leader;
+pub use leader::{Leader, Leading};
 pub(crate) use pool::db_error;
 pub use pool::Pg;
 pub use state::PgStore;

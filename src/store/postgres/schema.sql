@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS opsbot_leader (
     holder text NOT NULL,
     since  timestamptz NOT NULL
 );
+-- Where the leader takes requests (a standby forwards what reaches it).
+ALTER TABLE opsbot_leader ADD COLUMN IF NOT EXISTS address text;
 
 -- State besides the trail (the Store trait). Bodies are the same JSON the
 -- sled store keeps.
