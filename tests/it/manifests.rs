@@ -11,8 +11,8 @@
 //! - the ConfigMaps hold the repository's commands and a configuration that loads.
 
 use super::support::{commands_dir, BIN};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodTemplateSpec, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -82,6 +82,7 @@ struct Objects {
     cluster_bindings: Vec<ClusterRoleBinding>,
     config_maps: Vec<ConfigMap>,
     sets: Vec<StatefulSet>,
+    deployments: Vec<Deployment>,
     services: Vec<Service>,
     budgets: Vec<PodDisruptionBudget>,
     policies: Vec<NetworkPolicy>,
@@ -101,6 +102,7 @@ fn objects(docs: &[Value]) -> Objects {
             ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(o.cluster_roles.insert(name, typed(doc))),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => o.cluster_bindings.push(typed(doc)),
             ("apps/v1", "StatefulSet") => o.sets.push(typed(doc)),
+            ("apps/v1", "Deployment") => o.deployments.push(typed(doc)),
             ("policy/v1", "PodDisruptionBudget") => o.budgets.push(typed(doc)),
             ("networking.k8s.io/v1", "NetworkPolicy") => o.policies.push(typed(doc)),
             (api, kind) => panic!("{api} {kind} {name}: not an object the base is meant to hold"),
@@ -142,8 +144,8 @@ fn needed(permissions: &[Permission]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn container(set: &StatefulSet) -> &Container {
-    let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+fn container(template: &PodTemplateSpec) -> &Container {
+    let pod = template.spec.as_ref().unwrap();
     assert_eq!(pod.containers.len(), 1, "one container");
     &pod.containers[0]
 }
@@ -158,10 +160,10 @@ fn config_map<'a>(o: &'a Objects, rendered: &str) -> &'a ConfigMap {
 }
 
 /// The files the pod sees: each ConfigMap volume written out at its mount path under `root`.
-fn lay_out(o: &Objects, set: &StatefulSet, root: &Path) -> BTreeMap<String, String> {
-    let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+fn lay_out(o: &Objects, template: &PodTemplateSpec, root: &Path) -> BTreeMap<String, String> {
+    let pod = template.spec.as_ref().unwrap();
     let mut mounts = BTreeMap::new();
-    for mount in container(set).volume_mounts.as_deref().unwrap_or_default() {
+    for mount in container(template).volume_mounts.as_deref().unwrap_or_default() {
         let volume = pod.volumes.as_deref().unwrap_or_default().iter().find(|v| v.name == mount.name);
         let Some(source) = volume.and_then(|v| v.config_map.as_ref()) else { continue };
         let map = config_map(o, &source.name);
@@ -196,32 +198,86 @@ fn port_number(c: &Container, port: &IntOrString) -> i32 {
 
 #[test]
 fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
-    let docs = render(&base());
+    let ready = check_rendered(&base(), None);
+    assert_eq!(ready, "ready\n");
+}
+
+/// The PostgreSQL variant: a Deployment of replicas instead of the
+/// StatefulSet, each one told where it takes requests, and run here against
+/// a real PostgreSQL, where it leads.
+#[test]
+fn the_postgres_variant_runs_replicas_on_the_database() {
+    let pg = super::postgres::Postgres::start();
+    let ready = check_rendered(&base().join("postgres"), Some(&pg));
+    assert!(ready.starts_with("ready: leader ") && ready.ends_with("term 1\n"), "{ready}");
+    // Its configuration is the base's and the store's section, nothing else.
+    let base_text = std::fs::read_to_string(base().join("base/opsbot.toml")).unwrap();
+    let text = std::fs::read_to_string(base().join("postgres/opsbot.toml")).unwrap();
+    let added = text
+        .strip_prefix(&base_text)
+        .expect("postgres/opsbot.toml starts with the base's opsbot.toml, unchanged: copy it again");
+    assert!(added.contains("[store]") && added.contains("type = \"postgres\""), "{added}");
+}
+
+/// Renders `dir`, checks every object against the code, runs its pod as the
+/// kubelet would (on `postgres` when the variant needs it); the pod's answer
+/// to its readiness probe.
+fn check_rendered(dir: &Path, postgres: Option<&super::postgres::Postgres>) -> String {
+    let docs = render(dir);
     let o = objects(&docs);
-    assert_eq!(o.sets.len(), 1, "one StatefulSet");
-    let set = &o.sets[0];
-    let spec = set.spec.as_ref().unwrap();
-    let pod = spec.template.spec.as_ref().unwrap();
-    let c = container(set);
-    let labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    let (template, namespace) = match (o.sets.as_slice(), o.deployments.as_slice()) {
+        ([set], []) => {
+            let spec = set.spec.as_ref().unwrap();
+            // The embedded store: one replica, a volume only one pod may mount.
+            assert_eq!(spec.replicas, Some(1), "sled is one process");
+            let claims = spec.volume_claim_templates.as_deref().unwrap();
+            assert_eq!(claims.len(), 1);
+            let claim = &claims[0];
+            assert_eq!(
+                claim.spec.as_ref().unwrap().access_modes.as_deref(),
+                Some(&["ReadWriteOncePod".to_string()][..])
+            );
+            let c = container(&spec.template);
+            let data_mount =
+                c.volume_mounts.as_deref().unwrap().iter().find(|m| Some(&m.name) == claim.metadata.name.as_ref());
+            let data_mount = data_mount.expect("the claim is mounted").mount_path.clone();
+            let data_dir = env_value(c, "OPSBOT_DATA_DIR");
+            assert!(
+                Path::new(data_dir).starts_with(&data_mount),
+                "data dir {data_dir} is outside the volume at {data_mount}"
+            );
+            (&spec.template, set.metadata.namespace.clone().unwrap())
+        }
+        ([], [deployment]) => {
+            let spec = deployment.spec.as_ref().unwrap();
+            assert!(spec.replicas.unwrap_or(1) >= 2, "replicas on PostgreSQL");
+            let rolling = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).expect("a rolling update");
+            assert_eq!(
+                rolling.max_unavailable,
+                Some(IntOrString::Int(0)),
+                "a new replica stands by before an old one goes"
+            );
+            let c = container(&spec.template);
+            let advertise = env_value(c, "OPSBOT_ADVERTISE_URL");
+            let pod_ip = c.env.as_deref().unwrap().iter().find(|e| e.name == "POD_IP").expect("POD_IP");
+            let field =
+                pod_ip.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("POD_IP from the downward API");
+            assert_eq!(field.field_path, "status.podIP");
+            assert!(advertise.starts_with("http://$(POD_IP):"), "{advertise}");
+            (&spec.template, deployment.metadata.namespace.clone().unwrap())
+        }
+        _ => panic!("one workload: a StatefulSet (sled) or a Deployment (PostgreSQL)"),
+    };
+    let pod = template.spec.as_ref().unwrap();
+    let c = container(template);
+    let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
     let selects_pod = |selector: &BTreeMap<String, String>| {
         selector.iter().all(|(k, v)| labels.get(k) == Some(v)) && !selector.is_empty()
     };
 
-    // The embedded store: one replica, a volume only one pod may mount.
-    assert_eq!(spec.replicas, Some(1), "sled is one process");
-    let claims = spec.volume_claim_templates.as_deref().unwrap();
-    assert_eq!(claims.len(), 1);
-    let claim = &claims[0];
-    assert_eq!(claim.spec.as_ref().unwrap().access_modes.as_deref(), Some(&["ReadWriteOncePod".to_string()][..]));
-    let data_mount = c.volume_mounts.as_deref().unwrap().iter().find(|m| Some(&m.name) == claim.metadata.name.as_ref());
-    let data_mount = data_mount.expect("the claim is mounted").mount_path.clone();
-    let data_dir = env_value(c, "OPSBOT_DATA_DIR");
-    assert!(Path::new(data_dir).starts_with(&data_mount), "data dir {data_dir} is outside the volume at {data_mount}");
-
     // The configuration the pod reads, laid out as the pod sees it; it loads.
     let root = tempfile::tempdir().unwrap();
-    let mounts = lay_out(&o, set, root.path());
+    let mounts = lay_out(&o, template, root.path());
     let config_path = env_value(c, "OPSBOT_CONFIG");
     let on_disk = root.path().join(config_path.trim_start_matches('/'));
     let loaded = opsbot::config::load(&on_disk).unwrap_or_else(|e| panic!("the ConfigMap's configuration: {e}"));
@@ -243,7 +299,7 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
         .collect();
     let in_map = config_map(&o, &commands_map).data.clone().unwrap();
     for (file, text) in &shipped {
-        assert!(in_map.get(file) == Some(text), "deploy/kubernetes/commands/{file} differs from commands/{file}: copy it again (cp commands/*.toml deploy/kubernetes/commands/, and list new files in the kustomization)");
+        assert!(in_map.get(file) == Some(text), "deploy/kubernetes/base/commands/{file} differs from commands/{file}: copy it again (cp commands/*.toml deploy/kubernetes/base/commands/, and list new files in base/kustomization.yaml)");
     }
     assert_eq!(
         in_map.keys().collect::<Vec<_>>(),
@@ -261,7 +317,7 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
         assert_eq!(
             config_map(&o, &runbooks_map).data.as_ref().unwrap().get(file),
             Some(&text),
-            "deploy/kubernetes/commands/runbooks/{file} differs from commands/runbooks/{file}"
+            "deploy/kubernetes/base/commands/runbooks/{file} differs from commands/runbooks/{file}"
         );
     }
 
@@ -321,7 +377,7 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
 
     // RBAC: exactly the verbs the code uses, bound to the pod's account.
     let account = pod.service_account_name.clone().unwrap();
-    let account_ns = set.metadata.namespace.clone().unwrap();
+    let account_ns = namespace;
     assert!(o
         .accounts
         .iter()
@@ -390,14 +446,34 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
         })
         .collect();
     secrets.sort();
-    let data = root.path().join(data_dir.trim_start_matches('/'));
+    // The store's URL is the real database's; the kubelet's $(POD_IP) is here.
+    if let Some(pg) = postgres {
+        for (name, value) in secrets.iter_mut() {
+            if Some(name.as_str()) == store_url_env(config) {
+                *value = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
+            }
+        }
+    }
+    // Plain values as the pod has them (the data directory under `root`).
+    let plain: Vec<(String, String)> = c
+        .env
+        .as_deref()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .filter(|(name, _)| name != "OPSBOT_CONFIG")
+        .map(|(name, value)| match name.as_str() {
+            "OPSBOT_DATA_DIR" => (name, root.path().join(value.trim_start_matches('/')).display().to_string()),
+            _ => (name, value.replace("$(POD_IP)", "127.0.0.1")),
+        })
+        .collect();
     let serve = |secrets: &[(String, String)]| {
         Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
             .env("OPSBOT_CONFIG", &on_disk)
-            .env("OPSBOT_DATA_DIR", &data)
+            .envs(plain.iter().map(|(k, v)| (k, v)))
             .env("OPSBOT_LOG", "warn")
             .env("SLACK_API_URL", "http://127.0.0.1:9/api/")
             .envs(secrets.iter().map(|(k, v)| (k, v)))
@@ -424,6 +500,10 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
         }
     }
     assert_eq!(get("/metrics"), 200, "what the ServiceMonitor scrapes");
+    let ready = match ureq::get(&format!("http://{address}/health/ready")).call() {
+        Ok(r) => r.into_string().unwrap(),
+        Err(e) => panic!("{e}"),
+    };
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
 
@@ -433,6 +513,15 @@ fn the_kubernetes_base_is_what_the_code_serves_needs_and_is_granted() {
         let out = serve(&fewer).wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && said.contains(&format!("{} is not set", var.name)), "{}: {said}", var.name);
+    }
+    ready
+}
+
+/// The variable the store's URL is read from, on PostgreSQL.
+fn store_url_env(config: &opsbot::config::Config) -> Option<&str> {
+    match &config.store {
+        opsbot::config::StoreSettings::Postgres { url_env } => Some(url_env),
+        opsbot::config::StoreSettings::Sled => None,
     }
 }
 

@@ -117,7 +117,7 @@ impl CallError {
             format!("the Kubernetes API server{}", t.context.map(|c| format!(" of context {c}")).unwrap_or_default());
         match &self.failure {
             Failure::Forbidden => format!(
-                "Kubernetes refused to let opsbot {verb} {resource} in namespace {} (403 Forbidden): grant its service account `{verb}` on `{resource}` (see deploy/kubernetes/rbac.yaml)",
+                "Kubernetes refused to let opsbot {verb} {resource} in namespace {} (403 Forbidden): grant its service account `{verb}` on `{resource}` (see deploy/kubernetes/base/rbac.yaml)",
                 t.namespace
             ),
             Failure::NotFound if resource == "deployments" => {

@@ -85,7 +85,7 @@ pub fn job_spec(
 fn api_error(what: &str, e: kube::Error) -> ActionError {
     match &e {
         kube::Error::Api(status) if status.code == 403 => ActionError::Forbidden(format!(
-            "{what}: forbidden ({}); grant the Role in deploy/kubernetes/rbac.yaml (opsbot-runbook-jobs)",
+            "{what}: forbidden ({}); grant the Role in deploy/kubernetes/base/rbac.yaml (opsbot-runbook-jobs)",
             status.message
         )),
         kube::Error::Api(status) => ActionError::Failed(format!("{what}: {} ({})", status.message, status.code)),

@@ -25,7 +25,7 @@ const REPLICASETS_WITH_EVENTS: usize = 2;
 fn unreadable(t: &Target<'_>, e: &CallError) -> String {
     match e.failure {
         Failure::Forbidden => format!(
-            "not readable: opsbot may not {} {} in namespace {} (403; see deploy/kubernetes/rbac.yaml)",
+            "not readable: opsbot may not {} {} in namespace {} (403; see deploy/kubernetes/base/rbac.yaml)",
             e.verb, e.resource, t.namespace
         ),
         _ => format!("not readable: {}", e.explain(t)),
