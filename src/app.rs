@@ -155,7 +155,9 @@ impl Backing {
         let leader = tokio::task::spawn_blocking(move || Leader::acquire(&url, &leader_name(), address, waiting))
             .await
             .map_err(|e| crate::Error::Io(format!("waiting for the leader's lock: {e}")))??;
-        let term = leader.term().unwrap_or(0);
+        // Never unfenced: the term it took, even if the lock is gone already
+        // (then the database refuses its writes, and the process stops).
+        let term = leader.term.load(std::sync::atomic::Ordering::SeqCst);
         audit.fence(term);
         tracing::info!(holder = %leader.holder, term, "this replica leads");
         Ok(Some(Arc::new(leader)))

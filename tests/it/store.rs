@@ -569,3 +569,35 @@ fn a_sled_store_migrates_into_an_empty_database_and_the_bot_goes_on_there() {
     let out = bot.command(&["audit", "verify"]).env("OPSBOT_STORE_URL", &url).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The fencing token: once the database says another term leads, a
+/// process fenced with the old one can neither change the state nor append
+/// to the trail; its records carry the term they were written in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fenced_with_an_old_term_are_refused() {
+    let pending_request = |id: &str| opsbot::store::contract::pending(id, opsbot::approval::RequestState::Pending);
+    let pg = Postgres::start();
+    let (store, log) = open(&url_in(&pg, "opsbot", "fence")).unwrap();
+    let owner = admin(&pg, "fence");
+    owner.exec("INSERT INTO opsbot_leader (id, term, holder, since) VALUES (1, 1, 'replica-a/1', now())").unwrap();
+    log.fence(1);
+    let now = chrono::Utc::now();
+    assert!(store.first_delivery("k1", now).unwrap());
+    store.put_pending(&pending_request("r-1")).unwrap();
+    let record = (&*log as &dyn AuditLog).append(entry(1)).await.unwrap();
+    let term: Option<i64> = owner.run(move |c| {
+        c.query_one("SELECT term FROM opsbot_audit WHERE seq = $1", &[&(record.seq as i64)]).unwrap().get(0)
+    });
+    assert_eq!(term, Some(1));
+    // Another replica takes term 2.
+    owner.exec("UPDATE opsbot_leader SET term = 2, holder = 'replica-b/1'").unwrap();
+    let refused = store.put_pending(&pending_request("r-2")).unwrap_err().to_string();
+    assert!(refused.contains("writes no more"), "{refused}");
+    assert!(store.first_delivery("k2", now).is_err(), "a delivery key is state too");
+    assert!(store.link("slack:card:C1:1.2", "r-1").is_err());
+    assert!((&*log as &dyn AuditLog).append(entry(2)).await.is_err());
+    assert!(log.failed().unwrap().contains("another replica leads now"), "{:?}", log.failed());
+    let rows: i64 = owner.run(|c| c.query_one("SELECT count(*) FROM opsbot_requests", &[]).unwrap().get(0));
+    assert_eq!(rows, 1, "nothing of the old term's after the new one began");
+    log.close();
+}

@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
 /// The advisory lock every writer of the trail holds for its transaction.
-const TRAIL_LOCK: i64 = 0x6f70_7362_6f74_0001; // "opsbot" 1
+pub(super) const TRAIL_LOCK: i64 = 0x6f70_7362_6f74_0001; // "opsbot" 1
 /// Most appends waiting for the writer; past this, appending waits.
 const QUEUE_LIMIT: usize = 2 * MAX_COMMIT;
 /// Records read per round trip when streaming.
@@ -175,6 +175,7 @@ impl PgAuditLog {
     /// another replica took a later term is refused and stops the log.
     pub fn fence(&self, term: u64) {
         self.fence.store(term, std::sync::atomic::Ordering::SeqCst);
+        self.pg.fence(term);
     }
 
     /// Why the log takes no more records, if it does not.
@@ -381,9 +382,14 @@ impl Writer {
         outcome
     }
 
+    /// Whether the commit whose last record is `hash` landed. Asked under
+    /// the trail's lock, which the commit in question holds until it ends:
+    /// the answer waits for it, if it is still going.
     fn landed(url: &str, hash: &str) -> Result<bool, String> {
         let mut c = connect(url)?;
-        let row = c.query_opt("SELECT 1 FROM opsbot_audit WHERE hash = $1", &[&hash]).map_err(|e| db_error(&e))?;
+        let mut t = c.transaction().map_err(|e| db_error(&e))?;
+        t.execute("SELECT pg_advisory_xact_lock($1)", &[&TRAIL_LOCK]).map_err(|e| db_error(&e))?;
+        let row = t.query_opt("SELECT 1 FROM opsbot_audit WHERE hash = $1", &[&hash]).map_err(|e| db_error(&e))?;
         Ok(row.is_some())
     }
 
@@ -399,7 +405,7 @@ impl Writer {
         let term = self.fence.load(std::sync::atomic::Ordering::SeqCst);
         let head = pg.on_commit(|c| {
             c.simple_query(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({TRAIL_LOCK}); SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1; SELECT term AS leading FROM opsbot_leader WHERE id = 1 FOR SHARE"
+                "BEGIN; SET LOCAL opsbot.term = '{term}'; SELECT pg_advisory_xact_lock({TRAIL_LOCK}); SELECT seq, hash FROM opsbot_audit ORDER BY seq DESC LIMIT 1; SELECT term AS leading FROM opsbot_leader WHERE id = 1"
             ))
         });
         let head = head.map_err(not_committed)?;

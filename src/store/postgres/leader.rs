@@ -64,14 +64,22 @@ impl Leader {
             .name("opsbot-pg-leader".into())
             .spawn(move || {
                 let mut said: Option<Option<Leading>> = None;
+                let mut unreachable = false;
                 let mut client = loop {
+                    // The database was reached when the store opened: a
+                    // failure now is its own failover or a blip, waited out.
                     let mut client = match connect(&url) {
                         Ok(c) => c,
                         Err(e) => {
-                            let _ = tx.send(Err(StoreError::Io(e)));
-                            return;
+                            if !unreachable {
+                                tracing::warn!(error = %e, "cannot reach the database to ask for the leader's lock; trying again");
+                                unreachable = true;
+                            }
+                            std::thread::sleep(POLL * 2);
+                            continue;
                         }
                     };
+                    unreachable = false;
                     let got = client
                         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
                         .map(|r| r.get::<_, bool>(0));
@@ -95,18 +103,30 @@ impl Leader {
                             std::thread::sleep(POLL);
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(StoreError::Io(format!("PostgreSQL: {}", db_error(&e)))));
-                            return;
+                            tracing::warn!(error = %db_error(&e), "asking for the leader's lock failed; trying again");
+                            std::thread::sleep(POLL);
                         }
                     }
                 };
-                let taken = client.query_one(
-                    "INSERT INTO opsbot_leader (id, term, holder, since, address) VALUES (1, 1, $1, now(), $2)
-                     ON CONFLICT (id) DO UPDATE SET term = opsbot_leader.term + 1, holder = EXCLUDED.holder,
-                         since = now(), address = EXCLUDED.address
-                     RETURNING term",
-                    &[&name, &address],
-                );
+                // A leader that hangs (its process stopped, not dead) lets the
+                // lock go after a few seconds of silence on this connection.
+                if let Err(e) = client.batch_execute("SET idle_session_timeout = '5s'") {
+                    tracing::warn!(error = %db_error(&e), "cannot bound the leader connection's idle time");
+                }
+                // Under the trail's lock, which every audit commit holds for
+                // its whole transaction: a commit of the old leader's ends
+                // before the new term begins, or starts after it and reads it.
+                let taken = client.transaction().and_then(|mut t| {
+                    t.execute("SELECT pg_advisory_xact_lock($1)", &[&super::audit::TRAIL_LOCK])?;
+                    let row = t.query_one(
+                        "INSERT INTO opsbot_leader (id, term, holder, since, address) VALUES (1, 1, $1, now(), $2)
+                         ON CONFLICT (id) DO UPDATE SET term = opsbot_leader.term + 1, holder = EXCLUDED.holder,
+                             since = now(), address = EXCLUDED.address
+                         RETURNING term",
+                        &[&name, &address],
+                    )?;
+                    t.commit().map(|()| row)
+                });
                 match taken {
                     Ok(row) => {
                         term_held.store(row.get::<_, i64>(0) as u64, Ordering::SeqCst);
@@ -117,13 +137,19 @@ impl Leader {
                         return;
                     }
                 }
-                // Hold the connection (and so the lock) while this process lives.
+                // Hold the connection (and so the lock) while this process
+                // lives. Losing it means another replica may lead already:
+                // this one stops at once (a crash, as far as the trail goes:
+                // its successor records what was running as interrupted),
+                // so nothing it would still write, state or backend, races
+                // the new leader's.
                 loop {
                     std::thread::sleep(POLL);
                     if client.is_closed() || client.simple_query("SELECT 1").is_err() {
                         lost_held.store(true, Ordering::SeqCst);
-                        tracing::error!("the leader's database connection is gone: this replica no longer leads");
-                        return;
+                        tracing::error!("the leader's database connection is gone: this replica no longer leads, and stops");
+                        eprintln!("opsbot: lost the leader's lock (its database connection is gone); stopping");
+                        std::process::exit(75);
                     }
                 }
             })

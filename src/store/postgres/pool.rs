@@ -38,6 +38,10 @@ pub struct Pg {
     id: u64,
     url: Arc<String>,
     jobs: mpsc::Sender<Job>,
+    /// The leader's term this process writes in (0: none): each connection
+    /// says it (`SET opsbot.term`), and the state tables' trigger refuses a
+    /// write once another term leads.
+    term: Arc<AtomicU64>,
 }
 
 /// The server's words (never the URL, which may hold a password).
@@ -58,13 +62,25 @@ pub fn connect(url: &str) -> Result<postgres::Client, String> {
     // Never the URL or the parser's words about it: they may hold a password.
     let mut config: postgres::Config =
         url.parse().map_err(|_| "the store's URL is not a valid postgres:// URL or key=value string".to_string())?;
-    config.connect_timeout(CONNECT_TIMEOUT).keepalives(true).application_name("opsbot");
+    // A peer that vanished (its host lost, the network cut) is noticed in
+    // seconds, on both ends, rather than after the system's two hours.
+    config
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(10))
+        .application_name("opsbot");
     let tls = crate::action::sql::tls().map_err(|e| e.to_string())?;
     let mut client = config
         .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
         .map_err(|e| format!("cannot connect to the store's database: {}", db_error(&e)))?;
     client
-        .batch_execute(&format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+        .batch_execute(&format!(
+            "SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET idle_in_transaction_session_timeout = '30s'; \
+             SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3"
+        ))
         .map_err(|e| format!("the store's database: {}", db_error(&e)))?;
     Ok(client)
 }
@@ -76,9 +92,11 @@ impl Pg {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let url = Arc::new(url.to_string());
+        let term = Arc::new(AtomicU64::new(0));
         for n in 0..connections.max(1) {
-            let (queue, url) = (queue.clone(), url.clone());
+            let (queue, url, term) = (queue.clone(), url.clone(), term.clone());
             let mut client: Option<postgres::Client> = None;
+            let mut said_term = 0;
             std::thread::Builder::new()
                 .name(format!("opsbot-pg-{n}"))
                 .spawn(move || loop {
@@ -88,6 +106,7 @@ impl Pg {
                     };
                     if client.as_ref().is_none_or(|c| c.is_closed()) {
                         client = None;
+                        said_term = 0;
                         match connect(&url) {
                             Ok(c) => client = Some(c),
                             Err(e) => {
@@ -96,11 +115,20 @@ impl Pg {
                             }
                         }
                     }
-                    job(Ok(client.as_mut().expect("connected")));
+                    let connection = client.as_mut().expect("connected");
+                    let now = term.load(Ordering::SeqCst);
+                    if now != said_term {
+                        if let Err(e) = connection.batch_execute(&format!("SET opsbot.term = '{now}'")) {
+                            job(Err(format!("the store's database: {}", db_error(&e))));
+                            continue;
+                        }
+                        said_term = now;
+                    }
+                    job(Ok(connection));
                 })
                 .map_err(|e| StoreError::Io(format!("cannot start a store thread: {e}")))?;
         }
-        let pg = Pg { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), url, jobs };
+        let pg = Pg { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), url, jobs, term };
         pg.call(|c| c.batch_execute("SELECT 1"))?;
         Ok(pg)
     }
@@ -114,6 +142,12 @@ impl Pg {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// From now on this process's state writes are made in `term`, and
+    /// refused by the database once another term leads.
+    pub fn fence(&self, term: u64) {
+        self.term.store(term, Ordering::SeqCst);
     }
 
     /// Which database this is, for [`Pg::begin_commit`].
@@ -144,7 +178,15 @@ impl Pg {
             let _ = tx.send(answer);
         });
         self.jobs.send(job).map_err(|_| StoreError::Io("the store's connections have stopped".into()))?;
-        rx.recv().map_err(|_| StoreError::Io("a store connection stopped while answering".into()))?
+        let wait = || rx.recv().map_err(|_| StoreError::Io("a store connection stopped while answering".into()));
+        // On a tokio worker: let the runtime move its other tasks elsewhere
+        // while this one waits for the database.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)?
+            }
+            _ => wait()?,
+        }
     }
 
     /// Makes `client` this thread's open commit for this database: until

@@ -35,27 +35,22 @@ CREATE OR REPLACE TRIGGER opsbot_audit_no_truncate BEFORE TRUNCATE ON opsbot_aud
     FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_append_only();
 
 -- Each record follows the one before it: record 1 the genesis hash, record n
--- the hash of record n-1. Checked once per statement, after all its rows are
--- in (a commit of many records is one statement, checked whole).
+-- the hash of record n-1. An AFTER trigger runs once the whole statement's
+-- rows are in, so a commit of many records is checked whatever their order.
 CREATE OR REPLACE FUNCTION opsbot_audit_chained() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    bad bigint;
 BEGIN
-    SELECT n.seq INTO bad FROM opsbot_audit_inserted n
-    WHERE NOT ((n.seq = 1 AND n.prev = repeat('0', 64))
-               OR (n.seq > 1 AND EXISTS (SELECT 1 FROM opsbot_audit a WHERE a.seq = n.seq - 1 AND a.hash = n.prev)))
-    ORDER BY n.seq LIMIT 1;
-    IF bad = 1 THEN
-        RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
-    ELSIF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'audit record % does not follow record %', bad, bad - 1
+    IF NEW.seq = 1 THEN
+        IF NEW.prev <> repeat('0', 64) THEN
+            RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM opsbot_audit WHERE seq = NEW.seq - 1 AND hash = NEW.prev) THEN
+        RAISE EXCEPTION 'audit record % does not follow record %', NEW.seq, NEW.seq - 1
             USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER opsbot_audit_chain AFTER INSERT ON opsbot_audit
-    REFERENCING NEW TABLE AS opsbot_audit_inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_chained();
+    FOR EACH ROW EXECUTE FUNCTION opsbot_audit_chained();
 
 -- Which replica leads, and its term: the replica holding the session
 -- advisory lock takes the next term when it gets it, and every audit commit
@@ -116,3 +111,39 @@ CREATE TABLE IF NOT EXISTS opsbot_links (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
+
+-- Fencing for the state too: a connection that says which term it writes in
+-- (SET opsbot.term; the leader's do) may change these tables only while that
+-- term leads. The row lock orders the check against a new leader's term
+-- (taken under the same row's update), so no write of a deposed leader's
+-- lands after its successor began.
+CREATE OR REPLACE FUNCTION opsbot_fenced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    mine text := current_setting('opsbot.term', true);
+    led bigint;
+BEGIN
+    IF mine IS NOT NULL AND mine NOT IN ('', '0') THEN
+        SELECT term INTO led FROM opsbot_leader WHERE id = 1 FOR SHARE;
+        IF led IS DISTINCT FROM mine::bigint THEN
+            RAISE EXCEPTION 'this replica led term %, but term % leads now: it writes no more', mine, led
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER opsbot_requests_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_requests
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_run_locks_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_run_locks
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_holds_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_holds
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_dedup_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_dedup
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_incidents_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_incidents
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_alerts_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_alerts
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_alert_keys_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_alert_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+CREATE OR REPLACE TRIGGER opsbot_links_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_links
+    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
