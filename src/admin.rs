@@ -292,10 +292,20 @@ fn answer_from((result, hashes): Walked) -> VerifyAnswer {
 
 /// Where the CLI finds the trail: the sled data directory, or the
 /// PostgreSQL database `[store]` names.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Location {
     Dir(PathBuf),
     Postgres(String),
+}
+
+/// Never the URL: it may hold a password.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
+            Location::Postgres(_) => f.write_str("Postgres(…)"),
+        }
+    }
 }
 
 impl Location {

@@ -70,7 +70,41 @@ pub fn to_postgres(dir: &Path, url: &str) -> Result<Migrated, StoreError> {
     let state = sled.state()?;
     let pg = Arc::new(Pg::open(url, 1)?);
     postgres::ensure_schema(&pg)?;
+    // One transaction on this thread; the store's writes below go into it.
+    let conn = pg.connect_aside().map_err(StoreError::Io)?;
+    pg.begin_commit(conn);
+    let copied = empty_then_copy(&sled, &pg, &state, &source);
+    let mut conn = pg.end_commit();
+    let migrated = match copied {
+        Ok(migrated) => migrated,
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            return Err(e);
+        }
+    };
+    conn.batch_execute("COMMIT").map_err(|e| {
+        StoreError::Io(format!(
+            "PostgreSQL: {} (if the commit landed anyway, `opsbot audit verify` on the database shows the copy)",
+            postgres::db_error(&e)
+        ))
+    })?;
+    sled.audit().close();
+    Ok(migrated)
+}
+
+/// Inside the migration's transaction: the target is checked empty, with
+/// every table locked against other writers (a bot started on it meanwhile
+/// waits), then the copy is made.
+fn empty_then_copy(
+    sled: &SledStore,
+    pg: &Arc<Pg>,
+    state: &SledState,
+    source: &chain::VerifySummary,
+) -> Result<Migrated, StoreError> {
+    let db = |e: ::postgres::Error| StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e)));
+    pg.on_commit(|c| c.batch_execute("BEGIN")).map_err(db)?;
     let taken: Vec<String> = pg.call(|c| {
+        c.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", postgres::TABLES.join(", ")))?;
         let mut taken = Vec::new();
         for table in postgres::TABLES {
             let n: i64 = c.query_one(&format!("SELECT count(*) FROM {table}"), &[])?.get(0);
@@ -92,21 +126,7 @@ pub fn to_postgres(dir: &Path, url: &str) -> Result<Migrated, StoreError> {
             taken.join(", ")
         )));
     }
-    // One transaction on this thread; the store's writes below go into it.
-    let conn = pg.connect_aside().map_err(StoreError::Io)?;
-    pg.begin_commit(conn);
-    let copied = copy(&sled, &pg, &state, &source);
-    let mut conn = pg.end_commit();
-    let migrated = match copied {
-        Ok(migrated) => migrated,
-        Err(e) => {
-            let _ = conn.batch_execute("ROLLBACK");
-            return Err(e);
-        }
-    };
-    conn.batch_execute("COMMIT").map_err(|e| StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e))))?;
-    sled.audit().close();
-    Ok(migrated)
+    copy(sled, pg, state, source)
 }
 
 fn copy(
@@ -116,7 +136,6 @@ fn copy(
     source: &chain::VerifySummary,
 ) -> Result<Migrated, StoreError> {
     let db = |e: ::postgres::Error| StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e)));
-    pg.on_commit(|c| c.batch_execute("BEGIN")).map_err(db)?;
     // The trail, as stored.
     let mut batch: Vec<(crate::audit::AuditRecord, Vec<u8>)> = Vec::with_capacity(BATCH);
     let mut failed: Option<StoreError> = None;

@@ -311,6 +311,9 @@ async fn verify_names_a_changed_or_removed_record() {
     assert_eq!(failure.seq, 30, "{failure}");
     assert!(failure.problem.contains("missing"), "{failure}");
     log.close();
+    // With its guards switched off, the table is not written to again.
+    let refused = open(&url_in(&pg, "opsbot", "tamper")).err().expect("refused").to_string();
+    assert!(refused.contains("missing its guards"), "{refused}");
 }
 
 /// Two replicas' writers on one database make one chain: every append

@@ -47,8 +47,47 @@ const CONNECTIONS: usize = 4;
 pub fn open(url: &str) -> Result<(PgStore, Arc<PgAuditLog>), StoreError> {
     let pg = Arc::new(Pg::open(url, CONNECTIONS)?);
     ensure_schema(&pg)?;
+    check_guards(&pg)?;
     let audit = PgAuditLog::open(pg.clone())?;
     Ok((PgStore::new(pg), audit))
+}
+
+/// The trail's guards are in place (a missing trigger is a changed schema:
+/// opsbot will not write to it), and whether this role could still change
+/// the trail (it owns the table or was granted more than SELECT and
+/// INSERT): said loudly, as the documented grants are the point.
+fn check_guards(pg: &Pg) -> Result<(), StoreError> {
+    let (triggers, owner, can_change): (i64, bool, bool) = pg.call(|c| {
+        let triggers: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'opsbot_audit'::regclass AND tgenabled <> 'D'
+                 AND tgname IN ('opsbot_audit_no_change', 'opsbot_audit_no_truncate', 'opsbot_audit_chain')",
+                &[],
+            )?
+            .get(0);
+        let owner: bool = c
+            .query_one(
+                "SELECT pg_get_userbyid(relowner) = current_user FROM pg_class WHERE oid = 'opsbot_audit'::regclass",
+                &[],
+            )?
+            .get(0);
+        let can_change: bool =
+            c.query_one("SELECT has_table_privilege('opsbot_audit', 'UPDATE, DELETE, TRUNCATE')", &[])?.get(0);
+        Ok((triggers, owner, can_change))
+    })?;
+    if triggers != 3 {
+        return Err(StoreError::Open {
+            path: "[store] postgres".into(),
+            reason: "the trail's table is missing its guards (the triggers that refuse changes and check the chain are gone or disabled): opsbot will not write to it; have the database's owner apply `opsbot store schema` again and run `opsbot audit verify`".into(),
+        });
+    }
+    if owner || can_change {
+        tracing::warn!(
+            owns_the_table = owner,
+            "the store's database role could change the audit trail (it owns opsbot_audit or may UPDATE, DELETE or TRUNCATE it): give the bot a role with only the grants in docs/production.md"
+        );
+    }
+    Ok(())
 }
 
 /// The trail alone, for the command line's reads (`audit verify`, `export`,
