@@ -67,6 +67,8 @@ impl Standby {
     pub fn follower(&self) -> impl Fn(Option<&Leading>) + Send + 'static {
         let shared = self.shared.clone();
         move |current| {
+            // Known before it is said: whoever reads the line may ask at once.
+            *shared.leading.lock().expect("standby state") = current.cloned();
             match current {
                 Some(leading) => {
                     tracing::info!(leader = %leading, address = ?leading.address, "standby: another replica leads");
@@ -74,7 +76,6 @@ impl Standby {
                 }
                 None => tracing::info!("standby: no replica has led yet"),
             }
-            *shared.leading.lock().expect("standby state") = current.cloned();
         }
     }
 

@@ -480,7 +480,8 @@ pub(crate) fn insert_records(
     for (record, stored) in records {
         seqs.push(record.seq as i64);
         stamps.push(record.ts);
-        prevs.push(record.prev.as_str());
+        // Record 1 follows no record (its body names the genesis hash).
+        prevs.push((record.seq > 1).then_some(record.prev.as_str()));
         hashes.push(record.hash.as_str());
         kinds.push(kind_name(record.entry.kind));
         services.push(record.entry.service.as_deref());

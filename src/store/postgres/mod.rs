@@ -58,10 +58,15 @@ pub fn open(url: &str) -> Result<(PgStore, Arc<PgAuditLog>), StoreError> {
 /// INSERT): said loudly, as the documented grants are the point.
 fn check_guards(pg: &Pg) -> Result<(), StoreError> {
     let (triggers, owner, can_change): (i64, bool, bool) = pg.call(|c| {
+        // The two triggers refusing changes, and the chain's foreign key
+        // (its checks are triggers too: disabling them shows here).
         let triggers: i64 = c
             .query_one(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'opsbot_audit'::regclass AND tgenabled <> 'D'
-                 AND tgname IN ('opsbot_audit_no_change', 'opsbot_audit_no_truncate', 'opsbot_audit_chain')",
+                "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'opsbot_audit'::regclass AND tgenabled <> 'D'
+                         AND tgname IN ('opsbot_audit_no_change', 'opsbot_audit_no_truncate'))
+                      + (SELECT count(*) FROM pg_constraint c WHERE c.conrelid = 'opsbot_audit'::regclass
+                         AND c.conname = 'opsbot_audit_chain' AND c.convalidated
+                         AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgconstraint = c.oid AND t.tgenabled = 'D'))",
                 &[],
             )?
             .get(0);

@@ -10,13 +10,22 @@
 CREATE TABLE IF NOT EXISTS opsbot_audit (
     seq        bigint PRIMARY KEY CHECK (seq > 0),
     ts         timestamptz NOT NULL,
-    -- A record has at most one successor: two writers can never fork the chain.
-    prev       text NOT NULL UNIQUE,
-    hash       text NOT NULL UNIQUE,
+    -- The previous record's hash (none for record 1, whose body names the
+    -- genesis hash). Unique: a record has at most one successor, so two
+    -- writers can never fork the chain.
+    prev       text UNIQUE,
+    hash       text NOT NULL,
     kind       text NOT NULL,
     service    text,
     request_id text,
-    record     bytea NOT NULL
+    record     bytea NOT NULL,
+    prev_seq   bigint GENERATED ALWAYS AS (seq - 1) STORED,
+    CONSTRAINT opsbot_audit_record UNIQUE (seq, hash),
+    -- Each record follows the one before it: record n names the hash of
+    -- record n-1 (checked at the end of each statement, so a commit of many
+    -- records is checked whole); record 1 follows none.
+    CONSTRAINT opsbot_audit_chain FOREIGN KEY (prev_seq, prev) REFERENCES opsbot_audit (seq, hash),
+    CONSTRAINT opsbot_audit_genesis CHECK ((seq = 1) = (prev IS NULL))
 );
 -- The leader's term when the record was written (see opsbot_leader).
 ALTER TABLE opsbot_audit ADD COLUMN IF NOT EXISTS term bigint;
@@ -33,24 +42,6 @@ CREATE OR REPLACE TRIGGER opsbot_audit_no_change BEFORE UPDATE OR DELETE ON opsb
     FOR EACH ROW EXECUTE FUNCTION opsbot_audit_append_only();
 CREATE OR REPLACE TRIGGER opsbot_audit_no_truncate BEFORE TRUNCATE ON opsbot_audit
     FOR EACH STATEMENT EXECUTE FUNCTION opsbot_audit_append_only();
-
--- Each record follows the one before it: record 1 the genesis hash, record n
--- the hash of record n-1. An AFTER trigger runs once the whole statement's
--- rows are in, so a commit of many records is checked whatever their order.
-CREATE OR REPLACE FUNCTION opsbot_audit_chained() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.seq = 1 THEN
-        IF NEW.prev <> repeat('0', 64) THEN
-            RAISE EXCEPTION 'audit record 1 must follow the genesis hash' USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-    ELSIF NOT EXISTS (SELECT 1 FROM opsbot_audit WHERE seq = NEW.seq - 1 AND hash = NEW.prev) THEN
-        RAISE EXCEPTION 'audit record % does not follow record %', NEW.seq, NEW.seq - 1
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE TRIGGER opsbot_audit_chain AFTER INSERT ON opsbot_audit
-    FOR EACH ROW EXECUTE FUNCTION opsbot_audit_chained();
 
 -- Which replica leads, and its term: the replica holding the session
 -- advisory lock takes the next term when it gets it, and every audit commit
