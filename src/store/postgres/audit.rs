@@ -24,6 +24,8 @@ use tokio::sync::{broadcast, oneshot, Semaphore};
 pub(super) const TRAIL_LOCK: i64 = 0x6f70_7362_6f74_0001; // "opsbot" 1
 /// Most appends waiting for the writer; past this, appending waits.
 const QUEUE_LIMIT: usize = 2 * MAX_COMMIT;
+/// How long a commit waits for more appends when the last one served several.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 /// Records read per round trip when streaming.
 const PAGE: i64 = 2_000;
 
@@ -266,24 +268,35 @@ enum Failure {
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // Whether the last commit served several callers: then the others
+        // are likely on their way, and a commit waits a moment for them (a
+        // commit costs a WAL flush; a fuller one costs about the same).
+        let mut busy = false;
         while let Ok(first) = queue.recv() {
             let mut records = first.entries.len();
             let mut batch = vec![first];
+            let mut lingered = !busy;
             while records < MAX_COMMIT {
-                match queue.try_recv() {
-                    Ok(job) if records + job.entries.len() <= MAX_COMMIT => {
-                        records += job.entries.len();
-                        batch.push(job);
-                    }
-                    Ok(job) => {
-                        // Too big to join this commit: it starts the next one.
-                        self.commit(std::mem::take(&mut batch));
-                        records = job.entries.len();
-                        batch.push(job);
+                let next = match queue.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::TryRecvError::Empty) if !lingered => {
+                        lingered = true;
+                        match queue.recv_timeout(LINGER) {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        }
                     }
                     Err(_) => break,
+                };
+                if records + next.entries.len() > MAX_COMMIT {
+                    // Too big to join this commit: it starts the next one.
+                    self.commit(std::mem::take(&mut batch));
+                    records = 0;
                 }
+                records += next.entries.len();
+                batch.push(next);
             }
+            busy = batch.len() > 1;
             self.commit(batch);
         }
         if let Some(conn) = self.conn.take() {
