@@ -379,8 +379,9 @@ async fn a_killed_connection_loses_no_acknowledged_record() {
     }
     let owner = admin(&pg, "killed");
     let mut killed = 0;
-    for _ in 0..5 {
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    for _ in 0..6 {
+        // Long enough for the writer to be back on a new connection.
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
         killed += owner.run(|c| {
             c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'opsbot' AND query LIKE '%opsbot_audit%' AND pid <> pg_backend_pid()", &[])
                 .unwrap()
@@ -388,7 +389,7 @@ async fn a_killed_connection_loses_no_acknowledged_record() {
         });
     }
     stop.store(true, Ordering::SeqCst);
-    assert!(killed >= 3, "the writer's connection was killed {killed} times");
+    assert!(killed >= 2, "the writer's connection was killed {killed} times");
     let mut acked = Vec::new();
     for task in tasks {
         acked.extend(task.await.unwrap());

@@ -162,8 +162,15 @@ impl PgAuditLog {
             fence: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             timing: Arc::new(Default::default()),
         });
-        let writer =
-            Writer { pg, conn: Some(conn), committed, failed, fence: log.fence.clone(), timing: log.timing.clone() };
+        let writer = Writer {
+            pg,
+            conn: Some(conn),
+            committed,
+            failed,
+            fence: log.fence.clone(),
+            timing: log.timing.clone(),
+            used: std::time::Instant::now(),
+        };
         let handle = std::thread::Builder::new()
             .name("opsbot-pg-audit".into())
             .spawn(move || writer.run(queue))
@@ -256,6 +263,8 @@ struct Writer {
     failed: Arc<Mutex<Option<String>>>,
     fence: Arc<std::sync::atomic::AtomicU64>,
     timing: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// When the connection was last used.
+    used: std::time::Instant,
 }
 
 /// How a commit went wrong.
@@ -363,7 +372,15 @@ impl Writer {
         entries: Vec<AuditEntry>,
         effects: Vec<Option<Effect>>,
     ) -> Result<Vec<AuditRecord>, Failure> {
-        let conn = match self.conn.take().filter(|c| !c.is_closed()) {
+        // An idle connection may have been dropped by the server unnoticed:
+        // asked first, so a commit after a quiet spell does not fail on it.
+        let idle = self.used.elapsed() > super::pool::IDLE_CHECK;
+        self.used = std::time::Instant::now();
+        let kept = self.conn.take().filter(|c| !c.is_closed()).and_then(|mut conn| {
+            let alive = !idle || conn.simple_query("").is_ok();
+            alive.then_some(conn)
+        });
+        let conn = match kept {
             Some(conn) => conn,
             None => connect(self.pg.url()).map_err(|e| Failure::NotCommitted(AuditError::Store(e)))?,
         };

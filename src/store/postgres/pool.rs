@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+/// A pooled connection idle longer than this is checked before it is used.
+pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest any one statement of the store may run; a stuck database fails
@@ -97,6 +99,7 @@ impl Pg {
             let (queue, url, term) = (queue.clone(), url.clone(), term.clone());
             let mut client: Option<postgres::Client> = None;
             let mut said_term = 0;
+            let mut used = std::time::Instant::now();
             std::thread::Builder::new()
                 .name(format!("opsbot-pg-{n}"))
                 .spawn(move || loop {
@@ -104,6 +107,17 @@ impl Pg {
                         Ok(job) => job,
                         Err(_) => return, // the Pg is gone
                     };
+                    // A connection idle for a while may have been dropped by
+                    // the server (a failover, an idle timeout) without this
+                    // side knowing: asked first, so the job does not fail on it.
+                    if used.elapsed() > IDLE_CHECK {
+                        if let Some(c) = client.as_mut() {
+                            if c.simple_query("").is_err() {
+                                client = None;
+                            }
+                        }
+                    }
+                    used = std::time::Instant::now();
                     if client.as_ref().is_none_or(|c| c.is_closed()) {
                         client = None;
                         said_term = 0;
