@@ -21,6 +21,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod end;
 pub mod memory;
+pub(crate) mod queue;
 mod recent;
 pub mod sled_log;
 

@@ -32,9 +32,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
-use tokio::sync::{broadcast, oneshot, Semaphore};
+use tokio::sync::broadcast;
 
-type Reply = oneshot::Sender<Result<Vec<AuditRecord>, AuditError>>;
 /// How long the writer idles before it runs the commit hook on its own, so
 /// hook writes queued without a following append still become durable.
 const IDLE_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -48,13 +47,7 @@ const QUEUE_LIMIT: usize = 2 * MAX_COMMIT;
 /// wrote anything. An error fails the whole commit.
 pub type CommitHook = Box<dyn Fn() -> Result<bool, sled::Error> + Send>;
 
-struct Job {
-    entries: Vec<AuditEntry>,
-    then: Option<Effect>,
-    reply: Reply,
-    /// Held until the writer takes the job: bounds the queue.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
+use super::queue::{Job, Queue};
 
 fn store_error(e: sled::Error) -> AuditError {
     AuditError::Store(e.to_string())
@@ -491,8 +484,7 @@ pub struct SledAuditLog {
     acked: Arc<Mutex<Head>>,
     /// Why the store stopped taking records, if a commit failed.
     failed: Arc<Mutex<Option<String>>>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    room: Arc<Semaphore>,
+    queue: Queue,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     committed: broadcast::Sender<AuditRecord>,
     recent: Arc<RecentOutcomes>,
@@ -590,7 +582,7 @@ impl SledAuditLog {
             tree.insert(FORMAT_KEY, FORMAT).map_err(store_error)?;
         }
         let (committed, _) = broadcast::channel(1024);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (queue, rx) = Queue::new(QUEUE_LIMIT);
         let writer_tree = tree.clone();
         let notify = committed.clone();
         let recent = Arc::new(RecentOutcomes::default());
@@ -605,8 +597,7 @@ impl SledAuditLog {
             trail: Trail::new(tree),
             acked,
             failed,
-            jobs: Mutex::new(Some(tx)),
-            room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+            queue,
             writer: Mutex::new(Some(writer)),
             committed,
             recent,
@@ -645,7 +636,7 @@ impl SledAuditLog {
 
     /// Stops taking appends and waits for everything queued to be committed.
     pub fn close(&self) {
-        drop(self.jobs.lock().expect("audit lock").take());
+        self.queue.close();
         if let Some(handle) = self.writer.lock().expect("audit lock").take() {
             let _ = handle.join();
         }
@@ -708,24 +699,7 @@ impl AuditLog for SledAuditLog {
         entries: Vec<AuditEntry>,
         then: Option<Effect>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
-        Box::pin(async move {
-            if entries.len() > MAX_COMMIT {
-                return Err(AuditError::Store(format!(
-                    "{} records in one append; at most {MAX_COMMIT} go in one commit",
-                    entries.len()
-                )));
-            }
-            let permit = self.room.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
-            let (reply, done) = oneshot::channel();
-            let sent = match self.jobs.lock().expect("audit lock").as_ref() {
-                Some(jobs) => jobs.send(Job { entries, then, reply, _permit: permit }).is_ok(),
-                None => false,
-            };
-            if !sent {
-                return Err(AuditError::Closed);
-            }
-            done.await.map_err(|_| AuditError::Closed)?
-        })
+        Box::pin(self.queue.submit(entries, then))
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {

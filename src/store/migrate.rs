@@ -49,6 +49,10 @@ pub struct SledState {
 /// Records copied per statement.
 const BATCH: usize = 2_000;
 
+fn db(e: ::postgres::Error) -> StoreError {
+    StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e)))
+}
+
 fn refused(why: String) -> StoreError {
     StoreError::Open { path: "opsbot store migrate".into(), reason: why }
 }
@@ -101,7 +105,6 @@ fn empty_then_copy(
     state: &SledState,
     source: &chain::VerifySummary,
 ) -> Result<Migrated, StoreError> {
-    let db = |e: ::postgres::Error| StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e)));
     pg.on_commit(|c| c.batch_execute("BEGIN")).map_err(db)?;
     let taken: Vec<String> = pg.call(|c| {
         c.batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", postgres::TABLES.join(", ")))?;
@@ -135,7 +138,6 @@ fn copy(
     state: &SledState,
     source: &chain::VerifySummary,
 ) -> Result<Migrated, StoreError> {
-    let db = |e: ::postgres::Error| StoreError::Io(format!("PostgreSQL: {}", postgres::db_error(&e)));
     // The trail, as stored.
     let mut batch: Vec<(crate::audit::AuditRecord, Vec<u8>)> = Vec::with_capacity(BATCH);
     let mut failed: Option<StoreError> = None;

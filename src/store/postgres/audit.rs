@@ -18,7 +18,7 @@ use crate::audit::chain::{self, Head, Verifier, GENESIS};
 use crate::audit::{AuditEntry, AuditError, AuditLog, AuditQuery, AuditRecord, BoxFuture, Effect, MAX_COMMIT};
 use chrono::{DateTime, Utc};
 use std::sync::{mpsc, Arc, Mutex};
-use tokio::sync::{broadcast, oneshot, Semaphore};
+use tokio::sync::broadcast;
 
 /// The advisory lock every writer of the trail holds for its transaction.
 pub(super) const TRAIL_LOCK: i64 = 0x6f70_7362_6f74_0001; // "opsbot" 1
@@ -29,19 +29,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 /// Records read per round trip when streaming.
 const PAGE: i64 = 2_000;
 
-type Reply = oneshot::Sender<Result<Vec<AuditRecord>, AuditError>>;
-
-struct Job {
-    entries: Vec<AuditEntry>,
-    then: Option<Effect>,
-    reply: Reply,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
+use crate::audit::queue::{Job, Queue};
 
 pub struct PgAuditLog {
     pg: Arc<Pg>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    room: Arc<Semaphore>,
+    queue: Queue,
     committed: broadcast::Sender<AuditRecord>,
     /// Set when a commit failed in a way that leaves the trail's state in
     /// doubt: the log then takes nothing more (liveness fails; a restart
@@ -149,13 +141,12 @@ impl PgAuditLog {
     /// connection, on its own thread).
     pub fn open(pg: Arc<Pg>) -> Result<Arc<PgAuditLog>, AuditError> {
         let conn = pg.connect_aside().map_err(AuditError::Store)?;
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = Queue::new(QUEUE_LIMIT);
         let (committed, _) = broadcast::channel(1024);
         let failed = Arc::new(Mutex::new(None));
         let log = Arc::new(PgAuditLog {
             pg: pg.clone(),
-            jobs: Mutex::new(Some(jobs)),
-            room: Arc::new(Semaphore::new(QUEUE_LIMIT)),
+            queue: jobs,
             committed: committed.clone(),
             failed: failed.clone(),
             writer: Mutex::new(None),
@@ -194,7 +185,7 @@ impl PgAuditLog {
 
     /// Stops taking records and waits for the writer to finish what it took.
     pub fn close(&self) {
-        self.jobs.lock().expect("audit lock").take();
+        self.queue.close();
         if let Some(handle) = self.writer.lock().expect("audit lock").take() {
             let _ = handle.join();
         }
@@ -251,7 +242,7 @@ impl PgAuditLog {
 
 impl Drop for PgAuditLog {
     fn drop(&mut self) {
-        self.jobs.lock().expect("audit lock").take();
+        self.queue.close();
     }
 }
 
@@ -531,24 +522,7 @@ impl AuditLog for PgAuditLog {
         entries: Vec<AuditEntry>,
         then: Option<Effect>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, AuditError>> {
-        Box::pin(async move {
-            if entries.len() > MAX_COMMIT {
-                return Err(AuditError::Store(format!(
-                    "{} records in one append; at most {MAX_COMMIT} go in one commit",
-                    entries.len()
-                )));
-            }
-            let permit = self.room.clone().acquire_owned().await.map_err(|_| AuditError::Closed)?;
-            let (reply, done) = oneshot::channel();
-            let sent = match self.jobs.lock().expect("audit lock").as_ref() {
-                Some(jobs) => jobs.send(Job { entries, then, reply, _permit: permit }).is_ok(),
-                None => false,
-            };
-            if !sent {
-                return Err(AuditError::Closed);
-            }
-            done.await.map_err(|_| AuditError::Closed)?
-        })
+        Box::pin(self.queue.submit(entries, then))
     }
 
     fn read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
