@@ -29,7 +29,7 @@ type Job = Box<dyn FnOnce(Result<&mut postgres::Client, String>) + Send>;
 
 thread_local! {
     /// On the audit writer's thread, while its commit's transaction is open:
-    /// which database (a [`Pg::id`]) and the connection holding the transaction.
+    /// which database (its `Pg`'s id) and the connection holding the transaction.
     static IN_COMMIT: RefCell<Option<(u64, postgres::Client)>> = const { RefCell::new(None) };
 }
 
@@ -162,11 +162,6 @@ impl Pg {
     /// refused by the database once another term leads.
     pub fn fence(&self, term: u64) {
         self.term.store(term, Ordering::SeqCst);
-    }
-
-    /// Which database this is, for [`Pg::begin_commit`].
-    pub fn id(&self) -> u64 {
-        self.id
     }
 
     /// Runs `f` on a connection and waits for its answer; inside an open

@@ -122,19 +122,13 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER opsbot_requests_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_requests
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_run_locks_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_run_locks
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_holds_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_holds
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_dedup_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_dedup
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_incidents_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_incidents
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_alerts_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_alerts
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_alert_keys_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_alert_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
-CREATE OR REPLACE TRIGGER opsbot_links_fenced BEFORE INSERT OR UPDATE OR DELETE ON opsbot_links
-    FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced();
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['opsbot_requests', 'opsbot_run_locks', 'opsbot_holds', 'opsbot_dedup',
+                             'opsbot_incidents', 'opsbot_alerts', 'opsbot_alert_keys', 'opsbot_links'] LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %I
+                        FOR EACH STATEMENT EXECUTE FUNCTION opsbot_fenced()', t || '_fenced', t);
+    END LOOP;
+END $$;
