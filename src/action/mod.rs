@@ -65,6 +65,11 @@ pub struct RunContext {
     /// The service's earlier successful outcomes that recorded live facts
     /// ([`Outcome::live`]), newest first (a bounded look back).
     pub history: Vec<Verified>,
+    /// The leader's term this replica acts in (PostgreSQL store, several
+    /// replicas): a fencing token the backend writes with the change and
+    /// checks, so a deposed leader's late write is refused. `None` on sled
+    /// (one process).
+    pub term: Option<u64>,
 }
 
 /// An earlier successful action and the live state it read back.
@@ -190,6 +195,14 @@ pub trait Executor: Send + Sync {
     /// (the simulated backend says so everywhere).
     fn label(&self) -> Option<&'static str> {
         None
+    }
+    /// After a takeover: marks `service` in its backend with the new
+    /// leader's `term`, so writes the previous leader still sends (in an
+    /// older term) are refused there. Says what it marked; `None` when the
+    /// backend has nothing to mark.
+    fn fence<'a>(&'a self, service: &'a Service, term: u64) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
+        let _ = (service, term);
+        Box::pin(async { Ok(None) })
     }
     /// A readable status report.
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>>;

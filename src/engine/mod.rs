@@ -662,7 +662,7 @@ impl Engine {
         self.stop_runs();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("actions still running after the grace period; recording them as interrupted");
-            self.record_interrupted("opsbot shut down before it finished").await;
+            self.record_interrupted("opsbot shut down before it finished", false).await;
         }
         self.stopped.store(true, std::sync::atomic::Ordering::Release);
         if let Err(e) = self.store.flush().await {
@@ -680,7 +680,7 @@ impl Engine {
     /// At start: a run lock left behind means an action was running when the
     /// process died. Record that, and free the service.
     pub async fn recover(self: &Arc<Self>) {
-        self.record_interrupted("opsbot stopped while this was running (crash or kill); check the service").await;
+        self.record_interrupted("opsbot stopped while this was running (crash or kill); check the service", true).await;
         self.reconcile_incident();
     }
 }

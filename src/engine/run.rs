@@ -242,6 +242,7 @@ impl Engine {
             request_id: id.to_string(),
             requester: requester.to_string(),
             history: self.verified_history(&service.name),
+            term: self.store.term(),
         };
         let timeout = self.config.action_timeout;
         let run = async {
@@ -446,13 +447,16 @@ impl Engine {
     /// Writes an `interrupted` outcome for every action whose run lock is still
     /// held, and frees those services. An action whose outcome is already in
     /// the trail finished: its lock is only released.
-    pub(super) async fn record_interrupted(self: &Arc<Self>, why: &str) {
+    /// After a takeover (`takeover`: a new leader's recovery), each service
+    /// an interrupted action was changing is marked with the new term in its
+    /// backend ([`Engine::fence_backend`]).
+    pub(super) async fn record_interrupted(self: &Arc<Self>, why: &str, takeover: bool) {
         let locks = match self.store.run_locks() {
             Ok(locks) => locks,
             Err(e) => return tracing::error!(error = %e, "cannot list run locks"),
         };
         // Runbook runs first: one outcome each, every lock they hold freed.
-        let runs = self.record_interrupted_runs(why, &locks).await;
+        let runs = self.record_interrupted_runs(why, &locks, takeover).await;
         for (service, lock) in locks.into_iter().filter(|(_, l)| !runs.contains(&l.request_id)) {
             let finished = self
                 .audit
@@ -469,6 +473,7 @@ impl Engine {
                 }
                 continue;
             }
+            let fenced = if takeover { self.fence_backend(&service).await } else { String::new() };
             let record = AuditEntry {
                 request_id: Some(lock.request_id.clone()),
                 actor: Some(lock.holder.clone()),
@@ -477,11 +482,37 @@ impl Engine {
                 ..AuditEntry::new(RecordKind::Outcome)
             }
             .outcome(Verdict::Interrupted)
-            .detail(why);
+            .detail(format!("{why}{fenced}"));
             let release = self.release_noting(&service, &lock.request_id, "change", Verdict::Interrupted);
             match self.audit.commit(vec![record], Some(release)).await {
                 Ok(_) => tracing::warn!(request = %lock.request_id, %service, "{why}"),
                 Err(e) => tracing::error!(error = %e, "cannot record an interrupted action"),
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// After a takeover (the store has a term): marks `service` in its
+    /// backend with this leader's term, so a write its predecessor still
+    /// sends is refused there. Says what was done, for the interrupted
+    /// record ("" when there is no term or nothing to mark).
+    pub(super) async fn fence_backend(&self, service: &str) -> String {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+        let (Some(term), Some(config)) = (self.store.term(), self.config.services.get(service)) else {
+            return String::new();
+        };
+        let marked = tokio::time::timeout(PATIENCE, self.executors.for_service(config).fence(config, term)).await;
+        match marked {
+            Ok(Ok(Some(done))) => format!("; {done}, so a write the previous leader still sends is refused"),
+            Ok(Ok(None)) => String::new(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, %service, term, "cannot mark the service with the new term");
+                format!("; could not mark it with term {term} ({e}), so a write the previous leader still sends is not refused by the backend")
+            }
+            Err(_) => {
+                tracing::warn!(%service, term, "marking the service with the new term timed out");
+                format!("; could not mark it with term {term} within {}s, so a write the previous leader still sends is not refused by the backend", PATIENCE.as_secs())
             }
         }
     }

@@ -69,6 +69,11 @@ pub struct RunLock {
 /// The state the core keeps besides the trail. Writes are made durable by the
 /// audit commit that follows them (see [`SledStore`]).
 pub trait Store: Send + Sync {
+    /// The leader's term this process writes in, when replicas share the
+    /// store (PostgreSQL); `None` for a store only one process opens.
+    fn term(&self) -> Option<u64> {
+        None
+    }
     /// Next request id, `r-1`, `r-2` … (never reused, also across restarts).
     fn next_request_id(&self) -> Result<String, StoreError>;
     /// Stores an approval request (open or closed).

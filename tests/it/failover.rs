@@ -6,7 +6,11 @@
 //! (never re-runs it), runs an approval given after the failover exactly
 //! once, takes no retry of a command the dead leader already took, and the
 //! trail verifies, each record carrying the term of the leader that wrote it.
+//! A Kubernetes change the dead leader was making carries its term; the new
+//! leader marks that Deployment with its own, so the old one's late writes
+//! are refused (`kubernetes::fence` shows the refusal).
 
+use super::fake_k8s::FakeK8s;
 use super::fake_slack::FakeSlack;
 use super::postgres::Postgres;
 use super::support::{commands_dir, Bot};
@@ -48,6 +52,13 @@ environment = "staging"
 channels = ["slack:COPS"]
 backend = {{ type = "simulated", version = "v1.4.1", replicas = 3, step = "2s" }}
 
+[services.web-staging]
+environment = "staging"
+channels = ["slack:COPS"]
+min_replicas = 1
+max_replicas = 8
+backend = {{ type = "kubernetes", context = "fake", namespace = "shop", deployment = "web", container = "app", image = "registry.example.com/web", poll = "100ms", rollout_timeout = "60s", call_timeout = "2s" }}
+
 [[rules]]
 commands = ["read"]
 environments = ["*"]
@@ -79,9 +90,14 @@ struct Replica {
 
 impl Replica {
     fn start(name: &str, url: &str, slack: &FakeSlack) -> Replica {
+        Replica::with_kubeconfig(name, url, slack, std::path::Path::new("/nonexistent/kubeconfig"))
+    }
+
+    fn with_kubeconfig(name: &str, url: &str, slack: &FakeSlack, kubeconfig: &std::path::Path) -> Replica {
         let bot = Bot::with_config(&config());
         let mut child = bot
             .command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("KUBECONFIG", kubeconfig)
             .env("SLACK_SIGNING_SECRET", SECRET)
             .env("SLACK_BOT_TOKEN", "xoxb-test-token")
             .env("SLACK_API_URL", slack.api_url())
@@ -219,8 +235,13 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     let pg = Postgres::start();
     let url = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
     let slack = FakeSlack::start();
-    let a = Replica::start("replica-a", &url, &slack);
-    let b = Replica::start("replica-b", &url, &slack);
+    // A Kubernetes Deployment whose rollouts take seconds (one replica each 2 s).
+    let k8s = FakeK8s::with_step(Duration::from_secs(2));
+    k8s.add_deployment("shop", "web", "app", "registry.example.com/web:v1.0.0", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = k8s.kubeconfig(dir.path());
+    let a = Replica::with_kubeconfig("replica-a", &url, &slack, &kubeconfig);
+    let b = Replica::with_kubeconfig("replica-b", &url, &slack, &kubeconfig);
     // A leads; B stands by, ready, forwarding what reaches it to A.
     let (status, ready) = a.get("/health/ready");
     assert_eq!(status, 200, "{ready}");
@@ -244,16 +265,30 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     assert_eq!(count(&pg, "SELECT count(DISTINCT term) FROM opsbot_audit WHERE kind = 'request'"), 1);
 
     // A production deploy (asked through the standby) waits for approval; a
-    // staging restart runs (slowly).
+    // staging restart runs (slowly), and so does a scale on Kubernetes.
     let (status, answer) = b.command("UALICE", "/deploy", "api-service v1.4.2", "t-deploy");
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = a.command("UALICE", "/restart", "api-staging", "t-restart");
     assert_eq!(status, 200, "{answer}");
+    let (status, answer) = b.command("UALICE", "/scale", "web-staging 6", "t-scale");
+    assert_eq!(status, 200, "{answer}");
     let deploy_id = request_of(&pg, "deploy");
     let restart_id = request_of(&pg, "restart");
+    let scale_id = request_of(&pg, "scale");
     wait_until("the restart's intent", Duration::from_secs(10), || {
         records(&pg, &restart_id).iter().any(|(kind, outcome, _)| kind == "intent" && outcome == "started")
     });
+    // A's scale landed on the Deployment, in its term, and is rolling out.
+    let term_on = |k8s: &FakeK8s| {
+        k8s.deployment("shop", "web")["metadata"]["annotations"][opsbot::action::kubernetes::TERM]
+            .as_str()
+            .map(str::to_string)
+    };
+    wait_until("A's scale on the Deployment", Duration::from_secs(10), || {
+        k8s.deployment("shop", "web")["spec"]["replicas"] == 6
+    });
+    assert_eq!(term_on(&k8s).as_deref(), Some("1"));
+    assert!(k8s.deployment("shop", "web")["status"]["availableReplicas"].as_u64() < Some(6), "still rolling");
     assert!(records(&pg, &deploy_id).iter().any(|(_, outcome, _)| outcome == "pending"), "the deploy waits");
 
     // kill -9 the leader mid-rollout.
@@ -272,6 +307,22 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     assert_eq!(interrupted.len(), 1, "{restart:?}");
     assert_eq!(interrupted[0].2, Some(2), "written in term 2");
     assert_eq!(restart.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "never re-run: {restart:?}");
+    // So is the scale, and the new leader marked its Deployment with term 2
+    // first: a write A might still send is refused by the cluster.
+    let scale = records(&pg, &scale_id);
+    assert!(
+        scale.iter().any(|(kind, outcome, term)| kind == "outcome" && outcome == "interrupted" && *term == Some(2)),
+        "{scale:?}"
+    );
+    assert_eq!(scale.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "never re-run: {scale:?}");
+    assert_eq!(term_on(&k8s).as_deref(), Some("2"));
+    let said = count(
+        &pg,
+        &format!(
+            "SELECT count(*) FROM opsbot_audit WHERE request_id = '{scale_id}' AND BODY->>'detail' LIKE '%deployment shop/web now carries term 2, so a write the previous leader still sends is refused%'"
+        ),
+    );
+    assert_eq!(said, 1, "the interrupted record says the Deployment was marked");
 
     // A retry of the restart command (the dead leader had taken it) is a duplicate.
     let (status, answer) = b.command("UALICE", "/restart", "api-staging", "t-restart");

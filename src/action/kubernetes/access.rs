@@ -125,6 +125,7 @@ impl Kubernetes {
             poll: std::time::Duration::from_secs(1),
             rollout_timeout: template.deadline,
             call_timeout: std::time::Duration::from_secs(15),
+            term: None,
         };
         if let Err(e) = self.client(&t).await {
             return vec![LiveFinding::from_error(e)];

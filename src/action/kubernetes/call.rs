@@ -33,6 +33,9 @@ pub(super) enum Failure {
     TimedOut,
     /// The client could not build the request or read the answer.
     Client(String),
+    /// An opsbot leader of a newer term wrote the Deployment: this replica
+    /// no longer leads, and its write is refused (see `fence`).
+    Fenced { newer: u64, ours: u64 },
 }
 
 impl Failure {
@@ -139,6 +142,10 @@ impl CallError {
                 crate::clock::format_duration(t.call_timeout)
             ),
             Failure::Client(text) => format!("opsbot could not {verb} {resource}: {text}"),
+            Failure::Fenced { newer, ours } => format!(
+                "refused: deployment {} was written by opsbot's leader in term {newer}, after this replica's term {ours}; this replica no longer leads, and nothing was changed",
+                t.path()
+            ),
         }
     }
 
@@ -154,9 +161,11 @@ impl CallError {
             | Failure::TimedOut
             | Failure::Throttled
             | Failure::ServerError { .. } => ActionError::Unreachable(text),
-            Failure::Conflict | Failure::NotFound | Failure::Rejected { .. } | Failure::Client(_) => {
-                ActionError::Failed(text)
-            }
+            Failure::Conflict
+            | Failure::NotFound
+            | Failure::Rejected { .. }
+            | Failure::Client(_)
+            | Failure::Fenced { .. } => ActionError::Failed(text),
         }
     }
 }
@@ -243,6 +252,7 @@ mod tests {
             (Failure::Transport("reset".into()), true, true),
             (Failure::TimedOut, true, true),
             (Failure::Client("bad json".into()), false, false),
+            (Failure::Fenced { newer: 3, ours: 2 }, false, false),
         ];
         for (failure, transient, landed) in cases {
             assert_eq!(failure.is_transient(), transient, "{failure:?}");

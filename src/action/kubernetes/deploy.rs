@@ -5,14 +5,13 @@
 //! follows only a real rollout failure, and its own failure never hides the
 //! deploy's: the message says both, and what runs now.
 
-use super::call::timed;
+use super::fence::Kind;
 use super::rollout::{describe_live, Expect, WatchEnd};
 use super::undo::Undo;
 use super::write::settle;
 use super::CHANGE_CAUSE;
 use super::{check_container, image_in, live_facts, refuse_if_paused, revision_of, template_of, Kubernetes, Target};
 use crate::action::{ActionError, Outcome, Progress, RunContext};
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -40,18 +39,17 @@ impl Kubernetes {
         }
         let before_revision = revision_of(before.metadata.annotations.as_ref());
         let cause = format!("opsbot {}: deploy {version} requested by {}", context.request_id, context.requester);
-        let patch = Patch::Strategic(json!({
+        let patch = json!({
             "metadata": {"annotations": {CHANGE_CAUSE: cause}},
             "spec": {"template": {"spec": {"containers": [{"name": t.container, "image": image}]}}}
-        }));
+        });
         let api = self.deployments(t).await?;
-        let params = PatchParams::default();
         let written = self
             .write(
                 t,
                 &format!("deploy of {image}"),
                 deadline,
-                || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
+                || self.patch(t, &api, Kind::Strategic, &patch),
                 |d| {
                     image_in(template_of(d), t.container).as_deref() == Some(image.as_str())
                         && d.metadata.annotations.as_ref().and_then(|a| a.get(CHANGE_CAUSE)) == Some(&cause)

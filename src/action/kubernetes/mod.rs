@@ -18,6 +18,7 @@
 mod access;
 mod call;
 mod deploy;
+mod fence;
 mod job;
 mod pods;
 mod rollout;
@@ -26,6 +27,7 @@ mod undo;
 mod write;
 
 pub use access::{rbac_rules, Permission, ACCESS_REVIEW, JOB_NEEDED, NEEDED};
+pub use fence::TERM;
 pub use job::{job_name, job_spec, JOB_GRACE};
 
 use super::{Action, ActionError, Executor, Outcome, Progress, RunContext};
@@ -51,6 +53,17 @@ pub const PAUSED_BY: &str = "opsbot/paused-by";
 #[derive(Default)]
 pub struct Kubernetes {
     clients: tokio::sync::Mutex<HashMap<Option<String>, Client>>,
+    /// Where contexts are read from; `None`: `KUBECONFIG` or `~/.kube/config`.
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl Kubernetes {
+    /// A backend reading its contexts from the kubeconfig at `path` (not
+    /// from the environment): for a process that talks to clusters other
+    /// than its own, and for tests that run it in-process.
+    pub fn with_kubeconfig(path: impl Into<std::path::PathBuf>) -> Kubernetes {
+        Kubernetes { kubeconfig: Some(path.into()), ..Kubernetes::default() }
+    }
 }
 
 /// The Kubernetes half of a service's config.
@@ -65,6 +78,8 @@ struct Target<'a> {
     poll: Duration,
     rollout_timeout: Duration,
     call_timeout: Duration,
+    /// The term writes are made in (see `fence`); `None`: no fence.
+    term: Option<u64>,
 }
 
 impl Target<'_> {
@@ -96,6 +111,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             poll: *poll,
             rollout_timeout: *rollout_timeout,
             call_timeout: *call_timeout,
+            term: None,
         }),
         _ => Err(ActionError::WrongBackend { service: service.name.clone() }),
     }
@@ -223,9 +239,14 @@ impl Kubernetes {
                 let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
                 // A kubeconfig that cannot be read, or lacks the context, is
                 // a configuration problem, not an unreachable cluster.
-                let kubeconfig = Kubeconfig::read().map_err(|e| {
-                    ActionError::Failed(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
-                })?;
+                let kubeconfig = match &self.kubeconfig {
+                    Some(path) => Kubeconfig::read_from(path).map_err(|e| {
+                        ActionError::Failed(format!("cannot read the kubeconfig {}: {e}", path.display()))
+                    }),
+                    None => Kubeconfig::read().map_err(|e| {
+                        ActionError::Failed(format!("cannot read the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))
+                    }),
+                }?;
                 Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .map_err(|e| ActionError::Failed(format!("kubeconfig context {context}: {e}")))?
@@ -268,7 +289,7 @@ impl Kubernetes {
         context: &RunContext,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
-        let t = target(service)?;
+        let t = Target { term: context.term, ..target(service)? };
         // One deadline for the change: its write (settling a lost answer
         // included) and its rollout. An automatic rollback gets its own.
         let deadline = tokio::time::Instant::now() + t.rollout_timeout;
@@ -290,6 +311,10 @@ impl Executor for Kubernetes {
         progress: Progress,
     ) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move { self.run(service, action, context, &progress).await })
+    }
+
+    fn fence<'a>(&'a self, service: &'a Service, term: u64) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
+        Box::pin(async move { self.stamp(&target(service)?, term).await.map(Some) })
     }
 
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>> {

@@ -10,6 +10,7 @@
 //! Also the two simple writes, restart and scale.
 
 use super::call::{timed, Backoff, CallError, Failure, Patience};
+use super::fence::Kind;
 use super::rollout::{describe_live, Expect, WatchEnd};
 use super::{live_facts, refuse_if_paused, Kubernetes, Target, RESTARTED_AT};
 use crate::action::{ActionError, Outcome, Progress};
@@ -149,15 +150,14 @@ impl Kubernetes {
         let before = self.read_now(t).await?;
         refuse_if_paused(t, &before, "restart")?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let patch = Patch::Strategic(json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}));
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
         let api = self.deployments(t).await?;
-        let params = PatchParams::default();
         let written = self
             .write(
                 t,
                 "restart",
                 deadline,
-                || timed(t, "patch", "deployments", api.patch(t.deployment, &params, &patch)),
+                || self.patch(t, &api, Kind::Strategic, &patch),
                 |d| {
                     super::template_of(d)
                         .and_then(|tpl| tpl.metadata.as_ref())
@@ -189,17 +189,20 @@ impl Kubernetes {
         let wanted =
             i32::try_from(replicas).map_err(|_| ActionError::Failed(format!("{replicas} replicas is too many")))?;
         let api = self.deployments(t).await?;
-        let patch = Patch::Merge(json!({"spec": {"replicas": wanted}}));
-        let params = PatchParams::default();
-        self.write(
-            t,
-            "scale",
-            deadline,
-            || timed(t, "patch", "deployments/scale", api.patch_scale(t.deployment, &params, &patch)),
-            |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(wanted),
-            progress,
-        )
-        .await?;
+        let body = json!({"spec": {"replicas": wanted}});
+        let (patch, params) = (Patch::Merge(&body), PatchParams::default());
+        // In a term, the Deployment itself (the scale subresource cannot
+        // carry the term's annotation); else the subresource, as kubectl.
+        let call = || async {
+            match t.term {
+                Some(_) => self.patch(t, &api, Kind::Merge, &body).await.map(drop),
+                None => timed(t, "patch", "deployments/scale", api.patch_scale(t.deployment, &params, &patch))
+                    .await
+                    .map(drop),
+            }
+        };
+        self.write(t, "scale", deadline, call, |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(wanted), progress)
+            .await?;
         progress.report(format!("{}: scaling to {replicas}", t.service)).await;
         let expect = Expect { template: None, replicas: Some(wanted) };
         let end = self.watch(t, &expect, deadline, progress).await;

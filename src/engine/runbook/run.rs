@@ -499,6 +499,7 @@ impl Engine {
         &self,
         why: &str,
         locks: &[(String, RunLock)],
+        takeover: bool,
     ) -> Vec<String> {
         let mut handled = Vec::new();
         for (key, lock) in locks {
@@ -557,6 +558,13 @@ impl Engine {
                     .filter(|r| r.entry.outcome == Some(Verdict::Started))
                     .map(|r| format!(" It was in the middle of: {}; check it.", r.entry.detail))
                     .unwrap_or_default();
+                let mut fenced = String::new();
+                for service in changed.iter().filter(|_| takeover) {
+                    let done = self.fence_backend(service).await;
+                    if !done.is_empty() {
+                        fenced.push_str(&format!(" {service}: {}.", done.trim_start_matches("; ")));
+                    }
+                }
                 let base = intent.map(|r| r.entry).unwrap_or_else(|| AuditEntry {
                     actor: Some(lock.holder.clone()),
                     ..AuditEntry::new(RecordKind::Outcome)
@@ -571,7 +579,7 @@ impl Engine {
                 }
                 .outcome(Verdict::Interrupted)
                 .detail(format!(
-                    "runbook {name}: {why}. Steps that ended: {}.{running} Nothing is run again by itself.",
+                    "runbook {name}: {why}. Steps that ended: {}.{running} Nothing is run again by itself.{fenced}",
                     if ended.is_empty() { "none".to_string() } else { ended.join("; ") }
                 ))]
             };

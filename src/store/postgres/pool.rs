@@ -158,6 +158,11 @@ impl Pg {
         &self.url
     }
 
+    /// The term this process writes in, once it leads.
+    pub fn term(&self) -> Option<u64> {
+        Some(self.term.load(Ordering::SeqCst)).filter(|t| *t > 0)
+    }
+
     /// From now on this process's state writes are made in `term`, and
     /// refused by the database once another term leads.
     pub fn fence(&self, term: u64) {

@@ -63,6 +63,10 @@ fn release(c: &mut postgres::Client, service: &str, request_id: &str) -> Result<
 }
 
 impl Store for PgStore {
+    fn term(&self) -> Option<u64> {
+        self.pg.term()
+    }
+
     fn next_request_id(&self) -> Result<String, StoreError> {
         self.next("opsbot_request_ids", "r-")
     }

@@ -6,6 +6,7 @@
 
 mod deadlines;
 mod fake_proof;
+mod fence;
 mod flows;
 mod truth;
 mod writes;
