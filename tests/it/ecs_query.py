@@ -8,8 +8,9 @@ ecs = boto3.client("ecs", **kw)
 elb = boto3.client("elbv2", **kw)
 out = {"services": {}, "definitions": {}, "tags": {}}
 for name in ("api", "web-blue", "web-green"):
-    s = ecs.describe_services(cluster="prod", services=[name])["services"][0]
+    s = ecs.describe_services(cluster="prod", services=[name], include=["TAGS"])["services"][0]
     out["services"][name] = {"taskDefinition": s["taskDefinition"], "desiredCount": s["desiredCount"],
+                             "tags": {t["key"]: t["value"] for t in s.get("tags", [])},
                              "deploymentIds": [d["id"] for d in s["deployments"]],
                              "deployments": [{"id": d["id"], "status": d["status"], "rolloutState": d.get("rolloutState"),
                                               "taskDefinition": d["taskDefinition"].rsplit("/", 1)[-1]}

@@ -29,6 +29,7 @@ mod check;
 mod definitions;
 mod deploy;
 mod failure;
+mod fence;
 mod rollback;
 mod rollout;
 mod single;
@@ -58,6 +59,8 @@ struct Target<'a> {
     blue_green: Option<&'a BlueGreen>,
     smoke: Option<&'a SmokeTest>,
     health_url: Option<&'a str>,
+    /// The term writes are made in (see `fence`); `None`: no fence.
+    term: Option<u64>,
 }
 
 fn target(service: &Service) -> Result<Target<'_>, ActionError> {
@@ -88,6 +91,7 @@ fn target(service: &Service) -> Result<Target<'_>, ActionError> {
             blue_green: blue_green.as_ref(),
             smoke: smoke.as_ref(),
             health_url: service.health_url.as_deref(),
+            term: None,
         }),
         _ => Err(ActionError::WrongBackend { service: service.name.clone() }),
     }
@@ -104,6 +108,9 @@ struct Clients {
 #[derive(Default)]
 pub struct Ecs {
     clients: tokio::sync::Mutex<HashMap<Option<String>, Clients>>,
+    /// An AWS-compatible endpoint and its credentials given in code (else
+    /// the SDK's environment: `AWS_ENDPOINT_URL`, the credential chain).
+    endpoint: Option<(String, aws_sdk_ecs::config::Credentials)>,
 }
 
 /// One action's view of AWS: the clients and the service's config.
@@ -115,6 +122,14 @@ struct Ctx<'a> {
 }
 
 impl Ecs {
+    /// A backend talking to `url` (an AWS-compatible endpoint such as moto
+    /// or LocalStack) with fixed credentials, not the environment's: for
+    /// tests that run it in-process.
+    pub fn with_endpoint(url: &str, key_id: &str, secret: &str) -> Ecs {
+        let credentials = aws_sdk_ecs::config::Credentials::new(key_id, secret, None, None, "opsbot");
+        Ecs { endpoint: Some((url.to_string(), credentials)), ..Ecs::default() }
+    }
+
     async fn clients(&self, t: &Target<'_>) -> Result<Clients, ActionError> {
         let key = t.region.map(str::to_string);
         let mut clients = self.clients.lock().await;
@@ -141,6 +156,9 @@ impl Ecs {
         if let Some(region) = t.region {
             loader = loader.region(aws_config::Region::new(region.to_string()));
         }
+        if let Some((url, credentials)) = &self.endpoint {
+            loader = loader.endpoint_url(url).credentials_provider(credentials.clone());
+        }
         let sdk = loader.load().await;
         let Some(region) = sdk.region().map(|r| r.to_string()) else {
             return Err(ActionError::Failed(format!(
@@ -166,7 +184,8 @@ impl Ecs {
         context: &RunContext,
         progress: &Progress,
     ) -> Result<Outcome, ActionError> {
-        let ctx = self.context(service).await?;
+        let mut ctx = self.context(service).await?;
+        ctx.t.term = context.term;
         match (ctx.t.blue_green, ctx.t.service) {
             (Some(bg), _) => ctx.blue_green(bg, action, context, progress).await,
             (None, Some(ecs_service)) => ctx.single(ecs_service, action, &context.history, progress).await,
@@ -184,6 +203,22 @@ impl Executor for Ecs {
         progress: Progress,
     ) -> BoxFuture<'a, Result<Outcome, ActionError>> {
         Box::pin(async move { self.run(service, action, context, &progress).await })
+    }
+
+    fn fence<'a>(&'a self, service: &'a Service, term: u64) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
+        Box::pin(async move {
+            let ctx = self.context(service).await?;
+            let services: Vec<&str> = match (ctx.t.blue_green, ctx.t.service) {
+                (Some(bg), _) => vec![&bg.blue_service, &bg.green_service],
+                (None, Some(one)) => vec![one],
+                (None, None) => vec![],
+            };
+            let mut done = Vec::new();
+            for one in services {
+                done.push(ctx.stamp(one, term).await?);
+            }
+            Ok(Some(done.join("; ")).filter(|d| !d.is_empty()))
+        })
     }
 
     fn status<'a>(&'a self, service: &'a Service) -> BoxFuture<'a, Result<String, ActionError>> {

@@ -91,6 +91,7 @@ impl Ctx<'_> {
         }
         let mut backoff = Backoff::default();
         for attempt in 1..=UPDATE_ATTEMPTS {
+            self.fenced(service).await?;
             let request = plan.request(self, service).customize().config_override(write_once());
             let error = match self.call("ecs:UpdateService", request.send()).await {
                 Ok(out) => return self.follow(service, &plan, out.service, change.deadline).await,

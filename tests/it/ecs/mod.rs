@@ -14,11 +14,13 @@
 //! - `writes`: writes sent once, their lost answers settled by re-reading.
 //! - `readback`: after a change, the outcome is what a read shows, or unknown.
 //! - `listener`: what must hold before blue-green traffic moves, and what it keeps.
+//! - `fence`: the leader's term on every write; a deposed leader's refused.
 
 mod blue_green;
 mod deployments;
 mod errors;
 mod fakes;
+mod fence;
 mod flows;
 mod listener;
 mod readback;

@@ -152,6 +152,8 @@ impl Ctx<'_> {
     ) -> Result<(), ActionError> {
         let mut backoff = Backoff::default();
         for attempt in 1..=SHIFT_ATTEMPTS {
+            self.fenced(&from.service).await?;
+            self.fenced(&to.service).await?;
             let request = self
                 .elb
                 .modify_listener()
