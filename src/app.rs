@@ -440,7 +440,27 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
                 );
             }
             let standby = crate::standby::Standby::start(&std_listener)?;
+            // In Socket Mode a standby holds a connection too, relaying what
+            // Slack gives it to the leader.
+            let relaying = match (&config.slack, &slack_secrets) {
+                (Some(settings), Some((Some(bot), _, Some(app)))) if settings.mode.socket() => {
+                    let api = SlackApi::new(bot, secret("SLACK_API_URL").as_deref())
+                        .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
+                    let relay = Arc::new(standby.relay(crate::standby::RelayKey::from_app_token(app)));
+                    let (tasks, app, ping) = (Tasks::default(), app.clone(), settings.socket_ping);
+                    let envelopes = tasks.clone();
+                    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    tasks.spawn_loop("slack socket mode (standby)", move |stop| {
+                        socket::run(socket::Handler::Leader(relay), api, app, ping, connected, envelopes, stop)
+                    });
+                    Some(tasks)
+                }
+                _ => None,
+            };
             let leader = store.lead(address, standby.follower()).await;
+            if let Some(tasks) = relaying {
+                tasks.shutdown(Duration::from_secs(6)).await;
+            }
             standby.stop().await;
             leader?
         }
@@ -490,6 +510,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         Running::start("serve", config, registry, store.clone(), Arc::new(sinks), metrics, tasks.clone()).await?;
     let engine = running.engine.clone();
 
+    let replicated = leader.is_some();
     let mut readiness = Readiness {
         tasks: vec![tasks.health(), engine.health().clone()],
         audit: Some(store.audit()),
@@ -498,6 +519,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     };
     readiness.store_open.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut slack_ingress = None;
+    let mut slack_relay = None;
     if let (Some(mode), Some((_, signing, app))) = (slack_mode, slack_secrets) {
         let verifier = signing.as_deref().map(Verifier::new);
         let names = slack_api
@@ -513,13 +535,16 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         if mode.http() {
             slack_ingress = Some(ingress.clone());
         }
+        if let (true, true, Some(app)) = (replicated, mode.socket(), app.as_deref()) {
+            slack_relay = Some(Arc::new((ingress.clone(), crate::standby::RelayKey::from_app_token(app))));
+        }
         if let (true, Some(app), Some(api)) = (mode.socket(), app, slack_api.clone()) {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
             readiness.slack_socket = Some(connected.clone());
             let ping = socket_ping;
             let envelopes = tasks.clone();
             tasks.spawn_loop("slack socket mode", move |stop| {
-                socket::run(ingress, api, app, ping, connected, envelopes, stop)
+                socket::run(socket::Handler::Here(ingress), api, app, ping, connected, envelopes, stop)
             });
         }
     }
@@ -552,6 +577,7 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
         discord: discord_ingress,
         alerts: alert_secrets,
         ci_secret,
+        slack_relay,
         readiness: Arc::new(readiness),
         tasks: tasks.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(server::HANDLERS)),

@@ -44,6 +44,9 @@ pub struct AppState {
     pub alerts: Option<Arc<crate::alert::intake::AlertSecrets>>,
     /// `[ci]`'s shared secret; none: `/ci/commits` is off.
     pub ci_secret: Option<Arc<String>>,
+    /// Socket Mode envelopes relayed by standbys (replicas on PostgreSQL
+    /// with Slack in Socket Mode): handled by this ingress, signed with this key.
+    pub slack_relay: Option<Arc<(Arc<SlackIngress>, crate::standby::RelayKey)>>,
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/slack/commands", post(slack_commands))
         .route("/slack/interactivity", post(slack_interactivity))
         .route("/slack/events", post(slack_events))
+        .route(crate::standby::RELAY_PATH, post(slack_socket_relay))
         .route("/discord/interactions", post(discord_interactions))
         .route("/alerts/alertmanager", post(alerts_alertmanager))
         .route("/alerts/datadog", post(alerts_datadog))
@@ -142,6 +146,26 @@ async fn detached(state: AppState, endpoint: Endpoint, Raw { headers, body }: Ra
         })
     };
     run_detached(&state, "slack request", work).await
+}
+
+/// A Socket Mode envelope a standby relayed: its signature checked before
+/// the body is read, then handled as this replica's own socket would; the
+/// answer carries the ack payload.
+async fn slack_socket_relay(State(state): State<AppState>, Raw { headers, body }: Raw) -> Response {
+    let Some(relay) = state.slack_relay.clone() else {
+        return (StatusCode::NOT_FOUND, "Socket Mode relay is off (it runs with Slack in Socket Mode on PostgreSQL)\n")
+            .into_response();
+    };
+    if let Err(why) = relay.1.check(&headers, &body, chrono::Utc::now().timestamp()) {
+        return (StatusCode::UNAUTHORIZED, format!("{why}\n")).into_response();
+    }
+    let work = async move {
+        match crate::chat::slack::socket::relayed(&relay.0, &body).await {
+            Ok(payload) => Json(serde_json::json!({ "payload": payload })).into_response(),
+            Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+        }
+    };
+    run_detached(&state, "slack socket relay", work).await
 }
 
 /// `POST /discord/interactions`.

@@ -4,6 +4,12 @@
 //! the alert senders' signatures still verify on the leader). So a load
 //! balancer may send requests to any replica and each is handled once, by
 //! the leader. A forwarded request is never forwarded again.
+//!
+//! A standby also holds a Slack Socket Mode connection when Slack is in
+//! Socket Mode: each envelope Slack gives it is relayed to the leader
+//! ([`Relay`]) as a request signed with a key derived from the app-level
+//! token every replica holds ([`RelayKey`]), which the leader checks before
+//! reading the body.
 
 use crate::store::postgres::Leading;
 use axum::body::Bytes;
@@ -11,6 +17,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +86,11 @@ impl Standby {
                 None => tracing::info!("standby: no replica has led yet"),
             }
         }
+    }
+
+    /// Relays Socket Mode envelopes to whoever leads, signed with `key`.
+    pub fn relay(&self, key: RelayKey) -> Relay {
+        Relay { shared: self.shared.clone(), key }
     }
 
     /// Stops answering (requests in flight finish); the caller serves next.
@@ -156,5 +170,130 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     match answer.bytes().await {
         Ok(body) => (status, headers, body).into_response(),
         Err(e) => refuse(format!("the leader's answer was cut off ({})", e.without_url())),
+    }
+}
+
+/// Where the leader takes relayed Socket Mode envelopes.
+pub const RELAY_PATH: &str = "/slack/socket-relay";
+const RELAY_TIMESTAMP: &str = "x-opsbot-relay-timestamp";
+const RELAY_SIGNATURE: &str = "x-opsbot-relay-signature";
+/// How old (or how far ahead) a relayed envelope's timestamp may be.
+const RELAY_SKEW: i64 = 300;
+
+/// The key relayed envelopes are signed with: HMAC-SHA256 of a fixed label
+/// under the Slack app-level token, the credential that lets a process
+/// receive Socket Mode envelopes at all. Never printed.
+#[derive(Clone)]
+pub struct RelayKey(Hmac<Sha256>);
+
+impl std::fmt::Debug for RelayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayKey(..)")
+    }
+}
+
+impl RelayKey {
+    pub fn from_app_token(token: &str) -> RelayKey {
+        let mut derive = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+        derive.update(b"opsbot socket mode relay v1");
+        let key = derive.finalize().into_bytes();
+        RelayKey(Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length"))
+    }
+
+    fn mac(&self, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(format!("v1:{timestamp}:").as_bytes());
+        mac.update(body);
+        mac
+    }
+
+    /// The signature header's value for `body` sent at `timestamp`.
+    pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
+        format!("v1={}", hex::encode(self.mac(timestamp, body).finalize().into_bytes()))
+    }
+
+    /// Checks a relayed request's timestamp (within five minutes of `now`)
+    /// and signature (in constant time), before its body is read as JSON.
+    pub fn check(&self, headers: &axum::http::HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let timestamp: i64 =
+            text(RELAY_TIMESTAMP).and_then(|t| t.parse().ok()).ok_or("missing or unreadable relay timestamp")?;
+        if (now - timestamp).abs() > RELAY_SKEW {
+            return Err("relay timestamp too far from now");
+        }
+        let signature = text(RELAY_SIGNATURE)
+            .and_then(|s| s.strip_prefix("v1="))
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or("missing or unreadable relay signature")?;
+        self.mac(timestamp, body).verify_slice(&signature).map_err(|_| "invalid relay signature")
+    }
+}
+
+/// A standby's way to the leader for Socket Mode envelopes.
+pub struct Relay {
+    shared: Arc<Shared>,
+    key: RelayKey,
+}
+
+impl Relay {
+    /// Hands one envelope (its type and payload) to the leader; its answer
+    /// is the ack payload, if any. An error when there is no leader, or it
+    /// did not take the envelope.
+    pub async fn envelope(&self, kind: &str, payload: &Value) -> Result<Option<Value>, String> {
+        let Some(Leading { address: Some(address), .. }) = leading(&self.shared) else {
+            return Err("no leader to relay to".into());
+        };
+        let body = serde_json::to_vec(&json!({"type": kind, "payload": payload})).map_err(|e| e.to_string())?;
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = self.key.sign(timestamp, &body);
+        let answer = self
+            .shared
+            .http
+            .post(format!("{address}{RELAY_PATH}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(RELAY_TIMESTAMP, timestamp.to_string())
+            .header(RELAY_SIGNATURE, signature)
+            .header(FORWARDED, "1")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("the leader did not answer ({})", e.without_url()))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(format!("the leader answered {status}"));
+        }
+        let answer: Value =
+            answer.json().await.map_err(|e| format!("unreadable answer from the leader ({})", e.without_url()))?;
+        Ok(answer.get("payload").filter(|p| !p.is_null()).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(timestamp: &str, signature: &str) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(RELAY_TIMESTAMP, timestamp.parse().unwrap());
+        h.insert(RELAY_SIGNATURE, signature.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_relayed_envelope_verifies_only_with_the_same_token_body_and_a_fresh_timestamp() {
+        let key = RelayKey::from_app_token("xapp-1-A1-secret");
+        let body = br#"{"type":"slash_commands","payload":{}}"#;
+        let signed = key.sign(1_000, body);
+        assert_eq!(key.check(&headers("1000", &signed), body, 1_100), Ok(()));
+        assert_eq!(key.check(&headers("1000", &signed), b"{}", 1_100), Err("invalid relay signature"));
+        let other = RelayKey::from_app_token("xapp-1-A1-other");
+        assert_eq!(other.check(&headers("1000", &signed), body, 1_100), Err("invalid relay signature"));
+        assert_eq!(key.check(&headers("1000", &signed), body, 1_301), Err("relay timestamp too far from now"));
+        assert_eq!(key.check(&headers("999", &signed), body, 1_000), Err("invalid relay signature"));
+        assert_eq!(key.check(&axum::http::HeaderMap::new(), body, 1_000), Err("missing or unreadable relay timestamp"));
+        assert_eq!(key.check(&headers("1000", "v0=00"), body, 1_000), Err("missing or unreadable relay signature"));
+        // The key is not the token, and is never printed.
+        assert!(!signed.contains("secret"));
+        assert_eq!(format!("{key:?}"), "RelayKey(..)");
     }
 }

@@ -94,10 +94,21 @@ impl Replica {
     }
 
     fn with_kubeconfig(name: &str, url: &str, slack: &FakeSlack, kubeconfig: &std::path::Path) -> Replica {
-        let bot = Bot::with_config(&config());
+        Replica::launch(name, url, slack, &config(), kubeconfig)
+    }
+
+    /// A replica with Slack in Socket Mode only.
+    fn socket(name: &str, url: &str, slack: &FakeSlack) -> Replica {
+        let config = config().replace("mode = \"http\"", "mode = \"socket\"");
+        Replica::launch(name, url, slack, &config, std::path::Path::new("/nonexistent/kubeconfig"))
+    }
+
+    fn launch(name: &str, url: &str, slack: &FakeSlack, config: &str, kubeconfig: &std::path::Path) -> Replica {
+        let bot = Bot::with_config(config);
         let mut child = bot
             .command(&["serve", "--listen", "127.0.0.1:0"])
             .env("KUBECONFIG", kubeconfig)
+            .env("SLACK_APP_TOKEN", "xapp-1-A1-test")
             .env("SLACK_SIGNING_SECRET", SECRET)
             .env("SLACK_BOT_TOKEN", "xoxb-test-token")
             .env("SLACK_API_URL", slack.api_url())
@@ -409,4 +420,81 @@ fn a_leader_that_loses_its_lock_stops_and_writes_nothing_after_its_successor_beg
     assert_eq!(late, 0, "A wrote after term 2 began");
     assert!(count(&pg, "SELECT count(*) FROM opsbot_audit WHERE term = 2") > 0, "B recorded its start");
     assert!(b.get("/health/ready").1.ends_with("term 2\n"));
+}
+
+/// With Slack in Socket Mode every replica holds a connection, and Slack
+/// gives each envelope to one of them: a standby relays what it gets to the
+/// leader (signed with a key from the app-level token) and acks with the
+/// leader's answer. Each command runs once, by the leader, whichever socket
+/// it came on and however often it is redelivered; after a failover the new
+/// leader's own socket takes over.
+#[test]
+fn every_replica_holds_a_socket_and_a_standbys_envelopes_run_on_the_leader() {
+    let pg = Postgres::start();
+    let url = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
+    let slack = FakeSlack::start();
+    let a = Replica::socket("replica-a", &url, &slack);
+    let b = Replica::socket("replica-b", &url, &slack);
+    assert!(a.get("/health/ready").1.starts_with("ready: leader replica-a/"));
+    assert!(b.get("/health/ready").1.contains("standby"));
+    wait_until("a socket on each replica", Duration::from_secs(15), || slack.open_sockets().len() == 2);
+    let command = |envelope: &str, trigger: &str| {
+        serde_json::json!({"envelope_id": envelope, "type": "slash_commands", "accepts_response_payload": true, "payload": {
+            "command": "/status", "text": "api-service", "user_id": "UALICE", "channel_id": "COPS", "trigger_id": trigger, "team_id": "T1"}})
+    };
+    let acked = |socket: u64, envelope: &str| {
+        let mut ack = None;
+        wait_until(&format!("the ack of {envelope}"), Duration::from_secs(10), || {
+            ack = slack.acks_on(socket).into_iter().find(|a| a["envelope_id"] == envelope);
+            ack.is_some()
+        });
+        ack.unwrap()
+    };
+    // One command on each socket (one of them the standby's): both answered
+    // as the leader answers, both run by the leader.
+    let sockets = slack.open_sockets();
+    for (i, socket) in sockets.iter().enumerate() {
+        slack.push_to(*socket, command(&format!("env-{i}"), &format!("trig-{i}")));
+    }
+    for (i, socket) in sockets.iter().enumerate() {
+        let ack = acked(*socket, &format!("env-{i}"));
+        let text = ack["payload"]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("api-service"), "{i}: {ack}");
+    }
+    let requests = "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND BODY->>'command' = 'status'";
+    assert_eq!(count(&pg, requests), 2);
+    assert_eq!(count(&pg, "SELECT count(DISTINCT term) FROM opsbot_audit WHERE kind = 'request'"), 1);
+    // Slack redelivers the first on the other socket: acked, not run again.
+    slack.push_to(sockets[1], command("env-0-again", "trig-0"));
+    acked(sockets[1], "env-0-again");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&pg, requests), 2, "a redelivery is a duplicate");
+
+    // Nobody else can relay: a request not signed with the app token's key
+    // is refused before it is read.
+    let forged = ureq::post(&format!("{}/slack/socket-relay", a.base))
+        .set("Content-Type", "application/json")
+        .set("X-Opsbot-Relay-Timestamp", &chrono::Utc::now().timestamp().to_string())
+        .set("X-Opsbot-Relay-Signature", &format!("v1={}", "0".repeat(64)))
+        .send_string(&command("env-forged", "trig-forged").to_string());
+    match forged {
+        Err(ureq::Error::Status(401, r)) => assert_eq!(r.into_string().unwrap(), "invalid relay signature\n"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(count(&pg, requests), 2);
+
+    // The leader dies: B leads, its standby socket gives way to its own.
+    let mut a = a;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    b.wait_for_line("opsbot serving on", Duration::from_secs(15));
+    wait_until("B's own socket", Duration::from_secs(15), || {
+        let open = slack.open_sockets();
+        open.len() == 1 && !sockets.contains(&open[0])
+    });
+    let socket = slack.open_sockets()[0];
+    slack.push_to(socket, command("env-after", "trig-after"));
+    acked(socket, "env-after");
+    assert_eq!(count(&pg, requests), 3);
+    assert_eq!(count(&pg, "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND term = 2"), 1);
 }

@@ -44,8 +44,13 @@ struct Inner {
     port: AtomicU64,
     /// Sender into the current Socket Mode connection.
     socket: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// Every open Socket Mode connection by number (several replicas may
+    /// each hold one; Slack gives each envelope to one of them).
+    sockets: Mutex<std::collections::BTreeMap<u64, mpsc::UnboundedSender<String>>>,
     /// Frames the bot sent back (acks).
     acks: Mutex<Vec<Value>>,
+    /// The same, with the number of the connection each came on.
+    acks_on: Mutex<Vec<(u64, Value)>>,
     connections: AtomicU64,
     /// While set, every matching call gets this answer (a 429 storm).
     storm: Mutex<Option<Fault>>,
@@ -175,6 +180,22 @@ impl FakeSlack {
 
     pub fn acks(&self) -> Vec<Value> {
         self.inner.acks.lock().unwrap().clone()
+    }
+
+    /// The numbers of the Socket Mode connections open now.
+    pub fn open_sockets(&self) -> Vec<u64> {
+        self.inner.sockets.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Pushes a frame to connection `number`.
+    pub fn push_to(&self, number: u64, frame: Value) {
+        let sockets = self.inner.sockets.lock().unwrap();
+        sockets.get(&number).expect("that connection is open").send(frame.to_string()).expect("socket open");
+    }
+
+    /// The acks that came on connection `number`.
+    pub fn acks_on(&self, number: u64) -> Vec<Value> {
+        self.inner.acks_on.lock().unwrap().iter().filter(|(n, _)| *n == number).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -362,7 +383,13 @@ async fn socket(State(inner): State<Arc<Inner>>, upgrade: WebSocketUpgrade) -> R
 async fn serve_socket(inner: Arc<Inner>, mut ws: WebSocket) {
     let number = inner.connections.fetch_add(1, Ordering::SeqCst) + 1;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    inner.sockets.lock().unwrap().insert(number, tx.clone());
     *inner.socket.lock().unwrap() = Some(tx);
+    serve_frames(&inner, number, &mut rx, &mut ws).await;
+    inner.sockets.lock().unwrap().remove(&number);
+}
+
+async fn serve_frames(inner: &Inner, number: u64, rx: &mut mpsc::UnboundedReceiver<String>, ws: &mut WebSocket) {
     let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}});
     if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
@@ -389,7 +416,10 @@ async fn serve_socket(inner: Arc<Inner>, mut ws: WebSocket) {
             incoming = ws.recv() => {
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        if let Ok(v) = serde_json::from_str::<Value>(&text) { inner.acks.lock().unwrap().push(v); }
+                        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                            inner.acks_on.lock().unwrap().push((number, v.clone()));
+                            inner.acks.lock().unwrap().push(v);
+                        }
                     }
                     Some(Ok(_)) => {}
                     _ => break,

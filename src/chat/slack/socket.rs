@@ -27,6 +27,13 @@
 //!   within a minute, and resets only after a session that lasted; Slack's
 //!   routine `disconnect` is answered with a new socket at once;
 //! - a socket that never says `hello` within 15 s is replaced.
+//!
+//! With replicas on PostgreSQL every replica holds a connection (Slack
+//! gives each envelope to one of them). A standby hands each envelope to the
+//! leader ([`Handler::Leader`], a signed request to its `/slack/socket-relay`)
+//! and acks with the leader's answer; when the leader does not answer it
+//! does not ack, and Slack redelivers (events) or shows the person the
+//! command failed.
 
 use super::api::SlackApi;
 use super::inbound::{EventsBody, SlashCommand};
@@ -68,10 +75,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// replaced without backoff.
 const ROUTINE: Duration = Duration::from_secs(1);
 
+/// Where envelopes are handled.
+#[derive(Clone)]
+pub enum Handler {
+    /// In this process (the leader, or the only replica).
+    Here(Arc<SlackIngress>),
+    /// By the leader, this replica being a standby.
+    Leader(Arc<crate::standby::Relay>),
+}
+
 /// Runs until `stop` is cancelled. `connected` is true while a socket is
 /// open, alive, and Slack said hello.
 pub async fn run(
-    ingress: Arc<SlackIngress>,
+    ingress: Handler,
     api: SlackApi,
     app_token: String,
     ping: Duration,
@@ -128,7 +144,7 @@ pub async fn run(
 /// and queues its ack for the session.
 fn handle_envelope(
     tasks: &crate::tasks::Tasks,
-    ingress: &Arc<SlackIngress>,
+    ingress: &Handler,
     acks: &mpsc::Sender<String>,
     id: String,
     envelope: Envelope,
@@ -136,7 +152,21 @@ fn handle_envelope(
 ) {
     let (ingress, acks) = (ingress.clone(), acks.clone());
     tasks.request("slack socket mode envelope", async move {
-        let payload = handle(&ingress, &envelope).await;
+        let payload = match &ingress {
+            Handler::Here(ingress) => handle(ingress, &envelope).await,
+            Handler::Leader(relay) => {
+                let payload = envelope.payload.clone().unwrap_or(Value::Null);
+                match relay.envelope(&envelope.kind, &payload).await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // No ack: Slack redelivers, maybe to the leader's socket.
+                        tracing::warn!(error = %e, kind = %envelope.kind, "the leader did not take a Socket Mode envelope; not acked");
+                        drop(permit);
+                        return;
+                    }
+                }
+            }
+        };
         let mut ack = json!({ "envelope_id": id });
         if let Some(payload) = payload {
             ack["payload"] = payload;
@@ -149,7 +179,7 @@ fn handle_envelope(
 
 /// One WebSocket session; Ok(()) when Slack asked us to reconnect or we stop.
 async fn session_loop(
-    ingress: &Arc<SlackIngress>,
+    ingress: &Handler,
     url: &str,
     ping: Duration,
     connected: &AtomicBool,
@@ -240,6 +270,14 @@ async fn session_loop(
     }
     let _ = socket.close(None).await;
     result
+}
+
+/// An envelope a standby relayed (`{"type": …, "payload": …}`, its
+/// signature already checked): handled here; the ack payload, if any.
+pub async fn relayed(ingress: &SlackIngress, body: &[u8]) -> Result<Option<Value>, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| format!("not a relayed Socket Mode envelope: {e}"))?;
+    Ok(handle(ingress, &envelope).await)
 }
 
 /// Handles one envelope; returns the ack payload, if it has one.
