@@ -210,11 +210,18 @@ fn records(pg: &Postgres, request: &str) -> Vec<(String, String, Option<i64>)> {
 
 /// The request id of the (one) request for `command`.
 fn request_of(pg: &Postgres, command: &str) -> String {
-    let (url, command) = (pg.url("opsbot"), command.to_string());
+    request_for(pg, command, "%")
+}
+
+/// The request id of the (one) request for `command` on a service named like `service`.
+fn request_for(pg: &Postgres, command: &str, service: &str) -> String {
+    let (url, command, service) = (pg.url("opsbot"), command.to_string(), service.to_string());
     std::thread::spawn(move || {
         let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-        let sql = format!("SELECT request_id FROM opsbot_audit WHERE kind = 'request' AND {BODY}->>'command' = $1");
-        c.query_one(&sql, &[&command]).unwrap().get(0)
+        let sql = format!(
+            "SELECT request_id FROM opsbot_audit WHERE kind = 'request' AND {BODY}->>'command' = $1 AND {BODY}->>'service' LIKE $2"
+        );
+        c.query_one(&sql, &[&command, &service]).unwrap().get(0)
     })
     .join()
     .unwrap()
@@ -275,6 +282,22 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     assert_eq!(count(&pg, "SELECT count(*) FROM opsbot_audit WHERE kind = 'request'"), 200, "each command once");
     assert_eq!(count(&pg, "SELECT count(DISTINCT term) FROM opsbot_audit WHERE kind = 'request'"), 1);
 
+    // An approval requested on one replica and given on the other (each
+    // vote also sent to both): the restart runs once.
+    let (status, answer) = a.command("UALICE", "/restart", "api-service", "t-prod-restart");
+    assert_eq!(status, 200, "{answer}");
+    let prod_restart = request_for(&pg, "restart", "api-service");
+    for (replica, trigger) in [(&b, "t-prod-approve"), (&a, "t-prod-approve"), (&a, "t-prod-approve-2")] {
+        let (status, answer) = replica.command("UBOB", "/approve", &prod_restart, trigger);
+        assert_eq!(status, 200, "{answer}");
+    }
+    wait_until("the approved restart's outcome", Duration::from_secs(10), || {
+        records(&pg, &prod_restart).iter().any(|(kind, _, _)| kind == "outcome")
+    });
+    let ran = records(&pg, &prod_restart);
+    assert_eq!(ran.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "{ran:?}");
+    assert!(ran.iter().any(|(kind, outcome, _)| kind == "outcome" && outcome == "succeeded"), "{ran:?}");
+
     // A production deploy (asked through the standby) waits for approval; a
     // staging restart runs (slowly), and so does a scale on Kubernetes.
     let (status, answer) = b.command("UALICE", "/deploy", "api-service v1.4.2", "t-deploy");
@@ -284,7 +307,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     let (status, answer) = b.command("UALICE", "/scale", "web-staging 6", "t-scale");
     assert_eq!(status, 200, "{answer}");
     let deploy_id = request_of(&pg, "deploy");
-    let restart_id = request_of(&pg, "restart");
+    let restart_id = request_for(&pg, "restart", "api-staging");
     let scale_id = request_of(&pg, "scale");
     wait_until("the restart's intent", Duration::from_secs(10), || {
         records(&pg, &restart_id).iter().any(|(kind, outcome, _)| kind == "intent" && outcome == "started")
@@ -340,7 +363,10 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     assert_eq!(status, 200, "{answer}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        count(&pg, "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND BODY->>'command' = 'restart'"),
+        count(
+            &pg,
+            "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND BODY->>'command' = 'restart' AND BODY->>'service' = 'api-staging'"
+        ),
         1,
         "the retry made no request"
     );
