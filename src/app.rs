@@ -458,10 +458,12 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
                 _ => None,
             };
             let leader = store.lead(address, standby.follower()).await;
-            if let Some(tasks) = relaying {
-                tasks.shutdown(Duration::from_secs(6)).await;
-            }
-            standby.stop().await;
+            let relay_stopped = async {
+                if let Some(tasks) = relaying {
+                    tasks.shutdown(Duration::from_secs(6)).await;
+                }
+            };
+            tokio::join!(relay_stopped, standby.stop());
             leader?
         }
         Backing::Sled(_) => None,
@@ -536,7 +538,8 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
             slack_ingress = Some(ingress.clone());
         }
         if let (true, true, Some(app)) = (replicated, mode.socket(), app.as_deref()) {
-            slack_relay = Some(Arc::new((ingress.clone(), crate::standby::RelayKey::from_app_token(app))));
+            let check = crate::standby::RelayCheck::new(crate::standby::RelayKey::from_app_token(app));
+            slack_relay = Some(Arc::new((ingress.clone(), check)));
         }
         if let (true, Some(app), Some(api)) = (mode.socket(), app, slack_api.clone()) {
             let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -46,7 +46,7 @@ pub struct AppState {
     pub ci_secret: Option<Arc<String>>,
     /// Socket Mode envelopes relayed by standbys (replicas on PostgreSQL
     /// with Slack in Socket Mode): handled by this ingress, signed with this key.
-    pub slack_relay: Option<Arc<(Arc<SlackIngress>, crate::standby::RelayKey)>>,
+    pub slack_relay: Option<Arc<(Arc<SlackIngress>, crate::standby::RelayCheck)>>,
     pub readiness: Arc<Readiness>,
     /// Requests run on tracked tasks of their own (see [`detached`]).
     pub tasks: crate::tasks::Tasks,

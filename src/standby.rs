@@ -178,7 +178,7 @@ pub const RELAY_PATH: &str = "/slack/socket-relay";
 const RELAY_TIMESTAMP: &str = "x-opsbot-relay-timestamp";
 const RELAY_SIGNATURE: &str = "x-opsbot-relay-signature";
 /// How old (or how far ahead) a relayed envelope's timestamp may be.
-const RELAY_SKEW: i64 = 300;
+const RELAY_SKEW: u64 = 300;
 
 /// The key relayed envelopes are signed with: HMAC-SHA256 of a fixed label
 /// under the Slack app-level token, the credential that lets a process
@@ -218,7 +218,7 @@ impl RelayKey {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let timestamp: i64 =
             text(RELAY_TIMESTAMP).and_then(|t| t.parse().ok()).ok_or("missing or unreadable relay timestamp")?;
-        if (now - timestamp).abs() > RELAY_SKEW {
+        if now.abs_diff(timestamp) > RELAY_SKEW {
             return Err("relay timestamp too far from now");
         }
         let signature = text(RELAY_SIGNATURE)
@@ -229,6 +229,43 @@ impl RelayKey {
     }
 }
 
+/// The leader's check of relayed envelopes: [`RelayKey::check`], and each
+/// signature taken once (a copied request sent again within the five
+/// minutes is refused).
+#[derive(Debug)]
+pub struct RelayCheck {
+    key: RelayKey,
+    /// Signatures taken, with their timestamps; pruned past the skew.
+    seen: Mutex<std::collections::HashMap<Vec<u8>, i64>>,
+}
+
+/// Signatures remembered at most (relays are Slack events: far fewer than
+/// this in five minutes); past it, relays are refused until some age out.
+const SEEN_MAX: usize = 65_536;
+
+impl RelayCheck {
+    pub fn new(key: RelayKey) -> RelayCheck {
+        RelayCheck { key, seen: Mutex::new(Default::default()) }
+    }
+
+    pub fn check(&self, headers: &axum::http::HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
+        self.key.check(headers, body, now)?;
+        let signature = headers.get(RELAY_SIGNATURE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+        let timestamp = headers.get(RELAY_TIMESTAMP).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(now);
+        let mut seen = self.seen.lock().expect("relay check");
+        if seen.len() >= SEEN_MAX / 2 {
+            seen.retain(|_, at| now.abs_diff(*at) <= RELAY_SKEW);
+        }
+        if seen.len() >= SEEN_MAX {
+            return Err("too many relayed envelopes at once; retry");
+        }
+        match seen.insert(signature, timestamp) {
+            None => Ok(()),
+            Some(_) => Err("this relayed envelope was already taken"),
+        }
+    }
+}
+
 /// A standby's way to the leader for Socket Mode envelopes.
 pub struct Relay {
     shared: Arc<Shared>,
@@ -236,6 +273,11 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// Whether a leader gave an address to relay to.
+    pub fn can_relay(&self) -> bool {
+        matches!(leading(&self.shared), Some(Leading { address: Some(_), .. }))
+    }
+
     /// Hands one envelope (its type and payload) to the leader; its answer
     /// is the ack payload, if any. An error when there is no leader, or it
     /// did not take the envelope.
@@ -295,5 +337,15 @@ mod tests {
         // The key is not the token, and is never printed.
         assert!(!signed.contains("secret"));
         assert_eq!(format!("{key:?}"), "RelayKey(..)");
+        // The leader takes each signed request once.
+        let check = RelayCheck::new(key.clone());
+        assert_eq!(check.check(&headers("1000", &signed), body, 1_100), Ok(()));
+        assert_eq!(check.check(&headers("1000", &signed), body, 1_101), Err("this relayed envelope was already taken"));
+        assert_eq!(check.check(&headers("1001", &key.sign(1_001, body)), body, 1_102), Ok(()));
+        // A timestamp no clock would send is refused, not overflowed.
+        assert_eq!(
+            key.check(&headers(&i64::MIN.to_string(), &signed), body, i64::MAX),
+            Err("relay timestamp too far from now")
+        );
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, ReplyTarget};
 use crate::store::RunLock;
 use futures_util::FutureExt;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -455,8 +456,10 @@ impl Engine {
             Ok(locks) => locks,
             Err(e) => return tracing::error!(error = %e, "cannot list run locks"),
         };
+        // After a takeover, every locked service is marked first, all at once.
+        let fenced = if takeover { self.fence_all(&locks).await } else { HashMap::new() };
         // Runbook runs first: one outcome each, every lock they hold freed.
-        let runs = self.record_interrupted_runs(why, &locks, takeover).await;
+        let runs = self.record_interrupted_runs(why, &locks, &fenced).await;
         for (service, lock) in locks.into_iter().filter(|(_, l)| !runs.contains(&l.request_id)) {
             let finished = self
                 .audit
@@ -473,7 +476,7 @@ impl Engine {
                 }
                 continue;
             }
-            let fenced = if takeover { self.fence_backend(&service).await } else { String::new() };
+            let fenced = fenced.get(&service).map(String::as_str).unwrap_or_default();
             let record = AuditEntry {
                 request_id: Some(lock.request_id.clone()),
                 actor: Some(lock.holder.clone()),
@@ -493,11 +496,24 @@ impl Engine {
 }
 
 impl Engine {
+    /// [`Engine::fence_backend`] for every configured service a run lock
+    /// names, concurrently (so a takeover waits for the slowest, not the
+    /// sum): service → what was done.
+    async fn fence_all(&self, locks: &[(String, RunLock)]) -> HashMap<String, String> {
+        let services: std::collections::BTreeSet<&str> =
+            locks.iter().map(|(s, _)| s.as_str()).filter(|s| self.config.services.contains_key(*s)).collect();
+        let marked = futures_util::future::join_all(
+            services.into_iter().map(|s| async move { (s.to_string(), self.fence_backend(s).await) }),
+        )
+        .await;
+        marked.into_iter().collect()
+    }
+
     /// After a takeover (the store has a term): marks `service` in its
     /// backend with this leader's term, so a write its predecessor still
     /// sends is refused there. Says what was done, for the interrupted
     /// record ("" when there is no term or nothing to mark).
-    pub(super) async fn fence_backend(&self, service: &str) -> String {
+    async fn fence_backend(&self, service: &str) -> String {
         const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
         let (Some(term), Some(config)) = (self.store.term(), self.config.services.get(service)) else {
             return String::new();

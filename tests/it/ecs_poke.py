@@ -3,6 +3,7 @@ Usage: python3 ecs_poke.py ENDPOINT split LISTENER_ARN TG_A WEIGHT_A TG_B WEIGHT
        python3 ecs_poke.py ENDPOINT desired SERVICE COUNT
        python3 ecs_poke.py ENDPOINT deregister FAMILY:REVISION
        python3 ecs_poke.py ENDPOINT tag TARGET_GROUP_ARN KEY VALUE
+       python3 ecs_poke.py ENDPOINT tag-service SERVICE KEY
        python3 ecs_poke.py ENDPOINT rule LISTENER_ARN PRIORITY PATH TARGET_GROUP_ARN
        python3 ecs_poke.py ENDPOINT sticky LISTENER_ARN TARGET_GROUP_ARN
 Prints {} on success."""
@@ -22,6 +23,11 @@ elif command == "deregister":
 elif command == "tag":
     arn, key, value = args
     boto3.client("elbv2", **kw).add_tags(ResourceArns=[arn], Tags=[{"Key": key, "Value": value}])
+elif command == "tag-service":
+    ecs = boto3.client("ecs", **kw)
+    service, key = args
+    arn = ecs.describe_services(cluster="prod", services=[service])["services"][0]["serviceArn"]
+    ecs.tag_resource(resourceArn=arn, tags=[{"key": key, "value": "late"}])
 elif command == "rule":
     listener, priority, path, tg = args
     boto3.client("elbv2", **kw).create_rule(ListenerArn=listener, Priority=int(priority),

@@ -294,6 +294,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     wait_until("the approved restart's outcome", Duration::from_secs(10), || {
         records(&pg, &prod_restart).iter().any(|(kind, _, _)| kind == "outcome")
     });
+    std::thread::sleep(Duration::from_millis(300));
     let ran = records(&pg, &prod_restart);
     assert_eq!(ran.iter().filter(|(kind, _, _)| kind == "intent").count(), 1, "{ran:?}");
     assert!(ran.iter().any(|(kind, outcome, _)| kind == "outcome" && outcome == "succeeded"), "{ran:?}");
@@ -314,7 +315,7 @@ fn the_standby_takes_over_from_a_killed_leader_and_nothing_runs_twice() {
     });
     // A's scale landed on the Deployment, in its term, and is rolling out.
     let term_on = |k8s: &FakeK8s| {
-        k8s.deployment("shop", "web")["metadata"]["annotations"][opsbot::action::kubernetes::TERM]
+        k8s.deployment("shop", "web")["metadata"]["labels"][opsbot::action::kubernetes::TERM]
             .as_str()
             .map(str::to_string)
     };
@@ -460,10 +461,13 @@ fn every_replica_holds_a_socket_and_a_standbys_envelopes_run_on_the_leader() {
     let url = format!("host=127.0.0.1 port={} user=opsbot dbname=postgres", pg.port);
     let slack = FakeSlack::start();
     let a = Replica::socket("replica-a", &url, &slack);
+    wait_until("the leader's socket", Duration::from_secs(15), || slack.open_sockets().len() == 1);
+    let leaders = slack.open_sockets()[0];
     let b = Replica::socket("replica-b", &url, &slack);
     assert!(a.get("/health/ready").1.starts_with("ready: leader replica-a/"));
     assert!(b.get("/health/ready").1.contains("standby"));
     wait_until("a socket on each replica", Duration::from_secs(15), || slack.open_sockets().len() == 2);
+    let standbys = slack.open_sockets().into_iter().find(|s| *s != leaders).unwrap();
     let command = |envelope: &str, trigger: &str| {
         serde_json::json!({"envelope_id": envelope, "type": "slash_commands", "accepts_response_payload": true, "payload": {
             "command": "/status", "text": "api-service", "user_id": "UALICE", "channel_id": "COPS", "trigger_id": trigger, "team_id": "T1"}})
@@ -476,9 +480,9 @@ fn every_replica_holds_a_socket_and_a_standbys_envelopes_run_on_the_leader() {
         });
         ack.unwrap()
     };
-    // One command on each socket (one of them the standby's): both answered
-    // as the leader answers, both run by the leader.
-    let sockets = slack.open_sockets();
+    // One command on each socket: the standby's answered as the leader's
+    // is, both run by the leader.
+    let sockets = [leaders, standbys];
     for (i, socket) in sockets.iter().enumerate() {
         slack.push_to(*socket, command(&format!("env-{i}"), &format!("trig-{i}")));
     }
@@ -490,9 +494,10 @@ fn every_replica_holds_a_socket_and_a_standbys_envelopes_run_on_the_leader() {
     let requests = "SELECT count(*) FROM opsbot_audit WHERE kind = 'request' AND BODY->>'command' = 'status'";
     assert_eq!(count(&pg, requests), 2);
     assert_eq!(count(&pg, "SELECT count(DISTINCT term) FROM opsbot_audit WHERE kind = 'request'"), 1);
-    // Slack redelivers the first on the other socket: acked, not run again.
-    slack.push_to(sockets[1], command("env-0-again", "trig-0"));
-    acked(sockets[1], "env-0-again");
+    // Slack redelivers the leader's first on the standby's socket: acked,
+    // not run again.
+    slack.push_to(standbys, command("env-0-again", "trig-0"));
+    acked(standbys, "env-0-again");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(count(&pg, requests), 2, "a redelivery is a duplicate");
 

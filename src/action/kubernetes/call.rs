@@ -36,6 +36,9 @@ pub(super) enum Failure {
     /// An opsbot leader of a newer term wrote the Deployment: this replica
     /// no longer leads, and its write is refused (see `fence`).
     Fenced { newer: u64, ours: u64 },
+    /// The read a fenced write starts with failed (this says how): the
+    /// write was not sent.
+    NotSent(String),
 }
 
 impl Failure {
@@ -142,6 +145,7 @@ impl CallError {
                 crate::clock::format_duration(t.call_timeout)
             ),
             Failure::Client(text) => format!("opsbot could not {verb} {resource}: {text}"),
+            Failure::NotSent(read) => format!("{read}; the {verb} of {resource} was not sent{tries}"),
             Failure::Fenced { newer, ours } => format!(
                 "refused: deployment {} was written by opsbot's leader in term {newer}, after this replica's term {ours}; this replica no longer leads, and nothing was changed",
                 t.path()
@@ -160,7 +164,8 @@ impl CallError {
             | Failure::Transport(_)
             | Failure::TimedOut
             | Failure::Throttled
-            | Failure::ServerError { .. } => ActionError::Unreachable(text),
+            | Failure::ServerError { .. }
+            | Failure::NotSent(_) => ActionError::Unreachable(text),
             Failure::Conflict
             | Failure::NotFound
             | Failure::Rejected { .. }
@@ -253,6 +258,7 @@ mod tests {
             (Failure::TimedOut, true, true),
             (Failure::Client("bad json".into()), false, false),
             (Failure::Fenced { newer: 3, ours: 2 }, false, false),
+            (Failure::NotSent("timed out".into()), false, false),
         ];
         for (failure, transient, landed) in cases {
             assert_eq!(failure.is_transient(), transient, "{failure:?}");

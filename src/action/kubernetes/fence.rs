@@ -2,27 +2,34 @@
 //! store, several replicas). Every write in a term reads the Deployment
 //! first, refuses when an opsbot leader of a newer term wrote it, and is sent
 //! conditional on the resourceVersion it read, stamping the term into the
-//! Deployment's `opsbot.dev/term` annotation. A new leader stamps the targets
+//! Deployment's `opsbot.dev/term` label (a label, not an annotation: the
+//! controller copies a Deployment's annotations onto its ReplicaSets, and
+//! `kubectl rollout undo` copies them back, which could lower the term). A
+//! new leader stamps the targets
 //! of the actions it records as interrupted ([`Kubernetes::fence`]). So a
 //! deposed leader's late write (it read before the new term's stamp: 409,
 //! re-read, refused; it reads after: refused) is never applied.
 //!
 //! On sled there is one process and no term: writes are sent as before.
 
-use super::call::{timed, CallError, Failure};
+use super::call::{timed, Backoff, CallError, Failure};
 use super::{Kubernetes, Target};
 use crate::action::ActionError;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-/// The annotation holding the term of the opsbot leader that last wrote the
+/// The label holding the term of the opsbot leader that last wrote the
 /// Deployment.
 pub const TERM: &str = "opsbot.dev/term";
 
+/// Conflicts a write in a term rides out (a rollout's status updates change
+/// the resourceVersion), on top of its ordinary attempts.
+pub(super) const CONFLICTS: u32 = 10;
+
 /// The term the Deployment was last written in by an opsbot leader.
 pub(super) fn term_of(d: &Deployment) -> Option<u64> {
-    d.metadata.annotations.as_ref().and_then(|a| a.get(TERM)).and_then(|v| v.parse().ok())
+    d.metadata.labels.as_ref().and_then(|l| l.get(TERM)).and_then(|v| v.parse().ok())
 }
 
 /// Refuses a write in `term` to `live` when a newer term wrote it.
@@ -39,11 +46,16 @@ pub(super) fn admit(term: u64, live: &Deployment, verb: &'static str) -> Result<
 }
 
 /// `body` (a merge or strategic-merge patch) stamped with `term` and made
-/// conditional on the resourceVersion of `live`.
-fn stamped(mut body: Value, term: u64, live: &Deployment) -> Value {
-    body["metadata"]["annotations"][TERM] = json!(term.to_string());
-    body["metadata"]["resourceVersion"] = json!(live.metadata.resource_version);
-    body
+/// conditional on the resourceVersion of `live` (an API server always sends
+/// one; without it the write would not be conditional, so it is not sent).
+fn stamped(mut body: Value, term: u64, live: &Deployment) -> Result<Value, CallError> {
+    let Some(version) = live.metadata.resource_version.as_deref() else {
+        let failure = Failure::Client("the Deployment was read without a resourceVersion; nothing was sent".into());
+        return Err(CallError { verb: "patch", resource: "deployments", failure, attempts: 1 });
+    };
+    body["metadata"]["labels"][TERM] = json!(term.to_string());
+    body["metadata"]["resourceVersion"] = json!(version);
+    Ok(body)
 }
 
 /// Whether `body` is a strategic-merge patch (else a JSON merge patch).
@@ -66,9 +78,17 @@ impl Kubernetes {
     ) -> Result<Deployment, CallError> {
         let body = match t.term {
             Some(term) => {
-                let live = timed(t, "get", "deployments", api.get(t.deployment)).await?;
+                // A read that failed sent nothing: never "may have landed".
+                let live = timed(t, "get", "deployments", api.get(t.deployment)).await.map_err(|e| {
+                    if e.failure.may_have_landed() {
+                        let failure = Failure::NotSent(e.explain(t));
+                        CallError { verb: "patch", resource: "deployments", failure, attempts: 1 }
+                    } else {
+                        e
+                    }
+                })?;
                 admit(term, &live, "patch")?;
-                stamped(body.clone(), term, &live)
+                stamped(body.clone(), term, &live)?
             }
             None => body.clone(),
         };
@@ -85,13 +105,13 @@ impl Kubernetes {
     /// refused. Says what it did.
     pub(super) async fn stamp(&self, t: &Target<'_>, term: u64) -> Result<String, ActionError> {
         let api = self.deployments(t).await?;
-        let mut conflicts = 0;
+        let (mut conflicts, mut backoff) = (0, Backoff::default());
         loop {
             let live = self.read_now(t).await?;
             if term_of(&live).is_some_and(|held| held >= term) {
                 return Ok(format!("deployment {} already carries term {}", t.path(), term_of(&live).unwrap_or(term)));
             }
-            let body = stamped(json!({}), term, &live);
+            let body = stamped(json!({}), term, &live).map_err(|e| e.into_action(t))?;
             match timed(
                 t,
                 "patch",
@@ -101,7 +121,10 @@ impl Kubernetes {
             .await
             {
                 Ok(_) => return Ok(format!("deployment {} now carries term {term}", t.path())),
-                Err(e) if e.failure == Failure::Conflict && conflicts < 4 => conflicts += 1,
+                Err(e) if e.failure == Failure::Conflict && conflicts < CONFLICTS => {
+                    conflicts += 1;
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
                 Err(e) => return Err(e.into_action(t)),
             }
         }
@@ -116,7 +139,7 @@ mod tests {
     fn deployment(term: Option<&str>, rv: &str) -> Deployment {
         let mut d = Deployment::default();
         d.metadata.resource_version = Some(rv.into());
-        d.metadata.annotations = term.map(|t| BTreeMap::from([(TERM.to_string(), t.to_string())]));
+        d.metadata.labels = term.map(|t| BTreeMap::from([(TERM.to_string(), t.to_string())]));
         d
     }
 
@@ -134,11 +157,14 @@ mod tests {
     #[test]
     fn a_stamped_patch_carries_the_term_and_the_version_it_read() {
         let body = json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "c"}}, "spec": {"replicas": 3}});
-        let out = stamped(body, 7, &deployment(Some("6"), "42"));
+        let out = stamped(body.clone(), 7, &deployment(Some("6"), "42")).unwrap();
         assert_eq!(
             out,
-            json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "c", TERM: "7"}, "resourceVersion": "42"},
+            json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "c"}, "labels": {TERM: "7"}, "resourceVersion": "42"},
                    "spec": {"replicas": 3}})
         );
+        let mut unversioned = deployment(None, "1");
+        unversioned.metadata.resource_version = None;
+        assert!(matches!(stamped(body, 7, &unversioned).unwrap_err().failure, Failure::Client(_)));
     }
 }

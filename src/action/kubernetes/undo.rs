@@ -143,12 +143,11 @@ impl Kubernetes {
         // change is a 409 and the next attempt starts from fresh state.
         let call = || async {
             let mut fresh = timed(t, "get", "deployments", api.get(t.deployment)).await?;
-            let mut annotations = restored_annotations(&fresh, &rs);
+            fresh.metadata.annotations = Some(restored_annotations(&fresh, &rs));
             if let Some(term) = t.term {
                 super::fence::admit(term, &fresh, "update")?;
-                annotations.insert(super::TERM.to_string(), term.to_string());
+                fresh.metadata.labels.get_or_insert_with(Default::default).insert(super::TERM.into(), term.to_string());
             }
-            fresh.metadata.annotations = Some(annotations);
             if let Some(spec) = fresh.spec.as_mut() {
                 spec.template = template.clone();
             }

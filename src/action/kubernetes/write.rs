@@ -80,14 +80,20 @@ impl Kubernetes {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let mut backoff = Backoff::default();
-        let mut attempt = 0;
+        let (mut attempt, mut conflicts) = (0, 0);
         loop {
             attempt += 1;
             let mut error = match call().await {
                 Ok(value) => return Ok(Written::Answered(value)),
                 Err(e) => e,
             };
-            error.attempts = attempt;
+            error.attempts = attempt + conflicts;
+            // In a term every write is conditional: a rollout's status
+            // updates make conflicts routine, so a few more are ridden out.
+            if t.term.is_some() && error.failure == Failure::Conflict && conflicts < super::fence::CONFLICTS {
+                conflicts += 1;
+                attempt -= 1;
+            }
             let wait = backoff.next_wait();
             let last = attempt >= WRITE_ATTEMPTS || Instant::now() + wait >= deadline;
             if error.failure.may_have_landed() {
@@ -105,7 +111,12 @@ impl Kubernetes {
                     }
                     Reread::NotYet(_) => {}
                 }
-            } else if last || !matches!(error.failure, Failure::Conflict | Failure::Refused | Failure::Throttled) {
+            } else if last
+                || !matches!(
+                    error.failure,
+                    Failure::Conflict | Failure::Refused | Failure::Throttled | Failure::NotSent(_)
+                )
+            {
                 // Nothing was applied (a 409, 429 or refused connection says
                 // so), or retrying cannot help.
                 return Err(error.into_action(t));

@@ -101,6 +101,16 @@ pub async fn run(
     // session hold their permits, so reconnects cannot pile them up.
     let room = Arc::new(Semaphore::new(IN_FLIGHT));
     while !stop.is_cancelled() {
+        // A standby connects only while it can relay: Slack would give a
+        // socket that cannot an envelope nobody answers.
+        if let Handler::Leader(relay) = &ingress {
+            if !relay.can_relay() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
         let url = tokio::time::timeout(CONNECT_TIMEOUT, async {
             let client = api.client();
             let session = client.open_session(&token);

@@ -499,7 +499,7 @@ impl Engine {
         &self,
         why: &str,
         locks: &[(String, RunLock)],
-        takeover: bool,
+        fenced: &std::collections::HashMap<String, String>,
     ) -> Vec<String> {
         let mut handled = Vec::new();
         for (key, lock) in locks {
@@ -558,13 +558,11 @@ impl Engine {
                     .filter(|r| r.entry.outcome == Some(Verdict::Started))
                     .map(|r| format!(" It was in the middle of: {}; check it.", r.entry.detail))
                     .unwrap_or_default();
-                let mut fenced = String::new();
-                for service in changed.iter().filter(|_| takeover) {
-                    let done = self.fence_backend(service).await;
-                    if !done.is_empty() {
-                        fenced.push_str(&format!(" {service}: {}.", done.trim_start_matches("; ")));
-                    }
-                }
+                let fenced: String = changed
+                    .iter()
+                    .filter_map(|s| fenced.get(s).filter(|d| !d.is_empty()).map(|d| (s, d)))
+                    .map(|(service, done)| format!(" {service}: {}.", done.trim_start_matches("; ")))
+                    .collect();
                 let base = intent.map(|r| r.entry).unwrap_or_else(|| AuditEntry {
                     actor: Some(lock.holder.clone()),
                     ..AuditEntry::new(RecordKind::Outcome)

@@ -51,6 +51,12 @@ impl Aws {
     }
 }
 
+/// The term tags a service carries, as moto holds them.
+fn term_tags(service: &Value) -> Vec<String> {
+    let tags = service["tags"].as_object().unwrap();
+    tags.keys().filter(|k| k.starts_with("opsbot:term")).cloned().collect()
+}
+
 fn refused(result: Result<Outcome, ActionError>, service: &str) {
     match result {
         Err(ActionError::Failed(text)) => assert!(
@@ -68,7 +74,7 @@ fn ecs_writes_carry_the_term_and_a_deposed_leaders_writes_are_refused() {
     aws.run("api-ecs", Action::Scale { replicas: 3 }, 1).unwrap();
     let api = &aws.state()["services"]["api"];
     assert_eq!(api["desiredCount"], 3);
-    assert_eq!(api["tags"]["opsbot:term"], "1");
+    assert_eq!(term_tags(api), ["opsbot:term:1"]);
     // Term 2 takes over and marks it; term 1's late writes are refused.
     assert_eq!(aws.fence("api-ecs", 2).as_deref(), Some("ECS service api now carries term 2"));
     let definition = aws.state()["services"]["api"]["taskDefinition"].clone();
@@ -78,10 +84,30 @@ fn ecs_writes_carry_the_term_and_a_deposed_leaders_writes_are_refused() {
     let api = &aws.state()["services"]["api"];
     assert_eq!(api["desiredCount"], 3, "nothing changed");
     assert_eq!(api["taskDefinition"], definition, "nothing changed");
-    // Term 2's own writes go on.
+    // Term 2's own writes go on; term 1's tag is gone, term 2's stays.
     aws.run("api-ecs", Action::Scale { replicas: 4 }, 2).unwrap();
-    assert_eq!(aws.state()["services"]["api"]["desiredCount"], 4);
+    let api = &aws.state()["services"]["api"];
+    assert_eq!(api["desiredCount"], 4);
+    assert_eq!(term_tags(api), ["opsbot:term:2"]);
     assert_eq!(aws.fence("api-ecs", 2).as_deref(), Some("ECS service api already carries term 2"));
+}
+
+/// A deposed leader that tags after its successor adds its own older key:
+/// the newer one stays, and refuses its next write.
+#[test]
+fn a_late_tag_from_a_deposed_leader_does_not_undo_the_fence() {
+    let aws = Aws::new();
+    assert_eq!(aws.fence("api-ecs", 3).as_deref(), Some("ECS service api now carries term 3"));
+    // As if term 2 had read before term 3's tag and tagged after it.
+    python("ecs_poke.py", &aws.moto.url, &["tag-service", "api", "opsbot:term:2"]);
+    let mut tags = term_tags(&aws.state()["services"]["api"]);
+    tags.sort();
+    assert_eq!(tags, ["opsbot:term:2", "opsbot:term:3"]);
+    match aws.run("api-ecs", Action::Scale { replicas: 5 }, 2) {
+        Err(ActionError::Failed(text)) => assert!(text.contains("written by opsbot's leader in term 3"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(aws.state()["services"]["api"]["desiredCount"], 2);
 }
 
 #[test]
@@ -97,6 +123,6 @@ fn a_deposed_leader_cannot_move_blue_green_traffic() {
     assert_eq!(after["listener"], before["listener"], "the listener did not move");
     for colour in ["web-blue", "web-green"] {
         assert_eq!(after["services"][colour]["desiredCount"], before["services"][colour]["desiredCount"]);
-        assert_eq!(after["services"][colour]["tags"]["opsbot:term"], "2");
+        assert_eq!(term_tags(&after["services"][colour]), ["opsbot:term:2"]);
     }
 }

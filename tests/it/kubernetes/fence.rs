@@ -41,7 +41,7 @@ impl Cluster {
     }
 
     fn term(&self) -> Option<String> {
-        self.k8s.deployment("shop", "api")["metadata"]["annotations"][TERM].as_str().map(str::to_string)
+        self.k8s.deployment("shop", "api")["metadata"]["labels"][TERM].as_str().map(str::to_string)
     }
 
     fn patches(&self) -> usize {
@@ -126,12 +126,15 @@ fn a_term_that_began_between_a_read_and_its_write_refuses_the_write() {
     // successor marks the Deployment meanwhile.
     let (healthy, _) = c.runtime.block_on(backend.healthy(&c.service)).unwrap();
     assert!(healthy);
+    let gets = || c.k8s.requests().iter().filter(|(m, _)| m == "GET").count();
+    let before = gets();
     c.k8s.slow_nth("get", 2, Duration::from_millis(800));
     let late = {
         let service = c.service.clone();
         c.runtime.spawn(async move { run_in(&backend, &service, Action::Restart, 1).await })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The restart's second read has arrived (and is held): the mark now.
+    super::wait_until("the restart's read before its write", || gets() >= before + 2);
     c.runtime.block_on(c.backend.fence(&c.service, 2)).unwrap();
     let result = c.runtime.block_on(late).unwrap();
     match result {
