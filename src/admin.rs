@@ -801,7 +801,7 @@ pub async fn repair(at: &Location) -> Result<bool> {
         repaired.records
     );
     // The repair itself goes on the record.
-    let store = SledStore::open(data_dir)?;
+    let store = SledStore::reopen(data_dir)?;
     let audit: Arc<dyn AuditLog> = store.audit();
     audit.append(AuditEntry::new(RecordKind::System).detail(detail.clone())).await?;
     store.audit().close();
@@ -830,7 +830,8 @@ pub async fn checkpoint(at: &Location, config: &crate::config::Config) -> Result
             let Some(signer) = crate::checkpoints::signer(&config.audit)? else {
                 return Err(Error::Io(no_key()));
             };
-            let store = SledStore::open_with(at.dir()?, config.durability)?;
+            // Just closed by this process (the read above).
+            let store = SledStore::reopen_with(at.dir()?, config.durability)?;
             let checkpoints = Checkpointer::new(signer, config.audit.clone(), store.audit(), None);
             let made = checkpoints.checkpoint(true).await;
             store.audit().close();

@@ -465,6 +465,34 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     open_sled(dir, false)
 }
 
+/// `open` for a store this process has just closed: sled lets go of its
+/// file lock only once its IO jobs for the old handle have run (a moment,
+/// longer on a busy machine), so a lock still held is waited out, up to
+/// five seconds. Another process holding it is then still reported.
+fn again<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open() {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            result => return result,
+        }
+    }
+}
+
+impl SledStore {
+    /// [`SledStore::open`] right after this process closed the same store.
+    pub fn reopen(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::reopen_with(dir, Durability::default())
+    }
+
+    /// [`SledStore::open_with`] right after this process closed the same store.
+    pub fn reopen_with(dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
+        again(|| SledStore::open_with(dir, durability))
+    }
+}
+
 /// Opens sled in `dir`; `read_only` recovers in memory and writes nothing
 /// (the vendored sled's read-only open: no snapshot, no zeroing of a torn
 /// log tail, no flush; see vendor/sled/OPSBOT.md).
@@ -560,7 +588,7 @@ pub fn repair(dir: &Path) -> Result<crate::audit::sled_log::Repaired, StoreError
     if planned.problem.is_none() {
         return Ok(planned);
     }
-    let db = open_db(dir)?;
+    let db = again(|| open_db(dir))?;
     Ok(crate::audit::sled_log::repair(&db, true)?)
 }
 
@@ -602,15 +630,7 @@ mod tests {
     /// pool shared with the tests running alongside, so the lock can still be
     /// held for a moment.
     fn reopen(dir: &Path) -> SledStore {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match SledStore::open(dir) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                result => return result.unwrap(),
-            }
-        }
+        SledStore::reopen(dir).unwrap()
     }
 
     fn at(minutes: i64) -> DateTime<Utc> {
@@ -738,15 +758,9 @@ mod tests {
 
     /// Opens `dir` until sled has let go of it, returning the error.
     fn open_err(dir: &Path) -> StoreError {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match SledStore::open(dir) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => return e,
-                Ok(_) => panic!("{} was opened", dir.display()),
-            }
+        match SledStore::reopen(dir) {
+            Err(e) => e,
+            Ok(_) => panic!("{} was opened", dir.display()),
         }
     }
 

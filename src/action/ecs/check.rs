@@ -26,13 +26,8 @@ impl Ecs {
             Ok(ctx) => ctx,
             Err(e) => return Ok(vec![finding(e)]),
         };
-        let services: Vec<&str> = match (ctx.t.blue_green, ctx.t.service) {
-            (Some(bg), _) => vec![&bg.blue_service, &bg.green_service],
-            (None, Some(one)) => vec![one],
-            (None, None) => vec![],
-        };
         let mut findings = Vec::new();
-        for one in services {
+        for one in ctx.t.services() {
             let live = match ctx.describe_call(one).await {
                 Ok(live) => live,
                 Err(e) if e.failure == Failure::ClusterNotFound => {

@@ -63,6 +63,17 @@ struct Target<'a> {
     term: Option<u64>,
 }
 
+impl Target<'_> {
+    /// The ECS services behind this one: both colours, or the one.
+    fn services(&self) -> Vec<&str> {
+        match (self.blue_green, self.service) {
+            (Some(bg), _) => vec![&bg.blue_service, &bg.green_service],
+            (None, Some(one)) => vec![one],
+            (None, None) => vec![],
+        }
+    }
+}
+
 fn target(service: &Service) -> Result<Target<'_>, ActionError> {
     match &service.backend {
         Backend::Ecs {
@@ -208,13 +219,8 @@ impl Executor for Ecs {
     fn fence<'a>(&'a self, service: &'a Service, term: u64) -> BoxFuture<'a, Result<Option<String>, ActionError>> {
         Box::pin(async move {
             let ctx = self.context(service).await?;
-            let services: Vec<&str> = match (ctx.t.blue_green, ctx.t.service) {
-                (Some(bg), _) => vec![&bg.blue_service, &bg.green_service],
-                (None, Some(one)) => vec![one],
-                (None, None) => vec![],
-            };
             let mut done = Vec::new();
-            for one in services {
+            for one in ctx.t.services() {
                 done.push(ctx.stamp(one, term).await?);
             }
             Ok(Some(done.join("; ")).filter(|d| !d.is_empty()))
