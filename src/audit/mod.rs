@@ -19,6 +19,7 @@
 mod blocks;
 pub mod chain;
 pub mod checkpoint;
+pub mod contract;
 pub mod end;
 pub mod memory;
 pub(crate) mod queue;

@@ -6,7 +6,7 @@
 //! database making one chain, and a writer whose connection is killed.
 
 use super::postgres::Postgres;
-use opsbot::audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord, Effect, MemoryAuditLog, RecordKind};
+use opsbot::audit::{contract, AuditEntry, AuditLog, Effect, MemoryAuditLog, RecordKind};
 use opsbot::store::postgres::{open, PgAuditLog, PgStore};
 use opsbot::store::{RunLock, Store};
 use std::collections::BTreeSet;
@@ -89,53 +89,7 @@ async fn the_postgres_trail_keeps_the_audit_contract() {
     let pg = Postgres::start();
     let (_, log) = open(&url_in(&pg, "opsbot", "trail")).unwrap();
     let memory = MemoryAuditLog::default();
-    let logs: [(&str, &dyn AuditLog); 2] = [("postgres", &*log), ("memory", &memory)];
-    for (name, log) in logs {
-        assert_eq!(log.head().unwrap().seq, 0, "{name}");
-        let records = log.append_all((1..=120).map(entry).collect()).await.unwrap();
-        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=120).collect::<Vec<_>>(), "{name}");
-        assert_eq!(records[1].prev, records[0].hash, "{name}");
-        let changed = Arc::new(AtomicBool::new(false));
-        let flag = changed.clone();
-        let effect: Effect = Box::new(move || {
-            flag.store(true, Ordering::SeqCst);
-            Ok(())
-        });
-        assert_eq!(log.commit(vec![entry(121)], Some(effect)).await.unwrap()[0].seq, 121, "{name}");
-        assert!(changed.load(Ordering::SeqCst), "{name}");
-        assert_eq!(log.head().unwrap().seq, 121, "{name}");
-    }
-    let service = |s: &str| Some(s.to_string());
-    let queries = [
-        AuditQuery::default(),
-        AuditQuery { service: service("api"), limit: Some(7), ..Default::default() },
-        AuditQuery { service: service("web"), kind: Some(RecordKind::Outcome), limit: Some(4), ..Default::default() },
-        AuditQuery { limit: Some(9), look_back: Some(30), ..Default::default() },
-        AuditQuery { service: service("jobs"), limit: Some(50), look_back: Some(40), ..Default::default() },
-        AuditQuery { after_seq: Some(37), service: service("jobs"), ..Default::default() },
-        AuditQuery { request_id: Some("r-3".into()), kind: Some(RecordKind::Request), ..Default::default() },
-        AuditQuery { request_id: Some("none".into()), ..Default::default() },
-    ];
-    let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
-    for query in &queries {
-        assert_eq!(seqs(log.read(query).unwrap()), seqs(memory.read(query).unwrap()), "{query:?}");
-        let streamed = |log: &dyn AuditLog| {
-            let mut out = Vec::new();
-            log.each(query, &mut |r| {
-                out.push(r.seq);
-                out.len() < 50
-            })
-            .unwrap();
-            out
-        };
-        assert_eq!(streamed(&*log), streamed(&memory), "each {query:?}");
-    }
-    // What is read back is what was appended.
-    let entries = |records: Vec<AuditRecord>| records.into_iter().map(|r| r.entry).collect::<Vec<_>>();
-    assert_eq!(
-        entries(log.read(&AuditQuery::default()).unwrap()),
-        entries(memory.read(&AuditQuery::default()).unwrap())
-    );
+    contract::reads_like_the_reference("postgres", &*log, &memory).await;
     assert_eq!(log.verify().unwrap().records, 121);
     // Larger than one commit is refused whole.
     let too_many: Vec<AuditEntry> = (0..=opsbot::audit::MAX_COMMIT).map(entry).collect();
@@ -143,12 +97,8 @@ async fn the_postgres_trail_keeps_the_audit_contract() {
     assert_eq!(log.head().unwrap().seq, 121, "nothing of it was written");
     // A state change that fails: nothing of its commit lands, and the log
     // takes no more records.
-    for (name, log) in logs {
-        let failing: Effect = Box::new(|| Err("refused".into()));
-        assert!(log.commit(vec![entry(122)], Some(failing)).await.is_err(), "{name}");
-        assert!(log.append(entry(123)).await.is_err(), "{name}: a failed store takes no more records");
-        assert_eq!(log.head().unwrap().seq, 121, "{name}: nothing more acknowledged");
-    }
+    contract::a_failed_commit_stops_the_log("postgres", &*log).await;
+    contract::a_failed_commit_stops_the_log("memory", &memory).await;
     assert!(log.failed().unwrap().contains("refused"));
     log.close();
 }

@@ -540,54 +540,11 @@ async fn the_memory_and_sled_logs_keep_one_contract() {
     let db = temporary();
     let sled_log = SledAuditLog::open(&db).unwrap();
     let memory = crate::audit::MemoryAuditLog::default();
-    let logs: [(&str, &dyn AuditLog); 2] = [("sled", &sled_log), ("memory", &memory)];
-    for (name, log) in logs {
-        let records = log.append_all((1..=120).map(entry).collect()).await.unwrap();
-        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=120).collect::<Vec<_>>(), "{name}");
-        assert_eq!(records[1].prev, records[0].hash, "{name}");
-        let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = changed.clone();
-        let effect: Effect = Box::new(move || {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        });
-        assert_eq!(log.commit(vec![entry(121)], Some(effect)).await.unwrap()[0].seq, 121, "{name}");
-        assert!(changed.load(std::sync::atomic::Ordering::SeqCst), "{name}");
-    }
-    let service = |s: &str| Some(s.to_string());
-    let queries = [
-        AuditQuery::default(),
-        AuditQuery { service: service("api"), limit: Some(7), ..Default::default() },
-        AuditQuery { service: service("web"), kind: Some(RecordKind::Outcome), limit: Some(4), ..Default::default() },
-        AuditQuery { limit: Some(9), look_back: Some(30), ..Default::default() },
-        AuditQuery { after_seq: Some(37), service: service("jobs"), ..Default::default() },
-        AuditQuery { request_id: Some("none".into()), ..Default::default() },
-    ];
-    for (name, log) in logs {
-        assert_eq!(log.head().unwrap().seq, 121, "{name}");
-    }
-    for query in &queries {
-        let seqs = |log: &dyn AuditLog| log.read(query).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(&sled_log), seqs(&memory), "{query:?}");
-        let streamed = |log: &dyn AuditLog| {
-            let mut out = Vec::new();
-            log.each(query, &mut |r| {
-                out.push(r.seq);
-                out.len() < 50
-            })
-            .unwrap();
-            out
-        };
-        assert_eq!(streamed(&sled_log), streamed(&memory), "each {query:?}");
-    }
+    crate::audit::contract::reads_like_the_reference("sled", &sled_log, &memory).await;
     // A commit that fails stops both: nothing of it is acknowledged and
     // nothing more is taken.
-    for (name, log) in logs {
-        let failing: Effect = Box::new(|| Err("refused".into()));
-        assert!(log.commit(vec![entry(122)], Some(failing)).await.is_err(), "{name}");
-        assert!(log.append(entry(123)).await.is_err(), "{name}: a failed store takes no more records");
-        assert_eq!(log.head().unwrap().seq, 121, "{name}: nothing more acknowledged");
-    }
+    crate::audit::contract::a_failed_commit_stops_the_log("sled", &sled_log).await;
+    crate::audit::contract::a_failed_commit_stops_the_log("memory", &memory).await;
 }
 
 /// One commit never holds more than MAX_COMMIT records: that bound is what
