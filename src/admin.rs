@@ -421,12 +421,9 @@ pub async fn verify(data_dir: &Location, checkpoints: Option<CheckpointCheck>) -
                 .map_err(|e| Error::Io(e.to_string()))?
         }
         Source::Running(socket) => ask_one(&socket, &AdminRequest::Verify { at: at.into_iter().collect() }).await?,
-        Source::Postgres(trail) => {
-            let answer = tokio::task::spawn_blocking(move || answer_from(trail.verify_at(&at)))
-                .await
-                .map_err(|e| Error::Io(e.to_string()))?;
-            answer
-        }
+        Source::Postgres(trail) => tokio::task::spawn_blocking(move || answer_from(trail.verify_at(&at)))
+            .await
+            .map_err(|e| Error::Io(e.to_string()))?,
     };
     if answer.ok {
         println!("audit trail intact: {} record(s), head hash {}", answer.records, answer.head);

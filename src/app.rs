@@ -354,6 +354,41 @@ fn secret(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A replica on PostgreSQL until it leads: its listener answers as a
+/// standby (forwarding to the leader), and in Socket Mode (`socket`: the
+/// client, the app-level token, the ping interval) it holds a connection
+/// relaying to the leader. Both stop once this replica leads.
+async fn stand_by(
+    store: &Backing,
+    listener: &std::net::TcpListener,
+    socket: Option<(crate::chat::slack::api::SlackApi, String, Duration)>,
+) -> Result<Option<Arc<Leader>>> {
+    use crate::chat::slack::socket;
+    let address = advertised(listener);
+    if address.is_none() {
+        tracing::warn!("set OPSBOT_ADVERTISE_URL (where this replica takes requests) so standbys can forward to it");
+    }
+    let standby = crate::standby::Standby::start(listener)?;
+    let relaying = socket.map(|(api, app, ping)| {
+        let relay = Arc::new(standby.relay(crate::standby::RelayKey::from_app_token(&app)));
+        let tasks = Tasks::default();
+        let envelopes = tasks.clone();
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tasks.spawn_loop("slack socket mode (standby)", move |stop| {
+            socket::run(socket::Handler::Leader(relay), api, app, ping, connected, envelopes, stop)
+        });
+        tasks
+    });
+    let leader = store.lead(address, standby.follower()).await;
+    let relay_stopped = async {
+        if let Some(tasks) = relaying {
+            tasks.shutdown(Duration::from_secs(6)).await;
+        }
+    };
+    tokio::join!(relay_stopped, standby.stop());
+    leader
+}
+
 /// `opsbot serve`: the HTTP listener, Slack (HTTP and/or Socket Mode), the tick,
 /// and an orderly shutdown on SIGTERM.
 pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
@@ -430,42 +465,23 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let std_listener = std::net::TcpListener::bind(&listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| crate::Error::Io(format!("cannot listen on {listen}: {e}")))?;
+    let slack_api = match (&config.slack, &slack_secrets) {
+        (Some(_), Some((Some(bot), _, _))) => Some(
+            SlackApi::new(bot, secret("SLACK_API_URL").as_deref())
+                .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?,
+        ),
+        _ => None,
+    };
     let store = Backing::open(&config)?;
-    let leader = match &store {
-        Backing::Postgres(..) => {
-            let address = advertised(&std_listener);
-            if address.is_none() {
-                tracing::warn!(
-                    "set OPSBOT_ADVERTISE_URL (where this replica takes requests) so standbys can forward to it"
-                );
-            }
-            let standby = crate::standby::Standby::start(&std_listener)?;
-            // In Socket Mode a standby holds a connection too, relaying what
-            // Slack gives it to the leader.
-            let relaying = match (&config.slack, &slack_secrets) {
-                (Some(settings), Some((Some(bot), _, Some(app)))) if settings.mode.socket() => {
-                    let api = SlackApi::new(bot, secret("SLACK_API_URL").as_deref())
-                        .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
-                    let relay = Arc::new(standby.relay(crate::standby::RelayKey::from_app_token(app)));
-                    let (tasks, app, ping) = (Tasks::default(), app.clone(), settings.socket_ping);
-                    let envelopes = tasks.clone();
-                    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    tasks.spawn_loop("slack socket mode (standby)", move |stop| {
-                        socket::run(socket::Handler::Leader(relay), api, app, ping, connected, envelopes, stop)
-                    });
-                    Some(tasks)
-                }
-                _ => None,
-            };
-            let leader = store.lead(address, standby.follower()).await;
-            let relay_stopped = async {
-                if let Some(tasks) = relaying {
-                    tasks.shutdown(Duration::from_secs(6)).await;
-                }
-            };
-            tokio::join!(relay_stopped, standby.stop());
-            leader?
+    // In Socket Mode a standby holds a connection too.
+    let socket = match (&config.slack, &slack_secrets, &slack_api) {
+        (Some(settings), Some((_, _, Some(app))), Some(api)) if settings.mode.socket() => {
+            Some((api.clone(), app.clone(), settings.socket_ping))
         }
+        _ => None,
+    };
+    let leader = match &store {
+        Backing::Postgres(..) => stand_by(&store, &std_listener, socket).await?,
         Backing::Sled(_) => None,
     };
     // Before the bot reports ready: the first Slack delivery acks as fast as any.
@@ -477,18 +493,13 @@ pub async fn serve(loaded: Loaded, options: ServeOptions) -> Result<()> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let mut sinks = PlatformSinks::default();
     let mut slack_sink = None;
-    let mut slack_api = None;
-    if let (Some(settings), Some((Some(bot), _, _))) = (&config.slack, &slack_secrets) {
-        let api_url = secret("SLACK_API_URL");
-        let api = SlackApi::new(bot, api_url.as_deref())
-            .map_err(|e| crate::Error::Io(format!("cannot set up the Slack client: {e}")))?;
+    if let (Some(settings), Some(api)) = (&config.slack, &slack_api) {
         let pacing = outbound::Pacing { interval: settings.channel_interval, burst: settings.channel_burst };
         let sink_settings = outbound::Settings { posts: pacing, idle: settings.channel_idle };
         let sink =
             outbound::SlackSink::new(api.clone(), engine_store.clone(), metrics.clone(), sink_settings, tasks.clone());
         sinks.slack = Some(Arc::new(sink.clone()));
         slack_sink = Some(sink);
-        slack_api = Some(api);
     }
     let mut discord_sink = None;
     if let (Some(settings), Some((api, _, _))) = (&config.discord, &discord_parts) {

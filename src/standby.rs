@@ -213,8 +213,14 @@ impl RelayKey {
     }
 
     /// Checks a relayed request's timestamp (within five minutes of `now`)
-    /// and signature (in constant time), before its body is read as JSON.
-    pub fn check(&self, headers: &axum::http::HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
+    /// and signature (in constant time), before its body is read as JSON;
+    /// gives both back, checked.
+    pub fn check(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(i64, Vec<u8>), &'static str> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let timestamp: i64 =
             text(RELAY_TIMESTAMP).and_then(|t| t.parse().ok()).ok_or("missing or unreadable relay timestamp")?;
@@ -225,7 +231,8 @@ impl RelayKey {
             .and_then(|s| s.strip_prefix("v1="))
             .and_then(|s| hex::decode(s).ok())
             .ok_or("missing or unreadable relay signature")?;
-        self.mac(timestamp, body).verify_slice(&signature).map_err(|_| "invalid relay signature")
+        self.mac(timestamp, body).verify_slice(&signature).map_err(|_| "invalid relay signature")?;
+        Ok((timestamp, signature))
     }
 }
 
@@ -249,9 +256,7 @@ impl RelayCheck {
     }
 
     pub fn check(&self, headers: &axum::http::HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
-        self.key.check(headers, body, now)?;
-        let signature = headers.get(RELAY_SIGNATURE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
-        let timestamp = headers.get(RELAY_TIMESTAMP).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(now);
+        let (timestamp, signature) = self.key.check(headers, body, now)?;
         let mut seen = self.seen.lock().expect("relay check");
         if seen.len() >= SEEN_MAX / 2 {
             seen.retain(|_, at| now.abs_diff(*at) <= RELAY_SKEW);
@@ -326,7 +331,7 @@ mod tests {
         let key = RelayKey::from_app_token("xapp-1-A1-secret");
         let body = br#"{"type":"slash_commands","payload":{}}"#;
         let signed = key.sign(1_000, body);
-        assert_eq!(key.check(&headers("1000", &signed), body, 1_100), Ok(()));
+        assert!(key.check(&headers("1000", &signed), body, 1_100).is_ok());
         assert_eq!(key.check(&headers("1000", &signed), b"{}", 1_100), Err("invalid relay signature"));
         let other = RelayKey::from_app_token("xapp-1-A1-other");
         assert_eq!(other.check(&headers("1000", &signed), body, 1_100), Err("invalid relay signature"));

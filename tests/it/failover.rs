@@ -13,14 +13,13 @@
 use super::fake_k8s::FakeK8s;
 use super::fake_slack::FakeSlack;
 use super::postgres::Postgres;
+use super::slack::{serve_command, SECRET};
 use super::support::{commands_dir, Bot};
 use opsbot::chat::slack::verify::Verifier;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 fn config() -> String {
     format!(
@@ -105,18 +104,10 @@ impl Replica {
 
     fn launch(name: &str, url: &str, slack: &FakeSlack, config: &str, kubeconfig: &std::path::Path) -> Replica {
         let bot = Bot::with_config(config);
-        let mut child = bot
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+        let mut child = serve_command(&bot, slack)
             .env("KUBECONFIG", kubeconfig)
-            .env("SLACK_APP_TOKEN", "xapp-1-A1-test")
-            .env("SLACK_SIGNING_SECRET", SECRET)
-            .env("SLACK_BOT_TOKEN", "xoxb-test-token")
-            .env("SLACK_API_URL", slack.api_url())
             .env("OPSBOT_STORE_URL", url)
             .env("HOSTNAME", name)
-            .env("OPSBOT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(bot.dir.path().join("serve.log")).unwrap())
             .spawn()
             .expect("serve starts");
         let (tx, lines) = mpsc::channel();

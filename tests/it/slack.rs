@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 fn config(mode: &str) -> String {
     format!(
@@ -65,6 +65,21 @@ requesters = ["*"]
     )
 }
 
+/// `opsbot serve` on a free port with Slack's secrets (both modes) and the
+/// fake's API URL; stdout piped, the log appended to `serve.log`.
+pub fn serve_command(bot: &Bot, slack: &FakeSlack) -> std::process::Command {
+    let mut command = bot.command(&["serve", "--listen", "127.0.0.1:0"]);
+    command
+        .env("SLACK_SIGNING_SECRET", SECRET)
+        .env("SLACK_BOT_TOKEN", "xoxb-test-token")
+        .env("SLACK_APP_TOKEN", "xapp-test-token")
+        .env("SLACK_API_URL", slack.api_url())
+        .env("OPSBOT_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(bot.dir.path().join("serve.log")).unwrap());
+    command
+}
+
 /// `opsbot serve` against a fake Slack; killed (SIGTERM) on drop.
 pub struct Served {
     pub bot: Bot,
@@ -91,20 +106,7 @@ impl Served {
     }
 
     fn spawn(bot: &Bot, slack: &FakeSlack, env: &[(&str, &std::ffi::OsStr)]) -> (Child, String) {
-        let mut child = bot
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .env("SLACK_SIGNING_SECRET", SECRET)
-            .env("SLACK_BOT_TOKEN", "xoxb-test-token")
-            .env("SLACK_APP_TOKEN", "xapp-test-token")
-            .env("SLACK_API_URL", slack.api_url())
-            .env("OPSBOT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new().create(true).append(true).open(bot.dir.path().join("serve.log")).unwrap(),
-            )
-            .spawn()
-            .expect("serve starts");
+        let mut child = serve_command(bot, slack).envs(env.iter().copied()).spawn().expect("serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("serve prints its address").unwrap();
         let address =

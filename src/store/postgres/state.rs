@@ -52,6 +52,22 @@ impl PgStore {
         self.pg.call(move |c| Ok(c.query_opt(sql, &[&key])?.map(|row| row.get(0))))
     }
 
+    /// Writes a numbered record (`r-12`, `INC-3`) of `table` (`id`, `n`,
+    /// `open`, `body`), new or changed.
+    fn put_numbered(&self, table: &'static str, id: &str, open: bool, body: String) -> Result<(), StoreError> {
+        let (id, n) = (id.to_string(), number(id));
+        self.pg.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (id, n, open, body) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET open = EXCLUDED.open, body = EXCLUDED.body"
+                ),
+                &[&id, &n, &open, &body],
+            )?;
+            Ok(())
+        })
+    }
+
     fn bodies(&self, sql: &'static str) -> Result<Vec<String>, StoreError> {
         self.pg.call(move |c| Ok(c.query(sql, &[])?.iter().map(|row| row.get(0)).collect()))
     }
@@ -72,15 +88,7 @@ impl Store for PgStore {
     }
 
     fn put_pending(&self, request: &PendingRequest) -> Result<(), StoreError> {
-        let (id, n, open, body) = (request.id.clone(), number(&request.id), request.state.is_open(), json(request)?);
-        self.pg.call(move |c| {
-            c.execute(
-                "INSERT INTO opsbot_requests (id, n, open, body) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET open = EXCLUDED.open, body = EXCLUDED.body",
-                &[&id, &n, &open, &body],
-            )?;
-            Ok(())
-        })
+        self.put_numbered("opsbot_requests", &request.id, request.state.is_open(), json(request)?)
     }
 
     fn get_pending(&self, id: &str) -> Result<Option<PendingRequest>, StoreError> {
@@ -214,16 +222,7 @@ impl Store for PgStore {
     }
 
     fn put_incident(&self, incident: &Incident) -> Result<(), StoreError> {
-        let (id, n, open, body) =
-            (incident.id.clone(), number(&incident.id), incident.resolved_at.is_none(), json(incident)?);
-        self.pg.call(move |c| {
-            c.execute(
-                "INSERT INTO opsbot_incidents (id, n, open, body) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET open = EXCLUDED.open, body = EXCLUDED.body",
-                &[&id, &n, &open, &body],
-            )?;
-            Ok(())
-        })
+        self.put_numbered("opsbot_incidents", &incident.id, incident.resolved_at.is_none(), json(incident)?)
     }
 
     fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
